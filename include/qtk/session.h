@@ -1,0 +1,52 @@
+// Public API: load a model once, run it many times.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "qtk/status.h"
+#include "qtk/tensor.h"
+
+namespace qtk {
+
+namespace ir { struct Model; }
+namespace rt { class GraphExecutor; class ThreadPool; }
+
+struct SessionOptions {
+  int threads = 1;
+  bool optimize = true;  // constant folding, BN folding, identity/dead-node removal
+};
+
+struct TensorInfo {
+  std::string name;
+  DType dtype = DType::kUndefined;
+  std::vector<int64_t> shape;  // -1 for a dynamic dimension
+  bool has_shape = false;
+};
+
+class Session {
+ public:
+  static Expected<std::unique_ptr<Session>> create(const ir::Model& model, const SessionOptions& options = {});
+  static Expected<std::unique_ptr<Session>> load(const std::string& onnx_path, const SessionOptions& options = {});
+  ~Session();
+
+  const std::vector<TensorInfo>& inputs() const { return inputs_; }
+  const std::vector<TensorInfo>& outputs() const { return outputs_; }
+  int threads() const;
+
+  // Inputs in the order of inputs(); outputs in the order of outputs().
+  // Checks each input's dtype and fixed dimensions first.
+  Expected<std::vector<Tensor>> run(const std::vector<Tensor>& inputs) const;
+  Expected<std::vector<Tensor>> run(const std::map<std::string, Tensor>& feeds) const;
+
+ private:
+  Session() = default;
+  std::vector<TensorInfo> inputs_;
+  std::vector<TensorInfo> outputs_;
+  std::unique_ptr<rt::GraphExecutor> executor_;
+  std::unique_ptr<rt::ThreadPool> pool_;
+};
+
+}  // namespace qtk

@@ -1,0 +1,191 @@
+#include "qtk/tensor.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <new>
+
+namespace qtk {
+
+size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::kFloat32: case DType::kInt32: case DType::kUInt32: return 4;
+    case DType::kUInt8: case DType::kInt8: case DType::kBool: return 1;
+    case DType::kUInt16: case DType::kInt16: case DType::kFloat16: case DType::kBFloat16: return 2;
+    case DType::kInt64: case DType::kFloat64: case DType::kUInt64: return 8;
+    default: return 0;
+  }
+}
+
+const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::kFloat32: return "float32";
+    case DType::kUInt8: return "uint8";
+    case DType::kInt8: return "int8";
+    case DType::kUInt16: return "uint16";
+    case DType::kInt16: return "int16";
+    case DType::kInt32: return "int32";
+    case DType::kInt64: return "int64";
+    case DType::kString: return "string";
+    case DType::kBool: return "bool";
+    case DType::kFloat16: return "float16";
+    case DType::kFloat64: return "float64";
+    case DType::kUInt32: return "uint32";
+    case DType::kUInt64: return "uint64";
+    case DType::kBFloat16: return "bfloat16";
+    default: return "undefined";
+  }
+}
+
+bool dtype_is_known(int32_t onnx_type) {
+  return dtype_size(static_cast<DType>(onnx_type)) != 0;
+}
+
+float half_to_float(uint16_t h) {
+  uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {  // subnormal: normalise
+      exp = 127 - 15 + 1;
+      while ((mant & 0x400) == 0) { mant <<= 1; --exp; }
+      mant &= 0x3ff;
+      bits = sign | (exp << 23) | (mant << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint16_t float_to_half(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  uint32_t sign = (x >> 16) & 0x8000u;
+  uint32_t absx = x & 0x7fffffffu;
+  if (absx >= 0x7f800000u) return static_cast<uint16_t>(sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u : 0));
+  if (absx >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow -> inf
+  if (absx < 0x38800000u) {  // subnormal or zero in half
+    float af;
+    std::memcpy(&af, &absx, 4);
+    // scale so that the half subnormal step (2^-24) becomes 1, round to even
+    float scaled = af * 16777216.0f;
+    auto m = static_cast<uint32_t>(std::nearbyint(scaled));
+    return static_cast<uint16_t>(sign | m);
+  }
+  uint32_t mant = absx & 0x7fffffu;
+  uint32_t exp = (absx >> 23) - 127 + 15;
+  uint32_t h = (exp << 10) | (mant >> 13);
+  uint32_t rest = mant & 0x1fffu;
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;
+  return static_cast<uint16_t>(sign | h);
+}
+
+float bfloat16_to_float(uint16_t h) {
+  uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint16_t float_to_bfloat16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);
+  uint32_t rounding = 0x7fffu + ((x >> 16) & 1u);
+  return static_cast<uint16_t>((x + rounding) >> 16);
+}
+
+int64_t shape_numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+std::string shape_to_string(const Shape& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i) out += ",";
+    out += std::to_string(s[i]);
+  }
+  return out + "]";
+}
+
+namespace {
+std::shared_ptr<std::byte[]> allocate_zeroed(size_t nbytes) {
+  size_t padded = ((nbytes + 63) / 64) * 64;
+  if (padded == 0) padded = 64;
+  void* p = ::operator new[](padded, std::align_val_t(64));
+  std::memset(p, 0, padded);
+  return std::shared_ptr<std::byte[]>(static_cast<std::byte*>(p),
+                                      [](std::byte* q) { ::operator delete[](q, std::align_val_t(64)); });
+}
+}  // namespace
+
+Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape)) {
+  numel_ = shape_numel(shape_);
+  if (numel_ < 0) numel_ = 0;
+  storage_ = allocate_zeroed(nbytes());
+}
+
+Tensor Tensor::reshaped(Shape shape) const {
+  Tensor t = *this;
+  t.shape_ = std::move(shape);
+  t.numel_ = shape_numel(t.shape_);
+  return t;
+}
+
+Tensor Tensor::clone() const {
+  Tensor t(dtype_, shape_);
+  if (nbytes()) std::memcpy(t.raw(), raw(), nbytes());
+  return t;
+}
+
+double Tensor::get_as_double(int64_t i) const {
+  switch (dtype_) {
+    case DType::kFloat32: return data<float>()[i];
+    case DType::kFloat64: return data<double>()[i];
+    case DType::kUInt8: return data<uint8_t>()[i];
+    case DType::kInt8: return data<int8_t>()[i];
+    case DType::kUInt16: return data<uint16_t>()[i];
+    case DType::kInt16: return data<int16_t>()[i];
+    case DType::kInt32: return data<int32_t>()[i];
+    case DType::kInt64: return static_cast<double>(data<int64_t>()[i]);
+    case DType::kUInt32: return data<uint32_t>()[i];
+    case DType::kUInt64: return static_cast<double>(data<uint64_t>()[i]);
+    case DType::kBool: return data<uint8_t>()[i] ? 1.0 : 0.0;
+    case DType::kFloat16: return half_to_float(data<uint16_t>()[i]);
+    case DType::kBFloat16: return bfloat16_to_float(data<uint16_t>()[i]);
+    default: return 0.0;
+  }
+}
+
+int64_t Tensor::get_as_int64(int64_t i) const {
+  switch (dtype_) {
+    case DType::kInt64: return data<int64_t>()[i];
+    case DType::kInt32: return data<int32_t>()[i];
+    case DType::kUInt64: return static_cast<int64_t>(data<uint64_t>()[i]);
+    default: {
+      double d = get_as_double(i);
+      if (!(d > -9.2e18 && d < 9.2e18)) return 0;
+      return static_cast<int64_t>(d);
+    }
+  }
+}
+
+std::vector<int64_t> Tensor::to_int64_vector() const {
+  std::vector<int64_t> v(static_cast<size_t>(numel_));
+  for (int64_t i = 0; i < numel_; ++i) v[i] = get_as_int64(i);
+  return v;
+}
+
+std::vector<float> Tensor::to_float_vector() const {
+  std::vector<float> v(static_cast<size_t>(numel_));
+  for (int64_t i = 0; i < numel_; ++i) v[i] = static_cast<float>(get_as_double(i));
+  return v;
+}
+
+}  // namespace qtk

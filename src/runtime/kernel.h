@@ -1,0 +1,62 @@
+// What an op kernel sees: plain tensors in, tensors out. Kernels never see
+// ONNX; they get the IR node once, at session build time, to read attributes.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ir/graph.h"
+#include "qtk/status.h"
+#include "qtk/tensor.h"
+
+namespace qtk::rt {
+
+class ThreadPool;
+class GraphExecutor;
+class Scope;
+
+struct KernelContext {
+  std::vector<const Tensor*> inputs;  // nullptr where an optional input is absent
+  std::vector<Tensor> outputs;        // one per node output; the kernel assigns them
+  ThreadPool* pool = nullptr;         // never null during run()
+  const Scope* scope = nullptr;       // values visible to subgraphs (If/Loop)
+
+  size_t num_inputs() const { return inputs.size(); }
+  bool has_input(size_t i) const { return i < inputs.size() && inputs[i] != nullptr; }
+  const Tensor& input(size_t i) const { return *inputs[i]; }
+};
+
+class Kernel {
+ public:
+  virtual ~Kernel() = default;
+  virtual Status run(KernelContext& ctx) = 0;
+};
+
+// A kernel made of one function; attributes are parsed by the factory and
+// captured by the lambda.
+class FnKernel final : public Kernel {
+ public:
+  explicit FnKernel(std::function<Status(KernelContext&)> fn) : fn_(std::move(fn)) {}
+  Status run(KernelContext& ctx) override { return fn_(ctx); }
+
+ private:
+  std::function<Status(KernelContext&)> fn_;
+};
+
+struct KernelInit {
+  const ir::Node& node;
+  int64_t opset;  // version of the node's domain imported by the model
+  // Builds an executor for a subgraph attribute (If/Loop bodies).
+  std::function<Expected<std::unique_ptr<GraphExecutor>>(const ir::Graph&)> build_subgraph;
+};
+
+using KernelFactory = std::function<Expected<std::unique_ptr<Kernel>>(const KernelInit&)>;
+
+template <class F>
+Expected<std::unique_ptr<Kernel>> make_fn_kernel(F&& f) {
+  return std::unique_ptr<Kernel>(new FnKernel(std::forward<F>(f)));
+}
+
+}  // namespace qtk::rt

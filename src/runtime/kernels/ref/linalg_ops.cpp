@@ -1,0 +1,7 @@
+#include "runtime/op_registry.h"
+
+namespace qtk::rt {
+
+void register_linalg_ops(OpRegistry& r) { (void)r; }
+
+}  // namespace qtk::rt

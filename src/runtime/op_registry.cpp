@@ -1,0 +1,53 @@
+#include "runtime/op_registry.h"
+
+#include <algorithm>
+
+namespace qtk::rt {
+
+void OpRegistry::add(const std::string& op_type, KernelFactory f, const std::string& domain, int since_version) {
+  auto& v = ops_[{domain, op_type}];
+  v.emplace_back(since_version, std::move(f));
+  std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+}
+
+const KernelFactory* OpRegistry::find(const std::string& domain, const std::string& op_type, int64_t opset) const {
+  auto it = ops_.find({ir::is_default_domain(domain) ? "" : domain, op_type});
+  if (it == ops_.end()) return nullptr;
+  const KernelFactory* best = nullptr;
+  for (const auto& [since, f] : it->second)
+    if (since <= opset || opset <= 0) best = &f;
+  return best;
+}
+
+bool OpRegistry::supports(const std::string& domain, const std::string& op_type) const {
+  return ops_.count({ir::is_default_domain(domain) ? "" : domain, op_type}) > 0;
+}
+
+std::vector<std::string> OpRegistry::op_types(const std::string& domain) const {
+  std::vector<std::string> r;
+  for (const auto& [k, v] : ops_)
+    if (k.first == domain) r.push_back(k.second);
+  return r;
+}
+
+const OpRegistry& OpRegistry::global() {
+  static const OpRegistry registry = [] {
+    OpRegistry r;
+    register_elementwise_ops(r);
+    register_activation_ops(r);
+    register_linalg_ops(r);
+    register_conv_ops(r);
+    register_pool_ops(r);
+    register_norm_ops(r);
+    register_reduce_ops(r);
+    register_shape_ops(r);
+    register_tensor_ops(r);
+    register_generator_ops(r);
+    register_control_flow_ops(r);
+    register_rnn_ops(r);
+    return r;
+  }();
+  return registry;
+}
+
+}  // namespace qtk::rt

@@ -1,0 +1,43 @@
+// op type (+ domain) -> kernel factory. Each kernel family file registers its
+// ops in one function; op_registry.cpp calls them all.
+#pragma once
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "runtime/kernel.h"
+
+namespace qtk::rt {
+
+class OpRegistry {
+ public:
+  // since_version: the first opset of the op's domain this kernel implements.
+  void add(const std::string& op_type, KernelFactory f, const std::string& domain = "", int since_version = 1);
+  // nullptr when (domain, op_type) is unknown or the opset predates every kernel.
+  const KernelFactory* find(const std::string& domain, const std::string& op_type, int64_t opset) const;
+  bool supports(const std::string& domain, const std::string& op_type) const;
+  std::vector<std::string> op_types(const std::string& domain = "") const;
+
+  static const OpRegistry& global();
+
+ private:
+  std::map<std::pair<std::string, std::string>, std::vector<std::pair<int, KernelFactory>>> ops_;
+};
+
+// Kernel families (src/runtime/kernels/ref/*.cpp).
+void register_elementwise_ops(OpRegistry& r);   // arithmetic, comparison, logic, unary math, Where, Cast
+void register_activation_ops(OpRegistry& r);    // Relu ... Gelu, Softmax, LogSoftmax
+void register_linalg_ops(OpRegistry& r);        // Gemm, MatMul
+void register_conv_ops(OpRegistry& r);          // Conv, ConvTranspose
+void register_pool_ops(OpRegistry& r);          // MaxPool, AveragePool, Global*Pool
+void register_norm_ops(OpRegistry& r);          // BatchNormalization, LayerNormalization
+void register_reduce_ops(OpRegistry& r);        // Reduce*
+void register_shape_ops(OpRegistry& r);         // Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Shape, Size, ...
+void register_tensor_ops(OpRegistry& r);        // Concat, Split, Slice, Gather, Expand, Tile, Pad, Resize, ...
+void register_generator_ops(OpRegistry& r);     // Constant, ConstantOfShape, Range, Identity, Dropout
+void register_control_flow_ops(OpRegistry& r);  // If
+void register_rnn_ops(OpRegistry& r);           // LSTM, GRU
+
+}  // namespace qtk::rt

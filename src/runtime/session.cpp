@@ -1,0 +1,91 @@
+#include "qtk/session.h"
+
+#include "ir/passes.h"
+#include "onnx/model_io.h"
+#include "qtk/model.h"
+#include "runtime/graph_executor.h"
+
+namespace qtk {
+
+Expected<Model> load_model(const std::string& path) { return onnx_io::load_model(path); }
+Status save_model(const Model& model, const std::string& path) { return onnx_io::save_model(model, path); }
+
+namespace {
+TensorInfo to_info(const ir::ValueInfo& v) {
+  TensorInfo t;
+  t.name = v.name;
+  t.dtype = v.dtype;
+  t.has_shape = v.has_shape;
+  for (const auto& d : v.shape) t.shape.push_back(d.is_fixed() ? d.value : -1);
+  return t;
+}
+}  // namespace
+
+Session::~Session() = default;
+
+int Session::threads() const { return pool_->size(); }
+
+Expected<std::unique_ptr<Session>> Session::create(const ir::Model& model, const SessionOptions& options) {
+  ir::Model m = model;
+  QTK_RETURN_IF_ERROR(ir::topological_sort(m.graph));
+  if (options.optimize) QTK_RETURN_IF_ERROR(ir::optimize_for_inference(m));
+  rt::OpsetMap opsets;
+  for (const auto& o : m.opsets) opsets.versions[ir::is_default_domain(o.domain) ? "" : o.domain] = o.version;
+  auto s = std::unique_ptr<Session>(new Session());
+  for (const auto* v : m.graph.runtime_inputs()) s->inputs_.push_back(to_info(*v));
+  for (const auto& v : m.graph.outputs) s->outputs_.push_back(to_info(v));
+  // The executor is fed runtime inputs only: drop initializer-backed inputs.
+  ir::Graph& g = m.graph;
+  std::erase_if(g.inputs, [&](const ir::ValueInfo& v) { return g.initializers.count(v.name) > 0; });
+  QTK_ASSIGN_OR_RETURN(s->executor_, rt::GraphExecutor::create(g, opsets));
+  s->pool_ = std::make_unique<rt::ThreadPool>(options.threads);
+  return s;
+}
+
+Expected<std::unique_ptr<Session>> Session::load(const std::string& onnx_path, const SessionOptions& options) {
+  QTK_ASSIGN_OR_RETURN(ir::Model m, onnx_io::load_model(onnx_path));
+  return create(m, options);
+}
+
+Expected<std::vector<Tensor>> Session::run(const std::vector<Tensor>& inputs) const {
+  if (inputs.size() != inputs_.size())
+    return invalid_argument("model takes " + std::to_string(inputs_.size()) + " inputs, got " +
+                            std::to_string(inputs.size()));
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const TensorInfo& info = inputs_[i];
+    const Tensor& t = inputs[i];
+    if (!t.defined()) return invalid_argument("input '" + info.name + "' is missing");
+    if (info.dtype != DType::kUndefined && t.dtype() != info.dtype)
+      return invalid_argument("input '" + info.name + "' must be " + dtype_name(info.dtype) + ", got " +
+                              dtype_name(t.dtype()));
+    if (!info.has_shape) continue;
+    bool match = t.rank() == static_cast<int>(info.shape.size());
+    for (size_t d = 0; match && d < info.shape.size(); ++d)
+      if (info.shape[d] >= 0 && info.shape[d] != t.shape()[d]) match = false;
+    if (!match) {
+      std::string want = "[";
+      for (size_t d = 0; d < info.shape.size(); ++d)
+        want += (d ? "," : "") + (info.shape[d] >= 0 ? std::to_string(info.shape[d]) : std::string("?"));
+      return invalid_argument("input '" + info.name + "' must have shape " + want + "], got " +
+                              shape_to_string(t.shape()));
+    }
+  }
+  return executor_->run(inputs, *pool_);
+}
+
+Expected<std::vector<Tensor>> Session::run(const std::map<std::string, Tensor>& feeds) const {
+  std::vector<Tensor> ordered;
+  for (const auto& info : inputs_) {
+    auto it = feeds.find(info.name);
+    if (it == feeds.end()) return invalid_argument("no value given for model input '" + info.name + "'");
+    ordered.push_back(it->second);
+  }
+  for (const auto& [name, t] : feeds) {
+    bool known = false;
+    for (const auto& info : inputs_) known |= info.name == name;
+    if (!known) return invalid_argument("model has no input named '" + name + "'");
+  }
+  return run(ordered);
+}
+
+}  // namespace qtk
