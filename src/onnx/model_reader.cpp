@@ -183,7 +183,6 @@ Expected<ir::Model> load_model_from_bytes(const std::string& bytes, const std::s
   m.model_version = mp.model_version();
   m.doc_string = mp.doc_string();
   for (const auto& o : mp.opset_import()) m.opsets.push_back({o.domain() == "ai.onnx" ? "" : o.domain(), o.version()});
-  if (m.opset("") == 0 && m.ir_version >= 3) return parse_error("model imports no default-domain opset");
   for (const auto& kv : mp.metadata_props()) m.metadata.emplace_back(kv.key(), kv.value());
   if (mp.functions_size() > 0)
     m.warnings.push_back("model-local functions are present; nodes that call them are unsupported");
