@@ -80,10 +80,14 @@ class [[nodiscard]] Expected {
     if (!qtk_status_.ok()) return qtk_status_;   \
   } while (0)
 
+// A GNU statement expression keeps this one statement, so it is safe as the
+// body of an unbraced if (GCC and Clang both support it).
 #define QTK_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
-  auto tmp = (expr);                              \
-  if (!tmp.ok()) return tmp.status();             \
-  lhs = std::move(tmp).value()
+  lhs = ({                                        \
+    auto tmp = (expr);                            \
+    if (!tmp.ok()) return tmp.status();           \
+    std::move(tmp).value();                       \
+  })
 
 #define QTK_ASSIGN_OR_RETURN(lhs, expr) \
   QTK_ASSIGN_OR_RETURN_IMPL(QTK_CONCAT(qtk_expected_, __LINE__), lhs, expr)
