@@ -45,6 +45,8 @@ const OpRegistry& OpRegistry::global() {
     register_generator_ops(r);
     register_control_flow_ops(r);
     register_rnn_ops(r);
+    register_quant_ops(r);
+    register_qlinear_ops(r);
     return r;
   }();
   return registry;

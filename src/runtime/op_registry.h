@@ -39,5 +39,7 @@ void register_tensor_ops(OpRegistry& r);        // Concat, Split, Slice, Gather,
 void register_generator_ops(OpRegistry& r);     // Constant, ConstantOfShape, Range, Identity, Dropout
 void register_control_flow_ops(OpRegistry& r);  // If
 void register_rnn_ops(OpRegistry& r);           // LSTM, GRU
+void register_quant_ops(OpRegistry& r);         // QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear
+void register_qlinear_ops(OpRegistry& r);       // ConvInteger, MatMulInteger, QLinearConv, QLinearMatMul
 
 }  // namespace qtk::rt
