@@ -11,9 +11,10 @@
 namespace qtk::data {
 
 struct Dataset {
-  Tensor images;                // float32 [N,1,28,28] for Fashion-MNIST, pixel/255
-  std::vector<int64_t> labels;  // N class ids
+  Tensor images;                         // float32 [N,1,28,28] for Fashion-MNIST, pixel/255
+  std::vector<int64_t> labels;           // N class ids
   int num_classes = 0;
+  std::vector<std::string> class_names;  // num_classes human-readable names
 };
 
 // "fashion-mnist:train" | "fashion-mnist:test" (Debian's dataset-fashion-mnist,
@@ -21,7 +22,14 @@ struct Dataset {
 // QTK_FASHION_MNIST_DIR). limit > 0 keeps the first `limit` samples.
 Expected<Dataset> load_dataset(const std::string& spec, int64_t limit = 0);
 
-// idx (optionally gzip-compressed) files as used by MNIST-style data sets.
-Expected<Tensor> read_idx(const std::string& path);  // uint8 tensor with the idx dims
+// The spec strings load_dataset understands, for help texts and errors.
+std::vector<std::string> known_dataset_specs();
+
+// idx files (optionally gzip-compressed) as used by MNIST-style data sets: a
+// tensor with the file's dims and dtype (uint8 for MNIST; the big-endian
+// int8/int16/int32/float32/float64 variants are converted to host order).
+// max_items > 0 keeps only the first max_items entries of dimension 0 and
+// decompresses no further than needed.
+Expected<Tensor> read_idx(const std::string& path, int64_t max_items = 0);
 
 }  // namespace qtk::data

@@ -4,6 +4,7 @@
 #include "onnx/model_io.h"
 #include "qtk/model.h"
 #include "runtime/graph_executor.h"
+#include "runtime/optimize.h"
 
 namespace qtk {
 
@@ -28,7 +29,7 @@ int Session::threads() const { return pool_->size(); }
 Expected<std::unique_ptr<Session>> Session::create(const ir::Model& model, const SessionOptions& options) {
   ir::Model m = model;
   QTK_RETURN_IF_ERROR(ir::topological_sort(m.graph));
-  if (options.optimize) QTK_RETURN_IF_ERROR(ir::optimize_for_inference(m));
+  if (options.optimize) QTK_RETURN_IF_ERROR(rt::optimize_model(m));
   rt::OpsetMap opsets;
   for (const auto& o : m.opsets) opsets.versions[ir::is_default_domain(o.domain) ? "" : o.domain] = o.version;
   auto s = std::unique_ptr<Session>(new Session());

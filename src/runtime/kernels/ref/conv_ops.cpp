@@ -1,7 +1,356 @@
+// Conv and ConvTranspose (float32) over 1-D, 2-D and 3-D (and higher)
+// spatial inputs, with groups, strides, dilations, pads and auto_pad.
+//
+// Conv is im2col + sgemm per (image, group): Y_g[Mg, P] = W_g[Mg, K] * col[K, P]
+// with K = Cg * prod(kernel) and P = prod(output spatial). A 1x1, stride-1,
+// unpadded Conv reads X directly as the GEMM's B; a depthwise Conv (one input
+// channel per group) is a direct window loop instead.
+// ConvTranspose is the adjoint: col[Mg*k, Q] = W_g^T * X_g, then col2im.
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/kernels/ref/common.h"
+#include "runtime/kernels/ref/im2col.h"
+#include "runtime/kernels/ref/sgemm.h"
 #include "runtime/op_registry.h"
+#include "runtime/thread_pool.h"
 
 namespace qtk::rt {
+namespace {
 
-void register_conv_ops(OpRegistry& r) { (void)r; }
+using namespace ref;
+
+// Attributes common to Conv and ConvTranspose, read once by the factory.
+struct ConvAttrs {
+  AutoPad auto_pad = AutoPad::kNotSet;
+  std::vector<int64_t> kernel_shape, strides, dilations, pads;
+  int64_t group = 1;
+  // ConvTranspose only.
+  std::vector<int64_t> output_padding, output_shape;
+};
+
+Expected<ConvAttrs> read_conv_attrs(const ir::Node& node, bool transpose) {
+  ConvAttrs a;
+  QTK_ASSIGN_OR_RETURN(a.auto_pad, parse_auto_pad(node.attr_string("auto_pad", "NOTSET")));
+  a.kernel_shape = node.attr_ints("kernel_shape");
+  a.strides = node.attr_ints("strides");
+  a.dilations = node.attr_ints("dilations");
+  a.pads = node.attr_ints("pads");
+  a.group = node.attr_int("group", 1);
+  if (a.group < 1) return invalid_argument("group must be >= 1, got " + std::to_string(a.group));
+  if (transpose) {
+    a.output_padding = node.attr_ints("output_padding");
+    a.output_shape = node.attr_ints("output_shape");
+  }
+  return a;
+}
+
+// Per-thread column buffer, kept between runs so that repeated inferences do
+// not pay for fresh pages each time (it holds the largest layer's columns).
+// Null if the allocation fails.
+float* column_scratch(int64_t floats) {
+  thread_local AlignedFloats buf;
+  return buf.get(floats);
+}
+
+Status scratch_error(int64_t floats) {
+  return internal_error("out of memory for a column buffer of " + std::to_string(floats) + " floats");
+}
+
+// Runs fn(begin, end, inner_pool) over `tasks` independent (image, group)
+// products. With enough tasks to keep every thread busy they are spread over
+// the pool and each sgemm runs single-threaded; otherwise they run in turn
+// and each sgemm gets the pool.
+template <class F>
+void run_tasks(ThreadPool* pool, int64_t tasks, F&& fn) {
+  const int threads = pool != nullptr ? pool->size() : 1;
+  if (threads > 1 && (tasks >= 2 * threads || (tasks >= threads && tasks % threads == 0))) {
+    pool->parallel_for(tasks, [&](int64_t b, int64_t e) { fn(b, e, nullptr); });
+  } else {
+    fn(0, tasks, pool);
+  }
+}
+
+Status check_float(const KernelContext& ctx, size_t i, const char* what) {
+  if (ctx.input(i).dtype() != DType::kFloat32)
+    return unsupported(std::string(what) + " of dtype " + dtype_name(ctx.input(i).dtype()) +
+                       " (only float32 is implemented)");
+  return Status::Ok();
+}
+
+Status check_bias(const KernelContext& ctx, int64_t channels) {
+  if (!ctx.has_input(2)) return Status::Ok();
+  QTK_RETURN_IF_ERROR(check_float(ctx, 2, "bias B"));
+  const Tensor& b = ctx.input(2);
+  if (b.rank() != 1 || b.dim(0) != channels)
+    return invalid_argument("bias B has shape " + shape_to_string(b.shape()) + ", expected [" +
+                            std::to_string(channels) + "]");
+  return Status::Ok();
+}
+
+Status check_kernel_attr(const ConvAttrs& a, const Shape& kernel) {
+  if (!a.kernel_shape.empty() && a.kernel_shape != kernel)
+    return invalid_argument("kernel_shape " + shape_to_string(a.kernel_shape) +
+                            " does not match the weight's spatial dims " + shape_to_string(kernel));
+  return Status::Ok();
+}
+
+// Depthwise-style Conv (one input channel per group) as a direct window loop
+// for 1-D and 2-D: out[m] = sum_k x[c(m)] * w[m] + b[m].
+void depthwise_plane(const float* x, const float* w, float bias, const ConvGeometry& g, float* y) {
+  const bool one_d = g.rank() == 1;
+  const int64_t IH = one_d ? 1 : g.in[0], IW = g.in[g.rank() - 1];
+  const int64_t OH = one_d ? 1 : g.out[0], OW = g.out[g.rank() - 1];
+  const int64_t KH = one_d ? 1 : g.kernel[0], KW = g.kernel[g.rank() - 1];
+  const int64_t SH = one_d ? 1 : g.strides[0], SW = g.strides[g.rank() - 1];
+  const int64_t DH = one_d ? 1 : g.dilations[0], DW = g.dilations[g.rank() - 1];
+  const int64_t PH = one_d ? 0 : g.pads_begin[0], PW = g.pads_begin[g.rank() - 1];
+  for (int64_t oh = 0; oh < OH; ++oh) {
+    for (int64_t ow = 0; ow < OW; ++ow) {
+      float sum = bias;
+      for (int64_t kh = 0; kh < KH; ++kh) {
+        const int64_t ih = oh * SH - PH + kh * DH;
+        if (ih < 0 || ih >= IH) continue;
+        const float* xr = x + ih * IW;
+        const float* wr = w + kh * KW;
+        for (int64_t kw = 0; kw < KW; ++kw) {
+          const int64_t iw = ow * SW - PW + kw * DW;
+          if (iw >= 0 && iw < IW) sum += xr[iw] * wr[kw];
+        }
+      }
+      y[oh * OW + ow] = sum;
+    }
+  }
+}
+
+Status run_conv(const ConvAttrs& a, KernelContext& ctx) {
+  QTK_RETURN_IF_ERROR(expect_inputs(ctx, 2));
+  QTK_RETURN_IF_ERROR(check_float(ctx, 0, "input X"));
+  QTK_RETURN_IF_ERROR(check_float(ctx, 1, "weight W"));
+  const Tensor& X = ctx.input(0);
+  const Tensor& W = ctx.input(1);
+  if (X.rank() < 3)
+    return invalid_argument("input X has shape " + shape_to_string(X.shape()) + ", expected [N, C, spatial...]");
+  if (W.rank() != X.rank())
+    return invalid_argument("weight W has shape " + shape_to_string(W.shape()) + ", expected rank " +
+                            std::to_string(X.rank()) + " like X " + shape_to_string(X.shape()));
+  const int64_t N = X.dim(0), C = X.dim(1), M = W.dim(0), G = a.group;
+  if (C % G != 0 || W.dim(1) * G != C || M % G != 0)
+    return invalid_argument("X " + shape_to_string(X.shape()) + " and W " + shape_to_string(W.shape()) +
+                            " do not fit group=" + std::to_string(G) +
+                            " (need C = W.shape[1] * group and M divisible by group)");
+  QTK_RETURN_IF_ERROR(check_bias(ctx, M));
+
+  ConvGeometry g;
+  g.in.assign(X.shape().begin() + 2, X.shape().end());
+  g.kernel.assign(W.shape().begin() + 2, W.shape().end());
+  QTK_RETURN_IF_ERROR(check_kernel_attr(a, g.kernel));
+  QTK_RETURN_IF_ERROR(resolve_window_geometry(a.auto_pad, a.strides, a.dilations, a.pads, false, g));
+
+  Shape y_shape = {N, M};
+  y_shape.insert(y_shape.end(), g.out.begin(), g.out.end());
+  Tensor Y(DType::kFloat32, y_shape);
+  const int64_t Cg = C / G, Mg = M / G;
+  const int64_t Q = g.in_size(), P = g.out_size(), K = Cg * g.kernel_size();
+  const float* x = X.data<float>();
+  const float* w = W.data<float>();
+  const float* bias = ctx.has_input(2) ? ctx.input(2).data<float>() : nullptr;
+  float* y = Y.data<float>();
+
+  if (N == 0 || M == 0 || P == 0) {
+    ctx.outputs[0] = Y;
+    return Status::Ok();
+  }
+
+  if (Cg == 1 && G > 1 && g.rank() <= 2) {
+    ctx.pool->parallel_for(N * M, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const int64_t n = t / M, m = t % M, c = m / Mg;
+        depthwise_plane(x + (n * C + c) * Q, w + m * K, bias ? bias[m] : 0.f, g, y + t * P);
+      }
+    });
+    ctx.outputs[0] = Y;
+    return Status::Ok();
+  }
+
+  bool pointwise = true;  // 1x1, stride 1, no pads: the image already is the column matrix
+  for (int i = 0; i < g.rank(); ++i)
+    pointwise = pointwise && g.kernel[i] == 1 && g.strides[i] == 1 && g.pads_begin[i] == 0 && g.pads_end[i] == 0;
+
+  const int64_t col_floats = sgemm_packed_b_floats(K, P);
+  std::atomic<bool> no_memory{false};
+  run_tasks(ctx.pool, N * G, [&](int64_t begin, int64_t end, ThreadPool* inner) {
+    float* col = pointwise ? nullptr : column_scratch(col_floats);
+    if (!pointwise && col == nullptr) {
+      no_memory = true;
+      return;
+    }
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / G, grp = t % G;
+      const float* xg = x + (n * C + grp * Cg) * Q;
+      float* yg = y + (n * M + grp * Mg) * P;
+      float beta = 0.f;
+      if (bias != nullptr) {  // seed the output with the bias and accumulate onto it
+        for (int64_t m = 0; m < Mg; ++m) std::fill(yg + m * P, yg + (m + 1) * P, bias[grp * Mg + m]);
+        beta = 1.f;
+      }
+      if (pointwise) {
+        sgemm(false, false, Mg, P, K, 1.f, w + grp * Mg * K, K, xg, P, beta, yg, P, inner);
+      } else {
+        // Columns go straight into sgemm's packed-B layout: one pass, no repack.
+        im2col_packed(xg, Cg, g, kSgemmPackedBWidth, col);
+        sgemm_packed_b(false, Mg, P, K, 1.f, w + grp * Mg * K, K, col, beta, yg, P, inner);
+      }
+    }
+  });
+  if (no_memory) return scratch_error(col_floats);
+  ctx.outputs[0] = Y;
+  return Status::Ok();
+}
+
+// ONNX's rule for ConvTranspose pads from a total: SAME_UPPER puts the odd
+// pad at the end, everything else at the start. Floor division as in ONNX's
+// reference, so a negative total (output_shape larger than the natural
+// output) leaves the extra rows at the end.
+void split_total_pad(int64_t total, bool same_upper, int64_t& begin, int64_t& end) {
+  const int64_t half = total >= 0 ? total / 2 : -((-total + 1) / 2);  // floor(total / 2)
+  if (same_upper) {
+    begin = half;
+    end = total - half;
+  } else {
+    begin = total - half;
+    end = half;
+  }
+}
+
+Status run_conv_transpose(const ConvAttrs& a, KernelContext& ctx) {
+  QTK_RETURN_IF_ERROR(expect_inputs(ctx, 2));
+  QTK_RETURN_IF_ERROR(check_float(ctx, 0, "input X"));
+  QTK_RETURN_IF_ERROR(check_float(ctx, 1, "weight W"));
+  const Tensor& X = ctx.input(0);
+  const Tensor& W = ctx.input(1);
+  if (X.rank() < 3)
+    return invalid_argument("input X has shape " + shape_to_string(X.shape()) + ", expected [N, C, spatial...]");
+  if (W.rank() != X.rank())
+    return invalid_argument("weight W has shape " + shape_to_string(W.shape()) + ", expected rank " +
+                            std::to_string(X.rank()) + " like X " + shape_to_string(X.shape()));
+  const int64_t N = X.dim(0), C = X.dim(1), G = a.group;
+  if (W.dim(0) != C || C % G != 0)
+    return invalid_argument("X " + shape_to_string(X.shape()) + " and W " + shape_to_string(W.shape()) +
+                            " do not fit group=" + std::to_string(G) + " (need W.shape[0] = C, divisible by group)");
+  const int64_t Cg = C / G, Mg = W.dim(1), M = Mg * G;
+  QTK_RETURN_IF_ERROR(check_bias(ctx, M));
+
+  const int d = X.rank() - 2;
+  Shape in(X.shape().begin() + 2, X.shape().end());
+  Shape kernel(W.shape().begin() + 2, W.shape().end());
+  QTK_RETURN_IF_ERROR(check_kernel_attr(a, kernel));
+  // Validate strides/dilations/pads with the common resolver on a dummy
+  // forward geometry; the transposed output size is computed below.
+  if (!a.dilations.empty() && static_cast<int>(a.dilations.size()) != d)
+    return invalid_argument("dilations " + shape_to_string(a.dilations) + " must have " + std::to_string(d) +
+                            " entries");
+  ConvGeometry check;
+  check.in.assign(d, 0);
+  check.kernel = kernel;
+  for (int i = 0; i < d; ++i) check.in[i] = (kernel[i] - 1) * (a.dilations.empty() ? 1 : a.dilations[i]) + 1;
+  QTK_RETURN_IF_ERROR(resolve_window_geometry(AutoPad::kNotSet, a.strides, a.dilations, a.pads, false, check));
+  Shape out_padding = a.output_padding.empty() ? Shape(d, 0) : a.output_padding;
+  if (static_cast<int>(out_padding.size()) != d)
+    return invalid_argument("output_padding " + shape_to_string(out_padding) + " must have " +
+                            std::to_string(d) + " entries");
+  Shape target;  // explicit output spatial shape, if any
+  if (!a.output_shape.empty()) {
+    if (static_cast<int>(a.output_shape.size()) == d) target = a.output_shape;
+    else if (static_cast<int>(a.output_shape.size()) == d + 2) target.assign(a.output_shape.begin() + 2, a.output_shape.end());
+    else
+      return invalid_argument("output_shape " + shape_to_string(a.output_shape) + " must have " +
+                              std::to_string(d) + " entries");
+  }
+
+  // Col2im geometry: the "image" is Y's spatial shape, the columns X's.
+  ConvGeometry g;
+  g.kernel = kernel;
+  g.strides = check.strides;
+  g.dilations = check.dilations;
+  g.out = in;
+  g.in.assign(d, 0);
+  g.pads_begin.assign(d, 0);
+  g.pads_end.assign(d, 0);
+  for (int i = 0; i < d; ++i) {
+    if (out_padding[i] < 0)
+      return invalid_argument("output_padding " + shape_to_string(out_padding) + " must not be negative");
+    const int64_t full = g.strides[i] * (in[i] - 1) + out_padding[i] + (kernel[i] - 1) * g.dilations[i] + 1;
+    const bool same = a.auto_pad == AutoPad::kSameUpper || a.auto_pad == AutoPad::kSameLower;
+    if (!target.empty() || same) {
+      g.in[i] = !target.empty() ? target[i] : in[i] * g.strides[i];
+      split_total_pad(full - g.in[i], a.auto_pad == AutoPad::kSameUpper, g.pads_begin[i], g.pads_end[i]);
+    } else {
+      if (a.auto_pad == AutoPad::kNotSet && !a.pads.empty()) {
+        g.pads_begin[i] = a.pads[i];
+        g.pads_end[i] = a.pads[i + d];
+      }
+      g.in[i] = full - g.pads_begin[i] - g.pads_end[i];
+    }
+    if (g.in[i] < 0)
+      return invalid_argument("output spatial dim " + std::to_string(i) + " would be " + std::to_string(g.in[i]) +
+                              " (input " + shape_to_string(in) + ", kernel " + shape_to_string(kernel) + ", pads " +
+                              shape_to_string(a.pads) + ")");
+  }
+
+  Shape y_shape = {N, M};
+  y_shape.insert(y_shape.end(), g.in.begin(), g.in.end());
+  Tensor Y(DType::kFloat32, y_shape);  // zeroed: col2im accumulates into it
+  const int64_t Q = g.out_size(), P = g.in_size(), KK = Mg * g.kernel_size();
+  const float* x = X.data<float>();
+  const float* w = W.data<float>();
+  const float* bias = ctx.has_input(2) ? ctx.input(2).data<float>() : nullptr;
+  float* y = Y.data<float>();
+
+  if (N > 0 && M > 0 && P > 0) {
+    std::atomic<bool> no_memory{false};
+    run_tasks(ctx.pool, N * G, [&](int64_t begin, int64_t end, ThreadPool* inner) {
+      float* col = column_scratch(KK * Q);
+      if (col == nullptr) {
+        no_memory = true;
+        return;
+      }
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t n = t / G, grp = t % G;
+        float* yg = y + (n * M + grp * Mg) * P;
+        // col[Mg*k, Q] = W_g^T[Mg*k, Cg] * X_g[Cg, Q]; W_g is stored [Cg, Mg*k].
+        sgemm(true, false, KK, Q, Cg, 1.f, w + grp * Cg * KK, KK, x + (n * C + grp * Cg) * Q, Q, 0.f, col, Q, inner);
+        col2im(col, Mg, g, yg);
+        if (bias != nullptr)
+          for (int64_t m = 0; m < Mg; ++m) {
+            const float bv = bias[grp * Mg + m];
+            for (float* p = yg + m * P; p != yg + (m + 1) * P; ++p) *p += bv;
+          }
+      }
+    });
+    if (no_memory) return scratch_error(KK * Q);
+  }
+  ctx.outputs[0] = Y;
+  return Status::Ok();
+}
+
+KernelFactory conv_factory(bool transpose) {
+  return [transpose](const KernelInit& init) -> Expected<std::unique_ptr<Kernel>> {
+    QTK_ASSIGN_OR_RETURN(ConvAttrs attrs, read_conv_attrs(init.node, transpose));
+    if (transpose)
+      return make_fn_kernel([attrs](KernelContext& ctx) { return run_conv_transpose(attrs, ctx); });
+    return make_fn_kernel([attrs](KernelContext& ctx) { return run_conv(attrs, ctx); });
+  };
+}
+
+}  // namespace
+
+void register_conv_ops(OpRegistry& r) {
+  r.add("Conv", conv_factory(false));
+  r.add("ConvTranspose", conv_factory(true));
+}
 
 }  // namespace qtk::rt

@@ -1,7 +1,236 @@
+// Gemm and MatMul. float32 goes through the blocked sgemm; double and the
+// integer types use a plain loop (integer products wrap like ONNX Runtime's).
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "runtime/kernels/ref/common.h"
+#include "runtime/kernels/ref/sgemm.h"
 #include "runtime/op_registry.h"
+#include "runtime/thread_pool.h"
 
 namespace qtk::rt {
+namespace {
 
-void register_linalg_ops(OpRegistry& r) { (void)r; }
+using namespace ref;
+
+// C[m, n] += alpha * sum_p op(A)[m, p] * op(B)[p, n], i-p-j order so the inner
+// loop streams rows of B and C. For the non-float32 dtypes.
+template <class T>
+void gemm_loop(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const T* a, int64_t lda,
+               const T* b, int64_t ldb, T* c, int64_t ldc) {
+  for (int64_t i = 0; i < m; ++i) {
+    T* crow = c + i * ldc;
+    for (int64_t p = 0; p < k; ++p) {
+      const T a_ip = ta ? a[p * lda + i] : a[i * lda + p];
+      // alpha == 1 (always, for MatMul) keeps integer products exact.
+      const T av = alpha == 1.0 ? a_ip : static_cast<T>(alpha * static_cast<double>(a_ip));
+      if (!tb) {
+        const T* brow = b + p * ldb;
+        for (int64_t j = 0; j < n; ++j) crow[j] += av * brow[j];
+      } else {
+        for (int64_t j = 0; j < n; ++j) crow[j] += av * b[j * ldb + p];
+      }
+    }
+  }
+}
+
+bool gemm_dtype_ok(DType t) {
+  switch (t) {
+    case DType::kFloat32:
+    case DType::kFloat64:
+    case DType::kInt32:
+    case DType::kInt64:
+    case DType::kUInt32:
+    case DType::kUInt64:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Gemm: Y = alpha * op(A) * op(B) + beta * C, C unidirectionally broadcast.
+
+struct GemmAttrs {
+  float alpha = 1.f, beta = 1.f;
+  bool trans_a = false, trans_b = false;
+};
+
+template <class T>
+void fill_broadcast_c(const Tensor& c, int64_t m, int64_t n, double beta, T* y) {
+  const Shape out = {m, n};
+  const std::vector<int64_t> st = broadcast_strides(c.shape(), out);
+  const T* cv = c.data<T>();
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      const T v = cv[i * st[0] + j * st[1]];
+      y[i * n + j] = beta == 1.0 ? v : static_cast<T>(beta * static_cast<double>(v));
+    }
+}
+
+Status run_gemm(const GemmAttrs& at, KernelContext& ctx) {
+  QTK_RETURN_IF_ERROR(expect_inputs(ctx, 2));
+  const Tensor& A = ctx.input(0);
+  const Tensor& B = ctx.input(1);
+  const Tensor* C = ctx.has_input(2) ? &ctx.input(2) : nullptr;
+  if (!gemm_dtype_ok(A.dtype()))
+    return unsupported(std::string("Gemm on dtype ") + dtype_name(A.dtype()) +
+                       " (implemented: float32, float64, int32, int64, uint32, uint64)");
+  if (B.dtype() != A.dtype() || (C != nullptr && C->dtype() != A.dtype()))
+    return invalid_argument(std::string("A, B and C must share a dtype, got ") + dtype_name(A.dtype()) + ", " +
+                            dtype_name(B.dtype()) + (C ? std::string(", ") + dtype_name(C->dtype()) : ""));
+  if (A.rank() != 2 || B.rank() != 2)
+    return invalid_argument("A " + shape_to_string(A.shape()) + " and B " + shape_to_string(B.shape()) +
+                            " must be 2-D");
+  const int64_t M = at.trans_a ? A.dim(1) : A.dim(0), K = at.trans_a ? A.dim(0) : A.dim(1);
+  const int64_t Kb = at.trans_b ? B.dim(1) : B.dim(0), N = at.trans_b ? B.dim(0) : B.dim(1);
+  if (K != Kb)
+    return invalid_argument("inner dims differ: op(A) is [" + std::to_string(M) + ", " + std::to_string(K) +
+                            "], op(B) is [" + std::to_string(Kb) + ", " + std::to_string(N) + "]");
+  const bool use_c = C != nullptr && at.beta != 0.f;
+  if (C != nullptr) {
+    // Unidirectional broadcast: C's shape must stretch to [M, N].
+    const Shape& cs = C->shape();
+    bool ok = cs.size() <= 2;
+    for (size_t i = 0; ok && i < cs.size(); ++i) {
+      const int64_t want = i + 2 - cs.size() == 0 ? M : N;
+      ok = cs[i] == 1 || cs[i] == want;
+    }
+    if (!ok)
+      return invalid_argument("C " + shape_to_string(cs) + " does not broadcast to [" + std::to_string(M) + ", " +
+                              std::to_string(N) + "]");
+  }
+  Tensor Y(A.dtype(), {M, N});
+  const int64_t lda = A.dim(1), ldb = B.dim(1);
+  if (A.dtype() == DType::kFloat32) {
+    float* y = Y.data<float>();
+    if (use_c) fill_broadcast_c<float>(*C, M, N, 1.f, y);
+    sgemm(at.trans_a, at.trans_b, M, N, K, at.alpha, A.data<float>(), lda, B.data<float>(), ldb,
+          use_c ? at.beta : 0.f, y, N, ctx.pool);
+  } else {
+    QTK_RETURN_IF_ERROR(dispatch_numeric(A.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      T* y = Y.data<T>();
+      if (use_c) fill_broadcast_c<T>(*C, M, N, at.beta, y);
+      gemm_loop<T>(at.trans_a, at.trans_b, M, N, K, at.alpha, A.data<T>(), lda, B.data<T>(), ldb, y,
+                   N);
+    }));
+  }
+  ctx.outputs[0] = Y;
+  return Status::Ok();
+}
+
+KernelFactory gemm_factory() {
+  return [](const KernelInit& init) -> Expected<std::unique_ptr<Kernel>> {
+    GemmAttrs at;
+    at.alpha = init.node.attr_float("alpha", 1.f);
+    at.beta = init.node.attr_float("beta", 1.f);
+    at.trans_a = init.node.attr_int("transA", 0) != 0;
+    at.trans_b = init.node.attr_int("transB", 0) != 0;
+    return make_fn_kernel([at](KernelContext& ctx) { return run_gemm(at, ctx); });
+  };
+}
+
+// ---------------------------------------------------------------------------
+// MatMul: numpy.matmul semantics. A 1-D A is a row [1, K] and a 1-D B a
+// column [K, 1], with that dim dropped from the result; leading (batch) dims
+// broadcast.
+
+Status run_matmul(KernelContext& ctx) {
+  QTK_RETURN_IF_ERROR(expect_inputs(ctx, 2));
+  const Tensor& A = ctx.input(0);
+  const Tensor& B = ctx.input(1);
+  if (!gemm_dtype_ok(A.dtype()))
+    return unsupported(std::string("MatMul on dtype ") + dtype_name(A.dtype()) +
+                       " (implemented: float32, float64, int32, int64, uint32, uint64)");
+  if (B.dtype() != A.dtype())
+    return invalid_argument(std::string("A and B must share a dtype, got ") + dtype_name(A.dtype()) + " and " +
+                            dtype_name(B.dtype()));
+  if (A.rank() < 1 || B.rank() < 1)
+    return invalid_argument("MatMul needs operands of rank >= 1, got " + shape_to_string(A.shape()) + " and " +
+                            shape_to_string(B.shape()));
+  Shape as = A.shape(), bs = B.shape();
+  const bool a_vec = as.size() == 1, b_vec = bs.size() == 1;
+  if (a_vec) as.insert(as.begin(), 1);
+  if (b_vec) bs.push_back(1);
+  const int64_t M = as[as.size() - 2], K = as.back(), N = bs.back();
+  if (bs[bs.size() - 2] != K)
+    return invalid_argument("inner dims differ: A " + shape_to_string(A.shape()) + ", B " +
+                            shape_to_string(B.shape()));
+  const Shape a_batch(as.begin(), as.end() - 2), b_batch(bs.begin(), bs.end() - 2);
+  QTK_ASSIGN_OR_RETURN(Shape batch, broadcast_shapes(a_batch, b_batch));
+
+  Shape y_shape = batch;
+  if (!a_vec) y_shape.push_back(M);
+  if (!b_vec) y_shape.push_back(N);
+  Tensor Y(A.dtype(), y_shape);
+  const int64_t nbatch = shape_numel(batch);
+  if (Y.numel() == 0) {
+    ctx.outputs[0] = Y;
+    return Status::Ok();
+  }
+  // Offsets of each batch's A and B matrices (broadcast dims repeat one).
+  const std::vector<int64_t> sa = broadcast_strides(a_batch, batch), sb = broadcast_strides(b_batch, batch);
+  std::vector<int64_t> a_off(nbatch), b_off(nbatch);
+  for (int64_t i = 0; i < nbatch; ++i) {
+    int64_t r = i, oa = 0, ob = 0;
+    for (size_t t = batch.size(); t-- > 0;) {
+      const int64_t idx = r % batch[t];
+      r /= batch[t];
+      oa += idx * sa[t];
+      ob += idx * sb[t];
+    }
+    a_off[i] = oa * M * K;
+    b_off[i] = ob * K * N;
+  }
+
+  if (A.dtype() == DType::kFloat32) {
+    const float* a = A.data<float>();
+    const float* b = B.data<float>();
+    float* y = Y.data<float>();
+    if (b_batch.empty() || shape_numel(b_batch) == 1) {
+      // B is shared by every batch and A's batches are contiguous when A is
+      // not itself broadcast: one tall GEMM [nbatch*M, K] x [K, N].
+      if (shape_numel(a_batch) == nbatch) {
+        sgemm(false, false, nbatch * M, N, K, 1.f, a, K, b, N, 0.f, y, N, ctx.pool);
+        ctx.outputs[0] = Y;
+        return Status::Ok();
+      }
+    }
+    const int threads = ctx.pool->size();
+    if (threads > 1 && nbatch >= threads) {
+      ctx.pool->parallel_for(nbatch, [&](int64_t s, int64_t e) {
+        for (int64_t i = s; i < e; ++i)
+          sgemm(false, false, M, N, K, 1.f, a + a_off[i], K, b + b_off[i], N, 0.f, y + i * M * N, N, nullptr);
+      });
+    } else {
+      for (int64_t i = 0; i < nbatch; ++i)
+        sgemm(false, false, M, N, K, 1.f, a + a_off[i], K, b + b_off[i], N, 0.f, y + i * M * N, N, ctx.pool);
+    }
+  } else {
+    QTK_RETURN_IF_ERROR(dispatch_numeric(A.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      const T* a = A.data<T>();
+      const T* b = B.data<T>();
+      T* y = Y.data<T>();
+      ctx.pool->parallel_for(nbatch, [&](int64_t s, int64_t e) {
+        for (int64_t i = s; i < e; ++i)
+          gemm_loop<T>(false, false, M, N, K, 1.0, a + a_off[i], K, b + b_off[i], N, y + i * M * N, N);
+      });
+    }));
+  }
+  ctx.outputs[0] = Y;
+  return Status::Ok();
+}
+
+}  // namespace
+
+void register_linalg_ops(OpRegistry& r) {
+  r.add("Gemm", gemm_factory());
+  r.add("MatMul", [](const KernelInit&) -> Expected<std::unique_ptr<Kernel>> {
+    return make_fn_kernel([](KernelContext& ctx) { return run_matmul(ctx); });
+  });
+}
 
 }  // namespace qtk::rt

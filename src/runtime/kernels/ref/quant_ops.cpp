@@ -97,7 +97,7 @@ Status dynamic_quantize(KernelContext& ctx) {
   const float safe_scale = scale > 0.f && std::isfinite(scale) ? scale : 1.f;
   const float zpf = std::nearbyint(0.f - lo / safe_scale);
   const uint8_t zp = static_cast<uint8_t>(std::clamp(zpf, 0.f, 255.f));
-  ref::ScaleZp sz{{safe_scale}, {zp}, 1, 1, 1};
+  ref::ScaleZp sz{{safe_scale}, {zp}, {}};
   ctx.outputs[0] = quantize_to<uint8_t>(x, sz);
   ctx.outputs[1] = Tensor::scalar<float>(scale);
   ctx.outputs[2] = Tensor::scalar<uint8_t>(zp);

@@ -21,19 +21,11 @@ Expected<ScaleZp> read_scale_zp(const Shape& data_shape, const Tensor& scale, co
   const int rank = static_cast<int>(data_shape.size());
   if (rank == 0) return invalid_argument("per-axis scale for a scalar input");
   QTK_ASSIGN_OR_RETURN(int ax, normalize_axis(axis, rank));
-  sz.axis_len = data_shape[ax];
-  for (int d = ax + 1; d < rank; ++d) sz.inner *= data_shape[d];
-  if (block > 0) {
-    sz.block = block;
-    const int64_t expect = shape_numel(data_shape) / sz.axis_len * ((sz.axis_len + block - 1) / block);
-    if (scale.numel() != expect)
-      return invalid_argument("blocked scale has " + std::to_string(scale.numel()) + " values, expected " +
-                              std::to_string(expect));
-    return sz;
-  }
-  if (scale.numel() != sz.axis_len)
-    return invalid_argument("per-axis scale has " + std::to_string(scale.numel()) + " values for axis length " +
-                            std::to_string(sz.axis_len));
+  sz.layout = block > 0 ? quant::ParamLayout::per_block(data_shape, ax, block)
+                        : quant::ParamLayout::per_axis(data_shape, ax);
+  if (scale.numel() != sz.layout.count)
+    return invalid_argument("scale has " + std::to_string(scale.numel()) + " values, expected " +
+                            std::to_string(sz.layout.count) + " for input " + shape_to_string(data_shape));
   return sz;
 }
 

@@ -1,0 +1,97 @@
+// Public API: post-training quantization of a float ONNX model.
+//
+//   qtk::QuantConfig cfg;                       // int8 per-channel weights, uint8 static activations
+//   auto calib = qtk::CalibrationData{{images}}; // one tensor per model input, samples along axis 0
+//   auto result = qtk::quantize(model, cfg, calib);
+//   qtk::save_model(result->model, "model.int8.onnx");
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "qtk/model.h"
+#include "qtk/status.h"
+#include "qtk/tensor.h"
+#include "quant/observers/observer.h"
+#include "quant/schemes/qformat.h"
+
+namespace qtk {
+
+enum class Granularity { kPerTensor, kPerChannel, kPerGroup };
+enum class Mapping { kLinear, kLog2 };
+enum class ActivationMode { kStatic, kDynamic, kWeightOnly };
+enum class ExportFormat { kQDQ, kQOperator };
+
+struct QuantConfig {
+  // Weights
+  quant::QFormat weight_format = quant::QFormat::kInt8;
+  bool fp16_weights = false;  // store weights as float16 instead of integers
+  bool weight_symmetric = true;
+  Granularity granularity = Granularity::kPerChannel;
+  int64_t group_size = 128;   // kPerGroup: block length along the reduction axis
+  Mapping mapping = Mapping::kLinear;
+  // Search the weight clipping range that minimises ||w - dq(q(w))||^2 per
+  // channel/group (plain min/max when false). Matters below 8 bits.
+  bool weight_clip_search = true;
+
+  // Activations
+  ActivationMode activations = ActivationMode::kStatic;
+  quant::QFormat activation_format = quant::QFormat::kUInt8;
+  bool activation_symmetric = false;
+  quant::CalibConfig calibration;  // kStatic only
+  int64_t calib_batch = 64;
+
+  ExportFormat format = ExportFormat::kQDQ;
+  std::vector<std::string> exclude;  // node names or op types left in float
+  int threads = 1;                   // for calibration runs
+
+  // Called as work advances (stage "calibrate": samples done of total).
+  std::function<void(const std::string& stage, int64_t done, int64_t total)> progress;
+};
+
+// Representative inputs: one tensor per runtime input of the model, all with
+// the same number of samples along axis 0.
+struct CalibrationData {
+  std::vector<Tensor> inputs;
+};
+
+struct TensorQuantReport {
+  std::string tensor;
+  std::string node;      // consumer (weights) or producer (activations)
+  std::string op_type;
+  std::string kind;      // "weight", "activation", "bias"
+  std::string scheme;    // e.g. "int8 sym per-channel(axis 0)"
+  float scale_min = 0.f, scale_max = 0.f;
+  int64_t zero_point_min = 0, zero_point_max = 0;
+  float range_min = 0.f, range_max = 0.f;  // activations: calibrated clip range
+  double sqnr_db = 0.0;                    // weights: on the tensor; activations: on calibration data
+};
+
+struct QuantReport {
+  std::vector<TensorQuantReport> tensors;
+  std::vector<std::string> float_nodes;  // "name (OpType): why it stays float"
+  std::vector<std::string> warnings;
+  int64_t calib_samples = 0;
+  int64_t nonfinite_skipped = 0;
+  double calib_seconds = 0.0;
+  double quantize_seconds = 0.0;
+};
+
+// Activation ranges by tensor name: what calibration produced, and what a
+// calibration cache holds so a re-run does not calibrate again.
+using ActivationRanges = std::map<std::string, quant::ObservedRange>;
+
+struct QuantResult {
+  Model model;
+  QuantReport report;
+  ActivationRanges ranges;  // calibrated (or cached) ranges, for a calibration cache
+};
+
+// Quantizes a float model. With `cached_ranges`, tensors found there are not
+// calibrated again (calib may then be empty if it covers every tensor).
+Expected<QuantResult> quantize(const Model& float_model, const QuantConfig& config, const CalibrationData& calib,
+                               const ActivationRanges* cached_ranges = nullptr);
+
+}  // namespace qtk

@@ -1,0 +1,157 @@
+#include "quant/graph/annotate.h"
+
+#include <algorithm>
+#include <functional>
+#include <unordered_map>
+
+namespace qtk::quant {
+
+namespace {
+
+bool in_list(const std::vector<std::string>& list, const std::string& s) {
+  return std::find(list.begin(), list.end(), s) != list.end();
+}
+
+const std::set<std::string> kDataMovement = {"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze",
+                                             "Unsqueeze", "Resize", "Slice", "Gather", "Split"};
+const std::set<std::string> kOwnRange = {"Add", "Mul", "Concat", "AveragePool", "GlobalAveragePool"};
+const std::set<std::string> kFusableActivation = {"Relu", "Clip"};
+
+class Annotator {
+ public:
+  Annotator(const ir::Graph& g, const QuantConfig& c) : g_(g), c_(c) {
+    for (size_t i = 0; i < g.nodes.size(); ++i)
+      for (const auto& in : g.nodes[i].inputs)
+        if (!in.empty()) consumers_[in].push_back(i);
+  }
+
+  QuantPlan run() {
+    std::set<std::string> matched_excludes;
+    for (size_t i = 0; i < g_.nodes.size(); ++i) {
+      const ir::Node& n = g_.nodes[i];
+      if (!ir::is_default_domain(n.domain)) {
+        plan_.float_nodes.push_back(n.name + " (" + n.op_type + "): custom domain '" + n.domain + "'");
+        continue;
+      }
+      if (in_list(c_.exclude, n.name) || in_list(c_.exclude, n.op_type)) {
+        matched_excludes.insert(in_list(c_.exclude, n.name) ? n.name : n.op_type);
+        plan_.float_nodes.push_back(n.name + " (" + n.op_type + "): excluded");
+        continue;
+      }
+      annotate_node(i, n);
+    }
+    for (const auto& e : c_.exclude)
+      if (!matched_excludes.count(e)) plan_.warnings.push_back("--exclude '" + e + "' matches no node name or op type");
+    return std::move(plan_);
+  }
+
+ private:
+  bool is_weight(const std::string& name) const { return !name.empty() && g_.find_initializer(name) != nullptr; }
+  bool static_mode() const { return c_.activations == ActivationMode::kStatic; }
+
+  void activation(const std::string& name) {
+    if (!name.empty() && !is_weight(name)) plan_.activations.insert(name);
+  }
+
+  // The output of a compute op: quantize it, unless its only reader is a
+  // Relu/Clip, whose output range then stands for both (the activation is
+  // fused into the producer's requantization).
+  void output(const ir::Node& n) {
+    if (!static_mode() || n.outputs.empty()) return;
+    const std::string& out = n.outputs[0];
+    auto it = consumers_.find(out);
+    if (it != consumers_.end() && it->second.size() == 1 && !g_.is_graph_output(out)) {
+      const ir::Node& next = g_.nodes[it->second[0]];
+      if (kFusableActivation.count(next.op_type) && !in_list(c_.exclude, next.name) &&
+          !in_list(c_.exclude, next.op_type)) {
+        fused_.insert(next.name);
+        activation(next.outputs[0]);
+        return;
+      }
+    }
+    activation(out);
+  }
+
+  void weight(size_t i, int slot, int channel_axis, int reduction_axis) {
+    plan_.weights.push_back({i, slot, channel_axis, reduction_axis});
+  }
+
+  void annotate_node(size_t i, const ir::Node& n) {
+    const std::string& op = n.op_type;
+    const bool weights_only = c_.activations == ActivationMode::kWeightOnly;
+    if (op == "Conv" || op == "ConvTranspose" || op == "Gemm" || op == "MatMul") {
+      const std::string& w = n.inputs.size() > 1 ? n.inputs[1] : std::string();
+      if (!is_weight(w)) {
+        if (op == "MatMul" && static_mode()) {  // activation x activation (attention)
+          activation(n.inputs[0]);
+          activation(w);
+          output(n);
+        } else {
+          plan_.float_nodes.push_back(n.name + " (" + op + "): weight is not a constant");
+        }
+        return;
+      }
+      const int rank = g_.find_initializer(w)->rank();
+      if (op == "Conv") weight(i, 1, 0, 1);
+      else if (op == "ConvTranspose") weight(i, 1, 1, 0);
+      else if (op == "Gemm") {
+        if (n.attr_int("transA", 0) != 0 && !weights_only) {
+          plan_.float_nodes.push_back(n.name + " (Gemm): transA=1 is left float");
+          return;
+        }
+        const bool tb = n.attr_int("transB", 0) != 0;
+        weight(i, 1, tb ? 0 : 1, tb ? 1 : 0);
+      } else {
+        if (rank < 2) {
+          plan_.float_nodes.push_back(n.name + " (MatMul): 1-D weight");
+          return;
+        }
+        weight(i, 1, rank - 1, rank - 2);
+      }
+      if (weights_only) return;
+      activation(n.inputs[0]);
+      const bool has_bias = (op == "Conv" || op == "ConvTranspose") && n.has_input(2) && is_weight(n.inputs[2]);
+      const bool gemm_bias = op == "Gemm" && n.has_input(2) && is_weight(n.inputs[2]) &&
+                             g_.find_initializer(n.inputs[2])->rank() == 1 && n.attr_float("alpha", 1.f) == 1.f &&
+                             n.attr_float("beta", 1.f) == 1.f;
+      if (static_mode() && (has_bias || gemm_bias)) plan_.biases.push_back({i, 2, n.inputs[0], w});
+      output(n);
+      return;
+    }
+    if (!static_mode()) {
+      if (!kFusableActivation.count(op)) plan_.float_nodes.push_back(n.name + " (" + op + "): float in this mode");
+      return;
+    }
+    if (kOwnRange.count(op)) {
+      for (const auto& in : n.inputs) activation(in);
+      output(n);
+      return;
+    }
+    if (kDataMovement.count(op)) {
+      activation(n.inputs[0]);
+      for (const auto& o : n.outputs)
+        if (!o.empty()) {
+          plan_.activations.insert(o);
+          plan_.same_range[o] = n.inputs[0];
+        }
+      return;
+    }
+    if (kFusableActivation.count(op)) {
+      if (!fused_.count(n.name)) activation(n.outputs[0]);
+      return;
+    }
+    plan_.float_nodes.push_back(n.name + " (" + op + "): no integer kernel, runs in float");
+  }
+
+  const ir::Graph& g_;
+  const QuantConfig& c_;
+  std::unordered_map<std::string, std::vector<size_t>> consumers_;
+  std::set<std::string> fused_;
+  QuantPlan plan_;
+};
+
+}  // namespace
+
+QuantPlan annotate(const ir::Graph& g, const QuantConfig& config) { return Annotator(g, config).run(); }
+
+}  // namespace qtk::quant

@@ -1,0 +1,42 @@
+// "Mark first, rewrite later": per-op annotators say which tensors of a float
+// graph should be quantized and how; nothing here edits the graph.
+#pragma once
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "ir/graph.h"
+#include "qtk/quantize.h"
+
+namespace qtk::quant {
+
+struct WeightUse {
+  size_t node;       // index into graph.nodes
+  int input;         // input slot holding the weight initializer
+  int channel_axis;  // output-channel axis of the weight
+  int reduction_axis;
+};
+
+struct BiasUse {
+  size_t node;
+  int input;               // slot of the bias initializer
+  std::string activation;  // the input activation whose scale multiplies in
+  std::string weight;      // the weight initializer name
+};
+
+struct QuantPlan {
+  std::set<std::string> activations;              // tensors that get Q/DQ (static) or dynamic quantization
+  std::map<std::string, std::string> same_range;  // tensor -> tensor whose range it reuses (data movement)
+  std::vector<WeightUse> weights;
+  std::vector<BiasUse> biases;
+  std::vector<std::string> float_nodes;  // "name (Op): reason"
+  std::vector<std::string> warnings;
+};
+
+// The graph must be topologically sorted, with weights as initializers
+// (run the optimizer first so Constant nodes and BN are folded).
+QuantPlan annotate(const ir::Graph& g, const QuantConfig& config);
+
+}  // namespace qtk::quant

@@ -1,0 +1,26 @@
+// Runs a float model over calibration data and observes chosen tensors.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "ir/graph.h"
+#include "qtk/quantize.h"
+
+namespace qtk::quant {
+
+struct CalibrationResult {
+  ActivationRanges ranges;
+  std::map<std::string, Tensor> first_batch;  // one batch of each tensor, for SQNR in the report
+  int64_t samples = 0;
+  int64_t nonfinite = 0;
+};
+
+// Observes `tensors` (float32 values produced while running `model`) with the
+// config's calibration method, batch by batch; memory stays bounded by the
+// observers' state plus one batch.
+Expected<CalibrationResult> calibrate(const ir::Model& model, const std::vector<std::string>& tensors,
+                                      const CalibrationData& data, const QuantConfig& config);
+
+}  // namespace qtk::quant

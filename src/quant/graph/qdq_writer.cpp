@@ -1,0 +1,291 @@
+#include "quant/graph/qdq_writer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <unordered_map>
+
+#include "quant/graph/weight_quantizer.h"
+#include "quant/schemes/linear.h"
+
+namespace qtk::quant {
+
+namespace {
+
+ir::Attribute int_attr(const std::string& name, int64_t v) {
+  ir::Attribute a;
+  a.name = name;
+  a.type = ir::AttrType::kInt;
+  a.i = v;
+  return a;
+}
+
+class QdqWriter {
+ public:
+  QdqWriter(ir::Model& m, const QuantConfig& c, QuantReport& r) : m_(m), g_(m.graph), c_(c), report_(r) {}
+
+  std::string unique(const std::string& base) {
+    std::string name = base;
+    for (int k = 1; taken(name); ++k) name = base + "_" + std::to_string(k);
+    names_.insert(name);
+    return name;
+  }
+
+  ir::Node& add_node(const std::string& op, std::vector<std::string> in, std::vector<std::string> out,
+                     const std::string& base) {
+    ir::Node n;
+    n.op_type = op;
+    n.name = unique(base);
+    n.inputs = std::move(in);
+    n.outputs = std::move(out);
+    new_nodes_.push_back(std::move(n));
+    return new_nodes_.back();
+  }
+
+  void add_initializer(const std::string& name, Tensor t) {
+    names_.insert(name);
+    g_.set_initializer(name, std::move(t));
+  }
+
+  Status weights(const QuantPlan& plan) {
+    std::unordered_map<std::string, std::string> done;  // weight name -> replacement
+    for (const auto& use : plan.weights) {
+      ir::Node& node = g_.nodes[use.node];
+      const std::string w = node.inputs[use.input];
+      if (auto it = done.find(w); it != done.end()) {
+        node.inputs[use.input] = it->second;
+        continue;
+      }
+      const Tensor& wt = *g_.find_initializer(w);
+      TensorQuantReport rep;
+      rep.tensor = w;
+      rep.node = node.name;
+      rep.op_type = node.op_type;
+      rep.kind = "weight";
+      std::string replacement;
+      if (c_.fp16_weights) {
+        Tensor h(DType::kFloat16, wt.shape());
+        Tensor back(DType::kFloat32, wt.shape());
+        for (int64_t i = 0; i < wt.numel(); ++i) {
+          h.data<uint16_t>()[i] = float_to_half(wt.data<float>()[i]);
+          back.data<float>()[i] = half_to_float(h.data<uint16_t>()[i]);
+        }
+        const std::string stored = unique(w + "_fp16");
+        add_initializer(stored, h);
+        replacement = unique(w + "_float");
+        add_node("Cast", {stored}, {replacement}, w + "_cast").set_attr(int_attr("to", 1));
+        rep.scheme = "fp16";
+        rep.sqnr_db = sqnr_db(wt.data<float>(), back.data<float>(), wt.numel());
+      } else {
+        auto q = quantize_weight(wt, use.channel_axis, use.reduction_axis, c_);
+        if (!q.ok()) return q.status().with_context(node.describe() + " weight '" + w + "'");
+        rep.scheme = q->scheme;
+        rep.sqnr_db = q->sqnr_db;
+        const auto s = q->scale.to_float_vector();
+        const auto z = q->zero_point.to_int64_vector();
+        rep.scale_min = *std::min_element(s.begin(), s.end());
+        rep.scale_max = *std::max_element(s.begin(), s.end());
+        rep.zero_point_min = *std::min_element(z.begin(), z.end());
+        rep.zero_point_max = *std::max_element(z.begin(), z.end());
+        if (c_.mapping == Mapping::kLog2) {
+          // No standard op dequantizes power-of-two codes: store the levels
+          // themselves (exact in float) so any runtime computes the same.
+          replacement = unique(w + "_log2");
+          add_initializer(replacement, q->dequantized);
+        } else {
+          const std::string qn = unique(w + "_quantized"), sn = unique(w + "_scale"), zn = unique(w + "_zero_point");
+          add_initializer(qn, q->codes);
+          add_initializer(sn, q->scale);
+          add_initializer(zn, q->zero_point);
+          replacement = unique(w + "_dequantized");
+          ir::Node& dq = add_node("DequantizeLinear", {qn, sn, zn}, {replacement}, w + "_DequantizeLinear");
+          if (q->layout.count > 1) dq.set_attr(int_attr("axis", q->axis));
+          if (q->layout.block > 0) {
+            dq.set_attr(int_attr("block_size", q->layout.block));
+            needs_opset21_ = true;
+          }
+          weight_scales_[w] = s;
+        }
+      }
+      done[w] = replacement;
+      node.inputs[use.input] = replacement;
+      report_.tensors.push_back(rep);
+    }
+    return Status::Ok();
+  }
+
+  QParams activation_params(const std::string& t, const ActivationRanges& ranges) const {
+    auto it = ranges.find(t);
+    return qparams_linear(it->second.min, it->second.max, c_.activation_format, c_.activation_symmetric);
+  }
+
+  Status biases(const QuantPlan& plan, const ActivationRanges& ranges) {
+    for (const auto& b : plan.biases) {
+      ir::Node& node = g_.nodes[b.node];
+      auto ws = weight_scales_.find(b.weight);
+      if (ws == weight_scales_.end() || c_.granularity == Granularity::kPerGroup) continue;  // stays float
+      if (!ranges.count(b.activation)) continue;
+      const std::string bn = node.inputs[b.input];
+      const Tensor& bias = *g_.find_initializer(bn);
+      const int64_t n = bias.numel();
+      if (ws->second.size() != 1 && static_cast<int64_t>(ws->second.size()) != n) continue;
+      const float s_in = activation_params(b.activation, ranges).scale;
+      Tensor q(DType::kInt32, {n}), scale(DType::kFloat32, {n}), zp(DType::kInt32, {n});
+      std::vector<float> back(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) {
+        const float s = s_in * ws->second[ws->second.size() == 1 ? 0 : i];
+        const double v = std::nearbyint(static_cast<double>(bias.data<float>()[i]) / s);
+        q.data<int32_t>()[i] = static_cast<int32_t>(std::clamp<double>(v, INT32_MIN + 1.0, INT32_MAX));
+        scale.data<float>()[i] = s;
+        back[i] = static_cast<float>(q.data<int32_t>()[i]) * s;
+      }
+      const std::string qn = unique(bn + "_quantized"), sn = unique(bn + "_scale"), zn = unique(bn + "_zero_point");
+      add_initializer(qn, q);
+      add_initializer(sn, scale);
+      add_initializer(zn, zp);
+      const std::string out = unique(bn + "_dequantized");
+      add_node("DequantizeLinear", {qn, sn, zn}, {out}, bn + "_DequantizeLinear").set_attr(int_attr("axis", 0));
+      node.inputs[b.input] = out;
+      TensorQuantReport rep;
+      rep.tensor = bn;
+      rep.node = node.name;
+      rep.op_type = node.op_type;
+      rep.kind = "bias";
+      rep.scheme = "int32 scale=s_in*s_w";
+      rep.scale_min = *std::min_element(scale.data<float>(), scale.data<float>() + n);
+      rep.scale_max = *std::max_element(scale.data<float>(), scale.data<float>() + n);
+      rep.sqnr_db = sqnr_db(bias.data<float>(), back.data(), n);
+      report_.tensors.push_back(rep);
+    }
+    return Status::Ok();
+  }
+
+  void activations(const QuantPlan& plan, const ActivationRanges& ranges, const std::map<std::string, Tensor>& samples) {
+    const bool dynamic = c_.activations == ActivationMode::kDynamic;
+    const auto& t = traits(c_.activation_format);
+    for (const auto& name : plan.activations) {
+      if (g_.is_graph_output(name)) continue;  // graph outputs stay float
+      if (!dynamic && !ranges.count(name)) continue;
+      const std::string dq_out = unique(name + "_dequantized");
+      if (dynamic) {
+        const std::string q = unique(name + "_quantized"), s = unique(name + "_scale"), z = unique(name + "_zero_point");
+        add_node("DynamicQuantizeLinear", {name}, {q, s, z}, name + "_DynamicQuantizeLinear");
+        add_node("DequantizeLinear", {q, s, z}, {dq_out}, name + "_DequantizeLinear");
+      } else {
+        const QParams p = activation_params(name, ranges);
+        const std::string sn = unique(name + "_scale"), zn = unique(name + "_zero_point"), q = unique(name + "_quantized");
+        add_initializer(sn, Tensor::scalar<float>(p.scale));
+        Tensor zp(t.container == DType::kInt8 || t.container == DType::kUInt8 ? t.container : DType::kInt32, {});
+        if (c_.activation_format == QFormat::kUInt16) zp = Tensor(DType::kUInt16, {});
+        if (c_.activation_format == QFormat::kInt16) zp = Tensor(DType::kInt16, {});
+        switch (zp.dtype()) {
+          case DType::kUInt8: zp.data<uint8_t>()[0] = static_cast<uint8_t>(p.zero_point); break;
+          case DType::kInt8: zp.data<int8_t>()[0] = static_cast<int8_t>(p.zero_point); break;
+          case DType::kUInt16: zp.data<uint16_t>()[0] = static_cast<uint16_t>(p.zero_point); break;
+          case DType::kInt16: zp.data<int16_t>()[0] = static_cast<int16_t>(p.zero_point); break;
+          default: break;
+        }
+        add_initializer(zn, zp);
+        add_node("QuantizeLinear", {name, sn, zn}, {q}, name + "_QuantizeLinear");
+        add_node("DequantizeLinear", {q, sn, zn}, {dq_out}, name + "_DequantizeLinear");
+        TensorQuantReport rep;
+        rep.tensor = name;
+        rep.kind = "activation";
+        rep.scheme = std::string(t.name) + (c_.activation_symmetric ? " sym" : " asym") + " per-tensor";
+        rep.scale_min = rep.scale_max = p.scale;
+        rep.zero_point_min = rep.zero_point_max = p.zero_point;
+        rep.range_min = ranges.at(name).min;
+        rep.range_max = ranges.at(name).max;
+        for (const auto& n : g_.nodes)
+          for (const auto& o : n.outputs)
+            if (o == name) {
+              rep.node = n.name;
+              rep.op_type = n.op_type;
+            }
+        if (auto it = samples.find(name); it != samples.end()) {
+          const Tensor& x = it->second;
+          std::vector<float> y(static_cast<size_t>(x.numel()));
+          for (int64_t i = 0; i < x.numel(); ++i)
+            y[i] = (quantize_value_linear(x.data<float>()[i], p, c_.activation_format) - p.zero_point) * p.scale;
+          rep.sqnr_db = sqnr_db(x.data<float>(), y.data(), x.numel());
+        }
+        report_.tensors.push_back(rep);
+      }
+      // Every original reader now reads the dequantized value.
+      for (auto& n : g_.nodes)
+        for (auto& in : n.inputs)
+          if (in == name) in = dq_out;
+    }
+  }
+
+  Status finish() {
+    for (auto& n : new_nodes_) g_.nodes.push_back(std::move(n));
+    new_nodes_.clear();
+    if (needs_opset21_) QTK_RETURN_IF_ERROR(raise_opset(21));
+    else if (m_.opset() < 13 && c_.granularity != Granularity::kPerTensor)
+      return unsupported("per-channel quantization needs opset >= 13, the model has opset " +
+                         std::to_string(m_.opset()));
+    return ir::topological_sort(g_);
+  }
+
+ private:
+  bool taken(const std::string& n) {
+    if (names_.empty()) {
+      for (const auto& [k, v] : g_.initializers) names_.insert(k);
+      for (const auto& v : g_.inputs) names_.insert(v.name);
+      for (const auto& nd : g_.nodes) {
+        names_.insert(nd.name);
+        for (const auto& o : nd.outputs) names_.insert(o);
+      }
+    }
+    return names_.count(n) > 0;
+  }
+
+  // Blocked DequantizeLinear needs opset 21. Ops whose form changed between
+  // the model's opset and 21 are rewritten; others are refused.
+  Status raise_opset(int64_t target) {
+    const int64_t from = m_.opset();
+    if (from >= target) return Status::Ok();
+    if (from < 13) return unsupported("per-group export needs opset 21; models below opset 13 are not upgraded");
+    for (auto& n : g_.nodes) {
+      if (!ir::is_default_domain(n.domain)) continue;
+      const bool reduce = n.op_type.rfind("Reduce", 0) == 0 && n.op_type != "ReduceSum";
+      if (reduce && from < 18 && n.has_attr("axes")) {
+        Tensor axes = Tensor::from_vector<int64_t>({static_cast<int64_t>(n.attr_ints("axes").size())},
+                                                   n.attr_ints("axes"));
+        const std::string an = unique(n.name + "_axes");
+        add_initializer(an, axes);
+        n.remove_attr("axes");
+        n.inputs.resize(1);
+        n.inputs.push_back(an);
+      } else if (n.op_type == "GroupNormalization") {
+        return unsupported(n.describe() + " changed meaning at opset 21; cannot upgrade for per-group export");
+      }
+    }
+    for (auto& o : m_.opsets)
+      if (ir::is_default_domain(o.domain)) o.version = target;
+    if (m_.ir_version < 10) m_.ir_version = 10;
+    return Status::Ok();
+  }
+
+  ir::Model& m_;
+  ir::Graph& g_;
+  const QuantConfig& c_;
+  QuantReport& report_;
+  std::vector<ir::Node> new_nodes_;
+  std::set<std::string> names_;
+  std::unordered_map<std::string, std::vector<float>> weight_scales_;
+  bool needs_opset21_ = false;
+};
+
+}  // namespace
+
+Status write_qdq(ir::Model& m, const QuantPlan& plan, const ActivationRanges& ranges,
+                 const std::map<std::string, Tensor>& samples, const QuantConfig& config, QuantReport& report) {
+  QdqWriter w(m, config, report);
+  QTK_RETURN_IF_ERROR(w.weights(plan));
+  if (config.activations == ActivationMode::kStatic) QTK_RETURN_IF_ERROR(w.biases(plan, ranges));
+  if (config.activations != ActivationMode::kWeightOnly) w.activations(plan, ranges, samples);
+  return w.finish();
+}
+
+}  // namespace qtk::quant

@@ -1,0 +1,28 @@
+// Quantizes one weight tensor under a QuantConfig: integer codes, scales and
+// zero points per tensor / channel / group, plus the dequantized values (what
+// the quantized model will compute with) and the SQNR they reach.
+#pragma once
+
+#include "qtk/quantize.h"
+#include "quant/schemes/param_layout.h"
+
+namespace qtk::quant {
+
+struct QuantizedWeight {
+  Tensor codes;       // container dtype of the format (int8 / uint8), shape of w
+  Tensor scale;       // float32, layout.param_shape(w, axis)
+  Tensor zero_point;  // container dtype, same shape as scale
+  int axis = 0;       // per-channel / block axis (unused per tensor)
+  ParamLayout layout;
+  Tensor dequantized;  // float32, shape of w
+  double sqnr_db = 0.0;
+  std::string scheme;  // human-readable description for the report
+};
+
+// channel_axis: output-channel axis of w for its op (Conv 0, ConvTranspose 1,
+// MatMul last, Gemm 0 if transB else 1). reduction_axis: the axis summed over
+// (used for per-group blocks).
+Expected<QuantizedWeight> quantize_weight(const Tensor& w, int channel_axis, int reduction_axis,
+                                          const QuantConfig& config);
+
+}  // namespace qtk::quant

@@ -1,0 +1,51 @@
+// The full inference pipeline: the IR passes of ir/passes.h plus constant
+// folding (which runs kernels), repeated until nothing changes. Sessions run
+// it when SessionOptions::optimize is set; quantization runs it first so it
+// sees weights as initializers and BatchNorm already folded.
+#pragma once
+
+#include <cstddef>
+
+#include "ir/graph.h"
+#include "qtk/status.h"
+
+namespace qtk::rt {
+
+struct OptimizeOptions {
+  bool fold_constants = true;
+  bool fold_batchnorm = true;
+  bool fold_shape_chains = true;
+  // ONNX shape inference before each round, so shape chains can fold
+  // through intermediate tensors; its results stay as value_infos.
+  bool infer_shapes = true;
+  size_t max_folded_bytes = size_t{64} << 20;
+  int max_rounds = 16;
+};
+
+// What each pass changed, summed over rounds.
+struct OptimizeStats {
+  int rounds = 0;
+  int identities_removed = 0;
+  int constants_to_initializers = 0;
+  int shape_values_folded = 0;
+  int nodes_folded = 0;
+  int batchnorms_folded = 0;
+  int dead_nodes_removed = 0;
+  int total() const {
+    return identities_removed + constants_to_initializers + shape_values_folded + nodes_folded +
+           batchnorms_folded + dead_nodes_removed;
+  }
+};
+
+// Runs ONNX's shape inference (libonnx, which knows opsets <= 17) and keeps
+// what it finds as the graph's value_infos, so tools can show intermediate
+// shapes. Never fails: ONNX's complaints go to Model::warnings (each once).
+// Returns the number of value_infos the graph has afterwards.
+int infer_model_shapes(ir::Model& m);
+
+// Optimizes to a fixed point; the graph comes out topologically sorted.
+// Fails only on a graph that cannot be sorted (cycle, missing tensor).
+Status optimize_model(ir::Model& m, const OptimizeOptions& options, OptimizeStats* stats = nullptr);
+Status optimize_model(ir::Model& m);
+
+}  // namespace qtk::rt
