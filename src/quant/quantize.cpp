@@ -8,6 +8,7 @@
 #include "quant/graph/annotate.h"
 #include "quant/graph/calibrate.h"
 #include "quant/graph/qdq_writer.h"
+#include "quant/graph/qoperator_writer.h"
 #include "runtime/optimize.h"
 
 namespace qtk {
@@ -28,6 +29,21 @@ std::string range_root(const quant::QuantPlan& plan, std::string t) {
   return t;
 }
 
+// Inputs of weighted nodes whose per-channel E[x^2] guides weight clipping
+// (tensor -> channel axis). Needs calibration data and the clipping search.
+std::map<std::string, int> importance_axes(const ir::Graph& g, const quant::QuantPlan& plan, const QuantConfig& c,
+                                           const CalibrationData& calib) {
+  std::map<std::string, int> axes;
+  if (!(c.weight_clip_search || c.bias_correction) || c.fp16_weights || calib.inputs.empty()) return axes;
+  for (const auto& use : plan.weights) {
+    const ir::Node& n = g.nodes[use.node];
+    if (n.inputs.empty() || n.inputs[0].empty() || g.find_initializer(n.inputs[0])) continue;
+    if (n.op_type == "Conv" || n.op_type == "ConvTranspose") axes[n.inputs[0]] = 1;
+    else if (n.op_type == "MatMul" || (n.op_type == "Gemm" && n.attr_int("transA", 0) == 0)) axes[n.inputs[0]] = -1;
+  }
+  return axes;
+}
+
 Status check_config(const QuantConfig& c) {
   const auto& w = quant::traits(c.weight_format);
   if (w.bits > 8) return invalid_argument(std::string("weights in ") + w.name + " are not supported (8 bits at most)");
@@ -36,8 +52,6 @@ Status check_config(const QuantConfig& c) {
   const auto& a = quant::traits(c.activation_format);
   if (a.bits < 8 && c.activations == ActivationMode::kStatic && c.format == ExportFormat::kQDQ)
     return invalid_argument(std::string("activations in ") + a.name + " cannot be expressed in a QDQ graph before opset 21");
-  if (c.format == ExportFormat::kQOperator)
-    return unsupported("QOperator export is not implemented yet; use --format qdq");
   return Status::Ok();
 }
 
@@ -55,40 +69,44 @@ Expected<QuantResult> quantize(const Model& float_model, const QuantConfig& conf
   result.report.float_nodes = plan.float_nodes;
   result.report.warnings = plan.warnings;
 
-  // Calibrate the root of every range that is not cached.
-  std::map<std::string, Tensor> samples;
+  // Calibrate the root of every range that is not cached, and measure the
+  // input importance of weighted nodes for the weight clipping search.
+  quant::CalibrationFacts facts;
+  std::vector<std::string> todo;
   if (config.activations == ActivationMode::kStatic) {
-    std::vector<std::string> todo;
     std::set<std::string> roots;
     for (const auto& t : plan.activations) roots.insert(range_root(plan, t));
     for (const auto& r : roots) {
       if (cached_ranges && cached_ranges->count(r)) result.ranges[r] = cached_ranges->at(r);
       else todo.push_back(r);
     }
-    const auto tc = std::chrono::steady_clock::now();
-    if (!todo.empty()) {
-      auto cal = quant::calibrate(m, todo, calib, config);
-      if (!cal.ok()) return cal.status().with_context("calibration");
-      for (auto& [k, v] : cal->ranges) result.ranges[k] = v;
-      samples = std::move(cal->first_batch);
-      result.report.calib_samples = cal->samples;
-      result.report.nonfinite_skipped = cal->nonfinite;
-      if (cal->nonfinite > 0)
-        result.report.warnings.push_back(std::to_string(cal->nonfinite) +
-                                         " NaN/Inf activation values were skipped during calibration");
-    }
-    result.report.calib_seconds = seconds_since(tc);
   }
-  ActivationRanges resolved;
+  const auto moments = importance_axes(m.graph, plan, config, calib);
+  const auto tc = std::chrono::steady_clock::now();
+  if (!todo.empty() || !moments.empty()) {
+    auto cal = quant::calibrate(m, todo, calib, config, moments);
+    if (!cal.ok()) return cal.status().with_context("calibration");
+    for (auto& [k, v] : cal->ranges) result.ranges[k] = v;
+    facts.samples = std::move(cal->first_batch);
+    facts.importance = std::move(cal->channel_sq_mean);
+    if (config.bias_correction) facts.input_mean = std::move(cal->channel_mean);
+    result.report.calib_samples = cal->samples;
+    result.report.nonfinite_skipped = cal->nonfinite;
+    if (cal->nonfinite > 0)
+      result.report.warnings.push_back(std::to_string(cal->nonfinite) +
+                                       " NaN/Inf activation values were skipped during calibration");
+  }
+  result.report.calib_seconds = seconds_since(tc);
   for (const auto& t : plan.activations) {
     auto it = result.ranges.find(range_root(plan, t));
-    if (it != result.ranges.end()) resolved[t] = it->second;
+    if (it != result.ranges.end()) facts.ranges[t] = it->second;
   }
   for (const auto& t : plan.activations)
-    if (!resolved.count(t) && config.activations == ActivationMode::kStatic)
+    if (!facts.ranges.count(t) && config.activations == ActivationMode::kStatic)
       result.report.float_nodes.push_back(t + ": no calibrated range (not a float tensor), left float");
 
-  QTK_RETURN_IF_ERROR(quant::write_qdq(m, plan, resolved, samples, config, result.report));
+  QTK_RETURN_IF_ERROR(quant::write_qdq(m, plan, facts, config, result.report));
+  if (config.format == ExportFormat::kQOperator) QTK_RETURN_IF_ERROR(quant::qdq_to_qoperator(m));
   QTK_RETURN_IF_ERROR(ir::remove_dead_nodes(m).status());
   m.producer_name = "qtk";
   result.report.quantize_seconds = seconds_since(t0) - result.report.calib_seconds;

@@ -110,11 +110,12 @@ class Annotator {
       }
       if (weights_only) return;
       activation(n.inputs[0]);
-      const bool has_bias = (op == "Conv" || op == "ConvTranspose") && n.has_input(2) && is_weight(n.inputs[2]);
-      const bool gemm_bias = op == "Gemm" && n.has_input(2) && is_weight(n.inputs[2]) &&
-                             g_.find_initializer(n.inputs[2])->rank() == 1 && n.attr_float("alpha", 1.f) == 1.f &&
-                             n.attr_float("beta", 1.f) == 1.f;
-      if (static_mode() && (has_bias || gemm_bias)) plan_.biases.push_back({i, 2, n.inputs[0], w});
+      // The bias slot (present or not: bias correction may add one) becomes
+      // int32 when it holds a constant per output channel.
+      const bool conv_bias = (op == "Conv" || op == "ConvTranspose") && (!n.has_input(2) || is_weight(n.inputs[2]));
+      const bool gemm_bias = op == "Gemm" && n.attr_float("alpha", 1.f) == 1.f && n.attr_float("beta", 1.f) == 1.f &&
+                             (!n.has_input(2) || (is_weight(n.inputs[2]) && g_.find_initializer(n.inputs[2])->rank() == 1));
+      if (static_mode() && (conv_bias || gemm_bias)) plan_.biases.push_back({i, 2, n.inputs[0], w});
       output(n);
       return;
     }

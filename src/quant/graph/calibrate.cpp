@@ -1,5 +1,7 @@
 #include "quant/graph/calibrate.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "qtk/session.h"
@@ -17,11 +19,38 @@ Tensor slice_rows(const Tensor& t, int64_t begin, int64_t count) {
               static_cast<size_t>(count * row) * dtype_size(t.dtype()));
   return out;
 }
+
+
+// Adds the per-channel (axis) sums of x and x^2 into acc and acc_sq; returns
+// the number of values per channel.
+int64_t add_channel_moments(const Tensor& x, int axis, std::vector<double>& acc, std::vector<double>& acc_sq) {
+  const int rank = x.rank();
+  if (rank == 0) return 0;
+  if (axis < 0) axis += rank;
+  if (axis < 0 || axis >= rank) return 0;
+  const int64_t c = x.dim(axis);
+  int64_t inner = 1;
+  for (int d = axis + 1; d < rank; ++d) inner *= x.dim(d);
+  if (acc.empty()) acc.assign(static_cast<size_t>(c), 0.0), acc_sq.assign(static_cast<size_t>(c), 0.0);
+  if (static_cast<int64_t>(acc.size()) != c) return 0;
+  const float* v = x.data<float>();
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const double f = std::isfinite(v[i]) ? v[i] : 0.0;
+    acc[(i / inner) % c] += f;
+    acc_sq[(i / inner) % c] += f * f;
+  }
+  return c > 0 ? x.numel() / c : 0;
+}
+
 }  // namespace
 
-Expected<CalibrationResult> calibrate(const ir::Model& model, const std::vector<std::string>& tensors,
-                                      const CalibrationData& data, const QuantConfig& config) {
+Expected<CalibrationResult> calibrate(const ir::Model& model, const std::vector<std::string>& observed,
+                                      const CalibrationData& data, const QuantConfig& config,
+                                      const std::map<std::string, int>& moment_axes) {
   CalibrationResult result;
+  std::vector<std::string> tensors = observed;
+  for (const auto& [t, axis] : moment_axes)
+    if (std::find(tensors.begin(), tensors.end(), t) == tensors.end()) tensors.push_back(t);
   if (tensors.empty()) return result;
   // Expose every observed tensor as an extra graph output.
   ir::Model m = model;
@@ -55,7 +84,9 @@ Expected<CalibrationResult> calibrate(const ir::Model& model, const std::vector<
   const auto& outs = session->outputs();
   for (size_t i = 0; i < outs.size(); ++i) index.emplace(outs[i].name, i);
   std::map<std::string, std::unique_ptr<Observer>> observers;
-  for (const auto& t : tensors) observers[t] = make_observer(config.calibration);
+  for (const auto& t : observed) observers[t] = make_observer(config.calibration);
+  std::map<std::string, std::vector<double>> sum, sq_sum;
+  std::map<std::string, int64_t> sq_count;
 
   const int64_t batch = std::max<int64_t>(1, config.calib_batch);
   for (int64_t b = 0; b < n; b += batch) {
@@ -70,6 +101,10 @@ Expected<CalibrationResult> calibrate(const ir::Model& model, const std::vector<
       obs->observe(v.data<float>(), v.numel());
       if (b == 0) result.first_batch[name] = v;
     }
+    for (const auto& [name, axis] : moment_axes) {
+      const Tensor& v = (*out)[index.at(name)];
+      if (v.dtype() == DType::kFloat32) sq_count[name] += add_channel_moments(v, axis, sum[name], sq_sum[name]);
+    }
     if (config.progress) config.progress("calibrate", b + count, n);
   }
   for (auto& [name, obs] : observers) {
@@ -81,6 +116,14 @@ Expected<CalibrationResult> calibrate(const ir::Model& model, const std::vector<
       continue;  // not float: nothing to calibrate
     }
     result.ranges[name] = obs->range(config.activation_format, config.activation_symmetric);
+  }
+  for (const auto& [name, sums] : sq_sum) {
+    const int64_t cnt = sq_count[name];
+    if (cnt <= 0) continue;
+    auto& mean_sq = result.channel_sq_mean[name];
+    for (double v : sums) mean_sq.push_back(static_cast<float>(v / cnt));
+    auto& mean = result.channel_mean[name];
+    for (double v : sum[name]) mean.push_back(static_cast<float>(v / cnt));
   }
   result.samples = n;
   return result;

@@ -46,7 +46,36 @@ class QdqWriter {
     g_.set_initializer(name, std::move(t));
   }
 
-  Status weights(const QuantPlan& plan) {
+  // Bias correction: the rounding of W shifts each output channel's mean by
+  // sum_k (W - Wq)[m, k] E[x_k]; add that back into the bias.
+  void correct_bias(ir::Node& node, const WeightUse& use, const Tensor& w, const Tensor& dq,
+                    const std::vector<float>& mean) {
+    if (node.op_type != "Conv" && node.op_type != "Gemm") return;
+    if (node.op_type == "Gemm" && (node.attr_float("beta", 1.f) != 1.f || node.attr_float("alpha", 1.f) != 1.f)) return;
+    if (static_cast<int64_t>(mean.size()) != w.dim(use.reduction_axis)) return;
+    const int64_t m = w.dim(use.channel_axis);
+    const auto ch = ParamLayout::per_axis(w.shape(), use.channel_axis);
+    const auto k = ParamLayout::per_axis(w.shape(), use.reduction_axis);
+    std::vector<double> delta(static_cast<size_t>(m), 0.0);
+    for (int64_t i = 0; i < w.numel(); ++i)
+      delta[ch.index_of(i)] += (static_cast<double>(w.data<float>()[i]) - dq.data<float>()[i]) * mean[k.index_of(i)];
+    Tensor bias(DType::kFloat32, {m});
+    std::string base = node.name + "_bias";
+    if (node.has_input(2)) {
+      const Tensor* old = g_.find_initializer(node.inputs[2]);
+      if (!old || old->dtype() != DType::kFloat32 || old->numel() != m || old->rank() != 1) return;
+      bias = old->clone();
+      base = node.inputs[2];
+    }
+    for (int64_t i = 0; i < m; ++i) bias.data<float>()[i] += static_cast<float>(delta[i]);
+    const std::string name = unique(base + "_corrected");
+    add_initializer(name, bias);
+    if (node.inputs.size() < 3) node.inputs.resize(3);
+    node.inputs[2] = name;
+  }
+
+  Status weights(const QuantPlan& plan, const std::map<std::string, std::vector<float>>& importance,
+                 const std::map<std::string, std::vector<float>>& input_mean) {
     std::unordered_map<std::string, std::string> done;  // weight name -> replacement
     for (const auto& use : plan.weights) {
       ir::Node& node = g_.nodes[use.node];
@@ -76,10 +105,16 @@ class QdqWriter {
         rep.scheme = "fp16";
         rep.sqnr_db = sqnr_db(wt.data<float>(), back.data<float>(), wt.numel());
       } else {
-        auto q = quantize_weight(wt, use.channel_axis, use.reduction_axis, c_);
+        auto imp = importance.find(node.inputs[0]);
+        auto q = quantize_weight(wt, use.channel_axis, use.reduction_axis, c_,
+                                 imp == importance.end() ? nullptr : &imp->second);
         if (!q.ok()) return q.status().with_context(node.describe() + " weight '" + w + "'");
         rep.scheme = q->scheme;
         rep.sqnr_db = q->sqnr_db;
+        if (auto mean = input_mean.find(node.inputs[0]); mean != input_mean.end()) {
+          correct_bias(node, use, wt, q->dequantized, mean->second);
+          rep.scheme += " bias-corrected";
+        }
         const auto s = q->scale.to_float_vector();
         const auto z = q->zero_point.to_int64_vector();
         rep.scale_min = *std::min_element(s.begin(), s.end());
@@ -123,8 +158,9 @@ class QdqWriter {
       ir::Node& node = g_.nodes[b.node];
       auto ws = weight_scales_.find(b.weight);
       if (ws == weight_scales_.end() || c_.granularity == Granularity::kPerGroup) continue;  // stays float
-      if (!ranges.count(b.activation)) continue;
+      if (!ranges.count(b.activation) || !node.has_input(b.input)) continue;
       const std::string bn = node.inputs[b.input];
+      if (!g_.find_initializer(bn)) continue;
       const Tensor& bias = *g_.find_initializer(bn);
       const int64_t n = bias.numel();
       if (ws->second.size() != 1 && static_cast<int64_t>(ws->second.size()) != n) continue;
@@ -279,12 +315,12 @@ class QdqWriter {
 
 }  // namespace
 
-Status write_qdq(ir::Model& m, const QuantPlan& plan, const ActivationRanges& ranges,
-                 const std::map<std::string, Tensor>& samples, const QuantConfig& config, QuantReport& report) {
+Status write_qdq(ir::Model& m, const QuantPlan& plan, const CalibrationFacts& facts, const QuantConfig& config,
+                 QuantReport& report) {
   QdqWriter w(m, config, report);
-  QTK_RETURN_IF_ERROR(w.weights(plan));
-  if (config.activations == ActivationMode::kStatic) QTK_RETURN_IF_ERROR(w.biases(plan, ranges));
-  if (config.activations != ActivationMode::kWeightOnly) w.activations(plan, ranges, samples);
+  QTK_RETURN_IF_ERROR(w.weights(plan, facts.importance, facts.input_mean));
+  if (config.activations == ActivationMode::kStatic) QTK_RETURN_IF_ERROR(w.biases(plan, facts.ranges));
+  if (config.activations != ActivationMode::kWeightOnly) w.activations(plan, facts.ranges, facts.samples);
   return w.finish();
 }
 

@@ -10,8 +10,15 @@
 
 namespace qtk::quant {
 
-// ranges: a clip range for every activation of the plan (static mode).
-Status write_qdq(ir::Model& m, const QuantPlan& plan, const ActivationRanges& ranges,
-                 const std::map<std::string, Tensor>& samples, const QuantConfig& config, QuantReport& report);
+// What calibration measured, as the writer uses it.
+struct CalibrationFacts {
+  ActivationRanges ranges;                    // clip range per activation of the plan (static mode)
+  std::map<std::string, Tensor> samples;      // one batch per activation, for the report's SQNR
+  std::map<std::string, std::vector<float>> importance;  // per-channel E[x^2] of weighted nodes' inputs
+  std::map<std::string, std::vector<float>> input_mean;  // per-channel E[x] of the same inputs
+};
+
+Status write_qdq(ir::Model& m, const QuantPlan& plan, const CalibrationFacts& facts, const QuantConfig& config,
+                 QuantReport& report);
 
 }  // namespace qtk::quant

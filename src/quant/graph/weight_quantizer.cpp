@@ -10,42 +10,48 @@ namespace qtk::quant {
 
 namespace {
 
-// Error of quantizing `vals` with range [lo, hi] under the config's mapping.
-double group_error(const std::vector<float>& vals, float lo, float hi, QFormat f, bool symmetric, Mapping mapping,
-                   QParams* out) {
+// Below 4 bits min/max ranges waste most levels on rare large weights (int2
+// min/max: 0.196 top-1 on the MLP vs 0.80 with the search), so the search is
+// always on there.
+bool clip_search_on(const QuantConfig& c) { return c.weight_clip_search || traits(c.weight_format).bits < 4; }
+
+// Weighted error of quantizing `vals` with range [lo, hi] under the config's mapping.
+double group_error(const std::vector<float>& vals, const std::vector<float>& weights, float lo, float hi, QFormat f,
+                   bool symmetric, Mapping mapping, QParams* out) {
   double err = 0;
   if (mapping == Mapping::kLog2) {
     const float s = qparams_log2_scale(lo, hi);
-    for (float v : vals) {
-      const float d = v - dequantize_value_log2(quantize_value_log2(v, s, f), s, f);
-      err += static_cast<double>(d) * d;
+    for (size_t i = 0; i < vals.size(); ++i) {
+      const float d = vals[i] - dequantize_value_log2(quantize_value_log2(vals[i], s, f), s, f);
+      err += static_cast<double>(d) * d * weights[i];
     }
     if (out) *out = {s, 0};
     return err;
   }
   QParams p = qparams_linear(lo, hi, f, symmetric);
-  for (float v : vals) {
-    const float d = v - (quantize_value_linear(v, p, f) - p.zero_point) * p.scale;
-    err += static_cast<double>(d) * d;
+  for (size_t i = 0; i < vals.size(); ++i) {
+    const float d = vals[i] - (quantize_value_linear(vals[i], p, f) - p.zero_point) * p.scale;
+    err += static_cast<double>(d) * d * weights[i];
   }
   if (out) *out = p;
   return err;
 }
 
-QParams choose_params(const std::vector<float>& vals, QFormat f, const QuantConfig& c) {
+QParams choose_params(const std::vector<float>& vals, const std::vector<float>& weights, QFormat f,
+                      const QuantConfig& c) {
   float lo = 0.f, hi = 0.f;
   for (float v : vals) {
     lo = std::min(lo, v);
     hi = std::max(hi, v);
   }
   QParams best;
-  double best_err = group_error(vals, lo, hi, f, c.weight_symmetric, c.mapping, &best);
-  if (!c.weight_clip_search) return best;
+  double best_err = group_error(vals, weights, lo, hi, f, c.weight_symmetric, c.mapping, &best);
+  if (!clip_search_on(c)) return best;
   // Shrink the range: rounding error falls, clipping error grows.
   for (int step = 1; step <= 60; ++step) {
     const float a = 1.f - 0.01f * static_cast<float>(step);
     QParams p;
-    const double e = group_error(vals, lo * a, hi * a, f, c.weight_symmetric, c.mapping, &p);
+    const double e = group_error(vals, weights, lo * a, hi * a, f, c.weight_symmetric, c.mapping, &p);
     if (e < best_err) {
       best_err = e;
       best = p;
@@ -54,20 +60,20 @@ QParams choose_params(const std::vector<float>& vals, QFormat f, const QuantConf
   return best;
 }
 
-std::string describe(const QuantConfig& c, const ParamLayout& layout, int axis) {
+std::string describe(const QuantConfig& c, const ParamLayout& layout, int axis, bool weighted) {
   std::string s = traits(c.weight_format).name;
   s += c.mapping == Mapping::kLog2 ? " log2" : (c.weight_symmetric ? " sym" : " asym");
   if (layout.count == 1) s += " per-tensor";
   else if (layout.block > 0) s += " per-group(" + std::to_string(layout.block) + ", axis " + std::to_string(axis) + ")";
   else s += " per-channel(axis " + std::to_string(axis) + ")";
-  if (c.weight_clip_search) s += " mse-clip";
+  if (clip_search_on(c)) s += weighted ? " act-weighted-clip" : " mse-clip";
   return s;
 }
 
 }  // namespace
 
 Expected<QuantizedWeight> quantize_weight(const Tensor& w, int channel_axis, int reduction_axis,
-                                          const QuantConfig& config) {
+                                          const QuantConfig& config, const std::vector<float>* importance) {
   if (w.dtype() != DType::kFloat32) return unsupported(std::string("weights of dtype ") + dtype_name(w.dtype()));
   const QFormat f = config.weight_format;
   const auto& t = traits(f);
@@ -91,12 +97,19 @@ Expected<QuantizedWeight> quantize_weight(const Tensor& w, int channel_axis, int
       q.layout = ParamLayout::per_block(w.shape(), reduction_axis, config.group_size);
       break;
   }
-  // Gather each parameter group's values.
-  std::vector<std::vector<float>> groups(static_cast<size_t>(q.layout.count));
+  if (importance && (rank == 0 || static_cast<int64_t>(importance->size()) != w.dim(reduction_axis)))
+    importance = nullptr;  // does not fit this weight: fall back to plain error
+  const ParamLayout along_k = rank > 0 ? ParamLayout::per_axis(w.shape(), reduction_axis) : ParamLayout::per_tensor();
+  // Gather each parameter group's values and their error weights.
+  std::vector<std::vector<float>> groups(static_cast<size_t>(q.layout.count)), weights(groups.size());
   const float* wd = w.data<float>();
-  for (int64_t i = 0; i < w.numel(); ++i) groups[q.layout.index_of(i)].push_back(std::isfinite(wd[i]) ? wd[i] : 0.f);
+  for (int64_t i = 0; i < w.numel(); ++i) {
+    const int64_t g = q.layout.index_of(i);
+    groups[g].push_back(std::isfinite(wd[i]) ? wd[i] : 0.f);
+    weights[g].push_back(importance ? (*importance)[along_k.index_of(i)] : 1.f);
+  }
   std::vector<QParams> params(groups.size());
-  for (size_t g = 0; g < groups.size(); ++g) params[g] = choose_params(groups[g], f, config);
+  for (size_t g = 0; g < groups.size(); ++g) params[g] = choose_params(groups[g], weights[g], f, config);
 
   const Shape pshape = q.layout.param_shape(w.shape(), q.axis);
   q.scale = Tensor(DType::kFloat32, pshape);
@@ -124,7 +137,7 @@ Expected<QuantizedWeight> quantize_weight(const Tensor& w, int channel_axis, int
     else q.codes.data<uint8_t>()[i] = static_cast<uint8_t>(code);
   }
   q.sqnr_db = sqnr_db(wd, dq, w.numel());
-  q.scheme = describe(config, q.layout, q.axis);
+  q.scheme = describe(config, q.layout, q.axis, importance != nullptr);
   return q;
 }
 

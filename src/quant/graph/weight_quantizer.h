@@ -22,7 +22,12 @@ struct QuantizedWeight {
 // channel_axis: output-channel axis of w for its op (Conv 0, ConvTranspose 1,
 // MatMul last, Gemm 0 if transB else 1). reduction_axis: the axis summed over
 // (used for per-group blocks).
+// importance (optional): E[x_k^2] of the input feature k that each index k of
+// the reduction axis multiplies. The clipping search then minimises the
+// expected output error sum_k E[x_k^2] (w_k - q_k)^2 instead of the plain
+// weight error, so weights that meet large inputs are kept precise.
 Expected<QuantizedWeight> quantize_weight(const Tensor& w, int channel_axis, int reduction_axis,
-                                          const QuantConfig& config);
+                                          const QuantConfig& config,
+                                          const std::vector<float>* importance = nullptr);
 
 }  // namespace qtk::quant
