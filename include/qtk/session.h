@@ -17,6 +17,11 @@ namespace rt { class GraphExecutor; class ThreadPool; }
 struct SessionOptions {
   int threads = 1;
   bool optimize = true;  // constant folding, BN folding, identity/dead-node removal
+  // Run QDQ graphs with integer kernels: DequantizeLinear → op → QuantizeLinear
+  // patterns become QLinearConv, QLinearMatMul, QGemm, ... (int8 x int8 ->
+  // int32, fixed-point requantization; see quant/graph/qoperator_writer.h).
+  // Ops outside those patterns still run in float.
+  bool integer = false;
 };
 
 struct TensorInfo {

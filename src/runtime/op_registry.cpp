@@ -47,6 +47,7 @@ const OpRegistry& OpRegistry::global() {
     register_rnn_ops(r);
     register_quant_ops(r);
     register_qlinear_ops(r);
+    register_qlinear_contrib_ops(r);
     return r;
   }();
   return registry;

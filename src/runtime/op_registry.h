@@ -41,5 +41,6 @@ void register_control_flow_ops(OpRegistry& r);  // If
 void register_rnn_ops(OpRegistry& r);           // LSTM, GRU
 void register_quant_ops(OpRegistry& r);         // QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear
 void register_qlinear_ops(OpRegistry& r);       // ConvInteger, MatMulInteger, QLinearConv, QLinearMatMul
+void register_qlinear_contrib_ops(OpRegistry& r);  // com.microsoft: QLinearAdd, QLinearMul, QLinearGlobalAveragePool, QGemm
 
 }  // namespace qtk::rt

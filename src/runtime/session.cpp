@@ -3,6 +3,7 @@
 #include "ir/passes.h"
 #include "onnx/model_io.h"
 #include "qtk/model.h"
+#include "quant/graph/qoperator_writer.h"
 #include "runtime/graph_executor.h"
 #include "runtime/optimize.h"
 
@@ -29,6 +30,11 @@ int Session::threads() const { return pool_->size(); }
 Expected<std::unique_ptr<Session>> Session::create(const ir::Model& model, const SessionOptions& options) {
   ir::Model m = model;
   QTK_RETURN_IF_ERROR(ir::topological_sort(m.graph));
+  if (options.integer) {
+    // Before constant folding, which would turn DQ(constant weight) into float.
+    QTK_RETURN_IF_ERROR(ir::constants_to_initializers(m).status());
+    QTK_RETURN_IF_ERROR(quant::qdq_to_qoperator(m));
+  }
   if (options.optimize) QTK_RETURN_IF_ERROR(rt::optimize_model(m));
   rt::OpsetMap opsets;
   for (const auto& o : m.opsets) opsets.versions[ir::is_default_domain(o.domain) ? "" : o.domain] = o.version;

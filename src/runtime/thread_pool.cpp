@@ -4,6 +4,18 @@
 
 namespace qtk::rt {
 
+namespace {
+// Set while this thread runs a parallel_for body: a nested call then runs
+// inline (re-locking run_mu_ from the same thread would be undefined).
+thread_local bool t_in_parallel_for = false;
+
+struct InParallelFor {
+  bool saved = t_in_parallel_for;
+  InParallelFor() { t_in_parallel_for = true; }
+  ~InParallelFor() { t_in_parallel_for = saved; }
+};
+}  // namespace
+
 ThreadPool::ThreadPool(int threads) : threads_(std::max(1, threads)) {
   for (int i = 1; i < threads_; ++i) workers_.emplace_back([this, i] { worker(i); });
 }
@@ -30,7 +42,10 @@ void ThreadPool::worker(int index) {
       job = job_;
       range = static_cast<size_t>(index) < ranges_.size() ? ranges_[index] : std::make_pair<int64_t, int64_t>(0, 0);
     }
-    if (range.first < range.second) (*job)(range.first, range.second);
+    if (range.first < range.second) {
+      InParallelFor guard;
+      (*job)(range.first, range.second);
+    }
     {
       std::lock_guard<std::mutex> lk(mu_);
       if (--pending_ == 0) done_cv_.notify_one();
@@ -41,8 +56,12 @@ void ThreadPool::worker(int index) {
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {
   if (n <= 0) return;
   int64_t chunks = std::min<int64_t>(threads_, (n + std::max<int64_t>(grain, 1) - 1) / std::max<int64_t>(grain, 1));
+  if (chunks <= 1 || t_in_parallel_for) {
+    fn(0, n);
+    return;
+  }
   std::unique_lock<std::mutex> run_lock(run_mu_, std::try_to_lock);
-  if (chunks <= 1 || !run_lock.owns_lock()) {
+  if (!run_lock.owns_lock()) {  // another thread's loop holds the pool
     fn(0, n);
     return;
   }
@@ -55,7 +74,10 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     ++generation_;
   }
   start_cv_.notify_all();
-  fn(ranges_[0].first, ranges_[0].second);
+  {
+    InParallelFor guard;
+    fn(ranges_[0].first, ranges_[0].second);
+  }
   std::unique_lock<std::mutex> lk(mu_);
   done_cv_.wait(lk, [&] { return pending_ == 0; });
 }

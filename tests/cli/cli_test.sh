@@ -61,13 +61,16 @@ expect_error() {
   fi
 }
 
-# write_npy FILE DESCR SHAPE_CSV: an .npy of that dtype ('<f4', '<f8') and
-# shape, filled with a deterministic ramp in [0,1).
+# write_npy FILE DESCR SHAPE_CSV [NAN_ROWS]: an .npy of that dtype ('<f4',
+# '<f8') and shape, filled with a deterministic ramp in [0,1). NAN_ROWS: every
+# 7th value of the first NAN_ROWS samples (axis 0) is NaN; "all": every value.
 write_npy() {
   node -e '
-    const [file, descr, shapeCsv] = process.argv.slice(1);
+    const [file, descr, shapeCsv, nanRows] = process.argv.slice(1);
     const shape = shapeCsv.split(",").map(Number);
     const n = shape.reduce((a, b) => a * b, 1);
+    const nanAll = nanRows === "all";
+    const nanLimit = nanAll ? n : Number(nanRows || 0) * (n / shape[0]);
     const size = descr === "<f8" ? 8 : 4;
     const tuple = "(" + shape.join(", ") + (shape.length === 1 ? ",)" : ")");
     let dict = `{\x27descr\x27: \x27${descr}\x27, \x27fortran_order\x27: False, \x27shape\x27: ${tuple}, }`;
@@ -78,11 +81,11 @@ write_npy() {
     head.writeUInt16LE(dict.length, 8);
     const data = Buffer.alloc(n * size);
     for (let i = 0; i < n; i++) {
-      const v = (i % 97) / 97;
+      const v = nanAll || (i < nanLimit && i % 7 === 0) ? NaN : (i % 97) / 97;
       if (size === 8) data.writeDoubleLE(v, i * 8); else data.writeFloatLE(v, i * 4);
     }
     require("fs").writeFileSync(file, Buffer.concat([head, Buffer.from(dict, "latin1"), data]));
-  ' "$1" "$2" "$3"
+  ' "$1" "$2" "$3" "${4:-0}"
 }
 
 # json_check FILE JS_EXPRESSION: FILE parses as JSON and the expression over `j` is true.
@@ -105,7 +108,7 @@ expect_ok "qtk help" help
 grep -q "inspect" "$TMP/out" || fail "qtk help does not list inspect"
 expect_ok "qtk --version" --version
 grep -Eq '^qtk [0-9]+\.[0-9]+\.[0-9]+$' "$TMP/out" || fail "qtk --version prints '$(cat "$TMP/out")'"
-for cmd in inspect run eval; do
+for cmd in inspect run eval quantize; do
   expect_ok "qtk $cmd --help" "$cmd" --help
   grep -q "usage: qtk $cmd" "$TMP/out" || fail "qtk $cmd --help does not print its usage"
   expect_ok "qtk help $cmd" help "$cmd"
@@ -140,10 +143,11 @@ size=$(wc -c <"$MLP")
 head -c $((size / 2)) "$MLP" >"$TMP/truncated.onnx"
 head -c 100 "$MLP" >"$TMP/truncated_early.onnx"
 mkdir "$TMP/dir.onnx"
-for cmd in inspect run eval; do
+for cmd in inspect run eval quantize; do
   extra=()
   [ "$cmd" = run ] && extra=(--input "$TMP/x.npy")
   [ "$cmd" = eval ] && extra=(--data fashion-mnist:test --limit 10)
+  [ "$cmd" = quantize ] && extra=(-o "$TMP/never.onnx")
   expect_error "$cmd: missing model" 1 "not found" "$cmd" "$TMP/missing.onnx" "${extra[@]}"
   expect_error "$cmd: empty model" 1 "empty" "$cmd" "$TMP/empty.onnx" "${extra[@]}"
   expect_error "$cmd: random bytes" 1 "ONNX|IR version" "$cmd" "$TMP/random.onnx" "${extra[@]}"
@@ -220,6 +224,140 @@ if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "$
      j.per_class_accuracy.length === 10 && typeof j.model === "string" && j.correct === Math.round(j.accuracy * 200)'
   expect_ok "eval text" eval "$MLP" --data fashion-mnist:test --limit 100
   grep -Eq '^accuracy +[0-9.]+' "$TMP/out" || fail "eval text has no accuracy line"
+fi
+
+# --- quantize -------------------------------------------------------------------
+# expect_warning DESC PATTERN ARGS...: exit 0, stdout, and every stderr line a
+# "qtk: warning:" line, one of them matching PATTERN.
+expect_warning() {
+  local desc=$1 pattern=$2
+  shift 2
+  checks=$((checks + 1))
+  run_qtk "$@"
+  if [ "$rc" -ne 0 ]; then
+    fail "$desc: exit $rc, stderr: $(cat "$TMP/err")"
+  elif grep -qv '^qtk: warning: ' "$TMP/err"; then
+    fail "$desc: stderr has lines other than warnings: $(cat "$TMP/err")"
+  elif ! grep -Eq -- "$pattern" "$TMP/err"; then
+    fail "$desc: no warning matching /$pattern/: $(cat "$TMP/err")"
+  elif [ ! -s "$TMP/out" ]; then
+    fail "$desc: no report on stdout"
+  fi
+}
+# same_bytes DESC FILE_A FILE_B
+same_bytes() {
+  checks=$((checks + 1))
+  cmp -s "$2" "$3" || fail "$1: $2 and $3 differ"
+}
+
+Q="$TMP/q"
+mkdir "$Q"
+write_npy "$Q/calib.npy" "<f4" "32,1,28,28"
+write_npy "$Q/calib_shape.npy" "<f4" "32,1,28,27"
+write_npy "$Q/calib_f64.npy" "<f8" "32,1,28,28"
+write_npy "$Q/calib_some_nan.npy" "<f4" "32,1,28,28" 4
+write_npy "$Q/calib_all_nan.npy" "<f4" "32,1,28,28" all
+CAL=(--calib "$Q/calib.npy")
+
+expect_error "quantize: no -o" 2 "-o" quantize "$MLP"
+expect_error "quantize: unknown --weights" 2 "--weights.*int4" quantize "$MLP" -o "$Q/x.onnx" --weights int5
+expect_error "quantize: unknown --activations" 2 "--activations" quantize "$MLP" -o "$Q/x.onnx" --activations fp8
+expect_error "quantize: bad --granularity" 2 "group" quantize "$MLP" -o "$Q/x.onnx" --granularity group:0
+expect_error "quantize: bad --calibrate" 2 "percentile" quantize "$MLP" -o "$Q/x.onnx" --calibrate percentile:20
+expect_error "quantize: --symmetric and --asymmetric" 2 "symmetric" quantize "$MLP" -o "$Q/x.onnx" --symmetric --asymmetric
+expect_error "quantize: unknown --calib form" 2 "--calib" quantize "$MLP" -o "$Q/x.onnx" --calib data.csv
+expect_error "quantize: unknown --eval data set" 2 "--eval" quantize "$MLP" -o "$Q/x.onnx" --eval cifar:test
+expect_error "quantize: --limit without --eval" 2 "--limit" quantize "$MLP" -o "$Q/x.onnx" --limit 10
+[ -e "$Q/x.onnx" ] && fail "quantize wrote a model after a usage error"
+
+cp "$MLP" "$Q/model.onnx"
+expect_error "quantize: -o is the input" 2 "refusing" quantize "$Q/model.onnx" -o "$Q/model.onnx" "${CAL[@]}"
+expect_error "quantize: -o is the input by another path" 2 "refusing" quantize "$Q/model.onnx" -o "$Q/../q/./model.onnx" "${CAL[@]}"
+ln -s model.onnx "$Q/link.onnx"
+expect_error "quantize: -o is a link to the input" 2 "refusing" quantize "$Q/model.onnx" -o "$Q/link.onnx" --force "${CAL[@]}"
+cmp -s "$MLP" "$Q/model.onnx" || fail "quantize changed its input"
+
+expect_ok "quantize with .npy calibration" quantize "$MLP" -o "$Q/npy.onnx" "${CAL[@]}"
+for part in "^model +.*mlp.onnx -> .*npy.onnx" "^size +.*bytes" "^calibration +minmax on 32 samples" "f1.weight +weight +Gemm" \
+            "^  input +activation" "^left in float" "^warnings"; do
+  grep -Eq -- "$part" "$TMP/out" || fail "quantize text report lacks /$part/: $(head -c 1500 "$TMP/out")"
+done
+expect_error "quantize: existing output" 1 "exists.*--force" quantize "$MLP" -o "$Q/npy.onnx" "${CAL[@]}"
+expect_ok "quantize --force" quantize "$MLP" -o "$Q/npy.onnx" "${CAL[@]}" --force
+expect_ok "quantize again" quantize "$MLP" -o "$Q/npy2.onnx" "${CAL[@]}" --report "$Q/report.json"
+same_bytes "two identical quantize runs" "$Q/npy.onnx" "$Q/npy2.onnx"
+json_check "quantize --report" "$Q/report.json" 'j.input.endsWith("mlp.onnx") && j.size_after < j.size_before'
+
+expect_ok "quantize --json" quantize "$MLP" -o "$Q/json.onnx" "${CAL[@]}" --json --weights int4 --granularity group:32
+cp "$TMP/out" "$Q/quantize.json"
+json_check "quantize --json" "$Q/quantize.json" \
+  'j.input.endsWith("mlp.onnx") && j.output.endsWith("json.onnx") && j.size_before > 3 * j.size_after &&
+   j.settings.weights === "int4" && j.settings.granularity === "group:32" && j.settings.activations === "uint8" &&
+   j.calibration.samples === 32 && j.calibration.method === "minmax" && j.calibration.nonfinite_skipped === 0 &&
+   typeof j.calibration.seconds === "number" && typeof j.quantize_seconds === "number" &&
+   j.tensors.filter(t => t.kind === "weight").length === 3 && j.tensors.some(t => t.kind === "activation" &&
+   t.tensor === "input" && t.range[0] === 0 && t.range[1] > 0.9) &&
+   j.tensors.every(t => typeof t.scheme === "string" && t.scale_max >= t.scale_min) &&
+   Array.isArray(j.float_nodes) && Array.isArray(j.warnings) && !("accuracy_before" in j)'
+
+expect_warning "quantize --exclude matching nothing" "--exclude 'NoSuchNode'" \
+  quantize "$MLP" -o "$Q/excl.onnx" "${CAL[@]}" --exclude NoSuchNode,Gemm
+grep -q "excluded" "$TMP/out" || fail "quantize --exclude Gemm lists no excluded node"
+
+expect_error "quantize: calibration array of the wrong shape" 1 "input 'input'.*\[32,1,28,27\]" \
+  quantize "$MLP" -o "$Q/bad.onnx" --calib "$Q/calib_shape.npy"
+expect_error "quantize: calibration array of the wrong dtype" 1 "input 'input'.*float64" \
+  quantize "$MLP" -o "$Q/bad.onnx" --calib "$Q/calib_f64.npy"
+expect_error "quantize: missing calibration file" 1 "not found" quantize "$MLP" -o "$Q/bad.onnx" --calib "$Q/none.npy"
+expect_warning "quantize: some NaN in calibration data" "NaN" quantize "$MLP" -o "$Q/nan.onnx" --calib "$Q/calib_some_nan.npy"
+grep -q "NaN/Inf values skipped" "$TMP/out" || fail "quantize report does not mention the skipped NaN values"
+expect_error "quantize: all NaN calibration data" 1 "no finite value" quantize "$MLP" -o "$Q/bad.onnx" --calib "$Q/calib_all_nan.npy"
+[ -e "$Q/bad.onnx" ] && fail "quantize wrote a model after an error"
+
+printf '{"qtk_calibration": 1, "method": "minmax", "samples": 1, "ranges": {"input": [0, ' >"$Q/corrupt.json"
+expect_error "quantize: corrupt --calib-cache" 1 "corrupt.json" quantize "$MLP" -o "$Q/bad.onnx" "${CAL[@]}" --calib-cache "$Q/corrupt.json"
+printf '{"qtk_calibration": 1, "method": "entropy", "samples": 1, "ranges": {}}' >"$Q/entropy.json"
+expect_error "quantize: --calib-cache from another method" 1 "entropy" quantize "$MLP" -o "$Q/bad.onnx" "${CAL[@]}" --calib-cache "$Q/entropy.json"
+
+if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "${QTK_FASHION_MNIST_DIR:-}" ]; then
+  # Calibrated on a seeded subset of the training set (each run reads all 60,000
+  # images, so the runs are few): the same bytes every time.
+  expect_ok "quantize mlp" quantize "$MLP" -o "$Q/mlp.onnx" --calib-samples 64
+  expect_ok "eval float mlp" eval "$MLP" --data fashion-mnist:test --limit 2000 --json
+  cp "$TMP/out" "$Q/eval_float.json"
+  expect_ok "eval quantized mlp" eval "$Q/mlp.onnx" --data fashion-mnist:test --limit 2000 --json
+  cp "$TMP/out" "$Q/eval_quant.json"
+  checks=$((checks + 1))
+  node -e '
+    const fs = require("fs");
+    const a = JSON.parse(fs.readFileSync(process.argv[1])), b = JSON.parse(fs.readFileSync(process.argv[2]));
+    if (a.samples !== 2000 || b.samples !== 2000) throw new Error("sample counts " + a.samples + ", " + b.samples);
+    if (!(Math.abs(a.accuracy - b.accuracy) <= 0.01)) throw new Error("float " + a.accuracy + " vs quantized " + b.accuracy);
+  ' "$Q/eval_float.json" "$Q/eval_quant.json" 2>"$TMP/node_err" || fail "quantized mlp accuracy: $(cat "$TMP/node_err")"
+
+  # A calibration cache: written on the first run, reused on the second; the
+  # model is the same bytes either way. The first run also evaluates.
+  expect_ok "quantize --calib-cache (write) --eval" quantize "$MLP" -o "$Q/cache1.onnx" --calib-samples 64 \
+    --calib-cache "$Q/ranges.json" --json --eval fashion-mnist:test --limit 300
+  cp "$TMP/out" "$Q/cache1.json"
+  json_check "calibration cache file" "$Q/ranges.json" \
+    'j.qtk_calibration === 1 && j.method === "minmax" && j.samples === 64 && j.model === "mlp.onnx" &&
+     Array.isArray(j.ranges.input) && j.ranges.input.length === 2 && j.ranges.input[0] <= j.ranges.input[1]'
+  json_check "first cached run calibrates and evaluates" "$Q/cache1.json" \
+    'j.calibration.cache === "written" && j.calibration.ranges_calibrated > 0 && !j.calibration.skipped &&
+     j.calibration.samples === 64 && j.accuracy_before > 0.7 && Math.abs(j.accuracy_before - j.accuracy_after) < 0.03 &&
+     j.images_per_second_before > 0 && j.images_per_second_after > 0'
+  same_bytes "quantize on fashion-mnist twice (with and without a cache)" "$Q/mlp.onnx" "$Q/cache1.onnx"
+  cp "$Q/ranges.json" "$Q/ranges_before.json"
+  expect_ok "quantize --calib-cache (reuse)" quantize "$MLP" -o "$Q/cache2.onnx" --calib-samples 64 \
+    --calib-cache "$Q/ranges.json" --report "$Q/cache2.json"
+  grep -Eq "^calibration +minmax ranges: [0-9]+ loaded from .*ranges.json" "$TMP/out" ||
+    fail "text report does not say the ranges came from the cache: $(grep calibration "$TMP/out")"
+  json_check "second cached run skips range calibration" "$Q/cache2.json" \
+    'j.calibration.cache === "loaded" && j.calibration.skipped === true && j.calibration.ranges_calibrated === 0 &&
+     j.calibration.ranges_from_cache > 0'
+  same_bytes "cache file left alone" "$Q/ranges.json" "$Q/ranges_before.json"
+  same_bytes "quantize with a cache hit" "$Q/cache1.onnx" "$Q/cache2.onnx"
 fi
 
 echo "cli_test: $checks checks, $failures failed"

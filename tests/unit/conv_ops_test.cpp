@@ -211,6 +211,13 @@ TEST(ConvOps, ConvMatchesDirectLoopAcrossRanksGroupsAndThreads) {
       {{3, 4, 17}, {5, 4, 4}, 1, {3}, {2}, {2, 1}, true},
       {{2, 3, 12}, {3, 1, 3}, 3, {1}, {1}, {1, 1}, true},
       {{2, 4, 5, 6, 7}, {6, 2, 2, 3, 3}, 2, {1, 2, 1}, {1, 1, 2}, {0, 1, 1, 1, 0, 2}, true},
+      // Stride 1 with dilation and uneven pads (the padded-grid GEMM) in 1-D,
+      // 2-D and grouped 3-D.
+      {{2, 3, 15}, {4, 3, 3}, 1, {1}, {2}, {1, 3}, true},
+      {{2, 3, 9, 8}, {5, 3, 3, 3}, 1, {1, 1}, {2, 1}, {0, 2, 1, 0}, false},
+      {{1, 4, 5, 6, 5}, {4, 2, 2, 3, 2}, 2, {1, 1, 1}, {2, 1, 2}, {1, 0, 2, 0, 1, 1}, true},
+      // Batched with enough work per image to spread images over threads.
+      {{4, 8, 20, 20}, {16, 8, 3, 3}, 1, {1, 1}, {1, 1}, {1, 1, 1, 1}, true},
       // Larger: enough work for sgemm to split across threads (N = 1).
       {{1, 16, 28, 28}, {32, 16, 3, 3}, 1, {1, 1}, {1, 1}, {1, 1, 1, 1}, true},
   };
@@ -479,6 +486,39 @@ TEST(ConvOps, GlobalPoolsReduceWholePlanes) {
     EXPECT_NEAR((*avg)[0].data<float>()[p], sum / 30, 1e-6);
     EXPECT_EQ((*mx)[0].data<float>()[p], best);
   }
+}
+
+// LpPool: (sum over the window of |x|^p)^(1/p), padding contributing nothing.
+TEST(ConvOps, LpPoolMatchesDirectLoop) {
+  std::mt19937 rng(12);
+  const int64_t W = 11, K = 3, S = 2, PB = 1, PE = 2, P = 3;
+  Tensor x = random_tensor({2, 3, W}, rng);
+  const int64_t out = (W + PB + PE - K) / S + 1;
+  auto res = run_node("LpPool", {"x"}, {x},
+                      {attr_ints("kernel_shape", {K}), attr_ints("strides", {S}), attr_ints("pads", {PB, PE}),
+                       attr_i("p", P)});
+  ASSERT_TRUE(res.ok()) << res.status().message();
+  std::vector<float> want;
+  for (int64_t plane = 0; plane < 6; ++plane)
+    for (int64_t o = 0; o < out; ++o) {
+      double sum = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t i = o * S - PB + k;
+        if (i >= 0 && i < W) sum += std::pow(std::fabs(x.data<float>()[plane * W + i]), double(P));
+      }
+      want.push_back(static_cast<float>(std::pow(sum, 1.0 / P)));
+    }
+  expect_close((*res)[0], want, {2, 3, out}, "LpPool", 1e-5f);
+
+  auto global = run_node("GlobalLpPool", {"x"}, {x}, {attr_i("p", 2)});
+  ASSERT_TRUE(global.ok()) << global.status().message();
+  std::vector<float> want_g;
+  for (int64_t plane = 0; plane < 6; ++plane) {
+    double sum = 0;
+    for (int64_t i = 0; i < W; ++i) sum += double(x.data<float>()[plane * W + i]) * x.data<float>()[plane * W + i];
+    want_g.push_back(static_cast<float>(std::sqrt(sum)));
+  }
+  expect_close((*global)[0], want_g, {2, 3, 1}, "GlobalLpPool", 1e-5f);
 }
 
 // ---------------------------------------------------------------------------

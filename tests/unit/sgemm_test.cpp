@@ -35,6 +35,7 @@ std::string describe(const Case& c, SgemmPath p, bool threaded, uint32_t seed) {
 // Runs one case and compares every element with a double-precision reference,
 // to 1e-4 of the magnitude sum that feeds it (a relative bound that holds for
 // cancelling sums too).
+// prepacked: hand A and B over through sgemm_pack_a / sgemm_pack_b.
 void check_case(const Case& c, SgemmPath path, ThreadPool* pool, uint32_t seed, bool prepacked = false) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> dist(-1.f, 1.f);
@@ -52,15 +53,16 @@ void check_case(const Case& c, SgemmPath path, ThreadPool* pool, uint32_t seed, 
   if (!prepacked) {
     sgemm(c.ta, c.tb, c.m, c.n, c.k, c.alpha, a.data(), lda, b.data(), ldb, c.beta, cmat.data(), ldc, pool, path);
   } else {
-    qtk::rt::ref::AlignedFloats packed;
-    float* pb = packed.get(qtk::rt::ref::sgemm_packed_b_floats(c.k, c.n));
-    ASSERT_NE(pb, nullptr);
+    qtk::rt::ref::AlignedFloats packed_b, packed_a;
+    float* pb = packed_b.get(qtk::rt::ref::sgemm_packed_b_floats(c.k, c.n));
+    float* pa = packed_a.get(qtk::rt::ref::sgemm_packed_a_floats(c.m, c.k));
+    ASSERT_TRUE(pb != nullptr && pa != nullptr);
     qtk::rt::ref::sgemm_pack_b(c.tb, c.k, c.n, b.data(), ldb, pb);
-    qtk::rt::ref::sgemm_packed_b(c.ta, c.m, c.n, c.k, c.alpha, a.data(), lda, pb, c.beta, cmat.data(), ldc, pool,
-                                 path);
+    qtk::rt::ref::sgemm_pack_a(c.ta, c.m, c.k, a.data(), lda, pa);
+    qtk::rt::ref::sgemm_packed(c.m, c.n, c.k, c.alpha, pa, pb, c.beta, cmat.data(), ldc, pool, path);
   }
 
-  const std::string what = describe(c, path, pool != nullptr, seed) + (prepacked ? " prepacked-B" : "");
+  const std::string what = describe(c, path, pool != nullptr, seed) + (prepacked ? " prepacked" : "");
   for (int64_t i = 0; i < c.m; ++i) {
     for (int64_t j = 0; j < c.n; ++j) {
       double sum = 0, mag = 0;
@@ -140,19 +142,25 @@ TEST(Sgemm, ThreadedMatchesReference) {
       {301, 40, 90, true, true, 1.f, 1.f, 2},
       {97, 129, 257, false, true, 2.f, -1.f, 0},
       {129, 97, 257, true, false, 1.f, 0.f, 0},
+      // Few rows (a batch-1 fully connected layer): the unpacked streaming path.
+      {1, 3000, 301, false, true, 1.f, 1.f, 3},
+      {3, 2000, 200, true, false, -0.5f, 0.f, 1},
+      {4, 1500, 333, false, false, 1.f, 2.f, 0},
   };
   uint32_t seed = 300;
   for (SgemmPath path : paths())
     for (const Case& c : cases) check_case(c, path, &pool, seed++);
 }
 
-// B handed over already packed (the layout Conv's im2col writes).
-TEST(Sgemm, PrepackedBMatchesReference) {
+// A and B handed over packed (Conv's route: weights packed once, images
+// written straight into B's layout).
+TEST(Sgemm, PrepackedOperandsMatchReference) {
   ThreadPool pool(2);
   const Case cases[] = {
       {1, 1, 1, false, false, 1.f, 0.f},         {7, 33, 5, true, true, 1.5f, 0.f, 2},
       {16, 784, 144, false, false, 1.f, 1.f},     {13, 50, 300, false, true, -1.f, 0.5f, 1},
       {200, 17, 40, true, false, 1.f, 0.f},       {6, 16, 0, false, false, 1.f, 0.5f},
+      {301, 40, 290, false, false, 1.f, 0.f},     {151, 37, 513, true, true, 0.75f, 0.5f, 1},
   };
   uint32_t seed = 400;
   for (SgemmPath path : paths())

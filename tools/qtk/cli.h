@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <span>
 #include <string>
@@ -37,6 +38,7 @@ struct OptionSpec {
   std::string_view placeholder;  // "[NAME=]FILE.npy"; empty for a flag without a value
   std::string_view help;
   bool repeatable = false;
+  std::string_view alias = {};   // a short form, e.g. "-o" for "--output"
 };
 
 struct ParsedArgs {
@@ -78,10 +80,18 @@ std::string format_bytes(uint64_t bytes);
 std::string format_count(uint64_t n);  // 235146 -> "235,146"
 // Writes to stdout; fails on a write error (e.g. a closed pipe or a full disk).
 Outcome print_out(const std::string& text);
+// "qtk: warning: ..." on stderr, one line.
+void print_warning(const std::string& text);
+
+// A progress bar on stderr ("<label> [#####     ] done/total <unit>"),
+// redrawn at most every 100 ms and erased when done == total. Empty (no
+// output at all) when stderr is not a terminal, so logs and pipes stay clean.
+std::function<void(int64_t done, int64_t total)> terminal_progress(std::string label, std::string unit);
 
 extern const CommandSpec kInspectCommand;
 extern const CommandSpec kRunCommand;
 extern const CommandSpec kEvalCommand;
+extern const CommandSpec kQuantizeCommand;
 
 }  // namespace qtk::cli
 

@@ -51,4 +51,11 @@ Outcome print_out(const std::string& text) {
   return Outcome::ok();
 }
 
+void print_warning(const std::string& text) {
+  std::string line = text;
+  for (char& c : line)
+    if (c == '\n' || c == '\r') c = ' ';
+  std::fprintf(stderr, "qtk: warning: %s\n", line.c_str());
+}
+
 }  // namespace qtk::cli

@@ -12,7 +12,7 @@
 namespace qtk::cli {
 namespace {
 
-const CommandSpec* const kCommands[] = {&kInspectCommand, &kRunCommand, &kEvalCommand};
+const CommandSpec* const kCommands[] = {&kInspectCommand, &kRunCommand, &kEvalCommand, &kQuantizeCommand};
 
 const CommandSpec* find_command(std::string_view name) {
   for (const auto* c : kCommands)
@@ -32,7 +32,9 @@ std::string top_level_help() {
 }
 
 Outcome unknown_command(const std::string& name) {
-  return Outcome::usage("unknown command '" + name + "' (commands: inspect, run, eval; see 'qtk --help')");
+  std::string names;
+  for (const auto* c : kCommands) names += (names.empty() ? "" : ", ") + std::string(c->name);
+  return Outcome::usage("unknown command '" + name + "' (commands: " + names + "; see 'qtk --help')");
 }
 
 Outcome dispatch(const std::vector<std::string>& argv) {

@@ -9,7 +9,7 @@ namespace {
 
 const OptionSpec* find_option(const CommandSpec& cmd, std::string_view name) {
   for (const auto& o : cmd.options)
-    if (o.name == name) return &o;
+    if (o.name == name || (!o.alias.empty() && o.alias == name)) return &o;
   return nullptr;
 }
 
@@ -19,7 +19,7 @@ std::string usage_line(const CommandSpec& cmd) {
   // Options whose help says "(required)" are shown in the usage line.
   for (const auto& o : cmd.options)
     if (o.help.find("(required)") != std::string_view::npos)
-      u += " " + std::string(o.name) + " " + std::string(o.placeholder);
+      u += " " + std::string(o.alias.empty() ? o.name : o.alias) + " " + std::string(o.placeholder);
   return u + " [options]";
 }
 
@@ -60,7 +60,7 @@ Outcome parse_args(const CommandSpec& cmd, const std::vector<std::string>& args,
     }
     const size_t eq = a.find('=');
     const std::string name = a.substr(0, eq);
-    const OptionSpec* spec = a.rfind("--", 0) == 0 ? find_option(cmd, name) : nullptr;
+    const OptionSpec* spec = find_option(cmd, name);
     if (!spec) return Outcome::usage("unknown option '" + name + "' for 'qtk " + std::string(cmd.name) + "'" + see_help(cmd));
     std::string value;
     if (spec->placeholder.empty()) {
@@ -72,7 +72,7 @@ Outcome parse_args(const CommandSpec& cmd, const std::vector<std::string>& args,
     } else {
       return Outcome::usage("option " + name + " needs a value (" + std::string(spec->placeholder) + ")");
     }
-    auto& slot = out.values[name];
+    auto& slot = out.values[std::string(spec->name)];  // an alias files under the long name
     if (!slot.empty() && !spec->repeatable) return Outcome::usage("option " + name + " is given more than once");
     slot.push_back(std::move(value));
   }
@@ -91,9 +91,12 @@ std::string command_help(const CommandSpec& cmd) {
   for (const auto& o : cmd.options) all.push_back(&o);
   all.push_back(&kHelp);
   size_t width = 0;
-  for (const auto* o : all) width = std::max(width, o->name.size() + 1 + o->placeholder.size());
+  auto names = [](const OptionSpec* o) {
+    return (o->alias.empty() ? std::string() : std::string(o->alias) + ", ") + std::string(o->name);
+  };
+  for (const auto* o : all) width = std::max(width, names(o).size() + 1 + o->placeholder.size());
   for (const auto* o : all) {
-    std::string left = std::string(o->name) + (o->placeholder.empty() ? "" : " " + std::string(o->placeholder));
+    std::string left = names(o) + (o->placeholder.empty() ? "" : " " + std::string(o->placeholder));
     left.resize(width, ' ');
     h += "  " + left + "  " + std::string(o->help) + (o->repeatable ? " (repeatable)" : "") + "\n";
   }

@@ -1,10 +1,12 @@
 // Conv and ConvTranspose (float32) over 1-D, 2-D and 3-D (and higher)
 // spatial inputs, with groups, strides, dilations, pads and auto_pad.
 //
-// Conv is im2col + sgemm per (image, group): Y_g[Mg, P] = W_g[Mg, K] * col[K, P]
-// with K = Cg * prod(kernel) and P = prod(output spatial). A 1x1, stride-1,
-// unpadded Conv reads X directly as the GEMM's B; a depthwise Conv (one input
-// channel per group) is a direct window loop instead.
+// Conv is one sgemm per (image, group): Y_g[Mg, P] = W_g[Mg, K] * col[K, P]
+// with K = Cg * prod(kernel) and P = prod(output spatial). The weights are
+// packed for sgemm once per run and shared by the batch; each image is packed
+// as B directly (1x1, stride 1, no pads), as shifted views of the zero-padded
+// input grid (other stride-1 windows: no im2col), or by im2col (strided). A
+// depthwise Conv (one input channel per group) is a direct window loop.
 // ConvTranspose is the adjoint: col[Mg*k, Q] = W_g^T * X_g, then col2im.
 #include <algorithm>
 #include <atomic>
@@ -56,19 +58,37 @@ float* column_scratch(int64_t floats) {
   return buf.get(floats);
 }
 
+// The calling thread's packed weights (read by every task of the run).
+float* weight_scratch(int64_t floats) {
+  thread_local AlignedFloats buf;
+  return buf.get(floats);
+}
+
+// Per-thread GEMM output over the padded grid (stride-1 convolutions).
+float* grid_scratch(int64_t floats) {
+  thread_local AlignedFloats buf;
+  return buf.get(floats);
+}
+
 Status scratch_error(int64_t floats) {
-  return internal_error("out of memory for a column buffer of " + std::to_string(floats) + " floats");
+  return internal_error("out of memory for a scratch buffer of " + std::to_string(floats) + " floats");
+}
+
+// Items per parallel task so that each task has enough multiply-adds to be
+// worth waking a thread for.
+int64_t work_grain(int64_t macs_per_item) {
+  return std::max<int64_t>(1, (int64_t{1} << 17) / std::max<int64_t>(1, macs_per_item));
 }
 
 // Runs fn(begin, end, inner_pool) over `tasks` independent (image, group)
-// products. With enough tasks to keep every thread busy they are spread over
-// the pool and each sgemm runs single-threaded; otherwise they run in turn
-// and each sgemm gets the pool.
+// products of macs_per_task multiply-adds each. With enough tasks to keep
+// every thread busy they are spread over the pool and each sgemm runs
+// single-threaded; otherwise they run in turn and each sgemm gets the pool.
 template <class F>
-void run_tasks(ThreadPool* pool, int64_t tasks, F&& fn) {
+void run_tasks(ThreadPool* pool, int64_t tasks, int64_t macs_per_task, F&& fn) {
   const int threads = pool != nullptr ? pool->size() : 1;
   if (threads > 1 && (tasks >= 2 * threads || (tasks >= threads && tasks % threads == 0))) {
-    pool->parallel_for(tasks, [&](int64_t b, int64_t e) { fn(b, e, nullptr); });
+    pool->parallel_for(tasks, [&](int64_t b, int64_t e) { fn(b, e, nullptr); }, work_grain(macs_per_task));
   } else {
     fn(0, tasks, pool);
   }
@@ -171,39 +191,74 @@ Status run_conv(const ConvAttrs& a, KernelContext& ctx) {
         const int64_t n = t / M, m = t % M, c = m / Mg;
         depthwise_plane(x + (n * C + c) * Q, w + m * K, bias ? bias[m] : 0.f, g, y + t * P);
       }
-    });
+    }, work_grain(P * K));
     ctx.outputs[0] = Y;
     return Status::Ok();
   }
 
-  bool pointwise = true;  // 1x1, stride 1, no pads: the image already is the column matrix
+  // How each image becomes the GEMM's packed B:
+  //  - 1x1, stride 1, no pads: the image already is the column matrix;
+  //  - other stride-1 windows: the padded input grid's shifted views (no
+  //    im2col), the GEMM then covering grid columns of which the output
+  //    positions are kept;
+  //  - the rest: im2col into the packed layout.
+  bool pointwise = true;
   for (int i = 0; i < g.rank(); ++i)
     pointwise = pointwise && g.kernel[i] == 1 && g.strides[i] == 1 && g.pads_begin[i] == 0 && g.pads_end[i] == 0;
+  ShiftedColumns shifted;
+  const bool use_shifted = !pointwise && shifted_columns(g, shifted);
+  const int64_t gemm_cols = use_shifted ? shifted.cols : P;
+  const int64_t col_floats = sgemm_packed_b_floats(K, gemm_cols) + kIm2colPackedSlack;
 
-  const int64_t col_floats = sgemm_packed_b_floats(K, P);
+  // The weights are packed once per run and shared by every image.
+  const int64_t w_floats = sgemm_packed_a_floats(Mg, K);
+  float* packed_w = weight_scratch(G * w_floats);
+  if (packed_w == nullptr) return scratch_error(G * w_floats);
+  for (int64_t grp = 0; grp < G; ++grp) sgemm_pack_a(false, Mg, K, w + grp * Mg * K, K, packed_w + grp * w_floats);
+
   std::atomic<bool> no_memory{false};
-  run_tasks(ctx.pool, N * G, [&](int64_t begin, int64_t end, ThreadPool* inner) {
-    float* col = pointwise ? nullptr : column_scratch(col_floats);
-    if (!pointwise && col == nullptr) {
+  run_tasks(ctx.pool, N * G, Mg * K * gemm_cols, [&](int64_t begin, int64_t end, ThreadPool* inner) {
+    float* col = column_scratch(col_floats);
+    float* grid = use_shifted ? grid_scratch(Mg * gemm_cols) : nullptr;
+    if (col == nullptr || (use_shifted && grid == nullptr)) {
       no_memory = true;
       return;
     }
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / G, grp = t % G;
       const float* xg = x + (n * C + grp * Cg) * Q;
+      const float* wg = packed_w + grp * w_floats;
       float* yg = y + (n * M + grp * Mg) * P;
-      float beta = 0.f;
-      if (bias != nullptr) {  // seed the output with the bias and accumulate onto it
-        for (int64_t m = 0; m < Mg; ++m) std::fill(yg + m * P, yg + (m + 1) * P, bias[grp * Mg + m]);
-        beta = 1.f;
+      const float* bg = bias != nullptr ? bias + grp * Mg : nullptr;
+      if (use_shifted) {
+        if (!pack_shifted_columns(xg, Cg, g, gemm_cols, kSgemmPackedBWidth, col)) {
+          no_memory = true;
+          return;
+        }
+        sgemm_packed(Mg, gemm_cols, K, 1.f, wg, col, 0.f, grid, gemm_cols, inner);
+        // Keep the grid columns that are output positions, adding the bias.
+        const int64_t rows = static_cast<int64_t>(shifted.row_start.size()), len = shifted.row_len;
+        for (int64_t m = 0; m < Mg; ++m) {
+          const float bv = bg != nullptr ? bg[m] : 0.f;
+          const float* gm = grid + m * gemm_cols;
+          float* ym = yg + m * P;
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t i = 0; i < len; ++i) ym[r * len + i] = gm[shifted.row_start[r] + i] + bv;
+        }
+        continue;
       }
       if (pointwise) {
-        sgemm(false, false, Mg, P, K, 1.f, w + grp * Mg * K, K, xg, P, beta, yg, P, inner);
-      } else {
-        // Columns go straight into sgemm's packed-B layout: one pass, no repack.
-        im2col_packed(xg, Cg, g, kSgemmPackedBWidth, col);
-        sgemm_packed_b(false, Mg, P, K, 1.f, w + grp * Mg * K, K, col, beta, yg, P, inner);
+        sgemm_pack_b(false, K, P, xg, P, col);
+      } else if (!im2col_packed(xg, Cg, g, kSgemmPackedBWidth, col)) {
+        no_memory = true;
+        return;
       }
+      float beta = 0.f;
+      if (bg != nullptr) {  // seed the output with the bias and accumulate onto it
+        for (int64_t m = 0; m < Mg; ++m) std::fill(yg + m * P, yg + (m + 1) * P, bg[m]);
+        beta = 1.f;
+      }
+      sgemm_packed(Mg, P, K, 1.f, wg, col, beta, yg, P, inner);
     }
   });
   if (no_memory) return scratch_error(col_floats);
@@ -264,8 +319,11 @@ Status run_conv_transpose(const ConvAttrs& a, KernelContext& ctx) {
                             std::to_string(d) + " entries");
   Shape target;  // explicit output spatial shape, if any
   if (!a.output_shape.empty()) {
-    if (static_cast<int>(a.output_shape.size()) == d) target = a.output_shape;
-    else if (static_cast<int>(a.output_shape.size()) == d + 2) target.assign(a.output_shape.begin() + 2, a.output_shape.end());
+    const int given = static_cast<int>(a.output_shape.size());
+    if (given == d)
+      target = a.output_shape;
+    else if (given == d + 2)  // [N, C, spatial...]
+      target.assign(a.output_shape.begin() + 2, a.output_shape.end());
     else
       return invalid_argument("output_shape " + shape_to_string(a.output_shape) + " must have " +
                               std::to_string(d) + " entries");
@@ -312,7 +370,7 @@ Status run_conv_transpose(const ConvAttrs& a, KernelContext& ctx) {
 
   if (N > 0 && M > 0 && P > 0) {
     std::atomic<bool> no_memory{false};
-    run_tasks(ctx.pool, N * G, [&](int64_t begin, int64_t end, ThreadPool* inner) {
+    run_tasks(ctx.pool, N * G, KK * Q * Cg, [&](int64_t begin, int64_t end, ThreadPool* inner) {
       float* col = column_scratch(KK * Q);
       if (col == nullptr) {
         no_memory = true;

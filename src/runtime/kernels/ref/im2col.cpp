@@ -105,149 +105,52 @@ std::vector<WinDim> window_dims(const ConvGeometry& g) {
   return dims;
 }
 
-// Output columns [lo, hi) of a row whose input index ow * s + off is in [0, in).
-void valid_range(int64_t in, int64_t out, int64_t s, int64_t off, int64_t& lo, int64_t& hi) {
-  lo = off >= 0 ? 0 : (-off + s - 1) / s;
-  hi = off > in - 1 ? 0 : (in - 1 - off) / s + 1;
-  lo = std::min(lo, out);
-  hi = std::clamp(hi, lo, out);
-}
+// ---------------------------------------------------------------------------
+// im2col_packed reads a zero-padded copy of the image in which every window
+// lies inside, so the input offset of (row p, column j) splits into a
+// kernel-tap part and an output-position part, k_off[p] + o_off[j], and every
+// copy is unchecked.
 
-// One output row of the column matrix: column-matrix row p (channel, tap),
-// output columns [j0, j0 + W.out). src is the input row it reads (W.in
-// elements), or null when that row lies in the padding. Output column ow reads
-// src[ow * W.s + w_off], which is inside the row exactly for ow in [lo, hi).
-// F is const float for im2col, float for col2im (which writes the image).
-template <class F>
-struct ColRow {
-  int64_t p, j0;
-  F* src;
-  int64_t lo, hi, w_off;
-};
-
-// Walks every (channel, kernel tap, outer output position, output row) of the
-// column matrix and calls row(ColRow) for each, with image = the input base.
-template <class F, class RowFn>
-void for_each_row(const ConvGeometry& g, int64_t channels, F* image, RowFn&& row) {
-  const std::vector<WinDim> dims = window_dims(g);
-  const int nd = static_cast<int>(dims.size());
-  const int no = nd - 2;  // outer dims (3-D and up)
-  const WinDim& H = dims[nd - 2];
-  const WinDim& W = dims[nd - 1];
-  int64_t outer_k = 1, outer_out = 1;
-  for (int t = 0; t < no; ++t) {
-    outer_k *= dims[t].k;
-    outer_out *= dims[t].out;
-  }
-  const int64_t in_plane = H.in * W.in;
-  const int64_t image_size = g.in_size();
-  // Valid output range along W per kernel column (independent of everything else).
-  std::vector<int64_t> w_lo(W.k), w_hi(W.k);
-  for (int64_t kw = 0; kw < W.k; ++kw) valid_range(W.in, W.out, W.s, kw * W.d - W.p, w_lo[kw], w_hi[kw]);
-  std::vector<int64_t> kpos(no), opos(no);
-  int64_t p = 0;  // column-matrix row: channel-major, then row-major kernel tap
-  for (int64_t c = 0; c < channels; ++c) {
-    for (int64_t ko = 0; ko < outer_k; ++ko) {
-      for (int64_t r = ko, t = no - 1; t >= 0; --t) {
-        kpos[t] = r % dims[t].k;
-        r /= dims[t].k;
-      }
-      for (int64_t kh = 0; kh < H.k; ++kh) {
-        for (int64_t kw = 0; kw < W.k; ++kw, ++p) {
-          ColRow<F> cr{p, 0, nullptr, w_lo[kw], w_hi[kw], kw * W.d - W.p};
-          for (int64_t oo = 0; oo < outer_out; ++oo) {
-            // Input plane offset of this outer output position, or -1 in padding.
-            int64_t plane = 0;
-            for (int64_t r = oo, t = no - 1; t >= 0; --t) {
-              opos[t] = r % dims[t].out;
-              r /= dims[t].out;
-            }
-            for (int t = 0; t < no && plane >= 0; ++t) {
-              const int64_t i = opos[t] * dims[t].s - dims[t].p + kpos[t] * dims[t].d;
-              plane = (i < 0 || i >= dims[t].in) ? -1 : plane * dims[t].in + i;
-            }
-            F* plane_base = plane >= 0 ? image + c * image_size + plane * in_plane : nullptr;
-            for (int64_t oh = 0; oh < H.out; ++oh, cr.j0 += W.out) {
-              const int64_t ih = oh * H.s - H.p + kh * H.d;
-              cr.src = plane_base != nullptr && ih >= 0 && ih < H.in ? plane_base + ih * W.in : nullptr;
-              row(cr);
-            }
-          }
-          cr.j0 = 0;
-        }
-      }
-    }
-  }
-}
-
-// dst[0 : b - a) = the row's output columns [a, b): zeros in the padding.
-inline void gather_row(const ColRow<const float>& r, int64_t stride, int64_t a, int64_t b, float* dst) {
-  if (r.src == nullptr) {
-    std::fill(dst, dst + (b - a), 0.f);
-    return;
-  }
-  const int64_t lo = std::clamp(r.lo, a, b), hi = std::clamp(r.hi, lo, b);
-  std::fill(dst, dst + (lo - a), 0.f);
-  const float* in = r.src + r.w_off;
-  float* out = dst - a;
-  if (stride == 1) {
-    for (int64_t ow = lo; ow < hi; ++ow) out[ow] = in[ow];
-  } else {
-    for (int64_t ow = lo; ow < hi; ++ow) out[ow] = in[ow * stride];
-  }
-  std::fill(dst + (hi - a), dst + (b - a), 0.f);
-}
-
-// The forward transforms read a zero-padded copy of the image in which every
-// window lies inside, so that input offset = k_off[p] + o_off[j] splits into
-// a kernel-tap part and an output-position part and every copy is unchecked.
 struct PaddedPlan {
-  const float* data = nullptr;  // padded image (or the image itself when no padding is needed)
-  std::vector<int64_t> k_off;   // per column-matrix row p: channel + tap offset
-  std::vector<int64_t> row_off; // per output row (all dims but the last): offset of ow = 0
-  int64_t ow_n = 0, sw = 1;     // output row length and input stride along it
+  const float* data = nullptr;   // padded image, kIm2colPackedSlack floats of slack at the end
+  std::vector<int64_t> k_off;    // per column-matrix row p: channel + tap offset
+  std::vector<int64_t> row_off;  // per output row (all dims but the last): offset of ow = 0
+  int64_t ow_n = 0, sw = 1;      // output row length and input stride along it
 };
 
-// Null data if the padded copy cannot be allocated.
-PaddedPlan make_padded_plan(const float* image, int64_t channels, const ConvGeometry& g) {
-  PaddedPlan plan;
+// Padded extent of a dim: the begin pad plus the farthest any window reaches.
+int64_t padded_extent(const WinDim& d) { return std::max(d.in + d.p, (d.out - 1) * d.s + (d.k - 1) * d.d + 1); }
+
+// False if the padded copy cannot be allocated.
+bool make_padded_plan(const float* image, int64_t channels, const ConvGeometry& g, PaddedPlan& plan) {
   const std::vector<WinDim> dims = window_dims(g);
   const int nd = static_cast<int>(dims.size());
-  // Padded extent per dim: the begin pad plus the farthest any window reaches.
   std::vector<int64_t> ext(nd), stride(nd);
-  bool need_pad = false;
-  for (int t = 0; t < nd; ++t) {
-    const WinDim& d = dims[t];
-    const int64_t reach = (d.out - 1) * d.s + (d.k - 1) * d.d + 1;  // in padded coordinates
-    ext[t] = std::max(d.in + d.p, reach);
-    need_pad = need_pad || d.p != 0 || ext[t] != d.in;
-  }
   int64_t plane = 1;
   for (int t = nd; t-- > 0;) {
+    const WinDim& d = dims[t];
+    ext[t] = padded_extent(d);
     stride[t] = plane;
     plane *= ext[t];
   }
-  if (!need_pad) {
-    plan.data = image;
-  } else {
-    thread_local AlignedFloats buf;
-    float* dst = buf.get(channels * plane);
-    if (dst == nullptr) return plan;
-    std::fill(dst, dst + channels * plane, 0.f);
-    // Copy each input row (last dim) to its padded place.
-    const int64_t in_row = dims[nd - 1].in, in_plane = g.in_size(), rows_per_plane = in_plane / std::max<int64_t>(in_row, 1);
-    for (int64_t c = 0; c < channels; ++c)
-      for (int64_t r = 0; r < rows_per_plane && in_row > 0; ++r) {
-        int64_t off = dims[nd - 1].p;
-        for (int64_t rem = r, t = nd - 2; t >= 0; --t) {
-          off += (rem % dims[t].in + dims[t].p) * stride[t];
-          rem /= dims[t].in;
-        }
-        std::copy(image + c * in_plane + r * in_row, image + c * in_plane + (r + 1) * in_row, dst + c * plane + off);
+  thread_local AlignedFloats buf;
+  float* dst = buf.get(channels * plane + kIm2colPackedSlack);
+  if (dst == nullptr) return false;
+  std::fill(dst, dst + channels * plane + kIm2colPackedSlack, 0.f);
+  // Copy each input row (last dim) to its padded place.
+  const int64_t in_row = dims[nd - 1].in, in_plane = g.in_size();
+  const int64_t rows_per_plane = in_row > 0 ? in_plane / in_row : 0;
+  for (int64_t c = 0; c < channels; ++c)
+    for (int64_t r = 0; r < rows_per_plane; ++r) {
+      int64_t off = dims[nd - 1].p;
+      for (int64_t rem = r, t = nd - 2; t >= 0; --t) {
+        off += (rem % dims[t].in + dims[t].p) * stride[t];
+        rem /= dims[t].in;
       }
-    plan.data = dst;
-  }
-  // k_off: channel-major, then row-major kernel taps.
+      std::memcpy(dst + c * plane + off, image + c * in_plane + r * in_row, static_cast<size_t>(in_row) * 4);
+    }
+  plan.data = dst;
+  // k_off: channel-major, then row-major kernel taps (the column-matrix row order).
   int64_t taps = 1;
   for (const WinDim& d : dims) taps *= d.k;
   plan.k_off.resize(channels * taps);
@@ -273,69 +176,119 @@ PaddedPlan make_padded_plan(const float* image, int64_t channels, const ConvGeom
     }
     plan.row_off[r] = off;
   }
-  return plan;
+  return true;
 }
 
-// dst[0:n] = src[0], src[s], ... (n is at most one output row).
-inline void copy_strided(const float* src, int64_t s, int64_t n, float* dst) {
-  if (s == 1) {
-    for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
-  } else {
-    for (int64_t i = 0; i < n; ++i) dst[i] = src[i * s];
+// ---------------------------------------------------------------------------
+// col2im walks the column matrix row by row with bounds checks (its image is
+// the real output, which has no padding to spare).
+
+// Output columns [lo, hi) of a row whose input index ow * s + off is in [0, in).
+void valid_range(int64_t in, int64_t out, int64_t s, int64_t off, int64_t& lo, int64_t& hi) {
+  lo = off >= 0 ? 0 : (-off + s - 1) / s;
+  hi = off > in - 1 ? 0 : (in - 1 - off) / s + 1;
+  lo = std::min(lo, out);
+  hi = std::clamp(hi, lo, out);
+}
+
+// One output row of the column matrix: row p (channel, tap), columns
+// [j0, j0 + W.out). dst is the image row it lands on (W.in elements), or null
+// when that row lies outside the image. Column ow lands on dst[ow * W.s + w_off],
+// inside the row exactly for ow in [lo, hi).
+struct ColRow {
+  int64_t p, j0;
+  float* dst;
+  int64_t lo, hi, w_off;
+};
+
+template <class RowFn>
+void for_each_row(const ConvGeometry& g, int64_t channels, float* image, RowFn&& row) {
+  const std::vector<WinDim> dims = window_dims(g);
+  const int nd = static_cast<int>(dims.size());
+  const int no = nd - 2;  // outer dims (3-D and up)
+  const WinDim& H = dims[nd - 2];
+  const WinDim& W = dims[nd - 1];
+  int64_t outer_k = 1, outer_out = 1;
+  for (int t = 0; t < no; ++t) {
+    outer_k *= dims[t].k;
+    outer_out *= dims[t].out;
+  }
+  const int64_t in_plane = H.in * W.in;
+  const int64_t image_size = g.in_size();
+  // Valid output range along W per kernel column (independent of everything else).
+  std::vector<int64_t> w_lo(W.k), w_hi(W.k);
+  for (int64_t kw = 0; kw < W.k; ++kw) valid_range(W.in, W.out, W.s, kw * W.d - W.p, w_lo[kw], w_hi[kw]);
+  std::vector<int64_t> kpos(no), opos(no);
+  int64_t p = 0;  // column-matrix row: channel-major, then row-major kernel tap
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int64_t ko = 0; ko < outer_k; ++ko) {
+      for (int64_t r = ko, t = no - 1; t >= 0; --t) {
+        kpos[t] = r % dims[t].k;
+        r /= dims[t].k;
+      }
+      for (int64_t kh = 0; kh < H.k; ++kh) {
+        for (int64_t kw = 0; kw < W.k; ++kw, ++p) {
+          ColRow cr{p, 0, nullptr, w_lo[kw], w_hi[kw], kw * W.d - W.p};
+          for (int64_t oo = 0; oo < outer_out; ++oo) {
+            // Image plane offset of this outer output position, or -1 outside.
+            int64_t plane = 0;
+            for (int64_t r = oo, t = no - 1; t >= 0; --t) {
+              opos[t] = r % dims[t].out;
+              r /= dims[t].out;
+            }
+            for (int t = 0; t < no && plane >= 0; ++t) {
+              const int64_t i = opos[t] * dims[t].s - dims[t].p + kpos[t] * dims[t].d;
+              plane = (i < 0 || i >= dims[t].in) ? -1 : plane * dims[t].in + i;
+            }
+            float* plane_base = plane >= 0 ? image + c * image_size + plane * in_plane : nullptr;
+            for (int64_t oh = 0; oh < H.out; ++oh, cr.j0 += W.out) {
+              const int64_t ih = oh * H.s - H.p + kh * H.d;
+              cr.dst = plane_base != nullptr && ih >= 0 && ih < H.in ? plane_base + ih * W.in : nullptr;
+              row(cr);
+            }
+          }
+        }
+      }
+    }
   }
 }
 
 }  // namespace
 
-void im2col(const float* image, int64_t channels, const ConvGeometry& g, float* col) {
-  const int64_t cols = g.out_size(), ow_n = g.out.back(), stride = g.strides.back();
-  const PaddedPlan plan = make_padded_plan(image, channels, g);
-  if (plan.data == nullptr) {  // no memory for the padded copy: bounds-checked walk
-    for_each_row(g, channels, image,
-                 [&](const ColRow<const float>& r) { gather_row(r, stride, 0, ow_n, col + r.p * cols + r.j0); });
-    return;
-  }
-  const int64_t rows = static_cast<int64_t>(plan.k_off.size()), out_rows = static_cast<int64_t>(plan.row_off.size());
-  for (int64_t p = 0; p < rows; ++p) {
-    const float* base = plan.data + plan.k_off[p];
-    float* dst = col + p * cols;
-    for (int64_t r = 0; r < out_rows; ++r) copy_strided(base + plan.row_off[r], plan.sw, plan.ow_n, dst + r * plan.ow_n);
-  }
-}
-
-void im2col_packed(const float* image, int64_t channels, const ConvGeometry& g, int64_t nr, float* packed) {
-  const int64_t cols = g.out_size(), ow_n = g.out.back(), stride = g.strides.back();
-  const int64_t rows = channels * g.kernel_size();
-  const PaddedPlan plan = make_padded_plan(image, channels, g);
-  if (plan.data == nullptr) {  // no memory for the padded copy: bounds-checked walk
-    for_each_row(g, channels, image, [&](const ColRow<const float>& r) {
-      for (int64_t a = 0; a < ow_n;) {  // split where the row crosses a sliver boundary
-        const int64_t j = r.j0 + a, s = j / nr, within = j - s * nr;
-        const int64_t b = std::min(ow_n, a + (nr - within));
-        gather_row(r, stride, a, b, packed + s * rows * nr + r.p * nr + within);
-        a = b;
-      }
-    });
-  } else {
-    // Sliver by sliver so the writes are sequential: a sliver's nr columns
-    // are a few runs along output rows.
-    struct Run {
-      int64_t src_off, len, within;
-    };
-    std::vector<Run> runs;
-    for (int64_t s0 = 0; s0 < cols; s0 += nr) {
-      runs.clear();
-      for (int64_t j = s0; j < std::min(cols, s0 + nr);) {
-        const int64_t r = j / ow_n, ow = j - r * ow_n;
-        const int64_t len = std::min(ow_n - ow, s0 + nr - j);
-        runs.push_back({plan.row_off[r] + ow * plan.sw, len, j - s0});
-        j += len;
-      }
-      float* sliver = packed + (s0 / nr) * rows * nr;
-      for (int64_t p = 0; p < rows; ++p) {
-        const float* base = plan.data + plan.k_off[p];
-        float* dst = sliver + p * nr;
-        for (const Run& run : runs) copy_strided(base + run.src_off, plan.sw, run.len, dst + run.within);
+bool im2col_packed(const float* image, int64_t channels, const ConvGeometry& g, int64_t nr, float* packed) {
+  PaddedPlan plan;
+  if (!make_padded_plan(image, channels, g, plan)) return false;
+  const int64_t cols = g.out_size(), rows = static_cast<int64_t>(plan.k_off.size());
+  // Sliver by sliver so the writes are sequential. A sliver's nr columns are a
+  // few runs along output rows; with stride 1 each run is copied as a whole
+  // 16-float block. The part of a block past its run lands on slots that a
+  // later run (or row, or sliver) writes, or in the slack: the packed matrix
+  // is filled in address order, so the last write to every slot is the right one.
+  struct Run {
+    int64_t src_off, len, within;
+  };
+  std::vector<Run> runs;
+  for (int64_t s0 = 0; s0 < cols; s0 += nr) {
+    runs.clear();
+    for (int64_t j = s0; j < std::min(cols, s0 + nr);) {
+      const int64_t r = j / plan.ow_n, ow = j - r * plan.ow_n;
+      const int64_t len = std::min(plan.ow_n - ow, s0 + nr - j);
+      runs.push_back({plan.row_off[r] + ow * plan.sw, len, j - s0});
+      j += len;
+    }
+    float* sliver = packed + (s0 / nr) * rows * nr;
+    for (int64_t p = 0; p < rows; ++p) {
+      const float* base = plan.data + plan.k_off[p];
+      float* dst = sliver + p * nr;
+      for (const Run& run : runs) {
+        const float* src = base + run.src_off;
+        float* out = dst + run.within;
+        if (plan.sw == 1) {
+          for (int64_t t = 0; t < run.len; t += kIm2colPackedSlack)
+            std::memcpy(out + t, src + t, kIm2colPackedSlack * sizeof(float));
+        } else {
+          for (int64_t t = 0; t < run.len; ++t) out[t] = src[t * plan.sw];
+        }
       }
     }
   }
@@ -344,14 +297,63 @@ void im2col_packed(const float* image, int64_t channels, const ConvGeometry& g, 
     float* last = packed + (cols / nr) * rows * nr;
     for (int64_t p = 0; p < rows; ++p) std::fill(last + p * nr + cols % nr, last + (p + 1) * nr, 0.f);
   }
+  return true;
+}
+
+bool shifted_columns(const ConvGeometry& g, ShiftedColumns& sc) {
+  for (int64_t s : g.strides)
+    if (s != 1) return false;
+  // The grid index of an output position is its input offset in the padded
+  // image (stride 1).
+  const std::vector<WinDim> dims = window_dims(g);
+  const int nd = static_cast<int>(dims.size());
+  int64_t plane = 1;
+  std::vector<int64_t> stride(nd);
+  for (int t = nd; t-- > 0;) {
+    stride[t] = plane;
+    plane *= padded_extent(dims[t]);
+  }
+  sc.row_len = dims[nd - 1].out;
+  const int64_t out_rows = sc.row_len > 0 ? g.out_size() / sc.row_len : 0;
+  sc.row_start.resize(out_rows);
+  for (int64_t r = 0; r < out_rows; ++r) {
+    int64_t off = 0;
+    for (int64_t rem = r, t = nd - 2; t >= 0; --t) {
+      off += (rem % dims[t].out) * stride[t];
+      rem /= dims[t].out;
+    }
+    sc.row_start[r] = off;
+  }
+  sc.cols = out_rows > 0 ? sc.row_start.back() + sc.row_len : 0;
+  return true;
+}
+
+bool pack_shifted_columns(const float* image, int64_t channels, const ConvGeometry& g, int64_t cols, int64_t nr,
+                          float* packed) {
+  PaddedPlan plan;
+  if (!make_padded_plan(image, channels, g, plan)) return false;
+  // Column q of row p is padded[k_off[p] + q]: every sliver row is one
+  // contiguous block (reads stay inside the padded image plus its slack).
+  const int64_t rows = static_cast<int64_t>(plan.k_off.size());
+  for (int64_t s0 = 0; s0 < cols; s0 += nr) {
+    float* sliver = packed + (s0 / nr) * rows * nr;
+    if (nr == kIm2colPackedSlack) {  // the usual width: a fixed-size copy the compiler inlines
+      for (int64_t p = 0; p < rows; ++p)
+        std::memcpy(sliver + p * nr, plan.data + plan.k_off[p] + s0, kIm2colPackedSlack * sizeof(float));
+    } else {
+      for (int64_t p = 0; p < rows; ++p)
+        std::memcpy(sliver + p * nr, plan.data + plan.k_off[p] + s0, static_cast<size_t>(nr) * sizeof(float));
+    }
+  }
+  return true;
 }
 
 void col2im(const float* col, int64_t channels, const ConvGeometry& g, float* image) {
   const int64_t cols = g.out_size(), stride = g.strides.back();
-  for_each_row(g, channels, image, [&](const ColRow<float>& r) {
-    if (r.src == nullptr) return;
+  for_each_row(g, channels, image, [&](const ColRow& r) {
+    if (r.dst == nullptr) return;
     const float* src = col + r.p * cols + r.j0;
-    float* out = r.src + r.w_off;
+    float* out = r.dst + r.w_off;
     for (int64_t ow = r.lo; ow < r.hi; ++ow) out[ow * stride] += src[ow];
   });
 }

@@ -43,19 +43,39 @@ Status resolve_window_geometry(AutoPad auto_pad, const std::vector<int64_t>& str
                                const std::vector<int64_t>& dilations, const std::vector<int64_t>& pads,
                                bool ceil_mode, ConvGeometry& g);
 
-// Lays `channels` images of shape g.in out as columns:
-//   col[(c * kernel_size + kidx) * out_size + oidx]
-// = image[c, oidx * strides - pads_begin + kidx * dilations], 0 outside.
-void im2col(const float* image, int64_t channels, const ConvGeometry& g, float* col);
+// The column matrix of `channels` images of shape g.in, K = channels *
+// kernel_size rows by P = out_size columns:
+//   col[c * kernel_size + kidx, oidx] = image[c, oidx * strides - pads_begin + kidx * dilations]
+// (0 outside the image), written straight into sgemm's pre-packed B layout
+// (see sgemm_pack_b) with sliver width nr:
+//   packed[(j / nr) * K * nr + p * nr + j % nr] = col[p, j],
+// the last sliver's columns past P zeroed. `packed` needs
+// sgemm_packed_b_floats(K, P) + kIm2colPackedSlack floats: the copies write
+// whole 16-float blocks. Returns false if its scratch cannot be allocated.
+inline constexpr int64_t kIm2colPackedSlack = 16;
+bool im2col_packed(const float* image, int64_t channels, const ConvGeometry& g, int64_t nr, float* packed);
 
-// im2col straight into sgemm's pre-packed B layout (see sgemm_packed_b) with
-// sliver width nr: element (row p, column j) goes to
-//   packed[(j / nr) * rows * nr + p * nr + j % nr],  rows = channels * kernel_size,
-// and the columns of the last sliver past out_size are zeroed.
-void im2col_packed(const float* image, int64_t channels, const ConvGeometry& g, int64_t nr, float* packed);
+// Stride-1 convolutions skip im2col: on the zero-padded input grid, column q
+// of tap row p is padded[k_off[p] + q], so each packed sliver row is one
+// contiguous block. The GEMM then computes `cols` grid columns, of which
+// output row r (all dims but the last) is columns [row_start[r],
+// row_start[r] + row_len); the others are discarded.
+struct ShiftedColumns {
+  int64_t cols = 0;
+  int64_t row_len = 0;
+  std::vector<int64_t> row_start;
+};
+// False (and nothing filled) when a stride is not 1.
+bool shifted_columns(const ConvGeometry& g, ShiftedColumns& sc);
+// Packs the K x cols shifted-column matrix in sgemm's packed-B layout (nr <= 16).
+// `packed` needs sgemm_packed_b_floats(K, cols) floats. Returns false if its
+// scratch cannot be allocated.
+bool pack_shifted_columns(const float* image, int64_t channels, const ConvGeometry& g, int64_t cols, int64_t nr,
+                          float* packed);
 
-// The adjoint of im2col: adds every column entry back into image (which the
-// caller initialises), skipping positions outside g.in.
+// The adjoint of im2col, from a plain row-major col[K, P]: adds every entry
+// back into image (which the caller initialises), skipping positions outside
+// g.in (pads_begin may be negative here).
 void col2im(const float* col, int64_t channels, const ConvGeometry& g, float* image);
 
 }  // namespace qtk::rt::ref

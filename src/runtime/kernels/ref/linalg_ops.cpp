@@ -35,6 +35,11 @@ void gemm_loop(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, 
   }
 }
 
+// Batches per parallel task: enough multiply-adds to be worth a thread.
+int64_t batch_grain(int64_t macs_per_batch) {
+  return std::max<int64_t>(1, (int64_t{1} << 17) / std::max<int64_t>(1, macs_per_batch));
+}
+
 bool gemm_dtype_ok(DType t) {
   switch (t) {
     case DType::kFloat32:
@@ -113,8 +118,7 @@ Status run_gemm(const GemmAttrs& at, KernelContext& ctx) {
       using T = decltype(tag);
       T* y = Y.data<T>();
       if (use_c) fill_broadcast_c<T>(*C, M, N, at.beta, y);
-      gemm_loop<T>(at.trans_a, at.trans_b, M, N, K, at.alpha, A.data<T>(), lda, B.data<T>(), ldb, y,
-                   N);
+      gemm_loop<T>(at.trans_a, at.trans_b, M, N, K, at.alpha, A.data<T>(), lda, B.data<T>(), ldb, y, N);
     }));
   }
   ctx.outputs[0] = Y;
@@ -203,7 +207,7 @@ Status run_matmul(KernelContext& ctx) {
       ctx.pool->parallel_for(nbatch, [&](int64_t s, int64_t e) {
         for (int64_t i = s; i < e; ++i)
           sgemm(false, false, M, N, K, 1.f, a + a_off[i], K, b + b_off[i], N, 0.f, y + i * M * N, N, nullptr);
-      });
+      }, batch_grain(M * N * K));
     } else {
       for (int64_t i = 0; i < nbatch; ++i)
         sgemm(false, false, M, N, K, 1.f, a + a_off[i], K, b + b_off[i], N, 0.f, y + i * M * N, N, ctx.pool);
@@ -217,7 +221,7 @@ Status run_matmul(KernelContext& ctx) {
       ctx.pool->parallel_for(nbatch, [&](int64_t s, int64_t e) {
         for (int64_t i = s; i < e; ++i)
           gemm_loop<T>(false, false, M, N, K, 1.0, a + a_off[i], K, b + b_off[i], N, y + i * M * N, N);
-      });
+      }, batch_grain(M * N * K));
     }));
   }
   ctx.outputs[0] = Y;

@@ -21,6 +21,11 @@ using namespace ref;
 
 enum class PoolKind { kMax, kAverage, kLp };
 
+// Planes per parallel task: enough window taps that waking a thread pays off.
+int64_t planes_grain(int64_t taps_per_plane) {
+  return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, taps_per_plane));
+}
+
 struct PoolAttrs {
   PoolKind kind = PoolKind::kMax;
   AutoPad auto_pad = AutoPad::kNotSet;
@@ -218,7 +223,7 @@ Status run_pool(const PoolAttrs& a, KernelContext& ctx) {
       ctx.pool->parallel_for(planes, [&](int64_t b, int64_t e) {
         for (int64_t pl = b; pl < e; ++pl)
           plane_fn(a, dims, x + pl * in_plane, y + pl * out_plane, idx ? idx + pl * out_plane : nullptr, pl * in_plane);
-      });
+      }, planes_grain(out_plane * g.kernel_size()));
     };
     if (a.kind == PoolKind::kMax && want_indices) planes_with(pool_plane<T, PoolKind::kMax, true>);
     else if (a.kind == PoolKind::kMax) planes_with(pool_plane<T, PoolKind::kMax, false>);
@@ -288,7 +293,7 @@ KernelFactory global_pool_factory(PoolKind kind) {
         T* y = Y.data<T>();
         ctx.pool->parallel_for(planes, [&](int64_t b, int64_t e) {
           for (int64_t i = b; i < e; ++i) y[i] = global_plane<T>(kind, p, x + i * plane, plane);
-        });
+        }, planes_grain(plane));
       };
       if (X.dtype() == DType::kFloat32) run_typed(float{});
       else run_typed(double{});
@@ -336,10 +341,11 @@ KernelFactory max_unpool_factory() {
       if (ctx.has_input(2)) {
         y_shape = ctx.input(2).to_int64_vector();
         bool ok = static_cast<int>(y_shape.size()) == X.rank();
-        for (size_t i = 0; ok && i < y_shape.size(); ++i) ok = i < 2 ? y_shape[i] == natural[i] : y_shape[i] >= natural[i];
+        for (size_t i = 0; ok && i < y_shape.size(); ++i)
+          ok = i < 2 ? y_shape[i] == natural[i] : y_shape[i] >= natural[i];
         if (!ok)
-          return invalid_argument("output_shape " + shape_to_string(y_shape) + " must be [N, C, spatial...] and at least " +
-                                  shape_to_string(natural));
+          return invalid_argument("output_shape " + shape_to_string(y_shape) +
+                                  " must be [N, C, spatial...] and at least " + shape_to_string(natural));
       }
       Tensor Y(X.dtype(), y_shape);
       const int64_t natural_numel = shape_numel(natural);

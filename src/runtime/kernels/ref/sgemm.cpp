@@ -38,7 +38,23 @@ void pack_a(bool trans, const float* a, int64_t lda, int64_t i0, int64_t p0, int
   for (int64_t s = 0; s < mc; s += MR) {
     const int64_t rows = std::min(MR, mc - s);
     float* d = dst + s * kc;
-    if (!trans) {
+    if (!trans && rows == MR) {
+      // Full sliver: six row streams, fixed-size stores the compiler unrolls.
+      const float* r0 = a + (i0 + s) * lda + p0;
+      const float* r1 = r0 + lda;
+      const float* r2 = r1 + lda;
+      const float* r3 = r2 + lda;
+      const float* r4 = r3 + lda;
+      const float* r5 = r4 + lda;
+      for (int64_t p = 0; p < kc; ++p, d += MR) {
+        d[0] = r0[p];
+        d[1] = r1[p];
+        d[2] = r2[p];
+        d[3] = r3[p];
+        d[4] = r4[p];
+        d[5] = r5[p];
+      }
+    } else if (!trans) {
       const float* src = a + (i0 + s) * lda + p0;
       for (int64_t p = 0; p < kc; ++p) {
         for (int64_t i = 0; i < rows; ++i) d[p * MR + i] = src[i * lda + p];
@@ -111,19 +127,21 @@ void gemm_unblocked(bool trans_a, int64_t m, int64_t n, int64_t k, float alpha, 
 
 // C[0:m, 0:n] = alpha * op(A)[0:m, p0:p0+kc] * Bpanel + beta * C, where
 // sliver s of the packed B panel (kc x NR) starts at bp + s * b_stride. A is
-// packed here, MC rows at a time, into pa.
+// packed here, MC rows at a time, into pa, unless `packed_a` (A's slivers for
+// this K block, see sgemm_pack_a) is given.
 void macro_kernel(detail::SgemmMicroKernel ukernel, bool trans_a, int64_t m, int64_t n, int64_t p0, int64_t kc,
-                  float alpha, const float* a, int64_t lda, const float* bp, int64_t b_stride, float beta, float* c,
-                  int64_t ldc, float* pa) {
+                  float alpha, const float* a, int64_t lda, const float* packed_a, const float* bp, int64_t b_stride,
+                  float beta, float* c, int64_t ldc, float* pa) {
   for (int64_t i0 = 0; i0 < m; i0 += MC) {
     const int64_t mc = std::min(MC, m - i0);
-    pack_a(trans_a, a, lda, i0, p0, mc, kc, pa);
+    const float* ablock = packed_a != nullptr ? packed_a + i0 * kc : pa;
+    if (packed_a == nullptr) pack_a(trans_a, a, lda, i0, p0, mc, kc, pa);
     for (int64_t jr = 0; jr < n; jr += NR) {
       const int nr = static_cast<int>(std::min(NR, n - jr));
       const float* bs = bp + (jr / NR) * b_stride;
       for (int64_t ir = 0; ir < mc; ir += MR) {
         const int mr = static_cast<int>(std::min(MR, mc - ir));
-        ukernel(kc, pa + ir * kc, bs, c + (i0 + ir) * ldc + jr, ldc, alpha, beta, mr, nr);
+        ukernel(kc, ablock + ir * kc, bs, c + (i0 + ir) * ldc + jr, ldc, alpha, beta, mr, nr);
       }
     }
   }
@@ -151,28 +169,36 @@ void sgemm_serial(detail::SgemmMicroKernel ukernel, bool trans_a, bool trans_b, 
       const int64_t kc = std::min(KC, k - p0);
       pack_b(trans_b, b, ldb, p0, j0, kc, nc, pb);
       // The first K block applies the caller's beta; later ones accumulate.
-      macro_kernel(ukernel, trans_a, m, nc, p0, kc, alpha, a, lda, pb, kc * NR, p0 == 0 ? beta : 1.f, c + j0, ldc,
-                   pa);
+      macro_kernel(ukernel, trans_a, m, nc, p0, kc, alpha, a, lda, nullptr, pb, kc * NR, p0 == 0 ? beta : 1.f,
+                   c + j0, ldc, pa);
     }
   }
 }
 
-// One thread's product with B already packed whole (see sgemm_pack_b).
+// Offset of K block p0 in a pre-packed A of m rows (see sgemm_pack_a).
+int64_t packed_a_block(int64_t m, int64_t p0) { return p0 * ((m + MR - 1) / MR * MR); }
+
+// One thread's product with B packed whole (see sgemm_pack_b) and, if
+// packed_a is given, A too: rows [a_row0, a_row0 + m) (a_row0 a multiple of
+// MR) of a pre-packed A of m_total rows; otherwise A is packed from a.
 void sgemm_serial_packed(detail::SgemmMicroKernel ukernel, bool trans_a, int64_t m, int64_t n, int64_t k,
-                         float alpha, const float* a, int64_t lda, const float* packed_b, float beta, float* c,
-                         int64_t ldc) {
-  PackBuffers& bufs = thread_buffers();
-  float* pa = a_buffer(bufs, m, k);
-  if (pa == nullptr) {
-    gemm_unblocked(trans_a, m, n, k, alpha, a, lda,
-                   [&](int64_t p, int64_t j) { return packed_b[(j / NR) * k * NR + p * NR + j % NR]; }, beta, c,
-                   ldc);
-    return;
+                         float alpha, const float* a, int64_t lda, const float* packed_a, int64_t a_row0,
+                         int64_t m_total, const float* packed_b, float beta, float* c, int64_t ldc) {
+  float* pa = nullptr;
+  if (packed_a == nullptr) {
+    pa = a_buffer(thread_buffers(), m, k);
+    if (pa == nullptr) {
+      gemm_unblocked(trans_a, m, n, k, alpha, a, lda,
+                     [&](int64_t p, int64_t j) { return packed_b[(j / NR) * k * NR + p * NR + j % NR]; }, beta, c,
+                     ldc);
+      return;
+    }
   }
   for (int64_t p0 = 0; p0 < k; p0 += KC) {
     const int64_t kc = std::min(KC, k - p0);
-    macro_kernel(ukernel, trans_a, m, n, p0, kc, alpha, a, lda, packed_b + p0 * NR, k * NR, p0 == 0 ? beta : 1.f, c,
-                 ldc, pa);
+    const float* ablock = packed_a != nullptr ? packed_a + packed_a_block(m_total, p0) + a_row0 * kc : nullptr;
+    macro_kernel(ukernel, trans_a, m, n, p0, kc, alpha, a, lda, ablock, packed_b + p0 * NR, k * NR,
+                 p0 == 0 ? beta : 1.f, c, ldc, pa);
   }
 }
 
@@ -211,6 +237,32 @@ void sgemm_ukernel_6x16_scalar(int64_t kc, const float* a, const float* b, float
       } else {
         for (int j = 0; j < nj; ++j) row[j] = alpha * acc[i][j] + beta * row[j];
       }
+    }
+  }
+}
+
+void sgemm_small_m_dots_scalar(int m, int64_t n, int64_t k, const float* a, const float* b, int64_t ldb, float beta,
+                               float* c, int64_t ldc) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float* bj = b + j * ldb;
+    for (int i = 0; i < m; ++i) {
+      const float* ai = a + i * k;
+      float s = 0.f;
+      for (int64_t p = 0; p < k; ++p) s += ai[p] * bj[p];
+      float& cij = c[i * ldc + j];
+      cij = beta == 0.f ? s : s + beta * cij;
+    }
+  }
+}
+
+void sgemm_small_m_rows_scalar(int m, int64_t n, int64_t k, const float* a, const float* b, int64_t ldb, float* c,
+                               int64_t ldc) {
+  for (int64_t p = 0; p < k; ++p) {
+    const float* bp = b + p * ldb;
+    for (int i = 0; i < m; ++i) {
+      const float av = a[i * k + p];
+      float* ci = c + i * ldc;
+      for (int64_t j = 0; j < n; ++j) ci[j] += av * bp[j];
     }
   }
 }
@@ -271,6 +323,42 @@ void split_over_pool(ThreadPool* pool, int64_t m, int64_t n, int64_t k, Run&& ru
 
 }  // namespace
 
+namespace {
+
+// Few rows of op(A): stream B once, no packing. False if the small buffer for
+// A's rows cannot be had (the caller then takes the blocked path).
+bool sgemm_small_m(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                   int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc, ThreadPool* pool,
+                   SgemmPath path) {
+  thread_local AlignedFloats a_rows;
+  float* ar = a_rows.get(m * k);
+  if (ar == nullptr) return false;
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t p = 0; p < k; ++p) ar[i * k + p] = alpha * (trans_a ? a[p * lda + i] : a[i * lda + p]);
+  if (path == SgemmPath::kAuto) path = sgemm_auto_path();
+  const bool avx2 = path == SgemmPath::kAvx2 && sgemm_avx2_supported();
+  const int mi = static_cast<int>(m);
+  if (!trans_b) scale_c(m, n, beta, c, ldc);
+  auto run = [&](int64_t j0, int64_t j1) {
+    if (trans_b) {
+      (avx2 ? detail::sgemm_small_m_dots_avx2 : detail::sgemm_small_m_dots_scalar)(mi, j1 - j0, k, ar, b + j0 * ldb,
+                                                                                  ldb, beta, c + j0, ldc);
+    } else {
+      (avx2 ? detail::sgemm_small_m_rows_avx2 : detail::sgemm_small_m_rows_scalar)(mi, j1 - j0, k, ar, b + j0, ldb,
+                                                                                  c + j0, ldc);
+    }
+  };
+  const int threads = pool != nullptr ? pool->size() : 1;
+  if (threads <= 1 || m * n * k < kParallelMinMacs) {
+    run(0, n);
+  } else {
+    pool->parallel_for((n + NR - 1) / NR, [&](int64_t b0, int64_t b1) { run(b0 * NR, std::min(n, b1 * NR)); });
+  }
+  return true;
+}
+
+}  // namespace
+
 void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
            const float* b, int64_t ldb, float beta, float* c, int64_t ldc, ThreadPool* pool, SgemmPath path) {
   if (m <= 0 || n <= 0) return;
@@ -278,6 +366,9 @@ void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
     scale_c(m, n, beta, c, ldc);
     return;
   }
+  if (m <= detail::kSgemmSmallM &&
+      sgemm_small_m(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, pool, path))
+    return;
   const detail::SgemmMicroKernel ukernel = pick_kernel(path);
   // Each slice runs the full blocked algorithm with its own packing buffers
   // (the shared operand is packed once per thread, a small cost next to the
@@ -298,8 +389,16 @@ void sgemm_pack_b(bool trans_b, int64_t k, int64_t n, const float* b, int64_t ld
   pack_b(trans_b, b, ldb, 0, 0, k, n, packed_b);
 }
 
-void sgemm_packed_b(bool trans_a, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-                    const float* packed_b, float beta, float* c, int64_t ldc, ThreadPool* pool, SgemmPath path) {
+int64_t sgemm_packed_a_floats(int64_t m, int64_t k) { return (m + MR - 1) / MR * MR * std::max<int64_t>(k, 0); }
+
+void sgemm_pack_a(bool trans_a, int64_t m, int64_t k, const float* a, int64_t lda, float* packed_a) {
+  // K block by K block, each holding all of A's slivers (kc x MR each).
+  for (int64_t p0 = 0; p0 < k; p0 += KC)
+    pack_a(trans_a, a, lda, 0, p0, m, std::min(KC, k - p0), packed_a + packed_a_block(m, p0));
+}
+
+void sgemm_packed(int64_t m, int64_t n, int64_t k, float alpha, const float* packed_a, const float* packed_b,
+                  float beta, float* c, int64_t ldc, ThreadPool* pool, SgemmPath path) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0 || alpha == 0.f) {
     scale_c(m, n, beta, c, ldc);
@@ -307,10 +406,9 @@ void sgemm_packed_b(bool trans_a, int64_t m, int64_t n, int64_t k, float alpha, 
   }
   const detail::SgemmMicroKernel ukernel = pick_kernel(path);
   split_over_pool(pool, m, n, k, [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
-    // j0 is a multiple of NR, so the slice starts on a sliver boundary.
-    const float* ai = trans_a ? a + i0 : a + i0 * lda;
-    sgemm_serial_packed(ukernel, trans_a, i1 - i0, j1 - j0, k, alpha, ai, lda, packed_b + (j0 / NR) * k * NR, beta,
-                        c + i0 * ldc + j0, ldc);
+    // Slices start on sliver boundaries: i0 a multiple of MR, j0 of NR.
+    sgemm_serial_packed(ukernel, false, i1 - i0, j1 - j0, k, alpha, nullptr, 0, packed_a, i0, m,
+                        packed_b + (j0 / NR) * k * NR, beta, c + i0 * ldc + j0, ldc);
   });
 }
 

@@ -5,8 +5,11 @@
 // The driver follows the BLIS/GotoBLAS scheme: B is packed in KC x NC panels
 // of NR-wide slivers (kept in L3/L2), A in MC x KC blocks of MR-tall slivers
 // (kept in L2), and a register-blocked MR x NR micro-kernel streams one A and
-// one B sliver from L1. The AVX2+FMA micro-kernel is picked at run time; a
-// portable scalar one always builds and gives the same results to rounding.
+// one B sliver from L1. Products with very few rows (batch-1 fully connected
+// layers) skip packing and stream B once. The AVX2+FMA kernels are picked at
+// run time; portable scalar ones always build and agree to rounding.
+// Packing buffers are per thread and kept between calls (they grow to the
+// largest product a thread has run).
 #pragma once
 
 #include <cstdint>
@@ -39,18 +42,22 @@ void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
            const float* b, int64_t ldb, float beta, float* c, int64_t ldc, ThreadPool* pool = nullptr,
            SgemmPath path = SgemmPath::kAuto);
 
-// Pre-packed B, for producers that can write GEMM's packing layout directly
-// (Conv's im2col) and so skip one pass over B. op(B)[K, N] is stored as
-// ceil(N / NR) slivers, sliver s holding columns [s*NR, s*NR + NR) row by row:
-//   packed[s * K * NR + p * NR + (j - s * NR)] = op(B)[p, j]
-// with columns past N zero. The buffer must be 32-byte aligned.
+// Pre-packed operands, for Conv: its weights (A) are packed once and reused
+// over the batch, and its images are written straight into B's layout.
+//
+// B: op(B)[K, N] as ceil(N / NR) slivers, sliver s holding columns
+// [s*NR, s*NR + NR) row by row,
+//   packed[s * K * NR + p * NR + (j - s * NR)] = op(B)[p, j],
+// columns past N zero. The buffer must be 32-byte aligned.
 inline constexpr int kSgemmPackedBWidth = 16;  // NR
 int64_t sgemm_packed_b_floats(int64_t k, int64_t n);
 void sgemm_pack_b(bool trans_b, int64_t k, int64_t n, const float* b, int64_t ldb, float* packed_b);
-// Same contract as sgemm, with op(B) given packed.
-void sgemm_packed_b(bool trans_a, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-                    const float* packed_b, float beta, float* c, int64_t ldc, ThreadPool* pool = nullptr,
-                    SgemmPath path = SgemmPath::kAuto);
+// A: op(A)[M, K] in sgemm's own MR-row sliver layout (opaque to callers).
+int64_t sgemm_packed_a_floats(int64_t m, int64_t k);
+void sgemm_pack_a(bool trans_a, int64_t m, int64_t k, const float* a, int64_t lda, float* packed_a);
+// Same contract as sgemm, with op(A) and op(B) given packed.
+void sgemm_packed(int64_t m, int64_t n, int64_t k, float alpha, const float* packed_a, const float* packed_b,
+                  float beta, float* c, int64_t ldc, ThreadPool* pool = nullptr, SgemmPath path = SgemmPath::kAuto);
 
 // A growable, 64-byte aligned float buffer (contents are not kept on growth).
 // get() returns nullptr if the allocation fails.
@@ -81,6 +88,26 @@ void sgemm_ukernel_6x16_scalar(int64_t kc, const float* a, const float* b, float
 // Defined in sgemm_avx2.cpp; only call when sgemm_avx2_supported().
 void sgemm_ukernel_6x16_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
                              float beta, int mr, int nr);
+
+// Products with at most kSgemmSmallM rows of op(A) (a batch-1 fully
+// connected layer) read B once in place instead of packing it. `a` holds the
+// m rows of op(A), K floats each, already multiplied by alpha.
+inline constexpr int kSgemmSmallM = 4;
+// B transposed (rows of B are contiguous over K): dot products,
+//   c[i, j] = sum_p a[i, p] * b[j * ldb + p] + beta * c[i, j]   (c unread when beta == 0)
+using SgemmSmallMDots = void (*)(int m, int64_t n, int64_t k, const float* a, const float* b, int64_t ldb,
+                                 float beta, float* c, int64_t ldc);
+// B plain: c[i, j] += sum_p a[i, p] * b[p * ldb + j]   (the caller applies beta first)
+using SgemmSmallMRows = void (*)(int m, int64_t n, int64_t k, const float* a, const float* b, int64_t ldb, float* c,
+                                 int64_t ldc);
+void sgemm_small_m_dots_scalar(int m, int64_t n, int64_t k, const float* a, const float* b, int64_t ldb, float beta,
+                               float* c, int64_t ldc);
+void sgemm_small_m_rows_scalar(int m, int64_t n, int64_t k, const float* a, const float* b, int64_t ldb, float* c,
+                               int64_t ldc);
+void sgemm_small_m_dots_avx2(int m, int64_t n, int64_t k, const float* a, const float* b, int64_t ldb, float beta,
+                             float* c, int64_t ldc);
+void sgemm_small_m_rows_avx2(int m, int64_t n, int64_t k, const float* a, const float* b, int64_t ldb, float* c,
+                             int64_t ldc);
 }  // namespace detail
 
 }  // namespace qtk::rt::ref

@@ -1,0 +1,387 @@
+// qtk quantize: post-training quantization of a float ONNX model. Parses the
+// options into a QuantConfig, gathers calibration data (or cached ranges),
+// calls qtk::quantize once, saves the model and prints what happened.
+#include <algorithm>
+#include <charconv>
+#include <filesystem>
+#include <functional>
+#include <optional>
+
+#include "cli.h"
+#include "data/dataset.h"
+#include "data/file_io.h"
+#include "data/model_inputs.h"
+#include "eval/classifier_eval.h"
+#include "qtk/model.h"
+#include "qtk/quantize.h"
+#include "qtk/session.h"
+#include "quant/calib_cache.h"
+#include "quantize_report.h"
+
+namespace qtk::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Calibration subsets are drawn with this fixed seed, so the same command
+// line picks the same samples and writes the same bytes.
+constexpr uint64_t kCalibSeed = 0;
+
+constexpr OptionSpec kOptions[] = {
+    {"--output", "OUT.onnx", "where to write the quantized model (required)", false, "-o"},
+    {"--weights", "int8|int4|int3|int2|fp16", "weight format (default int8)"},
+    {"--activations", "uint8|int8|int16|uint16|dynamic|float",
+     "activation format; dynamic: uint8 scales computed at run time; float: weight-only (default uint8)"},
+    {"--granularity", "tensor|channel|group:N",
+     "one weight scale per tensor, per output channel, or per N values along the reduction axis (default channel)"},
+    {"--symmetric", "", "symmetric weights, zero point 0 (the default)"},
+    {"--asymmetric", "", "asymmetric weights, with a zero point per scale"},
+    {"--mapping", "linear|log2", "weight levels evenly spaced or powers of two (default linear)"},
+    {"--no-weight-clip", "", "take each weight group's plain min/max instead of searching the clipping range"},
+    {"--no-bias-correction", "", "leave biases as they are (no correction of the mean shift weight rounding causes)"},
+    {"--calibrate", "METHOD", "activation ranges: minmax, ma-minmax, percentile[:P], entropy or mse (default minmax)"},
+    {"--calib", "SPEC",
+     "calibration data: fashion-mnist:train (default), fashion-mnist:test, FILE.npy, or FILE.npz (an array per input, "
+     "by name or in input order)"},
+    {"--calib-samples", "N", "calibrate on a fixed random subset of N samples; 0 = all (default 512)"},
+    {"--calib-cache", "FILE.json", "load activation ranges from FILE.json if it exists, else write them there"},
+    {"--format", "qdq|qoperator", "form of the quantized graph (default qdq)"},
+    {"--exclude", "LIST", "comma-separated node names or op types to leave in float", true},
+    {"--threads", "N", "threads for calibration and --eval (default 1)"},
+    {"--eval", "SPEC", "also measure the float and the quantized model on SPEC, e.g. fashion-mnist:test"},
+    {"--limit", "N", "with --eval: use only the first N samples"},
+    {"--report", "FILE.json", "also write the report as JSON to FILE.json"},
+    {"--json", "", "print the report as JSON instead of text"},
+    {"--force", "", "overwrite OUT.onnx if it exists"},
+};
+
+std::string known_list(const std::vector<std::string>& names) {
+  std::string s;
+  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
+// Signed integer formats of at most 8 bits, from the format table, plus fp16.
+std::vector<std::string> weight_choices() {
+  std::vector<std::string> names;
+  for (const auto& t : quant::kQFormats)
+    if (t.is_signed && t.bits <= 8) names.push_back(t.name);
+  names.push_back("fp16");
+  return names;
+}
+
+// Static activation formats (8 bits and up: a QDQ graph cannot hold less
+// before opset 21), plus the two modes.
+std::vector<std::string> activation_choices() {
+  std::vector<std::string> names;
+  for (const auto& t : quant::kQFormats)
+    if (t.bits >= 8) names.push_back(t.name);
+  names.push_back("dynamic");
+  names.push_back("float");
+  return names;
+}
+
+Outcome bad_value(std::string_view option, const std::string& value, const std::string& choices) {
+  return Outcome::usage("unknown " + std::string(option) + " value '" + value + "' (choose from " + choices + ")");
+}
+
+std::vector<std::string> split_list(const std::vector<std::string>& values) {
+  std::vector<std::string> out;
+  for (const auto& v : values) {
+    size_t start = 0;
+    while (start <= v.size()) {
+      size_t end = v.find(',', start);
+      if (end == std::string::npos) end = v.size();
+      std::string item = v.substr(start, end - start);
+      while (!item.empty() && item.front() == ' ') item.erase(item.begin());
+      while (!item.empty() && item.back() == ' ') item.pop_back();
+      if (!item.empty()) out.push_back(item);
+      start = end + 1;
+    }
+  }
+  return out;
+}
+
+// Every quantization option into `cfg` (and its echo into `st`); all
+// mistakes are usage errors.
+Outcome config_from_args(const ParsedArgs& args, QuantConfig& cfg, QuantizeSettings& st) {
+  if (const std::string* w = args.get("--weights")) {
+    const auto choices = weight_choices();
+    if (std::find(choices.begin(), choices.end(), *w) == choices.end())
+      return bad_value("--weights", *w, known_list(choices));
+    st.weights = *w;
+    if (*w == "fp16") cfg.fp16_weights = true;
+    else cfg.weight_format = *quant::qformat_from_name(*w);
+  }
+  if (const std::string* a = args.get("--activations")) {
+    const auto choices = activation_choices();
+    if (std::find(choices.begin(), choices.end(), *a) == choices.end())
+      return bad_value("--activations", *a, known_list(choices));
+    st.activations = *a;
+    if (*a == "dynamic") {
+      cfg.activations = ActivationMode::kDynamic;
+      cfg.activation_format = quant::QFormat::kUInt8;
+    } else if (*a == "float") {
+      cfg.activations = ActivationMode::kWeightOnly;
+    } else {
+      cfg.activations = ActivationMode::kStatic;
+      cfg.activation_format = *quant::qformat_from_name(*a);
+    }
+  }
+  st.calibrated = cfg.activations == ActivationMode::kStatic;
+  if (const std::string* g = args.get("--granularity")) {
+    if (*g == "tensor") {
+      cfg.granularity = Granularity::kPerTensor;
+    } else if (*g == "channel") {
+      cfg.granularity = Granularity::kPerChannel;
+    } else if (g->rfind("group:", 0) == 0) {
+      const std::string n = g->substr(6);
+      int64_t size = 0;
+      auto [end, ec] = std::from_chars(n.data(), n.data() + n.size(), size);
+      if (ec != std::errc() || end != n.data() + n.size() || size < 1 || size > (int64_t{1} << 30))
+        return Outcome::usage("--granularity group:N needs a positive group size N, got '" + n + "'");
+      cfg.granularity = Granularity::kPerGroup;
+      cfg.group_size = size;
+    } else {
+      return bad_value("--granularity", *g, "tensor, channel, group:N");
+    }
+    st.granularity = *g;
+  }
+  if (args.has("--symmetric") && args.has("--asymmetric"))
+    return Outcome::usage("--symmetric and --asymmetric exclude each other");
+  cfg.weight_symmetric = !args.has("--asymmetric");
+  st.weight_symmetric = cfg.weight_symmetric;
+  if (const std::string* m = args.get("--mapping")) {
+    if (*m == "linear") cfg.mapping = Mapping::kLinear;
+    else if (*m == "log2") cfg.mapping = Mapping::kLog2;
+    else return bad_value("--mapping", *m, "linear, log2");
+    st.mapping = *m;
+  }
+  cfg.weight_clip_search = !args.has("--no-weight-clip");
+  st.weight_clip_search = cfg.weight_clip_search;
+  cfg.bias_correction = !args.has("--no-bias-correction");
+  st.bias_correction = cfg.bias_correction;
+  if (const std::string* c = args.get("--calibrate")) {
+    auto method = quant::parse_calib_method(*c);
+    if (!method.ok()) return Outcome::usage("--calibrate: " + method.status().message());
+    cfg.calibration = *method;
+  }
+  st.calibrate = quant::calib_method_name(cfg.calibration);
+  if (const std::string* f = args.get("--format")) {
+    if (*f == "qdq") cfg.format = ExportFormat::kQDQ;
+    else if (*f == "qoperator") cfg.format = ExportFormat::kQOperator;
+    else return bad_value("--format", *f, "qdq, qoperator");
+    st.format = *f;
+  }
+  cfg.exclude = split_list(args.all("--exclude"));
+  st.exclude = cfg.exclude;
+  return Outcome::ok();
+}
+
+// Same file, whether or not `b` exists yet (symlinks, "./", hard links).
+bool same_path(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  if (fs::exists(a, ec) && fs::exists(b, ec) && fs::equivalent(a, b, ec)) return true;
+  std::error_code ea, eb;
+  const fs::path ca = fs::weakly_canonical(a, ea), cb = fs::weakly_canonical(b, eb);
+  return !ea && !eb && ca == cb;
+}
+
+// What a user must feed, from the model's declarations (no session needed).
+std::vector<TensorInfo> runtime_inputs(const Model& m) {
+  std::vector<TensorInfo> out;
+  for (const auto* v : m.graph.runtime_inputs()) {
+    TensorInfo info;
+    info.name = v->name;
+    info.dtype = v->dtype;
+    info.has_shape = v->has_shape;
+    for (const auto& d : v->shape) info.shape.push_back(d.is_fixed() ? d.value : -1);
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+// Calibration progress from QuantConfig::progress, drawn on a terminal only.
+std::function<void(const std::string&, int64_t, int64_t)> quantize_progress() {
+  auto bar = terminal_progress("qtk quantize: calibrating", "samples");
+  if (!bar) return nullptr;
+  return [bar](const std::string& stage, int64_t done, int64_t total) {
+    if (stage == "calibrate") bar(done, total);
+  };
+}
+
+Expected<eval::EvalResult> evaluate_model(const Model& model, const data::Dataset& ds, int64_t threads,
+                                          const std::string& label) {
+  SessionOptions so;
+  so.threads = static_cast<int>(threads);
+  QTK_ASSIGN_OR_RETURN(std::unique_ptr<Session> session, Session::create(model, so));
+  eval::EvalOptions eo;
+  eo.progress = terminal_progress("qtk quantize: evaluating " + label, "images");
+  auto r = eval::evaluate_classifier(*session, ds, eo);
+  if (!r.ok()) return r.status().with_context("evaluating the " + label + " model");
+  return r;
+}
+
+Outcome run_quantize(const ParsedArgs& args) {
+  QuantizeSummary summary;
+  QuantizeSettings& st = summary.settings;
+  summary.input = args.positionals[0];
+  const std::string* out_path = args.get("--output");
+  if (!out_path || out_path->empty()) return Outcome::usage("option -o/--output is required (where to write the model)");
+  summary.output = *out_path;
+  const std::string& in_path = summary.input;
+
+  QuantConfig cfg;
+  QTK_CLI_RETURN_IF_FAILED(config_from_args(args, cfg, st));
+  int64_t calib_samples = 512, threads = 1, limit = 0;
+  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--calib-samples", 0, INT64_MAX, calib_samples));
+  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--threads", 1, 1024, threads));
+  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--limit", 1, INT64_MAX, limit));
+  st.calib_samples = calib_samples;
+  st.calib_seed = kCalibSeed;
+  st.threads = threads;
+  cfg.threads = static_cast<int>(threads);
+  if (const std::string* c = args.get("--calib")) st.calib = *c;
+  const auto specs = data::known_dataset_specs();
+  const bool calib_is_dataset = std::find(specs.begin(), specs.end(), st.calib) != specs.end();
+  if (!calib_is_dataset && !data::is_array_file_spec(st.calib))
+    return Outcome::usage("--calib '" + st.calib + "' is neither a data set (" + known_list(specs) +
+                          ") nor an .npy/.npz file");
+  const std::string* eval_spec = args.get("--eval");
+  if (eval_spec && std::find(specs.begin(), specs.end(), *eval_spec) == specs.end())
+    return Outcome::usage("unknown data set '" + *eval_spec + "' for --eval (known: " + known_list(specs) + ")");
+  if (args.has("--limit") && !eval_spec) return Outcome::usage("--limit only applies with --eval");
+  const std::string* report_path = args.get("--report");
+  if (const std::string* c = args.get("--calib-cache")) st.calib_cache = *c;
+
+  // Files: never write over the input, and never over an existing output unless asked.
+  if (same_path(in_path, *out_path))
+    return Outcome::usage("refusing to write the quantized model over its input " + in_path);
+  const std::string* cache_path = st.calib_cache.empty() ? nullptr : &st.calib_cache;
+  for (const std::string* p : {report_path, cache_path}) {
+    if (!p) continue;
+    if (same_path(*p, in_path) || same_path(*p, *out_path))
+      return Outcome::usage("refusing to write " + *p + " over the input or output model");
+  }
+  if (report_path && !st.calib_cache.empty() && same_path(*report_path, st.calib_cache))
+    return Outcome::usage("--report and --calib-cache name the same file " + *report_path);
+  std::error_code ec;
+  if (fs::exists(*out_path, ec) && !args.has("--force"))
+    return Outcome::failure(*out_path + " already exists (use --force to overwrite it)");
+
+  QTK_CLI_ASSIGN_OR_FAIL(Model model, load_model(in_path));
+  std::vector<std::string> cli_warnings;
+
+  // Cached ranges, when the cache exists and matches these settings.
+  std::optional<quant::CalibrationCache> cache;
+  const std::string act_format = quant::traits(cfg.activation_format).name;
+  if (!st.calib_cache.empty() && !st.calibrated) {
+    cli_warnings.push_back("--calib-cache is not used: activations '" + st.activations + "' are not calibrated");
+  } else if (!st.calib_cache.empty() && fs::exists(st.calib_cache, ec)) {
+    QTK_CLI_ASSIGN_OR_FAIL(cache, quant::read_calibration_cache(st.calib_cache));
+    if (cache->method != st.calibrate)
+      return Outcome::failure("calibration cache " + st.calib_cache + " holds '" + cache->method +
+                              "' ranges, not '" + st.calibrate + "' (delete it, or use --calibrate " + cache->method +
+                              ")");
+    if (!cache->activations.empty() && cache->activations != act_format)
+      return Outcome::failure("calibration cache " + st.calib_cache + " holds ranges chosen for " +
+                              cache->activations + " activations, not " + act_format + " (delete it to recalibrate)");
+    const std::string model_name = fs::path(in_path).filename().string();
+    if (cache->model != model_name)
+      cli_warnings.push_back("calibration cache " + st.calib_cache + " was written for model '" + cache->model +
+                             "', not '" + model_name + "'");
+  }
+
+  // Calibration data: for activation ranges, and (any mode) for the input
+  // statistics weight clipping and bias correction use. It is loaded even
+  // with a cache: the cache holds only ranges, and may lack some (say, after
+  // a different --exclude); the library runs the model only for what it lacks.
+  CalibrationData calib;
+  const bool wants_statistics = !cfg.fp16_weights && (cfg.weight_clip_search || cfg.bias_correction);
+  if (st.calibrated || wants_statistics) {
+    const std::vector<TensorInfo> inputs = runtime_inputs(model);
+    QTK_CLI_ASSIGN_OR_FAIL(calib.inputs, data::load_calibration_inputs(st.calib, inputs, calib_samples, kCalibSeed));
+    for (const auto& in : inputs)
+      if (in.has_shape && !in.shape.empty() && in.shape[0] > 0) {
+        cfg.calib_batch = in.shape[0];  // a model with a fixed batch gets exactly that
+        break;
+      }
+  }
+  cfg.progress = quantize_progress();
+
+  ActivationRanges cached_ranges;
+  if (cache) cached_ranges = cache->ranges;
+  QTK_CLI_ASSIGN_OR_FAIL(QuantResult result, quantize(model, cfg, calib, cache ? &cached_ranges : nullptr));
+  summary.report = result.report;
+
+  if (st.calibrated && !st.calib_cache.empty()) {
+    if (cache) {
+      summary.cache_status = "loaded";
+      for (const auto& [name, r] : result.ranges) {
+        if (cached_ranges.count(name)) ++summary.cache_ranges_used;
+        else ++summary.ranges_calibrated;
+      }
+      if (summary.ranges_calibrated > 0)
+        cli_warnings.push_back("calibration cache " + st.calib_cache + " lacked " +
+                               std::to_string(summary.ranges_calibrated) +
+                               " ranges; they were calibrated now (the cache file is left unchanged)");
+    } else {
+      quant::CalibrationCache fresh;
+      fresh.method = st.calibrate;
+      fresh.samples = result.report.calib_samples;
+      fresh.model = fs::path(in_path).filename().string();
+      fresh.activations = act_format;
+      fresh.ranges = result.ranges;
+      if (Status s = quant::write_calibration_cache(fresh, st.calib_cache); !s.ok()) return Outcome::failure(s);
+      summary.cache_status = "written";
+    }
+  }
+  if (st.calibrated && !cache) summary.ranges_calibrated = result.ranges.size();
+
+  if (Status s = save_model(result.model, *out_path); !s.ok()) return Outcome::failure(s);
+  auto file_size = [](const std::string& p) -> uint64_t {
+    std::error_code e;
+    const auto n = fs::file_size(p, e);
+    return e ? 0 : static_cast<uint64_t>(n);
+  };
+  summary.size_before = file_size(in_path);
+  summary.size_after = file_size(*out_path);
+
+  if (eval_spec) {
+    QTK_CLI_ASSIGN_OR_FAIL(data::Dataset ds, data::load_dataset(*eval_spec, limit));
+    if (ds.labels.empty()) return Outcome::failure("data set " + *eval_spec + " is empty");
+    EvalComparison cmp;
+    cmp.data = *eval_spec;
+    QTK_CLI_ASSIGN_OR_FAIL(cmp.before, evaluate_model(model, ds, threads, "float"));
+    // The quantized model as written, read back: what a user will run.
+    QTK_CLI_ASSIGN_OR_FAIL(Model written, load_model(*out_path));
+    QTK_CLI_ASSIGN_OR_FAIL(cmp.after, evaluate_model(written, ds, threads, "quantized"));
+    summary.eval = std::move(cmp);
+  }
+
+  for (auto& w : cli_warnings) summary.report.warnings.push_back(std::move(w));
+  for (const auto& w : summary.report.warnings) print_warning(w);
+  const std::string json = render_quantize_json(summary);
+  if (report_path)
+    if (Status s = data::write_file_atomic(*report_path, json); !s.ok()) return Outcome::failure(s);
+  return print_out(args.has("--json") ? json : render_quantize_text(summary));
+}
+
+}  // namespace
+
+const CommandSpec kQuantizeCommand = {
+    "quantize",
+    "MODEL",
+    1,
+    "quantize a float model (post-training: weights, activations, calibration)",
+    "Quantizes the float ONNX MODEL and writes the result to OUT.onnx: weights to integers (or fp16),\n"
+    "activations to integers with ranges calibrated on sample data (or at run time with 'dynamic').\n"
+    "The quantized model is a standard ONNX QDQ graph that qtk and other runtimes execute. Calibration\n"
+    "uses a fixed random subset of --calib-samples samples, so the same command writes the same bytes.\n"
+    "The report lists every quantized tensor with its scheme, scales and SQNR, the nodes left in float\n"
+    "and why, and, with --eval, accuracy and speed before and after.",
+    kOptions,
+    run_quantize,
+};
+
+}  // namespace qtk::cli
