@@ -37,7 +37,7 @@ constexpr OptionSpec kOptions[] = {
     {"--symmetric", "", "symmetric weights, zero point 0 (the default)"},
     {"--asymmetric", "", "asymmetric weights, with a zero point per scale"},
     {"--mapping", "linear|log2", "weight levels evenly spaced or powers of two (default linear)"},
-    {"--no-weight-clip", "", "take each weight group's plain min/max instead of searching the clipping range"},
+    {"--weight-clip-search", "", "search each weight group's clipping range (output-error weighted) instead of plain min/max; always on below 4 bits"},
     {"--no-bias-correction", "", "leave biases as they are (no correction of the mean shift weight rounding causes)"},
     {"--calibrate", "METHOD", "activation ranges: minmax, ma-minmax, percentile[:P], entropy or mse (default minmax)"},
     {"--calib", "SPEC",
@@ -157,7 +157,7 @@ Outcome config_from_args(const ParsedArgs& args, QuantConfig& cfg, QuantizeSetti
     else return bad_value("--mapping", *m, "linear, log2");
     st.mapping = *m;
   }
-  cfg.weight_clip_search = !args.has("--no-weight-clip");
+  cfg.weight_clip_search = args.has("--weight-clip-search");
   st.weight_clip_search = cfg.weight_clip_search;
   cfg.bias_correction = !args.has("--no-bias-correction");
   st.bias_correction = cfg.bias_correction;

@@ -33,7 +33,7 @@ std::string weights_text(const QuantizeSettings& st) {
   if (st.weights == "fp16") return "fp16";
   std::string w = st.weights + ", " + (st.mapping == "log2" ? "log2" : st.weight_symmetric ? "symmetric" : "asymmetric");
   w += ", per-" + st.granularity;
-  w += st.weight_clip_search ? ", clip search" : ", plain min/max";
+  w += st.weight_clip_search ? ", clip search" : ", min/max (clip search below 4 bits)";
   if (st.bias_correction) w += ", bias correction";
   return w;
 }

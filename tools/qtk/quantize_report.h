@@ -18,7 +18,7 @@ struct QuantizeSettings {
   bool weight_symmetric = true;
   std::string granularity = "channel";  // "tensor" | "channel" | "group:N"
   std::string mapping = "linear";
-  bool weight_clip_search = true;
+  bool weight_clip_search = false;
   bool bias_correction = true;
   std::string activations = "uint8";  // a format name, "dynamic" or "float"
   bool calibrated = true;             // static activations: ranges come from calibration

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Top-1 accuracy on the 10,000 Fashion-MNIST test images for each shared
+# model under several quantization schemes, as a Markdown table.
+# usage: bench/quant_accuracy.sh [BUILD_DIR] [MODEL...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+shift || true
+models=("$@")
+[ ${#models[@]} -gt 0 ] || models=(mlp cnn resnet20)
+qtk="$build/qtk"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+schemes=(
+  "W8A8 u8 per-channel minmax|--weights int8"
+  "W8A8 u8 per-tensor minmax|--weights int8 --granularity tensor"
+  "W8A8 u8 per-channel entropy|--weights int8 --calibrate entropy"
+  "W8A8 u8 per-channel percentile|--weights int8 --calibrate percentile:99.99"
+  "W8 dynamic|--weights int8 --activations dynamic"
+  "W8 weight-only|--weights int8 --activations float"
+  "W4A8 u8 per-channel|--weights int4"
+  "W4A8 u8 per-tensor|--weights int4 --granularity tensor"
+  "W4 weight-only group:32|--weights int4 --activations float --granularity group:32"
+  "W3 weight-only per-channel|--weights int3 --activations float"
+  "W2 weight-only group:16|--weights int2 --activations float --granularity group:16"
+)
+
+acc() { node -e 'const r=JSON.parse(require("fs").readFileSync(0,"utf8")); console.log(r[process.argv[1]].toFixed(4))' "$1"; }
+
+printf '| scheme |'; for m in "${models[@]}"; do printf ' %s |' "$m"; done; printf '\n|---|'
+for m in "${models[@]}"; do printf -- '---|'; done; printf '\n| float |'
+for m in "${models[@]}"; do
+  "$qtk" eval "models/$m.onnx" --data fashion-mnist:test --json --threads 2 > "$out/f.json"
+  printf ' %s |' "$(acc accuracy < "$out/f.json")"
+done
+printf '\n'
+for s in "${schemes[@]}"; do
+  label=${s%%|*}; flags=${s#*|}
+  printf '| %s |' "$label"
+  for m in "${models[@]}"; do
+    # shellcheck disable=SC2086
+    if "$qtk" quantize "models/$m.onnx" -o "$out/q.onnx" --force --threads 2 $flags \
+         --eval fashion-mnist:test --json > "$out/r.json" 2> "$out/err"; then
+      printf ' %s |' "$(acc accuracy_after < "$out/r.json")"
+    else
+      printf ' error: %s |' "$(head -c 80 "$out/err")"
+    fi
+  done
+  printf '\n'
+done
