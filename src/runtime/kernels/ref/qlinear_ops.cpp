@@ -10,6 +10,7 @@
 #include "runtime/kernels/ref/common.h"
 #include "runtime/kernels/ref/im2col.h"
 #include "runtime/op_registry.h"
+#include "runtime/thread_pool.h"
 
 namespace qtk::rt {
 
@@ -55,7 +56,7 @@ Expected<ConvAttrs> read_conv_attrs(const ir::Node& n) {
 
 // acc[n, m, o] = sum_{c in group, k} x[n, c, pos(o, k)] * w[m, c, k], int32.
 Expected<Tensor> conv_int32(const Shape& xs, const std::vector<int32_t>& x, const Shape& ws,
-                            const std::vector<int32_t>& w, const ConvAttrs& a) {
+                            const std::vector<int32_t>& w, const ConvAttrs& a, ThreadPool& pool) {
   if (xs.size() < 3 || ws.size() != xs.size())
     return invalid_argument("x " + shape_to_string(xs) + " and w " + shape_to_string(ws) + " ranks do not fit a conv");
   const int64_t n = xs[0], c = xs[1], m = ws[0], cg = ws[1];
@@ -67,7 +68,8 @@ Expected<Tensor> conv_int32(const Shape& xs, const std::vector<int32_t>& x, cons
   g.kernel.assign(ws.begin() + 2, ws.end());
   QTK_RETURN_IF_ERROR(ref::resolve_window_geometry(a.auto_pad, a.strides, a.dilations, a.pads, false, g));
   const int64_t osz = g.out_size(), ksz = g.kernel_size(), isz = g.in_size();
-  // offset[o * ksz + k]: flat input position read by output o, tap k; -1 in padding.
+  // offset[k * osz + o]: flat input position read by output o, tap k; -1 in
+  // padding. Tap-major so the inner loop walks outputs contiguously.
   std::vector<int64_t> offset(static_cast<size_t>(osz * ksz));
   const int r = g.rank();
   std::vector<int64_t> oc(r), kc(r);
@@ -83,7 +85,7 @@ Expected<Tensor> conv_int32(const Shape& xs, const std::vector<int32_t>& x, cons
         if (p < 0 || p >= g.in[d]) { inside = false; break; }
         pos = pos * g.in[d] + p;
       }
-      offset[o * ksz + k] = inside ? pos : -1;
+      offset[k * osz + o] = inside ? pos : -1;
     }
   }
   Shape ys = {n, m};
@@ -91,22 +93,25 @@ Expected<Tensor> conv_int32(const Shape& xs, const std::vector<int32_t>& x, cons
   Tensor y(DType::kInt32, ys);
   int32_t* out = y.data<int32_t>();
   const int64_t m_per_group = m / a.group;
-  for (int64_t b = 0; b < n; ++b)
-    for (int64_t oc_i = 0; oc_i < m; ++oc_i) {
+  // One task per (image, output channel); each owns its output plane.
+  pool.parallel_for(n * m, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / m, oc_i = task % m;
       const int64_t grp = oc_i / m_per_group;
-      for (int64_t o = 0; o < osz; ++o) {
-        int32_t acc = 0;
-        for (int64_t ci = 0; ci < cg; ++ci) {
-          const int32_t* xp = &x[((b * c) + grp * cg + ci) * isz];
-          const int32_t* wp = &w[(oc_i * cg + ci) * ksz];
-          for (int64_t k = 0; k < ksz; ++k) {
-            const int64_t off = offset[o * ksz + k];
-            if (off >= 0) acc += xp[off] * wp[k];
-          }
+      int32_t* acc = out + (b * m + oc_i) * osz;
+      for (int64_t ci = 0; ci < cg; ++ci) {
+        const int32_t* xp = &x[((b * c) + grp * cg + ci) * isz];
+        const int32_t* wp = &w[(oc_i * cg + ci) * ksz];
+        for (int64_t k = 0; k < ksz; ++k) {
+          const int32_t wv = wp[k];
+          if (wv == 0) continue;
+          const int64_t* off = &offset[k * osz];
+          for (int64_t o = 0; o < osz; ++o)
+            if (off[o] >= 0) acc[o] += xp[off[o]] * wv;
         }
-        out[(b * m + oc_i) * osz + o] = acc;
       }
     }
+  });
   return y;
 }
 
@@ -183,7 +188,7 @@ Status conv_integer(KernelContext& ctx, const ConvAttrs& a) {
   const int64_t inner = w.rank() > 0 ? w.numel() / std::max<int64_t>(w.dim(0), 1) : 1;
   auto wzp = zero_points(ctx, 3);
   QTK_ASSIGN_OR_RETURN(auto wc, centered(w, wzp, inner, w.rank() > 0 ? w.dim(0) : 1, "w"));
-  QTK_ASSIGN_OR_RETURN(ctx.outputs[0], conv_int32(x.shape(), xc, w.shape(), wc, a));
+  QTK_ASSIGN_OR_RETURN(ctx.outputs[0], conv_int32(x.shape(), xc, w.shape(), wc, a, *ctx.pool));
   return Status::Ok();
 }
 
@@ -201,7 +206,7 @@ Status qlinear_conv(KernelContext& ctx, const ConvAttrs& a) {
   auto ws = ctx.input(4).to_float_vector();
   if (ws.size() != 1 && static_cast<int64_t>(ws.size()) != m)
     return invalid_argument("w_scale must have 1 or " + std::to_string(m) + " values");
-  QTK_ASSIGN_OR_RETURN(Tensor acc, conv_int32(x.shape(), xc, w.shape(), wc, a));
+  QTK_ASSIGN_OR_RETURN(Tensor acc, conv_int32(x.shape(), xc, w.shape(), wc, a, *ctx.pool));
   std::vector<int32_t> bias;
   if (ctx.has_input(8)) {
     QTK_RETURN_IF_ERROR(ref::expect_dtype(ctx.input(8), DType::kInt32, "bias"));
