@@ -8,6 +8,51 @@
 
 namespace qtk::ir {
 
+namespace {
+Attribute named(const std::string& name, AttrType type) {
+  Attribute a;
+  a.name = name;
+  a.type = type;
+  return a;
+}
+}  // namespace
+
+Attribute attr_int(const std::string& name, int64_t v) {
+  Attribute a = named(name, AttrType::kInt);
+  a.i = v;
+  return a;
+}
+Attribute attr_float(const std::string& name, float v) {
+  Attribute a = named(name, AttrType::kFloat);
+  a.f = v;
+  return a;
+}
+Attribute attr_string(const std::string& name, std::string v) {
+  Attribute a = named(name, AttrType::kString);
+  a.s = std::move(v);
+  return a;
+}
+Attribute attr_ints(const std::string& name, std::vector<int64_t> v) {
+  Attribute a = named(name, AttrType::kInts);
+  a.ints = std::move(v);
+  return a;
+}
+Attribute attr_floats(const std::string& name, std::vector<float> v) {
+  Attribute a = named(name, AttrType::kFloats);
+  a.floats = std::move(v);
+  return a;
+}
+Attribute attr_tensor(const std::string& name, Tensor v) {
+  Attribute a = named(name, AttrType::kTensor);
+  a.t = std::move(v);
+  return a;
+}
+Attribute attr_graph(const std::string& name, Graph g) {
+  Attribute a = named(name, AttrType::kGraph);
+  a.g = std::make_shared<Graph>(std::move(g));
+  return a;
+}
+
 const Attribute* Node::attr(const std::string& n) const {
   for (const auto& a : attrs)
     if (a.name == n) return &a;

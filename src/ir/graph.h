@@ -34,6 +34,15 @@ struct Attribute {
   std::string doc_string;
 };
 
+// Attribute builders for passes and tests.
+Attribute attr_int(const std::string& name, int64_t v);
+Attribute attr_float(const std::string& name, float v);
+Attribute attr_string(const std::string& name, std::string v);
+Attribute attr_ints(const std::string& name, std::vector<int64_t> v);
+Attribute attr_floats(const std::string& name, std::vector<float> v);
+Attribute attr_tensor(const std::string& name, Tensor v);
+Attribute attr_graph(const std::string& name, Graph g);
+
 struct Node {
   std::string name;
   std::string op_type;

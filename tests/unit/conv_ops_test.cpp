@@ -15,34 +15,10 @@
 namespace qtk {
 namespace {
 
-ir::Attribute attr_i(const std::string& n, int64_t v) {
-  ir::Attribute a;
-  a.name = n;
-  a.type = ir::AttrType::kInt;
-  a.i = v;
-  return a;
-}
-ir::Attribute attr_f(const std::string& n, float v) {
-  ir::Attribute a;
-  a.name = n;
-  a.type = ir::AttrType::kFloat;
-  a.f = v;
-  return a;
-}
-ir::Attribute attr_s(const std::string& n, const std::string& v) {
-  ir::Attribute a;
-  a.name = n;
-  a.type = ir::AttrType::kString;
-  a.s = v;
-  return a;
-}
-ir::Attribute attr_ints(const std::string& n, std::vector<int64_t> v) {
-  ir::Attribute a;
-  a.name = n;
-  a.type = ir::AttrType::kInts;
-  a.ints = std::move(v);
-  return a;
-}
+ir::Attribute attr_i(const std::string& n, int64_t v) { return ir::attr_int(n, v); }
+ir::Attribute attr_f(const std::string& n, float v) { return ir::attr_float(n, v); }
+ir::Attribute attr_s(const std::string& n, const std::string& v) { return ir::attr_string(n, v); }
+ir::Attribute attr_ints(const std::string& n, std::vector<int64_t> v) { return ir::attr_ints(n, std::move(v)); }
 
 ir::ValueInfo value(const std::string& name, DType dt) {
   ir::ValueInfo v;

@@ -15,34 +15,10 @@
 namespace qtk {
 namespace {
 
-ir::Attribute attr_int(const std::string& name, int64_t v) {
-  ir::Attribute a;
-  a.name = name;
-  a.type = ir::AttrType::kInt;
-  a.i = v;
-  return a;
-}
-ir::Attribute attr_float(const std::string& name, float v) {
-  ir::Attribute a;
-  a.name = name;
-  a.type = ir::AttrType::kFloat;
-  a.f = v;
-  return a;
-}
-ir::Attribute attr_string(const std::string& name, const std::string& v) {
-  ir::Attribute a;
-  a.name = name;
-  a.type = ir::AttrType::kString;
-  a.s = v;
-  return a;
-}
-ir::Attribute attr_tensor(const std::string& name, Tensor t) {
-  ir::Attribute a;
-  a.name = name;
-  a.type = ir::AttrType::kTensor;
-  a.t = std::move(t);
-  return a;
-}
+ir::Attribute attr_int(const std::string& name, int64_t v) { return ir::attr_int(name, v); }
+ir::Attribute attr_float(const std::string& name, float v) { return ir::attr_float(name, v); }
+ir::Attribute attr_string(const std::string& name, const std::string& v) { return ir::attr_string(name, v); }
+ir::Attribute attr_tensor(const std::string& name, Tensor t) { return ir::attr_tensor(name, std::move(t)); }
 
 struct OneNode {
   std::string op;

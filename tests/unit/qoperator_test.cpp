@@ -24,13 +24,7 @@ namespace {
 
 const std::string kModels = QTK_MODELS_DIR;
 
-ir::Attribute int_attr(const std::string& n, int64_t v) {
-  ir::Attribute a;
-  a.name = n;
-  a.type = ir::AttrType::kInt;
-  a.i = v;
-  return a;
-}
+ir::Attribute int_attr(const std::string& n, int64_t v) { return ir::attr_int(n, v); }
 
 ir::ValueInfo value(const std::string& name, DType dt) {
   ir::ValueInfo v;

@@ -16,27 +16,9 @@
 namespace qtk {
 namespace {
 
-ir::Attribute attr_int(const std::string& n, int64_t v) {
-  ir::Attribute a;
-  a.name = n;
-  a.type = ir::AttrType::kInt;
-  a.i = v;
-  return a;
-}
-ir::Attribute attr_str(const std::string& n, const std::string& v) {
-  ir::Attribute a;
-  a.name = n;
-  a.type = ir::AttrType::kString;
-  a.s = v;
-  return a;
-}
-ir::Attribute attr_list(const std::string& n, std::vector<int64_t> v) {
-  ir::Attribute a;
-  a.name = n;
-  a.type = ir::AttrType::kInts;
-  a.ints = std::move(v);
-  return a;
-}
+ir::Attribute attr_int(const std::string& n, int64_t v) { return ir::attr_int(n, v); }
+ir::Attribute attr_str(const std::string& n, const std::string& v) { return ir::attr_string(n, v); }
+ir::Attribute attr_list(const std::string& n, std::vector<int64_t> v) { return ir::attr_ints(n, std::move(v)); }
 
 // Runs one node of `op` on `inputs` (an undefined Tensor is an absent
 // optional input) with `num_outputs` outputs, under the given default-domain

@@ -11,14 +11,6 @@ namespace qtk::quant {
 
 namespace {
 
-ir::Attribute int_attr(const std::string& name, int64_t v) {
-  ir::Attribute a;
-  a.name = name;
-  a.type = ir::AttrType::kInt;
-  a.i = v;
-  return a;
-}
-
 class QdqWriter {
  public:
   QdqWriter(ir::Model& m, const QuantConfig& c, QuantReport& r) : m_(m), g_(m.graph), c_(c), report_(r) {}
@@ -101,7 +93,7 @@ class QdqWriter {
         const std::string stored = unique(w + "_fp16");
         add_initializer(stored, h);
         replacement = unique(w + "_float");
-        add_node("Cast", {stored}, {replacement}, w + "_cast").set_attr(int_attr("to", 1));
+        add_node("Cast", {stored}, {replacement}, w + "_cast").set_attr(ir::attr_int("to", 1));
         rep.scheme = "fp16";
         rep.sqnr_db = sqnr_db(wt.data<float>(), back.data<float>(), wt.numel());
       } else {
@@ -133,9 +125,9 @@ class QdqWriter {
           add_initializer(zn, q->zero_point);
           replacement = unique(w + "_dequantized");
           ir::Node& dq = add_node("DequantizeLinear", {qn, sn, zn}, {replacement}, w + "_DequantizeLinear");
-          if (q->layout.count > 1) dq.set_attr(int_attr("axis", q->axis));
+          if (q->layout.count > 1) dq.set_attr(ir::attr_int("axis", q->axis));
           if (q->layout.block > 0) {
-            dq.set_attr(int_attr("block_size", q->layout.block));
+            dq.set_attr(ir::attr_int("block_size", q->layout.block));
             needs_opset21_ = true;
           }
           weight_scales_[w] = s;
@@ -179,7 +171,7 @@ class QdqWriter {
       add_initializer(sn, scale);
       add_initializer(zn, zp);
       const std::string out = unique(bn + "_dequantized");
-      add_node("DequantizeLinear", {qn, sn, zn}, {out}, bn + "_DequantizeLinear").set_attr(int_attr("axis", 0));
+      add_node("DequantizeLinear", {qn, sn, zn}, {out}, bn + "_DequantizeLinear").set_attr(ir::attr_int("axis", 0));
       node.inputs[b.input] = out;
       TensorQuantReport rep;
       rep.tensor = bn;

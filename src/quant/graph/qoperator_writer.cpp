@@ -20,13 +20,6 @@ bool is_8bit(DType t) { return t == DType::kUInt8 || t == DType::kInt8; }
 int32_t qmin_of(DType t) { return t == DType::kUInt8 ? 0 : -128; }
 int32_t qmax_of(DType t) { return t == DType::kUInt8 ? 255 : 127; }
 
-ir::Attribute int_attr(const std::string& name, int64_t v) {
-  ir::Attribute a;
-  a.name = name;
-  a.type = ir::AttrType::kInt;
-  a.i = v;
-  return a;
-}
 
 Tensor scalar_of(DType t, int64_t v) {
   Tensor s(t, {});
@@ -394,7 +387,7 @@ class Rewriter {
     ir::Node& op_node = emit(anchor, op, std::move(in), {acc});
     op_node.attrs = attrs;
     const std::string accf = names_.fresh(y + "_int32_float");
-    emit(anchor, "Cast", {acc}, {accf}).set_attr(int_attr("to", static_cast<int64_t>(DType::kFloat32)));
+    emit(anchor, "Cast", {acc}, {accf}).set_attr(ir::attr_int("to", static_cast<int64_t>(DType::kFloat32)));
     const int64_t count = std::max(x.count(), w.count());
     const Shape shape = count == 1 ? Shape{} : scale_shape;
     std::string scale;
@@ -546,7 +539,7 @@ class Rewriter {
       }
       while (in.back().empty()) in.pop_back();
       ir::Node& q = emit(i, "QGemm", std::move(in), {target}, kMsDomain);
-      q.set_attr(int_attr("transB", trans_b ? 1 : 0));
+      q.set_attr(ir::attr_int("transB", trans_b ? 1 : 0));
       ++stats_.qgemm;
       return;
     }
@@ -598,7 +591,7 @@ class Rewriter {
     const std::string target = output_target(i, *out);
     emit(i, "QLinearGlobalAveragePool", {x->q, x->scale, zero_point(*x), out->y.scale, zero_point(out->y)}, {target},
          kMsDomain)
-        .set_attr(int_attr("channels_last", 0));
+        .set_attr(ir::attr_int("channels_last", 0));
     ++stats_.qlinear_global_average_pool;
   }
 

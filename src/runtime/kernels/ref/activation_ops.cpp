@@ -79,9 +79,14 @@ KernelFactory shrink_factory() {
       QTK_RETURN_IF_ERROR(expect_inputs(ctx, 1));
       return set_single_output(ctx, map_numeric(ctx.input(0), ctx.pool, "Shrink", [lambd, bias](auto x) {
                                  using T = decltype(x);
+                                 // In double, then back with a range-safe cast for integers.
+                                 auto back = [](double r) -> T {
+                                   if constexpr (std::is_integral_v<T>) return float_to_integer<T>(r);
+                                   else return static_cast<T>(r);
+                                 };
                                  const double v = static_cast<double>(x);
-                                 if (v < -lambd) return static_cast<T>(v + bias);
-                                 if (v > lambd) return static_cast<T>(v - bias);
+                                 if (v < -lambd) return back(v + bias);
+                                 if (v > lambd) return back(v - bias);
                                  return T(0);
                                }));
     });
@@ -165,9 +170,13 @@ Status run_prelu(KernelContext& ctx) {
                             shape_to_string(x.shape()));
   auto prelu = [&](auto tag) -> Expected<Tensor> {
     using T = decltype(tag);
+    auto mul = [](T a, T b) -> T {
+      if constexpr (std::is_integral_v<T>) return wrap_mul(a, b);
+      else return a * b;
+    };
     Tensor out(x.dtype(), x.shape());
     binary_broadcast_loop(plan, x.data<T>(), s.data<T>(), out.data<T>(), ctx.pool,
-                          [](T v, T k) { return v < T(0) ? static_cast<T>(v * k) : v; });
+                          [mul](T v, T k) { return v < T(0) ? mul(v, k) : v; });
     return out;
   };
   QTK_ASSIGN_OR_RETURN(Tensor y, visit_numeric(x.dtype(), prelu));
