@@ -136,6 +136,14 @@ Expected<std::string> serialize_tensor(const Tensor& t, const std::string& name)
 
 std::vector<std::string> infer_shapes(ir::Model& model) {
   std::vector<std::string> problems;
+  // libonnx 1.12's inference dereferences the type of every graph input and
+  // crashes (not throws) on an untyped one, so such graphs are not inferred.
+  for (const auto* list : {&model.graph.inputs, &model.graph.outputs, &model.graph.value_infos})
+    for (const auto& v : *list)
+      if (v.is_tensor && v.dtype == DType::kUndefined) {
+        problems.push_back("shape inference skipped: '" + v.name + "' has no declared type");
+        return problems;
+      }
   onnx::ModelProto mp = to_proto(model);
   try {
     onnx::shape_inference::InferShapes(mp);
