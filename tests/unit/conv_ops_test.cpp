@@ -11,6 +11,7 @@
 
 #include "ir/graph.h"
 #include "qtk/session.h"
+#include "one_node.h"
 
 namespace qtk {
 namespace {
@@ -20,40 +21,12 @@ ir::Attribute attr_f(const std::string& n, float v) { return ir::attr_float(n, v
 ir::Attribute attr_s(const std::string& n, const std::string& v) { return ir::attr_string(n, v); }
 ir::Attribute attr_ints(const std::string& n, std::vector<int64_t> v) { return ir::attr_ints(n, std::move(v)); }
 
-ir::ValueInfo value(const std::string& name, DType dt) {
-  ir::ValueInfo v;
-  v.name = name;
-  v.dtype = dt;
-  return v;
-}
-
 // One node; inputs named in order ("" = absent optional input), outputs y0...
 Expected<std::vector<Tensor>> run_node(const std::string& op, const std::vector<std::string>& input_names,
                                        const std::vector<Tensor>& inputs, std::vector<ir::Attribute> attrs,
                                        size_t num_outputs = 1, int threads = 1) {
-  ir::Model m;
-  m.opsets = {{"", 19}};
-  ir::Node n;
-  n.name = "node";
-  n.op_type = op;
-  n.inputs = input_names;
-  n.attrs = std::move(attrs);
-  std::vector<Tensor> feeds;
-  for (size_t i = 0; i < input_names.size(); ++i) {
-    if (input_names[i].empty()) continue;
-    m.graph.inputs.push_back(value(input_names[i], inputs[i].dtype()));
-    feeds.push_back(inputs[i]);
-  }
-  for (size_t o = 0; o < num_outputs; ++o) {
-    n.outputs.push_back("y" + std::to_string(o));
-    m.graph.outputs.push_back(value("y" + std::to_string(o), DType::kUndefined));
-  }
-  m.graph.nodes.push_back(n);
-  SessionOptions opts;
-  opts.threads = threads;
-  opts.optimize = false;
-  QTK_ASSIGN_OR_RETURN(auto session, Session::create(m, opts));
-  return session->run(feeds);
+  return testing::run_one_node(op, input_names, inputs, std::move(attrs), num_outputs,
+                               {.opset = 19, .threads = threads, .optimize = false});
 }
 
 Tensor random_tensor(Shape shape, std::mt19937& rng) {

@@ -11,6 +11,7 @@
 
 #include "ir/graph.h"
 #include "qtk/session.h"
+#include "one_node.h"
 
 namespace qtk {
 namespace {
@@ -33,26 +34,7 @@ ir::ValueInfo value(const std::string& name, DType dt) {
 Expected<std::vector<Tensor>> run_node(const std::string& op, const std::vector<std::string>& input_names,
                                        const std::vector<Tensor>& inputs, std::vector<ir::Attribute> attrs,
                                        size_t num_outputs, int64_t opset = 17) {
-  ir::Model m;
-  m.opsets = {{"", opset}};
-  ir::Node n;
-  n.name = "node";
-  n.op_type = op;
-  n.inputs = input_names;
-  n.attrs = std::move(attrs);
-  std::vector<Tensor> feeds;
-  for (size_t i = 0; i < input_names.size(); ++i) {
-    if (input_names[i].empty()) continue;
-    m.graph.inputs.push_back(value(input_names[i], inputs[i].dtype()));
-    feeds.push_back(inputs[i]);
-  }
-  for (size_t o = 0; o < num_outputs; ++o) {
-    n.outputs.push_back("y" + std::to_string(o));
-    m.graph.outputs.push_back(value("y" + std::to_string(o), DType::kUndefined));
-  }
-  m.graph.nodes.push_back(n);
-  QTK_ASSIGN_OR_RETURN(auto session, Session::create(m));
-  return session->run(feeds);
+  return testing::run_one_node(op, input_names, inputs, std::move(attrs), num_outputs, {.opset = opset});
 }
 
 Tensor random_tensor(Shape shape, std::mt19937& rng, float lo = -1.f, float hi = 1.f) {
