@@ -44,6 +44,30 @@ inline std::vector<int64_t> broadcast_strides(const Shape& in, const Shape& out)
   return s;
 }
 
+// For each index of the broadcast batch shape `batch`, which matrix of a
+// (batch dims a_batch) and of b (batch dims b_batch) it uses, counted in
+// matrices; broadcast dims repeat one matrix.
+struct BatchOffsets {
+  std::vector<int64_t> a, b;
+};
+inline BatchOffsets broadcast_batch_offsets(const Shape& a_batch, const Shape& b_batch, const Shape& batch) {
+  const std::vector<int64_t> sa = broadcast_strides(a_batch, batch), sb = broadcast_strides(b_batch, batch);
+  const int64_t n = shape_numel(batch);
+  BatchOffsets r{std::vector<int64_t>(static_cast<size_t>(n)), std::vector<int64_t>(static_cast<size_t>(n))};
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t rem = i, oa = 0, ob = 0;
+    for (size_t t = batch.size(); t-- > 0;) {
+      const int64_t idx = rem % batch[t];
+      rem /= batch[t];
+      oa += idx * sa[t];
+      ob += idx * sb[t];
+    }
+    r.a[i] = oa;
+    r.b[i] = ob;
+  }
+  return r;
+}
+
 inline Status expect_dtype(const Tensor& t, DType want, const char* what) {
   if (t.dtype() != want)
     return invalid_argument(std::string(what) + " must be " + dtype_name(want) + ", got " + dtype_name(t.dtype()));

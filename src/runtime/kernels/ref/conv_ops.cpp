@@ -146,7 +146,8 @@ void depthwise_plane(const float* x, const float* w, float bias, const ConvGeome
   }
 }
 
-Status run_conv(const ConvAttrs& a, KernelContext& ctx) {
+// X and W of Conv / ConvTranspose: float32, [N, C, spatial...], same rank.
+Status check_conv_operands(KernelContext& ctx) {
   QTK_RETURN_IF_ERROR(expect_inputs(ctx, 2));
   QTK_RETURN_IF_ERROR(check_float(ctx, 0, "input X"));
   QTK_RETURN_IF_ERROR(check_float(ctx, 1, "weight W"));
@@ -157,6 +158,13 @@ Status run_conv(const ConvAttrs& a, KernelContext& ctx) {
   if (W.rank() != X.rank())
     return invalid_argument("weight W has shape " + shape_to_string(W.shape()) + ", expected rank " +
                             std::to_string(X.rank()) + " like X " + shape_to_string(X.shape()));
+  return Status::Ok();
+}
+
+Status run_conv(const ConvAttrs& a, KernelContext& ctx) {
+  QTK_RETURN_IF_ERROR(check_conv_operands(ctx));
+  const Tensor& X = ctx.input(0);
+  const Tensor& W = ctx.input(1);
   const int64_t N = X.dim(0), C = X.dim(1), M = W.dim(0), G = a.group;
   if (C % G != 0 || W.dim(1) * G != C || M % G != 0)
     return invalid_argument("X " + shape_to_string(X.shape()) + " and W " + shape_to_string(W.shape()) +
@@ -282,16 +290,9 @@ void split_total_pad(int64_t total, bool same_upper, int64_t& begin, int64_t& en
 }
 
 Status run_conv_transpose(const ConvAttrs& a, KernelContext& ctx) {
-  QTK_RETURN_IF_ERROR(expect_inputs(ctx, 2));
-  QTK_RETURN_IF_ERROR(check_float(ctx, 0, "input X"));
-  QTK_RETURN_IF_ERROR(check_float(ctx, 1, "weight W"));
+  QTK_RETURN_IF_ERROR(check_conv_operands(ctx));
   const Tensor& X = ctx.input(0);
   const Tensor& W = ctx.input(1);
-  if (X.rank() < 3)
-    return invalid_argument("input X has shape " + shape_to_string(X.shape()) + ", expected [N, C, spatial...]");
-  if (W.rank() != X.rank())
-    return invalid_argument("weight W has shape " + shape_to_string(W.shape()) + ", expected rank " +
-                            std::to_string(X.rank()) + " like X " + shape_to_string(X.shape()));
   const int64_t N = X.dim(0), C = X.dim(1), G = a.group;
   if (W.dim(0) != C || C % G != 0)
     return invalid_argument("X " + shape_to_string(X.shape()) + " and W " + shape_to_string(W.shape()) +

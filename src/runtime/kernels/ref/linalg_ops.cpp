@@ -174,19 +174,12 @@ Status run_matmul(KernelContext& ctx) {
     ctx.outputs[0] = Y;
     return Status::Ok();
   }
-  // Offsets of each batch's A and B matrices (broadcast dims repeat one).
-  const std::vector<int64_t> sa = broadcast_strides(a_batch, batch), sb = broadcast_strides(b_batch, batch);
+  // Element offsets of each batch's A and B matrices (broadcast dims repeat one).
+  const BatchOffsets which = broadcast_batch_offsets(a_batch, b_batch, batch);
   std::vector<int64_t> a_off(nbatch), b_off(nbatch);
   for (int64_t i = 0; i < nbatch; ++i) {
-    int64_t r = i, oa = 0, ob = 0;
-    for (size_t t = batch.size(); t-- > 0;) {
-      const int64_t idx = r % batch[t];
-      r /= batch[t];
-      oa += idx * sa[t];
-      ob += idx * sb[t];
-    }
-    a_off[i] = oa * M * K;
-    b_off[i] = ob * K * N;
+    a_off[i] = which.a[i] * M * K;
+    b_off[i] = which.b[i] * K * N;
   }
 
   if (A.dtype() == DType::kFloat32) {

@@ -126,7 +126,7 @@ Expected<Tensor> matmul_int32(const Shape& as, const std::vector<int32_t>& a, co
   if (K != K2) return invalid_argument("inner dimensions differ: " + shape_to_string(as) + " x " + shape_to_string(bs));
   Shape abatch(a2.begin(), a2.end() - 2), bbatch(b2.begin(), b2.end() - 2);
   QTK_ASSIGN_OR_RETURN(Shape batch, ref::broadcast_shapes(abatch, bbatch));
-  auto sa = ref::broadcast_strides(abatch, batch), sb = ref::broadcast_strides(bbatch, batch);
+  const ref::BatchOffsets which = ref::broadcast_batch_offsets(abatch, bbatch, batch);
   Shape ys = batch;
   if (as.size() > 1) ys.push_back(M);
   if (bs.size() > 1) ys.push_back(N);
@@ -134,15 +134,8 @@ Expected<Tensor> matmul_int32(const Shape& as, const std::vector<int32_t>& a, co
   int32_t* out = y.data<int32_t>();
   const int64_t nb = shape_numel(batch);
   for (int64_t i = 0; i < nb; ++i) {
-    int64_t rem = i, ao = 0, bo = 0;
-    for (size_t d = batch.size(); d-- > 0;) {
-      const int64_t idx = rem % batch[d];
-      rem /= batch[d];
-      ao += idx * sa[d];
-      bo += idx * sb[d];
-    }
-    const int32_t* ap = &a[ao * M * K];
-    const int32_t* bp = &b[bo * K * N];
+    const int32_t* ap = &a[which.a[i] * M * K];
+    const int32_t* bp = &b[which.b[i] * K * N];
     for (int64_t r = 0; r < M; ++r)
       for (int64_t col = 0; col < N; ++col) {
         int32_t acc = 0;
