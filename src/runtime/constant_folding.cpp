@@ -154,7 +154,8 @@ Expected<int> fold_constants(ir::Model& m, const ConstantFoldingOptions& options
     }
     KernelInit init{n, opset, [](const ir::Graph&) -> Expected<std::unique_ptr<GraphExecutor>> {
                       return unsupported("constant folding does not run subgraphs");
-                    }};
+                    },
+                    [](size_t) -> const Tensor* { return nullptr; }};
     auto kernel = (*factory)(init);
     if (!kernel.ok()) {
       keep();

@@ -66,8 +66,12 @@ Expected<std::unique_ptr<GraphExecutor>> GraphExecutor::create(const ir::Graph& 
                          (node.domain.empty() ? "ai.onnx" : node.domain) + "', opset " + std::to_string(opset) +
                          ") is not supported by qtk");
     }
-    KernelInit init{node, opset, [&opsets, &visible](const ir::Graph& sub) {
-                      return GraphExecutor::create(sub, opsets, visible);
+    KernelInit init{node, opset,
+                    [&opsets, &visible](const ir::Graph& sub) { return GraphExecutor::create(sub, opsets, visible); },
+                    [&g, &node](size_t i) -> const Tensor* {
+                      if (i >= node.inputs.size() || node.inputs[i].empty()) return nullptr;
+                      auto it = g.initializers.find(node.inputs[i]);
+                      return it == g.initializers.end() ? nullptr : &it->second;
                     }};
     auto kernel = (*factory)(init);
     if (!kernel.ok()) return kernel.status().with_context(node.describe());

@@ -50,6 +50,10 @@ struct KernelInit {
   int64_t opset;  // version of the node's domain imported by the model
   // Builds an executor for a subgraph attribute (If/Loop bodies).
   std::function<Expected<std::unique_ptr<GraphExecutor>>(const ir::Graph&)> build_subgraph;
+  // The value of input i when it is an initializer of the graph (constant for
+  // the session's life), else nullptr: lets kernels pack weights and compute
+  // requantization parameters once, at session build time.
+  std::function<const Tensor*(size_t)> constant_input;
 };
 
 using KernelFactory = std::function<Expected<std::unique_ptr<Kernel>>(const KernelInit&)>;
