@@ -42,6 +42,9 @@ struct QuantConfig {
   // channel's bias, with E[x] per input channel measured on calibration data,
   // so weight rounding does not shift the layer's mean output.
   bool bias_correction = true;
+  // 4-bit weights as ONNX's INT4 / UINT4 types, packed two per byte on disk
+  // (needs opset 21; the model is upgraded). false: int8 containers, any opset.
+  bool int4_types = true;
 
   // Activations
   ActivationMode activations = ActivationMode::kStatic;
@@ -52,6 +55,10 @@ struct QuantConfig {
 
   ExportFormat format = ExportFormat::kQDQ;
   std::vector<std::string> exclude;  // node names or op types left in float
+  // Leave the first and the last weighted layer (Conv/ConvTranspose/Gemm/
+  // MatMul with constant weights, in graph order) in float: the layers most
+  // sensitive to quantization in small classifiers.
+  bool float_first_last = false;
   int threads = 1;                   // for calibration runs
 
   // Called as work advances (stage "calibrate": samples done of total).

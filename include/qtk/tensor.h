@@ -29,6 +29,11 @@ enum class DType : int32_t {
   kUInt32 = 12,
   kUInt64 = 13,
   kBFloat16 = 16,
+  // 4-bit integers (ONNX 1.16+ types). Held unpacked in memory, one value per
+  // byte (sign-extended for kInt4), so kernels index them like 8-bit data;
+  // packed two per byte only on disk (src/onnx/tensor_proto.cpp).
+  kUInt4 = 21,
+  kInt4 = 22,
 };
 
 // Element size in bytes; 0 for dtypes qtk cannot hold (string, undefined).
@@ -65,6 +70,11 @@ class Tensor {
   Tensor() = default;
   // Zero-initialised tensor.
   Tensor(DType dtype, Shape shape);
+  // A tensor whose elements are left unset: only for kernels that write every
+  // element of their output (it saves the zero-fill, a measurable share of a
+  // large batch). Sanitizer builds fill it with 0xFF bytes (NaN as float32) so
+  // an element a kernel forgot to write shows up in tests.
+  static Tensor uninitialized(DType dtype, Shape shape);
 
   template <class T>
   static Tensor from_vector(Shape shape, const std::vector<T>& values) {

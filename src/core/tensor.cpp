@@ -1,15 +1,19 @@
 #include "qtk/tensor.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <mutex>
 #include <new>
+#include <utility>
+#include <vector>
 
 namespace qtk {
 
 size_t dtype_size(DType t) {
   switch (t) {
     case DType::kFloat32: case DType::kInt32: case DType::kUInt32: return 4;
-    case DType::kUInt8: case DType::kInt8: case DType::kBool: return 1;
+    case DType::kUInt8: case DType::kInt8: case DType::kBool: case DType::kUInt4: case DType::kInt4: return 1;
     case DType::kUInt16: case DType::kInt16: case DType::kFloat16: case DType::kBFloat16: return 2;
     case DType::kInt64: case DType::kFloat64: case DType::kUInt64: return 8;
     default: return 0;
@@ -32,6 +36,8 @@ const char* dtype_name(DType t) {
     case DType::kUInt32: return "uint32";
     case DType::kUInt64: return "uint64";
     case DType::kBFloat16: return "bfloat16";
+    case DType::kUInt4: return "uint4";
+    case DType::kInt4: return "int4";
     default: return "undefined";
   }
 }
@@ -115,20 +121,106 @@ std::string shape_to_string(const Shape& s) {
 }
 
 namespace {
-std::shared_ptr<std::byte[]> allocate_zeroed(size_t nbytes) {
+
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
+// Recycles large tensor blocks. Freed megabyte-sized blocks otherwise go back
+// to the OS (glibc unmaps them or trims the heap top), and every inference then
+// pays a page fault per 4 KiB of each new activation: about a fifth of a
+// batch-64 ResNet-20 run before this pool. Blocks are matched by size (the
+// same shapes recur run after run); at most kMaxIdleBytes wait here. Sanitizer
+// builds bypass it so that use-after-free on a tensor is still caught.
+class BlockPool {
+ public:
+  static constexpr size_t kMinBytes = size_t{64} << 10;  // malloc's own bins serve smaller blocks well
+  static constexpr size_t kMaxIdleBytes = size_t{128} << 20;
+  static constexpr size_t kMaxIdleBlocks = 64;
+
+  // An idle block of capacity in [bytes, bytes * 5 / 4], best fit; else null.
+  std::byte* take(size_t bytes, size_t& capacity) {
+    std::lock_guard<std::mutex> lk(mu_);
+    size_t best = idle_.size();
+    for (size_t i = 0; i < idle_.size(); ++i)
+      if (idle_[i].first >= bytes && idle_[i].first <= bytes + bytes / 4 &&
+          (best == idle_.size() || idle_[i].first < idle_[best].first))
+        best = i;
+    if (best == idle_.size()) return nullptr;
+    std::byte* p = idle_[best].second;
+    capacity = idle_[best].first;
+    idle_bytes_ -= capacity;
+    idle_[best] = idle_.back();
+    idle_.pop_back();
+    return p;
+  }
+  // Keeps the block for reuse; false (the caller frees it) when the pool is full.
+  bool give(std::byte* p, size_t capacity) {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (idle_.size() >= kMaxIdleBlocks || idle_bytes_ + capacity > kMaxIdleBytes) return false;
+    idle_.emplace_back(capacity, p);
+    idle_bytes_ += capacity;
+    return true;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::pair<size_t, std::byte*>> idle_;  // (capacity, block)
+  size_t idle_bytes_ = 0;
+};
+
+BlockPool& block_pool() {
+  // Never destroyed: tensors held in other statics may be freed after main.
+  static BlockPool* pool = new BlockPool;
+  return *pool;
+}
+
+void free_block(std::byte* p) { ::operator delete[](p, std::align_val_t(64)); }
+
+// 64-byte aligned storage of at least nbytes, contents unspecified.
+std::shared_ptr<std::byte[]> allocate_block(size_t nbytes) {
   size_t padded = ((nbytes + 63) / 64) * 64;
   if (padded == 0) padded = 64;
-  void* p = ::operator new[](padded, std::align_val_t(64));
-  std::memset(p, 0, padded);
-  return std::shared_ptr<std::byte[]>(static_cast<std::byte*>(p),
-                                      [](std::byte* q) { ::operator delete[](q, std::align_val_t(64)); });
+  if (kSanitized || padded < BlockPool::kMinBytes) {
+    return std::shared_ptr<std::byte[]>(static_cast<std::byte*>(::operator new[](padded, std::align_val_t(64))),
+                                        free_block);
+  }
+  size_t capacity = 0;
+  std::byte* p = block_pool().take(padded, capacity);
+  if (p == nullptr) {
+    capacity = padded;
+    p = static_cast<std::byte*>(::operator new[](capacity, std::align_val_t(64)));
+  }
+  return std::shared_ptr<std::byte[]>(p, [capacity](std::byte* q) {
+    if (!block_pool().give(q, capacity)) free_block(q);
+  });
 }
+
 }  // namespace
 
 Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape)) {
   numel_ = shape_numel(shape_);
   if (numel_ < 0) numel_ = 0;
-  storage_ = allocate_zeroed(nbytes());
+  storage_ = allocate_block(nbytes());
+  std::memset(storage_.get(), 0, std::max<size_t>((nbytes() + 63) / 64 * 64, 64));  // the padding too, as before
+}
+
+Tensor Tensor::uninitialized(DType dtype, Shape shape) {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.shape_ = std::move(shape);
+  t.numel_ = std::max<int64_t>(shape_numel(t.shape_), 0);
+  t.storage_ = allocate_block(t.nbytes());
+  if (kSanitized) std::memset(t.storage_.get(), 0xFF, t.nbytes());
+  return t;
 }
 
 Tensor Tensor::reshaped(Shape shape) const {
@@ -148,8 +240,8 @@ double Tensor::get_as_double(int64_t i) const {
   switch (dtype_) {
     case DType::kFloat32: return data<float>()[i];
     case DType::kFloat64: return data<double>()[i];
-    case DType::kUInt8: return data<uint8_t>()[i];
-    case DType::kInt8: return data<int8_t>()[i];
+    case DType::kUInt8: case DType::kUInt4: return data<uint8_t>()[i];
+    case DType::kInt8: case DType::kInt4: return data<int8_t>()[i];
     case DType::kUInt16: return data<uint16_t>()[i];
     case DType::kInt16: return data<int16_t>()[i];
     case DType::kInt32: return data<int32_t>()[i];

@@ -55,6 +55,46 @@ Status copy_field(const Field& field, Tensor& t, const std::string& name) {
   return Status::Ok();
 }
 
+bool is_4bit(DType t) { return t == DType::kUInt4 || t == DType::kInt4; }
+
+// ONNX packs 4-bit values two per byte, the first in the low nibble; qtk holds
+// them one per byte. Unpacks `packed` ((numel + 1) / 2 bytes) into t.
+void unpack_4bit(const uint8_t* packed, Tensor& t) {
+  const bool sign = t.dtype() == DType::kInt4;
+  uint8_t* d = t.data<uint8_t>();
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    uint8_t v = (packed[i / 2] >> (4 * (i % 2))) & 0xF;
+    if (sign && (v & 0x8)) v |= 0xF0;  // sign-extend into the byte
+    d[i] = v;
+  }
+}
+
+std::string pack_4bit(const Tensor& t) {
+  std::string out(static_cast<size_t>((t.numel() + 1) / 2), '\0');
+  const uint8_t* s = t.data<uint8_t>();
+  for (int64_t i = 0; i < t.numel(); ++i) out[i / 2] = static_cast<char>(out[i / 2] | ((s[i] & 0xF) << (4 * (i % 2))));
+  return out;
+}
+
+// A 4-bit tensor: reads its packed bytes (raw, external or int32_data) and unpacks them.
+Expected<Tensor> tensor_4bit_from_proto(const onnx::TensorProto& p, const std::string& base_dir, Tensor t) {
+  const int64_t packed = (t.numel() + 1) / 2;
+  Tensor bytes(DType::kUInt8, {packed});
+  if (p.data_location() == onnx::TensorProto::EXTERNAL) {
+    QTK_RETURN_IF_ERROR(read_external(p, base_dir, bytes));
+  } else if (p.has_raw_data()) {
+    if (static_cast<int64_t>(p.raw_data().size()) != packed)
+      return parse_error("tensor '" + p.name() + "' has " + std::to_string(p.raw_data().size()) +
+                         " bytes of raw data for shape " + shape_to_string(t.shape()) + " " + dtype_name(t.dtype()) +
+                         " (two values per byte: " + std::to_string(packed) + " expected)");
+    if (packed) std::memcpy(bytes.raw(), p.raw_data().data(), static_cast<size_t>(packed));
+  } else if (t.numel() > 0) {
+    QTK_RETURN_IF_ERROR(copy_field<uint8_t>(p.int32_data(), bytes, p.name()));
+  }
+  unpack_4bit(bytes.data<uint8_t>(), t);
+  return t;
+}
+
 }  // namespace
 
 Expected<Tensor> tensor_from_proto(const onnx::TensorProto& p, const std::string& base_dir) {
@@ -71,6 +111,7 @@ Expected<Tensor> tensor_from_proto(const onnx::TensorProto& p, const std::string
     shape.push_back(d);
   }
   Tensor t(dtype, shape);
+  if (is_4bit(dtype)) return tensor_4bit_from_proto(p, base_dir, t);
   const std::string& name = p.name();
   if (p.data_location() == onnx::TensorProto::EXTERNAL) {
     QTK_RETURN_IF_ERROR(read_external(p, base_dir, t));
@@ -106,7 +147,8 @@ void tensor_to_proto(const Tensor& t, const std::string& name, onnx::TensorProto
   p->set_name(name);
   p->set_data_type(static_cast<int32_t>(t.dtype()));
   for (int64_t d : t.shape()) p->add_dims(d);
-  p->set_raw_data(std::string(static_cast<const char*>(t.raw()), t.nbytes()));
+  if (is_4bit(t.dtype())) p->set_raw_data(pack_4bit(t));
+  else p->set_raw_data(std::string(static_cast<const char*>(t.raw()), t.nbytes()));
 }
 
 }  // namespace qtk::onnx_io

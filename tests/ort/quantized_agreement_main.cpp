@@ -27,6 +27,7 @@
 #include "qtk/model.h"
 #include "qtk/quantize.h"
 #include "qtk/session.h"
+#include "quant/schemes/qformat.h"
 
 namespace fs = std::filesystem;
 using namespace qtk;
@@ -139,17 +140,19 @@ Expected<Tensor> run_ort(const Options& opt, const fs::path& model, const std::s
 }
 
 // Quantizes, saves, runs both sides; prints one line. Returns "" on success.
-std::string check(const Options& opt, const std::string& name, ExportFormat format, const data::Dataset& calib,
-                  const data::Dataset& test) {
+std::string check(const Options& opt, const std::string& name, ExportFormat format, quant::QFormat weights,
+                  const data::Dataset& calib, const data::Dataset& test) {
   const auto t0 = std::chrono::steady_clock::now();
   auto model = load_model((opt.source_dir / "models" / (name + ".onnx")).string());
   if (!model.ok()) return "cannot load: " + model.status().message();
   QuantConfig cfg;
   cfg.format = format;
+  cfg.weight_format = weights;
   cfg.threads = 2;
   auto q = quantize(*model, cfg, CalibrationData{{calib.images}});
   if (!q.ok()) return "quantize failed: " + q.status().message();
-  const std::string fmt = format == ExportFormat::kQOperator ? "qoperator" : "qdq";
+  const std::string fmt = std::string(format == ExportFormat::kQOperator ? "qoperator" : "qdq") + "-w" +
+                          quant::traits(weights).name;
   const fs::path saved = opt.work_dir / (name + "." + fmt + ".onnx");
   if (Status st = save_model(q->model, saved.string()); !st.ok()) return "save failed: " + st.message();
 
@@ -227,9 +230,16 @@ int main(int argc, char** argv) {
     return 1;
   }
   int failures = 0;
-  for (const auto& [name, format] : {std::pair{std::string("cnn"), ExportFormat::kQOperator},
-                                     std::pair{std::string("resnet20"), ExportFormat::kQDQ}}) {
-    if (std::string err = check(opt, name, format, *calib, *test); !err.empty()) {
+  // One model per export form; the int4 case writes ONNX's packed INT4 type (opset 21).
+  struct Case {
+    std::string name;
+    ExportFormat format;
+    quant::QFormat weights;
+  };
+  for (const auto& [name, format, weights] : {Case{"cnn", ExportFormat::kQOperator, quant::QFormat::kInt8},
+                                              Case{"resnet20", ExportFormat::kQDQ, quant::QFormat::kInt8},
+                                              Case{"fmnist_small", ExportFormat::kQDQ, quant::QFormat::kInt4}}) {
+    if (std::string err = check(opt, name, format, weights, *calib, *test); !err.empty()) {
       ++failures;
       std::printf("FAIL %s: %s\n", name.c_str(), err.c_str());
     }

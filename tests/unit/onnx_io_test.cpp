@@ -1,9 +1,11 @@
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "onnx/model_io.h"
+#include "onnx/tensor_proto.h"
 #include "qtk/model.h"
 
 namespace qtk {
@@ -84,6 +86,52 @@ TEST(OnnxIo, BadFilesGiveClearErrors) {
     auto m = onnx_io::load_model_from_bytes(junk, dir.string());  // must not crash
     if (m.ok()) SUCCEED();
   }
+}
+
+// ONNX packs INT4/UINT4 two per byte, low nibble first; qtk holds one per
+// byte, sign-extended. Odd counts leave the last high nibble zero.
+TEST(OnnxIo, FourBitTensorsPackTwoPerByte) {
+  Tensor s(DType::kInt4, {5});
+  const int8_t sv[5] = {-8, 7, -1, 0, 3};
+  std::memcpy(s.raw(), sv, 5);
+  onnx::TensorProto p;
+  onnx_io::tensor_to_proto(s, "s", &p);
+  EXPECT_EQ(p.data_type(), 22);
+  ASSERT_EQ(p.raw_data().size(), 3u);
+  EXPECT_EQ(static_cast<uint8_t>(p.raw_data()[0]), 0x78);  // 7 << 4 | (-8 & 0xF)
+  EXPECT_EQ(static_cast<uint8_t>(p.raw_data()[1]), 0x0F);  // 0 << 4 | (-1 & 0xF)
+  EXPECT_EQ(static_cast<uint8_t>(p.raw_data()[2]), 0x03);
+  auto back = onnx_io::tensor_from_proto(p, "");
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->dtype(), DType::kInt4);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(back->data<int8_t>()[i], sv[i]) << i;
+
+  Tensor u(DType::kUInt4, {3});
+  const uint8_t uv[3] = {15, 0, 9};
+  std::memcpy(u.raw(), uv, 3);
+  onnx::TensorProto pu;
+  onnx_io::tensor_to_proto(u, "u", &pu);
+  back = onnx_io::tensor_from_proto(pu, "");
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(back->data<uint8_t>()[i], uv[i]) << i;
+  EXPECT_EQ(back->get_as_int64(0), 15);
+
+  // int32_data carries one packed byte per entry; a wrong byte count is an error.
+  onnx::TensorProto q;
+  q.set_name("q");
+  q.set_data_type(22);
+  q.add_dims(3);
+  q.add_int32_data(0x9F);  // -1, -7
+  q.add_int32_data(0x01);  // 1
+  back = onnx_io::tensor_from_proto(q, "");
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->get_as_int64(0), -1);
+  EXPECT_EQ(back->get_as_int64(1), -7);
+  EXPECT_EQ(back->get_as_int64(2), 1);
+  q.set_raw_data(std::string(1, '\0'));  // 3 values need 2 bytes
+  back = onnx_io::tensor_from_proto(q, "");
+  ASSERT_FALSE(back.ok());
+  EXPECT_NE(back.status().message().find("two values per byte"), std::string::npos);
 }
 
 }  // namespace

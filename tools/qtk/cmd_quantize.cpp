@@ -39,6 +39,8 @@ constexpr OptionSpec kOptions[] = {
     {"--mapping", "linear|log2", "weight levels evenly spaced or powers of two (default linear)"},
     {"--weight-clip-search", "", "search each weight group's clipping range (output-error weighted) instead of plain min/max; always on below 4 bits"},
     {"--no-bias-correction", "", "leave biases as they are (no correction of the mean shift weight rounding causes)"},
+    {"--int8-containers", "", "store 4-bit weights in int8/uint8 tensors (any opset) instead of ONNX's packed INT4/UINT4 (opset 21)"},
+    {"--float-first-last", "", "leave the first and the last Conv/Gemm/MatMul layer in float"},
     {"--calibrate", "METHOD", "activation ranges: minmax, ma-minmax, percentile[:P], entropy or mse (default minmax)"},
     {"--calib", "SPEC",
      "calibration data: fashion-mnist:train (default), fashion-mnist:test, FILE.npy, or FILE.npz (an array per input, "
@@ -160,6 +162,8 @@ Outcome config_from_args(const ParsedArgs& args, QuantConfig& cfg, QuantizeSetti
   cfg.weight_clip_search = args.has("--weight-clip-search");
   st.weight_clip_search = cfg.weight_clip_search;
   cfg.bias_correction = !args.has("--no-bias-correction");
+  cfg.int4_types = !args.has("--int8-containers");
+  cfg.float_first_last = args.has("--float-first-last");
   st.bias_correction = cfg.bias_correction;
   if (const std::string* c = args.get("--calibrate")) {
     auto method = quant::parse_calib_method(*c);

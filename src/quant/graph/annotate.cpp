@@ -16,6 +16,7 @@ const std::set<std::string> kDataMovement = {"MaxPool", "Reshape", "Flatten", "T
                                              "Unsqueeze", "Resize", "Slice", "Gather", "Split"};
 const std::set<std::string> kOwnRange = {"Add", "Mul", "Concat", "AveragePool", "GlobalAveragePool"};
 const std::set<std::string> kFusableActivation = {"Relu", "Clip"};
+const std::set<std::string> kWeighted = {"Conv", "ConvTranspose", "Gemm", "MatMul"};
 
 class Annotator {
  public:
@@ -23,6 +24,15 @@ class Annotator {
     for (size_t i = 0; i < g.nodes.size(); ++i)
       for (const auto& in : g.nodes[i].inputs)
         if (!in.empty()) consumers_[in].push_back(i);
+    if (c.float_first_last) {
+      std::vector<std::string> weighted;
+      for (const auto& n : g.nodes)
+        if (kWeighted.count(n.op_type) && n.inputs.size() > 1 && is_weight(n.inputs[1])) weighted.push_back(n.name);
+      if (!weighted.empty()) {
+        kept_float_.insert(weighted.front());
+        kept_float_.insert(weighted.back());
+      }
+    }
   }
 
   QuantPlan run() {
@@ -36,6 +46,10 @@ class Annotator {
       if (in_list(c_.exclude, n.name) || in_list(c_.exclude, n.op_type)) {
         matched_excludes.insert(in_list(c_.exclude, n.name) ? n.name : n.op_type);
         plan_.float_nodes.push_back(n.name + " (" + n.op_type + "): excluded");
+        continue;
+      }
+      if (kept_float_.count(n.name)) {
+        plan_.float_nodes.push_back(n.name + " (" + n.op_type + "): first/last weighted layer kept float");
         continue;
       }
       annotate_node(i, n);
@@ -147,6 +161,7 @@ class Annotator {
   const ir::Graph& g_;
   const QuantConfig& c_;
   std::unordered_map<std::string, std::vector<size_t>> consumers_;
+  std::set<std::string> kept_float_;  // first/last weighted layers (QuantConfig::float_first_last)
   std::set<std::string> fused_;
   QuantPlan plan_;
 };

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <unordered_map>
 
 #include "quant/graph/weight_quantizer.h"
@@ -10,6 +11,14 @@
 namespace qtk::quant {
 
 namespace {
+
+// The same values under a 4-bit type: 4-bit tensors are held one value per
+// byte, so codes in an int8/uint8 container carry over unchanged.
+Tensor retyped(const Tensor& codes, DType type) {
+  Tensor t(type, codes.shape());
+  if (codes.nbytes()) std::memcpy(t.raw(), codes.raw(), codes.nbytes());
+  return t;
+}
 
 class QdqWriter {
  public:
@@ -120,9 +129,12 @@ class QdqWriter {
           add_initializer(replacement, q->dequantized);
         } else {
           const std::string qn = unique(w + "_quantized"), sn = unique(w + "_scale"), zn = unique(w + "_zero_point");
-          add_initializer(qn, q->codes);
+          const DType packed = traits(c_.weight_format).onnx_type;
+          const bool four_bit = c_.int4_types && (packed == DType::kInt4 || packed == DType::kUInt4);
+          add_initializer(qn, four_bit ? retyped(q->codes, packed) : q->codes);
           add_initializer(sn, q->scale);
-          add_initializer(zn, q->zero_point);
+          add_initializer(zn, four_bit ? retyped(q->zero_point, packed) : q->zero_point);
+          if (four_bit) needs_opset21_ = true;
           replacement = unique(w + "_dequantized");
           ir::Node& dq = add_node("DequantizeLinear", {qn, sn, zn}, {replacement}, w + "_DequantizeLinear");
           if (q->layout.count > 1) dq.set_attr(ir::attr_int("axis", q->axis));

@@ -660,6 +660,20 @@ class Rewriter {
 
 }  // namespace
 
-Status qdq_to_qoperator(ir::Model& m, const QOperatorOptions& options) { return Rewriter(m, options).run(); }
+// 4-bit codes (held one per byte) become int8 / uint8 containers, which the
+// QLinear ops take; a DequantizeLinear left over reads them the same.
+void widen_4bit_initializers(ir::Graph& g) {
+  for (auto& [name, t] : g.initializers) {
+    if (t.dtype() != DType::kInt4 && t.dtype() != DType::kUInt4) continue;
+    Tensor w(t.dtype() == DType::kInt4 ? DType::kInt8 : DType::kUInt8, t.shape());
+    if (t.nbytes()) std::memcpy(w.raw(), t.raw(), t.nbytes());
+    t = w;
+  }
+}
+
+Status qdq_to_qoperator(ir::Model& m, const QOperatorOptions& options) {
+  widen_4bit_initializers(m.graph);
+  return Rewriter(m, options).run();
+}
 
 }  // namespace qtk::quant

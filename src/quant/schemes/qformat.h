@@ -21,17 +21,18 @@ struct QFormatTraits {
   int32_t qmin;
   int32_t qmax;
   DType container;  // dtype holding one unpacked value in memory / in QDQ graphs
+  DType onnx_type;  // narrowest ONNX type for the codes (4-bit types need opset 21)
 };
 
 inline constexpr std::array<QFormatTraits, 8> kQFormats = {{
-    {QFormat::kInt8, "int8", 8, true, -128, 127, DType::kInt8},
-    {QFormat::kUInt8, "uint8", 8, false, 0, 255, DType::kUInt8},
-    {QFormat::kInt16, "int16", 16, true, -32768, 32767, DType::kInt16},
-    {QFormat::kUInt16, "uint16", 16, false, 0, 65535, DType::kUInt16},
-    {QFormat::kInt4, "int4", 4, true, -8, 7, DType::kInt8},
-    {QFormat::kUInt4, "uint4", 4, false, 0, 15, DType::kUInt8},
-    {QFormat::kInt3, "int3", 3, true, -4, 3, DType::kInt8},
-    {QFormat::kInt2, "int2", 2, true, -2, 1, DType::kInt8},
+    {QFormat::kInt8, "int8", 8, true, -128, 127, DType::kInt8, DType::kInt8},
+    {QFormat::kUInt8, "uint8", 8, false, 0, 255, DType::kUInt8, DType::kUInt8},
+    {QFormat::kInt16, "int16", 16, true, -32768, 32767, DType::kInt16, DType::kInt16},
+    {QFormat::kUInt16, "uint16", 16, false, 0, 65535, DType::kUInt16, DType::kUInt16},
+    {QFormat::kInt4, "int4", 4, true, -8, 7, DType::kInt8, DType::kInt4},
+    {QFormat::kUInt4, "uint4", 4, false, 0, 15, DType::kUInt8, DType::kUInt4},
+    {QFormat::kInt3, "int3", 3, true, -4, 3, DType::kInt8, DType::kInt8},
+    {QFormat::kInt2, "int2", 2, true, -2, 1, DType::kInt8, DType::kInt8},
 }};
 
 constexpr const QFormatTraits& traits(QFormat f) { return kQFormats[static_cast<size_t>(f)]; }

@@ -12,12 +12,14 @@ namespace qtk::rt {
 
 namespace {
 
+// Q: the storage type; [lo, hi] the code range (narrower than Q for 4-bit
+// types, which are held one value per byte).
 template <class Q>
-Tensor quantize_to(const Tensor& x, const ref::ScaleZp& sz) {
-  Tensor y(dtype_of<Q>, x.shape());
+Tensor quantize_to(const Tensor& x, const ref::ScaleZp& sz, DType type = dtype_of<Q>,
+                   double lo = std::numeric_limits<Q>::min(), double hi = std::numeric_limits<Q>::max()) {
+  Tensor y(type, x.shape());
   const float* in = x.data<float>();
   Q* out = y.data<Q>();
-  const double lo = std::numeric_limits<Q>::min(), hi = std::numeric_limits<Q>::max();
   for (int64_t i = 0; i < x.numel(); ++i) {
     const int64_t c = sz.index_of(i);
     const float v = std::nearbyint(in[i] / sz.scale[c]);
@@ -53,6 +55,8 @@ Expected<std::unique_ptr<Kernel>> make_quantize(const KernelInit& init) {
       case DType::kInt8: ctx.outputs[0] = quantize_to<int8_t>(x, sz); break;
       case DType::kUInt16: ctx.outputs[0] = quantize_to<uint16_t>(x, sz); break;
       case DType::kInt16: ctx.outputs[0] = quantize_to<int16_t>(x, sz); break;
+      case DType::kUInt4: ctx.outputs[0] = quantize_to<uint8_t>(x, sz, out, 0, 15); break;
+      case DType::kInt4: ctx.outputs[0] = quantize_to<int8_t>(x, sz, out, -8, 7); break;
       default: return unsupported(std::string("QuantizeLinear to ") + dtype_name(out));
     }
     return Status::Ok();
@@ -69,8 +73,8 @@ Expected<std::unique_ptr<Kernel>> make_dequantize(const KernelInit& init) {
                                                      axis, block));
     Tensor y(DType::kFloat32, x.shape());
     switch (x.dtype()) {
-      case DType::kUInt8: dequantize_from<uint8_t>(x, sz, y); break;
-      case DType::kInt8: dequantize_from<int8_t>(x, sz, y); break;
+      case DType::kUInt8: case DType::kUInt4: dequantize_from<uint8_t>(x, sz, y); break;
+      case DType::kInt8: case DType::kInt4: dequantize_from<int8_t>(x, sz, y); break;
       case DType::kUInt16: dequantize_from<uint16_t>(x, sz, y); break;
       case DType::kInt16: dequantize_from<int16_t>(x, sz, y); break;
       case DType::kInt32: dequantize_from<int32_t>(x, sz, y); break;
