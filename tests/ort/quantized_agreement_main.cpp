@@ -140,19 +140,34 @@ Expected<Tensor> run_ort(const Options& opt, const fs::path& model, const std::s
 }
 
 // Quantizes, saves, runs both sides; prints one line. Returns "" on success.
-std::string check(const Options& opt, const std::string& name, ExportFormat format, quant::QFormat weights,
-                  const data::Dataset& calib, const data::Dataset& test) {
+// One model per export form; the int4 cases write ONNX's packed INT4 type
+// (opset 21) and ONNX Runtime's MatMulNBits (weight-only, per group).
+struct Case {
+  std::string name;
+  ExportFormat format;
+  quant::QFormat weights = quant::QFormat::kInt8;
+  ActivationMode activations = ActivationMode::kStatic;
+  Granularity granularity = Granularity::kPerChannel;
+};
+
+std::string check(const Options& opt, const Case& c, const data::Dataset& calib, const data::Dataset& test) {
+  const std::string& name = c.name;
   const auto t0 = std::chrono::steady_clock::now();
   auto model = load_model((opt.source_dir / "models" / (name + ".onnx")).string());
   if (!model.ok()) return "cannot load: " + model.status().message();
   QuantConfig cfg;
-  cfg.format = format;
-  cfg.weight_format = weights;
+  cfg.format = c.format;
+  cfg.weight_format = c.weights;
+  cfg.activations = c.activations;
+  cfg.granularity = c.granularity;
+  cfg.group_size = 32;
   cfg.threads = 2;
   auto q = quantize(*model, cfg, CalibrationData{{calib.images}});
   if (!q.ok()) return "quantize failed: " + q.status().message();
-  const std::string fmt = std::string(format == ExportFormat::kQOperator ? "qoperator" : "qdq") + "-w" +
-                          quant::traits(weights).name;
+  const std::string fmt = std::string(c.format == ExportFormat::kQOperator ? "qoperator" : "qdq") + "-w" +
+                          quant::traits(c.weights).name +
+                          (c.activations == ActivationMode::kWeightOnly ? "-weight-only" : "") +
+                          (c.granularity == Granularity::kPerGroup ? "-group32" : "");
   const fs::path saved = opt.work_dir / (name + "." + fmt + ".onnx");
   if (Status st = save_model(q->model, saved.string()); !st.ok()) return "save failed: " + st.message();
 
@@ -230,16 +245,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   int failures = 0;
-  // One model per export form; the int4 case writes ONNX's packed INT4 type (opset 21).
-  struct Case {
-    std::string name;
-    ExportFormat format;
-    quant::QFormat weights;
-  };
-  for (const auto& [name, format, weights] : {Case{"cnn", ExportFormat::kQOperator, quant::QFormat::kInt8},
-                                              Case{"resnet20", ExportFormat::kQDQ, quant::QFormat::kInt8},
-                                              Case{"fmnist_small", ExportFormat::kQDQ, quant::QFormat::kInt4}}) {
-    if (std::string err = check(opt, name, format, weights, *calib, *test); !err.empty()) {
+  for (const Case& c : {Case{"cnn", ExportFormat::kQOperator}, Case{"resnet20", ExportFormat::kQDQ},
+                        Case{"fmnist_small", ExportFormat::kQDQ, quant::QFormat::kInt4},
+                        Case{"mlp", ExportFormat::kQOperator, quant::QFormat::kInt4, ActivationMode::kWeightOnly,
+                             Granularity::kPerGroup}}) {
+    const std::string& name = c.name;
+    if (std::string err = check(opt, c, *calib, *test); !err.empty()) {
       ++failures;
       std::printf("FAIL %s: %s\n", name.c_str(), err.c_str());
     }

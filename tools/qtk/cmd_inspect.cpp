@@ -146,9 +146,11 @@ std::string render_text(const std::string& path, const Model& m, const GraphStat
                                format_bytes(s.parameter_bytes) + ")");
   out += row("nodes", std::to_string(s.nodes));
   out += "ops:\n";
+  size_t width = 22;  // names longer than that (custom domains) widen the column
+  for (const auto& [op, n] : sorted_ops(s)) width = std::max(width, op.size() + 2);
   for (const auto& [op, n] : sorted_ops(s)) {
     std::string name = op;
-    name.resize(std::max<size_t>(name.size(), 22), ' ');
+    name.resize(width, ' ');
     out += "  " + name + std::to_string(n) + "\n";
   }
   for (const auto& [k, v] : m.metadata) out += row("metadata", k + " = " + v);

@@ -9,6 +9,7 @@
 #include <unordered_set>
 
 #include "ir/passes.h"
+#include "quant/graph/matmul_nbits_writer.h"
 
 namespace qtk::quant {
 
@@ -673,7 +674,11 @@ void widen_4bit_initializers(ir::Graph& g) {
 
 Status qdq_to_qoperator(ir::Model& m, const QOperatorOptions& options) {
   widen_4bit_initializers(m.graph);
-  return Rewriter(m, options).run();
+  int nbits = 0;
+  if (options.contrib_ops) QTK_ASSIGN_OR_RETURN(nbits, weight_only_to_matmul_nbits(m));
+  Status st = Rewriter(m, options).run();
+  if (options.stats) options.stats->matmul_nbits = nbits;
+  return st;
 }
 
 }  // namespace qtk::quant

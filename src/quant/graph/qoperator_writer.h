@@ -21,6 +21,8 @@
 //   or dynamic quantization: DynamicQuantizeLinear → DQ → op)
 //       ⇒ ConvInteger | MatMulInteger → Cast → Mul(x_scale · w_scale) [→ Add(bias)]
 //   DQ(x_q) → Q with equal parameters                  ⇒ x_q
+//   A float × DQ(w 4-bit, block-wise, const) → MatMul | Gemm
+//                                                       ⇒ com.microsoft MatMulNBits
 //
 // A Relu or Clip between the op and its Q is folded into the output range:
 // quantization is monotone, so Q(clip(v, lo, hi)) = clamp(Q(v), Q(lo), Q(hi))
@@ -50,8 +52,9 @@ struct QOperatorStats {
   int activations_folded = 0;     // Relu / Clip folded into an output range
   int integer_clips = 0;          // ... of which needed an integer Clip node
   int dq_q_pairs_removed = 0;
+  int matmul_nbits = 0;  // weight-only 4-bit MatMul / Gemm (matmul_nbits_writer.h)
   int total() const {
-    return qlinear_conv + qlinear_matmul + qgemm + qlinear_add + qlinear_mul + qlinear_global_average_pool +
+    return matmul_nbits + qlinear_conv + qlinear_matmul + qgemm + qlinear_add + qlinear_mul + qlinear_global_average_pool +
            integer_data_movement + integer_accumulate + dq_q_pairs_removed;
   }
 };
