@@ -1,65 +1,93 @@
 #!/usr/bin/env bash
-# Float latency, qtk vs ONNX Runtime, on the shared models: for each
-# model x batch x threads it runs qtk's benchmark binary (Google Benchmark,
-# JSON, median over repetitions) and then ONNX Runtime for Node
-# (tests/ort/ort_run.mjs --bench, median over single runs after warm-up) on
-# the same kind of input, back to back, and prints a table of medians.
-# Builds nothing: build qtk with the benchmarks first (QTK_BUILD_BENCH=ON and
-# libbenchmark-dev installed) and install onnxruntime-node (tests/ort/setup_ort.sh).
+# Latency of the shared models, qtk vs ONNX Runtime, float and int8. Each
+# model is quantized once to int8 QDQ (qtk quantize, default scheme: int8
+# per-channel weights, uint8 activations, calibrated on Fashion-MNIST
+# training images). Then for each model x batch x threads, back to back:
+#   qtk float    qtk bench MODEL            (median of --runs single runs)
+#   ORT float    tests/ort/ort_run.mjs MODEL --bench (median of --iters runs)
+#   qtk int8     qtk bench MODEL.int8 --integer (integer session)
+#   ORT int8     tests/ort/ort_run.mjs MODEL.int8 --bench (ORT's QDQ fusion)
+# all on random inputs of the same shape, with the same thread count
+# (ORT: intra-op threads, sequential execution), and prints the medians and
+# the ratios qtk/ORT (below 1: qtk faster) and qtk float/int8 (the speed-up
+# qtk's int8 gives over its float). Builds nothing: needs BUILD_DIR/qtk,
+# the dataset-fashion-mnist package, and onnxruntime-node (tests/ort/setup_ort.sh).
 #
 # usage: bench/compare_ort.sh [BUILD_DIR] [--models "mlp cnn resnet20"]
-#          [--batches "1 64"] [--threads "1 2"] [--reps N] [--iters N]
+#          [--batches "1 64"] [--threads "1 2"] [--runs N] [--iters N]
+#          [--warmup N] [--calib-samples N] [--markdown]
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BUILD="$ROOT/build"
 MODELS="mlp cnn resnet20"
 BATCHES="1 64"
 THREADS="1 2"
-REPS=10        # qtk: repetitions (the median of their means is reported)
-ITERS=50       # ORT: timed runs (the median is reported)
-MIN_TIME=0.1   # qtk: seconds per repetition at least
+RUNS=50           # qtk: timed runs (median reported)
+ITERS=50          # ORT: timed runs (median reported)
+WARMUP=5          # both: untimed runs first
+CALIB_SAMPLES=128
+MARKDOWN=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --models) MODELS="$2"; shift 2 ;;
     --batches) BATCHES="$2"; shift 2 ;;
     --threads) THREADS="$2"; shift 2 ;;
-    --reps) REPS="$2"; shift 2 ;;
+    --runs) RUNS="$2"; shift 2 ;;
     --iters) ITERS="$2"; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --warmup) WARMUP="$2"; shift 2 ;;
+    --calib-samples) CALIB_SAMPLES="$2"; shift 2 ;;
+    --markdown) MARKDOWN=1; shift ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) BUILD="$(cd "$1" && pwd)"; shift ;;
   esac
 done
 
-BENCH="$BUILD/bench/qtk_float_models_bench"
+QTK="$BUILD/qtk"
 ORT_RUN="$ROOT/tests/ort/ort_run.mjs"
-[ -x "$BENCH" ] || { echo "no $BENCH: configure with -DQTK_BUILD_BENCH=ON (needs libbenchmark-dev) and build" >&2; exit 1; }
+[ -x "$QTK" ] || { echo "no $QTK: build qtk first (cmake --build $BUILD --target qtk_cli)" >&2; exit 1; }
 [ -d "$ROOT/tests/ort/node_modules/onnxruntime-node" ] || { echo "onnxruntime-node missing: run tests/ort/setup_ort.sh" >&2; exit 1; }
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 
-printf '%-9s %5s %7s %10s %10s %8s\n' model batch threads "qtk ms" "ORT ms" "qtk/ORT"
+# Median latency in ms from `qtk bench --json` / `ort_run.mjs --bench`.
+qtk_ms() {
+  "$QTK" bench "$@" --runs "$RUNS" --warmup "$WARMUP" --json > "$TMP/qtk.json" 2> "$TMP/qtk.err" \
+    || { echo "qtk bench $*: $(cat "$TMP/qtk.err")" >&2; exit 1; }
+  node -e 'const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); console.log(r.latency_ms.median.toFixed(3))' "$TMP/qtk.json"
+}
+ort_ms() {
+  node "$ORT_RUN" "$1" "random:$2" --bench "$ITERS" --warmup "$WARMUP" --threads "$3" > "$TMP/ort.json"
+  node -e 'const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); console.log(r.median_ms.toFixed(3))' "$TMP/ort.json"
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+for m in $MODELS; do
+  "$QTK" quantize "$ROOT/models/$m.onnx" -o "$TMP/$m.int8.onnx" --calib fashion-mnist:train \
+    --calib-samples "$CALIB_SAMPLES" --force > "$TMP/quantize.log" 2>&1 \
+    || { echo "qtk quantize $m failed:" >&2; cat "$TMP/quantize.log" >&2; exit 1; }
+done
+
+if [ "$MARKDOWN" = 1 ]; then
+  echo "| model | batch | threads | qtk float ms | ORT float ms | qtk/ORT float | qtk int8 ms | ORT int8 ms | qtk/ORT int8 | qtk float/int8 |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+else
+  printf '%-9s %5s %7s | %10s %10s %7s | %10s %10s %7s | %10s\n' model batch threads \
+    "qtk float" "ORT float" "qtk/ORT" "qtk int8" "ORT int8" "qtk/ORT" "float/int8"
+fi
 for m in $MODELS; do
   for b in $BATCHES; do
     for t in $THREADS; do
-      name="float/$m/batch:$b/threads:$t"
-      "$BENCH" --benchmark_filter="^${name}(/real_time)?\$" --benchmark_format=json --benchmark_repetitions="$REPS" \
-        --benchmark_report_aggregates_only=true --benchmark_min_time="$MIN_TIME" > "$TMP/qtk.json" 2> "$TMP/qtk.err" \
-        || { cat "$TMP/qtk.err" >&2; exit 1; }
-      node "$ORT_RUN" "$ROOT/models/$m.onnx" "random:$b" --bench "$ITERS" --threads "$t" > "$TMP/ort.json"
-      node -e '
-        const fs = require("fs");
-        const [qf, of, name, m, b, t] = process.argv.slice(1);
-        const q = JSON.parse(fs.readFileSync(qf, "utf8"));
-        const e = q.benchmarks.find((x) => (x.run_name === name || x.run_name === name + "/real_time") && x.aggregate_name === "median");
-        if (!e || e.error_occurred) { console.error("qtk benchmark " + name + " gave no median" + (e && e.error_message ? ": " + e.error_message : "")); process.exit(1); }
-        const scale = { ns: 1e-6, us: 1e-3, ms: 1, s: 1e3 }[e.time_unit];
-        const qms = e.real_time * scale;
-        const o = JSON.parse(fs.readFileSync(of, "utf8"));
-        const pad = (s, n) => String(s).padStart(n);
-        console.log(m.padEnd(9) + " " + pad(b, 5) + " " + pad(t, 7) + " " + pad(qms.toFixed(3), 10) + " " +
-                    pad(o.median_ms.toFixed(3), 10) + " " + pad((qms / o.median_ms).toFixed(2), 8));
-      ' "$TMP/qtk.json" "$TMP/ort.json" "$name" "$m" "$b" "$t"
+      qf=$(qtk_ms "$ROOT/models/$m.onnx" --batch "$b" --threads "$t")
+      of=$(ort_ms "$ROOT/models/$m.onnx" "$b" "$t")
+      qi=$(qtk_ms "$TMP/$m.int8.onnx" --integer --batch "$b" --threads "$t")
+      oi=$(ort_ms "$TMP/$m.int8.onnx" "$b" "$t")
+      if [ "$MARKDOWN" = 1 ]; then
+        echo "| $m | $b | $t | $qf | $of | $(ratio "$qf" "$of") | $qi | $oi | $(ratio "$qi" "$oi") | $(ratio "$qf" "$qi") |"
+      else
+        printf '%-9s %5s %7s | %10s %10s %7s | %10s %10s %7s | %10s\n' "$m" "$b" "$t" \
+          "$qf" "$of" "$(ratio "$qf" "$of")" "$qi" "$oi" "$(ratio "$qi" "$oi")" "$(ratio "$qf" "$qi")"
+      fi
     done
   done
 done

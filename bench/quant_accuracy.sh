@@ -2,6 +2,7 @@
 # Top-1 accuracy on the 10,000 Fashion-MNIST test images for each shared
 # model under several quantization schemes, as a Markdown table.
 # usage: bench/quant_accuracy.sh [BUILD_DIR] [MODEL...]
+#   ROWS=REGEX selects scheme rows by label (e.g. ROWS='W2A8' for the 2-bit rows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -24,6 +25,28 @@ schemes=(
   "W4 weight-only group:32|--weights int4 --activations float --granularity group:32"
   "W3 weight-only per-channel|--weights int3 --activations float"
   "W2 weight-only group:16|--weights int2 --activations float --granularity group:16"
+  # Weight rounding methods (--method; auto is what the rows above get).
+  "W4A8 u8 per-channel rtn|--weights int4 --method rtn"
+  "W4A8 u8 per-channel gptq|--weights int4 --method gptq"
+  "W4A8 u8 per-channel adaround|--weights int4 --method adaround"
+  "W4A8 u8 per-channel auto + CLE|--weights int4 --equalize"
+  "W2A8 u8 per-channel rtn|--weights int2 --method rtn"
+  "W2A8 u8 per-channel gptq|--weights int2 --method gptq"
+  "W2A8 u8 per-channel adaround|--weights int2 --method adaround"
+  "W2A8 u8 per-channel auto|--weights int2"
+  "W2A8 u8 per-channel auto + CLE|--weights int2 --equalize"
+  "W2A8 u8 group:16 rtn|--weights int2 --granularity group:16 --method rtn"
+  "W2A8 u8 group:16 gptq|--weights int2 --granularity group:16 --method gptq"
+  "W2A8 u8 group:16 adaround|--weights int2 --granularity group:16 --method adaround"
+  "W2A8 u8 group:16 auto|--weights int2 --granularity group:16"
+  "W2A8 u8 group:32 rtn|--weights int2 --granularity group:32 --method rtn"
+  "W2A8 u8 group:32 gptq|--weights int2 --granularity group:32 --method gptq"
+  "W2A8 u8 group:32 adaround|--weights int2 --granularity group:32 --method adaround"
+  "W2A8 u8 group:32 auto|--weights int2 --granularity group:32"
+  "W4 weight-only per-channel rtn|--weights int4 --activations float --method rtn"
+  "W4 weight-only per-channel gptq|--weights int4 --activations float --method gptq"
+  "W4 weight-only per-channel adaround|--weights int4 --activations float --method adaround"
+  "W4 weight-only per-channel auto|--weights int4 --activations float"
 )
 
 acc() { node -e 'const r=JSON.parse(require("fs").readFileSync(0,"utf8")); console.log(r[process.argv[1]].toFixed(4))' "$1"; }
@@ -37,6 +60,7 @@ done
 printf '\n'
 for s in "${schemes[@]}"; do
   label=${s%%|*}; flags=${s#*|}
+  [[ $label =~ ${ROWS:-.} ]] || continue
   printf '| %s |' "$label"
   for m in "${models[@]}"; do
     # shellcheck disable=SC2086

@@ -23,6 +23,17 @@ enum class Granularity { kPerTensor, kPerChannel, kPerGroup };
 enum class Mapping { kLinear, kLog2 };
 enum class ActivationMode { kStatic, kDynamic, kWeightOnly };
 enum class ExportFormat { kQDQ, kQOperator };
+// How weights are rounded to their grid (scales come from min/max or the
+// clipping search in every case):
+//   kRtn       round to nearest, each weight on its own (plus bias correction);
+//   kGptq      GPTQ (Frantar et al. 2022): column by column, pushing each
+//              rounding error onto the columns not yet quantized through the
+//              inverse Hessian of the layer's calibration inputs;
+//   kAdaRound  AdaRound (Nagel et al. 2020): learned up/down rounding that
+//              reconstructs each layer's calibration outputs;
+//   kAuto      kRtn for weights of 8 bits and more, the measured best choice
+//              below (see resolve_weight_method).
+enum class WeightMethod { kAuto, kRtn, kGptq, kAdaRound };
 
 struct QuantConfig {
   // Weights
@@ -45,6 +56,13 @@ struct QuantConfig {
   // 4-bit weights as ONNX's INT4 / UINT4 types, packed two per byte on disk
   // (needs opset 21; the model is upgraded). false: int8 containers, any opset.
   bool int4_types = true;
+  WeightMethod method = WeightMethod::kAuto;
+  // Cross-layer equalization (Nagel et al. 2019) of Conv/Gemm pairs joined
+  // by Relu (or nothing) before quantizing: rescales channels so both layers
+  // use similar per-channel weight ranges; the float function is unchanged.
+  bool equalize = false;
+  bool gptq_act_order = true;     // GPTQ: quantize columns by decreasing Hessian diagonal
+  int adaround_iterations = 1000;  // AdaRound: optimizer steps per layer
 
   // Activations
   ActivationMode activations = ActivationMode::kStatic;
@@ -61,7 +79,8 @@ struct QuantConfig {
   bool float_first_last = false;
   int threads = 1;                   // for calibration runs
 
-  // Called as work advances (stage "calibrate": samples done of total).
+  // Called as work advances (stage "calibrate": samples done of total;
+  // "gptq" / "adaround": layers done of total).
   std::function<void(const std::string& stage, int64_t done, int64_t total)> progress;
 };
 
@@ -81,6 +100,8 @@ struct TensorQuantReport {
   int64_t zero_point_min = 0, zero_point_max = 0;
   float range_min = 0.f, range_max = 0.f;  // activations: calibrated clip range
   double sqnr_db = 0.0;                    // weights: on the tensor; activations: on calibration data
+  std::string method;                      // weights: "rtn", "gptq", "adaround" (as run for this tensor)
+  double method_seconds = 0.0;             // weights: time the rounding method took for this tensor
 };
 
 struct QuantReport {
@@ -91,7 +112,14 @@ struct QuantReport {
   int64_t nonfinite_skipped = 0;
   double calib_seconds = 0.0;
   double quantize_seconds = 0.0;
+  std::string method;           // the weight method that ran ("rtn", "gptq", "adaround"; auto resolved)
+  bool equalized = false;       // cross-layer equalization ran
+  double method_seconds = 0.0;  // GPTQ/AdaRound stage, including its calibration passes (part of quantize_seconds)
 };
+
+// The method `config.method` stands for with these weights (kAuto resolved).
+WeightMethod resolve_weight_method(const QuantConfig& config);
+const char* weight_method_name(WeightMethod m);
 
 // Activation ranges by tensor name: what calibration produced, and what a
 // calibration cache holds so a re-run does not calibrate again.

@@ -22,6 +22,9 @@ struct SessionOptions {
   // int32, fixed-point requantization; see quant/graph/qoperator_writer.h).
   // Ops outside those patterns still run in float.
   bool integer = false;
+  // Run every op with the plain reference kernels (src/runtime/kernels/ref),
+  // never the optimized ones: the golden semantics, for tests and debugging.
+  bool reference_kernels = false;
 };
 
 struct TensorInfo {

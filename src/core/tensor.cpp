@@ -142,7 +142,7 @@ constexpr bool kSanitized = false;
 // builds bypass it so that use-after-free on a tensor is still caught.
 class BlockPool {
  public:
-  static constexpr size_t kMinBytes = size_t{64} << 10;  // malloc's own bins serve smaller blocks well
+  static constexpr size_t kMinBytes = size_t{16} << 10;  // malloc serves smaller blocks without trimming
   static constexpr size_t kMaxIdleBytes = size_t{128} << 20;
   static constexpr size_t kMaxIdleBlocks = 64;
 

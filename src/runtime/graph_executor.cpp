@@ -31,7 +31,8 @@ int GraphExecutor::slot(const std::string& name) {
 }
 
 Expected<std::unique_ptr<GraphExecutor>> GraphExecutor::create(const ir::Graph& graph, const OpsetMap& opsets,
-                                                               const std::vector<std::string>& outer_names) {
+                                                               const std::vector<std::string>& outer_names,
+                                                               const OpRegistry* registry_or_null) {
   auto ex = std::unique_ptr<GraphExecutor>(new GraphExecutor());
   ex->graph_copy_ = std::make_shared<const ir::Graph>(graph);
   const ir::Graph& g = *ex->graph_copy_;
@@ -51,7 +52,7 @@ Expected<std::unique_ptr<GraphExecutor>> GraphExecutor::create(const ir::Graph& 
       known.insert(n);
     }
 
-  const auto& registry = OpRegistry::global();
+  const OpRegistry& registry = registry_or_null ? *registry_or_null : OpRegistry::global();
   // Names visible inside subgraphs of this graph: everything known here.
   std::vector<std::string> visible(known.begin(), known.end());
   for (const auto& n : g.nodes)
@@ -67,7 +68,9 @@ Expected<std::unique_ptr<GraphExecutor>> GraphExecutor::create(const ir::Graph& 
                          ") is not supported by qtk");
     }
     KernelInit init{node, opset,
-                    [&opsets, &visible](const ir::Graph& sub) { return GraphExecutor::create(sub, opsets, visible); },
+                    [&opsets, &visible, &registry](const ir::Graph& sub) {
+                      return GraphExecutor::create(sub, opsets, visible, &registry);
+                    },
                     [&g, &node](size_t i) -> const Tensor* {
                       if (i >= node.inputs.size() || node.inputs[i].empty()) return nullptr;
                       auto it = g.initializers.find(node.inputs[i]);

@@ -30,12 +30,16 @@ struct OpsetMap {
   }
 };
 
+class OpRegistry;
+
 class GraphExecutor {
  public:
   // The graph must be topologically sorted. outer_names: values an enclosing
-  // graph provides at run time.
+  // graph provides at run time. registry: where kernels come from (null:
+  // OpRegistry::global()); subgraphs use the same one.
   static Expected<std::unique_ptr<GraphExecutor>> create(const ir::Graph& graph, const OpsetMap& opsets,
-                                                         const std::vector<std::string>& outer_names = {});
+                                                         const std::vector<std::string>& outer_names = {},
+                                                         const OpRegistry* registry = nullptr);
 
   // feeds are matched to graph inputs in order (absent optional inputs of
   // subgraphs may be undefined tensors). Returns graph outputs in order.

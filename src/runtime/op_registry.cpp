@@ -2,10 +2,17 @@
 
 #include <algorithm>
 
+#include "runtime/kernels/x86/qelementwise_x86_ops.h"
+
 namespace qtk::rt {
 
 void OpRegistry::add(const std::string& op_type, KernelFactory f, const std::string& domain, int since_version) {
   auto& v = ops_[{domain, op_type}];
+  for (auto& [since, existing] : v)
+    if (since == since_version) {
+      existing = std::move(f);
+      return;
+    }
   v.emplace_back(since_version, std::move(f));
   std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
 }
@@ -30,24 +37,41 @@ std::vector<std::string> OpRegistry::op_types(const std::string& domain) const {
   return r;
 }
 
+namespace {
+void register_reference_ops(OpRegistry& r) {
+  register_elementwise_ops(r);
+  register_activation_ops(r);
+  register_linalg_ops(r);
+  register_conv_ops(r);
+  register_pool_ops(r);
+  register_norm_ops(r);
+  register_reduce_ops(r);
+  register_shape_ops(r);
+  register_tensor_ops(r);
+  register_generator_ops(r);
+  register_control_flow_ops(r);
+  register_rnn_ops(r);
+  register_quant_ops(r);
+  register_qlinear_ops(r);
+  register_qlinear_contrib_ops(r);
+}
+}  // namespace
+
+const OpRegistry& OpRegistry::reference() {
+  static const OpRegistry registry = [] {
+    OpRegistry r;
+    register_reference_ops(r);
+    return r;
+  }();
+  return registry;
+}
+
 const OpRegistry& OpRegistry::global() {
   static const OpRegistry registry = [] {
     OpRegistry r;
-    register_elementwise_ops(r);
-    register_activation_ops(r);
-    register_linalg_ops(r);
-    register_conv_ops(r);
-    register_pool_ops(r);
-    register_norm_ops(r);
-    register_reduce_ops(r);
-    register_shape_ops(r);
-    register_tensor_ops(r);
-    register_generator_ops(r);
-    register_control_flow_ops(r);
-    register_rnn_ops(r);
-    register_quant_ops(r);
-    register_qlinear_ops(r);
-    register_qlinear_contrib_ops(r);
+    register_reference_ops(r);
+    register_x86_qlinear_ops(r);
+    register_x86_qelementwise_ops(r);
     return r;
   }();
   return registry;

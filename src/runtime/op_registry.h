@@ -14,13 +14,20 @@ namespace qtk::rt {
 class OpRegistry {
  public:
   // since_version: the first opset of the op's domain this kernel implements.
+  // Adding a kernel for a (domain, op, since_version) that is already there
+  // replaces it: that is how optimized kernels override reference ones.
   void add(const std::string& op_type, KernelFactory f, const std::string& domain = "", int since_version = 1);
   // nullptr when (domain, op_type) is unknown or the opset predates every kernel.
   const KernelFactory* find(const std::string& domain, const std::string& op_type, int64_t opset) const;
   bool supports(const std::string& domain, const std::string& op_type) const;
   std::vector<std::string> op_types(const std::string& domain = "") const;
 
+  // The reference kernels plus the optimized ones that override them (the
+  // default for sessions).
   static const OpRegistry& global();
+  // The reference kernels only: the golden semantics that optimized kernels
+  // are tested against and fall back to (SessionOptions::reference_kernels).
+  static const OpRegistry& reference();
 
  private:
   std::map<std::pair<std::string, std::string>, std::vector<std::pair<int, KernelFactory>>> ops_;
@@ -42,5 +49,10 @@ void register_rnn_ops(OpRegistry& r);           // LSTM, GRU
 void register_quant_ops(OpRegistry& r);         // QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear
 void register_qlinear_ops(OpRegistry& r);       // ConvInteger, MatMulInteger, QLinearConv, QLinearMatMul
 void register_qlinear_contrib_ops(OpRegistry& r);  // com.microsoft: QLinearAdd, QLinearMul, QLinearGlobalAveragePool, QGemm
+
+// Optimized overrides (src/runtime/kernels/x86/*.cpp), added on top of the
+// reference kernels in global(). Each falls back to the reference kernel for
+// the cases it does not cover.
+void register_x86_qlinear_ops(OpRegistry& r);  // QLinearConv, ConvInteger, QLinearMatMul, MatMulInteger, QGemm
 
 }  // namespace qtk::rt

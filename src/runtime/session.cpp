@@ -5,6 +5,7 @@
 #include "qtk/model.h"
 #include "quant/graph/qoperator_writer.h"
 #include "runtime/graph_executor.h"
+#include "runtime/op_registry.h"
 #include "runtime/optimize.h"
 
 namespace qtk {
@@ -44,7 +45,8 @@ Expected<std::unique_ptr<Session>> Session::create(const ir::Model& model, const
   // The executor is fed runtime inputs only: drop initializer-backed inputs.
   ir::Graph& g = m.graph;
   std::erase_if(g.inputs, [&](const ir::ValueInfo& v) { return g.initializers.count(v.name) > 0; });
-  QTK_ASSIGN_OR_RETURN(s->executor_, rt::GraphExecutor::create(g, opsets));
+  const rt::OpRegistry& registry = options.reference_kernels ? rt::OpRegistry::reference() : rt::OpRegistry::global();
+  QTK_ASSIGN_OR_RETURN(s->executor_, rt::GraphExecutor::create(g, opsets, {}, &registry));
   s->pool_ = std::make_unique<rt::ThreadPool>(options.threads);
   return s;
 }

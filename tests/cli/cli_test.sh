@@ -360,5 +360,61 @@ if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "$
   same_bytes "quantize with a cache hit" "$Q/cache1.onnx" "$Q/cache2.onnx"
 fi
 
+# --- bench --------------------------------------------------------------------
+expect_ok "qtk bench --help" bench --help
+grep -q "usage: qtk bench" "$TMP/out" || fail "qtk bench --help does not print its usage"
+expect_ok "bench text" bench "$MLP" --runs 3 --warmup 1
+grep -Eq '^latency +median [0-9.]+ ms' "$TMP/out" || fail "bench text has no latency line: $(cat "$TMP/out")"
+grep -Eq '^memory +peak RSS [0-9.]+ MB' "$TMP/out" || fail "bench text has no memory line"
+expect_ok "bench --json" bench "$MLP" --batch 4 --threads 2 --runs 5 --warmup 0 --json
+cp "$TMP/out" "$TMP/bench.json"
+json_check "bench --json" "$TMP/bench.json" \
+  'j.batch === 4 && j.threads === 2 && j.runs === 5 && j.warmup === 0 && j.integer === false &&
+   j.inputs.length === 1 && j.inputs[0].name === "input" && j.inputs[0].shape.join() === "4,1,28,28" &&
+   j.latency_ms.median > 0 && j.latency_ms.p10 <= j.latency_ms.median && j.latency_ms.median <= j.latency_ms.p90 &&
+   j.latency_ms.min <= j.latency_ms.p10 && j.samples_per_second > 0 && j.build_ms >= 0 && j.load_ms >= 0 &&
+   j.weight_bytes === 4 * 235146 && j.peak_rss_bytes > 0 && j.rss_before_session_bytes > 0'
+expect_ok "bench default runs" bench "$MLP" --json
+cp "$TMP/out" "$TMP/bench_auto.json"
+json_check "bench picks at least 10 runs" "$TMP/bench_auto.json" 'j.runs >= 10 && j.batch === 1 && j.warmup === 3'
+# An int8 QDQ model (calibrated on a small .npy) in an integer session.
+write_npy "$TMP/calib.npy" "<f4" "16,1,28,28"
+expect_ok "quantize for bench" quantize "$MLP" -o "$TMP/bench_int8.onnx" --calib "$TMP/calib.npy"
+expect_ok "bench --integer" bench "$TMP/bench_int8.onnx" --integer --batch 8 --runs 3 --json
+cp "$TMP/out" "$TMP/bench_int8.json"
+json_check "bench --integer --json" "$TMP/bench_int8.json" 'j.integer === true && j.batch === 8 && j.latency_ms.median > 0'
+expect_error "bench: missing MODEL" 2 "MODEL" bench
+expect_error "bench: unknown option" 2 "--bogus" bench "$MLP" --bogus
+expect_error "bench: --runs 0" 2 "--runs" bench "$MLP" --runs 0
+expect_error "bench: bad --batch" 2 "--batch" bench "$MLP" --batch abc
+expect_error "bench: negative --warmup" 2 "--warmup" bench "$MLP" --warmup -1
+expect_error "bench: --threads 0" 2 "--threads" bench "$MLP" --threads 0
+expect_error "bench: missing model" 1 "not found" bench "$TMP/missing.onnx"
+expect_error "bench: random bytes" 1 "ONNX|IR version" bench "$TMP/random.onnx"
+
+# --- quantize --method / --equalize ------------------------------------------
+expect_error "quantize: unknown --method" 2 "--method.*gptq.*adaround" quantize "$MLP" -o "$Q/m.onnx" --method obq
+expect_ok "quantize --method rtn" quantize "$MLP" -o "$Q/rtn.onnx" "${CAL[@]}" --weights int4 --method rtn --json
+cp "$TMP/out" "$Q/rtn.json"
+json_check "quantize --method rtn" "$Q/rtn.json" 'j.settings.method === "rtn" && j.method === "rtn" &&
+   j.tensors.filter(t => t.kind === "weight").every(t => t.method === "rtn")'
+expect_warning "quantize --method gptq (32 rows for 784 columns)" "rank-deficient" \
+  quantize "$MLP" -o "$Q/gptq.onnx" "${CAL[@]}" --weights int4 --method gptq --json
+cp "$TMP/out" "$Q/gptq.json"
+json_check "quantize --method gptq" "$Q/gptq.json" 'j.method === "gptq" && j.method_seconds >= 0 &&
+   j.tensors.filter(t => t.kind === "weight").every(t => t.method === "gptq" && t.scheme.includes("gptq"))'
+expect_warning "quantize --method adaround with too few rows" "AdaRound has 32 input rows.*rounded to nearest" \
+  quantize "$MLP" -o "$Q/ada.onnx" "${CAL[@]}" --weights int4 --method adaround
+write_npy "$Q/calib80.npy" "<f4" "80,1,28,28"
+expect_ok "quantize --method auto at 2 bits" quantize "$MLP" -o "$Q/auto.onnx" --calib "$Q/calib80.npy" --weights int2 \
+  --activations float --equalize --json
+cp "$TMP/out" "$Q/auto.json"
+json_check "quantize auto picks adaround below 8 bits" "$Q/auto.json" 'j.settings.method === "auto" &&
+   j.method === "adaround" && j.equalized === true && j.settings.equalize === true &&
+   j.tensors.filter(t => t.kind === "weight").every(t => t.method === "adaround" && t.method_seconds >= 0)'
+expect_ok "quantize --method auto at 8 bits" quantize "$MLP" -o "$Q/auto8.onnx" "${CAL[@]}" --json
+cp "$TMP/out" "$Q/auto8.json"
+json_check "quantize auto rounds 8-bit weights to nearest" "$Q/auto8.json" 'j.method === "rtn"'
+
 echo "cli_test: $checks checks, $failures failed"
 [ "$failures" -eq 0 ]

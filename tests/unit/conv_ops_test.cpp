@@ -29,6 +29,42 @@ Expected<std::vector<Tensor>> run_node(const std::string& op, const std::vector<
                                {.opset = 19, .threads = threads, .optimize = false});
 }
 
+// One node whose inputs marked `constant` are initializers of the graph (so
+// kernels may prepare them at session build, as for a real model's weights);
+// the others are fed. Outputs are named y0.
+Expected<std::vector<Tensor>> run_node_with_constants(const std::string& op, const std::vector<std::string>& names,
+                                                      const std::vector<Tensor>& inputs,
+                                                      const std::vector<bool>& constant,
+                                                      std::vector<ir::Attribute> attrs, int threads) {
+  ir::Model m;
+  m.opsets = {{"", 19}};
+  ir::Node n;
+  n.name = "node";
+  n.op_type = op;
+  n.inputs = names;
+  n.outputs = {"y0"};
+  n.attrs = std::move(attrs);
+  std::vector<Tensor> feeds;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (constant[i]) {
+      m.graph.initializers[names[i]] = inputs[i];
+    } else {
+      m.graph.inputs.push_back(testing::value_info(names[i], inputs[i].dtype()));
+      feeds.push_back(inputs[i]);
+    }
+  }
+  m.graph.outputs.push_back(testing::value_info("y0", DType::kUndefined));
+  m.graph.nodes.push_back(n);
+  SessionOptions so;
+  so.threads = threads;
+  so.optimize = false;
+  QTK_ASSIGN_OR_RETURN(auto session, Session::create(m, so));
+  // Twice: the second run reuses what the first left (packed weights, scratch).
+  QTK_ASSIGN_OR_RETURN(auto first, session->run(feeds));
+  (void)first;
+  return session->run(feeds);
+}
+
 Tensor random_tensor(Shape shape, std::mt19937& rng) {
   Tensor t(DType::kFloat32, std::move(shape));
   std::uniform_real_distribution<float> dist(-1.f, 1.f);
@@ -194,6 +230,46 @@ TEST(ConvOps, ConvMatchesDirectLoopAcrossRanksGroupsAndThreads) {
                                                  std::to_string(threads));
     }
     ++index;
+  }
+}
+
+// Constant weights are packed once at session build; results must match the
+// direct loop (and hence the fed-weight path) on random shapes, including odd
+// channel counts that leave partial micro-tiles, and strided (phase-split
+// input), dilated and grouped layers.
+TEST(ConvOps, ConvWithConstantWeightsMatchesDirectLoop) {
+  std::mt19937 rng(13);
+  std::uniform_int_distribution<int64_t> chan(1, 19), size(1, 17), kern(1, 3), stride(1, 3), dil(1, 2), pad(0, 2),
+      group(1, 2);
+  for (int index = 0; index < 14; ++index) {
+    const int64_t G = group(rng), Cg = chan(rng), Mg = chan(rng), kh = kern(rng), kw = kern(rng);
+    const int64_t H = size(rng) + 2 * kh, W = size(rng) + 2 * kw;  // windows always fit
+    ConvCase c{{1 + index % 3, G * Cg, H, W}, {G * Mg, Cg, kh, kw}, G, {stride(rng), stride(rng)},
+               {dil(rng), dil(rng)}, {pad(rng), pad(rng), pad(rng), pad(rng)}, index % 4 != 1};
+    if (index == 0) c = {{2, 16, 28, 28}, {16, 16, 3, 3}, 1, {1, 1}, {1, 1}, {1, 1, 1, 1}, true};  // ResNet stage 1
+    if (index == 1) c = {{3, 32, 14, 14}, {64, 32, 3, 3}, 1, {2, 2}, {1, 1}, {1, 1, 1, 1}, true};  // downsampling
+    if (index == 2) c = {{2, 16, 9, 9}, {20, 16, 1, 1}, 1, {1, 1}, {1, 1}, {0, 0, 0, 0}, false};  // pointwise
+    Tensor x = random_tensor(c.x, rng), w = random_tensor(c.w, rng), b = random_tensor({c.w[0]}, rng);
+    const Shape out = conv_out(c);
+    const Shape kernel(c.w.begin() + 2, c.w.end());
+    const std::vector<float> want =
+        ref_conv(x, w, c.bias ? b.data<float>() : nullptr, c.group,
+                 make_win(Shape(c.x.begin() + 2, c.x.end()), out, kernel, c.strides, c.dilations,
+                          Shape(c.pads.begin(), c.pads.begin() + 2)));
+    const Shape y_shape = {c.x[0], c.w[0], out[0], out[1]};
+    const std::string what = "x " + shape_to_string(c.x) + " w " + shape_to_string(c.w) + " group " +
+                             std::to_string(G) + " strides " + shape_to_string(c.strides) + " dilations " +
+                             shape_to_string(c.dilations) + " pads " +
+                             shape_to_string(c.pads) + " bias " + std::to_string(c.bias);
+    for (int threads : {1, 2}) {
+      const std::vector<ir::Attribute> attrs = {attr_i("group", c.group), attr_ints("strides", c.strides),
+                                                attr_ints("dilations", c.dilations), attr_ints("pads", c.pads)};
+      auto res = c.bias ? run_node_with_constants("Conv", {"x", "w", "b"}, {x, w, b}, {false, true, true}, attrs,
+                                                  threads)
+                        : run_node_with_constants("Conv", {"x", "w"}, {x, w}, {false, true}, attrs, threads);
+      ASSERT_TRUE(res.ok()) << what << ": " << res.status().message();
+      expect_close((*res)[0], want, y_shape, "constant-weight Conv " + what + " threads " + std::to_string(threads));
+    }
   }
 }
 
@@ -510,6 +586,50 @@ TEST(LinalgOps, GemmMatchesLoopForEveryBiasShape) {
   // C that cannot broadcast unidirectionally.
   auto bad = run_node("Gemm", {"a", "b", "c"}, {a, b, random_tensor({2, N}, rng)}, {});
   EXPECT_FALSE(bad.ok());
+}
+
+// Gemm and MatMul with B an initializer take the pre-packed path (B packed at
+// session build) once op(A) has more than a few rows; it must agree with the
+// loop on odd shapes, every transpose, with and without C, on 1 and 2 threads.
+TEST(LinalgOps, GemmAndMatMulWithConstantWeightsMatchLoop) {
+  std::mt19937 rng(61);
+  std::uniform_int_distribution<int64_t> dim(1, 45);
+  for (int index = 0; index < 12; ++index) {
+    const int64_t M = index < 2 ? 64 : dim(rng) + 4, N = index == 0 ? 256 : dim(rng), K = index == 0 ? 784 : dim(rng);
+    const bool ta = index % 2 == 1, tb = index % 4 >= 2;
+    Tensor a = random_tensor(ta ? Shape{K, M} : Shape{M, K}, rng);
+    Tensor b = random_tensor(tb ? Shape{N, K} : Shape{K, N}, rng);
+    Tensor c = random_tensor({N}, rng);
+    const bool with_c = index % 3 != 2;
+    std::vector<float> want(M * N), want_mm(M * N);
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        double s = 0;
+        for (int64_t p = 0; p < K; ++p)
+          s += double(a.data<float>()[ta ? p * M + i : i * K + p]) * b.data<float>()[tb ? j * K + p : p * N + j];
+        want[i * N + j] = static_cast<float>(s + (with_c ? c.data<float>()[j] : 0.f));
+      }
+    const std::string what = "M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
+                             " transA=" + std::to_string(ta) + " transB=" + std::to_string(tb) + " C=" +
+                             std::to_string(with_c);
+    for (int threads : {1, 2}) {
+      const std::vector<ir::Attribute> attrs = {attr_i("transA", ta), attr_i("transB", tb)};
+      auto res = with_c ? run_node_with_constants("Gemm", {"a", "b", "c"}, {a, b, c}, {false, true, true}, attrs,
+                                                  threads)
+                        : run_node_with_constants("Gemm", {"a", "b"}, {a, b}, {false, true}, attrs, threads);
+      ASSERT_TRUE(res.ok()) << what << ": " << res.status().message();
+      expect_close((*res)[0], want, {M, N}, "constant-B Gemm " + what + " threads " + std::to_string(threads));
+      if (ta || tb || with_c) continue;
+      // MatMul with a batch in front of A: [2, M, K] x [K, N], one tall product.
+      Tensor a2 = Tensor(DType::kFloat32, {2, M, K});
+      for (int64_t i = 0; i < M * K; ++i) a2.data<float>()[i] = a2.data<float>()[M * K + i] = a.data<float>()[i];
+      std::vector<float> want2 = want;
+      want2.insert(want2.end(), want.begin(), want.end());
+      auto mm = run_node_with_constants("MatMul", {"a", "b"}, {a2, b}, {false, true}, {}, threads);
+      ASSERT_TRUE(mm.ok()) << what << ": " << mm.status().message();
+      expect_close((*mm)[0], want2, {2, M, N}, "constant-B MatMul " + what + " threads " + std::to_string(threads));
+    }
+  }
 }
 
 TEST(LinalgOps, GemmOnInt64IsExact) {

@@ -112,6 +112,7 @@ TEST(MatMulNBits, WeightOnlyRewriteMatchesQdqGraph) {
     SCOPED_TRACE(symmetric ? "symmetric" : "asymmetric");
     QuantConfig c;
     c.weight_format = quant::QFormat::kInt4;
+    c.method = WeightMethod::kRtn;  // the rewrite under test, not rounding methods
     c.weight_symmetric = symmetric;
     c.granularity = Granularity::kPerGroup;
     c.group_size = 32;

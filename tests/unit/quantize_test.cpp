@@ -95,6 +95,7 @@ TEST_F(QuantizeMlp, LowBitFormatsDegradeInOrder) {
     QuantConfig c;
     c.weight_format = f;
     c.activations = ActivationMode::kWeightOnly;
+    c.method = WeightMethod::kRtn;  // formats under test, not rounding methods (gptq_test, adaround_test)
     auto r = quantize(*model, c, *calib);
     ASSERT_TRUE(r.ok()) << r.status().message();
     double a = accuracy(r->model, *test);
@@ -107,6 +108,7 @@ TEST_F(QuantizeMlp, LowBitFormatsDegradeInOrder) {
 TEST_F(QuantizeMlp, GroupLog2AndFp16Weights) {
   QuantConfig g;
   g.weight_format = quant::QFormat::kInt4;
+  g.method = WeightMethod::kRtn;  // layouts under test, not rounding methods
   g.granularity = Granularity::kPerGroup;
   g.group_size = 64;
   auto r = quantize(*model, g, *calib);
@@ -185,6 +187,7 @@ TEST_F(QuantizeMlp, ExcludeKeepsNodesFloatAndWarnsOnNoMatch) {
 TEST_F(QuantizeMlp, Int4WeightsArePackedInt4TensorsAtOpset21) {
   QuantConfig c;
   c.weight_format = quant::QFormat::kInt4;
+  c.method = WeightMethod::kRtn;  // packing under test, not rounding methods
   auto r = quantize(*model, c, *calib);
   ASSERT_TRUE(r.ok()) << r.status().message();
   EXPECT_EQ(r->model.opset(), 21);

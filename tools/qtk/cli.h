@@ -92,6 +92,7 @@ extern const CommandSpec kInspectCommand;
 extern const CommandSpec kRunCommand;
 extern const CommandSpec kEvalCommand;
 extern const CommandSpec kQuantizeCommand;
+extern const CommandSpec kBenchCommand;
 
 }  // namespace qtk::cli
 

@@ -41,6 +41,10 @@ constexpr OptionSpec kOptions[] = {
     {"--no-bias-correction", "", "leave biases as they are (no correction of the mean shift weight rounding causes)"},
     {"--int8-containers", "", "store 4-bit weights in int8/uint8 tensors (any opset) instead of ONNX's packed INT4/UINT4 (opset 21)"},
     {"--float-first-last", "", "leave the first and the last Conv/Gemm/MatMul layer in float"},
+    {"--method", "auto|rtn|gptq|adaround",
+     "how weights are rounded: rtn (to nearest), gptq (second-order error compensation), adaround (learned "
+     "rounding); auto: rtn at 8 bits, adaround below (gptq for layers too wide for it) (default auto)"},
+    {"--equalize", "", "cross-layer equalization of Conv/Gemm pairs joined by Relu before quantizing"},
     {"--calibrate", "METHOD", "activation ranges: minmax, ma-minmax, percentile[:P], entropy or mse (default minmax)"},
     {"--calib", "SPEC",
      "calibration data: fashion-mnist:train (default), fashion-mnist:test, FILE.npy, or FILE.npz (an array per input, "
@@ -164,6 +168,16 @@ Outcome config_from_args(const ParsedArgs& args, QuantConfig& cfg, QuantizeSetti
   cfg.bias_correction = !args.has("--no-bias-correction");
   cfg.int4_types = !args.has("--int8-containers");
   cfg.float_first_last = args.has("--float-first-last");
+  if (const std::string* m = args.get("--method")) {
+    if (*m == "auto") cfg.method = WeightMethod::kAuto;
+    else if (*m == "rtn") cfg.method = WeightMethod::kRtn;
+    else if (*m == "gptq") cfg.method = WeightMethod::kGptq;
+    else if (*m == "adaround") cfg.method = WeightMethod::kAdaRound;
+    else return bad_value("--method", *m, "auto, rtn, gptq, adaround");
+    st.method = *m;
+  }
+  cfg.equalize = args.has("--equalize");
+  st.equalize = cfg.equalize;
   st.bias_correction = cfg.bias_correction;
   if (const std::string* c = args.get("--calibrate")) {
     auto method = quant::parse_calib_method(*c);
@@ -205,12 +219,17 @@ std::vector<TensorInfo> runtime_inputs(const Model& m) {
   return out;
 }
 
-// Calibration progress from QuantConfig::progress, drawn on a terminal only.
+// Progress from QuantConfig::progress (calibration, then GPTQ/AdaRound
+// layer by layer), drawn on a terminal only.
 std::function<void(const std::string&, int64_t, int64_t)> quantize_progress() {
-  auto bar = terminal_progress("qtk quantize: calibrating", "samples");
-  if (!bar) return nullptr;
-  return [bar](const std::string& stage, int64_t done, int64_t total) {
-    if (stage == "calibrate") bar(done, total);
+  auto calib = terminal_progress("qtk quantize: calibrating", "samples");
+  if (!calib) return nullptr;
+  auto gptq = terminal_progress("qtk quantize: gptq", "layers");
+  auto adaround = terminal_progress("qtk quantize: adaround", "layers");
+  return [calib, gptq, adaround](const std::string& stage, int64_t done, int64_t total) {
+    if (stage == "calibrate") calib(done, total);
+    else if (stage == "gptq") gptq(done, total);
+    else if (stage == "adaround") adaround(done, total);
   };
 }
 
@@ -301,7 +320,8 @@ Outcome run_quantize(const ParsedArgs& args) {
   // with a cache: the cache holds only ranges, and may lack some (say, after
   // a different --exclude); the library runs the model only for what it lacks.
   CalibrationData calib;
-  const bool wants_statistics = !cfg.fp16_weights && (cfg.weight_clip_search || cfg.bias_correction);
+  const bool wants_statistics = !cfg.fp16_weights && (cfg.weight_clip_search || cfg.bias_correction ||
+                                                      resolve_weight_method(cfg) != WeightMethod::kRtn);
   if (st.calibrated || wants_statistics) {
     const std::vector<TensorInfo> inputs = runtime_inputs(model);
     QTK_CLI_ASSIGN_OR_FAIL(calib.inputs, data::load_calibration_inputs(st.calib, inputs, calib_samples, kCalibSeed));

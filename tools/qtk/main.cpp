@@ -12,7 +12,8 @@
 namespace qtk::cli {
 namespace {
 
-const CommandSpec* const kCommands[] = {&kInspectCommand, &kRunCommand, &kEvalCommand, &kQuantizeCommand};
+const CommandSpec* const kCommands[] = {&kInspectCommand, &kRunCommand, &kEvalCommand, &kQuantizeCommand,
+                                         &kBenchCommand};
 
 const CommandSpec* find_command(std::string_view name) {
   for (const auto* c : kCommands)

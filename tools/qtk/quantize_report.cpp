@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 
 #include "cli.h"
 #include "core/json.h"
@@ -71,6 +72,26 @@ std::string calibration_text(const QuantizeSummary& s) {
   return t;
 }
 
+// What rounded the weights: the method that ran (auto resolved), how many
+// layers it handled and how long it took; equalization when asked.
+std::string method_text(const QuantizeSummary& s) {
+  const QuantReport& r = s.report;
+  std::string t = r.method.empty() ? std::string("rtn") : r.method;
+  if (s.settings.method == "auto") t += " (chosen by auto)";
+  if (!r.method.empty() && r.method != "rtn") {
+    // Layers per method that ran (auto may hand wide layers to GPTQ; some
+    // layers may fall back to rounding to nearest, with a warning).
+    std::map<std::string, int64_t> layers;
+    for (const auto& x : r.tensors)
+      if (x.kind == "weight") ++layers[x.method.empty() ? "rtn" : x.method];
+    std::string counts;
+    for (const auto& [m, n] : layers) counts += (counts.empty() ? "" : ", ") + std::to_string(n) + " " + m;
+    t += ": " + counts + fmt(" layers in %.3f s", r.method_seconds);
+  }
+  if (r.equalized) t += "; cross-layer equalization";
+  return t;
+}
+
 std::string range_text(float lo, float hi, const char* f) {
   return lo == hi ? fmt(f, lo) : fmt(f, lo) + ".." + fmt(f, hi);
 }
@@ -133,6 +154,7 @@ std::string render_quantize_text(const QuantizeSummary& s) {
   out += "calibration  " + calibration_text(s) + "\n";
   out += "format       " + st.format + (st.exclude.empty() ? "" : ", excluding " + join(st.exclude, ", ")) + ", " +
          std::to_string(st.threads) + (st.threads == 1 ? " thread" : " threads") + "\n";
+  out += "method       " + method_text(s) + "\n";
   out += "time         " + fmt("%.3f s calibration, ", r.calib_seconds) +
          fmt("%.3f s quantization", r.quantize_seconds) + "\n";
 
@@ -184,6 +206,7 @@ std::string render_quantize_json(const QuantizeSummary& s) {
   w.key("weights").value(st.weights).key("weight_symmetric").value(st.weight_symmetric);
   w.key("granularity").value(st.granularity).key("mapping").value(st.mapping);
   w.key("weight_clip_search").value(st.weight_clip_search).key("bias_correction").value(st.bias_correction);
+  w.key("method").value(st.method).key("equalize").value(st.equalize);
   w.key("activations").value(st.activations);
   w.key("calibrate").value(st.calibrate).key("calib").value(st.calib).key("calib_samples").value(st.calib_samples);
   w.key("calib_seed").value(st.calib_seed).key("calib_cache");
@@ -213,12 +236,18 @@ std::string render_quantize_json(const QuantizeSummary& s) {
   else w.value(s.cache_status);
   w.end_object();
   w.key("quantize_seconds").value(r.quantize_seconds);
+  w.key("method").value(r.method.empty() ? std::string("rtn") : r.method);
+  w.key("method_seconds").value(r.method_seconds).key("equalized").value(r.equalized);
 
   w.key("tensors").begin_array();
   for (const auto& t : r.tensors) {
     w.begin_object(true);
     w.key("tensor").value(t.tensor).key("kind").value(t.kind).key("node").value(t.node).key("op").value(t.op_type);
     w.key("scheme").value(t.scheme);
+    w.key("method");
+    if (t.kind == "weight") w.value(t.method.empty() ? std::string("rtn") : t.method);
+    else w.null();
+    w.key("method_seconds").value(t.method_seconds);
     w.key("scale_min").value(t.scale_min).key("scale_max").value(t.scale_max);
     w.key("zero_point_min").value(t.zero_point_min).key("zero_point_max").value(t.zero_point_max);
     w.key("range");

@@ -20,6 +20,8 @@ struct QuantizeSettings {
   std::string mapping = "linear";
   bool weight_clip_search = false;
   bool bias_correction = true;
+  std::string method = "auto";  // as asked: auto|rtn|gptq|adaround (the report holds what ran)
+  bool equalize = false;
   std::string activations = "uint8";  // a format name, "dynamic" or "float"
   bool calibrated = true;             // static activations: ranges come from calibration
   std::string calibrate = "minmax";   // calib_method_name()

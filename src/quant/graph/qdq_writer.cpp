@@ -49,34 +49,43 @@ class QdqWriter {
 
   // Bias correction: the rounding of W shifts each output channel's mean by
   // sum_k (W - Wq)[m, k] E[x_k]; add that back into the bias.
-  void correct_bias(ir::Node& node, const WeightUse& use, const Tensor& w, const Tensor& dq,
+  bool correct_bias(ir::Node& node, const WeightUse& use, const Tensor& w, const Tensor& dq,
                     const std::vector<float>& mean) {
-    if (node.op_type != "Conv" && node.op_type != "Gemm") return;
-    if (node.op_type == "Gemm" && (node.attr_float("beta", 1.f) != 1.f || node.attr_float("alpha", 1.f) != 1.f)) return;
-    if (static_cast<int64_t>(mean.size()) != w.dim(use.reduction_axis)) return;
+    if (static_cast<int64_t>(mean.size()) != w.dim(use.reduction_axis)) return false;
     const int64_t m = w.dim(use.channel_axis);
     const auto ch = ParamLayout::per_axis(w.shape(), use.channel_axis);
     const auto k = ParamLayout::per_axis(w.shape(), use.reduction_axis);
     std::vector<double> delta(static_cast<size_t>(m), 0.0);
     for (int64_t i = 0; i < w.numel(); ++i)
       delta[ch.index_of(i)] += (static_cast<double>(w.data<float>()[i]) - dq.data<float>()[i]) * mean[k.index_of(i)];
+    return add_to_bias(node, std::vector<float>(delta.begin(), delta.end()));
+  }
+
+  // Adds delta (one value per output channel) to the node's bias, creating
+  // one if it has none; false where the bias is not a plain vector.
+  bool add_to_bias(ir::Node& node, const std::vector<float>& delta) {
+    if (node.op_type != "Conv" && node.op_type != "Gemm") return false;
+    if (node.op_type == "Gemm" && (node.attr_float("beta", 1.f) != 1.f || node.attr_float("alpha", 1.f) != 1.f))
+      return false;
+    const int64_t m = static_cast<int64_t>(delta.size());
     Tensor bias(DType::kFloat32, {m});
     std::string base = node.name + "_bias";
     if (node.has_input(2)) {
       const Tensor* old = g_.find_initializer(node.inputs[2]);
-      if (!old || old->dtype() != DType::kFloat32 || old->numel() != m || old->rank() != 1) return;
+      if (!old || old->dtype() != DType::kFloat32 || old->numel() != m || old->rank() != 1) return false;
       bias = old->clone();
       base = node.inputs[2];
     }
-    for (int64_t i = 0; i < m; ++i) bias.data<float>()[i] += static_cast<float>(delta[i]);
+    for (int64_t i = 0; i < m; ++i) bias.data<float>()[i] += delta[i];
     const std::string name = unique(base + "_corrected");
     add_initializer(name, bias);
     if (node.inputs.size() < 3) node.inputs.resize(3);
     node.inputs[2] = name;
+    return true;
   }
 
   Status weights(const QuantPlan& plan, const std::map<std::string, std::vector<float>>& importance,
-                 const std::map<std::string, std::vector<float>>& input_mean) {
+                 const std::map<std::string, std::vector<float>>& input_mean, const AlgoWeights& algo) {
     std::unordered_map<std::string, std::string> done;  // weight name -> replacement
     for (const auto& use : plan.weights) {
       ir::Node& node = g_.nodes[use.node];
@@ -106,16 +115,28 @@ class QdqWriter {
         rep.scheme = "fp16";
         rep.sqnr_db = sqnr_db(wt.data<float>(), back.data<float>(), wt.numel());
       } else {
-        auto imp = importance.find(node.inputs[0]);
-        auto q = quantize_weight(wt, use.channel_axis, use.reduction_axis, c_,
-                                 imp == importance.end() ? nullptr : &imp->second);
-        if (!q.ok()) return q.status().with_context(node.describe() + " weight '" + w + "'");
-        rep.scheme = q->scheme;
-        rep.sqnr_db = q->sqnr_db;
-        if (auto mean = input_mean.find(node.inputs[0]); mean != input_mean.end()) {
-          correct_bias(node, use, wt, q->dequantized, mean->second);
-          rep.scheme += " bias-corrected";
+        Expected<QuantizedWeight> q = internal_error("unset");
+        const auto by_algo = algo.find(w);
+        if (by_algo != algo.end()) {
+          // GPTQ / AdaRound chose the codes; their bias correction also
+          // covers the mean shift of the quantized layers before.
+          q = by_algo->second.q;
+          rep.method = by_algo->second.method;
+          rep.method_seconds = by_algo->second.seconds;
+          rep.scheme = q->scheme + " " + rep.method;
+          if (!by_algo->second.bias_delta.empty() && add_to_bias(node, by_algo->second.bias_delta))
+            rep.scheme += " bias-corrected";
+        } else {
+          auto imp = importance.find(node.inputs[0]);
+          q = quantize_weight(wt, use.channel_axis, use.reduction_axis, c_,
+                              imp == importance.end() ? nullptr : &imp->second);
+          if (!q.ok()) return q.status().with_context(node.describe() + " weight '" + w + "'");
+          rep.method = "rtn";
+          rep.scheme = q->scheme;
+          if (auto mean = input_mean.find(node.inputs[0]); mean != input_mean.end())
+            if (correct_bias(node, use, wt, q->dequantized, mean->second)) rep.scheme += " bias-corrected";
         }
+        rep.sqnr_db = q->sqnr_db;
         const auto s = q->scale.to_float_vector();
         const auto z = q->zero_point.to_int64_vector();
         rep.scale_min = *std::min_element(s.begin(), s.end());
@@ -322,7 +343,7 @@ class QdqWriter {
 Status write_qdq(ir::Model& m, const QuantPlan& plan, const CalibrationFacts& facts, const QuantConfig& config,
                  QuantReport& report) {
   QdqWriter w(m, config, report);
-  QTK_RETURN_IF_ERROR(w.weights(plan, facts.importance, facts.input_mean));
+  QTK_RETURN_IF_ERROR(w.weights(plan, facts.importance, facts.input_mean, facts.algo_weights));
   if (config.activations == ActivationMode::kStatic) QTK_RETURN_IF_ERROR(w.biases(plan, facts.ranges));
   if (config.activations != ActivationMode::kWeightOnly) w.activations(plan, facts.ranges, facts.samples);
   return w.finish();

@@ -6,6 +6,7 @@
 #include "ir/graph.h"
 #include "qtk/quantize.h"
 #include "quant/graph/annotate.h"
+#include "quant/algos/weight_method.h"
 #include "quant/graph/calibrate.h"
 
 namespace qtk::quant {
@@ -16,6 +17,7 @@ struct CalibrationFacts {
   std::map<std::string, Tensor> samples;      // one batch per activation, for the report's SQNR
   std::map<std::string, std::vector<float>> importance;  // per-channel E[x^2] of weighted nodes' inputs
   std::map<std::string, std::vector<float>> input_mean;  // per-channel E[x] of the same inputs
+  AlgoWeights algo_weights;  // GPTQ / AdaRound results by weight name: used instead of rounding to nearest
 };
 
 Status write_qdq(ir::Model& m, const QuantPlan& plan, const CalibrationFacts& facts, const QuantConfig& config,

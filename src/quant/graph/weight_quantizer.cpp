@@ -37,8 +37,10 @@ double group_error(const std::vector<float>& vals, const std::vector<float>& wei
   return err;
 }
 
-QParams choose_params(const std::vector<float>& vals, const std::vector<float>& weights, QFormat f,
-                      const QuantConfig& c) {
+}  // namespace
+
+QParams choose_weight_params(const std::vector<float>& vals, const std::vector<float>& weights, QFormat f,
+                             const QuantConfig& c) {
   float lo = 0.f, hi = 0.f;
   for (float v : vals) {
     lo = std::min(lo, v);
@@ -59,6 +61,8 @@ QParams choose_params(const std::vector<float>& vals, const std::vector<float>& 
   }
   return best;
 }
+
+namespace {
 
 std::string describe(const QuantConfig& c, const ParamLayout& layout, int axis, bool weighted) {
   std::string s = traits(c.weight_format).name;
@@ -109,7 +113,7 @@ Expected<QuantizedWeight> quantize_weight(const Tensor& w, int channel_axis, int
     weights[g].push_back(importance ? (*importance)[along_k.index_of(i)] : 1.f);
   }
   std::vector<QParams> params(groups.size());
-  for (size_t g = 0; g < groups.size(); ++g) params[g] = choose_params(groups[g], weights[g], f, config);
+  for (size_t g = 0; g < groups.size(); ++g) params[g] = choose_weight_params(groups[g], weights[g], f, config);
 
   const Shape pshape = q.layout.param_shape(w.shape(), q.axis);
   q.scale = Tensor(DType::kFloat32, pshape);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "qtk/quantize.h"
+#include "quant/schemes/linear.h"
 #include "quant/schemes/param_layout.h"
 
 namespace qtk::quant {
@@ -26,6 +27,13 @@ struct QuantizedWeight {
 // the reduction axis multiplies. The clipping search then minimises the
 // expected output error sum_k E[x_k^2] (w_k - q_k)^2 instead of the plain
 // weight error, so weights that meet large inputs are kept precise.
+// (scale, zero point) for one parameter group's values under the config's
+// format, symmetry and mapping: min/max, or the error-weighted clipping
+// search (weights: per value, e.g. E[x^2] of the input it multiplies).
+// Exposed for algorithms that fit groups one at a time (GPTQ).
+QParams choose_weight_params(const std::vector<float>& vals, const std::vector<float>& weights, QFormat f,
+                             const QuantConfig& c);
+
 Expected<QuantizedWeight> quantize_weight(const Tensor& w, int channel_axis, int reduction_axis,
                                           const QuantConfig& config,
                                           const std::vector<float>* importance = nullptr);

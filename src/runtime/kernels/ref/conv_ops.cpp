@@ -1,22 +1,25 @@
 // Conv and ConvTranspose (float32) over 1-D, 2-D and 3-D (and higher)
 // spatial inputs, with groups, strides, dilations, pads and auto_pad.
 //
-// Conv is one sgemm per (image, group): Y_g[Mg, P] = W_g[Mg, K] * col[K, P]
-// with K = Cg * prod(kernel) and P = prod(output spatial). The weights are
-// packed for sgemm once per run and shared by the batch; each image is packed
-// as B directly (1x1, stride 1, no pads), as shifted views of the zero-padded
-// input grid (other stride-1 windows: no im2col), or by im2col (strided). A
-// depthwise Conv (one input channel per group) is a direct window loop.
+// Conv is one implicit GEMM per (image, group): Y_g[Mg, P] = W_g[Mg, K] *
+// col[K, P] + bias, with K = Cg * prod(kernel) and P = prod(output spatial),
+// where col is never built: each image is copied into a zero-padded buffer,
+// split by stride phase, of which col's rows are shifted views (im2col.h,
+// x86/sconv_implicit_gemm.h). Constant weights are packed once, when the
+// session is built; others once per run. A depthwise Conv (one input channel
+// per group) is a direct window loop.
 // ConvTranspose is the adjoint: col[Mg*k, Q] = W_g^T * X_g, then col2im.
 #include <algorithm>
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "runtime/kernels/ref/common.h"
 #include "runtime/kernels/ref/im2col.h"
 #include "runtime/kernels/ref/sgemm.h"
+#include "runtime/kernels/x86/sconv_implicit_gemm.h"
 #include "runtime/op_registry.h"
 #include "runtime/thread_pool.h"
 
@@ -60,12 +63,6 @@ float* column_scratch(int64_t floats) {
 
 // The calling thread's packed weights (read by every task of the run).
 float* weight_scratch(int64_t floats) {
-  thread_local AlignedFloats buf;
-  return buf.get(floats);
-}
-
-// Per-thread GEMM output over the padded grid (stride-1 convolutions).
-float* grid_scratch(int64_t floats) {
   thread_local AlignedFloats buf;
   return buf.get(floats);
 }
@@ -161,7 +158,67 @@ Status check_conv_operands(KernelContext& ctx) {
   return Status::Ok();
 }
 
-Status run_conv(const ConvAttrs& a, KernelContext& ctx) {
+// Packs W [M, Cg, kernel...] for `groups` groups into dst.
+void pack_conv_weights(const float* w, int64_t groups, int64_t mg, int64_t k, SgemmPath path, float* dst) {
+  const int64_t per_group = x86::sconv_packed_weights_floats(mg, k, path);
+  for (int64_t grp = 0; grp < groups; ++grp)
+    x86::sconv_pack_weights(mg, k, w + grp * mg * k, dst + grp * per_group, path);
+}
+
+// The last micro-tile of a grid row reads up to NR - 1 floats past it.
+static_assert(kPaddedImageSlack >= kSgemmMaxPackedBWidth, "padded-image slack must cover a micro-tile");
+
+// What a run needs besides the weights, for one pair of X and W shapes: made
+// on the first run with those shapes and kept (they rarely change).
+struct ConvPlan {
+  Shape key;  // X's shape without N, then W's shape
+  PaddedImage layout;
+  std::vector<x86::SconvRun> runs;  // grid columns -> output positions
+  std::vector<int64_t> tile_runs;
+};
+
+std::shared_ptr<const ConvPlan> make_conv_plan(Shape key, const ConvGeometry& g, int64_t cg, int64_t nr) {
+  auto plan = std::make_shared<ConvPlan>();
+  plan->key = std::move(key);
+  plan->layout = padded_image_layout(g, cg);
+  const PaddedImage& l = plan->layout;
+  x86::sconv_grid_runs(l.row_off, l.ow_n, l.grid_cols, nr, plan->runs, plan->tile_runs);
+  return plan;
+}
+
+class ConvKernel final : public Kernel {
+ public:
+  explicit ConvKernel(ConvAttrs attrs) : attrs_(std::move(attrs)), path_(sgemm_resolve_path(SgemmPath::kAuto)) {}
+
+  // Packs a constant W once, so that runs skip it. Shapes that do not fit are
+  // left to run(), which reports them.
+  void prepack(const Tensor& w) {
+    const int64_t G = attrs_.group;
+    if (w.dtype() != DType::kFloat32 || w.rank() < 3 || w.dim(0) % G != 0) return;
+    if (w.dim(1) == 1 && G > 1 && w.rank() <= 4) return;  // depthwise: the direct loop reads W as is
+    const int64_t mg = w.dim(0) / G, k = w.numel() / std::max<int64_t>(w.dim(0), 1);
+    const int64_t per_group = x86::sconv_packed_weights_floats(mg, k, path_);
+    float* dst = packed_.get(G * per_group);
+    if (dst == nullptr) return;  // runs pack per call instead
+    pack_conv_weights(w.data<float>(), G, mg, k, path_, dst);
+    packed_w_ = w;
+    packed_data_ = dst;
+  }
+
+  Status run(KernelContext& ctx) override;
+
+ private:
+  ConvAttrs attrs_;
+  SgemmPath path_;
+  Tensor packed_w_;  // the W that packed_ holds (shares its storage)
+  AlignedFloats packed_;
+  const float* packed_data_ = nullptr;
+  std::mutex plan_mu_;  // runs of one session may overlap
+  std::shared_ptr<const ConvPlan> plan_;
+};
+
+Status ConvKernel::run(KernelContext& ctx) {
+  const ConvAttrs& a = attrs_;
   QTK_RETURN_IF_ERROR(check_conv_operands(ctx));
   const Tensor& X = ctx.input(0);
   const Tensor& W = ctx.input(1);
@@ -180,7 +237,8 @@ Status run_conv(const ConvAttrs& a, KernelContext& ctx) {
 
   Shape y_shape = {N, M};
   y_shape.insert(y_shape.end(), g.out.begin(), g.out.end());
-  Tensor Y(DType::kFloat32, y_shape);
+  // Every path below writes every element of Y.
+  Tensor Y = Tensor::uninitialized(DType::kFloat32, y_shape);
   const int64_t Cg = C / G, Mg = M / G;
   const int64_t Q = g.in_size(), P = g.out_size(), K = Cg * g.kernel_size();
   const float* x = X.data<float>();
@@ -204,72 +262,54 @@ Status run_conv(const ConvAttrs& a, KernelContext& ctx) {
     return Status::Ok();
   }
 
-  // How each image becomes the GEMM's packed B:
-  //  - 1x1, stride 1, no pads: the image already is the column matrix;
-  //  - other stride-1 windows: the padded input grid's shifted views (no
-  //    im2col), the GEMM then covering grid columns of which the output
-  //    positions are kept;
-  //  - the rest: im2col into the packed layout.
-  bool pointwise = true;
-  for (int i = 0; i < g.rank(); ++i)
-    pointwise = pointwise && g.kernel[i] == 1 && g.strides[i] == 1 && g.pads_begin[i] == 0 && g.pads_end[i] == 0;
-  ShiftedColumns shifted;
-  const bool use_shifted = !pointwise && shifted_columns(g, shifted);
-  const int64_t gemm_cols = use_shifted ? shifted.cols : P;
-  const int64_t col_floats = sgemm_packed_b_floats(K, gemm_cols) + kIm2colPackedSlack;
+  // The weights: packed at session build when W is a constant, else now.
+  const int64_t w_floats = x86::sconv_packed_weights_floats(Mg, K, path_);
+  const float* packed_w = packed_data_;
+  if (!packed_w_.defined() || packed_w_.raw() != W.raw() || packed_w_.shape() != W.shape()) {
+    float* scratch = weight_scratch(G * w_floats);
+    if (scratch == nullptr) return scratch_error(G * w_floats);
+    pack_conv_weights(w, G, Mg, K, path_, scratch);
+    packed_w = scratch;
+  }
 
-  // The weights are packed once per run and shared by every image.
-  const int64_t w_floats = sgemm_packed_a_floats(Mg, K);
-  float* packed_w = weight_scratch(G * w_floats);
-  if (packed_w == nullptr) return scratch_error(G * w_floats);
-  for (int64_t grp = 0; grp < G; ++grp) sgemm_pack_a(false, Mg, K, w + grp * Mg * K, K, packed_w + grp * w_floats);
+  // Each (image, group) is copied into a zero-padded, stride-phase-split
+  // buffer whose shifted views are the GEMM's B operand (im2col.h,
+  // x86/sconv_implicit_gemm.h); only the grid columns that are output
+  // positions are stored.
+  const int64_t nr = x86::sconv_tile(path_).nr;
+  Shape key(X.shape().begin() + 1, X.shape().end());
+  key.insert(key.end(), W.shape().begin(), W.shape().end());
+  std::shared_ptr<const ConvPlan> plan;
+  {
+    std::lock_guard<std::mutex> lk(plan_mu_);
+    if (plan_ != nullptr && plan_->key == key) plan = plan_;
+  }
+  if (plan == nullptr) {
+    plan = make_conv_plan(std::move(key), g, Cg, nr);
+    std::lock_guard<std::mutex> lk(plan_mu_);
+    plan_ = plan;
+  }
+  const PaddedImage& layout = plan->layout;
+  const int64_t gemm_cols = layout.grid_cols;
+  const int64_t pad_floats = layout.floats(Cg);
 
   std::atomic<bool> no_memory{false};
   run_tasks(ctx.pool, N * G, Mg * K * gemm_cols, [&](int64_t begin, int64_t end, ThreadPool* inner) {
-    float* col = column_scratch(col_floats);
-    float* grid = use_shifted ? grid_scratch(Mg * gemm_cols) : nullptr;
-    if (col == nullptr || (use_shifted && grid == nullptr)) {
+    float* pad = column_scratch(pad_floats);
+    if (pad == nullptr) {
       no_memory = true;
       return;
     }
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / G, grp = t % G;
-      const float* xg = x + (n * C + grp * Cg) * Q;
-      const float* wg = packed_w + grp * w_floats;
-      float* yg = y + (n * M + grp * Mg) * P;
-      const float* bg = bias != nullptr ? bias + grp * Mg : nullptr;
-      if (use_shifted) {
-        if (!pack_shifted_columns(xg, Cg, g, gemm_cols, kSgemmPackedBWidth, col)) {
-          no_memory = true;
-          return;
-        }
-        sgemm_packed(Mg, gemm_cols, K, 1.f, wg, col, 0.f, grid, gemm_cols, inner);
-        // Keep the grid columns that are output positions, adding the bias.
-        const int64_t rows = static_cast<int64_t>(shifted.row_start.size()), len = shifted.row_len;
-        for (int64_t m = 0; m < Mg; ++m) {
-          const float bv = bg != nullptr ? bg[m] : 0.f;
-          const float* gm = grid + m * gemm_cols;
-          float* ym = yg + m * P;
-          for (int64_t r = 0; r < rows; ++r)
-            for (int64_t i = 0; i < len; ++i) ym[r * len + i] = gm[shifted.row_start[r] + i] + bv;
-        }
-        continue;
-      }
-      if (pointwise) {
-        sgemm_pack_b(false, K, P, xg, P, col);
-      } else if (!im2col_packed(xg, Cg, g, kSgemmPackedBWidth, col)) {
-        no_memory = true;
-        return;
-      }
-      float beta = 0.f;
-      if (bg != nullptr) {  // seed the output with the bias and accumulate onto it
-        for (int64_t m = 0; m < Mg; ++m) std::fill(yg + m * P, yg + (m + 1) * P, bg[m]);
-        beta = 1.f;
-      }
-      sgemm_packed(Mg, P, K, 1.f, wg, col, beta, yg, P, inner);
+      fill_padded_image(x + (n * C + grp * Cg) * Q, Cg, g, layout, pad);
+      x86::sconv_implicit_gemm(Mg, gemm_cols, K, packed_w + grp * w_floats, {pad, layout.k_off.data(), nr},
+                               bias != nullptr ? bias + grp * Mg : nullptr,
+                               {y + (n * M + grp * Mg) * P, P, plan->runs.data(), plan->tile_runs.data()}, inner,
+                               path_);
     }
   });
-  if (no_memory) return scratch_error(col_floats);
+  if (no_memory) return scratch_error(pad_floats);
   ctx.outputs[0] = Y;
   return Status::Ok();
 }
@@ -401,7 +441,11 @@ KernelFactory conv_factory(bool transpose) {
     QTK_ASSIGN_OR_RETURN(ConvAttrs attrs, read_conv_attrs(init.node, transpose));
     if (transpose)
       return make_fn_kernel([attrs](KernelContext& ctx) { return run_conv_transpose(attrs, ctx); });
-    return make_fn_kernel([attrs](KernelContext& ctx) { return run_conv(attrs, ctx); });
+    auto kernel = std::make_unique<ConvKernel>(std::move(attrs));
+    if (init.constant_input) {
+      if (const Tensor* w = init.constant_input(1)) kernel->prepack(*w);
+    }
+    return std::unique_ptr<Kernel>(std::move(kernel));
   };
 }
 

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstring>
 
-#include "runtime/kernels/ref/sgemm.h"
 
 namespace qtk::rt::ref {
 
@@ -105,79 +104,8 @@ std::vector<WinDim> window_dims(const ConvGeometry& g) {
   return dims;
 }
 
-// ---------------------------------------------------------------------------
-// im2col_packed reads a zero-padded copy of the image in which every window
-// lies inside, so the input offset of (row p, column j) splits into a
-// kernel-tap part and an output-position part, k_off[p] + o_off[j], and every
-// copy is unchecked.
-
-struct PaddedPlan {
-  const float* data = nullptr;   // padded image, kIm2colPackedSlack floats of slack at the end
-  std::vector<int64_t> k_off;    // per column-matrix row p: channel + tap offset
-  std::vector<int64_t> row_off;  // per output row (all dims but the last): offset of ow = 0
-  int64_t ow_n = 0, sw = 1;      // output row length and input stride along it
-};
-
 // Padded extent of a dim: the begin pad plus the farthest any window reaches.
 int64_t padded_extent(const WinDim& d) { return std::max(d.in + d.p, (d.out - 1) * d.s + (d.k - 1) * d.d + 1); }
-
-// False if the padded copy cannot be allocated.
-bool make_padded_plan(const float* image, int64_t channels, const ConvGeometry& g, PaddedPlan& plan) {
-  const std::vector<WinDim> dims = window_dims(g);
-  const int nd = static_cast<int>(dims.size());
-  std::vector<int64_t> ext(nd), stride(nd);
-  int64_t plane = 1;
-  for (int t = nd; t-- > 0;) {
-    const WinDim& d = dims[t];
-    ext[t] = padded_extent(d);
-    stride[t] = plane;
-    plane *= ext[t];
-  }
-  thread_local AlignedFloats buf;
-  float* dst = buf.get(channels * plane + kIm2colPackedSlack);
-  if (dst == nullptr) return false;
-  std::fill(dst, dst + channels * plane + kIm2colPackedSlack, 0.f);
-  // Copy each input row (last dim) to its padded place.
-  const int64_t in_row = dims[nd - 1].in, in_plane = g.in_size();
-  const int64_t rows_per_plane = in_row > 0 ? in_plane / in_row : 0;
-  for (int64_t c = 0; c < channels; ++c)
-    for (int64_t r = 0; r < rows_per_plane; ++r) {
-      int64_t off = dims[nd - 1].p;
-      for (int64_t rem = r, t = nd - 2; t >= 0; --t) {
-        off += (rem % dims[t].in + dims[t].p) * stride[t];
-        rem /= dims[t].in;
-      }
-      std::memcpy(dst + c * plane + off, image + c * in_plane + r * in_row, static_cast<size_t>(in_row) * 4);
-    }
-  plan.data = dst;
-  // k_off: channel-major, then row-major kernel taps (the column-matrix row order).
-  int64_t taps = 1;
-  for (const WinDim& d : dims) taps *= d.k;
-  plan.k_off.resize(channels * taps);
-  for (int64_t c = 0; c < channels; ++c)
-    for (int64_t tap = 0; tap < taps; ++tap) {
-      int64_t off = c * plane;
-      for (int64_t rem = tap, t = nd - 1; t >= 0; --t) {
-        off += (rem % dims[t].k) * dims[t].d * stride[t];
-        rem /= dims[t].k;
-      }
-      plan.k_off[c * taps + tap] = off;
-    }
-  // row_off: every output position but the last dim.
-  plan.ow_n = dims[nd - 1].out;
-  plan.sw = dims[nd - 1].s;
-  const int64_t out_rows = plan.ow_n > 0 ? g.out_size() / plan.ow_n : 0;
-  plan.row_off.resize(out_rows);
-  for (int64_t r = 0; r < out_rows; ++r) {
-    int64_t off = 0;
-    for (int64_t rem = r, t = nd - 2; t >= 0; --t) {
-      off += (rem % dims[t].out) * dims[t].s * stride[t];
-      rem /= dims[t].out;
-    }
-    plan.row_off[r] = off;
-  }
-  return true;
-}
 
 // ---------------------------------------------------------------------------
 // col2im walks the column matrix row by row with bounds checks (its image is
@@ -255,97 +183,114 @@ void for_each_row(const ConvGeometry& g, int64_t channels, float* image, RowFn&&
 
 }  // namespace
 
-bool im2col_packed(const float* image, int64_t channels, const ConvGeometry& g, int64_t nr, float* packed) {
-  PaddedPlan plan;
-  if (!make_padded_plan(image, channels, g, plan)) return false;
-  const int64_t cols = g.out_size(), rows = static_cast<int64_t>(plan.k_off.size());
-  // Sliver by sliver so the writes are sequential. A sliver's nr columns are a
-  // few runs along output rows; with stride 1 each run is copied as a whole
-  // 16-float block. The part of a block past its run lands on slots that a
-  // later run (or row, or sliver) writes, or in the slack: the packed matrix
-  // is filled in address order, so the last write to every slot is the right one.
-  struct Run {
-    int64_t src_off, len, within;
-  };
-  std::vector<Run> runs;
-  for (int64_t s0 = 0; s0 < cols; s0 += nr) {
-    runs.clear();
-    for (int64_t j = s0; j < std::min(cols, s0 + nr);) {
-      const int64_t r = j / plan.ow_n, ow = j - r * plan.ow_n;
-      const int64_t len = std::min(plan.ow_n - ow, s0 + nr - j);
-      runs.push_back({plan.row_off[r] + ow * plan.sw, len, j - s0});
-      j += len;
-    }
-    float* sliver = packed + (s0 / nr) * rows * nr;
-    for (int64_t p = 0; p < rows; ++p) {
-      const float* base = plan.data + plan.k_off[p];
-      float* dst = sliver + p * nr;
-      for (const Run& run : runs) {
-        const float* src = base + run.src_off;
-        float* out = dst + run.within;
-        if (plan.sw == 1) {
-          for (int64_t t = 0; t < run.len; t += kIm2colPackedSlack)
-            std::memcpy(out + t, src + t, kIm2colPackedSlack * sizeof(float));
-        } else {
-          for (int64_t t = 0; t < run.len; ++t) out[t] = src[t * plan.sw];
-        }
-      }
-    }
-  }
-  // Zero the columns of the last sliver past the end.
-  if (cols % nr != 0) {
-    float* last = packed + (cols / nr) * rows * nr;
-    for (int64_t p = 0; p < rows; ++p) std::fill(last + p * nr + cols % nr, last + (p + 1) * nr, 0.f);
-  }
-  return true;
-}
-
-bool shifted_columns(const ConvGeometry& g, ShiftedColumns& sc) {
-  for (int64_t s : g.strides)
-    if (s != 1) return false;
-  // The grid index of an output position is its input offset in the padded
-  // image (stride 1).
+PaddedImage padded_image_layout(const ConvGeometry& g, int64_t channels) {
   const std::vector<WinDim> dims = window_dims(g);
   const int nd = static_cast<int>(dims.size());
-  int64_t plane = 1;
-  std::vector<int64_t> stride(nd);
+  // Per dim: phase-plane extent ceil(padded extent / stride), the stride of
+  // an index within a phase plane, and of a phase among the phase planes.
+  std::vector<int64_t> ext(nd), stride(nd), phase_stride(nd);
+  int64_t phase_plane = 1, phases = 1;
   for (int t = nd; t-- > 0;) {
-    stride[t] = plane;
-    plane *= padded_extent(dims[t]);
+    ext[t] = (padded_extent(dims[t]) + dims[t].s - 1) / dims[t].s;
+    stride[t] = phase_plane;
+    phase_plane *= ext[t];
+    phase_stride[t] = phases;
+    phases *= dims[t].s;
   }
-  sc.row_len = dims[nd - 1].out;
-  const int64_t out_rows = sc.row_len > 0 ? g.out_size() / sc.row_len : 0;
-  sc.row_start.resize(out_rows);
+  PaddedImage l;
+  l.plane = phases * phase_plane;
+  // Where padded position `pos` of dim t lands, relative to its plane.
+  auto place = [&](int t, int64_t pos) {
+    return (pos % dims[t].s) * phase_stride[t] * phase_plane + (pos / dims[t].s) * stride[t];
+  };
+  int64_t taps = 1;
+  for (const WinDim& d : dims) taps *= d.k;
+  l.k_off.resize(channels * taps);
+  for (int64_t c = 0; c < channels; ++c)
+    for (int64_t tap = 0; tap < taps; ++tap) {
+      int64_t off = c * l.plane;
+      for (int64_t rem = tap, t = nd - 1; t >= 0; --t) {
+        off += place(static_cast<int>(t), (rem % dims[t].k) * dims[t].d);
+        rem /= dims[t].k;
+      }
+      l.k_off[c * taps + tap] = off;
+    }
+  l.ow_n = dims[nd - 1].out;
+  const int64_t out_rows = l.ow_n > 0 ? g.out_size() / l.ow_n : 0;
+  l.row_off.resize(out_rows);
   for (int64_t r = 0; r < out_rows; ++r) {
     int64_t off = 0;
     for (int64_t rem = r, t = nd - 2; t >= 0; --t) {
       off += (rem % dims[t].out) * stride[t];
       rem /= dims[t].out;
     }
-    sc.row_start[r] = off;
+    l.row_off[r] = off;
   }
-  sc.cols = out_rows > 0 ? sc.row_start.back() + sc.row_len : 0;
-  return true;
+  l.grid_cols = out_rows > 0 ? l.row_off.back() + l.ow_n : 0;
+  const WinDim& last = dims[nd - 1];
+  l.in_row_len = last.in;
+  l.last_pad = last.p;
+  l.last_stride = last.s;
+  l.last_phase_stride = phase_plane;  // phase_stride of the last dim is 1
+  const int64_t in_rows = l.in_row_len > 0 ? g.in_size() / l.in_row_len : 0;
+  l.in_row_off.resize(in_rows);
+  for (int64_t r = 0; r < in_rows; ++r) {
+    int64_t off = 0;
+    for (int64_t rem = r, t = nd - 2; t >= 0; --t) {
+      off += place(static_cast<int>(t), rem % dims[t].in + dims[t].p);
+      rem /= dims[t].in;
+    }
+    l.in_row_off[r] = off;
+  }
+  return l;
 }
 
-bool pack_shifted_columns(const float* image, int64_t channels, const ConvGeometry& g, int64_t cols, int64_t nr,
-                          float* packed) {
-  PaddedPlan plan;
-  if (!make_padded_plan(image, channels, g, plan)) return false;
-  // Column q of row p is padded[k_off[p] + q]: every sliver row is one
-  // contiguous block (reads stay inside the padded image plus its slack).
-  const int64_t rows = static_cast<int64_t>(plan.k_off.size());
-  for (int64_t s0 = 0; s0 < cols; s0 += nr) {
-    float* sliver = packed + (s0 / nr) * rows * nr;
-    if (nr == kIm2colPackedSlack) {  // the usual width: a fixed-size copy the compiler inlines
-      for (int64_t p = 0; p < rows; ++p)
-        std::memcpy(sliver + p * nr, plan.data + plan.k_off[p] + s0, kIm2colPackedSlack * sizeof(float));
-    } else {
-      for (int64_t p = 0; p < rows; ++p)
-        std::memcpy(sliver + p * nr, plan.data + plan.k_off[p] + s0, static_cast<size_t>(nr) * sizeof(float));
+void fill_padded_image(const float* image, int64_t channels, const ConvGeometry& g, const PaddedImage& layout,
+                       float* dst) {
+  const int64_t in_plane = g.in_size(), in_row = layout.in_row_len;
+  const size_t rows = layout.in_row_off.size();
+  const int64_t s = layout.last_stride, p = layout.last_pad;
+  bool unit_stride = true;
+  for (int64_t st : g.strides) unit_stride = unit_stride && st == 1;
+  if (!unit_stride) {
+    // Zero everything, then scatter the rows (along the last dim too, when
+    // its stride splits a row over phase planes).
+    std::fill(dst, dst + layout.floats(channels), 0.f);
+    for (int64_t c = 0; c < channels; ++c) {
+      float* plane = dst + c * layout.plane;
+      const float* src = image + c * in_plane;
+      for (size_t r = 0; r < rows; ++r, src += in_row) {
+        float* row = plane + layout.in_row_off[r];
+        if (s == 1) {
+          std::memcpy(row + p, src, static_cast<size_t>(in_row) * sizeof(float));
+          continue;
+        }
+        // Padded position i + p goes to phase (i + p) % s at index (i + p) / s:
+        // phase by phase, every s-th input to consecutive slots.
+        for (int64_t ph = 0; ph < s; ++ph) {
+          const int64_t i0 = ((ph - p) % s + s) % s;  // first i with (i + p) % s == ph
+          float* out = row + ph * layout.last_phase_stride + (i0 + p) / s;
+          for (int64_t i = i0; i < in_row; i += s) *out++ = src[i];
+        }
+      }
     }
+    return;
   }
-  return true;
+  // One phase: one pass per plane, each float written once, the zeros before
+  // an input row and then the row (the offsets ascend).
+  for (int64_t c = 0; c < channels; ++c) {
+    float* plane = dst + c * layout.plane;
+    const float* src = image + c * in_plane;
+    int64_t pos = 0;
+    for (size_t r = 0; r < rows; ++r, src += in_row) {
+      const int64_t at = layout.in_row_off[r] + p;
+      std::fill(plane + pos, plane + at, 0.f);
+      std::memcpy(plane + at, src, static_cast<size_t>(in_row) * sizeof(float));
+      pos = at + in_row;
+    }
+    std::fill(plane + pos, plane + layout.plane, 0.f);
+  }
+  std::fill(dst + channels * layout.plane, dst + layout.floats(channels), 0.f);
 }
 
 void col2im(const float* col, int64_t channels, const ConvGeometry& g, float* image) {

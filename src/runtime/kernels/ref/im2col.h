@@ -1,5 +1,6 @@
-// Window geometry shared by Conv, ConvTranspose and the pooling ops, and the
-// im2col / col2im transforms that turn a convolution into one GEMM.
+// Window geometry shared by Conv, ConvTranspose and the pooling ops; the
+// padded, stride-phase-split image copy through which Conv runs as an
+// implicit GEMM; and col2im for ConvTranspose.
 #pragma once
 
 #include <cstdint>
@@ -43,35 +44,42 @@ Status resolve_window_geometry(AutoPad auto_pad, const std::vector<int64_t>& str
                                const std::vector<int64_t>& dilations, const std::vector<int64_t>& pads,
                                bool ceil_mode, ConvGeometry& g);
 
-// The column matrix of `channels` images of shape g.in, K = channels *
-// kernel_size rows by P = out_size columns:
-//   col[c * kernel_size + kidx, oidx] = image[c, oidx * strides - pads_begin + kidx * dilations]
-// (0 outside the image), written straight into sgemm's pre-packed B layout
-// (see sgemm_pack_b) with sliver width nr:
-//   packed[(j / nr) * K * nr + p * nr + j % nr] = col[p, j],
-// the last sliver's columns past P zeroed. `packed` needs
-// sgemm_packed_b_floats(K, P) + kIm2colPackedSlack floats: the copies write
-// whole 16-float blocks. Returns false if its scratch cannot be allocated.
-inline constexpr int64_t kIm2colPackedSlack = 16;
-bool im2col_packed(const float* image, int64_t channels, const ConvGeometry& g, int64_t nr, float* packed);
-
-// Stride-1 convolutions skip im2col: on the zero-padded input grid, column q
-// of tap row p is padded[k_off[p] + q], so each packed sliver row is one
-// contiguous block. The GEMM then computes `cols` grid columns, of which
-// output row r (all dims but the last) is columns [row_start[r],
-// row_start[r] + row_len); the others are discarded.
-struct ShiftedColumns {
-  int64_t cols = 0;
-  int64_t row_len = 0;
-  std::vector<int64_t> row_start;
+// Convolutions read a zero-padded copy of the image in which every window
+// lies inside, so no read needs a bounds check, split by stride phase: along a
+// dim of stride s, padded position q * s + r lands in phase plane r at index q.
+// Output position o then reads tap k at phase (k * d) % s, index
+// o + (k * d) / s: for every stride, the taps of consecutive outputs are
+// consecutive floats. So with
+//   k_off[p]   the offset of tap row p (channel-major, then row-major taps),
+//   row_off[r] the offset of output row r (all dims but the last) in a phase plane,
+// input element (p, o) of output o = (r, ow) is padded[k_off[p] + row_off[r] + ow]:
+// the convolution is a GEMM over the "grid" of columns [0, grid_cols) in
+// which output row r is columns [row_off[r], row_off[r] + ow_n) and the
+// other columns (between the end of a row and the start of the next) are
+// computed but dropped. The layout is
+// computed once per geometry; each image is then copied in with
+// fill_padded_image. Stride 1 is the one-phase case: a plainly padded copy.
+inline constexpr int64_t kPaddedImageSlack = 32;  // >= every micro-tile width
+struct PaddedImage {
+  int64_t plane = 0;                // floats per channel (all phase planes)
+  std::vector<int64_t> k_off;       // per tap row p of `channels` channels
+  std::vector<int64_t> row_off;     // per output row
+  int64_t ow_n = 0;                 // outputs per row
+  int64_t grid_cols = 0;            // row_off.back() + ow_n
+  // How fill_padded_image places the input: element i of input row r (all
+  // dims but the last) lands at in_row_off[r] + ((i + last_pad) % last_stride)
+  // * last_phase_stride + (i + last_pad) / last_stride.
+  std::vector<int64_t> in_row_off;
+  int64_t in_row_len = 0, last_pad = 0, last_stride = 1, last_phase_stride = 0;
+  // Floats fill_padded_image writes for `channels` channels: the copies and
+  // kPaddedImageSlack zeros after them, which the last micro-tile of a row may read.
+  int64_t floats(int64_t channels) const { return channels * plane + kPaddedImageSlack; }
 };
-// False (and nothing filled) when a stride is not 1.
-bool shifted_columns(const ConvGeometry& g, ShiftedColumns& sc);
-// Packs the K x cols shifted-column matrix in sgemm's packed-B layout (nr <= 16).
-// `packed` needs sgemm_packed_b_floats(K, cols) floats. Returns false if its
-// scratch cannot be allocated.
-bool pack_shifted_columns(const float* image, int64_t channels, const ConvGeometry& g, int64_t cols, int64_t nr,
-                          float* packed);
+PaddedImage padded_image_layout(const ConvGeometry& g, int64_t channels);
+// Copies `channels` images of shape g.in into dst (layout.floats(channels)
+// floats), zeros around and after them.
+void fill_padded_image(const float* image, int64_t channels, const ConvGeometry& g, const PaddedImage& layout,
+                       float* dst);
 
 // The adjoint of im2col, from a plain row-major col[K, P]: adds every entry
 // back into image (which the caller initialises), skipping positions outside

@@ -1,6 +1,8 @@
-// Gemm and MatMul. float32 goes through the blocked sgemm; double and the
-// integer types use a plain loop (integer products wrap like ONNX Runtime's).
+// Gemm and MatMul. float32 goes through the blocked sgemm, with a constant B
+// (the weights) packed once at session build; double and the integer types
+// use a plain loop (integer products wrap like ONNX Runtime's).
 #include <algorithm>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -62,6 +64,38 @@ struct GemmAttrs {
   bool trans_a = false, trans_b = false;
 };
 
+// A float32 B (Gemm's or MatMul's weights) packed once, at session build,
+// when it is an initializer. Runs use it only while their B is that very
+// tensor (same storage and shape); anything else takes the plain path.
+class PackedB {
+ public:
+  // op(B) = B or B^T of a 2-D float32 constant.
+  void pack(const Tensor& b, bool trans_b) {
+    if (b.dtype() != DType::kFloat32 || b.rank() != 2 || b.numel() == 0) return;
+    const int64_t k = trans_b ? b.dim(1) : b.dim(0), n = trans_b ? b.dim(0) : b.dim(1);
+    float* dst = buf_.get(sgemm_packed_b_floats(k, n, path_));
+    if (dst == nullptr) return;
+    sgemm_pack_b(trans_b, k, n, b.data<float>(), b.dim(1), dst, path_);
+    source_ = b;
+    data_ = dst;
+  }
+  // The packed form of b, or null when b is not the packed tensor.
+  const float* find(const Tensor& b) const {
+    return data_ != nullptr && source_.raw() == b.raw() && source_.shape() == b.shape() ? data_ : nullptr;
+  }
+  SgemmPath path() const { return path_; }
+
+ private:
+  SgemmPath path_ = sgemm_resolve_path(SgemmPath::kAuto);
+  Tensor source_;
+  AlignedFloats buf_;
+  const float* data_ = nullptr;
+};
+
+// op(A)[M, K] * B for float32 with B packed: worth it past the few-row case,
+// where sgemm streams B in place without packing anyway.
+bool use_packed_b(const float* packed, int64_t m) { return packed != nullptr && m > detail::kSgemmSmallM; }
+
 template <class T>
 void fill_broadcast_c(const Tensor& c, int64_t m, int64_t n, double beta, T* y) {
   const Shape out = {m, n};
@@ -74,7 +108,7 @@ void fill_broadcast_c(const Tensor& c, int64_t m, int64_t n, double beta, T* y) 
     }
 }
 
-Status run_gemm(const GemmAttrs& at, KernelContext& ctx) {
+Status run_gemm(const GemmAttrs& at, const PackedB& packed_b, KernelContext& ctx) {
   QTK_RETURN_IF_ERROR(expect_inputs(ctx, 2));
   const Tensor& A = ctx.input(0);
   const Tensor& B = ctx.input(1);
@@ -106,21 +140,28 @@ Status run_gemm(const GemmAttrs& at, KernelContext& ctx) {
       return invalid_argument("C " + shape_to_string(cs) + " does not broadcast to [" + std::to_string(M) + ", " +
                               std::to_string(N) + "]");
   }
-  Tensor Y(A.dtype(), {M, N});
   const int64_t lda = A.dim(1), ldb = B.dim(1);
   if (A.dtype() == DType::kFloat32) {
+    Tensor Y = Tensor::uninitialized(DType::kFloat32, {M, N});  // sgemm writes all of it
     float* y = Y.data<float>();
     if (use_c) fill_broadcast_c<float>(*C, M, N, 1.f, y);
-    sgemm(at.trans_a, at.trans_b, M, N, K, at.alpha, A.data<float>(), lda, B.data<float>(), ldb,
-          use_c ? at.beta : 0.f, y, N, ctx.pool);
-  } else {
-    QTK_RETURN_IF_ERROR(dispatch_numeric(A.dtype(), [&](auto tag) {
-      using T = decltype(tag);
-      T* y = Y.data<T>();
-      if (use_c) fill_broadcast_c<T>(*C, M, N, at.beta, y);
-      gemm_loop<T>(at.trans_a, at.trans_b, M, N, K, at.alpha, A.data<T>(), lda, B.data<T>(), ldb, y, N);
-    }));
+    const float beta = use_c ? at.beta : 0.f;
+    if (const float* pb = packed_b.find(B); use_packed_b(pb, M))
+      sgemm_prepacked_b(at.trans_a, M, N, K, at.alpha, A.data<float>(), lda, pb, beta, y, N, ctx.pool,
+                        packed_b.path());
+    else
+      sgemm(at.trans_a, at.trans_b, M, N, K, at.alpha, A.data<float>(), lda, B.data<float>(), ldb, beta, y, N,
+            ctx.pool);
+    ctx.outputs[0] = Y;
+    return Status::Ok();
   }
+  Tensor Y(A.dtype(), {M, N});  // zeroed: the loop accumulates into it
+  QTK_RETURN_IF_ERROR(dispatch_numeric(A.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    T* y = Y.data<T>();
+    if (use_c) fill_broadcast_c<T>(*C, M, N, at.beta, y);
+    gemm_loop<T>(at.trans_a, at.trans_b, M, N, K, at.alpha, A.data<T>(), lda, B.data<T>(), ldb, y, N);
+  }));
   ctx.outputs[0] = Y;
   return Status::Ok();
 }
@@ -132,7 +173,11 @@ KernelFactory gemm_factory() {
     at.beta = init.node.attr_float("beta", 1.f);
     at.trans_a = init.node.attr_int("transA", 0) != 0;
     at.trans_b = init.node.attr_int("transB", 0) != 0;
-    return make_fn_kernel([at](KernelContext& ctx) { return run_gemm(at, ctx); });
+    auto packed = std::make_shared<PackedB>();
+    if (init.constant_input) {
+      if (const Tensor* b = init.constant_input(1)) packed->pack(*b, at.trans_b);
+    }
+    return make_fn_kernel([at, packed](KernelContext& ctx) { return run_gemm(at, *packed, ctx); });
   };
 }
 
@@ -141,7 +186,7 @@ KernelFactory gemm_factory() {
 // column [K, 1], with that dim dropped from the result; leading (batch) dims
 // broadcast.
 
-Status run_matmul(KernelContext& ctx) {
+Status run_matmul(const PackedB& packed_b, KernelContext& ctx) {
   QTK_RETURN_IF_ERROR(expect_inputs(ctx, 2));
   const Tensor& A = ctx.input(0);
   const Tensor& B = ctx.input(1);
@@ -168,7 +213,8 @@ Status run_matmul(KernelContext& ctx) {
   Shape y_shape = batch;
   if (!a_vec) y_shape.push_back(M);
   if (!b_vec) y_shape.push_back(N);
-  Tensor Y(A.dtype(), y_shape);
+  // float32 writes every element; the integer loops accumulate into zeros.
+  Tensor Y = A.dtype() == DType::kFloat32 ? Tensor::uninitialized(A.dtype(), y_shape) : Tensor(A.dtype(), y_shape);
   const int64_t nbatch = shape_numel(batch);
   if (Y.numel() == 0) {
     ctx.outputs[0] = Y;
@@ -190,7 +236,10 @@ Status run_matmul(KernelContext& ctx) {
       // B is shared by every batch and A's batches are contiguous when A is
       // not itself broadcast: one tall GEMM [nbatch*M, K] x [K, N].
       if (shape_numel(a_batch) == nbatch) {
-        sgemm(false, false, nbatch * M, N, K, 1.f, a, K, b, N, 0.f, y, N, ctx.pool);
+        if (const float* pb = packed_b.find(B); use_packed_b(pb, nbatch * M))
+          sgemm_prepacked_b(false, nbatch * M, N, K, 1.f, a, K, pb, 0.f, y, N, ctx.pool, packed_b.path());
+        else
+          sgemm(false, false, nbatch * M, N, K, 1.f, a, K, b, N, 0.f, y, N, ctx.pool);
         ctx.outputs[0] = Y;
         return Status::Ok();
       }
@@ -225,8 +274,12 @@ Status run_matmul(KernelContext& ctx) {
 
 void register_linalg_ops(OpRegistry& r) {
   r.add("Gemm", gemm_factory());
-  r.add("MatMul", [](const KernelInit&) -> Expected<std::unique_ptr<Kernel>> {
-    return make_fn_kernel([](KernelContext& ctx) { return run_matmul(ctx); });
+  r.add("MatMul", [](const KernelInit& init) -> Expected<std::unique_ptr<Kernel>> {
+    auto packed = std::make_shared<PackedB>();
+    if (init.constant_input) {
+      if (const Tensor* b = init.constant_input(1)) packed->pack(*b, false);
+    }
+    return make_fn_kernel([packed](KernelContext& ctx) { return run_matmul(*packed, ctx); });
   });
 }
 

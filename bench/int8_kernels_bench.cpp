@@ -1,0 +1,265 @@
+// Int8 kernel throughput against the machine's measured int8 peak.
+//
+// First the peak probes, measured in the same run: the u8 x s8 idiom
+// vpmaddubsw -> vpmaddwd -> vpaddd on independent register accumulators (no
+// memory), on 1 and on 2 threads at once ("peak/idiom/threads:T"); and, for
+// reference, the instructions of qtk's two exact tiers (see
+// docs/integer-semantics.md, "Optimized x86 kernels"): vpmaddwd -> vpaddd
+// ("peak/int16", the AVX2 tier) and AVX-512 vpdpbusd ("peak/vnni512", where
+// the CPU has it). Then GEMM (uint8 A x packed int8 B -> requantized uint8 codes,
+// per-column multipliers) for 64x1024x1024, 256x256x256, 1024x1024x1024 and
+// 1x1024x1024 (GEMV), and QLinearConv 3x3 1x64x56x56 -> 64 (pad 1) and
+// depthwise 3x3 1x144x56x56 (pad 1) through the kernel a session would pick
+// (OpRegistry::global()), each at 1 and 2 threads.
+//
+// Counters: GOP/s (2 ops per multiply-add) and pct_peak, the percentage of
+// the idiom probe's best GOP/s on the same number of threads. The label names
+// the kernel tier that ran (QTK_QGEMM_NO_VNNI=1 selects the AVX2 tier on a
+// VNNI machine, QTK_QGEMM_SCALAR=1 the portable one).
+//
+// usage: qtk_int8_kernels_bench [google benchmark flags]
+//   e.g. --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "runtime/kernel.h"
+#include "runtime/kernels/x86/qgemm.h"
+#include "runtime/op_registry.h"
+#include "runtime/thread_pool.h"
+
+namespace {
+
+using namespace qtk;
+using namespace qtk::rt;
+
+// ---------------------------------------------------------------------------
+// Peak probes (x86-64 with AVX2 only).
+
+#if defined(__x86_64__)
+// 8 independent chains of maddubsw (32 u8 x s8 products, pair sums) -> maddwd
+// by ones -> add: 8 x 64 int8 ops per iteration.
+#define QTK_IDIOM(t, acc)                                                              \
+  "vpmaddubsw %%ymm1, %%ymm0, %%" #t "\n\t vpmaddwd %%ymm2, %%" #t ", %%" #t "\n\t " \
+  "vpaddd %%" #t ", %%" #acc ", %%" #acc "\n\t"
+__attribute__((target("avx2"), noinline)) void probe_idiom(int64_t iterations) {
+  __asm__ volatile(
+      "vpcmpeqb %%ymm0, %%ymm0, %%ymm0\n\t vpabsb %%ymm0, %%ymm1\n\t vpabsw %%ymm0, %%ymm2\n\t"
+      "1:\n\t" QTK_IDIOM(ymm11, ymm3) QTK_IDIOM(ymm12, ymm4) QTK_IDIOM(ymm13, ymm5) QTK_IDIOM(ymm14, ymm6)
+          QTK_IDIOM(ymm15, ymm7) QTK_IDIOM(ymm11, ymm8) QTK_IDIOM(ymm12, ymm9) QTK_IDIOM(ymm13, ymm10)
+      "dec %0\n\t jnz 1b\n\t vzeroupper"
+      : "+r"(iterations)
+      :
+      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",
+        "xmm13", "xmm14", "xmm15", "cc");
+}
+constexpr double kIdiomOpsPerIteration = 8 * 64;
+
+// 10 chains of maddwd (16 int16 x int16 products, pair sums) -> add: 10 x 32 ops.
+#define QTK_INT16(t, acc) "vpmaddwd %%ymm1, %%ymm0, %%" #t "\n\t vpaddd %%" #t ", %%" #acc ", %%" #acc "\n\t"
+__attribute__((target("avx2"), noinline)) void probe_int16(int64_t iterations) {
+  __asm__ volatile(
+      "vpcmpeqb %%ymm0, %%ymm0, %%ymm0\n\t vpabsb %%ymm0, %%ymm1\n\t"
+      "1:\n\t" QTK_INT16(ymm13, ymm3) QTK_INT16(ymm14, ymm4) QTK_INT16(ymm15, ymm5) QTK_INT16(ymm13, ymm6)
+          QTK_INT16(ymm14, ymm7) QTK_INT16(ymm15, ymm8) QTK_INT16(ymm13, ymm9) QTK_INT16(ymm14, ymm10)
+              QTK_INT16(ymm15, ymm11) QTK_INT16(ymm13, ymm12)
+      "dec %0\n\t jnz 1b\n\t vzeroupper"
+      : "+r"(iterations)
+      :
+      : "xmm0", "xmm1", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13",
+        "xmm14", "xmm15", "cc");
+}
+constexpr double kInt16OpsPerIteration = 10 * 32;
+
+// 12 independent zmm vpdpbusd accumulators: 12 x 128 ops per iteration.
+#define QTK_VNNI512(acc) "vpdpbusd %%zmm1, %%zmm0, %%" #acc "\n\t"
+__attribute__((target("avx512f,avx512vnni"), noinline)) void probe_vnni512(int64_t iterations) {
+  __asm__ volatile(
+      "vpternlogd $0xff, %%zmm0, %%zmm0, %%zmm0\n\t vpabsb %%zmm0, %%zmm1\n\t"
+      "1:\n\t" QTK_VNNI512(zmm2) QTK_VNNI512(zmm3) QTK_VNNI512(zmm4) QTK_VNNI512(zmm5) QTK_VNNI512(zmm6)
+          QTK_VNNI512(zmm7) QTK_VNNI512(zmm8) QTK_VNNI512(zmm9) QTK_VNNI512(zmm10) QTK_VNNI512(zmm11)
+              QTK_VNNI512(zmm12) QTK_VNNI512(zmm13)
+      "dec %0\n\t jnz 1b\n\t vzeroupper"
+      : "+r"(iterations)
+      :
+      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",
+        "xmm13", "cc");
+}
+constexpr double kVnni512OpsPerIteration = 12 * 128;
+#endif
+
+// GOP/s of `probe` on `threads` threads at once (each runs `iterations`).
+double probe_rate(void (*probe)(int64_t), double ops_per_iteration, int threads, int64_t iterations) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::thread> others;
+  for (int t = 1; t < threads; ++t) others.emplace_back(probe, iterations);
+  probe(iterations);
+  for (auto& t : others) t.join();
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return ops_per_iteration * static_cast<double>(iterations) * threads / s / 1e9;
+}
+
+bool have_avx2() { return x86::qgemm_avx2_supported(); }
+
+// The best of several short runs: noise only ever lowers a peak.
+double idiom_peak(int threads) {
+  static double peak[3] = {0, 0, 0};
+#if defined(__x86_64__)
+  if (peak[threads] == 0 && have_avx2())
+    for (int r = 0; r < 7; ++r) peak[threads] = std::max(peak[threads], probe_rate(probe_idiom, kIdiomOpsPerIteration, threads, 4000000));
+#endif
+  return peak[threads];
+}
+
+enum class Probe { kIdiom, kInt16, kVnni512 };
+
+void BM_peak(benchmark::State& state, Probe probe) {
+#if defined(__x86_64__)
+  if (!have_avx2() || (probe == Probe::kVnni512 && !x86::qgemm_avx512_vnni_supported())) {
+    state.SkipWithError("not supported by this CPU");
+    return;
+  }
+  const int threads = static_cast<int>(state.range(0));
+  double rate = 0;
+  for (auto _ : state)
+    rate = probe == Probe::kIdiom   ? probe_rate(probe_idiom, kIdiomOpsPerIteration, threads, 4000000)
+           : probe == Probe::kInt16 ? probe_rate(probe_int16, kInt16OpsPerIteration, threads, 4000000)
+                                    : probe_rate(probe_vnni512, kVnni512OpsPerIteration, threads, 2000000);
+  state.counters["GOP/s"] = rate;
+  state.counters["pct_peak"] = 100.0 * rate / idiom_peak(threads);
+#else
+  state.SkipWithError("x86-64 only");
+#endif
+}
+
+// Wall-clock GOP/s of the timed loop (started by the caller) and its share
+// of the idiom peak on as many threads.
+void report(benchmark::State& state, double ops_per_iteration, int threads,
+            std::chrono::steady_clock::time_point start) {
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double rate = ops_per_iteration * static_cast<double>(state.iterations()) / s / 1e9;
+  state.counters["GOP/s"] = rate;
+  const double peak = idiom_peak(threads);
+  if (peak > 0) state.counters["pct_peak"] = 100.0 * rate / peak;
+  state.SetLabel(x86::qgemm_path_name(x86::qgemm_resolve_path(x86::QgemmPath::kAuto)));
+}
+
+std::vector<uint8_t> random_bytes(int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> v(static_cast<size_t>(n));
+  for (auto& x : v) x = static_cast<uint8_t>(rng() >> 24);
+  return v;
+}
+
+// ---------------------------------------------------------------------------
+// GEMM: uint8 A [M, K] x int8 B [K, N] (packed once) -> uint8 codes.
+
+void BM_gemm(benchmark::State& state) {
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  const int threads = static_cast<int>(state.range(3));
+  const auto a = random_bytes(m * k, 1), b = random_bytes(k * n, 2);
+  x86::QgemmPackedB packed;
+  x86::qgemm_pack_b({b.data(), true, n, 1}, k, n, {0}, packed);
+  std::vector<quant::FixedPointMultiplier> mult;
+  for (int64_t j = 0; j < n; ++j) mult.push_back(quant::quantize_multiplier(1e-4 * (1 + j % 7)));
+  const x86::QgemmRequant requant = x86::qgemm_make_requant(mult, n, 128, 0, 255);
+  std::vector<uint8_t> y(static_cast<size_t>(m * n));
+  x86::QgemmOutput out;
+  out.kind = x86::QgemmOutputKind::kCodes;
+  out.requant = &requant;
+  out.out = y.data();
+  out.ldo = n;
+  ThreadPool pool(threads);
+  idiom_peak(threads);  // measured before timing starts
+  const auto start = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    x86::qgemm(m, {a.data(), false, k, 1}, 3, packed, out, &pool);
+    benchmark::DoNotOptimize(y.data());
+  }
+  report(state, 2.0 * m * n * k, threads, start);
+}
+
+// ---------------------------------------------------------------------------
+// QLinearConv through the kernel a session would use.
+
+struct ConvBench {
+  int64_t c, h, w, oc, group;
+};
+
+void BM_qlinear_conv(benchmark::State& state, ConvBench cb) {
+  const int threads = static_cast<int>(state.range(0));
+  std::vector<Tensor> inputs(9);
+  inputs[0] = Tensor(DType::kUInt8, {1, cb.c, cb.h, cb.w});
+  const auto xb = random_bytes(inputs[0].numel(), 3);
+  std::copy(xb.begin(), xb.end(), inputs[0].data<uint8_t>());
+  inputs[1] = Tensor::scalar<float>(0.02f);
+  inputs[2] = Tensor::scalar<uint8_t>(0);
+  inputs[3] = Tensor(DType::kInt8, {cb.oc, cb.c / cb.group, 3, 3});
+  const auto wb = random_bytes(inputs[3].numel(), 4);
+  std::copy(wb.begin(), wb.end(), inputs[3].data<uint8_t>());
+  inputs[4] = Tensor(DType::kFloat32, {cb.oc});
+  for (int64_t i = 0; i < cb.oc; ++i) inputs[4].data<float>()[i] = 0.001f * (1 + i % 5);
+  inputs[5] = Tensor(DType::kInt8, {cb.oc});
+  inputs[6] = Tensor::scalar<float>(0.05f);
+  inputs[7] = Tensor::scalar<uint8_t>(0);
+  inputs[8] = Tensor(DType::kInt32, {cb.oc});
+  ir::Node node;
+  node.op_type = "QLinearConv";
+  for (int i = 0; i < 9; ++i) node.inputs.push_back("in" + std::to_string(i));
+  node.outputs = {"y"};
+  node.attrs = {ir::attr_ints("pads", {1, 1, 1, 1}), ir::attr_int("group", cb.group)};
+  KernelInit init{node, 17, {}, [&](size_t i) -> const Tensor* { return i == 0 ? nullptr : &inputs[i]; }};
+  const KernelFactory* f = OpRegistry::global().find("", "QLinearConv", 17);
+  auto kernel = (*f)(init);
+  if (!kernel.ok()) {
+    state.SkipWithError(kernel.status().message().c_str());
+    return;
+  }
+  ThreadPool pool(threads);
+  KernelContext ctx;
+  for (auto& t : inputs) ctx.inputs.push_back(&t);
+  ctx.pool = &pool;
+  idiom_peak(threads);
+  const auto start = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    ctx.outputs.assign(1, Tensor());
+    const Status st = (*kernel)->run(ctx);
+    if (!st.ok()) {
+      state.SkipWithError(st.message().c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(ctx.outputs[0].raw());
+  }
+  report(state, 2.0 * cb.oc * (cb.c / cb.group) * 9 * cb.h * cb.w, threads, start);
+  if (cb.group > 1) state.SetLabel("depthwise kernel (qdepthwise_conv.h)");
+}
+
+void thread_args(benchmark::internal::Benchmark* b) {
+  b->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
+}
+
+BENCHMARK_CAPTURE(BM_peak, idiom, Probe::kIdiom)->Apply(thread_args)->Iterations(3);
+BENCHMARK_CAPTURE(BM_peak, int16, Probe::kInt16)->Apply(thread_args)->Iterations(3);
+BENCHMARK_CAPTURE(BM_peak, vnni512, Probe::kVnni512)->Apply(thread_args)->Iterations(3);
+BENCHMARK(BM_gemm)
+    ->ArgNames({"M", "N", "K", "threads"})
+    ->Args({64, 1024, 1024, 1})
+    ->Args({64, 1024, 1024, 2})
+    ->Args({256, 256, 256, 1})
+    ->Args({256, 256, 256, 2})
+    ->Args({1024, 1024, 1024, 1})
+    ->Args({1024, 1024, 1024, 2})
+    ->Args({1, 1024, 1024, 1})
+    ->Args({1, 1024, 1024, 2})
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_qlinear_conv, conv3x3_64x56x56_to_64, ConvBench{64, 56, 56, 64, 1})->Apply(thread_args);
+BENCHMARK_CAPTURE(BM_qlinear_conv, depthwise3x3_144x56x56, ConvBench{144, 56, 56, 144, 144})->Apply(thread_args);
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,45 @@
+// Runs GPTQ or AdaRound over the weights a QuantPlan quantizes, layer after
+// layer: each layer sees the inputs its quantized predecessors produce (the
+// "sequential" / "asymmetric" setting of both papers), so it can make up for
+// their error. Layers are processed in waves by depth (layers at the same
+// depth, such as a residual block's shortcut, share one pass), and each pass
+// runs only the part of the graph in front of them.
+//
+// The result per weight is the QuantizedWeight the QDQ writer consumes, plus
+// an empirical bias correction W E[x_float] - Wq E[x_quantized] per output
+// channel that also removes the mean shift of the layers before.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "ir/graph.h"
+#include "qtk/quantize.h"
+#include "quant/graph/annotate.h"
+#include "quant/graph/weight_quantizer.h"
+
+namespace qtk::quant {
+
+struct AlgoWeight {
+  QuantizedWeight q;
+  std::vector<float> bias_delta;  // per output channel, added to the node's bias; empty: no correction
+  std::string method;             // "gptq" or "adaround" (what ran on this layer)
+  double seconds = 0.0;           // the algorithm on this layer (not the capture passes)
+};
+
+// By weight initializer name. Weights not in the map (unsupported layers,
+// layers that fell back) are rounded to nearest by the writer as before;
+// the reasons are in report.warnings.
+using AlgoWeights = std::map<std::string, AlgoWeight>;
+
+// method: kGptq, kAdaRound, or kAuto: AdaRound on every layer where its
+// cost is moderate, GPTQ on the rest (kRtn: nothing to do). importance: per-channel E[x^2] of the layers'
+// inputs (as calibration measured it), for the clipping search of the
+// scales the algorithms start from.
+Expected<AlgoWeights> run_weight_method(const ir::Model& model, const QuantPlan& plan, const CalibrationData& calib,
+                                        const QuantConfig& config, WeightMethod method,
+                                        const std::map<std::string, std::vector<float>>& importance,
+                                        QuantReport& report);
+
+}  // namespace qtk::quant

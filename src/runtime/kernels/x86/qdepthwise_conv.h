@@ -1,0 +1,39 @@
+// Depthwise 2-D QLinearConv (group == C == M, w [C, 1, kh, kw], constant
+// weights): weights are centred to int16 and requantization parameters are
+// computed once, at session build time; each (image, channel) plane is then
+// one task on the session's pool. An AVX2 path (int16 x int16 -> int32 with
+// vpmaddwd, exact) runs when the CPU has AVX2; a scalar path always builds.
+// Results equal the reference QLinearConv bit for bit
+// (docs/integer-semantics.md), including the int32 clamp of acc + bias.
+#pragma once
+
+#include <memory>
+
+#include "qtk/status.h"
+#include "runtime/kernel.h"
+
+namespace qtk::rt {
+
+// A kernel for this QLinearConv node, or a null pointer when it is not a 2-D
+// depthwise conv with constant weights (the caller then uses another kernel).
+// The returned kernel hands shapes or parameters it cannot take at run time
+// (and every error report) to the reference kernel.
+Expected<std::unique_ptr<Kernel>> try_make_qdepthwise_conv_kernel(const KernelInit& init);
+
+namespace qdw {
+
+enum class Path {
+  kAuto,    // AVX2 when the CPU has it, unless QTK_QDW_SCALAR=1 is set
+  kScalar,  // portable C++
+  kAvx2,    // AVX2; falls back to scalar on CPUs without it
+};
+
+bool avx2_supported();
+const char* path_name(Path p);
+
+// As try_make_qdepthwise_conv_kernel with a forced path (tests, benchmarks).
+Expected<std::unique_ptr<Kernel>> try_make_kernel(const KernelInit& init, Path path);
+
+}  // namespace qdw
+
+}  // namespace qtk::rt

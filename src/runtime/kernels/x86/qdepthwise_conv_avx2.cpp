@@ -1,0 +1,444 @@
+// AVX2 planes of the depthwise QLinearConv. Exact integer arithmetic only:
+// the centred inputs and weights are int16 (|x - x_zp| <= 255), vpmaddwd
+// multiplies pairs of them into int32 sums (never vpmaddubsw, whose int16
+// pair sums saturate), and requantization is the reference's fixed-point
+// rule done in 64-bit lanes. Built with a per-function target attribute;
+// qdepthwise_conv.cpp only calls in here when the CPU reports AVX2.
+//
+// Three ways to form the int32 lane pairs (x at tap a, x at tap b) that
+// vpmaddwd wants, all reading the padded int16 plane:
+//  - stride 1, dilation 1 along W: a 32-bit load at column q holds
+//    (x[q], x[q+1]) = taps (kw, kw+1) of one output, and lane j of it belongs
+//    to output q + 2j. Even and odd outputs use loads one column apart, and
+//    one byte shuffle restores their order at the end. No shuffles per tap.
+//  - stride 2, dilation 1: lane j of the load at column 2o + kw is
+//    (x[2(o+j) + kw], x[2(o+j) + kw + 1]): taps (kw, kw+1) of output o + j.
+//  - anything else: each input row is split into `stride` phases (column
+//    q = stride * i + phase) so that every tap is a contiguous 16-output
+//    load; two taps are interleaved with vpunpck{l,h}wd.
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "runtime/kernels/x86/qdepthwise_conv_internal.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+namespace qtk::rt::qdw {
+
+namespace {
+
+constexpr int64_t kBlock = 16;  // outputs per inner iteration (16 int16 lanes)
+
+int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+enum class Kind { kPairsStride1, kPairsStride2, kPhases };
+
+Kind kind_of(const Geometry& g) {
+  if (g.dil_w == 1 && g.stride_w == 1) return Kind::kPairsStride1;
+  if (g.dil_w == 1 && g.stride_w == 2) return Kind::kPairsStride2;
+  return Kind::kPhases;
+}
+
+// Where the padded plane lives in the scratch buffer: `rows` rows of
+// row_stride int16, each `phases` runs of phase_len (phases == 1: the plain
+// padded row). Widths cover every vector load of the last 16-output block.
+struct Layout {
+  int64_t rows = 0, row_stride = 0, phases = 1, phase_len = 0;
+};
+
+Layout layout_of(const Geometry& g) {
+  Layout l;
+  l.rows = (g.out_h - 1) * g.stride_h + (g.k_h - 1) * g.dil_h + 1;
+  const int64_t owr = round_up(g.out_w, kBlock);
+  const int64_t pair_cols = 2 * ((g.k_w + 1) / 2);
+  switch (kind_of(g)) {
+    case Kind::kPairsStride1: l.phase_len = owr + pair_cols + kBlock; break;
+    case Kind::kPairsStride2: l.phase_len = 2 * owr + pair_cols + kBlock; break;
+    case Kind::kPhases:
+      l.phases = g.stride_w;
+      l.phase_len = owr + ((g.k_w - 1) * g.dil_w) / g.stride_w + 1 + kBlock;
+      break;
+  }
+  l.row_stride = l.phases * l.phase_len;
+  return l;
+}
+
+}  // namespace
+
+// Tells layouts apart in PlaneScratch (the scalar path uses another id).
+PlaneScratch::Key layout_key(const Geometry& g, const Layout& l) {
+  return {1, l.rows, l.row_stride, l.phases, l.phase_len, g.pad_top, g.pad_left, g.in_h, g.in_w, 0};
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+
+namespace {
+
+// Writes the interior of the padded plane; the padding is already zero
+// (PlaneScratch). Rows the windows never read are skipped.
+template <class T>
+__attribute__((target("avx2"))) void build_plane(const Geometry& g, const Layout& l, const T* x, int32_t zp,
+                                                 int16_t* __restrict buf) {
+  const __m256i vzp = _mm256_set1_epi16(static_cast<int16_t>(zp));
+  const int64_t r_lo = std::max<int64_t>(g.pad_top, 0), r_hi = std::min(g.pad_top + g.in_h, l.rows);
+  for (int64_t r = r_lo; r < r_hi; ++r) {
+    int16_t* dst = buf + r * l.row_stride;
+    const T* src_row = x + (r - g.pad_top) * g.in_w;
+    if (l.phases > 1) {  // rare (dilated or stride > 2 along W): scalar split
+      for (int64_t p = 0; p < l.phases; ++p)
+        for (int64_t i = 0; i < l.phase_len; ++i) {
+          const int64_t ic = l.phases * i + p - g.pad_left;
+          if (ic >= 0 && ic < g.in_w)
+            dst[p * l.phase_len + i] = static_cast<int16_t>(static_cast<int32_t>(src_row[ic]) - zp);
+        }
+      continue;
+    }
+    const int64_t lo = std::clamp<int64_t>(g.pad_left, 0, l.row_stride);
+    const int64_t hi = std::clamp<int64_t>(g.pad_left + g.in_w, lo, l.row_stride);
+    const T* src = src_row + (lo - g.pad_left);  // input column of padded column lo
+    int64_t q = lo;
+    const auto convert16 = [&](int64_t at) __attribute__((target("avx2"))) {
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + (at - lo)));
+      const __m256i w = std::is_signed_v<T> ? _mm256_cvtepi8_epi16(b) : _mm256_cvtepu8_epi16(b);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + at), _mm256_sub_epi16(w, vzp));
+    };
+    if (hi - lo >= 16) {
+      for (; q + 16 <= hi; q += 16) convert16(q);
+      if (q < hi) convert16(hi - 16);  // overlaps the previous block; same values
+    } else {
+      for (; q < hi; ++q) dst[q] = static_cast<int16_t>(static_cast<int32_t>(src[q - lo]) - zp);
+    }
+  }
+}
+
+// Requantization constants of one channel, broadcast. The bias rides in the
+// rounding constant: ((acc + bias) << pre) * m + 2^(shift-1)
+//   = (acc << pre) * m + ((bias << pre) * m + 2^(shift-1)),
+// each product below 2^62 in magnitude (vector_exact), the sum below 2^63.
+struct Requant {
+  __m256i mult, round, zp16;
+  __m128i pre, post;
+  bool has_pre;
+};
+
+__attribute__((target("avx2"))) void make_requant(const ChannelParams& p, int32_t y_zp, Requant& q) {
+  const int64_t bias_scaled = static_cast<int64_t>(static_cast<int32_t>(static_cast<uint32_t>(p.bias) << p.pre_shift));
+  q.mult = _mm256_set1_epi32(p.mult.multiplier);
+  q.round = _mm256_set1_epi64x(bias_scaled * p.mult.multiplier + (int64_t{1} << (p.shift - 1)));
+  q.zp16 = _mm256_set1_epi16(static_cast<int16_t>(y_zp));
+  q.pre = _mm_cvtsi32_si128(p.pre_shift);
+  q.post = _mm_cvtsi32_si128(p.shift - 32);
+  q.has_pre = p.pre_shift != 0;
+}
+
+// r = ((acc << pre) * m + round) >> shift per int32 lane, shift >= 32: the
+// high dword of the 64-bit sum, shifted by shift - 32 more (floor of a floor
+// is the floor, so this is one exact rounding).
+__attribute__((target("avx2"))) inline __m256i requant8(__m256i acc, const Requant& q) {
+  if (q.has_pre) acc = _mm256_sll_epi32(acc, q.pre);  // only for multipliers >= 0.5
+  const __m256i odd = _mm256_srli_epi64(acc, 32);
+  const __m256i pe = _mm256_add_epi64(_mm256_mul_epi32(acc, q.mult), q.round);
+  const __m256i po = _mm256_add_epi64(_mm256_mul_epi32(odd, q.mult), q.round);
+  const __m256i r = _mm256_blend_epi32(_mm256_srli_epi64(pe, 32), po, 0xAA);
+  return _mm256_sra_epi32(r, q.post);
+}
+
+// 16 int16 codes (zero point added, saturated) in output order -> 8-bit.
+// Saturating at each narrowing step equals the reference's one clamp, since
+// every value clipped early lies beyond [qmin, qmax] on the same side.
+template <bool kSigned>
+__attribute__((target("avx2"))) inline void store16(__m256i v, uint8_t* __restrict dst, int64_t count) {
+  __m256i b = kSigned ? _mm256_packs_epi16(v, v) : _mm256_packus_epi16(v, v);
+  b = _mm256_permute4x64_epi64(b, 0x08);
+  const __m128i lo = _mm256_castsi256_si128(b);
+  if (count >= kBlock) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), lo);
+  } else {
+    alignas(16) uint8_t t[kBlock];
+    _mm_store_si128(reinterpret_cast<__m128i*>(t), lo);
+    std::memcpy(dst, t, static_cast<size_t>(count));
+  }
+}
+
+// Start of the 16-output block after `o` in a row of out_w >= 16 outputs: the
+// last block is moved back to end at out_w (recomputing a few outputs) so
+// that every store is a whole 16 bytes.
+inline int64_t block_start(int64_t o, int64_t out_w) { return o + kBlock <= out_w ? o : out_w - kBlock; }
+
+inline int32_t pair_bits(int16_t a, int16_t b) {
+  return static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint16_t>(a)) |
+                              (static_cast<uint32_t>(static_cast<uint16_t>(b)) << 16));
+}
+
+__attribute__((target("avx2"))) inline __m256i load16(const int16_t* p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+
+// Up to kMaxPairs weight pairs are broadcast once per plane into locals
+// (registers for the fixed 3x3 / 5x5 instances); more are read as needed.
+constexpr int kMaxPairs = 32;
+
+struct PairWeights {
+  __m256i local[kMaxPairs];
+  const int32_t* bits;
+  bool all_local;
+};
+
+// One 16-output block of one output row for the two "pairs" kinds, starting
+// at output o. Two accumulators:
+//  stride 1: A = outputs o + 2j, B = o + 2j + 1 (loads one column apart);
+//  stride 2: A = outputs o..o+7, B = o+8..o+15 (loads 16 columns apart).
+// (Two blocks per iteration, for more independent chains, spilled registers
+// and measured slower.)
+template <Kind K, int KH_, int KWP_, bool kSigned>
+__attribute__((target("avx2"))) inline void pairs_block(const int16_t* __restrict row0, int64_t dil_step,
+                                                        int64_t kh_n, int64_t kwp_n, const PairWeights& pw,
+                                                        const Requant& q, int64_t o, uint8_t* __restrict yrow,
+                                                        int64_t count) {
+  constexpr int64_t kOffB = K == Kind::kPairsStride1 ? 1 : 16;
+  const int16_t* at = row0 + (K == Kind::kPairsStride1 ? o : 2 * o);
+  __m256i acc_a = _mm256_setzero_si256(), acc_b = acc_a;
+#pragma GCC unroll 8
+  for (int64_t kh = 0; kh < kh_n; ++kh) {
+    const int16_t* row = at + kh * dil_step;
+#pragma GCC unroll 8
+    for (int64_t p = 0; p < kwp_n; ++p) {
+      const int64_t i = kh * kwp_n + p;
+      const __m256i w = pw.all_local ? pw.local[i] : _mm256_set1_epi32(pw.bits[i]);
+      acc_a = _mm256_add_epi32(acc_a, _mm256_madd_epi16(load16(row + 2 * p), w));
+      acc_b = _mm256_add_epi32(acc_b, _mm256_madd_epi16(load16(row + 2 * p + kOffB), w));
+    }
+  }
+  __m256i v = _mm256_packs_epi32(requant8(acc_a, q), requant8(acc_b, q));
+  if constexpr (K == Kind::kPairsStride1) {
+    // words e0 e1 e2 e3 o0 o1 o2 o3 per 128-bit lane -> e0 o0 e1 o1 ...
+    const __m256i interleave = _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,  //
+                                                0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
+    v = _mm256_shuffle_epi8(_mm256_adds_epi16(v, q.zp16), interleave);
+  } else {
+    // packs interleaves 128-bit halves: [0-3 8-11 | 4-7 12-15] -> in order
+    v = _mm256_adds_epi16(_mm256_permute4x64_epi64(v, 0xD8), q.zp16);
+  }
+  store16<kSigned>(v, yrow + o, count);
+}
+
+// The low `count` <= 8 bytes of v (a plain 8-byte store when count is 8,
+// the usual case, rather than a library memcpy).
+__attribute__((target("avx2"))) inline void store8(__m128i v, uint8_t* __restrict dst, int64_t count) {
+  if (count == 8) {
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), v);
+    return;
+  }
+  alignas(16) uint8_t t[16];
+  _mm_store_si128(reinterpret_cast<__m128i*>(t), v);
+  std::memcpy(dst, t, static_cast<size_t>(count));
+}
+
+__attribute__((target("avx2"))) inline __m256i load8x2(const int16_t* lo, const int16_t* hi) {
+  return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lo))),
+                                 _mm_loadu_si128(reinterpret_cast<const __m128i*>(hi)), 1);
+}
+
+// Stride 1: the last <= 8 outputs [o, o + count) of two output rows in one
+// block, row oh in the low 128 bits and row oh + 1 in the high ones (a row
+// of 56 outputs then costs 3.5 blocks instead of 4). Same even/odd split.
+template <int KH_, int KWP_, bool kSigned>
+__attribute__((target("avx2"))) inline void pairs_s1_tails2(const int16_t* __restrict row0, int64_t row_step,
+                                                            int64_t dil_step, int64_t kh_n, int64_t kwp_n,
+                                                            const PairWeights& pw, const Requant& q, int64_t o,
+                                                            uint8_t* __restrict y0, uint8_t* __restrict y1,
+                                                            int64_t count) {
+  __m256i ae = _mm256_setzero_si256(), ao = ae;
+#pragma GCC unroll 8
+  for (int64_t kh = 0; kh < kh_n; ++kh) {
+    const int16_t* lo = row0 + kh * dil_step + o;
+    const int16_t* hi = lo + row_step;
+#pragma GCC unroll 8
+    for (int64_t p = 0; p < kwp_n; ++p) {
+      const int64_t i = kh * kwp_n + p;
+      const __m256i w = pw.all_local ? pw.local[i] : _mm256_set1_epi32(pw.bits[i]);
+      ae = _mm256_add_epi32(ae, _mm256_madd_epi16(load8x2(lo + 2 * p, hi + 2 * p), w));
+      ao = _mm256_add_epi32(ao, _mm256_madd_epi16(load8x2(lo + 2 * p + 1, hi + 2 * p + 1), w));
+    }
+  }
+  const __m256i interleave = _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,  //
+                                              0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
+  __m256i v = _mm256_packs_epi32(requant8(ae, q), requant8(ao, q));
+  v = _mm256_shuffle_epi8(_mm256_adds_epi16(v, q.zp16), interleave);
+  const __m256i b = kSigned ? _mm256_packs_epi16(v, v) : _mm256_packus_epi16(v, v);
+  store8(_mm256_castsi256_si128(b), y0 + o, count);
+  store8(_mm256_extracti128_si256(b, 1), y1 + o, count);
+}
+
+// Stride 2: the last <= 8 outputs of a row need only the first accumulator.
+template <int KH_, int KWP_, bool kSigned>
+__attribute__((target("avx2"))) inline void pairs_s2_tail(const int16_t* __restrict row0, int64_t dil_step,
+                                                          int64_t kh_n, int64_t kwp_n, const PairWeights& pw,
+                                                          const Requant& q, int64_t o, uint8_t* __restrict yrow,
+                                                          int64_t count) {
+  __m256i acc = _mm256_setzero_si256();
+#pragma GCC unroll 8
+  for (int64_t kh = 0; kh < kh_n; ++kh) {
+    const int16_t* row = row0 + kh * dil_step + 2 * o;
+#pragma GCC unroll 8
+    for (int64_t p = 0; p < kwp_n; ++p) {
+      const int64_t i = kh * kwp_n + p;
+      const __m256i w = pw.all_local ? pw.local[i] : _mm256_set1_epi32(pw.bits[i]);
+      acc = _mm256_add_epi32(acc, _mm256_madd_epi16(load16(row + 2 * p), w));
+    }
+  }
+  __m256i v = _mm256_packs_epi32(requant8(acc, q), requant8(acc, q));  // [0-3 0-3 | 4-7 4-7]
+  v = _mm256_adds_epi16(_mm256_permute4x64_epi64(v, 0xD8), q.zp16);    // [0-3 4-7 | ...]
+  const __m256i b = kSigned ? _mm256_packs_epi16(v, v) : _mm256_packus_epi16(v, v);
+  store8(_mm256_castsi256_si128(b), yrow + o, count);
+}
+
+// Stride 1 or 2 along W, dilation 1 along W. KH_ / KWP_ (rows, tap pairs per
+// row) are compile-time for the common kernels so the loops unroll fully;
+// 0 = runtime. Each row is covered by whole 16-output blocks; a remainder
+// of more than 8 takes one more block moved back to end at out_w
+// (recomputing a few outputs, same values), one of at most 8 a half block.
+template <Kind K, int KH_, int KWP_, bool kSigned>
+__attribute__((target("avx2"))) void planes_pairs(const Geometry& g, const Layout& l, const int16_t* __restrict buf,
+                                                  const int32_t* __restrict wbits, const Requant& rq,
+                                                  uint8_t* __restrict y) {
+  const int64_t kh_n = KH_ ? KH_ : g.k_h, kwp_n = KWP_ ? KWP_ : (g.k_w + 1) / 2;
+  const int64_t out_w = g.out_w, out_h = g.out_h, row_step = g.stride_h * l.row_stride;
+  const int64_t dil_step = g.dil_h * l.row_stride;
+  const Requant q = rq;
+  PairWeights pw;
+  pw.bits = wbits;
+  pw.all_local = kh_n * kwp_n <= kMaxPairs;
+  if (pw.all_local)
+    for (int64_t i = 0; i < kh_n * kwp_n; ++i) pw.local[i] = _mm256_set1_epi32(wbits[i]);
+  const int64_t full = out_w / kBlock * kBlock, rest = out_w - full;
+  const bool half_tail = rest > 0 && rest <= kBlock / 2;
+  const int64_t tail_at = std::max<int64_t>(out_w - kBlock / 2, 0), tail_count = out_w - tail_at;
+  for (int64_t oh = 0; oh < out_h; ++oh) {
+    const int16_t* row0 = buf + oh * row_step;
+    uint8_t* yrow = y + oh * out_w;
+    for (int64_t o = 0; o < full; o += kBlock)
+      pairs_block<K, KH_, KWP_, kSigned>(row0, dil_step, kh_n, kwp_n, pw, q, o, yrow, kBlock);
+    if (rest == 0) continue;
+    if (!half_tail) {
+      const int64_t o = std::max<int64_t>(out_w - kBlock, 0);
+      pairs_block<K, KH_, KWP_, kSigned>(row0, dil_step, kh_n, kwp_n, pw, q, o, yrow, out_w - o);
+    } else if constexpr (K == Kind::kPairsStride2) {
+      pairs_s2_tail<KH_, KWP_, kSigned>(row0, dil_step, kh_n, kwp_n, pw, q, tail_at, yrow, tail_count);
+    } else if (oh % 2 == 0) {  // this row's tail and the next one's (or a repeat of this row's)
+      const int64_t next = oh + 1 < out_h ? 1 : 0;
+      pairs_s1_tails2<KH_, KWP_, kSigned>(row0, next * row_step, dil_step, kh_n, kwp_n, pw, q, tail_at, yrow,
+                                          yrow + next * out_w, tail_count);
+    }
+  }
+}
+
+// Any stride / dilation: taps from the phase-split rows, paired by unpacking.
+template <bool kSigned>
+__attribute__((target("avx2"))) void planes_phases(const Geometry& g, const Layout& l, const int16_t* __restrict buf,
+                                                   const int64_t* tap_a, const int64_t* tap_b,
+                                                   const int32_t* __restrict wbits, int64_t pairs, const Requant& rq,
+                                                   uint8_t* __restrict y) {
+  const int64_t out_w = g.out_w, out_h = g.out_h, row_step = g.stride_h * l.row_stride;
+  const Requant q = rq;
+  for (int64_t oh = 0; oh < out_h; ++oh) {
+    const int16_t* base = buf + oh * row_step;
+    uint8_t* yrow = y + oh * out_w;
+    for (int64_t o0 = 0; o0 < out_w; o0 += kBlock) {
+      const int64_t o = out_w < kBlock ? 0 : block_start(o0, out_w);
+      __m256i alo = _mm256_setzero_si256(), ahi = alo;  // outputs [0-3 8-11] and [4-7 12-15]
+      for (int64_t p = 0; p < pairs; ++p) {
+        const __m256i xa = load16(base + tap_a[p] + o), xb = load16(base + tap_b[p] + o);
+        const __m256i w = _mm256_set1_epi32(wbits[p]);
+        alo = _mm256_add_epi32(alo, _mm256_madd_epi16(_mm256_unpacklo_epi16(xa, xb), w));
+        ahi = _mm256_add_epi32(ahi, _mm256_madd_epi16(_mm256_unpackhi_epi16(xa, xb), w));
+      }
+      __m256i v = _mm256_packs_epi32(requant8(alo, q), requant8(ahi, q));  // back in order
+      store16<kSigned>(_mm256_adds_epi16(v, q.zp16), yrow + o, out_w - o);
+    }
+  }
+}
+
+// Weight pairs (w[kh][2p], w[kh][2p+1]) per row as vpmaddwd's int32 lanes,
+// the odd tap paired with 0; k_h * ceil(k_w / 2) of them.
+void row_pairs(const Geometry& g, const int16_t* w, int32_t* out) {
+  const int64_t kwp = (g.k_w + 1) / 2;
+  for (int64_t kh = 0; kh < g.k_h; ++kh)
+    for (int64_t p = 0; p < kwp; ++p) {
+      const int16_t a = w[kh * g.k_w + 2 * p];
+      const int16_t b = 2 * p + 1 < g.k_w ? w[kh * g.k_w + 2 * p + 1] : int16_t{0};
+      out[kh * kwp + p] = pair_bits(a, b);
+    }
+}
+
+template <bool kSigned>
+__attribute__((target("avx2"))) void run_kind(const Geometry& g, const Layout& l, const int16_t* buf,
+                                              const int16_t* w, const Requant& q, uint8_t* y) {
+  const Kind kind = kind_of(g);
+  if (kind == Kind::kPhases) {
+    const int64_t taps = g.k_h * g.k_w, pairs = (taps + 1) / 2;
+    std::vector<int64_t> off(static_cast<size_t>(taps));
+    for (int64_t t = 0; t < taps; ++t) {
+      const int64_t kh = t / g.k_w, kw = t % g.k_w, col = kw * g.dil_w;
+      off[t] = kh * g.dil_h * l.row_stride + (col % g.stride_w) * l.phase_len + col / g.stride_w;
+    }
+    std::vector<int64_t> ta(static_cast<size_t>(pairs)), tb(static_cast<size_t>(pairs));
+    std::vector<int32_t> wv(static_cast<size_t>(pairs));
+    for (int64_t p = 0; p < pairs; ++p) {
+      const bool has_b = 2 * p + 1 < taps;
+      ta[p] = off[2 * p];
+      tb[p] = has_b ? off[2 * p + 1] : off[2 * p];  // any readable column; weight 0
+      wv[p] = pair_bits(w[2 * p], has_b ? w[2 * p + 1] : int16_t{0});
+    }
+    planes_phases<kSigned>(g, l, buf, ta.data(), tb.data(), wv.data(), pairs, q, y);
+    return;
+  }
+  // No heap allocation per plane for the usual kernel sizes.
+  const int64_t n_pairs = g.k_h * ((g.k_w + 1) / 2);
+  int32_t small[2 * kMaxPairs];
+  std::vector<int32_t> large;
+  int32_t* bits = small;
+  if (n_pairs > 2 * kMaxPairs) {
+    large.resize(static_cast<size_t>(n_pairs));
+    bits = large.data();
+  }
+  row_pairs(g, w, bits);
+  const int32_t* wv = bits;
+  constexpr Kind S1 = Kind::kPairsStride1, S2 = Kind::kPairsStride2;
+  if (kind == S1) {
+    if (g.k_h == 3 && g.k_w == 3) return planes_pairs<S1, 3, 2, kSigned>(g, l, buf, wv, q, y);
+    if (g.k_h == 5 && g.k_w == 5) return planes_pairs<S1, 5, 3, kSigned>(g, l, buf, wv, q, y);
+    return planes_pairs<S1, 0, 0, kSigned>(g, l, buf, wv, q, y);
+  }
+  if (g.k_h == 3 && g.k_w == 3) return planes_pairs<S2, 3, 2, kSigned>(g, l, buf, wv, q, y);
+  if (g.k_h == 5 && g.k_w == 5) return planes_pairs<S2, 5, 3, kSigned>(g, l, buf, wv, q, y);
+  return planes_pairs<S2, 0, 0, kSigned>(g, l, buf, wv, q, y);
+}
+
+}  // namespace
+
+__attribute__((target("avx2"))) void run_plane_avx2(const Geometry& g, const PlaneJob& job, PlaneScratch& ps) {
+  const Layout l = layout_of(g);
+  int16_t* scratch = ps.get(layout_key(g, l), static_cast<size_t>(l.rows * l.row_stride + kBlock));
+  if (job.x_signed) build_plane(g, l, static_cast<const int8_t*>(job.x), job.x_zero_point, scratch);
+  else build_plane(g, l, static_cast<const uint8_t*>(job.x), job.x_zero_point, scratch);
+  Requant q;
+  make_requant(*job.params, job.y_zero_point, q);
+  uint8_t* y = static_cast<uint8_t*>(job.y);
+  if (job.y_signed) run_kind<true>(g, l, scratch, job.w, q, y);
+  else run_kind<false>(g, l, scratch, job.w, q, y);
+}
+
+#else  // not x86: never selected (avx2_supported() is false); keeps the link whole.
+
+void run_plane_avx2(const Geometry& g, const PlaneJob& job, PlaneScratch& scratch) {
+  run_plane_scalar(g, job, scratch);
+}
+
+#endif
+
+}  // namespace qtk::rt::qdw

@@ -1,0 +1,409 @@
+// Packing, the output-stage parameters, the scalar kernels and the threaded
+// driver of the int8 GEMM (qgemm.h). The AVX2 kernels are in qgemm_avx2.cpp.
+#include "runtime/kernels/x86/qgemm.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include "runtime/kernels/x86/qgemm_vnni.h"
+#include "runtime/thread_pool.h"
+
+namespace qtk::rt::x86 {
+
+bool qgemm_avx2_supported() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool ok = __builtin_cpu_supports("avx2");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+bool qgemm_avx512_vnni_supported() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vl") &&
+                         __builtin_cpu_supports("avx512vnni") && qgemm_avx2_supported();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+namespace {
+bool env_set(const char* name) {
+  const char* env = std::getenv(name);
+  return env != nullptr && env[0] != '\0' && env[0] != '0';
+}
+}  // namespace
+
+QgemmPath qgemm_resolve_path(QgemmPath p) {
+  static const QgemmPath automatic = [] {
+    if (env_set("QTK_QGEMM_SCALAR")) return QgemmPath::kScalar;
+    if (qgemm_avx512_vnni_supported() && !env_set("QTK_QGEMM_NO_VNNI")) return QgemmPath::kAvx512Vnni;
+    return qgemm_avx2_supported() ? QgemmPath::kAvx2 : QgemmPath::kScalar;
+  }();
+  if (p == QgemmPath::kAuto) return automatic;
+  if (p == QgemmPath::kAvx512Vnni && !qgemm_avx512_vnni_supported()) p = QgemmPath::kAvx2;
+  if (p == QgemmPath::kAvx2 && !qgemm_avx2_supported()) p = QgemmPath::kScalar;
+  return p;
+}
+
+const char* qgemm_path_name(QgemmPath p) {
+  switch (p) {
+    case QgemmPath::kAuto: return "auto";
+    case QgemmPath::kScalar: return "scalar";
+    case QgemmPath::kAvx2: return "avx2";
+    case QgemmPath::kAvx512Vnni: return "avx512vnni";
+  }
+  return "?";
+}
+
+namespace {
+
+// Two int16 values in one packed word: lo (even k) in the low half.
+inline int32_t pair_word(int32_t lo, int32_t hi) {
+  return static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint16_t>(lo)) |
+                              (static_cast<uint32_t>(static_cast<uint16_t>(hi)) << 16));
+}
+
+template <class T>
+void pack_a_tile_typed(const T* base, int64_t stride_i, int64_t stride_j, int64_t m0, int rows, int64_t k,
+                       const int32_t* zp, bool zp_per_row, int32_t* tile) {
+  const int64_t kpairs = qgemm_kpairs(k);
+  for (int i = 0; i < kQgemmMR; ++i) {
+    int32_t* dst = tile + i;
+    if (i >= rows) {
+      for (int64_t q = 0; q < kpairs; ++q) dst[q * kQgemmMR] = 0;
+      continue;
+    }
+    const T* row = base + (m0 + i) * stride_i;
+    const int32_t z = zp[zp_per_row ? m0 + i : 0];
+    const int64_t full = k / 2;
+    if (stride_j == 1) {
+      for (int64_t q = 0; q < full; ++q) dst[q * kQgemmMR] = pair_word(row[2 * q] - z, row[2 * q + 1] - z);
+    } else {
+      for (int64_t q = 0; q < full; ++q)
+        dst[q * kQgemmMR] = pair_word(row[2 * q * stride_j] - z, row[(2 * q + 1) * stride_j] - z);
+    }
+    if (k % 2) dst[full * kQgemmMR] = pair_word(row[(k - 1) * stride_j] - z, 0);
+  }
+}
+
+}  // namespace
+
+namespace detail {
+
+QgemmGrid qgemm_choose_grid(int64_t tiles, int64_t panels, int threads) {
+  // Splits tiles x panels into at most `threads` rectangles, minimising the
+  // largest one (ties: fewer threads).
+  QgemmGrid best;
+  int64_t best_cost = std::numeric_limits<int64_t>::max();
+  for (int64_t tm = 1; tm <= threads; ++tm)
+    for (int64_t tn = 1; tm * tn <= threads; ++tn) {
+      if (tm > tiles || tn > panels) continue;
+      const int64_t cost = ((tiles + tm - 1) / tm) * ((panels + tn - 1) / tn);
+      if (cost < best_cost) {
+        best_cost = cost;
+        best = {tm, tn};
+      }
+    }
+  return best;
+}
+
+void qgemm_pack_a_tile(const QgemmCodes& a, int64_t m0, int rows, int64_t k, const int32_t* zero_points,
+                       bool zp_per_row, int32_t* tile) {
+  if (a.is_signed)
+    pack_a_tile_typed(static_cast<const int8_t*>(a.data), a.stride_i, a.stride_j, m0, rows, k, zero_points,
+                      zp_per_row, tile);
+  else
+    pack_a_tile_typed(static_cast<const uint8_t*>(a.data), a.stride_i, a.stride_j, m0, rows, k, zero_points,
+                      zp_per_row, tile);
+}
+
+void qgemm_ukernel_scalar(int rows, int64_t kpairs, const int32_t* a, const int16_t* b, int32_t* acc) {
+  uint32_t sum[kQgemmMR][kQgemmNR] = {};
+  for (int64_t q = 0; q < kpairs; ++q) {
+    const int32_t* aq = a + q * kQgemmMR;
+    const int16_t* bq = b + q * 2 * kQgemmNR;
+    for (int i = 0; i < rows; ++i) {
+      const int32_t lo = static_cast<int16_t>(aq[i] & 0xffff);
+      const int32_t hi = static_cast<int16_t>(static_cast<uint32_t>(aq[i]) >> 16);
+      for (int j = 0; j < kQgemmNR; ++j) {
+        const int64_t pair = static_cast<int64_t>(lo) * bq[2 * j] + static_cast<int64_t>(hi) * bq[2 * j + 1];
+        sum[i][j] += static_cast<uint32_t>(pair);  // int32 wrap, like vpaddd
+      }
+    }
+  }
+  for (int i = 0; i < rows; ++i)
+    for (int j = 0; j < kQgemmNR; ++j) acc[i * kQgemmNR + j] = static_cast<int32_t>(sum[i][j]);
+}
+
+void qgemm_epilogue_scalar(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0, const QgemmOutput& out) {
+  for (int i = 0; i < mr; ++i) {
+    const int64_t m = m0 + i;
+    for (int j = 0; j < nr; ++j) {
+      const int64_t n = n0 + j;
+      const int64_t ch = out.channel_is_row ? m : n;
+      int32_t v = acc[i * kQgemmNR + j];
+      if (out.bias) {
+        const int32_t b = out.bias[m * out.bias_rs + n * out.bias_cs];
+        if (out.bias_saturates) {
+          const int64_t s = static_cast<int64_t>(v) + b;
+          v = static_cast<int32_t>(std::clamp<int64_t>(s, std::numeric_limits<int32_t>::min(),
+                                                       std::numeric_limits<int32_t>::max()));
+        } else {
+          v = static_cast<int32_t>(static_cast<uint32_t>(v) + static_cast<uint32_t>(b));
+        }
+      }
+      const int64_t o = m * out.ldo + n;
+      switch (out.kind) {
+        case QgemmOutputKind::kInt32: static_cast<int32_t*>(out.out)[o] = v; break;
+        case QgemmOutputKind::kFloat: static_cast<float*>(out.out)[o] = static_cast<float>(v) * out.scale[ch]; break;
+        case QgemmOutputKind::kCodes: {
+          const QgemmRequant& r = *out.requant;
+          const int32_t q = quant::requantize_to_code(v, r.mult[r.mult.size() == 1 ? 0 : ch], r.zero_point, r.qmin,
+                                                      r.qmax);
+          if (out.codes_signed) static_cast<int8_t*>(out.out)[o] = static_cast<int8_t>(q);
+          else static_cast<uint8_t*>(out.out)[o] = static_cast<uint8_t>(q);
+          break;
+        }
+      }
+    }
+  }
+}
+
+QgemmUkernel qgemm_ukernel(QgemmPath resolved) {
+  return resolved == QgemmPath::kScalar ? qgemm_ukernel_scalar : qgemm_ukernel_avx2;
+}
+
+QgemmEpilogue qgemm_epilogue(QgemmPath resolved) {
+  return resolved == QgemmPath::kScalar ? qgemm_epilogue_scalar : qgemm_epilogue_avx2;
+}
+
+}  // namespace detail
+
+struct QgemmPackedB::Lazy {
+  std::once_flag pairs_once, narrow_once, quads_once;
+  AlignedBuffer<int16_t> pairs;
+  AlignedBuffer<uint8_t> narrow;
+  QgemmQuadB quads;
+};
+
+void qgemm_pack_b(const QgemmCodes& b, int64_t k, int64_t n, const std::vector<int32_t>& zero_points,
+                  QgemmPackedB& out) {
+  out.k = k;
+  out.n = n;
+  out.kpairs = qgemm_kpairs(k);
+  out.panels = (n + kQgemmNR - 1) / kQgemmNR;
+  out.is_signed = b.is_signed;
+  out.source = b;
+  out.lazy = std::make_shared<QgemmPackedB::Lazy>();
+  out.zero_points.assign(static_cast<size_t>(out.panels * kQgemmNR), 0);
+  out.any_zero_point = false;
+  for (int64_t j = 0; j < n; ++j) {
+    out.zero_points[static_cast<size_t>(j)] = zero_points[zero_points.size() > 1 ? j : 0];
+    out.any_zero_point = out.any_zero_point || out.zero_points[static_cast<size_t>(j)] != 0;
+  }
+  // The layout the best tier reads, now (prepare time).
+  if (qgemm_resolve_path(QgemmPath::kAuto) == QgemmPath::kAvx512Vnni) out.quads();
+  else out.pairs();
+}
+
+const int16_t* QgemmPackedB::pairs() const {
+  std::call_once(lazy->pairs_once, [this] {
+    const int64_t panel_len = kpairs * 2 * kQgemmNR, len = std::max<int64_t>(panels * panel_len, 1);
+    int16_t* dst = lazy->pairs.get(len);
+    std::memset(dst, 0, static_cast<size_t>(len) * sizeof(int16_t));
+    for (int64_t col = 0; col < n; ++col) {
+      const int32_t z = zero_points[static_cast<size_t>(col)];
+      int16_t* d = dst + (col / kQgemmNR) * panel_len + 2 * (col % kQgemmNR);
+      for (int64_t kk = 0; kk < k; ++kk)
+        d[(kk / 2) * 2 * kQgemmNR + (kk % 2)] = static_cast<int16_t>(source.at(kk, col) - z);
+    }
+  });
+  return lazy->pairs.data();
+}
+
+const uint8_t* QgemmPackedB::narrow() const {
+  std::call_once(lazy->narrow_once, [this] {
+    const int64_t panel_len = kpairs * 2 * kQgemmNR, len = std::max<int64_t>(panels * panel_len, 1);
+    uint8_t* dst = lazy->narrow.get(len);
+    std::memset(dst, 0, static_cast<size_t>(len));
+    for (int64_t col = 0; col < n; ++col) {
+      // Past k: zeros (A is zero there too).
+      uint8_t* d = dst + (col / kQgemmNR) * panel_len + 2 * (col % kQgemmNR);
+      for (int64_t kk = 0; kk < k; ++kk)
+        d[(kk / 2) * 2 * kQgemmNR + (kk % 2)] = static_cast<uint8_t>(source.at(kk, col));
+    }
+  });
+  return lazy->narrow.data();
+}
+
+const QgemmQuadB& QgemmPackedB::quads() const {
+  std::call_once(lazy->quads_once, [this] {
+    QgemmQuadB& q = lazy->quads;
+    q.kquads = qgemm_kquads(k);
+    const int64_t cols = panels * kQgemmNR, panel_len = q.kquads * 4 * kQgemmNR;
+    const int64_t len = std::max<int64_t>(panels * panel_len, 1);
+    int8_t* dst = q.codes.get(len);
+    std::memset(dst, 0, static_cast<size_t>(len));
+    q.colsum.assign(static_cast<size_t>(cols), 0);
+    q.zero_point.assign(static_cast<size_t>(cols), 0);
+    q.any_zero_point = false;
+    const int shift = is_signed ? 0 : 128;  // u8 codes and zero points - 128: signed bytes
+    for (int64_t col = 0; col < n; ++col) {
+      const int32_t zp = zero_points[static_cast<size_t>(col)];
+      q.zero_point[static_cast<size_t>(col)] = zp - shift;
+      q.any_zero_point = q.any_zero_point || zp != shift;
+      int8_t* d = dst + (col / kQgemmNR) * panel_len + 4 * (col % kQgemmNR);
+      int32_t sum = 0;
+      for (int64_t kk = 0; kk < k; ++kk) {
+        const int32_t v = source.at(kk, col) - shift;
+        d[(kk / 4) * 4 * kQgemmNR + kk % 4] = static_cast<int8_t>(v);
+        sum += v;
+      }
+      q.colsum[static_cast<size_t>(col)] = sum;
+    }
+  });
+  return lazy->quads;
+}
+
+void qgemm_pack_a(const QgemmCodes& a, int64_t m, int64_t k, const std::vector<int32_t>& zero_points,
+                  QgemmPackedA& out) {
+  out.m = m;
+  out.k = k;
+  out.kpairs = qgemm_kpairs(k);
+  out.tiles = (m + kQgemmMR - 1) / kQgemmMR;
+  int32_t* dst = out.storage.get(std::max<int64_t>(out.tiles * out.kpairs * kQgemmMR, 1));
+  for (int64_t t = 0; t < out.tiles; ++t)
+    detail::qgemm_pack_a_tile(a, t * kQgemmMR, static_cast<int>(std::min<int64_t>(kQgemmMR, m - t * kQgemmMR)), k,
+                              zero_points.data(), zero_points.size() > 1, dst + t * out.kpairs * kQgemmMR);
+}
+
+QgemmRequant qgemm_make_requant(const std::vector<quant::FixedPointMultiplier>& mult, int64_t channels,
+                                int32_t zero_point, int32_t qmin, int32_t qmax) {
+  QgemmRequant r;
+  r.channels = channels;
+  r.mult = mult;
+  r.zero_point = zero_point;
+  r.qmin = qmin;
+  r.qmax = qmax;
+  // Per channel, for requantize_fixed_point's  r = (acc·m + 2^(n-1)) >> n
+  // without a 64-bit arithmetic shift (AVX2 has none): with the offset 2^62,
+  // u = acc·m + 2^62 + 2^(n-1) is never negative, and u >>> n = r + 2^(62-n)
+  // exactly (2^62 is a multiple of 2^n). Clamping u >>> n to
+  // [qmin - zp, qmax - zp] + 2^(62-n) and adding zp - 2^(62-n) gives the code.
+  const int64_t groups = (std::max<int64_t>(channels, 1) + kQgemmNR - 1) / kQgemmNR * (kQgemmNR / 8);
+  r.lanes.assign(static_cast<size_t>(groups * 48), 0);
+  for (int64_t c = 0; c < groups * 8; ++c) {
+    const quant::FixedPointMultiplier f = mult[mult.size() == 1 || c >= channels ? 0 : c];
+    int n = 31 - f.shift;
+    n = std::clamp(n, 1, 62);
+    const int64_t bias = int64_t{1} << (62 - n);
+    int64_t* g = &r.lanes[(c / 8) * 48];
+    const int lane = static_cast<int>((c % 2) * 4 + (c % 8) / 2);
+    g[0 * 8 + lane] = f.multiplier;
+    g[1 * 8 + lane] = (int64_t{1} << 62) + (int64_t{1} << (n - 1));
+    g[2 * 8 + lane] = n;
+    g[3 * 8 + lane] = qmin - zero_point + bias;
+    g[4 * 8 + lane] = qmax - zero_point + bias;
+    g[5 * 8 + lane] = zero_point - bias;
+  }
+  r.below_one = true;
+  for (const auto& f : mult) r.below_one = r.below_one && f.shift <= 0;
+  r.round_offset.assign(static_cast<size_t>(groups * 8), 0);
+  for (int64_t c = 0; c < groups * 8; ++c) {
+    const quant::FixedPointMultiplier f = mult[mult.size() == 1 || c >= channels ? 0 : c];
+    const int n = std::clamp(31 - f.shift, 1, 62);
+    // -2^(62-n) mod 2^32 (n >= 31 when below_one)
+    r.round_offset[static_cast<size_t>(c)] = static_cast<int32_t>(static_cast<uint32_t>(-(int64_t{1} << (62 - n))));
+  }
+  return r;
+}
+
+namespace {
+
+constexpr int64_t kMinParallelMacs = detail::kQgemmMinParallelMacs;
+// Bytes of packed A a thread keeps per block (L2-resident, re-read per panel).
+constexpr int64_t kABlockBytes = 192 * 1024;
+
+}  // namespace
+
+void qgemm(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const QgemmPackedB& b, const QgemmOutput& out,
+           ThreadPool* pool, QgemmPath path) {
+  if (m <= 0 || b.n <= 0) return;
+  const QgemmPath resolved = qgemm_resolve_path(path);
+  if (resolved == QgemmPath::kAvx512Vnni) return detail::qgemm_vnni(m, a, a_zero_point, b, out, pool);
+  const detail::QgemmUkernel ukernel = detail::qgemm_ukernel(resolved);
+  const detail::QgemmEpilogue epilogue = detail::qgemm_epilogue(resolved);
+  const detail::QgemmPackATile pack_a =
+      resolved == QgemmPath::kAvx2 ? detail::qgemm_pack_a_tile_avx2 : detail::qgemm_pack_a_tile;
+  const int64_t tiles = (m + kQgemmMR - 1) / kQgemmMR, kpairs = b.kpairs, tile_len = kpairs * kQgemmMR;
+  int threads = pool ? pool->size() : 1;
+  if (m * b.n * std::max<int64_t>(b.k, 1) < kMinParallelMacs) threads = 1;
+  const detail::QgemmGrid grid = detail::qgemm_choose_grid(tiles, b.panels, threads);
+  const int64_t block_tiles = std::max<int64_t>(1, kABlockBytes / std::max<int64_t>(tile_len * 4, 1));
+
+  // Few rows: read B's 8-bit copy (half the bytes; B-bandwidth bound).
+  const uint8_t* narrow = resolved == QgemmPath::kAvx2 && m <= kQgemmNarrowMaxRows ? b.narrow() : nullptr;
+  const int16_t* pairs = narrow ? nullptr : b.pairs();
+  auto run_block = [&](int64_t index) {
+    const int64_t bi = index / grid.tn, bj = index % grid.tn;
+    const int64_t t_begin = tiles * bi / grid.tm, t_end = tiles * (bi + 1) / grid.tm;
+    const int64_t p_begin = b.panels * bj / grid.tn, p_end = b.panels * (bj + 1) / grid.tn;
+    thread_local AlignedBuffer<int32_t> a_buffer;
+    alignas(64) int32_t acc[kQgemmMR * kQgemmNR];
+    for (int64_t t0 = t_begin; t0 < t_end; t0 += block_tiles) {
+      const int64_t t1 = std::min(t_end, t0 + block_tiles);
+      int32_t* packed = a_buffer.get((t1 - t0) * tile_len);
+      for (int64_t t = t0; t < t1; ++t)
+        pack_a(a, t * kQgemmMR, static_cast<int>(std::min<int64_t>(kQgemmMR, m - t * kQgemmMR)), b.k, &a_zero_point,
+               false, packed + (t - t0) * tile_len);
+      if (narrow) {  // m <= kQgemmNarrowMaxRows: one tile
+        const int rows = static_cast<int>(m);
+        int32_t row_sum[kQgemmMR] = {};  // Σ_k (a - a_zp) per row, for the B zero points
+        if (b.any_zero_point)
+          for (int64_t q = 0; q < kpairs; ++q)
+            for (int i = 0; i < rows; ++i) {
+              const uint32_t w = static_cast<uint32_t>(packed[q * kQgemmMR + i]);
+              row_sum[i] += static_cast<int16_t>(w & 0xffff) + static_cast<int16_t>(w >> 16);
+            }
+        for (int64_t p = p_begin; p < p_end; ++p) {
+          const int nr = static_cast<int>(std::min<int64_t>(kQgemmNR, b.n - p * kQgemmNR));
+          detail::qgemm_ukernel_narrow_avx2(rows, kpairs, packed, narrow + p * kpairs * 2 * kQgemmNR, b.is_signed,
+                                           acc);
+          if (b.any_zero_point)
+            for (int i = 0; i < rows; ++i)
+              for (int j = 0; j < kQgemmNR; ++j)
+                acc[i * kQgemmNR + j] = static_cast<int32_t>(
+                    static_cast<uint32_t>(acc[i * kQgemmNR + j]) -
+                    static_cast<uint32_t>(b.zero_points[static_cast<size_t>(p * kQgemmNR + j)]) *
+                        static_cast<uint32_t>(row_sum[i]));
+          epilogue(acc, rows, nr, 0, p * kQgemmNR, out);
+        }
+        continue;
+      }
+      for (int64_t p = p_begin; p < p_end; ++p) {
+        const int16_t* panel = pairs + p * kpairs * 2 * kQgemmNR;
+        const int nr = static_cast<int>(std::min<int64_t>(kQgemmNR, b.n - p * kQgemmNR));
+        for (int64_t t = t0; t < t1; ++t) {
+          const int rows = static_cast<int>(std::min<int64_t>(kQgemmMR, m - t * kQgemmMR));
+          ukernel(rows, kpairs, packed + (t - t0) * tile_len, panel, acc);
+          epilogue(acc, rows, nr, t * kQgemmMR, p * kQgemmNR, out);
+        }
+      }
+    }
+  };
+  const int64_t blocks = grid.tm * grid.tn;
+  if (blocks == 1 || pool == nullptr) {
+    for (int64_t i = 0; i < blocks; ++i) run_block(i);
+    return;
+  }
+  pool->parallel_for(blocks, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) run_block(i);
+  });
+}
+
+}  // namespace qtk::rt::x86

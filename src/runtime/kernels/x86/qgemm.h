@@ -1,0 +1,242 @@
+// Exact int8 GEMM for the integer runtime:
+//   acc[m, n] = Σ_k (a[m, k] - a_zp[m]) · (b[k, n] - b_zp[n])     (int32)
+// followed by a fused output stage: + int32 bias, then either the raw int32,
+// a float dequantization, or fixed-point requantization to uint8/int8 codes
+// (bit-identical to quant::requantize_to_code; docs/integer-semantics.md,
+// "Optimized x86 kernels").
+//
+// Why int16: vpmaddubsw (u8 × s8 pairs summed into a saturating int16) would
+// overflow on 8-bit data (255·127·2 > 32767). Both operands are instead packed
+// as int16 with their zero points already subtracted (|v| <= 255) and
+// multiplied with vpmaddwd (int16 pairs -> exact int32), k taken in pairs.
+//
+// Layouts (both zero-padded, 32-byte aligned):
+//   B: ceil(N/NR) panels of NR columns; panel p, k pair q holds NR int32
+//      words, column j's word = (b[2q, j], b[2q+1, j]) as two int16.
+//   A: ceil(M/MR) tiles of MR rows; tile t, k pair q holds MR int32 words,
+//      row i's word = (a[2q, i], a[2q+1, i]).
+// A register-blocked MR x NR micro-kernel (12 int32 accumulators) runs one
+// A tile against one B panel over all of K. AVX2 kernels are picked at run
+// time; portable scalar kernels always build and give identical results.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "quant/schemes/fixed_point.h"
+
+namespace qtk::rt {
+class ThreadPool;
+}
+
+namespace qtk::rt::x86 {
+
+inline constexpr int kQgemmMR = 6;
+inline constexpr int kQgemmNR = 16;
+
+enum class QgemmPath {
+  kAuto,        // the best the CPU has; QTK_QGEMM_SCALAR=1 forces scalar, QTK_QGEMM_NO_VNNI=1 stops at AVX2
+  kScalar,      // portable C++
+  kAvx2,        // AVX2 int16 kernels (scalar without AVX2)
+  kAvx512Vnni,  // AVX-512 VNNI kernels, qgemm_vnni.h (AVX2 without them)
+};
+bool qgemm_avx2_supported();
+bool qgemm_avx512_vnni_supported();
+// kAuto -> the path it resolves to; a path the CPU lacks -> the next one down.
+QgemmPath qgemm_resolve_path(QgemmPath p);
+const char* qgemm_path_name(QgemmPath p);
+
+// A growable, 64-byte aligned buffer of T (contents are not kept on growth).
+template <class T>
+class AlignedBuffer {
+ public:
+  T* get(int64_t count) {
+    if (count > capacity_ || !buf_) {
+      const size_t bytes = (static_cast<size_t>(count > 0 ? count : 1) * sizeof(T) + 63) / 64 * 64;
+      buf_.reset(static_cast<T*>(std::aligned_alloc(64, bytes)));
+      capacity_ = buf_ ? count : 0;
+    }
+    return buf_.get();
+  }
+  T* data() { return buf_.get(); }
+  const T* data() const { return buf_.get(); }
+
+ private:
+  struct Free {
+    void operator()(T* p) const { std::free(p); }
+  };
+  std::unique_ptr<T, Free> buf_;
+  int64_t capacity_ = 0;
+};
+
+inline int64_t qgemm_kpairs(int64_t k) { return (k + 1) / 2; }
+
+// 8-bit codes read from memory: element (i, j) at data[i * stride_i + j * stride_j].
+struct QgemmCodes {
+  const void* data = nullptr;
+  bool is_signed = false;  // int8, else uint8
+  int64_t stride_i = 0, stride_j = 0;
+  int32_t at(int64_t i, int64_t j) const {
+    const int64_t o = i * stride_i + j * stride_j;
+    return is_signed ? static_cast<const int8_t*>(data)[o] : static_cast<const uint8_t*>(data)[o];
+  }
+};
+
+// The VNNI tier's layouts (qgemm_vnni.h): k in quads, raw codes made signed
+// (s8 as is, u8 - 128) on the constant side, with sums for the zero points.
+inline constexpr int kQgemmVnniMR = 16;
+inline int64_t qgemm_kquads(int64_t k) { return (k + 3) / 4; }
+
+// B as signed bytes: panel p (16 columns), quad q: 64 bytes, column j at 4j..4j+3.
+struct QgemmQuadB {
+  int64_t kquads = 0;
+  AlignedBuffer<int8_t> codes;
+  std::vector<int32_t> colsum, zero_point;  // Σ_k b', zb' per column, padded to whole panels
+  bool any_zero_point = false;
+  const int8_t* panel(int64_t p) const { return codes.data() + p * kquads * 4 * kQgemmNR; }
+};
+
+// A (conv weights) as signed bytes: tile t (16 rows), quad q: 16 words of 4
+// bytes, row i at word i.
+struct QgemmQuadA {
+  int64_t m = 0, k = 0, kquads = 0, tiles = 0;
+  AlignedBuffer<uint32_t> words;
+  std::vector<int32_t> rowsum, zero_point;  // Σ_k a', za' per row
+  bool any_zero_point = false;
+  const uint32_t* tile(int64_t t) const { return words.data() + t * kquads * kQgemmVnniMR; }
+};
+
+// B [K x N], a constant operand, in the layouts the tiers read:
+//   pairs(): int16 values minus zero points (scalar and AVX2 tiers);
+//   narrow(): the raw codes in the same panel layout (AVX2 products with
+//     few rows, bound by reading B: half the bytes, widened in registers; the
+//     zero points then come out as acc -= zp[n] · Σ_k (a[m, k] - a_zp));
+//   quads(): the VNNI tier's signed quads.
+// qgemm_pack_b builds the layout the CPU's best tier reads; any other is
+// made from the source codes on first use (once, thread-safe), so the source
+// must stay alive as long as the packed B (kernels keep the initializer).
+inline constexpr int kQgemmNarrowMaxRows = 4;
+struct QgemmPackedB {
+  int64_t k = 0, n = 0, kpairs = 0, panels = 0;
+  bool is_signed = false;
+  std::vector<int32_t> zero_points;  // per column, padded to whole panels (0 past n)
+  bool any_zero_point = false;
+  QgemmCodes source;  // (i, j) = (k, n)
+
+  // Panel p at pairs() + p * kpairs * 2 * NR int16.
+  const int16_t* pairs() const;
+  // Panel p at narrow() + p * kpairs * 2 * NR bytes.
+  const uint8_t* narrow() const;
+  const QgemmQuadB& quads() const;
+
+  struct Lazy;  // the layouts, each made once (qgemm.cpp)
+  std::shared_ptr<Lazy> lazy;
+};
+// codes: (i, j) = (k, n). zero_points: 1 value or n values.
+void qgemm_pack_b(const QgemmCodes& b, int64_t k, int64_t n, const std::vector<int32_t>& zero_points,
+                  QgemmPackedB& out);
+
+// A [M x K] minus zero points (one, or one per row), packed once (conv weights).
+struct QgemmPackedA {
+  int64_t m = 0, k = 0, kpairs = 0, tiles = 0;
+  AlignedBuffer<int32_t> storage;
+  const int32_t* tile(int64_t t) const { return storage.data() + t * kpairs * kQgemmMR; }
+};
+// codes: (i, j) = (m, k). zero_points: 1 value or m values.
+void qgemm_pack_a(const QgemmCodes& a, int64_t m, int64_t k, const std::vector<int32_t>& zero_points,
+                  QgemmPackedA& out);
+
+// Fixed-point requantization per output channel, prepared once:
+// code = clamp(requantize_fixed_point(acc, mult[c]) + zero_point, qmin, qmax).
+struct QgemmRequant {
+  int64_t channels = 0;
+  std::vector<quant::FixedPointMultiplier> mult;  // per channel (the scalar path)
+  int32_t zero_point = 0, qmin = 0, qmax = 255;
+  // The vector path's constants, 8 channels per group in lane order
+  // (channels 0,2,4,6 then 1,3,5,7): see qgemm_make_requant.
+  std::vector<int64_t> lanes;
+  // Every multiplier below 1 (shift <= 0): the rescaled value then fits
+  // int32, and the vector path finishes in 32-bit lanes with round_offset
+  // (per channel, natural order) instead of clamping in 64 bits.
+  bool below_one = false;
+  std::vector<int32_t> round_offset;
+};
+// mult: 1 value (per tensor) or `channels` values.
+QgemmRequant qgemm_make_requant(const std::vector<quant::FixedPointMultiplier>& mult, int64_t channels,
+                                int32_t zero_point, int32_t qmin, int32_t qmax);
+
+enum class QgemmOutputKind {
+  kInt32,  // acc (+ bias)
+  kFloat,  // float(acc + bias) * scale[channel]
+  kCodes,  // requantized 8-bit codes
+};
+
+// Where the output stage reads its parameters and writes element (m, n):
+// out + m * ldo + n (elements of the output type). Per-channel parameters are
+// indexed by n (a matmul's output columns) or by m (a conv's output channels,
+// when weights are the A operand).
+struct QgemmOutput {
+  QgemmOutputKind kind = QgemmOutputKind::kInt32;
+  bool channel_is_row = false;
+  // bias (m, n) = bias[m * bias_rs + n * bias_cs], bias_cs 0 or 1; must be
+  // readable up to the last tile's padded column when bias_cs == 1
+  // (round N up to NR).
+  const int32_t* bias = nullptr;
+  int64_t bias_rs = 0, bias_cs = 0;
+  // true: int64 sum clamped to int32 (QLinearConv); false: int32 wrap (QGemm's C).
+  bool bias_saturates = true;
+  const QgemmRequant* requant = nullptr;  // kCodes
+  bool codes_signed = false;              // kCodes: int8, else uint8
+  const float* scale = nullptr;           // kFloat: per channel, readable to a multiple of NR
+  void* out = nullptr;
+  int64_t ldo = 0;
+};
+
+// One call: y = (A - a_zp) · packed B, through `out`. A (i, j) = (m, k).
+// Splits the work over `pool` (may be null).
+void qgemm(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const QgemmPackedB& b, const QgemmOutput& out,
+           ThreadPool* pool, QgemmPath path = QgemmPath::kAuto);
+
+namespace detail {
+// acc[i * NR + j] = Σ_q lo(a[q*MR + i])·b[q*2NR + 2j] + hi(a[q*MR + i])·b[q*2NR + 2j + 1]
+// for i < rows <= MR, j < NR, q < kpairs (int32, wrapping), where lo/hi are
+// the two int16 halves of the packed word.
+using QgemmUkernel = void (*)(int rows, int64_t kpairs, const int32_t* a, const int16_t* b, int32_t* acc);
+void qgemm_ukernel_scalar(int rows, int64_t kpairs, const int32_t* a, const int16_t* b, int32_t* acc);
+void qgemm_ukernel_avx2(int rows, int64_t kpairs, const int32_t* a, const int16_t* b, int32_t* acc);
+// The same product with B given as raw 8-bit codes (QgemmPackedB::narrow),
+// rows <= kQgemmNarrowMaxRows; no zero point applied.
+void qgemm_ukernel_narrow_avx2(int rows, int64_t kpairs, const int32_t* a, const uint8_t* b, bool b_signed,
+                               int32_t* acc);
+
+// Writes the mr x nr corner of acc (row stride NR) as output rows m0.., columns n0..
+using QgemmEpilogue = void (*)(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0, const QgemmOutput& out);
+void qgemm_epilogue_scalar(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0, const QgemmOutput& out);
+void qgemm_epilogue_avx2(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0, const QgemmOutput& out);
+
+// Packs rows [m0, m0 + rows) of A into one tile (rows <= MR; the rest zero).
+using QgemmPackATile = void (*)(const QgemmCodes& a, int64_t m0, int rows, int64_t k, const int32_t* zero_points,
+                                bool zp_per_row, int32_t* tile);
+void qgemm_pack_a_tile(const QgemmCodes& a, int64_t m0, int rows, int64_t k, const int32_t* zero_points,
+                       bool zp_per_row, int32_t* tile);
+void qgemm_pack_a_tile_avx2(const QgemmCodes& a, int64_t m0, int rows, int64_t k, const int32_t* zero_points,
+                            bool zp_per_row, int32_t* tile);
+
+QgemmUkernel qgemm_ukernel(QgemmPath resolved);
+
+// Below this many multiply-adds a product runs on the calling thread (waking
+// the pool costs more than a few microseconds of work saves).
+inline constexpr int64_t kQgemmMinParallelMacs = int64_t{1} << 20;
+// How a product's tiles x panels are split over threads: tm x tn rectangles,
+// the largest as small as possible (ties: fewer threads).
+struct QgemmGrid {
+  int64_t tm = 1, tn = 1;
+};
+QgemmGrid qgemm_choose_grid(int64_t tiles, int64_t panels, int threads);
+QgemmEpilogue qgemm_epilogue(QgemmPath resolved);
+}  // namespace detail
+
+}  // namespace qtk::rt::x86

@@ -1,0 +1,221 @@
+// Implicit-GEMM int8 convolution (qgemm_conv.h): the phase-split padded
+// image, panel sources, and the threaded loop over (image, group, panels).
+#include "runtime/kernels/x86/qgemm_conv.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "runtime/thread_pool.h"
+
+namespace qtk::rt::x86 {
+
+void qconv_pack_weights(const QgemmCodes& w, int64_t out_c, int64_t in_c_per_group, int64_t kernel_h,
+                        int64_t kernel_w, int64_t group, const std::vector<int32_t>& zero_points, QconvWeights& out) {
+  const int64_t k_per_group = in_c_per_group * kernel_h * kernel_w;
+  out.out_c = out_c;
+  out.group = group;
+  out.k = k_per_group;
+  out.in_c = in_c_per_group;
+  out.kernel_h = kernel_h;
+  out.kernel_w = kernel_w;
+  out.groups = std::vector<QgemmPackedA>(static_cast<size_t>(group));
+  out.quad_groups = std::vector<QgemmQuadA>(qgemm_avx512_vnni_supported() ? static_cast<size_t>(group) : 0);
+  const int64_t oc_per_group = out_c / group;
+  for (int64_t gi = 0; gi < group; ++gi) {
+    QgemmCodes sub = w;
+    sub.data = static_cast<const uint8_t*>(w.data) + gi * oc_per_group * w.stride_i;  // 1-byte codes
+    std::vector<int32_t> zp = {zero_points[0]};
+    if (zero_points.size() > 1)
+      zp.assign(zero_points.begin() + gi * oc_per_group, zero_points.begin() + (gi + 1) * oc_per_group);
+    qgemm_pack_a(sub, oc_per_group, k_per_group, zp, out.groups[static_cast<size_t>(gi)]);
+    if (!out.quad_groups.empty())
+      detail::qconv_pack_quad_weights(sub, oc_per_group, in_c_per_group, kernel_h, kernel_w, zp,
+                                      out.quad_groups[static_cast<size_t>(gi)]);
+  }
+}
+
+namespace detail {
+
+void qconv_pack_panel_scalar(const QconvPanelSource& s, int16_t* panel) {
+  const int64_t kpairs = qgemm_kpairs(s.k);
+  std::memset(panel, 0, static_cast<size_t>(kpairs * 2 * kQgemmNR) * sizeof(int16_t));
+  for (int64_t k = 0; k < s.k; ++k) {
+    int16_t* row = panel + (k / 2) * 2 * kQgemmNR + (k % 2);
+    const int64_t tap = s.tap_offset[k];
+    for (int j = 0; j < s.lanes; ++j) {
+      const int64_t o = tap + s.lane_offset[j];
+      const int32_t v = s.is_signed ? static_cast<const int8_t*>(s.src)[o] : static_cast<const uint8_t*>(s.src)[o];
+      row[2 * j] = static_cast<int16_t>(v - s.zero_point);
+    }
+  }
+}
+
+}  // namespace detail
+
+namespace {
+
+constexpr int64_t kSlack = 32;  // bytes before and after the phase images (>= one 16-byte read)
+constexpr int64_t kMinParallelMacs = detail::kQgemmMinParallelMacs;
+constexpr int64_t kPanelBlockBytes = 80 * 1024;  // packed panels a thread keeps per block
+
+struct Layout {
+  bool direct = false;  // 1x1, stride 1, no padding: read the input itself
+  int64_t hph = 0, wph = 0, plane = 0, phases = 1;
+  int64_t bytes = 0;                // per (image, group) copy, slack included
+  std::vector<int64_t> tap_offset;  // per k = (c, kh, kw)
+};
+
+Layout make_layout(const QconvGeometry& g) {
+  Layout l;
+  const int64_t cg = g.in_c / g.group;
+  l.direct = g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_top == 0 &&
+             g.pad_left == 0 && g.out_h == g.in_h && g.out_w == g.in_w;
+  l.tap_offset.resize(static_cast<size_t>(cg * g.kernel_h * g.kernel_w));
+  if (l.direct) {
+    for (int64_t c = 0; c < cg; ++c) l.tap_offset[static_cast<size_t>(c)] = c * g.in_h * g.in_w;
+    return l;
+  }
+  // Padded extent: every window of every output lies inside.
+  const int64_t hp = std::max(g.pad_top + g.in_h, (g.out_h - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 1);
+  const int64_t wp = std::max(g.pad_left + g.in_w, (g.out_w - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w + 1);
+  l.hph = (hp + g.stride_h - 1) / g.stride_h;
+  l.wph = (wp + g.stride_w - 1) / g.stride_w;
+  l.plane = l.hph * l.wph;
+  l.phases = g.stride_h * g.stride_w;
+  l.bytes = kSlack + l.phases * cg * l.plane + kSlack;
+  for (int64_t c = 0; c < cg; ++c)
+    for (int64_t kh = 0; kh < g.kernel_h; ++kh)
+      for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+        const int64_t th = kh * g.dilation_h, tw = kw * g.dilation_w;
+        const int64_t phase = (th % g.stride_h) * g.stride_w + tw % g.stride_w;
+        l.tap_offset[static_cast<size_t>((c * g.kernel_h + kh) * g.kernel_w + kw)] =
+            kSlack + (phase * cg + c) * l.plane + (th / g.stride_h) * l.wph + tw / g.stride_w;
+      }
+  return l;
+}
+
+// The phase images of `channels` input planes (8-bit codes), pads = zero point.
+void fill_phases(const QconvGeometry& g, const Layout& l, const uint8_t* x, int64_t channels, uint8_t pad,
+                 uint8_t* dst) {
+  std::memset(dst, pad, static_cast<size_t>(l.bytes));
+  for (int64_t ph = 0; ph < g.stride_h; ++ph)
+    for (int64_t pw = 0; pw < g.stride_w; ++pw)
+      for (int64_t c = 0; c < channels; ++c) {
+        uint8_t* plane = dst + kSlack + ((ph * g.stride_w + pw) * channels + c) * l.plane;
+        const uint8_t* src = x + c * g.in_h * g.in_w;
+        // Phase columns col hold padded columns col*sw + pw = input column col*sw + pw - pad_left.
+        const int64_t col_begin = std::max<int64_t>(0, (g.pad_left - pw + g.stride_w - 1) / g.stride_w);
+        for (int64_t r = 0; r < l.hph; ++r) {
+          const int64_t ir = r * g.stride_h + ph - g.pad_top;
+          if (ir < 0 || ir >= g.in_h) continue;
+          const uint8_t* in_row = src + ir * g.in_w;
+          uint8_t* out_row = plane + r * l.wph;
+          if (g.stride_w == 1) {
+            std::memcpy(out_row + g.pad_left, in_row, static_cast<size_t>(g.in_w));  // wph >= pad_left + in_w
+            continue;
+          }
+          for (int64_t col = col_begin; col < l.wph; ++col) {
+            const int64_t ic = col * g.stride_w + pw - g.pad_left;
+            if (ic >= g.in_w) break;
+            out_row[col] = in_row[ic];
+          }
+        }
+      }
+}
+
+}  // namespace
+
+void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_point, const QconvWeights& w,
+           const QgemmOutput& out, ThreadPool* pool, QgemmPath path) {
+  const int64_t pixels = g.out_h * g.out_w, panels = (pixels + kQgemmNR - 1) / kQgemmNR;
+  const int64_t units = g.batch * g.group * panels;
+  if (units == 0 || g.out_c == 0) return;
+  const QgemmPath resolved = qgemm_resolve_path(path);
+  if (resolved == QgemmPath::kAvx512Vnni && !w.quad_groups.empty())
+    return detail::qconv_vnni(g, x, x_signed, x_zero_point, w, out, pool);
+  const detail::QgemmUkernel ukernel = detail::qgemm_ukernel(resolved);
+  const detail::QgemmEpilogue epilogue = detail::qgemm_epilogue(resolved);
+  const detail::QconvPackPanel pack_panel =
+      resolved == QgemmPath::kScalar ? detail::qconv_pack_panel_scalar : detail::qconv_pack_panel_avx2;
+  const Layout layout = make_layout(g);
+  const int64_t cg = g.in_c / g.group, ocg = g.out_c / g.group, kpairs = qgemm_kpairs(w.k);
+  const int64_t panel_bytes = kpairs * 4 * kQgemmNR;  // int16 pairs
+  const int64_t block_panels = std::clamp<int64_t>(kPanelBlockBytes / std::max<int64_t>(panel_bytes, 1), 1, 64);
+  const size_t out_esize = out.kind == QgemmOutputKind::kCodes ? 1 : 4;
+  const uint8_t* xb = static_cast<const uint8_t*>(x);
+  const uint8_t pad = static_cast<uint8_t>(x_zero_point);  // the code's byte (int8 or uint8)
+
+  auto work = [&](int64_t begin, int64_t end) {
+    thread_local AlignedBuffer<uint8_t> image_buffer;
+    thread_local AlignedBuffer<uint8_t> panel_buffer;
+    alignas(64) int32_t acc[kQgemmMR * kQgemmNR];
+    uint8_t* panel_mem = panel_buffer.get(block_panels * panel_bytes);
+    int64_t current = -1;
+    detail::QconvPanelSource src;
+    src.is_signed = x_signed;
+    src.zero_point = x_zero_point;
+    src.tap_offset = layout.tap_offset.data();
+    src.k = w.k;
+    for (int64_t u = begin; u < end;) {
+      const int64_t bg = u / panels, p_first = u % panels;
+      const int64_t p_end = std::min({panels, p_first + block_panels, p_first + (end - u)});
+      const int64_t b = bg / g.group, gi = bg % g.group;
+      if (bg != current) {
+        const uint8_t* image = xb + (b * g.in_c + gi * cg) * g.in_h * g.in_w;
+        if (layout.direct) {
+          src.src = image;
+        } else {
+          uint8_t* buf = image_buffer.get(layout.bytes);
+          fill_phases(g, layout, image, cg, pad, buf);
+          src.src = buf;
+        }
+        current = bg;
+      }
+      for (int64_t p = p_first; p < p_end; ++p) {
+        const int64_t p0 = p * kQgemmNR;
+        src.lanes = static_cast<int>(std::min<int64_t>(kQgemmNR, pixels - p0));
+        // Pixel (oh, ow) reads at oh * row_pitch + ow (no divisions per lane).
+        const int64_t row_pitch = layout.direct ? g.out_w : layout.wph;
+        int64_t oh = p0 / g.out_w, ow = p0 % g.out_w;
+        for (int j = 0; j < kQgemmNR; ++j) {
+          src.lane_offset[j] = j == 0 || j < src.lanes ? oh * row_pitch + ow
+                                                       : src.lane_offset[j - 1] + 1;  // junk lanes extend the last run
+          if (++ow == g.out_w) {
+            ow = 0;
+            ++oh;
+          }
+        }
+        src.runs = 1;
+        src.run_start[0] = 0;
+        for (int j = 1; j < kQgemmNR; ++j)
+          if (src.lane_offset[j] != src.lane_offset[j - 1] + 1) src.run_start[src.runs++] = j;
+        src.run_start[src.runs] = kQgemmNR;
+        // The input itself has no slack: its last partial panel is read lane by lane.
+        src.contiguous_reads = !layout.direct || src.lanes == kQgemmNR;
+        pack_panel(src, reinterpret_cast<int16_t*>(panel_mem + (p - p_first) * panel_bytes));
+      }
+      QgemmOutput ob = out;
+      ob.out = static_cast<uint8_t*>(out.out) + static_cast<size_t>(b * g.out_c * pixels) * out_esize;
+      // Each panel stays in L1 while every weight tile (from L2) passes over it.
+      for (int64_t p = p_first; p < p_end; ++p) {
+        const int nr = static_cast<int>(std::min<int64_t>(kQgemmNR, pixels - p * kQgemmNR));
+        const uint8_t* panel = panel_mem + (p - p_first) * panel_bytes;
+        const QgemmPackedA& wg = w.groups[static_cast<size_t>(gi)];
+        for (int64_t t = 0; t < wg.tiles; ++t) {
+          const int rows = static_cast<int>(std::min<int64_t>(kQgemmMR, ocg - t * kQgemmMR));
+          ukernel(rows, kpairs, wg.tile(t), reinterpret_cast<const int16_t*>(panel), acc);
+          epilogue(acc, rows, nr, gi * ocg + t * kQgemmMR, p * kQgemmNR, ob);
+        }
+      }
+      u += p_end - p_first;
+    }
+  };
+  const int64_t macs = g.batch * g.out_c * w.k * pixels;
+  if (pool == nullptr || pool->size() == 1 || macs < kMinParallelMacs) {
+    work(0, units);
+    return;
+  }
+  pool->parallel_for(units, work);
+}
+
+}  // namespace qtk::rt::x86

@@ -1,0 +1,95 @@
+// Exact int8 2-D convolution on the int8 GEMM (qgemm.h), NCHW in and out:
+// per image and group, Y_g[OC_g, P] = W_g[OC_g, K] · col[K, P] with
+// K = C_g·KH·KW (k = (c, kh, kw), the ONNX weight order) and P = OH·OW.
+//
+// Weights are the A operand, packed once (minus their zero points) into
+// MR-row tiles; the column matrix is the B operand, built per call in
+// 16-pixel panels straight from the image — so output rows are output
+// channels and each tile row is 16 contiguous NCHW pixels (vector stores).
+//
+// Panels read a zero-padded, stride-phase-split copy of the image: for
+// stride s, the padded image is split into s_h·s_w phase images
+// (phase (ph, pw) holds padded rows ph, ph+s_h, ...), so that pixel (oh, ow)
+// and tap (kh, kw) read phase ((kh·d_h) % s_h, (kw·d_w) % s_w) at row
+// oh + (kh·d_h)/s_h, column ow + (kw·d_w)/s_w: tap offset + pixel offset,
+// contiguous along ow whatever the stride or dilation. A 16-pixel panel is
+// then one 16-byte load per k (two or more, blended, where it wraps an output
+// row). Pad positions hold the input zero point, which becomes 0 when it is
+// subtracted while converting to int16. 1x1 stride-1 unpadded convs read the
+// input directly.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/kernels/x86/qgemm.h"
+
+namespace qtk::rt::x86 {
+
+struct QconvGeometry {
+  int64_t batch = 0, in_c = 0, in_h = 0, in_w = 0;
+  int64_t out_c = 0, out_h = 0, out_w = 0;
+  int64_t kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1, dilation_h = 1, dilation_w = 1;
+  int64_t pad_top = 0, pad_left = 0;  // the end pads follow from the output size
+  int64_t group = 1;
+};
+
+// Weights [OC, C/group, KH, KW] minus zero points (one, or one per output
+// channel), one packed A per group.
+//
+// The VNNI tier (CPUs with AVX-512 VNNI) reads its own layout: k ordered
+// (kh, kw, c) with the group's channels padded to a multiple of 4, so that a
+// k quad is 4 channels of one tap, and the image is copied channel-quad
+// interleaved (4 channels per pixel, 4 bytes): a 16-pixel panel row is then
+// 64 contiguous bytes of that copy.
+struct QconvWeights {
+  int64_t out_c = 0, group = 1, k = 0;  // k: per group, C/group * KH * KW
+  int64_t in_c = 0, kernel_h = 1, kernel_w = 1;  // in_c: per group
+  std::vector<QgemmPackedA> groups;
+  std::vector<QgemmQuadA> quad_groups;  // the VNNI layout, when the CPU has it
+};
+void qconv_pack_weights(const QgemmCodes& w, int64_t out_c, int64_t in_c_per_group, int64_t kernel_h,
+                        int64_t kernel_w, int64_t group, const std::vector<int32_t>& zero_points, QconvWeights& out);
+
+// y = conv(x - x_zp, w) through `out`, whose rows are the output channels
+// (channel_is_row = true) and whose columns are the pixels of one image:
+// out.out points at image 0, out.ldo = OH·OW, and image b starts
+// b·OC·OH·OW elements further. x: NCHW codes.
+void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_point, const QconvWeights& w,
+           const QgemmOutput& out, ThreadPool* pool, QgemmPath path = QgemmPath::kAuto);
+
+namespace detail {
+
+// Where a 16-pixel panel reads its lanes: lane j of k-row k is
+// src[tap_offset[k] + lane_offset[j]] minus the zero point.
+struct QconvPanelSource {
+  const void* src = nullptr;
+  bool is_signed = false;
+  int32_t zero_point = 0;
+  const int64_t* tap_offset = nullptr;
+  int64_t k = 0;
+  int lanes = 16;  // valid lanes; the rest of the panel is zero
+  int64_t lane_offset[16] = {};
+  // Runs of lanes with consecutive offsets: run r covers lanes
+  // [run_start[r], run_start[r + 1]). contiguous_reads: every run may be read
+  // as 16 bytes at src + tap_offset[k] + lane_offset[run_start] - run_start
+  // (the buffer has slack); else lanes are read one by one.
+  int runs = 0;
+  int run_start[17] = {};
+  bool contiguous_reads = false;
+};
+// panel: kpairs * 2 * NR int16 (qgemm.h's B panel layout).
+using QconvPackPanel = void (*)(const QconvPanelSource& s, int16_t* panel);
+void qconv_pack_panel_scalar(const QconvPanelSource& s, int16_t* panel);
+void qconv_pack_panel_avx2(const QconvPanelSource& s, int16_t* panel);
+
+// qconv on the VNNI tier (qgemm_conv_vnni.cpp); w.quad_groups must be packed.
+void qconv_vnni(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_point, const QconvWeights& w,
+                const QgemmOutput& out, ThreadPool* pool);
+// The VNNI weight layout of one group's weights (rows: output channels).
+void qconv_pack_quad_weights(const QgemmCodes& w, int64_t rows, int64_t in_c, int64_t kernel_h, int64_t kernel_w,
+                             const std::vector<int32_t>& zero_points, QgemmQuadA& out);
+
+}  // namespace detail
+
+}  // namespace qtk::rt::x86

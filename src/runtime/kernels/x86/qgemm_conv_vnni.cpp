@@ -1,0 +1,162 @@
+// The convolution on the AVX-512 VNNI tier (qgemm_conv.h, qgemm_vnni.h):
+// weights as signed quads with k = (kh, kw, c padded to 4), each image's
+// group copied once into a channel-quad interleaved, zero-point-padded,
+// phase-split image, and 16-pixel panels read from it with one masked load
+// per run of consecutive pixels. The zero points come out exactly:
+//   Σ (x' - zx')(w' - zw') = Σ x'w' + [K'·zx'·zw' - zx'·Σ w'] - zw'·Σ x'
+// over the padded K' (pads hold zx', so they add nothing).
+#include <algorithm>
+#include <cstring>
+
+#include "runtime/kernels/x86/qgemm_conv.h"
+#include "runtime/kernels/x86/qgemm_vnni.h"
+#include "runtime/thread_pool.h"
+
+namespace qtk::rt::x86::detail {
+
+void qconv_pack_quad_weights(const QgemmCodes& w, int64_t rows, int64_t in_c, int64_t kernel_h, int64_t kernel_w,
+                             const std::vector<int32_t>& zero_points, QgemmQuadA& out) {
+  const int64_t c4 = (in_c + 3) / 4;
+  out.m = rows;
+  out.k = kernel_h * kernel_w * c4 * 4;
+  out.kquads = kernel_h * kernel_w * c4;
+  out.tiles = (rows + kQgemmVnniMR - 1) / kQgemmVnniMR;
+  const int64_t words = std::max<int64_t>(out.tiles * out.kquads * kQgemmVnniMR, 1);
+  uint32_t* dst = out.words.get(words);
+  std::memset(dst, 0, static_cast<size_t>(words) * sizeof(uint32_t));
+  out.rowsum.assign(static_cast<size_t>(rows), 0);
+  out.zero_point.assign(static_cast<size_t>(rows), 0);
+  out.any_zero_point = false;
+  const int shift = w.is_signed ? 0 : 128;  // u8 - 128: signed bytes
+  for (int64_t i = 0; i < rows; ++i) {
+    const int32_t zp = zero_points[zero_points.size() > 1 ? i : 0];
+    out.zero_point[static_cast<size_t>(i)] = zp - shift;
+    out.any_zero_point = out.any_zero_point || zp != shift;
+    uint8_t* bytes = reinterpret_cast<uint8_t*>(dst + (i / kQgemmVnniMR) * out.kquads * kQgemmVnniMR + i % kQgemmVnniMR);
+    int32_t sum = 0;
+    for (int64_t c = 0; c < in_c; ++c)
+      for (int64_t kh = 0; kh < kernel_h; ++kh)
+        for (int64_t kw = 0; kw < kernel_w; ++kw) {
+          const int32_t v = w.at(i, (c * kernel_h + kh) * kernel_w + kw) - shift;
+          const int64_t q = (kh * kernel_w + kw) * c4 + c / 4;  // quad: 4 channels of one tap
+          bytes[q * kQgemmVnniMR * 4 + c % 4] = static_cast<uint8_t>(static_cast<int8_t>(v));
+          sum += v;
+        }
+    out.rowsum[static_cast<size_t>(i)] = sum;
+  }
+}
+
+namespace {
+constexpr int64_t kPanelBlockBytes = 80 * 1024;  // packed panels a thread keeps per block
+}  // namespace
+
+void qconv_vnni(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_point, const QconvWeights& w,
+                const QgemmOutput& out, ThreadPool* pool) {
+  const int64_t pixels = g.out_h * g.out_w, panels = (pixels + kQgemmNR - 1) / kQgemmNR;
+  const int64_t units = g.batch * g.group * panels;
+  const int64_t cg = g.in_c / g.group, ocg = g.out_c / g.group;
+  // The padded, phase-split extent of qgemm_conv.cpp's layout.
+  QconvQuadImage l;
+  const int64_t hp = std::max(g.pad_top + g.in_h, (g.out_h - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 1);
+  const int64_t wp = std::max(g.pad_left + g.in_w, (g.out_w - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w + 1);
+  l.hph = (hp + g.stride_h - 1) / g.stride_h;
+  l.wph = (wp + g.stride_w - 1) / g.stride_w;
+  l.c4 = (cg + 3) / 4;
+  l.phases = g.stride_h * g.stride_w;
+  l.bytes = QconvQuadImage::front + l.phases * l.c4 * l.hph * l.wph * 4 + 64;
+  const int64_t kquads = g.kernel_h * g.kernel_w * l.c4;
+  std::vector<int64_t> tap(static_cast<size_t>(kquads));
+  for (int64_t kh = 0; kh < g.kernel_h; ++kh)
+    for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+      const int64_t th = kh * g.dilation_h, tw = kw * g.dilation_w;
+      const int64_t phase = (th % g.stride_h) * g.stride_w + tw % g.stride_w;
+      for (int64_t cq = 0; cq < l.c4; ++cq)
+        tap[static_cast<size_t>((kh * g.kernel_w + kw) * l.c4 + cq)] =
+            QconvQuadImage::front + (((phase * l.c4 + cq) * l.hph + th / g.stride_h) * l.wph + tw / g.stride_w) * 4;
+    }
+
+  const uint32_t zx = static_cast<uint32_t>(x_zero_point + (x_signed ? 128 : 0));
+  std::vector<int32_t> row_const(static_cast<size_t>(g.out_c));
+  bool col_sums = false;
+  for (int64_t gi = 0; gi < g.group; ++gi) {
+    const QgemmQuadA& wq = w.quad_groups[static_cast<size_t>(gi)];
+    col_sums = col_sums || wq.any_zero_point;
+    for (int64_t i = 0; i < ocg; ++i)
+      row_const[static_cast<size_t>(gi * ocg + i)] = static_cast<int32_t>(
+          static_cast<uint32_t>(wq.k) * zx * static_cast<uint32_t>(wq.zero_point[static_cast<size_t>(i)]) -
+          zx * static_cast<uint32_t>(wq.rowsum[static_cast<size_t>(i)]));
+  }
+  const int64_t panel_bytes = kquads * 4 * kQgemmNR;
+  const int64_t block_panels = std::clamp<int64_t>(kPanelBlockBytes / std::max<int64_t>(panel_bytes, 1), 1, 64);
+  const size_t out_esize = out.kind == QgemmOutputKind::kCodes ? 1 : 4;
+  const uint8_t* xb = static_cast<const uint8_t*>(x);
+
+  auto work = [&](int64_t begin, int64_t end) {
+    thread_local AlignedBuffer<uint8_t> image_buffer, panel_buffer;
+    thread_local std::vector<int32_t> col_sum;
+    alignas(64) int32_t acc[kQgemmVnniMR * kQgemmNR];
+    uint8_t* panel_mem = panel_buffer.get(block_panels * panel_bytes);
+    col_sum.assign(static_cast<size_t>(block_panels * kQgemmNR), 0);
+    int64_t current = -1;
+    QconvQuadPanel src;
+    src.tap = tap.data();
+    src.kquads = kquads;
+    for (int64_t u = begin; u < end;) {
+      const int64_t bg = u / panels, p_first = u % panels;
+      const int64_t p_end = std::min({panels, p_first + block_panels, p_first + (end - u)});
+      const int64_t b = bg / g.group, gi = bg % g.group;
+      if (bg != current) {
+        uint8_t* buf = image_buffer.get(l.bytes);
+        qconv_fill_quad_image(g, l, xb + (b * g.in_c + gi * cg) * g.in_h * g.in_w, cg, x_signed,
+                              static_cast<uint8_t>(zx), buf);
+        src.src = buf;
+        current = bg;
+      }
+      for (int64_t p = p_first; p < p_end; ++p) {
+        const int64_t p0 = p * kQgemmNR;
+        src.lanes = static_cast<int>(std::min<int64_t>(kQgemmNR, pixels - p0));
+        int64_t oh = p0 / g.out_w, ow = p0 % g.out_w;  // no divisions per lane
+        src.runs = 0;
+        for (int j = 0; j < kQgemmNR; ++j) {
+          src.lane_offset[j] = (oh * l.wph + ow) * 4;
+          if (j == 0 || src.lane_offset[j] != src.lane_offset[j - 1] + 4) src.run_start[src.runs++] = j;
+          if (++ow == g.out_w) {
+            ow = 0;
+            ++oh;
+          }
+        }
+        src.run_start[src.runs] = kQgemmNR;
+        qconv_pack_panel_quad_image(src, panel_mem + (p - p_first) * panel_bytes,
+                                    col_sums ? col_sum.data() + (p - p_first) * kQgemmNR : nullptr);
+      }
+      QgemmOutput ob = out;
+      ob.out = static_cast<uint8_t*>(out.out) + static_cast<size_t>(b * g.out_c * pixels) * out_esize;
+      const QgemmQuadA& wq = w.quad_groups[static_cast<size_t>(gi)];
+      // Each panel stays in L1 while every weight tile passes over it.
+      for (int64_t p = p_first; p < p_end; ++p) {
+        const int nr = static_cast<int>(std::min<int64_t>(kQgemmNR, pixels - p * kQgemmNR));
+        const uint8_t* panel = panel_mem + (p - p_first) * panel_bytes;
+        for (int64_t t = 0; t < wq.tiles; ++t) {
+          const int rows = static_cast<int>(std::min<int64_t>(kQgemmVnniMR, ocg - t * kQgemmVnniMR));
+          VnniFix fix;
+          fix.row_const = row_const.data() + gi * ocg + t * kQgemmVnniMR;
+          if (col_sums) {
+            fix.row_scale = wq.zero_point.data() + t * kQgemmVnniMR;
+            fix.col_vec = col_sum.data() + (p - p_first) * kQgemmNR;
+          }
+          qgemm_vnni_ukernel(rows, kquads, wq.tile(t), panel, true, fix, acc);
+          qgemm_epilogue_avx512(acc, rows, nr, gi * ocg + t * kQgemmVnniMR, p * kQgemmNR, ob);
+        }
+      }
+      u += p_end - p_first;
+    }
+  };
+  const int64_t macs = g.batch * g.out_c * w.k * pixels;
+  if (pool == nullptr || pool->size() == 1 || macs < kQgemmMinParallelMacs) {
+    work(0, units);
+    return;
+  }
+  pool->parallel_for(units, work);
+}
+
+}  // namespace qtk::rt::x86::detail

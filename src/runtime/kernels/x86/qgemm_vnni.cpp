@@ -1,0 +1,73 @@
+// The GEMM driver of the AVX-512 VNNI tier (qgemm_vnni.h): the same blocking
+// and thread split as qgemm.cpp's, over 16-row tiles of unsigned activation
+// words and the constant B's signed quads, with the zero-point terms added by
+// the micro-kernel.
+#include "runtime/kernels/x86/qgemm_vnni.h"
+
+#include <algorithm>
+
+#include "runtime/thread_pool.h"
+
+namespace qtk::rt::x86::detail {
+
+void qgemm_vnni(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const QgemmPackedB& b, const QgemmOutput& out,
+                ThreadPool* pool) {
+  const QgemmQuadB& bq = b.quads();
+  const int64_t kquads = bq.kquads, tile_len = kquads * kQgemmVnniMR;
+  const int64_t tiles = (m + kQgemmVnniMR - 1) / kQgemmVnniMR;
+  // Σ (a' - za')(b' - zb') = Σ a'b' + [K·za'·zb'[n] - za'·Σ_k b'[n]] - zb'[n]·Σ_k a'[m]
+  const int32_t za = a_zero_point + (a.is_signed ? 128 : 0);
+  std::vector<int32_t> col_const(bq.colsum.size());
+  for (size_t j = 0; j < col_const.size(); ++j)
+    col_const[j] = static_cast<int32_t>(static_cast<uint32_t>(b.k) * static_cast<uint32_t>(za) *
+                                            static_cast<uint32_t>(bq.zero_point[j]) -
+                                        static_cast<uint32_t>(za) * static_cast<uint32_t>(bq.colsum[j]));
+  const bool row_sums = bq.any_zero_point;
+
+  int threads = pool ? pool->size() : 1;
+  if (m * b.n * std::max<int64_t>(b.k, 1) < kQgemmMinParallelMacs) threads = 1;
+  const QgemmGrid grid = qgemm_choose_grid(tiles, b.panels, threads);
+  const int64_t block_tiles = std::max<int64_t>(1, 192 * 1024 / std::max<int64_t>(tile_len * 4, 1));
+
+  auto run_block = [&](int64_t index) {
+    const int64_t bi = index / grid.tn, bj = index % grid.tn;
+    const int64_t t_begin = tiles * bi / grid.tm, t_end = tiles * (bi + 1) / grid.tm;
+    const int64_t p_begin = b.panels * bj / grid.tn, p_end = b.panels * (bj + 1) / grid.tn;
+    thread_local AlignedBuffer<uint32_t> a_buffer;
+    thread_local std::vector<int32_t> sums;
+    alignas(64) int32_t acc[kQgemmVnniMR * kQgemmNR];
+    for (int64_t t0 = t_begin; t0 < t_end; t0 += block_tiles) {
+      const int64_t t1 = std::min(t_end, t0 + block_tiles);
+      uint32_t* packed = a_buffer.get((t1 - t0) * tile_len);
+      sums.assign(static_cast<size_t>((t1 - t0) * kQgemmVnniMR), 0);
+      for (int64_t t = t0; t < t1; ++t)
+        qgemm_vnni_pack_a_tile(a, t * kQgemmVnniMR,
+                               static_cast<int>(std::min<int64_t>(kQgemmVnniMR, m - t * kQgemmVnniMR)), b.k,
+                               packed + (t - t0) * tile_len,
+                               row_sums ? sums.data() + (t - t0) * kQgemmVnniMR : nullptr);
+      for (int64_t p = p_begin; p < p_end; ++p) {
+        const uint8_t* panel = reinterpret_cast<const uint8_t*>(bq.panel(p));
+        const int nr = static_cast<int>(std::min<int64_t>(kQgemmNR, b.n - p * kQgemmNR));
+        VnniFix fix;
+        fix.col_const = col_const.data() + p * kQgemmNR;
+        if (row_sums) fix.col_vec = bq.zero_point.data() + p * kQgemmNR;
+        for (int64_t t = t0; t < t1; ++t) {
+          const int rows = static_cast<int>(std::min<int64_t>(kQgemmVnniMR, m - t * kQgemmVnniMR));
+          if (row_sums) fix.row_scale = sums.data() + (t - t0) * kQgemmVnniMR;
+          qgemm_vnni_ukernel(rows, kquads, packed + (t - t0) * tile_len, panel, false, fix, acc);
+          qgemm_epilogue_avx512(acc, rows, nr, t * kQgemmVnniMR, p * kQgemmNR, out);
+        }
+      }
+    }
+  };
+  const int64_t blocks = grid.tm * grid.tn;
+  if (blocks == 1 || pool == nullptr) {
+    for (int64_t i = 0; i < blocks; ++i) run_block(i);
+    return;
+  }
+  pool->parallel_for(blocks, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) run_block(i);
+  });
+}
+
+}  // namespace qtk::rt::x86::detail

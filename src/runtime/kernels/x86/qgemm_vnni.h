@@ -1,0 +1,82 @@
+// The AVX-512 VNNI tier of the int8 GEMM (qgemm.h), for CPUs that have it
+// (AMD Zen 4/5, Intel Ice Lake and later): vpdpbusd multiplies 4 unsigned by
+// 4 signed bytes and adds the 4 products to an int32 lane — exactly (no
+// int16 intermediate, unlike vpmaddubsw), 64 multiply-adds per instruction.
+//
+// Operands are the raw 8-bit codes, made unsigned (u8 as is, s8 + 128) on one
+// side and signed (s8 as is, u8 - 128) on the other; zero points z'
+// shifted alike. The zero points then come out of the sums exactly:
+//   Σ_k (a' - za')(b' - zb'[n]) = Σ a'b' - za'·Σ_k b'[n] - zb'[n]·Σ_k a' + K·za'·zb'[n]
+// with the column sums of the constant operand computed once and the other
+// sums per call (only when some zb' != 0). Layouts: k in quads (zero-padded);
+//   B quads: panel p (16 columns), quad q: 64 bytes, column j at 4j..4j+3;
+//   A words: tile t (16 rows), quad q: 16 words of 4 bytes, row i at word i.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/kernels/x86/qgemm.h"
+#include "runtime/kernels/x86/qgemm_conv.h"
+
+namespace qtk::rt::x86 {
+
+namespace detail {
+
+// Added to the sums before they leave the micro-kernel (any may be null):
+//   acc[i][j] += row_const[i] + col_const[j] - row_scale[i] * col_vec[j].
+struct VnniFix {
+  const int32_t* row_const = nullptr;
+  const int32_t* col_const = nullptr;
+  const int32_t* row_scale = nullptr;
+  const int32_t* col_vec = nullptr;
+};
+
+// acc[i * 16 + j] = Σ_q dot4(a[q * 16 + i], b[q * 64 + 4j ...]) + fix, i < rows <= 16.
+// signed_words: A's words hold the signed bytes (conv weights) and B the
+// unsigned ones; else the other way round (GEMM: activations unsigned).
+void qgemm_vnni_ukernel(int rows, int64_t kquads, const uint32_t* a, const uint8_t* b, bool signed_words,
+                        const VnniFix& fix, int32_t* acc);
+
+// qgemm_epilogue_avx2 on 16-lane registers (identical results).
+void qgemm_epilogue_avx512(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0, const QgemmOutput& out);
+
+// Rows [m0, m0 + rows) of A as one tile of unsigned words (a' = a or a + 128);
+// row_sum[i] = Σ_k a' when row_sum is not null.
+void qgemm_vnni_pack_a_tile(const QgemmCodes& a, int64_t m0, int rows, int64_t k, uint32_t* tile,
+                            int32_t* row_sum);
+
+// qgemm() on this tier.
+void qgemm_vnni(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const QgemmPackedB& b, const QgemmOutput& out,
+                ThreadPool* pool);
+
+// The VNNI tier's copy of one image's group of channels (qgemm_conv.h):
+// byte (((phase * c4 + cq) * hph + r) * wph + col) * 4 + t holds channel
+// 4cq + t at phase-image row r, column col (qgemm_conv.h's phase split) as an
+// unsigned code x' (x, or x + 128 for int8). Pads, and channels past the
+// group's, hold the zero point zx' so that they add nothing; `front` bytes of
+// slack come first.
+struct QconvQuadImage {
+  static constexpr int64_t front = 64;
+  int64_t hph = 0, wph = 0, c4 = 0, phases = 1, bytes = 0;
+};
+void qconv_fill_quad_image(const QconvGeometry& g, const QconvQuadImage& l, const uint8_t* x, int64_t channels,
+                           bool x_signed, uint8_t zero_point_u8, uint8_t* dst);
+
+// One 16-pixel panel of that copy: quad q, lane j = the 4 bytes at
+// src + tap[q] + lane_offset[j]; runs of lanes with consecutive pixels are
+// read with one masked load each; lanes >= `lanes` are zero.
+struct QconvQuadPanel {
+  const uint8_t* src = nullptr;
+  const int64_t* tap = nullptr;
+  int64_t kquads = 0;
+  int lanes = 16, runs = 0;
+  int run_start[17] = {};
+  int64_t lane_offset[16] = {};
+};
+// panel: kquads * 64 bytes; col_sum (if not null): Σ_q of each lane's 4 bytes.
+void qconv_pack_panel_quad_image(const QconvQuadPanel& s, uint8_t* panel, int32_t* col_sum);
+
+}  // namespace detail
+
+}  // namespace qtk::rt::x86

@@ -1,0 +1,312 @@
+// AVX-512 VNNI kernels (qgemm_vnni.h): the 16-row x 16-column vpdpbusd
+// micro-kernel, activation tiles, and convolution panels in the quad layout.
+// Per-function target attributes keep the library baseline x86-64; these run
+// only when qgemm_avx512_vnni_supported().
+#include <algorithm>
+#include <cstring>
+
+#include "runtime/kernels/x86/qgemm_vnni.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+// GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() as the unused
+// merge operand, which -Wmaybe-uninitialized reports (GCC bug 105593).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#define QTK_QGEMM_VNNI_X86 1
+#endif
+
+namespace qtk::rt::x86::detail {
+
+void qgemm_vnni_pack_a_tile(const QgemmCodes& a, int64_t m0, int rows, int64_t k, uint32_t* tile,
+                            int32_t* row_sum) {
+  const int64_t kquads = qgemm_kquads(k), full = k / 4;
+  const uint32_t flip = a.is_signed ? 0x80808080u : 0u;  // s8 -> u8: + 128
+  for (int i = 0; i < kQgemmVnniMR; ++i) {
+    uint32_t* dst = tile + i;
+    if (i >= rows) {
+      for (int64_t q = 0; q < kquads; ++q) dst[q * kQgemmVnniMR] = 0;
+      if (row_sum) row_sum[i] = 0;
+      continue;
+    }
+    const uint8_t* row = static_cast<const uint8_t*>(a.data) + (m0 + i) * a.stride_i;
+    auto byte_at = [&](int64_t kk) { return static_cast<uint32_t>(row[kk * a.stride_j] ^ (flip & 0xff)); };
+    if (a.stride_j == 1) {
+      for (int64_t q = 0; q < full; ++q) {
+        uint32_t w;
+        std::memcpy(&w, row + 4 * q, 4);
+        dst[q * kQgemmVnniMR] = w ^ flip;
+      }
+    } else {
+      for (int64_t q = 0; q < full; ++q)
+        dst[q * kQgemmVnniMR] =
+            byte_at(4 * q) | byte_at(4 * q + 1) << 8 | byte_at(4 * q + 2) << 16 | byte_at(4 * q + 3) << 24;
+    }
+    if (full < kquads) {  // the last k: zero bytes after them
+      uint32_t w = 0;
+      for (int64_t kk = 4 * full; kk < k; ++kk) w |= byte_at(kk) << (8 * (kk - 4 * full));
+      dst[full * kQgemmVnniMR] = w;
+    }
+    if (row_sum) {
+      int32_t sum = 0;
+      for (int64_t kk = 0; kk < k; ++kk) sum += static_cast<int32_t>(byte_at(kk));
+      row_sum[i] = sum;
+    }
+  }
+}
+
+#ifdef QTK_QGEMM_VNNI_X86
+
+namespace {
+
+#define QTK_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+
+template <int ROWS, bool kSignedWords>
+QTK_VNNI void vnni_rows(int64_t kquads, const uint32_t* a, const uint8_t* b, const VnniFix& fix, int32_t* acc) {
+  __m512i c[ROWS];
+#pragma GCC unroll 16
+  for (int i = 0; i < ROWS; ++i) c[i] = _mm512_setzero_si512();
+#pragma GCC unroll 2
+  for (int64_t q = 0; q < kquads; ++q) {
+    const __m512i bv = _mm512_load_si512(b);
+#pragma GCC unroll 16
+    for (int i = 0; i < ROWS; ++i) {
+      const __m512i av = _mm512_set1_epi32(static_cast<int32_t>(a[i]));
+      // vpdpbusd: unsigned bytes of the first operand times signed bytes of the second.
+      c[i] = kSignedWords ? _mm512_dpbusd_epi32(c[i], bv, av) : _mm512_dpbusd_epi32(c[i], av, bv);
+    }
+    a += kQgemmVnniMR;
+    b += 4 * kQgemmNR;
+  }
+  const __m512i col_const = fix.col_const ? _mm512_loadu_si512(fix.col_const) : _mm512_setzero_si512();
+  const bool scaled = fix.row_scale && fix.col_vec;
+  const __m512i col_vec = scaled ? _mm512_loadu_si512(fix.col_vec) : _mm512_setzero_si512();
+#pragma GCC unroll 16
+  for (int i = 0; i < ROWS; ++i) {
+    __m512i v = _mm512_add_epi32(c[i], col_const);
+    if (fix.row_const) v = _mm512_add_epi32(v, _mm512_set1_epi32(fix.row_const[i]));
+    if (scaled) v = _mm512_sub_epi32(v, _mm512_mullo_epi32(_mm512_set1_epi32(fix.row_scale[i]), col_vec));
+    _mm512_store_si512(acc + i * kQgemmNR, v);
+  }
+}
+
+template <bool kSignedWords>
+QTK_VNNI void vnni_dispatch(int rows, int64_t kquads, const uint32_t* a, const uint8_t* b, const VnniFix& fix,
+                            int32_t* acc) {
+  static_assert(kQgemmVnniMR == 16, "one instance per row count");
+  switch (rows) {
+    case 1: return vnni_rows<1, kSignedWords>(kquads, a, b, fix, acc);
+    case 2: return vnni_rows<2, kSignedWords>(kquads, a, b, fix, acc);
+    case 3: return vnni_rows<3, kSignedWords>(kquads, a, b, fix, acc);
+    case 4: return vnni_rows<4, kSignedWords>(kquads, a, b, fix, acc);
+    case 5: return vnni_rows<5, kSignedWords>(kquads, a, b, fix, acc);
+    case 6: return vnni_rows<6, kSignedWords>(kquads, a, b, fix, acc);
+    case 7: return vnni_rows<7, kSignedWords>(kquads, a, b, fix, acc);
+    case 8: return vnni_rows<8, kSignedWords>(kquads, a, b, fix, acc);
+    case 9: return vnni_rows<9, kSignedWords>(kquads, a, b, fix, acc);
+    case 10: return vnni_rows<10, kSignedWords>(kquads, a, b, fix, acc);
+    case 11: return vnni_rows<11, kSignedWords>(kquads, a, b, fix, acc);
+    case 12: return vnni_rows<12, kSignedWords>(kquads, a, b, fix, acc);
+    case 13: return vnni_rows<13, kSignedWords>(kquads, a, b, fix, acc);
+    case 14: return vnni_rows<14, kSignedWords>(kquads, a, b, fix, acc);
+    case 15: return vnni_rows<15, kSignedWords>(kquads, a, b, fix, acc);
+    default: return vnni_rows<16, kSignedWords>(kquads, a, b, fix, acc);
+  }
+}
+
+QTK_VNNI void pack_panel_quads(const QconvQuadPanel& s, uint8_t* panel, int32_t* col_sum) {
+  __mmask16 masks[kQgemmNR];
+  const __mmask16 valid = static_cast<__mmask16>((1u << s.lanes) - 1);
+  for (int r = 0; r < s.runs; ++r)
+    masks[r] = static_cast<__mmask16>(((1u << s.run_start[r + 1]) - (1u << s.run_start[r])) & valid);
+  __m512i sum = _mm512_setzero_si512();
+  const __m512i ones = _mm512_set1_epi8(1);
+  for (int64_t q = 0; q < s.kquads; ++q) {
+    const uint8_t* base = s.src + s.tap[q];
+    __m512i v = _mm512_setzero_si512();
+    for (int r = 0; r < s.runs; ++r) {
+      // Lane j of run r reads base + lane_offset[start] + 4 (j - start); the
+      // masked load touches only the run's lanes (front slack keeps the
+      // pointer itself inside the buffer).
+      const int start = s.run_start[r];
+      v = _mm512_mask_loadu_epi32(v, masks[r], base + s.lane_offset[start] - 4 * start);
+    }
+    _mm512_store_si512(panel + q * 4 * kQgemmNR, v);
+    if (col_sum) sum = _mm512_dpbusd_epi32(sum, v, ones);
+  }
+  if (col_sum) _mm512_storeu_si512(col_sum, sum);
+}
+
+// 16 pixels of 4 channel rows (16 bytes each) -> 64 bytes, 4 per pixel.
+QTK_VNNI inline void interleave4(__m128i r0, __m128i r1, __m128i r2, __m128i r3, uint8_t* dst) {
+  const __m128i t0 = _mm_unpacklo_epi8(r0, r1), t1 = _mm_unpackhi_epi8(r0, r1);
+  const __m128i t2 = _mm_unpacklo_epi8(r2, r3), t3 = _mm_unpackhi_epi8(r2, r3);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm_unpacklo_epi16(t0, t2));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 16), _mm_unpackhi_epi16(t0, t2));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 32), _mm_unpacklo_epi16(t1, t3));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 48), _mm_unpackhi_epi16(t1, t3));
+}
+
+QTK_VNNI void fill_quad_image(const QconvGeometry& g, const QconvQuadImage& l, const uint8_t* x, int64_t channels,
+                              bool x_signed, uint8_t zp, uint8_t* dst) {
+  std::memset(dst, zp, static_cast<size_t>(l.bytes));
+  const uint8_t flip = x_signed ? 0x80 : 0;
+  const __m128i vflip = _mm_set1_epi8(static_cast<char>(flip)), vzp = _mm_set1_epi8(static_cast<char>(zp));
+  const int64_t plane = l.hph * l.wph * 4;
+  for (int64_t ph = 0; ph < g.stride_h; ++ph)
+    for (int64_t pw = 0; pw < g.stride_w; ++pw)
+      for (int64_t cq = 0; cq < l.c4; ++cq) {
+        uint8_t* out = dst + QconvQuadImage::front + ((ph * g.stride_w + pw) * l.c4 + cq) * plane;
+        // Phase column col holds input column col * sw + pw - pad_left.
+        const int64_t col_begin = std::max<int64_t>(0, (g.pad_left - pw + g.stride_w - 1) / g.stride_w);
+        for (int64_t r = 0; r < l.hph; ++r) {
+          const int64_t ir = r * g.stride_h + ph - g.pad_top;
+          if (ir < 0 || ir >= g.in_h) continue;
+          const uint8_t* rows[4] = {};
+          for (int t = 0; t < 4; ++t)
+            if (4 * cq + t < channels) rows[t] = x + ((4 * cq + t) * g.in_h + ir) * g.in_w;
+          uint8_t* out_row = out + r * l.wph * 4;
+          int64_t col = col_begin;
+          if (g.stride_w == 1) {  // 16 columns at a time
+            for (; col + 16 <= l.wph && col - g.pad_left + 16 <= g.in_w; col += 16) {
+              const int64_t ic = col - g.pad_left;
+              __m128i v[4];
+              for (int t = 0; t < 4; ++t)
+                v[t] = rows[t] ? _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[t] + ic)), vflip)
+                               : vzp;
+              interleave4(v[0], v[1], v[2], v[3], out_row + col * 4);
+            }
+          }
+          for (; col < l.wph; ++col) {
+            const int64_t ic = col * g.stride_w + pw - g.pad_left;
+            if (ic >= g.in_w) break;
+            for (int t = 0; t < 4; ++t)
+              out_row[col * 4 + t] = rows[t] ? static_cast<uint8_t>(rows[t][ic] ^ flip) : zp;
+          }
+        }
+      }
+}
+
+// The output stage of qgemm_epilogue_avx2 on 16 lanes (same results).
+struct Lanes8 {
+  __m512i mult, add, shift, lo, hi, off;
+};
+
+// g0[0..3] in lanes 0-3, g1[0..3] in lanes 4-7 (g1 = g0 + 48: g1 - 4 is in the array).
+QTK_VNNI inline __m512i join(const int64_t* g0, const int64_t* g1) {
+  return _mm512_mask_loadu_epi64(_mm512_maskz_loadu_epi64(0x0F, g0), 0xF0, g1 - 4);
+}
+
+// Columns n0..n0+15 (groups n0/8 and n0/8 + 1); even: channels 0,2,..,14, odd: 1,3,..,15.
+QTK_VNNI inline Lanes8 column_lanes(const QgemmRequant& r, int64_t n0, int odd) {
+  const int64_t* g0 = &r.lanes[(n0 / 8) * 48 + 4 * odd];
+  const int64_t* g1 = g0 + 48;
+  return {join(g0, g1), join(g0 + 8, g1 + 8), join(g0 + 16, g1 + 16),
+          join(g0 + 24, g1 + 24), join(g0 + 32, g1 + 32), join(g0 + 40, g1 + 40)};
+}
+
+QTK_VNNI inline Lanes8 row_lanes(const QgemmRequant& r, int64_t ch) {
+  const int64_t* g = &r.lanes[(ch / 8) * 48 + (ch % 2) * 4 + (ch % 8) / 2];
+  return {_mm512_set1_epi64(g[0]),  _mm512_set1_epi64(g[8]),  _mm512_set1_epi64(g[16]),
+          _mm512_set1_epi64(g[24]), _mm512_set1_epi64(g[32]), _mm512_set1_epi64(g[40])};
+}
+
+// u = acc·m + 2^62 + 2^(n-1), shifted right (logical) by n: see qgemm_make_requant.
+QTK_VNNI inline __m512i rescale(__m512i v, const Lanes8& p) {
+  return _mm512_srlv_epi64(_mm512_add_epi64(_mm512_mul_epi32(v, p.mult), p.add), p.shift);
+}
+
+QTK_VNNI __m512i requant16(__m512i v, const Lanes8& even, const Lanes8& odd, const QgemmRequant& r, __m512i offset) {
+  __m512i e = rescale(v, even), o = rescale(_mm512_srli_epi64(v, 32), odd);
+  if (r.below_one) {  // fits int32: finish in 32-bit lanes
+    __m512i c = _mm512_add_epi32(_mm512_mask_blend_epi32(0xAAAA, e, _mm512_slli_epi64(o, 32)), offset);
+    c = _mm512_min_epi32(_mm512_max_epi32(c, _mm512_set1_epi32(r.qmin - r.zero_point)),
+                         _mm512_set1_epi32(r.qmax - r.zero_point));
+    return _mm512_add_epi32(c, _mm512_set1_epi32(r.zero_point));
+  }
+  e = _mm512_add_epi64(_mm512_min_epi64(_mm512_max_epi64(e, even.lo), even.hi), even.off);
+  o = _mm512_add_epi64(_mm512_min_epi64(_mm512_max_epi64(o, odd.lo), odd.hi), odd.off);
+  return _mm512_mask_blend_epi32(0xAAAA, e, _mm512_slli_epi64(o, 32));
+}
+
+}  // namespace
+
+QTK_VNNI void qgemm_epilogue_avx512(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0,
+                                    const QgemmOutput& out) {
+  const __mmask16 keep = static_cast<__mmask16>((1u << nr) - 1);
+  const bool by_row = out.channel_is_row;
+  const QgemmRequant* r = out.requant;
+  Lanes8 col_even{}, col_odd{};
+  __m512i col_offset = _mm512_setzero_si512();
+  if (out.kind == QgemmOutputKind::kCodes && !by_row) {
+    col_even = column_lanes(*r, n0, 0);
+    col_odd = column_lanes(*r, n0, 1);
+    col_offset = _mm512_loadu_si512(&r->round_offset[static_cast<size_t>(n0)]);
+  }
+  for (int i = 0; i < mr; ++i) {
+    const int64_t m = m0 + i;
+    __m512i v = _mm512_load_si512(acc + i * kQgemmNR);
+    if (out.bias) {
+      const int32_t* bp = out.bias + m * out.bias_rs + n0 * out.bias_cs;
+      const __m512i b = out.bias_cs ? _mm512_loadu_si512(bp) : _mm512_set1_epi32(bp[0]);
+      const __m512i s = _mm512_add_epi32(v, b);
+      if (out.bias_saturates) {  // the int64 sum clamped to int32
+        const __mmask16 overflow = _mm512_cmplt_epi32_mask(
+            _mm512_and_si512(_mm512_xor_si512(v, s), _mm512_xor_si512(b, s)), _mm512_setzero_si512());
+        const __m512i limit = _mm512_xor_si512(_mm512_srai_epi32(v, 31), _mm512_set1_epi32(0x7fffffff));
+        v = _mm512_mask_blend_epi32(overflow, s, limit);
+      } else {
+        v = s;
+      }
+    }
+    const int64_t o = m * out.ldo + n0;
+    switch (out.kind) {
+      case QgemmOutputKind::kInt32:
+        _mm512_mask_storeu_epi32(static_cast<int32_t*>(out.out) + o, keep, v);
+        break;
+      case QgemmOutputKind::kFloat: {
+        const __m512 s = by_row ? _mm512_set1_ps(out.scale[m]) : _mm512_loadu_ps(out.scale + n0);
+        _mm512_mask_storeu_ps(static_cast<float*>(out.out) + o, keep, _mm512_mul_ps(_mm512_cvtepi32_ps(v), s));
+        break;
+      }
+      case QgemmOutputKind::kCodes: {
+        __m512i c;
+        if (by_row) {
+          const Lanes8 p = row_lanes(*r, m);
+          c = requant16(v, p, p, *r, _mm512_set1_epi32(r->round_offset[static_cast<size_t>(m)]));
+        } else {
+          c = requant16(v, col_even, col_odd, *r, col_offset);
+        }
+        // Codes are within the 8-bit type: truncating to bytes is exact.
+        _mm_mask_storeu_epi8(static_cast<uint8_t*>(out.out) + o, keep, _mm512_cvtepi32_epi8(c));
+        break;
+      }
+    }
+  }
+}
+
+void qgemm_vnni_ukernel(int rows, int64_t kquads, const uint32_t* a, const uint8_t* b, bool signed_words,
+                        const VnniFix& fix, int32_t* acc) {
+  if (signed_words) vnni_dispatch<true>(rows, kquads, a, b, fix, acc);
+  else vnni_dispatch<false>(rows, kquads, a, b, fix, acc);
+}
+
+void qconv_pack_panel_quad_image(const QconvQuadPanel& s, uint8_t* panel, int32_t* col_sum) {
+  pack_panel_quads(s, panel, col_sum);
+}
+
+void qconv_fill_quad_image(const QconvGeometry& g, const QconvQuadImage& l, const uint8_t* x, int64_t channels,
+                           bool x_signed, uint8_t zero_point_u8, uint8_t* dst) {
+  fill_quad_image(g, l, x, channels, x_signed, zero_point_u8, dst);
+}
+
+#else
+
+void qgemm_vnni_ukernel(int, int64_t, const uint32_t*, const uint8_t*, bool, const VnniFix&, int32_t*) {}
+void qgemm_epilogue_avx512(const int32_t*, int, int, int64_t, int64_t, const QgemmOutput&) {}
+void qconv_pack_panel_quad_image(const QconvQuadPanel&, uint8_t*, int32_t*) {}
+void qconv_fill_quad_image(const QconvGeometry&, const QconvQuadImage&, const uint8_t*, int64_t, bool, uint8_t,
+                           uint8_t*) {}
+
+#endif
+
+}  // namespace qtk::rt::x86::detail

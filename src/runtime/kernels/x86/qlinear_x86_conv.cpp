@@ -1,0 +1,172 @@
+// Optimized 2-D QLinearConv and ConvInteger on the implicit-GEMM int8
+// convolution (qgemm_conv.h). Constant weights are packed once at session
+// build, with the requantization multipliers and the bias when those are
+// constant too. Depthwise QLinearConvs go to the depthwise kernel
+// (qdepthwise_conv.h) first. Other cases (non-constant weights, 1-D/3-D,
+// per-tensor parameters given per channel, zero points outside the data type,
+// errors) run the reference kernel. Results equal the reference bit for bit,
+// including the int32 saturation of acc + bias.
+#include <optional>
+
+#include "quant/schemes/fixed_point.h"
+#include "runtime/kernels/ref/im2col.h"
+#include "runtime/kernels/x86/qgemm_conv.h"
+#include "runtime/kernels/x86/qlinear_x86_common.h"
+#include "runtime/kernels/x86/qlinear_x86_ops.h"
+
+namespace qtk::rt {
+namespace x86 {
+namespace {
+
+// Input positions of the two ops: QLinearConv (x, x_scale, x_zp, w, w_scale,
+// w_zp, y_scale, y_zp, B) and ConvInteger (x, w, x_zp, w_zp).
+struct Inputs {
+  size_t x, x_zp, w, w_zp;
+};
+constexpr Inputs kQLinear{0, 2, 3, 5};
+constexpr Inputs kInteger{0, 2, 1, 3};
+
+class QConvKernel final : public Kernel {
+ public:
+  QConvKernel(std::unique_ptr<Kernel> ref, bool qlinear) : ref_(std::move(ref)), qlinear_(qlinear), in_(qlinear ? kQLinear : kInteger) {}
+
+  // false: not a conv this kernel takes.
+  Expected<bool> prepare(const KernelInit& init) {
+    const ir::Node& n = init.node;
+    QTK_ASSIGN_OR_RETURN(auto_pad_, ref::parse_auto_pad(n.attr_string("auto_pad", "NOTSET")));
+    strides_ = n.attr_ints("strides");
+    dilations_ = n.attr_ints("dilations");
+    pads_ = n.attr_ints("pads");
+    group_ = n.attr_int("group", 1);
+    const Tensor* w = init.constant_input(in_.w);
+    if (!w || w->rank() != 4 || !is_8bit(w->dtype()) || group_ < 1) return false;
+    if (node_has_input(init, in_.w_zp) && !init.constant_input(in_.w_zp)) return false;
+    out_c_ = w->dim(0);
+    if (out_c_ % group_ != 0) return false;
+    cg_ = w->dim(1);
+    kh_ = w->dim(2);
+    kw_ = w->dim(3);
+    const auto zp = zero_point_codes(init.constant_input(in_.w_zp), w->dtype());
+    if (!zp || (zp->size() != 1 && static_cast<int64_t>(zp->size()) != out_c_)) return false;
+    const int64_t k = cg_ * kh_ * kw_;
+    qconv_pack_weights({w->raw(), w->dtype() == DType::kInt8, k, 1}, out_c_, cg_, kh_, kw_, group_, *zp, weights_);
+    if (qlinear_) {
+      const Tensor *xs = init.constant_input(1), *ws = init.constant_input(4), *ys = init.constant_input(6),
+                   *yz = init.constant_input(7);
+      if (xs && ws && ys && yz) requant_ = make_requant(*xs, *ws, *ys, *yz);
+      if (node_has_input(init, 8)) {
+        const Tensor* b = init.constant_input(8);
+        if (b && b->dtype() == DType::kInt32 && b->numel() == out_c_) bias_.assign(b->data<int32_t>(), b->data<int32_t>() + out_c_);
+      }
+    }
+    return true;
+  }
+
+  Status run(KernelContext& ctx) override {
+    const size_t required = qlinear_ ? 8 : 2;
+    for (size_t i = 0; i < required; ++i)
+      if (!ctx.has_input(i)) return ref_->run(ctx);
+    const Tensor& x = ctx.input(in_.x);
+    if (!is_8bit(x.dtype()) || x.rank() != 4 || x.dim(1) != cg_ * group_) return ref_->run(ctx);
+    const Tensor* xzp = optional_input(ctx, in_.x_zp);
+    if (xzp && xzp->numel() > 1) return ref_->run(ctx);
+    const auto xz = zero_point_codes(xzp, x.dtype());
+    if (!xz) return ref_->run(ctx);
+
+    ref::ConvGeometry geo;
+    geo.in = {x.dim(2), x.dim(3)};
+    geo.kernel = {kh_, kw_};
+    if (!ref::resolve_window_geometry(auto_pad_, strides_, dilations_, pads_, false, geo).ok()) return ref_->run(ctx);
+    if (geo.pads_begin[0] < 0 || geo.pads_begin[1] < 0) return ref_->run(ctx);
+    QconvGeometry g;
+    g.batch = x.dim(0);
+    g.in_c = x.dim(1);
+    g.in_h = x.dim(2);
+    g.in_w = x.dim(3);
+    g.out_c = out_c_;
+    g.out_h = geo.out[0];
+    g.out_w = geo.out[1];
+    g.kernel_h = kh_;
+    g.kernel_w = kw_;
+    g.stride_h = geo.strides[0];
+    g.stride_w = geo.strides[1];
+    g.dilation_h = geo.dilations[0];
+    g.dilation_w = geo.dilations[1];
+    g.pad_top = geo.pads_begin[0];
+    g.pad_left = geo.pads_begin[1];
+    g.group = group_;
+
+    QgemmOutput out;
+    out.channel_is_row = true;
+    out.ldo = g.out_h * g.out_w;
+    std::optional<QgemmRequant> local;
+    std::vector<int32_t> bias_local;
+    DType out_type = DType::kInt32;
+    if (qlinear_) {
+      const QgemmRequant* r = requant_ ? &*requant_ : nullptr;
+      if (!r) {
+        local = make_requant(ctx.input(1), ctx.input(4), ctx.input(6), ctx.input(7));
+        if (!local) return ref_->run(ctx);
+        r = &*local;
+      }
+      out_type = ctx.input(7).dtype();
+      out.kind = QgemmOutputKind::kCodes;
+      out.requant = r;
+      out.codes_signed = out_type == DType::kInt8;
+      if (ctx.has_input(8)) {
+        const Tensor& b = ctx.input(8);
+        if (b.dtype() != DType::kInt32 || b.numel() != out_c_) return ref_->run(ctx);
+        if (bias_.empty()) bias_local.assign(b.data<int32_t>(), b.data<int32_t>() + out_c_);
+        out.bias = bias_.empty() ? bias_local.data() : bias_.data();
+        out.bias_rs = 1;
+        out.bias_cs = 0;
+        out.bias_saturates = true;
+      }
+    }
+    Tensor y = Tensor::uninitialized(out_type, {g.batch, out_c_, g.out_h, g.out_w});  // every element written
+    out.out = y.raw();
+    qconv(g, x.raw(), x.dtype() == DType::kInt8, (*xz)[0], weights_, out, ctx.pool);
+    ctx.outputs[0] = std::move(y);
+    return Status::Ok();
+  }
+
+ private:
+  std::optional<QgemmRequant> make_requant(const Tensor& x_scale, const Tensor& w_scale, const Tensor& y_scale,
+                                           const Tensor& y_zp) const {
+    if (!is_8bit(y_zp.dtype()) || y_zp.numel() < 1 || x_scale.numel() < 1 || y_scale.numel() < 1) return std::nullopt;
+    const std::vector<float> ws = w_scale.to_float_vector();
+    if (ws.size() != 1 && static_cast<int64_t>(ws.size()) != out_c_) return std::nullopt;
+    // As the reference: scales read as float, the ratio in double.
+    const float xs = static_cast<float>(x_scale.get_as_double(0)), ys = static_cast<float>(y_scale.get_as_double(0));
+    std::vector<quant::FixedPointMultiplier> mult;
+    for (float s : ws) mult.push_back(quant::quantize_multiplier(static_cast<double>(xs) * s / ys));
+    return qgemm_make_requant(mult, out_c_, static_cast<int32_t>(y_zp.get_as_int64(0)), qmin_of(y_zp.dtype()),
+                              qmax_of(y_zp.dtype()));
+  }
+
+  std::unique_ptr<Kernel> ref_;
+  bool qlinear_;
+  Inputs in_;
+  ref::AutoPad auto_pad_ = ref::AutoPad::kNotSet;
+  std::vector<int64_t> strides_, dilations_, pads_;
+  int64_t group_ = 1, out_c_ = 0, cg_ = 0, kh_ = 0, kw_ = 0;
+  QconvWeights weights_;
+  std::optional<QgemmRequant> requant_;
+  std::vector<int32_t> bias_;
+};
+
+Expected<std::unique_ptr<Kernel>> try_make_conv(const KernelInit& init, bool qlinear) {
+  QTK_ASSIGN_OR_RETURN(auto ref, make_reference_kernel(init));
+  auto k = std::make_unique<QConvKernel>(std::move(ref), qlinear);
+  QTK_ASSIGN_OR_RETURN(bool taken, k->prepare(init));
+  if (!taken) return std::unique_ptr<Kernel>();
+  return std::unique_ptr<Kernel>(std::move(k));
+}
+
+}  // namespace
+
+Expected<std::unique_ptr<Kernel>> try_make_qlinear_conv_kernel(const KernelInit& init) { return try_make_conv(init, true); }
+Expected<std::unique_ptr<Kernel>> try_make_conv_integer_kernel(const KernelInit& init) { return try_make_conv(init, false); }
+
+}  // namespace x86
+}  // namespace qtk::rt

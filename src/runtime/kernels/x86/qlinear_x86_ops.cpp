@@ -1,0 +1,188 @@
+// Optimized QLinearMatMul, MatMulInteger and com.microsoft QGemm on the int8
+// GEMM (qgemm.h): a constant 2-D weight B is packed once when the session is
+// built, and so are the requantization multipliers when the scales are
+// constant. Everything else (non-constant or batched B, per-row A zero
+// points, out-of-range zero points, bad parameters) runs the reference kernel,
+// which also reports every error. Results equal the reference bit for bit.
+#include <optional>
+
+#include "quant/schemes/fixed_point.h"
+#include "runtime/kernels/x86/qgemm.h"
+#include "runtime/kernels/x86/qdepthwise_conv.h"
+#include "runtime/kernels/x86/qlinear_x86_common.h"
+#include "runtime/kernels/x86/qlinear_x86_ops.h"
+#include "runtime/op_registry.h"
+
+namespace qtk::rt {
+namespace x86 {
+namespace {
+
+// A constant 2-D B packed for the GEMM; null when B is not one we take.
+struct PackedWeight {
+  Tensor source;  // the initializer (shared storage): packed reads its codes
+  QgemmPackedB packed;
+  bool is_signed = false;
+  int64_t k = 0, n = 0;
+  std::vector<int32_t> zero_points;
+};
+
+std::unique_ptr<PackedWeight> pack_weight(const Tensor* b, const Tensor* zp, bool zp_present, bool trans_b) {
+  if (b == nullptr || b->rank() != 2 || !is_8bit(b->dtype())) return nullptr;
+  if (zp_present && zp == nullptr) return nullptr;  // a zero point fed at run time
+  auto w = std::make_unique<PackedWeight>();
+  w->source = *b;
+  w->is_signed = b->dtype() == DType::kInt8;
+  w->k = trans_b ? b->dim(1) : b->dim(0);
+  w->n = trans_b ? b->dim(0) : b->dim(1);
+  auto z = zero_point_codes(zp, b->dtype());
+  if (!z || (z->size() != 1 && static_cast<int64_t>(z->size()) != w->n)) return nullptr;
+  w->zero_points = *z;
+  const QgemmCodes codes{w->source.raw(), w->is_signed, trans_b ? 1 : w->n, trans_b ? w->k : 1};
+  qgemm_pack_b(codes, w->k, w->n, w->zero_points, w->packed);
+  return w;
+}
+
+// ---------------------------------------------------------------------------
+// QLinearMatMul: a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp.
+
+class QLinearMatMulKernel final : public Kernel {
+ public:
+  QLinearMatMulKernel(std::unique_ptr<Kernel> ref, std::unique_ptr<PackedWeight> w) : ref_(std::move(ref)), w_(std::move(w)) {}
+
+  // Multipliers from the scales (as the reference computes them).
+  std::optional<QgemmRequant> requant(const Tensor& a_scale, const Tensor& b_scale, const Tensor& y_scale,
+                                      const Tensor& y_zp) const {
+    if (!is_8bit(y_zp.dtype()) || y_zp.numel() < 1 || a_scale.numel() < 1 || y_scale.numel() < 1) return std::nullopt;
+    const std::vector<float> bs = b_scale.to_float_vector();
+    if (bs.size() != 1 && static_cast<int64_t>(bs.size()) != w_->n) return std::nullopt;
+    const float as = static_cast<float>(a_scale.get_as_double(0)), ys = static_cast<float>(y_scale.get_as_double(0));
+    std::vector<quant::FixedPointMultiplier> mult;
+    for (float s : bs) mult.push_back(quant::quantize_multiplier(static_cast<double>(as) * s / ys));
+    return qgemm_make_requant(mult, w_->n, static_cast<int32_t>(y_zp.get_as_int64(0)), qmin_of(y_zp.dtype()),
+                              qmax_of(y_zp.dtype()));
+  }
+
+  void prepare(const KernelInit& init) {
+    const Tensor *as = init.constant_input(1), *bs = init.constant_input(4), *ys = init.constant_input(6),
+                 *yz = init.constant_input(7);
+    if (as && bs && ys && yz) cached_ = requant(*as, *bs, *ys, *yz);
+  }
+
+  Status run(KernelContext& ctx) override {
+    for (size_t i : {0, 1, 3, 4, 6, 7})
+      if (!ctx.has_input(i)) return ref_->run(ctx);
+    const Tensor& a = ctx.input(0);
+    if (!is_8bit(a.dtype()) || a.rank() < 1 || a.dim(-1) != w_->k) return ref_->run(ctx);
+    const Tensor* azp = optional_input(ctx, 2);
+    if (azp && azp->numel() > 1) return ref_->run(ctx);
+    const auto az = zero_point_codes(azp, a.dtype());
+    if (!az) return ref_->run(ctx);
+    std::optional<QgemmRequant> local;
+    const QgemmRequant* r = cached_ ? &*cached_ : nullptr;
+    if (!r) {
+      local = requant(ctx.input(1), ctx.input(4), ctx.input(6), ctx.input(7));
+      if (!local) return ref_->run(ctx);
+      r = &*local;
+    }
+    Shape ys(a.shape().begin(), a.shape().end() - 1);
+    ys.push_back(w_->n);
+    Tensor y = Tensor::uninitialized(ctx.input(7).dtype(), ys);  // every element written
+    QgemmOutput out;
+    out.kind = QgemmOutputKind::kCodes;
+    out.requant = r;
+    out.codes_signed = y.dtype() == DType::kInt8;
+    out.out = y.raw();
+    out.ldo = w_->n;
+    const int64_t rows = w_->k == 0 ? shape_numel(ys) / std::max<int64_t>(w_->n, 1) : a.numel() / w_->k;
+    qgemm(rows, {a.raw(), a.dtype() == DType::kInt8, w_->k, 1}, (*az)[0], w_->packed, out, ctx.pool);
+    ctx.outputs[0] = std::move(y);
+    return Status::Ok();
+  }
+
+ private:
+  std::unique_ptr<Kernel> ref_;
+  std::unique_ptr<PackedWeight> w_;
+  std::optional<QgemmRequant> cached_;
+};
+
+}  // namespace
+
+Expected<std::unique_ptr<Kernel>> try_make_qlinear_matmul_kernel(const KernelInit& init) {
+  auto w = pack_weight(init.constant_input(3), init.constant_input(5), node_has_input(init, 5), false);
+  if (!w) return std::unique_ptr<Kernel>();
+  QTK_ASSIGN_OR_RETURN(auto ref, make_reference_kernel(init));
+  auto k = std::make_unique<QLinearMatMulKernel>(std::move(ref), std::move(w));
+  k->prepare(init);
+  return std::unique_ptr<Kernel>(std::move(k));
+}
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// MatMulInteger: A, B, a_zero_point?, b_zero_point? -> int32.
+
+class MatMulIntegerKernel final : public Kernel {
+ public:
+  MatMulIntegerKernel(std::unique_ptr<Kernel> ref, std::unique_ptr<PackedWeight> w) : ref_(std::move(ref)), w_(std::move(w)) {}
+
+  Status run(KernelContext& ctx) override {
+    if (!ctx.has_input(0) || !ctx.has_input(1)) return ref_->run(ctx);
+    const Tensor& a = ctx.input(0);
+    if (!is_8bit(a.dtype()) || a.rank() < 1 || a.dim(-1) != w_->k) return ref_->run(ctx);
+    const Tensor* azp = optional_input(ctx, 2);
+    if (azp && azp->numel() > 1) return ref_->run(ctx);  // per-row zero points
+    const auto az = zero_point_codes(azp, a.dtype());
+    if (!az) return ref_->run(ctx);
+    Shape ys(a.shape().begin(), a.shape().end() - 1);
+    ys.push_back(w_->n);
+    Tensor y = Tensor::uninitialized(DType::kInt32, ys);  // every element written
+    QgemmOutput out;
+    out.kind = QgemmOutputKind::kInt32;
+    out.out = y.raw();
+    out.ldo = w_->n;
+    const int64_t rows = w_->k == 0 ? shape_numel(ys) / std::max<int64_t>(w_->n, 1) : a.numel() / w_->k;
+    qgemm(rows, {a.raw(), a.dtype() == DType::kInt8, w_->k, 1}, (*az)[0], w_->packed, out, ctx.pool);
+    ctx.outputs[0] = std::move(y);
+    return Status::Ok();
+  }
+
+ private:
+  std::unique_ptr<Kernel> ref_;
+  std::unique_ptr<PackedWeight> w_;
+};
+
+}  // namespace
+
+Expected<std::unique_ptr<Kernel>> try_make_matmul_integer_kernel(const KernelInit& init) {
+  auto w = pack_weight(init.constant_input(1), init.constant_input(3), node_has_input(init, 3), false);
+  if (!w) return std::unique_ptr<Kernel>();
+  QTK_ASSIGN_OR_RETURN(auto ref, make_reference_kernel(init));
+  return std::unique_ptr<Kernel>(std::make_unique<MatMulIntegerKernel>(std::move(ref), std::move(w)));
+}
+
+namespace {
+using TryMake = Expected<std::unique_ptr<Kernel>> (*)(const KernelInit&);
+
+// The first optimized kernel that takes the node, else the reference kernel.
+KernelFactory first_of(std::vector<TryMake> candidates) {
+  return [candidates](const KernelInit& init) -> Expected<std::unique_ptr<Kernel>> {
+    for (TryMake f : candidates) {
+      QTK_ASSIGN_OR_RETURN(auto k, f(init));
+      if (k) return k;
+    }
+    return make_reference_kernel(init);
+  };
+}
+}  // namespace
+
+}  // namespace x86
+
+void register_x86_qlinear_ops(OpRegistry& r) {
+  r.add("QLinearMatMul", x86::first_of({x86::try_make_qlinear_matmul_kernel}));
+  r.add("MatMulInteger", x86::first_of({x86::try_make_matmul_integer_kernel}));
+  r.add("QGemm", x86::first_of({x86::try_make_qgemm_kernel}), "com.microsoft");
+  r.add("QLinearConv", x86::first_of({try_make_qdepthwise_conv_kernel, x86::try_make_qlinear_conv_kernel}));
+  r.add("ConvInteger", x86::first_of({x86::try_make_conv_integer_kernel}));
+}
+
+}  // namespace qtk::rt

@@ -1,0 +1,358 @@
+// The depthwise QLinearConv kernel (src/runtime/kernels/x86/qdepthwise_conv*)
+// against the reference QLinearConv kernel, bit for bit, on random shapes,
+// attributes, types, zero points, scales and biases; both its scalar and its
+// AVX2 path, 1 and 2 threads. Kernels are called directly (factory +
+// KernelContext) so the comparison does not depend on which kernel the
+// registry picks.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "ir/graph.h"
+#include "runtime/kernels/x86/qdepthwise_conv.h"
+#include "runtime/op_registry.h"
+#include "runtime/thread_pool.h"
+
+namespace qtk {
+namespace {
+
+using rt::qdw::Path;
+
+// QLinearConv inputs: x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, [bias].
+struct Case {
+  Shape x_shape;
+  int64_t k_h = 3, k_w = 3;
+  std::vector<ir::Attribute> attrs;
+  std::vector<Tensor> inputs;  // 9 entries; bias undefined when absent
+  std::string text;            // for SCOPED_TRACE
+};
+
+template <class T>
+Tensor random_codes(Shape s, std::mt19937& rng) {
+  Tensor t(dtype_of<T>, std::move(s));
+  std::uniform_int_distribution<int> d(std::numeric_limits<T>::min(), std::numeric_limits<T>::max());
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<T>()[i] = static_cast<T>(d(rng));
+  return t;
+}
+
+Tensor codes_tensor(bool is_signed, Shape s, std::mt19937& rng) {
+  return is_signed ? random_codes<int8_t>(std::move(s), rng) : random_codes<uint8_t>(std::move(s), rng);
+}
+
+Tensor zero_point(bool is_signed, Shape s, std::mt19937& rng) { return codes_tensor(is_signed, std::move(s), rng); }
+
+// A random depthwise case. `big` pushes biases and multipliers to the edges
+// (int32 clamp of acc + bias, multipliers >= 0.5) that the vector path must
+// hand to the exact scalar path.
+Case random_case(std::mt19937& rng, bool big) {
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  Case c;
+  const int64_t n = pick(1, 2), ch = pick(1, 12);
+  const int kernels[] = {1, 2, 3, 3, 3, 4, 5, 5, 7};
+  c.k_h = kernels[pick(0, 8)];
+  c.k_w = pick(0, 3) == 0 ? kernels[pick(0, 8)] : c.k_h;
+  const int64_t sh = pick(1, 4) == 4 ? 3 : pick(1, 2), sw = pick(1, 4) == 4 ? 3 : pick(1, 2);
+  const int64_t dh = pick(0, 3) == 0 ? 2 : 1, dw = pick(0, 3) == 0 ? pick(2, 3) : 1;
+  const int64_t ext_h = (c.k_h - 1) * dh + 1, ext_w = (c.k_w - 1) * dw + 1;
+  const int64_t h = pick(static_cast<int>(std::max<int64_t>(1, ext_h - 2)), 37);
+  const int64_t w = pick(static_cast<int>(std::max<int64_t>(1, ext_w - 2)), 45);
+  c.x_shape = {n, ch, h, w};
+  std::ostringstream os;
+  os << "x " << shape_to_string(c.x_shape) << " k " << c.k_h << "x" << c.k_w << " s " << sh << "," << sw << " d "
+     << dh << "," << dw;
+  c.attrs = {ir::attr_int("group", ch), ir::attr_ints("strides", {sh, sw}), ir::attr_ints("dilations", {dh, dw})};
+  const int pad_mode = pick(0, 5);
+  if (pad_mode <= 2 || ext_h > h || ext_w > w) {
+    // Explicit pads; enough of them that the window fits.
+    const int64_t need_h = std::max<int64_t>(0, ext_h - h), need_w = std::max<int64_t>(0, ext_w - w);
+    const int64_t pt = pick(0, static_cast<int>(c.k_h)), pl = pick(0, static_cast<int>(c.k_w));
+    const int64_t pb = std::max<int64_t>(need_h - pt, pick(0, static_cast<int>(c.k_h)));
+    const int64_t pr = std::max<int64_t>(need_w - pl, pick(0, static_cast<int>(c.k_w)));
+    c.attrs.push_back(ir::attr_ints("pads", {pt, pl, pb, pr}));
+    os << " pads " << pt << "," << pl << "," << pb << "," << pr;
+  } else {
+    const char* modes[] = {"SAME_UPPER", "SAME_LOWER", "VALID"};
+    const char* m = modes[pad_mode - 3];
+    c.attrs.push_back(ir::attr_string("auto_pad", m));
+    os << " auto_pad " << m;
+  }
+  const bool x_signed = pick(0, 1), w_signed = pick(0, 3) != 0, y_signed = pick(0, 1);
+  const bool per_channel = pick(0, 1), has_bias = pick(0, 3) != 0;
+  c.inputs.resize(9);
+  c.inputs[0] = codes_tensor(x_signed, c.x_shape, rng);
+  const float x_scale = std::uniform_real_distribution<float>(0.002f, 0.05f)(rng);
+  c.inputs[1] = Tensor::scalar(x_scale);
+  c.inputs[2] = zero_point(x_signed, {}, rng);
+  c.inputs[3] = codes_tensor(w_signed, {ch, 1, c.k_h, c.k_w}, rng);
+  const int64_t wn = per_channel ? ch : 1;
+  Tensor ws(DType::kFloat32, {wn});
+  std::vector<float> w_scales;
+  for (int64_t i = 0; i < wn; ++i) ws.data<float>()[i] = std::uniform_real_distribution<float>(0.001f, 0.03f)(rng);
+  c.inputs[4] = ws;
+  c.inputs[5] = pick(0, 2) == 0 ? zero_point(w_signed, {wn}, rng)
+                                : (w_signed ? Tensor::from_vector<int8_t>({wn}, std::vector<int8_t>(wn, 0))
+                                            : Tensor::from_vector<uint8_t>({wn}, std::vector<uint8_t>(wn, 128)));
+  // y_scale near the typical |acc| so the codes spread over the range.
+  const double typical = 128.0 * 64.0 * std::sqrt(static_cast<double>(c.k_h * c.k_w));
+  double y_scale = x_scale * 0.015 * typical / 100.0 * std::uniform_real_distribution<double>(0.3, 3.0)(rng);
+  if (big && pick(0, 1)) y_scale = x_scale * 0.03 / std::uniform_real_distribution<double>(0.5, 8.0)(rng);
+  c.inputs[6] = Tensor::scalar(static_cast<float>(y_scale));
+  c.inputs[7] = zero_point(y_signed, {}, rng);
+  if (has_bias) {
+    Tensor b(DType::kInt32, {ch});
+    for (int64_t i = 0; i < ch; ++i) {
+      int32_t v = std::uniform_int_distribution<int32_t>(-20000, 20000)(rng);
+      if (big && pick(0, 2) == 0)
+        v = pick(0, 1) ? INT32_MAX - std::uniform_int_distribution<int32_t>(0, 100000)(rng)
+                       : INT32_MIN + std::uniform_int_distribution<int32_t>(0, 100000)(rng);
+      b.data<int32_t>()[i] = v;
+    }
+    c.inputs[8] = b;
+  }
+  os << " x " << (x_signed ? "s8" : "u8") << " w " << (w_signed ? "s8" : "u8") << " y " << (y_signed ? "s8" : "u8")
+     << (per_channel ? " per-channel" : " per-tensor") << (has_bias ? " bias" : "") << " x_zp "
+     << c.inputs[2].get_as_int64(0) << " y_zp " << c.inputs[7].get_as_int64(0) << " y_scale " << y_scale;
+  c.text = os.str();
+  return c;
+}
+
+ir::Node make_node(const Case& c) {
+  ir::Node n;
+  n.name = "dw";
+  n.op_type = "QLinearConv";
+  n.inputs = {"x", "x_scale", "x_zp", "w", "w_scale", "w_zp", "y_scale", "y_zp"};
+  if (c.inputs[8].defined()) n.inputs.push_back("bias");
+  n.outputs = {"y"};
+  n.attrs = c.attrs;
+  return n;
+}
+
+// `constants`: which inputs the factory sees as initializers.
+rt::KernelInit make_init(const ir::Node& node, const Case& c, std::vector<bool> constants) {
+  rt::KernelInit init{node, 19, nullptr, nullptr};
+  init.constant_input = [&c, constants](size_t i) -> const Tensor* {
+    if (i >= c.inputs.size() || !c.inputs[i].defined() || !constants[i]) return nullptr;
+    return &c.inputs[i];
+  };
+  return init;
+}
+
+Expected<Tensor> run_kernel(rt::Kernel& k, const Case& c, rt::ThreadPool& pool) {
+  rt::KernelContext ctx;
+  for (const Tensor& t : c.inputs) ctx.inputs.push_back(t.defined() ? &t : nullptr);
+  if (!c.inputs[8].defined()) ctx.inputs.pop_back();
+  ctx.outputs.resize(1);
+  ctx.pool = &pool;
+  QTK_RETURN_IF_ERROR(k.run(ctx));
+  return ctx.outputs[0];
+}
+
+std::unique_ptr<rt::Kernel> reference_kernel(const rt::KernelInit& init) {
+  rt::OpRegistry r;
+  rt::register_qlinear_ops(r);
+  auto k = (*r.find("", "QLinearConv", 19))(init);
+  EXPECT_TRUE(k.ok());
+  return k.ok() ? std::move(*k) : nullptr;
+}
+
+void expect_same(const Tensor& got, const Tensor& want) {
+  ASSERT_EQ(got.dtype(), want.dtype());
+  ASSERT_EQ(got.shape(), want.shape());
+  for (int64_t i = 0; i < want.numel(); ++i)
+    ASSERT_EQ(got.get_as_int64(i), want.get_as_int64(i)) << "element " << i << " of " << shape_to_string(want.shape());
+}
+
+void check_case(const Case& c, Path path, int threads, std::vector<bool> constants) {
+  const ir::Node node = make_node(c);
+  const rt::KernelInit init = make_init(node, c, constants);
+  auto ref = reference_kernel(init);
+  ASSERT_NE(ref, nullptr);
+  auto k = rt::qdw::try_make_kernel(init, path);
+  ASSERT_TRUE(k.ok()) << k.status().message();
+  ASSERT_NE(*k, nullptr) << "a depthwise conv with constant weights must be taken";
+  rt::ThreadPool pool(threads);
+  auto want = run_kernel(*ref, c, pool);
+  ASSERT_TRUE(want.ok()) << want.status().message();
+  auto got = run_kernel(**k, c, pool);
+  ASSERT_TRUE(got.ok()) << got.status().message();
+  expect_same(*got, *want);
+}
+
+std::vector<bool> all_constant() { return std::vector<bool>(9, true); }
+
+TEST(QDepthwiseConv, RandomCasesMatchReferenceBitExactly) {
+  const uint32_t seed = 20240611;
+  std::mt19937 rng(seed);
+  for (int i = 0; i < 300; ++i) {
+    const Case c = random_case(rng, i % 4 == 3);
+    for (Path path : {Path::kScalar, Path::kAvx2}) {
+      const int threads = 1 + (i % 2);
+      SCOPED_TRACE("seed " + std::to_string(seed) + " case " + std::to_string(i) + " path " +
+                   rt::qdw::path_name(path) + " threads " + std::to_string(threads) + ": " + c.text);
+      check_case(c, path, threads, all_constant());
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+  }
+}
+
+TEST(QDepthwiseConv, ParametersGivenAtRunTimeMatchReference) {
+  const uint32_t seed = 7;
+  std::mt19937 rng(seed);
+  // Only the weights (and their zero point) are initializers.
+  std::vector<bool> constants(9, false);
+  constants[3] = constants[5] = true;
+  for (int i = 0; i < 20; ++i) {
+    const Case c = random_case(rng, i % 2 == 1);
+    SCOPED_TRACE("seed " + std::to_string(seed) + " case " + std::to_string(i) + ": " + c.text);
+    check_case(c, Path::kAuto, 2, constants);
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+}
+
+TEST(QDepthwiseConv, MobileNetShapes) {
+  std::mt19937 rng(11);
+  // 3x3 stride 1 and 2 on 56x56 / 28x28 planes, with and without pads.
+  for (int64_t stride : {1, 2})
+    for (int64_t pad : {0, 1}) {
+      Case c = random_case(rng, false);
+      const int64_t ch = 16, hw = stride == 1 ? 56 : 28;
+      c.x_shape = {1, ch, hw, hw};
+      c.k_h = c.k_w = 3;
+      c.attrs = {ir::attr_int("group", ch), ir::attr_ints("strides", {stride, stride}),
+                 ir::attr_ints("pads", {pad, pad, pad, pad})};
+      const bool xs = c.inputs[0].dtype() == DType::kInt8, ws = c.inputs[3].dtype() == DType::kInt8;
+      c.inputs[0] = codes_tensor(xs, c.x_shape, rng);
+      c.inputs[3] = codes_tensor(ws, {ch, 1, 3, 3}, rng);
+      c.inputs[4] = Tensor::scalar(0.01f);
+      c.inputs[5] = zero_point(ws, {}, rng);
+      c.inputs[6] = Tensor::scalar(0.002f);
+      Tensor b(DType::kInt32, {ch});
+      for (int64_t i = 0; i < ch; ++i) b.data<int32_t>()[i] = static_cast<int32_t>(i * 1000 - 8000);
+      c.inputs[8] = b;
+      SCOPED_TRACE("stride " + std::to_string(stride) + " pad " + std::to_string(pad) + ": " + c.text);
+      check_case(c, Path::kAvx2, 1, all_constant());
+    }
+}
+
+// Kernels past the unrolled sizes (weight pairs read from memory, or from a
+// heap buffer beyond 64 pairs), 1-D-like kernels, pads wider than the image.
+TEST(QDepthwiseConv, UnusualKernelsAndPads) {
+  std::mt19937 rng(13);
+  struct Geo {
+    int64_t h, w, kh, kw, sh, sw, dh, dw, pad;
+  };
+  const Geo geos[] = {{20, 23, 11, 11, 1, 1, 1, 1, 5}, {17, 40, 9, 13, 2, 2, 1, 1, 6}, {9, 30, 1, 9, 1, 1, 1, 1, 4},
+                      {30, 9, 9, 1, 1, 2, 1, 1, 4},    {4, 4, 3, 3, 1, 1, 1, 1, 7},    {5, 6, 3, 3, 3, 3, 2, 2, 3},
+                      {12, 70, 5, 5, 1, 1, 1, 3, 2},   {1, 1, 1, 1, 1, 1, 1, 1, 0},    {3, 100, 3, 3, 1, 2, 1, 1, 1}};
+  for (const Geo& g : geos)
+    for (bool x_signed : {false, true}) {
+      Case c = random_case(rng, false);
+      const int64_t ch = 3;
+      c.x_shape = {2, ch, g.h, g.w};
+      c.k_h = g.kh, c.k_w = g.kw;
+      c.attrs = {ir::attr_int("group", ch), ir::attr_ints("strides", {g.sh, g.sw}),
+                 ir::attr_ints("dilations", {g.dh, g.dw}), ir::attr_ints("pads", {g.pad, g.pad, g.pad, g.pad})};
+      c.inputs[0] = codes_tensor(x_signed, c.x_shape, rng);
+      c.inputs[2] = zero_point(x_signed, {}, rng);
+      const bool w_signed = c.inputs[3].dtype() == DType::kInt8;
+      c.inputs[3] = codes_tensor(w_signed, {ch, 1, g.kh, g.kw}, rng);
+      c.inputs[4] = Tensor::scalar(0.01f);
+      c.inputs[5] = zero_point(w_signed, {}, rng);
+      c.inputs[6] = Tensor::scalar(static_cast<float>(0.0002 * std::sqrt(static_cast<double>(g.kh * g.kw))));
+      c.inputs[8] = Tensor();
+      std::ostringstream os;
+      os << "x " << shape_to_string(c.x_shape) << " k " << g.kh << "x" << g.kw << " s " << g.sh << "," << g.sw
+         << " d " << g.dh << "," << g.dw << " pad " << g.pad << (x_signed ? " s8" : " u8");
+      for (Path path : {Path::kScalar, Path::kAvx2}) {
+        SCOPED_TRACE(os.str() + " path " + rt::qdw::path_name(path));
+        check_case(c, path, 2, all_constant());
+        if (::testing::Test::HasFatalFailure()) return;
+      }
+    }
+}
+
+TEST(QDepthwiseConv, DeclinesWhatItDoesNotHandle) {
+  std::mt19937 rng(3);
+  Case c = random_case(rng, false);
+  c.x_shape = {1, 4, 9, 9};
+  c.inputs[0] = codes_tensor(false, c.x_shape, rng);
+  c.inputs[3] = codes_tensor(true, {4, 1, 3, 3}, rng);
+  c.inputs[5] = Tensor::scalar<int8_t>(0);
+  c.inputs[4] = Tensor::scalar(0.01f);
+  c.attrs = {ir::attr_int("group", 4)};
+  const ir::Node node = make_node(c);
+  {  // weights not an initializer
+    std::vector<bool> constants(9, true);
+    constants[3] = false;
+    auto k = rt::try_make_qdepthwise_conv_kernel(make_init(node, c, constants));
+    ASSERT_TRUE(k.ok());
+    EXPECT_EQ(*k, nullptr);
+  }
+  {  // weight zero point computed at run time
+    std::vector<bool> constants(9, true);
+    constants[5] = false;
+    auto k = rt::try_make_qdepthwise_conv_kernel(make_init(node, c, constants));
+    ASSERT_TRUE(k.ok());
+    EXPECT_EQ(*k, nullptr);
+  }
+  {  // x_zero_point absent (required by QLinearConv; the reference reports it)
+    ir::Node n = node;
+    n.inputs[2] = "";
+    auto k = rt::try_make_qdepthwise_conv_kernel(make_init(n, c, all_constant()));
+    ASSERT_TRUE(k.ok());
+    EXPECT_EQ(*k, nullptr);
+  }
+  {  // not depthwise: group 1 with 4 output channels of 1 input channel
+    Case g = c;
+    g.attrs = {ir::attr_int("group", 1)};
+    const ir::Node gn = make_node(g);
+    auto k = rt::try_make_qdepthwise_conv_kernel(make_init(gn, g, all_constant()));
+    ASSERT_TRUE(k.ok());
+    EXPECT_EQ(*k, nullptr);
+  }
+  {  // 1-D conv
+    Case r = c;
+    r.inputs[3] = codes_tensor(true, {4, 1, 3}, rng);
+    const ir::Node rn = make_node(r);
+    auto k = rt::try_make_qdepthwise_conv_kernel(make_init(rn, r, all_constant()));
+    ASSERT_TRUE(k.ok());
+    EXPECT_EQ(*k, nullptr);
+  }
+}
+
+// Bad input reaches the reference kernel's error, not a crash.
+TEST(QDepthwiseConv, BadInputReportsTheReferenceError) {
+  std::mt19937 rng(5);
+  Case c = random_case(rng, false);
+  c.x_shape = {1, 3, 8, 8};
+  c.inputs[0] = codes_tensor(false, c.x_shape, rng);
+  c.inputs[2] = Tensor::scalar<uint8_t>(3);
+  c.inputs[3] = codes_tensor(true, {3, 1, 3, 3}, rng);
+  c.inputs[4] = Tensor::scalar(0.01f);
+  c.inputs[5] = Tensor::scalar<int8_t>(0);
+  c.attrs = {ir::attr_int("group", 3)};
+  c.inputs[8] = Tensor(DType::kInt32, {5});  // wrong bias length
+  const ir::Node node = make_node(c);
+  auto k = rt::try_make_qdepthwise_conv_kernel(make_init(node, c, all_constant()));
+  ASSERT_TRUE(k.ok());
+  ASSERT_NE(*k, nullptr);
+  rt::ThreadPool pool(1);
+  auto y = run_kernel(**k, c, pool);
+  ASSERT_FALSE(y.ok());
+  EXPECT_NE(y.status().message().find("bias"), std::string::npos) << y.status().message();
+  // Input with the wrong channel count.
+  c.inputs[8] = Tensor(DType::kInt32, {3});
+  c.x_shape = {1, 5, 8, 8};
+  c.inputs[0] = codes_tensor(false, c.x_shape, rng);
+  auto y2 = run_kernel(**k, c, pool);
+  EXPECT_FALSE(y2.ok());
+}
+
+}  // namespace
+}  // namespace qtk

@@ -1,0 +1,347 @@
+// The int8 GEMM (src/runtime/kernels/x86/qgemm.h, qgemm_vnni.h) against a plain int64 loop
+// and quant::requantize_to_code: random shapes (1, odd, tile edges), uint8 and
+// int8 operands, random zero points, per-tensor and per-channel multipliers,
+// narrow clamps, saturating and wrapping biases, every output kind, the
+// scalar, AVX2 and AVX-512 VNNI paths (those the CPU has), one and two
+// threads. Bit-exact throughout.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "quant/schemes/fixed_point.h"
+#include "runtime/kernels/x86/qgemm.h"
+#include "runtime/kernels/x86/qgemm_conv.h"
+#include "runtime/thread_pool.h"
+
+namespace qtk::rt::x86 {
+namespace {
+
+struct Case {
+  int64_t m, n, k;
+  bool a_signed, b_signed;
+  QgemmOutputKind kind;
+  bool channel_is_row;
+  bool per_channel;
+  int bias_mode;  // 0 none, 1 per channel, 2 full matrix
+  bool bias_saturates;
+  bool codes_signed;
+  std::string describe() const {
+    return "M=" + std::to_string(m) + " N=" + std::to_string(n) + " K=" + std::to_string(k) +
+           " a_signed=" + std::to_string(a_signed) + " b_signed=" + std::to_string(b_signed) +
+           " kind=" + std::to_string(static_cast<int>(kind)) + " by_row=" + std::to_string(channel_is_row) +
+           " per_channel=" + std::to_string(per_channel) + " bias_mode=" + std::to_string(bias_mode) +
+           " saturate=" + std::to_string(bias_saturates) + " codes_signed=" + std::to_string(codes_signed);
+  }
+};
+
+std::vector<uint8_t> random_bytes(int64_t n, std::mt19937& rng) {
+  std::vector<uint8_t> v(static_cast<size_t>(n));
+  std::uniform_int_distribution<int> d(0, 255);
+  for (auto& x : v) x = static_cast<uint8_t>(d(rng));
+  return v;
+}
+
+int32_t code_of(const std::vector<uint8_t>& v, int64_t i, bool is_signed) {
+  return is_signed ? static_cast<int8_t>(v[i]) : v[i];
+}
+
+int32_t random_zp(bool is_signed, std::mt19937& rng) {
+  std::uniform_int_distribution<int> d(is_signed ? -128 : 0, is_signed ? 127 : 255);
+  return d(rng);
+}
+
+// A real multiplier spread over many binades, so that shifts from 1 to 62
+// occur; below_one: all under 1 (the output stage's 32-bit finish).
+quant::FixedPointMultiplier random_multiplier(std::mt19937& rng, bool below_one) {
+  std::uniform_real_distribution<double> e(-40.0, below_one ? -0.01 : 8.0);
+  return quant::quantize_multiplier(std::exp2(e(rng)));
+}
+
+void run_case(const Case& c, uint32_t seed, QgemmPath path, ThreadPool* pool) {
+  SCOPED_TRACE(c.describe() + " seed=" + std::to_string(seed) + " path=" + qgemm_path_name(path) +
+               " threads=" + std::to_string(pool ? pool->size() : 1));
+  std::mt19937 rng(seed);
+  const auto a = random_bytes(c.m * c.k, rng), b = random_bytes(c.k * c.n, rng);
+  const int32_t a_zp = random_zp(c.a_signed, rng);
+  const int64_t channels = c.channel_is_row ? c.m : c.n;
+  std::vector<int32_t> b_zp(c.channel_is_row ? 1 : static_cast<size_t>(c.n));
+  for (auto& z : b_zp) z = random_zp(c.b_signed, rng);
+
+  QgemmPackedB packed;
+  qgemm_pack_b({b.data(), c.b_signed, c.n, 1}, c.k, c.n, b_zp, packed);
+
+  // Bias: mostly small, a few near the int32 limits to exercise saturation.
+  const int64_t padded_n = (c.n + kQgemmNR - 1) / kQgemmNR * kQgemmNR;
+  std::vector<int32_t> bias;
+  QgemmOutput out;
+  out.kind = c.kind;
+  out.channel_is_row = c.channel_is_row;
+  out.bias_saturates = c.bias_saturates;
+  std::uniform_int_distribution<int32_t> small(-100000, 100000);
+  auto bias_value = [&] {
+    std::uniform_int_distribution<int> pick(0, 9);
+    const int p = pick(rng);
+    return p == 0 ? std::numeric_limits<int32_t>::max() - std::abs(small(rng)) / 10
+                  : p == 1 ? std::numeric_limits<int32_t>::min() + std::abs(small(rng)) : small(rng);
+  };
+  if (c.bias_mode == 1) {
+    bias.resize(static_cast<size_t>(c.channel_is_row ? c.m : padded_n));
+    for (auto& x : bias) x = bias_value();
+    out.bias = bias.data();
+    out.bias_rs = c.channel_is_row ? 1 : 0;
+    out.bias_cs = c.channel_is_row ? 0 : 1;
+  } else if (c.bias_mode == 2) {
+    bias.resize(static_cast<size_t>(c.m * padded_n));
+    for (auto& x : bias) x = bias_value();
+    out.bias = bias.data();
+    out.bias_rs = padded_n;
+    out.bias_cs = 1;
+  }
+
+  std::vector<quant::FixedPointMultiplier> mult(c.per_channel ? static_cast<size_t>(channels) : 1);
+  const bool below_one = rng() % 2;
+  for (auto& f : mult) f = random_multiplier(rng, below_one);
+  const int32_t lo = c.codes_signed ? -128 : 0, hi = c.codes_signed ? 127 : 255;
+  std::uniform_int_distribution<int> clamp_pick(0, 2);
+  int32_t qmin = lo, qmax = hi;
+  if (clamp_pick(rng) == 0) {  // a fused Relu / Clip
+    qmin = lo + 20;
+    qmax = hi - 30;
+  }
+  const int32_t y_zp = random_zp(c.codes_signed, rng);
+  const QgemmRequant requant = qgemm_make_requant(mult, channels, y_zp, qmin, qmax);
+  std::vector<float> scale(static_cast<size_t>(std::max<int64_t>(channels, padded_n)));
+  std::uniform_real_distribution<float> sd(1e-4f, 1.f);
+  for (auto& s : scale) s = sd(rng);
+  out.requant = &requant;
+  out.codes_signed = c.codes_signed;
+  out.scale = scale.data();
+  const size_t esize = c.kind == QgemmOutputKind::kCodes ? 1 : 4;
+  std::vector<uint8_t> y(static_cast<size_t>(c.m * c.n) * esize, 0xCD);
+  out.out = y.data();
+  out.ldo = c.n;
+
+  qgemm(c.m, {a.data(), c.a_signed, c.k, 1}, a_zp, packed, out, pool, path);
+
+  for (int64_t i = 0; i < c.m; ++i)
+    for (int64_t j = 0; j < c.n; ++j) {
+      int64_t acc = 0;
+      for (int64_t p = 0; p < c.k; ++p)
+        acc += static_cast<int64_t>(code_of(a, i * c.k + p, c.a_signed) - a_zp) *
+               (code_of(b, p * c.n + j, c.b_signed) - b_zp[c.channel_is_row ? 0 : j]);
+      int32_t v = static_cast<int32_t>(acc);
+      if (c.bias_mode) {
+        const int32_t bv = bias[static_cast<size_t>(i * out.bias_rs + j * out.bias_cs)];
+        v = c.bias_saturates
+                ? static_cast<int32_t>(std::clamp<int64_t>(int64_t{v} + bv, std::numeric_limits<int32_t>::min(),
+                                                           std::numeric_limits<int32_t>::max()))
+                : static_cast<int32_t>(static_cast<uint32_t>(v) + static_cast<uint32_t>(bv));
+      }
+      const int64_t ch = c.channel_is_row ? i : j;
+      const size_t o = static_cast<size_t>(i * c.n + j);
+      if (c.kind == QgemmOutputKind::kInt32) {
+        ASSERT_EQ(reinterpret_cast<const int32_t*>(y.data())[o], v) << "at " << i << "," << j;
+      } else if (c.kind == QgemmOutputKind::kFloat) {
+        const float want = static_cast<float>(v) * scale[static_cast<size_t>(ch)];
+        ASSERT_EQ(reinterpret_cast<const float*>(y.data())[o], want) << "at " << i << "," << j;
+      } else {
+        const int32_t want =
+            quant::requantize_to_code(v, mult[c.per_channel ? static_cast<size_t>(ch) : 0], y_zp, qmin, qmax);
+        const int32_t got = c.codes_signed ? static_cast<int8_t>(y[o]) : y[o];
+        ASSERT_EQ(got, want) << "at " << i << "," << j << " acc " << v;
+      }
+    }
+}
+
+std::vector<QgemmPath> paths() {
+  std::vector<QgemmPath> p{QgemmPath::kScalar};
+  if (qgemm_avx2_supported()) p.push_back(QgemmPath::kAvx2);
+  if (qgemm_avx512_vnni_supported()) p.push_back(QgemmPath::kAvx512Vnni);
+  return p;
+}
+
+TEST(Qgemm, RandomShapesMatchPlainLoop) {
+  ThreadPool pool2(2);
+  std::mt19937 rng(1234);
+  const int64_t sizes[] = {1, 2, 3, 5, 6, 7, 13, 16, 17, 31, 33, 64};
+  std::uniform_int_distribution<int> pick(0, static_cast<int>(std::size(sizes)) - 1), coin(0, 1), kind(0, 2),
+      bias(0, 2);
+  for (int iter = 0; iter < 120; ++iter) {
+    Case c;
+    c.m = sizes[pick(rng)];
+    c.n = sizes[pick(rng)];
+    c.k = sizes[pick(rng)];
+    c.a_signed = coin(rng);
+    c.b_signed = coin(rng);
+    c.kind = static_cast<QgemmOutputKind>(kind(rng));
+    c.channel_is_row = coin(rng);
+    c.per_channel = coin(rng);
+    c.bias_mode = bias(rng);
+    c.bias_saturates = coin(rng);
+    c.codes_signed = coin(rng);
+    const uint32_t seed = static_cast<uint32_t>(rng());
+    for (QgemmPath p : paths()) {
+      run_case(c, seed, p, nullptr);
+      if (iter % 4 == 0) run_case(c, seed, p, &pool2);
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+  }
+}
+
+// Large enough to be split over threads (more than 2^20 multiply-adds; along
+// M and along N), with K odd and tiles cut at both edges.
+TEST(Qgemm, ThreadedProductsMatch) {
+  ThreadPool pool2(2), pool3(3);
+  const Case cases[] = {
+      {130, 45, 257, false, true, QgemmOutputKind::kCodes, false, true, 1, true, false},
+      {1, 4000, 301, true, true, QgemmOutputKind::kCodes, false, true, 1, true, true},
+      {67, 300, 96, false, false, QgemmOutputKind::kFloat, false, true, 2, false, false},
+      {200, 17, 400, true, false, QgemmOutputKind::kInt32, true, true, 1, true, false},
+  };
+  uint32_t seed = 77;
+  for (const Case& c : cases)
+    for (QgemmPath p : paths()) {
+      run_case(c, seed++, p, &pool2);
+      run_case(c, seed++, p, &pool3);
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+}
+
+// Extreme codes: every operand at its range limit, so int16 pair sums and
+// int32 accumulators take their largest values.
+TEST(Qgemm, ExtremeCodesAreExact) {
+  for (bool a_signed : {false, true})
+    for (bool b_signed : {false, true}) {
+      SCOPED_TRACE("a_signed=" + std::to_string(a_signed) + " b_signed=" + std::to_string(b_signed));
+      const int64_t m = 7, n = 19, k = 1023;
+      std::vector<uint8_t> a(static_cast<size_t>(m * k)), b(static_cast<size_t>(k * n));
+      const uint8_t a_far = a_signed ? 0x80 : 255, b_far = b_signed ? 0x80 : 0;  // -128 / 255, -128 / 0
+      std::fill(a.begin(), a.end(), a_far);
+      std::fill(b.begin(), b.end(), b_far);
+      const int32_t a_zp = a_signed ? 127 : 0, b_zp = b_signed ? 127 : 255;
+      QgemmPackedB packed;
+      qgemm_pack_b({b.data(), b_signed, n, 1}, k, n, {b_zp}, packed);
+      std::vector<int32_t> y(static_cast<size_t>(m * n));
+      QgemmOutput out;
+      out.out = y.data();
+      out.ldo = n;
+      const int32_t da = (a_signed ? -128 : 255) - a_zp, db = (b_signed ? -128 : 0) - b_zp;
+      for (QgemmPath p : paths()) {
+        qgemm(m, {a.data(), a_signed, k, 1}, a_zp, packed, out, nullptr, p);
+        for (int32_t v : y) ASSERT_EQ(v, static_cast<int32_t>(k * da * db)) << qgemm_path_name(p);
+      }
+    }
+}
+
+// The implicit-GEMM convolution on both paths against a plain loop: odd
+// sizes, strides, dilations, pads, groups, 1x1 direct reads, int32 output.
+TEST(Qconv, BothPathsMatchPlainLoop) {
+  ThreadPool pool2(2);
+  const uint32_t seed = 4321;
+  std::mt19937 rng(seed);
+  auto pick = [&](std::vector<int64_t> v) { return v[rng() % v.size()]; };
+  int tested = 0;
+  for (int iter = 0; iter < 80; ++iter) {
+    QconvGeometry g;
+    g.group = pick({1, 1, 2, 3});
+    const int64_t cg = pick({1, 2, 3, 7, 16}), ocg = pick({1, 4, 6, 7, 13});
+    g.batch = pick({1, 2});
+    g.in_c = cg * g.group;
+    g.out_c = ocg * g.group;
+    g.kernel_h = pick({1, 2, 3, 5});
+    g.kernel_w = rng() % 2 ? g.kernel_h : pick({1, 3});
+    g.stride_h = pick({1, 2, 3});
+    g.stride_w = pick({1, 2});
+    g.dilation_h = pick({1, 2});
+    g.dilation_w = pick({1, 2});
+    g.pad_top = pick({0, 1, 2});
+    g.pad_left = pick({0, 1, 3});
+    const int64_t pad_bottom = pick({0, 1}), pad_right = pick({0, 2});
+    if (rng() % 4 == 0) {  // the 1x1 direct case
+      g.kernel_h = g.kernel_w = g.stride_h = g.stride_w = 1;
+      g.pad_top = g.pad_left = 0;
+    }
+    g.in_h = pick({1, 3, 6, 9, 17});
+    g.in_w = pick({1, 2, 5, 8, 16, 21});
+    const int64_t eh = (g.kernel_h - 1) * g.dilation_h + 1, ew = (g.kernel_w - 1) * g.dilation_w + 1;
+    const bool direct = g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_top == 0 &&
+                        g.pad_left == 0;
+    const int64_t hp = g.in_h + g.pad_top + (direct ? 0 : pad_bottom), wp = g.in_w + g.pad_left + (direct ? 0 : pad_right);
+    if (hp < eh || wp < ew) continue;
+    ++tested;
+    g.out_h = (hp - eh) / g.stride_h + 1;
+    g.out_w = (wp - ew) / g.stride_w + 1;
+    const bool x_signed = rng() % 2, w_signed = rng() % 2, int32_out = rng() % 3 == 0;
+    const int64_t k = cg * g.kernel_h * g.kernel_w;
+    const auto x = random_bytes(g.batch * g.in_c * g.in_h * g.in_w, rng);
+    const auto w = random_bytes(g.out_c * k, rng);
+    const int32_t x_zp = random_zp(x_signed, rng);
+    std::vector<int32_t> w_zp(rng() % 2 ? static_cast<size_t>(g.out_c) : 1);
+    for (auto& z : w_zp) z = random_zp(w_signed, rng);
+    QconvWeights packed;
+    qconv_pack_weights({w.data(), w_signed, k, 1}, g.out_c, cg, g.kernel_h, g.kernel_w, g.group, w_zp, packed);
+    std::vector<quant::FixedPointMultiplier> mult(static_cast<size_t>(g.out_c));
+    for (auto& f : mult) f = random_multiplier(rng, rng() % 2);
+    const QgemmRequant requant = qgemm_make_requant(mult, g.out_c, random_zp(false, rng), 0, 255);
+    std::vector<int32_t> bias(static_cast<size_t>(g.out_c));
+    for (auto& b : bias) b = static_cast<int32_t>(rng() % 200001) - 100000;
+    const int64_t plane = g.out_h * g.out_w, total = g.batch * g.out_c * plane;
+    QgemmOutput out;
+    out.kind = int32_out ? QgemmOutputKind::kInt32 : QgemmOutputKind::kCodes;
+    out.channel_is_row = true;
+    out.bias = bias.data();
+    out.bias_rs = 1;
+    out.requant = &requant;
+    out.ldo = plane;
+    SCOPED_TRACE("seed " + std::to_string(seed) + " iter " + std::to_string(iter) + " batch " +
+                 std::to_string(g.batch) + " c " + std::to_string(g.in_c) + " " + std::to_string(g.in_h) + "x" +
+                 std::to_string(g.in_w) + " oc " + std::to_string(g.out_c) + " k " + std::to_string(g.kernel_h) + "x" +
+                 std::to_string(g.kernel_w) + " s " + std::to_string(g.stride_h) + "," + std::to_string(g.stride_w) +
+                 " d " + std::to_string(g.dilation_h) + "," + std::to_string(g.dilation_w) + " pads " +
+                 std::to_string(g.pad_top) + "," + std::to_string(g.pad_left) + " group " + std::to_string(g.group));
+    // The plain loop.
+    std::vector<int32_t> want(static_cast<size_t>(total));
+    const int64_t ocg_n = g.out_c / g.group;
+    for (int64_t b = 0; b < g.batch; ++b)
+      for (int64_t oc = 0; oc < g.out_c; ++oc)
+        for (int64_t oh = 0; oh < g.out_h; ++oh)
+          for (int64_t ow = 0; ow < g.out_w; ++ow) {
+            int64_t acc = 0;
+            const int64_t grp = oc / ocg_n;
+            for (int64_t c = 0; c < cg; ++c)
+              for (int64_t kh = 0; kh < g.kernel_h; ++kh)
+                for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+                  const int64_t ih = oh * g.stride_h - g.pad_top + kh * g.dilation_h;
+                  const int64_t iw = ow * g.stride_w - g.pad_left + kw * g.dilation_w;
+                  if (ih < 0 || ih >= g.in_h || iw < 0 || iw >= g.in_w) continue;
+                  const int64_t xi = ((b * g.in_c + grp * cg + c) * g.in_h + ih) * g.in_w + iw;
+                  const int64_t wi = oc * k + (c * g.kernel_h + kh) * g.kernel_w + kw;
+                  acc += static_cast<int64_t>(code_of(x, xi, x_signed) - x_zp) *
+                         (code_of(w, wi, w_signed) - w_zp[w_zp.size() > 1 ? static_cast<size_t>(oc) : 0]);
+                }
+            const int32_t v = static_cast<int32_t>(acc) + bias[static_cast<size_t>(oc)];
+            const size_t o = static_cast<size_t>(((b * g.out_c + oc) * g.out_h + oh) * g.out_w + ow);
+            want[o] = int32_out ? v : quant::requantize_to_code(v, mult[static_cast<size_t>(oc)], requant.zero_point, 0, 255);
+          }
+    for (QgemmPath p : paths())
+      for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2}) {
+        std::vector<uint8_t> y(static_cast<size_t>(total) * (int32_out ? 4 : 1), 0xCD);
+        out.out = y.data();
+        qconv(g, x.data(), x_signed, x_zp, packed, out, pool, p);
+        for (int64_t i = 0; i < total; ++i) {
+          const int32_t got = int32_out ? reinterpret_cast<const int32_t*>(y.data())[i] : y[static_cast<size_t>(i)];
+          ASSERT_EQ(got, want[static_cast<size_t>(i)]) << "element " << i << " path " << qgemm_path_name(p);
+        }
+      }
+  }
+  EXPECT_GE(tested, 40);  // most random geometries fit
+}
+
+}  // namespace
+}  // namespace qtk::rt::x86

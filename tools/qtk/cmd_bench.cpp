@@ -1,0 +1,274 @@
+// qtk bench: time a model on random inputs (latency percentiles, throughput,
+// session build time, peak resident memory).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cli.h"
+#include "core/json.h"
+#include "qtk/model.h"
+#include "qtk/session.h"
+
+namespace qtk::cli {
+namespace {
+
+constexpr OptionSpec kOptions[] = {
+    {"--threads", "N", "threads for the kernels (default 1)"},
+    {"--batch", "B", "batch size fed to every input's first dimension (default 1, or the model's fixed batch)"},
+    {"--runs", "R", "timed runs (default: as many as fit in about 2 s, at least 10)"},
+    {"--warmup", "W", "untimed runs first (default 3)"},
+    {"--integer", "", "integer session: QDQ patterns run as int8 kernels (SessionOptions::integer)"},
+    {"--json", "", "print one JSON object instead of text"},
+};
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
+
+// Shape of each input with the batch filled in. Only the first dimension
+// may be dynamic (it becomes `batch`); a fixed first dimension must equal
+// --batch when that is given.
+Outcome input_shapes(const std::vector<TensorInfo>& inputs, bool batch_given, int64_t& batch,
+                     std::vector<Shape>& shapes) {
+  for (const TensorInfo& in : inputs) {
+    if (!in.has_shape || in.shape.empty())
+      return Outcome::failure("input '" + in.name + "' has no declared shape; qtk bench needs one to make inputs");
+    if (in.shape[0] > 0) {
+      if (batch_given && in.shape[0] != batch)
+        return Outcome::usage("model input '" + in.name + "' has a fixed batch of " + std::to_string(in.shape[0]) +
+                              "; use --batch " + std::to_string(in.shape[0]));
+      if (!batch_given) batch = in.shape[0];
+    }
+  }
+  for (const TensorInfo& in : inputs) {
+    Shape s = in.shape;
+    if (s[0] < 0) s[0] = batch;
+    for (size_t d = 1; d < s.size(); ++d)
+      if (s[d] < 0)
+        return Outcome::failure("input '" + in.name + "' has a dynamic dimension " + std::to_string(d) +
+                                " (shape " + format_shape(in.shape) + "); qtk bench needs fixed shapes past the batch");
+    shapes.push_back(std::move(s));
+  }
+  return Outcome::ok();
+}
+
+template <class T, class Dist>
+void fill(Tensor& t, Dist dist, std::mt19937& rng) {
+  T* p = t.data<T>();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<T>(dist(rng));
+}
+
+// Floats uniform in [0, 1) (a normalised image), integers in [0, 10), bools 0/1.
+Expected<Tensor> random_input(const TensorInfo& info, const Shape& shape, std::mt19937& rng) {
+  Tensor t(info.dtype, shape);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  std::uniform_int_distribution<int> small(0, 9), bit(0, 1);
+  switch (info.dtype) {
+    case DType::kFloat32: fill<float>(t, unit, rng); break;
+    case DType::kFloat64: fill<double>(t, unit, rng); break;
+    case DType::kInt8: fill<int8_t>(t, small, rng); break;
+    case DType::kUInt8: fill<uint8_t>(t, small, rng); break;
+    case DType::kInt16: fill<int16_t>(t, small, rng); break;
+    case DType::kInt32: fill<int32_t>(t, small, rng); break;
+    case DType::kInt64: fill<int64_t>(t, small, rng); break;
+    case DType::kBool: fill<bool>(t, bit, rng); break;
+    default:
+      return unsupported("input '" + info.name + "' has dtype " + dtype_name(info.dtype) +
+                         ", for which qtk bench makes no random data");
+  }
+  return t;
+}
+
+// A "VmRSS:" / "VmHWM:" line of /proc/self/status in bytes; 0 when unavailable.
+uint64_t proc_status_bytes(const char* key) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind(key, 0) == 0) return std::strtoull(line.c_str() + std::strlen(key), nullptr, 10) * 1024;
+  return 0;
+}
+
+// Resets VmHWM to the current RSS (Linux >= 4.0), so that the next VmHWM
+// reading is the peak of what follows. False when the kernel refuses.
+bool reset_peak_rss() {
+  std::ofstream f("/proc/self/clear_refs");
+  f << "5";
+  f.flush();
+  return static_cast<bool>(f);
+}
+
+struct Stats {
+  double median = 0, p10 = 0, p90 = 0, min = 0, max = 0, mean = 0;
+};
+
+// Nearest-rank percentiles of the sorted times; the median averages the two
+// middle values of an even count.
+Stats stats_of(std::vector<double> t) {
+  std::sort(t.begin(), t.end());
+  Stats s;
+  const size_t n = t.size();
+  auto at = [&](double q) { return t[static_cast<size_t>(std::floor(q * static_cast<double>(n - 1)))]; };
+  s.median = n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
+  s.p10 = at(0.1);
+  s.p90 = at(0.9);
+  s.min = t.front();
+  s.max = t.back();
+  for (double v : t) s.mean += v / static_cast<double>(n);
+  return s;
+}
+
+struct Report {
+  std::string model;
+  bool integer = false;
+  int64_t threads = 1, batch = 1, warmup = 0, runs = 0;
+  std::vector<TensorInfo> inputs;  // with the shapes fed
+  double load_ms = 0, build_ms = 0;
+  Stats latency;  // ms
+  uint64_t weight_bytes = 0, rss_before = 0, peak_rss = 0;
+  bool peak_is_session = false;  // VmHWM was reset before the session was built
+};
+
+std::string mb(uint64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MB", static_cast<double>(bytes) / 1e6);
+  return buf;
+}
+
+std::string render_text(const Report& r) {
+  std::string out = "model       " + r.model + (r.integer ? " (integer session)" : "") + "\n";
+  for (const auto& in : r.inputs) out += "input       " + in.name + " " + dtype_name(in.dtype) + " " + format_shape(in.shape) + "\n";
+  char buf[320];
+  std::snprintf(buf, sizeof buf,
+                "runs        %lld timed after %lld warm-up, batch %lld, %lld thread%s\n"
+                "load        %.2f ms\nbuild       %.2f ms (session create)\n"
+                "latency     median %.3f ms  p10 %.3f  p90 %.3f  min %.3f  max %.3f\n"
+                "throughput  %.1f samples/s (batch / median latency)\n",
+                static_cast<long long>(r.runs), static_cast<long long>(r.warmup), static_cast<long long>(r.batch),
+                static_cast<long long>(r.threads), r.threads == 1 ? "" : "s", r.load_ms, r.build_ms, r.latency.median,
+                r.latency.p10, r.latency.p90, r.latency.min, r.latency.max,
+                static_cast<double>(r.batch) * 1e3 / r.latency.median);
+  out += buf;
+  out += "memory      peak RSS " + mb(r.peak_rss) + ", " + mb(r.rss_before) + " before the session";
+  if (r.peak_is_session && r.peak_rss >= r.rss_before) out += " (session: +" + mb(r.peak_rss - r.rss_before) + ")";
+  out += "; weights " + mb(r.weight_bytes) + "\n";
+  return out;
+}
+
+std::string render_json(const Report& r) {
+  JsonWriter w;
+  w.begin_object();
+  w.key("model").value(r.model).key("integer").value(r.integer).key("threads").value(r.threads);
+  w.key("batch").value(r.batch).key("warmup").value(r.warmup).key("runs").value(r.runs);
+  w.key("inputs").begin_array();
+  for (const auto& in : r.inputs) {
+    w.begin_object(true).key("name").value(in.name).key("dtype").value(dtype_name(in.dtype)).key("shape");
+    w.begin_array(true);
+    for (int64_t d : in.shape) w.value(d);
+    w.end_array().end_object();
+  }
+  w.end_array();
+  w.key("load_ms").value(r.load_ms).key("build_ms").value(r.build_ms);
+  w.key("latency_ms").begin_object(true);
+  w.key("median").value(r.latency.median).key("p10").value(r.latency.p10).key("p90").value(r.latency.p90);
+  w.key("min").value(r.latency.min).key("max").value(r.latency.max).key("mean").value(r.latency.mean);
+  w.end_object();
+  w.key("samples_per_second").value(static_cast<double>(r.batch) * 1e3 / r.latency.median);
+  w.key("weight_bytes").value(r.weight_bytes);
+  w.key("rss_before_session_bytes").value(r.rss_before);
+  w.key("peak_rss_bytes").value(r.peak_rss);
+  w.key("session_peak_rss_bytes");
+  if (r.peak_is_session && r.peak_rss >= r.rss_before) w.value(r.peak_rss - r.rss_before);
+  else w.null();
+  w.end_object();
+  return w.str();
+}
+
+Outcome run_bench(const ParsedArgs& args) {
+  Report r;
+  r.model = args.positionals[0];
+  r.integer = args.has("--integer");
+  int64_t runs = 0;
+  r.warmup = 3;
+  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--threads", 1, 1024, r.threads));
+  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--batch", 1, 1 << 20, r.batch));
+  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--runs", 1, 10'000'000, runs));
+  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--warmup", 0, 1'000'000, r.warmup));
+
+  auto t0 = Clock::now();
+  QTK_CLI_ASSIGN_OR_FAIL(Model model, load_model(r.model));
+  r.load_ms = ms_since(t0);
+  for (const auto& [name, t] : model.graph.initializers) r.weight_bytes += t.nbytes();
+
+  SessionOptions options;
+  options.threads = static_cast<int>(r.threads);
+  options.integer = r.integer;
+  r.rss_before = proc_status_bytes("VmRSS:");
+  r.peak_is_session = reset_peak_rss();
+  t0 = Clock::now();
+  QTK_CLI_ASSIGN_OR_FAIL(std::unique_ptr<Session> session, Session::create(model, options));
+  r.build_ms = ms_since(t0);
+
+  std::vector<Shape> shapes;
+  QTK_CLI_RETURN_IF_FAILED(input_shapes(session->inputs(), args.has("--batch"), r.batch, shapes));
+  std::mt19937 rng(1234);
+  std::vector<Tensor> feeds;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    QTK_CLI_ASSIGN_OR_FAIL(Tensor t, random_input(session->inputs()[i], shapes[i], rng));
+    feeds.push_back(std::move(t));
+    r.inputs.push_back(session->inputs()[i]);
+    r.inputs.back().shape = shapes[i];
+  }
+
+  auto run_once = [&]() -> Expected<double> {
+    const auto start = Clock::now();
+    QTK_ASSIGN_OR_RETURN(auto outputs, session->run(feeds));
+    return ms_since(start);
+  };
+  double warm_ms = 0;
+  for (int64_t i = 0; i < r.warmup; ++i) {
+    QTK_CLI_ASSIGN_OR_FAIL(double ms, run_once());
+    warm_ms = i == 0 ? ms : std::min(warm_ms, ms);
+  }
+  if (runs == 0) {  // about 2 s of runs, at least 10
+    if (r.warmup == 0) {
+      QTK_CLI_ASSIGN_OR_FAIL(warm_ms, run_once());
+    }
+    runs = std::clamp<int64_t>(static_cast<int64_t>(2000.0 / std::max(warm_ms, 1e-3)), 10, 100'000);
+  }
+  r.runs = runs;
+  std::vector<double> times;
+  times.reserve(static_cast<size_t>(runs));
+  for (int64_t i = 0; i < runs; ++i) {
+    QTK_CLI_ASSIGN_OR_FAIL(double ms, run_once());
+    times.push_back(ms);
+  }
+  r.latency = stats_of(std::move(times));
+  r.peak_rss = proc_status_bytes("VmHWM:");
+  return print_out(args.has("--json") ? render_json(r) : render_text(r));
+}
+
+}  // namespace
+
+const CommandSpec kBenchCommand = {
+    "bench",
+    "MODEL",
+    1,
+    "time a model on random inputs: latency, throughput, build time, memory",
+    "Builds a session for MODEL, feeds random inputs of its declared shapes (the first dimension\n"
+    "set to --batch; floats uniform in [0, 1), integers in [0, 10)), runs it --warmup times\n"
+    "untimed and then --runs times, and reports the median, 10th and 90th percentile latency\n"
+    "(wall time of Session::run), throughput (batch / median), the session build time, the\n"
+    "process's peak resident memory (VmHWM; with the part the session added over the RSS before\n"
+    "it, where the kernel lets the peak be reset) and the bytes of the model's initializers.",
+    kOptions,
+    run_bench,
+};
+
+}  // namespace qtk::cli
