@@ -2,13 +2,15 @@
 # Top-1 accuracy on the 10,000 Fashion-MNIST test images for each shared
 # model under several quantization schemes, as a Markdown table.
 # usage: bench/quant_accuracy.sh [BUILD_DIR] [MODEL...]
-#   ROWS=REGEX selects scheme rows by label (e.g. ROWS='W2A8' for the 2-bit rows).
+#   ROWS=REGEX selects scheme rows by label (e.g. ROWS=W2A8 for the 2-bit rows; all
+#   rows on all models take over an hour on 2 cores: each row quantizes and
+#   evaluates every model).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
 shift || true
 models=("$@")
-[ ${#models[@]} -gt 0 ] || models=(mlp cnn resnet20)
+[ ${#models[@]} -gt 0 ] || models=(mlp cnn resnet20 fmnist_small)
 qtk="$build/qtk"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

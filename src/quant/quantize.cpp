@@ -90,17 +90,19 @@ Expected<QuantResult> quantize(const Model& float_model, const QuantConfig& conf
   result.model = float_model;
   Model& m = result.model;
   QTK_RETURN_IF_ERROR(rt::optimize_model(m));
+  std::vector<std::string> equalize_warnings;
   if (config.equalize) {
     auto eq = quant::algos::equalize_cross_layer(m.graph);
     if (!eq.ok()) return eq.status().with_context("cross-layer equalization");
     result.report.equalized = true;
     if (eq->pairs == 0)
-      result.report.warnings.push_back("--equalize: no Conv/Gemm pair joined by Relu (or nothing) to equalize");
-    for (const auto& why : eq->skipped) result.report.warnings.push_back("equalization skipped " + why);
+      equalize_warnings.push_back("equalization: no Conv/Gemm pair joined by Relu (or nothing) to equalize");
+    for (const auto& why : eq->skipped) equalize_warnings.push_back("equalization skipped " + why);
   }
   quant::QuantPlan plan = quant::annotate(m.graph, config);
   result.report.float_nodes = plan.float_nodes;
-  result.report.warnings = plan.warnings;
+  result.report.warnings = std::move(equalize_warnings);
+  result.report.warnings.insert(result.report.warnings.end(), plan.warnings.begin(), plan.warnings.end());
 
   // Calibrate the root of every range that is not cached, and measure the
   // input importance of weighted nodes for the weight clipping search.

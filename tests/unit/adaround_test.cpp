@@ -187,6 +187,31 @@ TEST(AdaRoundPipeline, TooFewRowsFallBackToRtnWithWarning) {
       for (int64_t i = 0; i < t.numel(); ++i) ASSERT_TRUE(std::isfinite(t.data<float>()[i])) << name;
 }
 
+// NaN/Inf in the calibration data never reach the model: the rows the
+// algorithms see count them as 0, and every written weight is finite.
+TEST(AdaRoundPipeline, NonFiniteCalibrationValuesGiveAFiniteModel) {
+  auto model = load_model(std::string(QTK_MODELS_DIR) + "/mlp.onnx");
+  auto calib = data::load_dataset("fashion-mnist:train", 64);
+  ASSERT_TRUE(model.ok() && calib.ok());
+  Tensor images = calib->images.clone();
+  for (int64_t i = 0; i < images.numel(); i += 97) images.data<float>()[i] = i % 2 ? NAN : INFINITY;
+  for (WeightMethod m : {WeightMethod::kGptq, WeightMethod::kAdaRound}) {
+    SCOPED_TRACE(weight_method_name(m));
+    QuantConfig c;
+    c.weight_format = QFormat::kInt2;
+    c.activations = ActivationMode::kWeightOnly;
+    c.method = m;
+    c.adaround_iterations = 200;
+    auto r = quantize(*model, c, CalibrationData{{images}});
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    for (const auto& t : r->report.tensors)
+      if (t.kind == "weight") EXPECT_EQ(t.method, weight_method_name(m)) << t.tensor;
+    for (const auto& [name, t] : r->model.graph.initializers)
+      if (t.dtype() == DType::kFloat32)
+        for (int64_t i = 0; i < t.numel(); ++i) ASSERT_TRUE(std::isfinite(t.data<float>()[i])) << name;
+  }
+}
+
 }  // namespace
 }  // namespace qtk::quant::algos
 

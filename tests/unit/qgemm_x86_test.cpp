@@ -194,15 +194,15 @@ TEST(Qgemm, RandomShapesMatchPlainLoop) {
   }
 }
 
-// Large enough to be split over threads (more than 2^20 multiply-adds; along
+// Large enough to be split over threads (more than 2^21 multiply-adds; along
 // M and along N), with K odd and tiles cut at both edges.
 TEST(Qgemm, ThreadedProductsMatch) {
   ThreadPool pool2(2), pool3(3);
   const Case cases[] = {
-      {130, 45, 257, false, true, QgemmOutputKind::kCodes, false, true, 1, true, false},
-      {1, 4000, 301, true, true, QgemmOutputKind::kCodes, false, true, 1, true, true},
-      {67, 300, 96, false, false, QgemmOutputKind::kFloat, false, true, 2, false, false},
-      {200, 17, 400, true, false, QgemmOutputKind::kInt32, true, true, 1, true, false},
+      {130, 45, 513, false, true, QgemmOutputKind::kCodes, false, true, 1, true, false},
+      {1, 8000, 301, true, true, QgemmOutputKind::kCodes, false, true, 1, true, true},
+      {67, 300, 130, false, false, QgemmOutputKind::kFloat, false, true, 2, false, false},
+      {200, 17, 700, true, false, QgemmOutputKind::kInt32, true, true, 1, true, false},
   };
   uint32_t seed = 77;
   for (const Case& c : cases)

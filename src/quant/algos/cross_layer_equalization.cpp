@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <map>
 
@@ -95,7 +96,9 @@ bool homogeneous(const ir::Node& n, const ir::Graph& g, std::string& why) {
     (k == 1 ? lo : hi) = t->get_as_double(0);
   }
   if (unbounded_or_zero(lo) && unbounded_or_zero(hi)) return true;
-  why = "Clip(" + std::to_string(lo) + ", " + std::to_string(hi) + ") does not commute with scaling (ReLU6-like)";
+  char bounds[64];
+  std::snprintf(bounds, sizeof bounds, "Clip(%g, %g)", lo, hi);
+  why = std::string(bounds) + " does not commute with channel scaling (ReLU6-like)";
   return false;
 }
 
@@ -127,14 +130,19 @@ Expected<EqualizationInfo> equalize_cross_layer(ir::Graph& g) {
     if ((a.op_type != "Conv" && a.op_type != "Gemm") || !ir::is_default_domain(a.domain) || !own_initializer(a, 1) ||
         a.outputs.empty())
       continue;
+    // Through a short chain of activations (Relu then Clip, as exporters
+    // write ReLU6 after BN), each of which must let the scales through.
     const ir::Node* next = single_reader(a.outputs[0]);
-    if (!next) continue;
     std::string why;
-    if (next->op_type != "Conv" && next->op_type != "Gemm") {
-      if (!homogeneous(*next, g, why) || next->outputs.empty()) continue;
+    for (int hops = 0; next && next->op_type != "Conv" && next->op_type != "Gemm" && hops < 3; ++hops) {
+      if (!homogeneous(*next, g, why) || next->outputs.empty()) {
+        if (next->op_type == "Clip") info.skipped.push_back(a.name + ": " + why);
+        next = nullptr;
+        break;
+      }
       next = single_reader(next->outputs[0]);
-      if (!next) continue;
     }
+    if (!next) continue;
     const ir::Node& b = *next;
     if ((b.op_type != "Conv" && b.op_type != "Gemm") || b.op_type != a.op_type) continue;
     const std::string label = a.name + " -> " + b.name;
@@ -158,14 +166,6 @@ Expected<EqualizationInfo> equalize_cross_layer(ir::Graph& g) {
       continue;
     }
     pairs.push_back(p);
-  }
-  // Report Clip pairs that were skipped (the common ReLU6 case) for the user.
-  for (size_t i = 0; i < g.nodes.size(); ++i) {
-    const ir::Node& a = g.nodes[i];
-    if ((a.op_type != "Conv" && a.op_type != "Gemm") || a.outputs.empty()) continue;
-    const ir::Node* act = single_reader(a.outputs[0]);
-    std::string why;
-    if (act && act->op_type == "Clip" && !homogeneous(*act, g, why)) info.skipped.push_back(a.name + ": " + why);
   }
   if (pairs.empty()) return info;
 

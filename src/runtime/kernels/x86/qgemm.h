@@ -229,7 +229,7 @@ QgemmUkernel qgemm_ukernel(QgemmPath resolved);
 
 // Below this many multiply-adds a product runs on the calling thread (waking
 // the pool costs more than a few microseconds of work saves).
-inline constexpr int64_t kQgemmMinParallelMacs = int64_t{1} << 20;
+inline constexpr int64_t kQgemmMinParallelMacs = int64_t{1} << 21;
 // How a product's tiles x panels are split over threads: tm x tn rectangles,
 // the largest as small as possible (ties: fewer threads).
 struct QgemmGrid {
