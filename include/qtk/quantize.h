@@ -62,6 +62,10 @@ struct QuantConfig {
   // use similar per-channel weight ranges; the float function is unchanged.
   bool equalize = false;
   bool gptq_act_order = true;     // GPTQ: quantize columns by decreasing Hessian diagonal
+  // GPTQ: first refit each layer's float weights so that, on the inputs the
+  // quantized layers before it produce, they give the float model's outputs
+  // (a ridge regression; src/quant/algos/refit.h), then quantize those.
+  bool gptq_refit = true;
   int adaround_iterations = 1000;  // AdaRound: optimizer steps per layer
 
   // Activations

@@ -77,8 +77,11 @@ WeightMethod resolve_weight_method(const QuantConfig& c) {
     return WeightMethod::kRtn;
   // Measured (bench/quant_accuracy.sh, the --method rows; output SQNR of
   // the test models in adaround_test.cpp): on every shared model AdaRound
-  // stays within 0.3 points at W4A8 and 2.4 at W2A8, where GPTQ loses up to
-  // 12.7 (resnet20) and rounding to nearest collapses (47.8).
+  // stays within 0.3 points at W4A8 and 2.4 at W2A8 (rounding to nearest
+  // collapses: 47.8). GPTQ (with its refit) is as good at W2A8 per channel
+  // and 2-10x faster, but loses more summed over the W4A8, W4 weight-only
+  // and W2A8 group rows, so it is auto's choice only for layers too wide
+  // for AdaRound.
   return WeightMethod::kAdaRound;
 }
 

@@ -15,6 +15,7 @@
 #include "quant/algos/gptq.h"
 #include "quant/algos/layer_inputs.h"
 #include "quant/algos/linalg.h"
+#include "quant/algos/refit.h"
 #include "quant/graph/weight_quantizer.h"
 #include "runtime/kernels/ref/sgemm.h"
 #include "runtime/thread_pool.h"
@@ -269,6 +270,48 @@ TEST(Gptq, IndefiniteHessianRaisesDampingAndSaysSo) {
   ASSERT_TRUE(g.ok()) << g.status().message();
   EXPECT_EQ(g->info.damp_raises, 3);
   EXPECT_NEAR(g->info.damp, 10.0, 1e-9);
+}
+
+// The refit before GPTQ: when the layers before have changed the inputs
+// systematically (here each input is scaled and shifted, as rounding errors
+// and their bias corrections do), W* reproduces the float outputs from the
+// changed inputs on held-out rows far better than W does.
+TEST(GptqRefit, RecoversFloatOutputsFromShiftedInputs) {
+  const int64_t rows = 12, cols = 40, n = 600;
+  std::mt19937 rng(17);
+  const auto mix = mixing(cols, rng);
+  const Tensor w = random_weight(rows, cols, rng);
+  std::uniform_real_distribution<float> u(0.8f, 1.1f), b(-0.1f, 0.1f);
+  std::vector<float> gain(cols), shift(cols);
+  for (int64_t c = 0; c < cols; ++c) gain[c] = u(rng), shift[c] = b(rng);
+  auto pair = [&](int64_t count, std::vector<float>& xq, std::vector<float>& y) {
+    const auto xf = correlated_rows(count, cols, rng, mix);
+    xq.resize(xf.size());
+    for (int64_t i = 0; i < count * cols; ++i) xq[i] = xf[i] * gain[i % cols] + shift[i % cols];
+    y.resize(count * rows);
+    rt::ref::sgemm(false, true, count, rows, cols, 1.f, xf.data(), cols, w.data<float>(), cols, 0.f, y.data(), rows);
+  };
+  std::vector<float> xq, y, hq, hy;
+  pair(n, xq, y);
+  pair(512, hq, hy);
+  auto error = [&](const std::vector<float>& m) {
+    std::vector<float> out(512 * rows);
+    rt::ref::sgemm(false, true, 512, rows, cols, 1.f, hq.data(), cols, m.data(), cols, 0.f, out.data(), rows);
+    double e = 0;
+    for (size_t i = 0; i < out.size(); ++i) e += (double(out[i]) - hy[i]) * (double(out[i]) - hy[i]);
+    return e;
+  };
+  std::vector<float> refit(w.data<float>(), w.data<float>() + w.numel());
+  ASSERT_TRUE(refit_to_float_outputs(refit.data(), rows, cols, xq.data(), y.data(), n, kRefitRidge, nullptr));
+  const double before = error(std::vector<float>(w.data<float>(), w.data<float>() + w.numel())), after = error(refit);
+  EXPECT_LT(after, 0.5 * before) << "refit " << after << " plain " << before;
+  // Inputs that match the float ones leave W nearly as it was (ridge towards W).
+  std::vector<float> same(w.data<float>(), w.data<float>() + w.numel());
+  const auto xf = correlated_rows(n, cols, rng, mix);
+  std::vector<float> yf(n * rows);
+  rt::ref::sgemm(false, true, n, rows, cols, 1.f, xf.data(), cols, w.data<float>(), cols, 0.f, yf.data(), rows);
+  ASSERT_TRUE(refit_to_float_outputs(same.data(), rows, cols, xf.data(), yf.data(), n, kRefitRidge, nullptr));
+  for (int64_t i = 0; i < w.numel(); ++i) ASSERT_NEAR(same[i], w.data<float>()[i], 1e-3f) << i;
 }
 
 // The pipeline: every planned weight of the MLP goes through GPTQ, the

@@ -7,6 +7,7 @@
 #include "quant/algos/adaround.h"
 #include "quant/algos/capture.h"
 #include "quant/algos/gptq.h"
+#include "quant/algos/refit.h"
 #include "quant/algos/layer_inputs.h"
 #include "quant/algos/layer_targets.h"
 #include "quant/algos/weight_grid.h"
@@ -48,7 +49,7 @@ class Runner {
     float_mean_.resize(targets_.size());
     targets_y_.resize(targets_.size());
     float_ids_.resize(targets_.size());
-    if (ada || c_.bias_correction) QTK_RETURN_IF_ERROR(float_pass());
+    if (ada || c_.bias_correction || c_.gptq_refit) QTK_RETURN_IF_ERROR(float_pass());
     ir::Model qmodel = model_;
     int waves = 0;
     for (const auto& t : targets_) waves = std::max(waves, t.wave + 1);
@@ -101,7 +102,7 @@ class Runner {
   LayerStatsOptions options(size_t i, bool hessian) const {
     LayerStatsOptions o;
     o.hessian = hessian;
-    o.keep_rows = method_ != WeightMethod::kGptq ? adaround_rows(targets_[i].geo.cols) : 0;
+    o.keep_rows = method_ != WeightMethod::kGptq || c_.gptq_refit ? adaround_rows(targets_[i].geo.cols) : 0;
     o.salt = i;
     return o;
   }
@@ -116,7 +117,7 @@ class Runner {
       stats.emplace_back(targets_[i].geo, options(i, false), samples_);
       inputs.push_back(targets_[i].input);
       targets_y_[i].resize(static_cast<size_t>(targets_[i].geo.groups));
-      if (method_ != WeightMethod::kGptq)
+      if (method_ != WeightMethod::kGptq || c_.gptq_refit)
         for (int64_t g = 0; g < targets_[i].geo.groups; ++g)
           w[i].push_back(weight_matrix(*model_.graph.find_initializer(targets_[i].weight), targets_[i].geo, g));
     }
@@ -205,6 +206,14 @@ class Runner {
         for (int64_t p : grid.row_params) fitted[p] = 0;
       std::vector<float> wg = weight_matrix(w, geo, g);
       codes_g.assign(wg.size(), 0);
+      // Aim at the float model's outputs, not at W times the inputs the
+      // quantized layers before produce (see refit.h).
+      if (c_.gptq_refit && stats.kept_rows() >= kAdaRoundMinRows && !targets_y_[i].empty() &&
+          refit_to_float_outputs(wg.data(), geo.rows, geo.cols, stats.kept(g).data(), targets_y_[i][g].data(),
+                                 stats.kept_rows(), kRefitRidge, &pool_)) {
+        if (!grid.params_shared_by_rows)  // scales follow the refit weights
+          for (int64_t p : grid.row_params) fitted[p] = 0;
+      }
       std::vector<float> kept_h;
       if (!stats.has_hessian()) {
         kept_h.resize(static_cast<size_t>(geo.cols * geo.cols));
