@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cli.h"
+#include "core/cpu_features.h"
 #include "core/json.h"
 #include "qtk/model.h"
 #include "qtk/session.h"
@@ -20,7 +21,7 @@ namespace qtk::cli {
 namespace {
 
 constexpr OptionSpec kOptions[] = {
-    {"--threads", "N", "threads for the kernels (default 1)"},
+    {"--threads", "N", "threads for the kernels (default: physical cores)"},
     {"--batch", "B", "batch size fed to every input's first dimension (default 1, or the model's fixed batch)"},
     {"--runs", "R", "timed runs (default: as many as fit in about 2 s, at least 10)"},
     {"--warmup", "W", "untimed runs first (default 3)"},
@@ -127,7 +128,7 @@ Stats stats_of(std::vector<double> t) {
 struct Report {
   std::string model;
   bool integer = false;
-  int64_t threads = 1, batch = 1, warmup = 0, runs = 0;
+  int64_t threads = physical_core_count(), batch = 1, warmup = 0, runs = 0;
   std::vector<TensorInfo> inputs;  // with the shapes fed
   double load_ms = 0, build_ms = 0;
   Stats latency;  // ms

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "cli.h"
+#include "core/cpu_features.h"
 #include "core/json.h"
 #include "data/dataset.h"
 #include "eval/classifier_eval.h"
@@ -16,7 +17,7 @@ constexpr OptionSpec kOptions[] = {
     {"--data", "SPEC", "labelled data set: fashion-mnist:test or fashion-mnist:train (required)"},
     {"--limit", "N", "use only the first N samples (default: all)"},
     {"--batch", "B", "images per inference call (default 64, or the model's fixed batch)"},
-    {"--threads", "N", "threads for the kernels (default 1)"},
+    {"--threads", "N", "threads for the kernels (default: physical cores)"},
     {"--json", "", "print one JSON object instead of text"},
 };
 
@@ -74,7 +75,7 @@ Outcome run_eval(const ParsedArgs& args) {
   const std::string& model_path = args.positionals[0];
   const std::string* spec = args.get("--data");
   if (!spec) return Outcome::usage("option --data is required (e.g. --data fashion-mnist:test)");
-  int64_t limit = 0, batch = 64, threads = 1;
+  int64_t limit = 0, batch = 64, threads = physical_core_count();
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--limit", 1, INT64_MAX, limit));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--batch", 1, 1 << 20, batch));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--threads", 1, 1024, threads));

@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "cli.h"
+#include "core/cpu_features.h"
 #include "data/dataset.h"
 #include "data/file_io.h"
 #include "data/model_inputs.h"
@@ -53,7 +54,7 @@ constexpr OptionSpec kOptions[] = {
     {"--calib-cache", "FILE.json", "load activation ranges from FILE.json if it exists, else write them there"},
     {"--format", "qdq|qoperator", "form of the quantized graph (default qdq)"},
     {"--exclude", "LIST", "comma-separated node names or op types to leave in float", true},
-    {"--threads", "N", "threads for calibration and --eval (default 1)"},
+    {"--threads", "N", "threads for calibration and --eval (default: physical cores)"},
     {"--eval", "SPEC", "also measure the float and the quantized model on SPEC, e.g. fashion-mnist:test"},
     {"--limit", "N", "with --eval: use only the first N samples"},
     {"--report", "FILE.json", "also write the report as JSON to FILE.json"},
@@ -256,7 +257,7 @@ Outcome run_quantize(const ParsedArgs& args) {
 
   QuantConfig cfg;
   QTK_CLI_RETURN_IF_FAILED(config_from_args(args, cfg, st));
-  int64_t calib_samples = 512, threads = 1, limit = 0;
+  int64_t calib_samples = 512, threads = physical_core_count(), limit = 0;
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--calib-samples", 0, INT64_MAX, calib_samples));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--threads", 1, 1024, threads));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--limit", 1, INT64_MAX, limit));

@@ -5,6 +5,7 @@
 #include <map>
 
 #include "cli.h"
+#include "core/cpu_features.h"
 #include "core/json.h"
 #include "data/npy.h"
 #include "qtk/model.h"
@@ -16,7 +17,7 @@ namespace {
 constexpr OptionSpec kOptions[] = {
     {"--input", "[NAME=]FILE.npy", "feed FILE.npy to input NAME (NAME= optional for one-input models)", true},
     {"--output", "FILE.npz", "also write every output to FILE.npz (never over the model or an input)"},
-    {"--threads", "N", "threads for the kernels (default 1)"},
+    {"--threads", "N", "threads for the kernels (default: physical cores)"},
     {"--show", "N", "how many leading values of each output to print (default 8)"},
     {"--json", "", "print one JSON object instead of text"},
 };
@@ -63,7 +64,7 @@ Outcome map_inputs(const std::vector<std::string>& inputs, const std::vector<std
 
 Outcome run_run(const ParsedArgs& args) {
   const std::string& model_path = args.positionals[0];
-  int64_t threads = 1, show = 8;
+  int64_t threads = physical_core_count(), show = 8;
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--threads", 1, 1024, threads));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--show", 0, 1'000'000, show));
   const std::string* output_path = args.get("--output");

@@ -1,4 +1,5 @@
 #include "quant/algos/adaround_kernels.h"
+#include "core/cpu_features.h"
 
 #include <cmath>
 #include <cstring>
@@ -158,10 +159,7 @@ void adam_generic(const float* grad, const float* cross, const float* sig, const
   adam_all(grad, cross, sig, base, scale, lo, hi, v, m, s2, n, p);
 }
 
-bool has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2");
-  return yes;
-}
+bool has_avx2() { return cpu_has_avx2(); }
 
 }  // namespace
 

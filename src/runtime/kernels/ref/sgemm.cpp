@@ -1,4 +1,5 @@
 #include "runtime/kernels/ref/sgemm.h"
+#include "core/cpu_features.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -259,33 +260,14 @@ bool sgemm_small_m(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, 
 
 }  // namespace
 
-bool sgemm_avx2_supported() {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
-#else
-  return false;
-#endif
-}
+bool sgemm_avx2_supported() { return cpu_has_avx2_fma(); }
 
-bool sgemm_avx512_supported() {
-#if defined(__x86_64__) || defined(__i386__)
-  // __builtin_cpu_supports also checks that the OS saves the zmm state.
-  static const bool ok = sgemm_avx2_supported() && __builtin_cpu_supports("avx512f");
-  return ok;
-#else
-  return false;
-#endif
-}
+bool sgemm_avx512_supported() { return cpu_has_avx512f(); }
 
 SgemmPath sgemm_auto_path() {
   static const SgemmPath p = [] {
-    auto env_set = [](const char* name) {
-      const char* env = std::getenv(name);
-      return env != nullptr && env[0] != '\0' && env[0] != '0';
-    };
-    if (env_set("QTK_SGEMM_SCALAR")) return SgemmPath::kScalar;
-    if (sgemm_avx512_supported() && !env_set("QTK_SGEMM_AVX2")) return SgemmPath::kAvx512;
+    if (env_flag_set("QTK_SGEMM_SCALAR")) return SgemmPath::kScalar;
+    if (sgemm_avx512_supported() && !env_flag_set("QTK_SGEMM_AVX2")) return SgemmPath::kAvx512;
     return sgemm_avx2_supported() ? SgemmPath::kAvx2 : SgemmPath::kScalar;
   }();
   return p;

@@ -2,6 +2,7 @@
 // plane, and the kernel that threads planes over the pool. See
 // qdepthwise_conv.h; the AVX2 planes are in qdepthwise_conv_avx2.cpp.
 #include "runtime/kernels/x86/qdepthwise_conv.h"
+#include "core/cpu_features.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -20,14 +21,7 @@ namespace qtk::rt {
 
 namespace qdw {
 
-bool avx2_supported() {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool ok = __builtin_cpu_supports("avx2");
-  return ok;
-#else
-  return false;
-#endif
-}
+bool avx2_supported() { return cpu_has_avx2(); }
 
 const char* path_name(Path p) {
   switch (p) {
@@ -43,10 +37,7 @@ namespace {
 bool resolve_avx2(Path p) {
   if (p == Path::kScalar || !avx2_supported()) return false;
   if (p == Path::kAvx2) return true;
-  static const bool forced_scalar = [] {
-    const char* env = std::getenv("QTK_QDW_SCALAR");
-    return env != nullptr && std::strcmp(env, "1") == 0;
-  }();
+  static const bool forced_scalar = env_flag_set("QTK_QDW_SCALAR");
   return !forced_scalar;
 }
 

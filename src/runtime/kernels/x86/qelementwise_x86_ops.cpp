@@ -3,6 +3,7 @@
 // parameter checks (anything unusual runs the reference kernel), threading,
 // and the scalar rows, which are the reference's formulas.
 #include "runtime/kernels/x86/qelementwise_x86_ops.h"
+#include "core/cpu_features.h"
 
 #include <algorithm>
 #include <cmath>
@@ -19,22 +20,12 @@ namespace qtk::rt {
 
 namespace qew {
 
-bool avx2_supported() {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
-#else
-  return false;
-#endif
-}
+bool avx2_supported() { return cpu_has_avx2_fma(); }
 
 bool use_avx2(Path p) {
   if (p == Path::kScalar || !avx2_supported()) return false;
   if (p == Path::kAvx2) return true;
-  static const bool forced_scalar = [] {
-    const char* env = std::getenv("QTK_QEW_SCALAR");
-    return env != nullptr && std::strcmp(env, "1") == 0;
-  }();
+  static const bool forced_scalar = env_flag_set("QTK_QEW_SCALAR");
   return !forced_scalar;
 }
 

@@ -1,6 +1,7 @@
 // Packing, the output-stage parameters, the scalar kernels and the threaded
 // driver of the int8 GEMM (qgemm.h). The AVX2 kernels are in qgemm_avx2.cpp.
 #include "runtime/kernels/x86/qgemm.h"
+#include "core/cpu_features.h"
 
 #include <algorithm>
 #include <cstring>
@@ -11,37 +12,14 @@
 
 namespace qtk::rt::x86 {
 
-bool qgemm_avx2_supported() {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool ok = __builtin_cpu_supports("avx2");
-  return ok;
-#else
-  return false;
-#endif
-}
+bool qgemm_avx2_supported() { return cpu_has_avx2(); }
 
-bool qgemm_avx512_vnni_supported() {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                         __builtin_cpu_supports("avx512vl") &&
-                         __builtin_cpu_supports("avx512vnni") && qgemm_avx2_supported();
-  return ok;
-#else
-  return false;
-#endif
-}
-
-namespace {
-bool env_set(const char* name) {
-  const char* env = std::getenv(name);
-  return env != nullptr && env[0] != '\0' && env[0] != '0';
-}
-}  // namespace
+bool qgemm_avx512_vnni_supported() { return cpu_has_avx512_vnni(); }
 
 QgemmPath qgemm_resolve_path(QgemmPath p) {
   static const QgemmPath automatic = [] {
-    if (env_set("QTK_QGEMM_SCALAR")) return QgemmPath::kScalar;
-    if (qgemm_avx512_vnni_supported() && !env_set("QTK_QGEMM_NO_VNNI")) return QgemmPath::kAvx512Vnni;
+    if (env_flag_set("QTK_QGEMM_SCALAR")) return QgemmPath::kScalar;
+    if (qgemm_avx512_vnni_supported() && !env_flag_set("QTK_QGEMM_NO_VNNI")) return QgemmPath::kAvx512Vnni;
     return qgemm_avx2_supported() ? QgemmPath::kAvx2 : QgemmPath::kScalar;
   }();
   if (p == QgemmPath::kAuto) return automatic;

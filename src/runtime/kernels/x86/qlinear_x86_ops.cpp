@@ -42,6 +42,31 @@ std::unique_ptr<PackedWeight> pack_weight(const Tensor* b, const Tensor* zp, boo
   return w;
 }
 
+// Y = A · B for every row of A (leading dims kept) with input 0 as A and
+// input 2 as A's zero point, into codes (requant set) or int32 (null). False
+// when A is not one the GEMM takes; the caller then runs the reference.
+bool run_packed_gemm(KernelContext& ctx, const PackedWeight& w, DType y_type, const QgemmRequant* requant) {
+  const Tensor& a = ctx.input(0);
+  if (!is_8bit(a.dtype()) || a.rank() < 1 || a.dim(-1) != w.k) return false;
+  const Tensor* azp = optional_input(ctx, 2);
+  if (azp && azp->numel() > 1) return false;  // per-row zero points
+  const auto az = zero_point_codes(azp, a.dtype());
+  if (!az) return false;
+  Shape ys(a.shape().begin(), a.shape().end() - 1);
+  ys.push_back(w.n);
+  Tensor y = Tensor::uninitialized(y_type, ys);  // every element written
+  QgemmOutput out;
+  out.kind = requant ? QgemmOutputKind::kCodes : QgemmOutputKind::kInt32;
+  out.requant = requant;
+  out.codes_signed = y_type == DType::kInt8;
+  out.out = y.raw();
+  out.ldo = w.n;
+  const int64_t rows = w.k == 0 ? shape_numel(ys) / std::max<int64_t>(w.n, 1) : a.numel() / w.k;
+  qgemm(rows, {a.raw(), a.dtype() == DType::kInt8, w.k, 1}, (*az)[0], w.packed, out, ctx.pool);
+  ctx.outputs[0] = std::move(y);
+  return true;
+}
+
 // ---------------------------------------------------------------------------
 // QLinearMatMul: a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp.
 
@@ -71,12 +96,6 @@ class QLinearMatMulKernel final : public Kernel {
   Status run(KernelContext& ctx) override {
     for (size_t i : {0, 1, 3, 4, 6, 7})
       if (!ctx.has_input(i)) return ref_->run(ctx);
-    const Tensor& a = ctx.input(0);
-    if (!is_8bit(a.dtype()) || a.rank() < 1 || a.dim(-1) != w_->k) return ref_->run(ctx);
-    const Tensor* azp = optional_input(ctx, 2);
-    if (azp && azp->numel() > 1) return ref_->run(ctx);
-    const auto az = zero_point_codes(azp, a.dtype());
-    if (!az) return ref_->run(ctx);
     std::optional<QgemmRequant> local;
     const QgemmRequant* r = cached_ ? &*cached_ : nullptr;
     if (!r) {
@@ -84,18 +103,7 @@ class QLinearMatMulKernel final : public Kernel {
       if (!local) return ref_->run(ctx);
       r = &*local;
     }
-    Shape ys(a.shape().begin(), a.shape().end() - 1);
-    ys.push_back(w_->n);
-    Tensor y = Tensor::uninitialized(ctx.input(7).dtype(), ys);  // every element written
-    QgemmOutput out;
-    out.kind = QgemmOutputKind::kCodes;
-    out.requant = r;
-    out.codes_signed = y.dtype() == DType::kInt8;
-    out.out = y.raw();
-    out.ldo = w_->n;
-    const int64_t rows = w_->k == 0 ? shape_numel(ys) / std::max<int64_t>(w_->n, 1) : a.numel() / w_->k;
-    qgemm(rows, {a.raw(), a.dtype() == DType::kInt8, w_->k, 1}, (*az)[0], w_->packed, out, ctx.pool);
-    ctx.outputs[0] = std::move(y);
+    if (!run_packed_gemm(ctx, *w_, ctx.input(7).dtype(), r)) return ref_->run(ctx);
     return Status::Ok();
   }
 
@@ -127,22 +135,7 @@ class MatMulIntegerKernel final : public Kernel {
 
   Status run(KernelContext& ctx) override {
     if (!ctx.has_input(0) || !ctx.has_input(1)) return ref_->run(ctx);
-    const Tensor& a = ctx.input(0);
-    if (!is_8bit(a.dtype()) || a.rank() < 1 || a.dim(-1) != w_->k) return ref_->run(ctx);
-    const Tensor* azp = optional_input(ctx, 2);
-    if (azp && azp->numel() > 1) return ref_->run(ctx);  // per-row zero points
-    const auto az = zero_point_codes(azp, a.dtype());
-    if (!az) return ref_->run(ctx);
-    Shape ys(a.shape().begin(), a.shape().end() - 1);
-    ys.push_back(w_->n);
-    Tensor y = Tensor::uninitialized(DType::kInt32, ys);  // every element written
-    QgemmOutput out;
-    out.kind = QgemmOutputKind::kInt32;
-    out.out = y.raw();
-    out.ldo = w_->n;
-    const int64_t rows = w_->k == 0 ? shape_numel(ys) / std::max<int64_t>(w_->n, 1) : a.numel() / w_->k;
-    qgemm(rows, {a.raw(), a.dtype() == DType::kInt8, w_->k, 1}, (*az)[0], w_->packed, out, ctx.pool);
-    ctx.outputs[0] = std::move(y);
+    if (!run_packed_gemm(ctx, *w_, DType::kInt32, nullptr)) return ref_->run(ctx);
     return Status::Ok();
   }
 

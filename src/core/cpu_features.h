@@ -1,0 +1,20 @@
+// What this CPU can run, asked once. Every kernel family's run-time dispatch
+// reads these, so a path is never picked on a CPU (or OS) that lacks it.
+#pragma once
+
+namespace qtk {
+
+bool cpu_has_avx2();         // AVX2
+bool cpu_has_avx2_fma();     // AVX2 and FMA
+bool cpu_has_avx512f();      // AVX-512F (and the OS saves zmm state), with AVX2+FMA
+bool cpu_has_avx512_vnni();  // AVX-512 F/BW/VL/VNNI, with AVX2
+
+// Physical cores this process may run on (hyper-threads of one core count
+// once): the CLI's default thread count. At least 1.
+int physical_core_count();
+
+// A kernel-path override from the environment (e.g. QTK_SGEMM_SCALAR=1):
+// true when `name` is set to anything but "" or a value starting with '0'.
+bool env_flag_set(const char* name);
+
+}  // namespace qtk
