@@ -1,6 +1,8 @@
 // Public API: load a model once, run it many times.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -49,12 +51,18 @@ class Session {
   Expected<std::vector<Tensor>> run(const std::vector<Tensor>& inputs) const;
   Expected<std::vector<Tensor>> run(const std::map<std::string, Tensor>& feeds) const;
 
+  // The most bytes of activations (inputs, intermediate values, outputs; not
+  // weights) alive at once in any run so far: what the session's working
+  // memory must hold beyond its weights.
+  uint64_t peak_activation_bytes() const { return peak_activation_bytes_.load(); }
+
  private:
   Session() = default;
   std::vector<TensorInfo> inputs_;
   std::vector<TensorInfo> outputs_;
   std::unique_ptr<rt::GraphExecutor> executor_;
   std::unique_ptr<rt::ThreadPool> pool_;
+  mutable std::atomic<uint64_t> peak_activation_bytes_{0};
 };
 
 }  // namespace qtk

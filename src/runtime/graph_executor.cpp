@@ -1,5 +1,6 @@
 #include "runtime/graph_executor.h"
 
+#include <algorithm>
 #include <set>
 
 #include "runtime/op_registry.h"
@@ -125,7 +126,7 @@ Expected<std::unique_ptr<GraphExecutor>> GraphExecutor::create(const ir::Graph& 
 }
 
 Expected<std::vector<Tensor>> GraphExecutor::run(const std::vector<Tensor>& feeds, ThreadPool& pool,
-                                                 const Scope* outer) const {
+                                                 const Scope* outer, uint64_t* peak_live_bytes) const {
   if (feeds.size() > input_slots_.size())
     return invalid_argument("graph takes " + std::to_string(input_slots_.size()) + " inputs, got " +
                             std::to_string(feeds.size()));
@@ -136,6 +137,11 @@ Expected<std::vector<Tensor>> GraphExecutor::run(const std::vector<Tensor>& feed
     const Tensor* t = outer ? outer->lookup(slot_names_[s]) : nullptr;
     if (t) values[s] = *t;
   }
+  // Views that share storage (Reshape, Identity) count twice: an upper bound.
+  uint64_t live = 0, peak = 0;
+  for (int s : input_slots_)
+    if (values[s].defined()) live += values[s].nbytes();
+  peak = live;
   SlotScope scope(slots_, values, outer);
   KernelContext ctx;
   ctx.pool = &pool;
@@ -156,10 +162,16 @@ Expected<std::vector<Tensor>> GraphExecutor::run(const std::vector<Tensor>& feed
       if (step.outputs[o] < 0) continue;
       if (!ctx.outputs[o].defined())
         return internal_error(step.node->describe() + ": kernel produced no value for output " + std::to_string(o));
+      live += ctx.outputs[o].nbytes();
       values[step.outputs[o]] = std::move(ctx.outputs[o]);
     }
-    for (int s : step.release) values[s] = Tensor();
+    peak = std::max(peak, live);
+    for (int s : step.release) {
+      live -= std::min<uint64_t>(live, values[s].defined() ? values[s].nbytes() : 0);
+      values[s] = Tensor();
+    }
   }
+  if (peak_live_bytes) *peak_live_bytes = std::max(*peak_live_bytes, peak);
   std::vector<Tensor> out;
   out.reserve(output_slots_.size());
   for (int s : output_slots_) out.push_back(values[s]);

@@ -43,8 +43,10 @@ class GraphExecutor {
 
   // feeds are matched to graph inputs in order (absent optional inputs of
   // subgraphs may be undefined tensors). Returns graph outputs in order.
+  // peak_live_bytes (optional): raised to the most bytes of activations
+  // (values that are not initializers, feeds included) alive at once.
   Expected<std::vector<Tensor>> run(const std::vector<Tensor>& feeds, ThreadPool& pool,
-                                    const Scope* outer = nullptr) const;
+                                    const Scope* outer = nullptr, uint64_t* peak_live_bytes = nullptr) const;
 
   size_t num_inputs() const { return input_slots_.size(); }
 

@@ -79,7 +79,12 @@ Expected<std::vector<Tensor>> Session::run(const std::vector<Tensor>& inputs) co
                               shape_to_string(t.shape()));
     }
   }
-  return executor_->run(inputs, *pool_);
+  uint64_t peak = 0;
+  auto out = executor_->run(inputs, *pool_, nullptr, &peak);
+  uint64_t seen = peak_activation_bytes_.load();
+  while (peak > seen && !peak_activation_bytes_.compare_exchange_weak(seen, peak)) {
+  }
+  return out;
 }
 
 Expected<std::vector<Tensor>> Session::run(const std::map<std::string, Tensor>& feeds) const {

@@ -334,6 +334,10 @@ if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "$
     if (a.samples !== 2000 || b.samples !== 2000) throw new Error("sample counts " + a.samples + ", " + b.samples);
     if (!(Math.abs(a.accuracy - b.accuracy) <= 0.01)) throw new Error("float " + a.accuracy + " vs quantized " + b.accuracy);
   ' "$Q/eval_float.json" "$Q/eval_quant.json" 2>"$TMP/node_err" || fail "quantized mlp accuracy: $(cat "$TMP/node_err")"
+  # The same model on the integer kernels: within a point of the float-kernel run.
+  expect_ok "eval --integer" eval "$Q/mlp.onnx" --data fashion-mnist:test --limit 2000 --integer --json
+  json_check "eval --integer" "$TMP/out" \
+    "j.samples === 2000 && Math.abs(j.accuracy - $(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).accuracy)' "$Q/eval_quant.json")) <= 0.01"
 
   # A calibration cache: written on the first run, reused on the second; the
   # model is the same bytes either way. The first run also evaluates.
@@ -373,7 +377,8 @@ json_check "bench --json" "$TMP/bench.json" \
    j.inputs.length === 1 && j.inputs[0].name === "input" && j.inputs[0].shape.join() === "4,1,28,28" &&
    j.latency_ms.median > 0 && j.latency_ms.p10 <= j.latency_ms.median && j.latency_ms.median <= j.latency_ms.p90 &&
    j.latency_ms.min <= j.latency_ms.p10 && j.samples_per_second > 0 && j.build_ms >= 0 && j.load_ms >= 0 &&
-   j.weight_bytes === 4 * 235146 && j.peak_rss_bytes > 0 && j.rss_before_session_bytes > 0'
+   j.weight_bytes === 4 * 235146 && j.peak_rss_bytes > 0 && j.rss_before_session_bytes > 0 &&
+   j.activation_peak_bytes >= 4 * 784 * 4 && j.activation_peak_bytes < 4 * 784 * 4 * 4'
 expect_ok "bench default runs" bench "$MLP" --json
 cp "$TMP/out" "$TMP/bench_auto.json"
 json_check "bench picks at least 10 runs" "$TMP/bench_auto.json" 'j.runs >= 10 && j.batch === 1 && j.warmup === 3'

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -133,6 +134,7 @@ struct Report {
   double load_ms = 0, build_ms = 0;
   Stats latency;  // ms
   uint64_t weight_bytes = 0, rss_before = 0, peak_rss = 0;
+  uint64_t activation_bytes = 0;  // Session::peak_activation_bytes after the runs
   bool peak_is_session = false;  // VmHWM was reset before the session was built
 };
 
@@ -140,6 +142,14 @@ std::string mb(uint64_t bytes) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.1f MB", static_cast<double>(bytes) / 1e6);
   return buf;
+}
+
+// The session's peak RSS growth over what its weights and activations need
+// (1.0 = no overhead); unknown when the kernel cannot reset the peak.
+std::optional<double> memory_ratio(const Report& r) {
+  const uint64_t need = r.weight_bytes + r.activation_bytes;
+  if (!r.peak_is_session || r.peak_rss < r.rss_before || need == 0) return std::nullopt;
+  return static_cast<double>(r.peak_rss - r.rss_before) / static_cast<double>(need);
 }
 
 std::string render_text(const Report& r) {
@@ -158,8 +168,12 @@ std::string render_text(const Report& r) {
   out += buf;
   out += "memory      peak RSS " + mb(r.peak_rss) + ", " + mb(r.rss_before) + " before the session";
   if (r.peak_is_session && r.peak_rss >= r.rss_before) out += " (session: +" + mb(r.peak_rss - r.rss_before) + ")";
-  out += "; weights " + mb(r.weight_bytes) + "\n";
-  return out;
+  out += "; weights " + mb(r.weight_bytes) + ", activations at their peak " + mb(r.activation_bytes);
+  if (const auto ratio = memory_ratio(r)) {
+    std::snprintf(buf, sizeof buf, "; session / (weights + activations) = %.2f", *ratio);
+    out += buf;
+  }
+  return out + "\n";
 }
 
 std::string render_json(const Report& r) {
@@ -186,6 +200,10 @@ std::string render_json(const Report& r) {
   w.key("peak_rss_bytes").value(r.peak_rss);
   w.key("session_peak_rss_bytes");
   if (r.peak_is_session && r.peak_rss >= r.rss_before) w.value(r.peak_rss - r.rss_before);
+  else w.null();
+  w.key("activation_peak_bytes").value(r.activation_bytes);
+  w.key("memory_ratio");
+  if (const auto ratio = memory_ratio(r)) w.value(*ratio);
   else w.null();
   w.end_object();
   return w.str();
@@ -252,6 +270,7 @@ Outcome run_bench(const ParsedArgs& args) {
   }
   r.latency = stats_of(std::move(times));
   r.peak_rss = proc_status_bytes("VmHWM:");
+  r.activation_bytes = session->peak_activation_bytes();
   return print_out(args.has("--json") ? render_json(r) : render_text(r));
 }
 

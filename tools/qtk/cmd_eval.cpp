@@ -18,6 +18,7 @@ constexpr OptionSpec kOptions[] = {
     {"--limit", "N", "use only the first N samples (default: all)"},
     {"--batch", "B", "images per inference call (default 64, or the model's fixed batch)"},
     {"--threads", "N", "threads for the kernels (default: physical cores)"},
+    {"--integer", "", "run QDQ models with integer kernels (QLinearConv, QLinearMatMul, ...) as an int8 runtime does"},
     {"--json", "", "print one JSON object instead of text"},
 };
 
@@ -93,6 +94,7 @@ Outcome run_eval(const ParsedArgs& args) {
   if (ds.labels.empty()) return Outcome::failure("data set " + *spec + " is empty");
   SessionOptions options;
   options.threads = static_cast<int>(threads);
+  options.integer = args.has("--integer");
   QTK_CLI_ASSIGN_OR_FAIL(std::unique_ptr<Session> session, Session::create(model, options));
   // A --batch the model cannot take is a mistake on the command line.
   if (!session->inputs().empty()) {
