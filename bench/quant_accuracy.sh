@@ -49,6 +49,11 @@ schemes=(
   "W4 weight-only per-channel gptq|--weights int4 --activations float --method gptq"
   "W4 weight-only per-channel adaround|--weights int4 --activations float --method adaround"
   "W4 weight-only per-channel auto|--weights int4 --activations float"
+  # 4-bit activations (defaults: MSE ranges, first and last layer at 8 bits).
+  "W4A4 u4 per-channel|--weights int4 --activations uint4"
+  "W4A4 u4 per-channel, all layers 4-bit|--weights int4 --activations uint4 --no-first-last-8bit"
+  "W4A4 u4 per-channel minmax|--weights int4 --activations uint4 --calibrate minmax"
+  "W4A4 u4 per-channel percentile|--weights int4 --activations uint4 --calibrate percentile:99.9"
 )
 
 acc() { node -e 'const r=JSON.parse(require("fs").readFileSync(0,"utf8")); console.log(r[process.argv[1]].toFixed(4))' "$1"; }

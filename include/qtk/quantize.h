@@ -8,6 +8,7 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,16 @@ enum class ExportFormat { kQDQ, kQOperator };
 //              below (see resolve_weight_method).
 enum class WeightMethod { kAuto, kRtn, kGptq, kAdaRound };
 
+// One layer's precision, overriding the config-wide formats for one weighted
+// node (Conv/ConvTranspose/Gemm/MatMul with constant weights), by node name.
+// `activations` applies to the activation tensors the node reads; a tensor
+// read by several nodes with different widths gets the widest of them.
+struct LayerPrecision {
+  std::optional<quant::QFormat> weights;      // nullopt: QuantConfig::weight_format
+  std::optional<quant::QFormat> activations;  // nullopt: QuantConfig::activation_format
+  bool keep_float = false;                    // leave the node float (like `exclude`)
+};
+
 struct QuantConfig {
   // Weights
   quant::QFormat weight_format = quant::QFormat::kInt8;
@@ -53,14 +64,22 @@ struct QuantConfig {
   // channel's bias, with E[x] per input channel measured on calibration data,
   // so weight rounding does not shift the layer's mean output.
   bool bias_correction = true;
-  // 4-bit weights as ONNX's INT4 / UINT4 types, packed two per byte on disk
-  // (needs opset 21; the model is upgraded). false: int8 containers, any opset.
+  // 4-bit weights (and activations) as ONNX's INT4 / UINT4 types, packed two
+  // per byte on disk (needs opset 21; the model is upgraded). false: int8
+  // containers, any opset.
   bool int4_types = true;
   WeightMethod method = WeightMethod::kAuto;
   // Cross-layer equalization (Nagel et al. 2019) of Conv/Gemm pairs joined
   // by Relu (or nothing) before quantizing: rescales channels so both layers
   // use similar per-channel weight ranges; the float function is unchanged.
   bool equalize = false;
+  // SmoothQuant (Xiao et al. 2022; src/quant/algos/smooth_quant.h): divides
+  // the outlier channels of MatMul/Gemm inputs by s_j = max|X_j|^alpha /
+  // max|W_j|^(1-alpha), folded into the producer (LayerNormalization, Gemm,
+  // MatMul), and multiplies the weights' input channels by s_j; the float
+  // function is unchanged. Unset: quantize() decides (quantize.cpp, measured).
+  std::optional<bool> smooth_quant;
+  float smooth_quant_alpha = 0.5f;
   bool gptq_act_order = true;     // GPTQ: quantize columns by decreasing Hessian diagonal
   // GPTQ: first refit each layer's float weights so that, on the inputs the
   // quantized layers before it produce, they give the float model's outputs
@@ -70,6 +89,9 @@ struct QuantConfig {
 
   // Activations
   ActivationMode activations = ActivationMode::kStatic;
+  // Static: any format of the table. Below 8 bits, uint4/int4 are ONNX's
+  // 4-bit types when int4_types (opset 21), else (and int3/int2 always) codes
+  // clamped to their range in 8-bit tensors by a Clip before the Q.
   quant::QFormat activation_format = quant::QFormat::kUInt8;
   bool activation_symmetric = false;
   quant::CalibConfig calibration;  // kStatic only
@@ -81,6 +103,13 @@ struct QuantConfig {
   // MatMul with constant weights, in graph order) in float: the layers most
   // sensitive to quantization in small classifiers.
   bool float_first_last = false;
+  // Per-layer overrides by node name (mixed precision; see LayerPrecision).
+  std::map<std::string, LayerPrecision> layer_precision;
+  // First and last weighted layer at int8 weights and 8-bit activations
+  // (through layer_precision; an explicit entry for them wins). Unset: on
+  // when static activations are narrower than 8 bits, where those two layers
+  // cost the most accuracy (README, W4A4 rows).
+  std::optional<bool> first_last_8bit;
   int threads = 1;                   // for calibration runs
 
   // Called as work advances (stage "calibrate": samples done of total;
@@ -112,6 +141,7 @@ struct QuantReport {
   std::vector<TensorQuantReport> tensors;
   std::vector<std::string> float_nodes;  // "name (OpType): why it stays float"
   std::vector<std::string> warnings;
+  std::vector<std::string> notes;        // choices made for the user (e.g. first/last layers at 8 bits)
   int64_t calib_samples = 0;
   int64_t nonfinite_skipped = 0;
   double calib_seconds = 0.0;

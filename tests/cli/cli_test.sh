@@ -421,5 +421,53 @@ expect_ok "quantize --method auto at 8 bits" quantize "$MLP" -o "$Q/auto8.onnx" 
 cp "$TMP/out" "$Q/auto8.json"
 json_check "quantize auto rounds 8-bit weights to nearest" "$Q/auto8.json" 'j.method === "rtn"'
 
+# 4-bit activations, first/last layers at 8 bits, per-layer precision files.
+expect_ok "quantize W4A4" quantize "$MLP" -o "$Q/w4a4.onnx" "${CAL[@]}" --weights int4 --activations uint4 \
+  --method rtn --json
+cp "$TMP/out" "$Q/w4a4.json"
+json_check "W4A4: first/last layer at 8 bits by default" "$Q/w4a4.json" 'j.notes.some(n => n.includes("first and last")) &&
+   j.tensors.some(t => t.kind === "activation" && t.scheme.startsWith("uint4")) &&
+   j.tensors.some(t => t.kind === "activation" && t.scheme.startsWith("uint8"))'
+expect_ok "quantize W4A4 --no-first-last-8bit" quantize "$MLP" -o "$Q/w4a4all.onnx" "${CAL[@]}" --weights int4 \
+  --activations uint4 --method rtn --no-first-last-8bit --int8-containers --json
+cp "$TMP/out" "$Q/w4a4all.json"
+json_check "W4A4 all layers 4-bit, in int8 containers" "$Q/w4a4all.json" 'j.notes.length === 0 &&
+   j.tensors.filter(t => t.kind === "activation").every(t => t.scheme.startsWith("uint4") && t.scheme.includes("in uint8"))'
+expect_error "quantize: both first/last options" 2 "exclude each other" quantize "$MLP" -o "$Q/x.onnx" \
+  --first-last-8bit --no-first-last-8bit
+printf '{"/f2/Gemm": {"weights": "int4", "activations": "uint4"}, "nope": "float"}' > "$Q/lp.json"
+expect_warning "quantize --layer-precision warns on unknown nodes" "names no node 'nope'" \
+  quantize "$MLP" -o "$Q/lp.onnx" "${CAL[@]}" --layer-precision "$Q/lp.json" --method rtn --json
+cp "$TMP/out" "$Q/lp.json.out"
+json_check "--layer-precision changes only /f2/Gemm" "$Q/lp.json.out" 'j.tensors.filter(t => t.kind === "weight").every(t =>
+   t.scheme.startsWith(t.node === "/f2/Gemm" ? "int4" : "int8")) &&
+   j.tensors.filter(t => t.kind === "activation" && t.scheme.startsWith("uint4")).length === 1'
+printf '{"/f2/Gemm": {"weights": "int5"}}' > "$Q/lp_bad.json"
+expect_error "quantize: bad --layer-precision format" 1 "int5" quantize "$MLP" -o "$Q/x.onnx" \
+  --layer-precision "$Q/lp_bad.json"
+
+# --- analyze and automatic mixed precision -------------------------------------
+expect_ok "qtk analyze --help" analyze --help
+grep -q "usage: qtk analyze" "$TMP/out" || fail "qtk analyze --help does not print its usage"
+expect_error "analyze: unknown --weights" 2 "--weights" analyze "$MLP" --weights int5
+expect_error "quantize: --target-drop without --val" 2 "--val" quantize "$MLP" -o "$Q/x.onnx" --target-drop 1
+expect_error "quantize: --target-drop with unlabelled --val" 2 "labelled" quantize "$MLP" -o "$Q/x.onnx" \
+  --target-drop 1 --val "$TMP/x.npy"
+expect_error "quantize: --val without a target" 2 "--target" quantize "$MLP" -o "$Q/x.onnx" --val fashion-mnist:test
+if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "${QTK_FASHION_MNIST_DIR:-}" ]; then
+  expect_ok "analyze --json" analyze "$MLP" --limit 200 --calib-samples 64 --json
+  json_check "analyze ranks every layer, most sensitive first" "$TMP/out" 'j.layers.length === 3 &&
+     j.samples === 200 && j.float_accuracy > 0.5 &&
+     j.layers.every((l, i) => l.rank === i + 1 && l.weights.sqnr_db > 0 && l.activations.sqnr_db > 0 &&
+                              (i === 0 || j.layers[i - 1].score_db <= l.score_db))'
+  expect_ok "quantize --target-bits" quantize "$MLP" -o "$Q/mp.onnx" --target-bits 3 --val fashion-mnist:train \
+    --limit 300 --calib-samples 128 --method rtn --json
+  json_check "mixed precision within 3 bits, per-layer widths in the model" "$TMP/out" 'j.mixed_precision.met &&
+     j.mixed_precision.average_bits <= 3 && j.mixed_precision.layers.length === 3 &&
+     j.mixed_precision.layers.every(l => l.weights === "float" ||
+       j.tensors.some(t => t.kind === "weight" && t.node === l.node && t.scheme.startsWith(l.weights + " ")))'
+  [ -s "$Q/mp.onnx" ] || fail "quantize --target-bits wrote no model"
+fi
+
 echo "cli_test: $checks checks, $failures failed"
 [ "$failures" -eq 0 ]

@@ -6,7 +6,7 @@
 //   2. the model after qtk load -> save_model to give, in ORT, outputs
 //      bit-identical to ORT's on the original file (the writer loses nothing);
 //      and in qtk bit-identical outputs to qtk's on the original.
-// Models: models/{mlp,cnn,resnet20}.onnx on 64 real Fashion-MNIST test images
+// Models: models/{mlp,cnn,resnet20,mobilenetv2_fm,vit_fm}.onnx on 64 real Fashion-MNIST test images
 // and on random images, and every tests/models/*.onnx and
 // tests/models/external/*.onnx on seeded random inputs (dynamic dims = 2).
 //
@@ -361,7 +361,7 @@ int main(int argc, char** argv) {
   }
 
   Checker c(opt);
-  for (const char* m : {"mlp", "cnn", "resnet20"})
+  for (const char* m : {"mlp", "cnn", "resnet20", "mobilenetv2_fm", "vit_fm"})
     c.check_model(opt.source_dir / "models" / (std::string(m) + ".onnx"), "fashion");
   for (const auto& p : onnx_files(opt.source_dir / "tests" / "models")) c.check_model(p, "random");
   for (const auto& p : onnx_files(opt.source_dir / "tests" / "models" / "external")) c.check_model(p, "random");

@@ -148,6 +148,7 @@ struct Case {
   quant::QFormat weights = quant::QFormat::kInt8;
   ActivationMode activations = ActivationMode::kStatic;
   Granularity granularity = Granularity::kPerChannel;
+  quant::QFormat activation_format = quant::QFormat::kUInt8;  // uint4: W4A4 (opset 21), first/last layer 8-bit
 };
 
 std::string check(const Options& opt, const Case& c, const data::Dataset& calib, const data::Dataset& test) {
@@ -160,6 +161,7 @@ std::string check(const Options& opt, const Case& c, const data::Dataset& calib,
   cfg.weight_format = c.weights;
   cfg.activations = c.activations;
   cfg.granularity = c.granularity;
+  cfg.activation_format = c.activation_format;
   cfg.group_size = 32;
   cfg.threads = 2;
   auto q = quantize(*model, cfg, CalibrationData{{calib.images}});
@@ -167,7 +169,10 @@ std::string check(const Options& opt, const Case& c, const data::Dataset& calib,
   const std::string fmt = std::string(c.format == ExportFormat::kQOperator ? "qoperator" : "qdq") + "-w" +
                           quant::traits(c.weights).name +
                           (c.activations == ActivationMode::kWeightOnly ? "-weight-only" : "") +
-                          (c.granularity == Granularity::kPerGroup ? "-group32" : "");
+                          (c.granularity == Granularity::kPerGroup ? "-group32" : "") +
+                          (c.activation_format != quant::QFormat::kUInt8
+                               ? std::string("-a") + quant::traits(c.activation_format).name
+                               : "");
   const fs::path saved = opt.work_dir / (name + "." + fmt + ".onnx");
   if (Status st = save_model(q->model, saved.string()); !st.ok()) return "save failed: " + st.message();
 
@@ -248,7 +253,9 @@ int main(int argc, char** argv) {
   for (const Case& c : {Case{"cnn", ExportFormat::kQOperator}, Case{"resnet20", ExportFormat::kQDQ},
                         Case{"fmnist_small", ExportFormat::kQDQ, quant::QFormat::kInt4},
                         Case{"mlp", ExportFormat::kQOperator, quant::QFormat::kInt4, ActivationMode::kWeightOnly,
-                             Granularity::kPerGroup}}) {
+                             Granularity::kPerGroup},
+                        Case{"cnn", ExportFormat::kQDQ, quant::QFormat::kInt4, ActivationMode::kStatic,
+                             Granularity::kPerChannel, quant::QFormat::kUInt4}}) {
     const std::string& name = c.name;
     if (std::string err = check(opt, c, *calib, *test); !err.empty()) {
       ++failures;

@@ -93,6 +93,7 @@ extern const CommandSpec kRunCommand;
 extern const CommandSpec kEvalCommand;
 extern const CommandSpec kQuantizeCommand;
 extern const CommandSpec kBenchCommand;
+extern const CommandSpec kAnalyzeCommand;
 
 }  // namespace qtk::cli
 

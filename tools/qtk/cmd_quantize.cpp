@@ -3,6 +3,7 @@
 // calls qtk::quantize once, saves the model and prints what happened.
 #include <algorithm>
 #include <charconv>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <optional>
@@ -17,6 +18,8 @@
 #include "qtk/quantize.h"
 #include "qtk/session.h"
 #include "quant/calib_cache.h"
+#include "quant/layer_precision_file.h"
+#include "mixed_precision_cli.h"
 #include "quantize_report.h"
 
 namespace qtk::cli {
@@ -31,8 +34,10 @@ constexpr uint64_t kCalibSeed = 0;
 constexpr OptionSpec kOptions[] = {
     {"--output", "OUT.onnx", "where to write the quantized model (required)", false, "-o"},
     {"--weights", "int8|int4|int3|int2|fp16", "weight format (default int8)"},
-    {"--activations", "uint8|int8|int16|uint16|dynamic|float",
-     "activation format; dynamic: uint8 scales computed at run time; float: weight-only (default uint8)"},
+    {"--activations", "uint8|int8|int16|uint16|uint4|int4|int3|int2|dynamic|float",
+     "activation format; dynamic: uint8 scales computed at run time; float: weight-only (default uint8). "
+     "uint4/int4 use ONNX's 4-bit types (opset 21; --int8-containers: 8-bit tensors clamped to 16 levels); "
+     "int3/int2 always use 8-bit tensors clamped to their levels"},
     {"--granularity", "tensor|channel|group:N",
      "one weight scale per tensor, per output channel, or per N values along the reduction axis (default channel)"},
     {"--symmetric", "", "symmetric weights, zero point 0 (the default)"},
@@ -42,11 +47,24 @@ constexpr OptionSpec kOptions[] = {
     {"--no-bias-correction", "", "leave biases as they are (no correction of the mean shift weight rounding causes)"},
     {"--int8-containers", "", "store 4-bit weights in int8/uint8 tensors (any opset) instead of ONNX's packed INT4/UINT4 (opset 21)"},
     {"--float-first-last", "", "leave the first and the last Conv/Gemm/MatMul layer in float"},
+    {"--first-last-8bit", "",
+     "int8 weights and 8-bit activations for the first and the last Conv/Gemm/MatMul layer (on by default when "
+     "activations are below 8 bits)"},
+    {"--no-first-last-8bit", "", "give the first and last layer the same formats as the others"},
+    {"--layer-precision", "FILE.json",
+     "per-layer formats by node name: {\"conv1\": {\"weights\": \"int8\", \"activations\": \"uint8\"}, "
+     "\"fc\": \"float\"}; a tensor read by layers of different widths gets the widest"},
     {"--method", "auto|rtn|gptq|adaround",
      "how weights are rounded: rtn (to nearest), gptq (second-order error compensation), adaround (learned "
      "rounding); auto: rtn at 8 bits, adaround below (gptq for layers too wide for it) (default auto)"},
     {"--equalize", "", "cross-layer equalization of Conv/Gemm pairs joined by Relu before quantizing"},
-    {"--calibrate", "METHOD", "activation ranges: minmax, ma-minmax, percentile[:P], entropy or mse (default minmax)"},
+    {"--smooth-quant", "",
+     "SmoothQuant: move MatMul/Gemm input outliers into the weights (LayerNorm/Gemm/MatMul producers absorb 1/s)"},
+    {"--smooth-quant-alpha", "A", "SmoothQuant migration strength in [0, 1] (implies --smooth-quant; default 0.5)"},
+    {"--no-smooth-quant", "", "never apply SmoothQuant"},
+    {"--calibrate", "METHOD",
+     "activation ranges: minmax, ma-minmax, percentile[:P], entropy or mse (default minmax; mse for activations "
+     "below 8 bits)"},
     {"--calib", "SPEC",
      "calibration data: fashion-mnist:train (default), fashion-mnist:test, FILE.npy, or FILE.npz (an array per input, "
      "by name or in input order)"},
@@ -56,7 +74,8 @@ constexpr OptionSpec kOptions[] = {
     {"--exclude", "LIST", "comma-separated node names or op types to leave in float", true},
     {"--threads", "N", "threads for calibration and --eval (default: physical cores)"},
     {"--eval", "SPEC", "also measure the float and the quantized model on SPEC, e.g. fashion-mnist:test"},
-    {"--limit", "N", "with --eval: use only the first N samples"},
+    {"--limit", "N", "with --eval (and --val): use only the first N samples"},
+    QTK_MIXED_PRECISION_OPTIONS,
     {"--report", "FILE.json", "also write the report as JSON to FILE.json"},
     {"--json", "", "print the report as JSON instead of text"},
     {"--force", "", "overwrite OUT.onnx if it exists"},
@@ -77,12 +96,11 @@ std::vector<std::string> weight_choices() {
   return names;
 }
 
-// Static activation formats (8 bits and up: a QDQ graph cannot hold less
-// before opset 21), plus the two modes.
+// Static activation formats (below 8 bits: ONNX's 4-bit types, or codes
+// clamped in 8-bit tensors), plus the two modes.
 std::vector<std::string> activation_choices() {
   std::vector<std::string> names;
-  for (const auto& t : quant::kQFormats)
-    if (t.bits >= 8) names.push_back(t.name);
+  for (const auto& t : quant::kQFormats) names.push_back(t.name);
   names.push_back("dynamic");
   names.push_back("float");
   return names;
@@ -169,6 +187,15 @@ Outcome config_from_args(const ParsedArgs& args, QuantConfig& cfg, QuantizeSetti
   cfg.bias_correction = !args.has("--no-bias-correction");
   cfg.int4_types = !args.has("--int8-containers");
   cfg.float_first_last = args.has("--float-first-last");
+  if (args.has("--first-last-8bit") && args.has("--no-first-last-8bit"))
+    return Outcome::usage("--first-last-8bit and --no-first-last-8bit exclude each other");
+  if (args.has("--first-last-8bit")) cfg.first_last_8bit = true;
+  if (args.has("--no-first-last-8bit")) cfg.first_last_8bit = false;
+  if (const std::string* lp = args.get("--layer-precision")) {
+    auto layers = quant::read_layer_precision(*lp);
+    if (!layers.ok()) return Outcome::failure(layers.status());
+    cfg.layer_precision = std::move(*layers);
+  }
   if (const std::string* m = args.get("--method")) {
     if (*m == "auto") cfg.method = WeightMethod::kAuto;
     else if (*m == "rtn") cfg.method = WeightMethod::kRtn;
@@ -178,12 +205,29 @@ Outcome config_from_args(const ParsedArgs& args, QuantConfig& cfg, QuantizeSetti
     st.method = *m;
   }
   cfg.equalize = args.has("--equalize");
+  if (args.has("--no-smooth-quant") && (args.has("--smooth-quant") || args.get("--smooth-quant-alpha")))
+    return Outcome::usage("--no-smooth-quant excludes --smooth-quant and --smooth-quant-alpha");
+  if (args.has("--smooth-quant")) cfg.smooth_quant = true;
+  if (args.has("--no-smooth-quant")) cfg.smooth_quant = false;
+  if (const std::string* a = args.get("--smooth-quant-alpha")) {
+    char* end = nullptr;
+    const double alpha = std::strtod(a->c_str(), &end);
+    if (a->empty() || end != a->c_str() + a->size() || !(alpha >= 0.0 && alpha <= 1.0))
+      return Outcome::usage("--smooth-quant-alpha needs a number in [0, 1], got '" + *a + "'");
+    cfg.smooth_quant = true;
+    cfg.smooth_quant_alpha = static_cast<float>(alpha);
+  }
   st.equalize = cfg.equalize;
   st.bias_correction = cfg.bias_correction;
   if (const std::string* c = args.get("--calibrate")) {
     auto method = quant::parse_calib_method(*c);
     if (!method.ok()) return Outcome::usage("--calibrate: " + method.status().message());
     cfg.calibration = *method;
+  } else if (cfg.activations == ActivationMode::kStatic && quant::traits(cfg.activation_format).bits < 8) {
+    // 16 levels or fewer: min/max spends them on rare outliers. MSE measured
+    // best at W4A4 (README, W4A4 rows: resnet20 -0.7 points vs -13.2 with
+    // minmax; entropy collapses at 4 bits).
+    cfg.calibration.method = quant::CalibMethod::kMse;
   }
   st.calibrate = quant::calib_method_name(cfg.calibration);
   if (const std::string* f = args.get("--format")) {
@@ -257,6 +301,8 @@ Outcome run_quantize(const ParsedArgs& args) {
 
   QuantConfig cfg;
   QTK_CLI_RETURN_IF_FAILED(config_from_args(args, cfg, st));
+  std::optional<MixedPrecisionRequest> mixed;  // --target-bits / --target-drop
+  QTK_CLI_RETURN_IF_FAILED(parse_mixed_precision(args, mixed));
   int64_t calib_samples = 512, threads = physical_core_count(), limit = 0;
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--calib-samples", 0, INT64_MAX, calib_samples));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--threads", 1, 1024, threads));
@@ -274,7 +320,7 @@ Outcome run_quantize(const ParsedArgs& args) {
   const std::string* eval_spec = args.get("--eval");
   if (eval_spec && std::find(specs.begin(), specs.end(), *eval_spec) == specs.end())
     return Outcome::usage("unknown data set '" + *eval_spec + "' for --eval (known: " + known_list(specs) + ")");
-  if (args.has("--limit") && !eval_spec) return Outcome::usage("--limit only applies with --eval");
+  if (args.has("--limit") && !eval_spec && !mixed) return Outcome::usage("--limit only applies with --eval");
   const std::string* report_path = args.get("--report");
   if (const std::string* c = args.get("--calib-cache")) st.calib_cache = *c;
 
@@ -336,7 +382,15 @@ Outcome run_quantize(const ParsedArgs& args) {
 
   ActivationRanges cached_ranges;
   if (cache) cached_ranges = cache->ranges;
-  QTK_CLI_ASSIGN_OR_FAIL(QuantResult result, quantize(model, cfg, calib, cache ? &cached_ranges : nullptr));
+  QuantResult result;
+  std::string mixed_text, mixed_json;
+  if (mixed) {
+    QTK_CLI_RETURN_IF_FAILED(
+        run_mixed_precision(*mixed, model, cfg, calib, limit, threads, result, mixed_text, mixed_json));
+    st.weights = "mixed";  // per layer: see the mixed precision section
+  } else {
+    QTK_CLI_ASSIGN_OR_FAIL(result, quantize(model, cfg, calib, cache ? &cached_ranges : nullptr));
+  }
   summary.report = result.report;
 
   if (st.calibrated && !st.calib_cache.empty()) {
@@ -386,10 +440,11 @@ Outcome run_quantize(const ParsedArgs& args) {
 
   for (auto& w : cli_warnings) summary.report.warnings.push_back(std::move(w));
   for (const auto& w : summary.report.warnings) print_warning(w);
-  const std::string json = render_quantize_json(summary);
+  std::string json = render_quantize_json(summary);
+  if (mixed) json = add_json_member(json, mixed_json);
   if (report_path)
     if (Status s = data::write_file_atomic(*report_path, json); !s.ok()) return Outcome::failure(s);
-  return print_out(args.has("--json") ? json : render_quantize_text(summary));
+  return print_out(args.has("--json") ? json : render_quantize_text(summary) + mixed_text);
 }
 
 }  // namespace

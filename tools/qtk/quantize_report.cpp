@@ -171,6 +171,10 @@ std::string render_quantize_text(const QuantizeSummary& s) {
   }
   out += r.tensors.empty() ? "  none\n" : table(rows, "  ");
 
+  if (!r.notes.empty()) {
+    out += "\nprecision choices:\n";
+    for (const auto& n : r.notes) out += "  " + n + "\n";
+  }
   out += "\nleft in float (" + std::to_string(r.float_nodes.size()) + "):\n";
   for (const auto& f : r.float_nodes) out += "  " + f + "\n";
   if (r.float_nodes.empty()) out += "  none\n";
@@ -264,6 +268,9 @@ std::string render_quantize_json(const QuantizeSummary& s) {
   w.end_array();
   w.key("warnings").begin_array();
   for (const auto& x : r.warnings) w.value(x);
+  w.end_array();
+  w.key("notes").begin_array();
+  for (const auto& x : r.notes) w.value(x);
   w.end_array();
   if (s.eval) {
     const auto& e = *s.eval;

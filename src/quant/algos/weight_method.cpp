@@ -39,12 +39,19 @@ int64_t adaround_rows(int64_t k) { return std::min<int64_t>(4096, std::max<int64
 class Runner {
  public:
   Runner(const ir::Model& model, const CalibrationData& calib, const QuantConfig& c, WeightMethod method,
-         const std::map<std::string, std::vector<float>>& importance, QuantReport& report, int64_t samples)
+         const std::map<std::string, std::vector<float>>& importance, QuantReport& report, int64_t samples,
+         const InputQuantMap& input_quant)
       : model_(model), calib_(calib), c_(c), method_(method), importance_(importance), report_(report),
-        samples_(samples), pool_(c.threads) {}
+        samples_(samples), input_quant_(input_quant), pool_(c.threads) {}
 
-  Expected<AlgoWeights> run(std::vector<Target> targets) {
+  // formats: each target's weight format.
+  Expected<AlgoWeights> run(std::vector<Target> targets, const std::vector<QFormat>& formats) {
     targets_ = std::move(targets);
+    for (QFormat f : formats) {
+      layer_cfg_.push_back(c_);
+      layer_cfg_.back().weight_format = f;
+      layer_cfg_.back().layer_precision.clear();
+    }
     const bool ada = method_ != WeightMethod::kGptq;  // AdaRound, or auto (AdaRound first)
     float_mean_.resize(targets_.size());
     targets_y_.resize(targets_.size());
@@ -70,7 +77,9 @@ class Runner {
       // foresee) costs that layer its method, not the whole run.
       std::vector<Status> bad(idx.size());
       QTK_RETURN_IF_ERROR(capture_tensors(qmodel, inputs, calib_, c_, [&](size_t k, const Tensor& x, int64_t s0) {
-        if (bad[k].ok()) bad[k] = stats[k].add(x, s0, &pool_);
+        if (!bad[k].ok()) return Status::Ok();
+        auto iq = input_quant_.find(inputs[k]);
+        bad[k] = iq == input_quant_.end() ? stats[k].add(x, s0, &pool_) : stats[k].add(fake_quant(x, iq->second), s0, &pool_);
         return Status::Ok();
       }));
       for (size_t k = 0; k < idx.size(); ++k) {
@@ -151,11 +160,25 @@ class Runner {
     return Status::Ok();
   }
 
+  // x quantized and dequantized as the exported model does before the layer.
+  static Tensor fake_quant(const Tensor& x, const InputQuant& iq) {
+    if (x.dtype() != DType::kFloat32) return x;
+    Tensor y(DType::kFloat32, x.shape());
+    const float* in = x.data<float>();
+    float* out = y.data<float>();
+    for (int64_t i = 0; i < x.numel(); ++i)
+      out[i] = static_cast<float>(quantize_value_linear(in[i], iq.params, iq.format) - iq.params.zero_point) *
+               iq.params.scale;
+    return y;
+  }
+
   // RTN result for the layer: layout, scheme and the scales the algorithms start from.
-  Expected<QuantizedWeight> rtn(const Target& t) const {
+  Expected<QuantizedWeight> rtn(size_t i) const {
+    const Target& t = targets_[i];
     const Tensor& w = *model_.graph.find_initializer(t.weight);
     auto imp = importance_.find(t.input);
-    return quantize_weight(w, t.channel_axis, t.reduction_axis, c_, imp == importance_.end() ? nullptr : &imp->second);
+    return quantize_weight(w, t.channel_axis, t.reduction_axis, layer_cfg_[i],
+                           imp == importance_.end() ? nullptr : &imp->second);
   }
 
   // W E[x_float] - Wq E[x_quantized] per output channel (empty when not wanted).
@@ -185,7 +208,7 @@ class Runner {
     const Target& t = targets_[i];
     const ir::Node& node = model_.graph.nodes[t.node];
     const Tensor& w = *model_.graph.find_initializer(t.weight);
-    QTK_ASSIGN_OR_RETURN(QuantizedWeight q, rtn(t));
+    QTK_ASSIGN_OR_RETURN(QuantizedWeight q, rtn(i));
     std::vector<QParams> params = weight_params(q);
     std::vector<uint8_t> fitted(params.size(), 1);
     std::vector<int32_t> codes(static_cast<size_t>(w.numel())), codes_g;
@@ -221,7 +244,7 @@ class Runner {
                        stats.kept(g).data(), geo.cols, 0.f, kept_h.data(), geo.cols, &pool_);
       }
       auto info = gptq_quantize_matrix(wg.data(), stats.has_hessian() ? stats.hessian(g) : kept_h, grid, params,
-                                       fitted, c_, opt, codes_g.data(), &pool_);
+                                       fitted, layer_cfg_[i], opt, codes_g.data(), &pool_);
       if (!info.ok()) return info.status();
       raises = std::max(raises, info->damp_raises);
       damp = std::max(damp, info->damp);
@@ -231,7 +254,7 @@ class Runner {
     if (raises > 0)
       report_.warnings.push_back(node.describe() + ": GPTQ Hessian was not positive definite; damping raised " +
                                  std::to_string(raises) + "x to " + fixed(damp, 3));
-    QTK_RETURN_IF_ERROR(store_codes(q, w, params, codes, c_));
+    QTK_RETURN_IF_ERROR(store_codes(q, w, params, codes, layer_cfg_[i]));
     AlgoWeight a;
     a.method = "gptq";
     a.bias_delta = bias_delta(i, stats, q);
@@ -258,7 +281,7 @@ class Runner {
       if (geo.cols > kMaxHessianColumns) return unsupported("layer too large for AdaRound and for GPTQ");
       return gptq(i, stats);
     }
-    QTK_ASSIGN_OR_RETURN(QuantizedWeight q, rtn(t));
+    QTK_ASSIGN_OR_RETURN(QuantizedWeight q, rtn(i));
     const std::vector<QParams> params = weight_params(q);
     std::vector<int32_t> codes(static_cast<size_t>(w.numel()));
     AdaRoundOptions opt;
@@ -288,7 +311,7 @@ class Runner {
       }
       std::vector<float> wg = weight_matrix(w, geo, g);
       std::vector<int32_t> codes_g(wg.size());
-      status[g] = adaround_matrix(wg.data(), grids[g], params, data, c_, opt, codes_g.data(), pool);
+      status[g] = adaround_matrix(wg.data(), grids[g], params, data, layer_cfg_[i], opt, codes_g.data(), pool);
       for (int64_t r = 0; r < geo.rows; ++r)
         for (int64_t c = 0; c < geo.cols; ++c) codes[geo.weight_index(g, r, c)] = codes_g[r * geo.cols + c];
     };
@@ -297,7 +320,7 @@ class Runner {
       for (int64_t g = g0; g < g1; ++g) solve(g, nullptr);
     });
     for (const Status& st : status) QTK_RETURN_IF_ERROR(st);
-    QTK_RETURN_IF_ERROR(store_codes(q, w, params, codes, c_));
+    QTK_RETURN_IF_ERROR(store_codes(q, w, params, codes, layer_cfg_[i]));
     AlgoWeight a;
     a.method = "adaround";
     a.bias_delta = bias_delta(i, stats, q);
@@ -312,6 +335,8 @@ class Runner {
   const std::map<std::string, std::vector<float>>& importance_;
   QuantReport& report_;
   int64_t samples_;
+  const InputQuantMap& input_quant_;
+  std::vector<QuantConfig> layer_cfg_;  // per target: the config with its weight format
   rt::ThreadPool pool_;
   std::vector<Target> targets_;
   std::vector<std::vector<std::vector<float>>> float_mean_;  // [target][group] column means, float model
@@ -326,16 +351,26 @@ class Runner {
 Expected<AlgoWeights> run_weight_method(const ir::Model& model, const QuantPlan& plan, const CalibrationData& calib,
                                         const QuantConfig& config, WeightMethod method,
                                         const std::map<std::string, std::vector<float>>& importance,
-                                        QuantReport& report) {
+                                        QuantReport& report, const InputQuantMap& input_quant) {
   if (method == WeightMethod::kRtn) return AlgoWeights{};
   auto samples = algos::calibration_samples(calib);
   if (!samples.ok())
     return invalid_argument(std::string(weight_method_name(method)) + " needs calibration data (" +
                             samples.status().message() + ")");
   std::vector<Target> targets = select_targets(model.graph, plan, method, kMaxHessianColumns, report);
-  if (targets.empty()) return AlgoWeights{};
-  Runner runner(model, calib, config, method, importance, report, *samples);
-  return runner.run(std::move(targets));
+  std::map<size_t, QFormat> format_of;
+  for (const auto& use : plan.weights) format_of[use.node] = use.format;
+  std::vector<Target> kept;
+  std::vector<QFormat> formats;
+  for (auto& t : targets) {
+    const QFormat f = format_of.count(t.node) ? format_of[t.node] : config.weight_format;
+    if (method == WeightMethod::kAuto && traits(f).bits >= 8) continue;  // auto: RTN at 8 bits
+    kept.push_back(std::move(t));
+    formats.push_back(f);
+  }
+  if (kept.empty()) return AlgoWeights{};
+  Runner runner(model, calib, config, method, importance, report, *samples, input_quant);
+  return runner.run(std::move(kept), formats);
 }
 
 }  // namespace qtk::quant

@@ -33,13 +33,24 @@ struct AlgoWeight {
 // the reasons are in report.warnings.
 using AlgoWeights = std::map<std::string, AlgoWeight>;
 
+// How a layer input is quantized in the exported model (static activations),
+// by tensor name: the passes feed each layer its input quantized this way, so
+// the rounding is fitted to what the layer will read.
+struct InputQuant {
+  QParams params;
+  QFormat format = QFormat::kUInt8;
+};
+using InputQuantMap = std::map<std::string, InputQuant>;
+
 // method: kGptq, kAdaRound, or kAuto: AdaRound on every layer where its
-// cost is moderate, GPTQ on the rest (kRtn: nothing to do). importance: per-channel E[x^2] of the layers'
-// inputs (as calibration measured it), for the clipping search of the
-// scales the algorithms start from.
+// cost is moderate, GPTQ on the rest (kRtn: nothing to do); auto leaves
+// layers with 8-bit weights (layer_precision) to rounding to nearest.
+// Each layer uses its own weight format (WeightUse::format). importance:
+// per-channel E[x^2] of the layers' inputs (as calibration measured it), for
+// the clipping search of the scales the algorithms start from.
 Expected<AlgoWeights> run_weight_method(const ir::Model& model, const QuantPlan& plan, const CalibrationData& calib,
                                         const QuantConfig& config, WeightMethod method,
                                         const std::map<std::string, std::vector<float>>& importance,
-                                        QuantReport& report);
+                                        QuantReport& report, const InputQuantMap& input_quant = {});
 
 }  // namespace qtk::quant

@@ -4,6 +4,8 @@
 #include <functional>
 #include <unordered_map>
 
+#include "quant/graph/layer_precision.h"
+
 namespace qtk::quant {
 
 namespace {
@@ -20,7 +22,7 @@ const std::set<std::string> kWeighted = {"Conv", "ConvTranspose", "Gemm", "MatMu
 
 class Annotator {
  public:
-  Annotator(const ir::Graph& g, const QuantConfig& c) : g_(g), c_(c) {
+  Annotator(const ir::Graph& g, const QuantConfig& c) : g_(g), c_(c), precision_(resolve_layer_precision(g, c)) {
     for (size_t i = 0; i < g.nodes.size(); ++i)
       for (const auto& in : g.nodes[i].inputs)
         if (!in.empty()) consumers_[in].push_back(i);
@@ -52,10 +54,17 @@ class Annotator {
         plan_.float_nodes.push_back(n.name + " (" + n.op_type + "): first/last weighted layer kept float");
         continue;
       }
+      if (auto lp = precision_.layers.find(n.name); lp != precision_.layers.end() && lp->second.keep_float) {
+        plan_.float_nodes.push_back(n.name + " (" + n.op_type + "): kept float (layer_precision)");
+        continue;
+      }
       annotate_node(i, n);
     }
     for (const auto& e : c_.exclude)
       if (!matched_excludes.count(e)) plan_.warnings.push_back("--exclude '" + e + "' matches no node name or op type");
+    plan_.warnings.insert(plan_.warnings.end(), precision_.warnings.begin(), precision_.warnings.end());
+    plan_.notes = precision_.notes;
+    if (static_mode()) assign_activation_formats();
     return std::move(plan_);
   }
 
@@ -87,7 +96,51 @@ class Annotator {
   }
 
   void weight(size_t i, int slot, int channel_axis, int reduction_axis) {
-    plan_.weights.push_back({i, slot, channel_axis, reduction_axis});
+    QFormat f = c_.weight_format;
+    if (auto lp = precision_.layers.find(g_.nodes[i].name); lp != precision_.layers.end() && lp->second.weights)
+      f = *lp->second.weights;
+    plan_.weights.push_back({i, slot, channel_axis, reduction_axis, f});
+  }
+
+  // Each quantized tensor takes the widest format its readers ask for (their
+  // layer_precision activations, else the config's); a data-movement chain
+  // (same_range) shares its widest one, so a layer kept at 8 bits behind a
+  // Flatten or MaxPool really reads 8-bit values.
+  void assign_activation_formats() {
+    if (precision_.layers.empty()) return;  // every tensor in the config's format
+    auto root = [&](std::string t) {
+      for (int guard = 0; guard < 1000; ++guard) {
+        auto it = plan_.same_range.find(t);
+        if (it == plan_.same_range.end()) break;
+        t = it->second;
+      }
+      return t;
+    };
+    // What each tensor's own readers ask for; a data-movement reader speaks
+    // through its output, which is in the same group.
+    std::map<std::string, QFormat> by_root;
+    for (const auto& t : plan_.activations) {
+      std::optional<QFormat> f;
+      auto ask = [&](QFormat x) { f = f ? wider(*f, x) : x; };
+      if (auto it = consumers_.find(t); it != consumers_.end())
+        for (size_t r : it->second) {
+          const ir::Node& reader = g_.nodes[r];
+          const bool moves = std::any_of(reader.outputs.begin(), reader.outputs.end(), [&](const std::string& o) {
+            auto sr = plan_.same_range.find(o);
+            return sr != plan_.same_range.end() && sr->second == t;
+          });
+          if (moves) continue;
+          auto lp = precision_.layers.find(reader.name);
+          ask(lp == precision_.layers.end() || !lp->second.activations ? c_.activation_format
+                                                                        : *lp->second.activations);
+        }
+      if (!f) continue;
+      auto it = by_root.find(root(t));
+      if (it == by_root.end()) by_root.emplace(root(t), *f);
+      else it->second = wider(it->second, *f);
+    }
+    for (const auto& t : plan_.activations)
+      if (auto it = by_root.find(root(t)); it != by_root.end()) plan_.activation_formats[t] = it->second;
   }
 
   void annotate_node(size_t i, const ir::Node& n) {
@@ -163,11 +216,17 @@ class Annotator {
   std::unordered_map<std::string, std::vector<size_t>> consumers_;
   std::set<std::string> kept_float_;  // first/last weighted layers (QuantConfig::float_first_last)
   std::set<std::string> fused_;
+  ResolvedPrecision precision_;  // layer_precision plus first/last 8-bit
   QuantPlan plan_;
 };
 
 }  // namespace
 
 QuantPlan annotate(const ir::Graph& g, const QuantConfig& config) { return Annotator(g, config).run(); }
+
+QFormat activation_format_of(const QuantPlan& plan, const QuantConfig& config, const std::string& tensor) {
+  auto it = plan.activation_formats.find(tensor);
+  return it == plan.activation_formats.end() ? config.activation_format : it->second;
+}
 
 }  // namespace qtk::quant

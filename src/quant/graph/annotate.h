@@ -17,6 +17,7 @@ struct WeightUse {
   int input;         // input slot holding the weight initializer
   int channel_axis;  // output-channel axis of the weight
   int reduction_axis;
+  QFormat format = QFormat::kInt8;  // the node's weight format (config's, or its layer_precision)
 };
 
 struct BiasUse {
@@ -33,7 +34,14 @@ struct QuantPlan {
   std::vector<BiasUse> biases;
   std::vector<std::string> float_nodes;  // "name (Op): reason"
   std::vector<std::string> warnings;
+  std::vector<std::string> notes;  // report lines on precision choices (first/last layers at 8 bits)
+  // Format of each static activation tensor: the widest any reader asks for
+  // (layer_precision, else the config's), shared by a data-movement chain.
+  std::map<std::string, QFormat> activation_formats;
 };
+
+// The format `tensor` is quantized to (the config's where the plan has none).
+QFormat activation_format_of(const QuantPlan& plan, const QuantConfig& config, const std::string& tensor);
 
 // The graph must be topologically sorted, with weights as initializers
 // (run the optimizer first so Constant nodes and BN are folded).

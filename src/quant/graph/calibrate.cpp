@@ -46,7 +46,8 @@ int64_t add_channel_moments(const Tensor& x, int axis, std::vector<double>& acc,
 
 Expected<CalibrationResult> calibrate(const ir::Model& model, const std::vector<std::string>& observed,
                                       const CalibrationData& data, const QuantConfig& config,
-                                      const std::map<std::string, int>& moment_axes) {
+                                      const std::map<std::string, int>& moment_axes,
+                                      const std::map<std::string, QFormat>& formats) {
   CalibrationResult result;
   std::vector<std::string> tensors = observed;
   for (const auto& [t, axis] : moment_axes)
@@ -115,7 +116,9 @@ Expected<CalibrationResult> calibrate(const ir::Model& model, const std::vector<
                                 std::to_string(obs->nonfinite_count()) + " NaN/Inf)");
       continue;  // not float: nothing to calibrate
     }
-    result.ranges[name] = obs->range(config.activation_format, config.activation_symmetric);
+    auto f = formats.find(name);
+    result.ranges[name] = obs->range(f == formats.end() ? config.activation_format : f->second,
+                                     config.activation_symmetric);
   }
   for (const auto& [name, sums] : sq_sum) {
     const int64_t cnt = sq_count[name];

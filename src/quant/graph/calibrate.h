@@ -25,8 +25,11 @@ struct CalibrationResult {
 // observers' state plus one batch. For each tensor in moment_axes (tensor ->
 // channel axis, negative counts from the end) it also accumulates the
 // per-channel mean of x^2, which weight quantization uses as importance.
+// Ranges are chosen for config.activation_format, or for the format
+// `formats` gives a tensor (per-layer precision).
 Expected<CalibrationResult> calibrate(const ir::Model& model, const std::vector<std::string>& tensors,
                                       const CalibrationData& data, const QuantConfig& config,
-                                      const std::map<std::string, int>& moment_axes = {});
+                                      const std::map<std::string, int>& moment_axes = {},
+                                      const std::map<std::string, QFormat>& formats = {});
 
 }  // namespace qtk::quant

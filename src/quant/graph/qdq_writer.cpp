@@ -22,7 +22,8 @@ Tensor retyped(const Tensor& codes, DType type) {
 
 class QdqWriter {
  public:
-  QdqWriter(ir::Model& m, const QuantConfig& c, QuantReport& r) : m_(m), g_(m.graph), c_(c), report_(r) {}
+  QdqWriter(ir::Model& m, const QuantPlan& plan, const QuantConfig& c, QuantReport& r)
+      : m_(m), g_(m.graph), plan_(plan), c_(c), report_(r) {}
 
   std::string unique(const std::string& base) {
     std::string name = base;
@@ -128,7 +129,9 @@ class QdqWriter {
             rep.scheme += " bias-corrected";
         } else {
           auto imp = importance.find(node.inputs[0]);
-          q = quantize_weight(wt, use.channel_axis, use.reduction_axis, c_,
+          QuantConfig layer = c_;  // this node's weight format (layer_precision)
+          layer.weight_format = use.format;
+          q = quantize_weight(wt, use.channel_axis, use.reduction_axis, layer,
                               imp == importance.end() ? nullptr : &imp->second);
           if (!q.ok()) return q.status().with_context(node.describe() + " weight '" + w + "'");
           rep.method = "rtn";
@@ -150,7 +153,7 @@ class QdqWriter {
           add_initializer(replacement, q->dequantized);
         } else {
           const std::string qn = unique(w + "_quantized"), sn = unique(w + "_scale"), zn = unique(w + "_zero_point");
-          const DType packed = traits(c_.weight_format).onnx_type;
+          const DType packed = traits(use.format).onnx_type;
           const bool four_bit = c_.int4_types && (packed == DType::kInt4 || packed == DType::kUInt4);
           add_initializer(qn, four_bit ? retyped(q->codes, packed) : q->codes);
           add_initializer(sn, q->scale);
@@ -173,9 +176,54 @@ class QdqWriter {
     return Status::Ok();
   }
 
+  QFormat format_of(const std::string& t) const { return activation_format_of(plan_, c_, t); }
+
   QParams activation_params(const std::string& t, const ActivationRanges& ranges) const {
     auto it = ranges.find(t);
-    return qparams_linear(it->second.min, it->second.max, c_.activation_format, c_.activation_symmetric);
+    return qparams_linear(it->second.min, it->second.max, format_of(t), c_.activation_symmetric);
+  }
+
+  // The type a static activation's codes are stored in: the format's own
+  // (8/16 bits; INT4/UINT4 with int4_types, opset 21), else the 8-bit container.
+  DType activation_storage(QFormat f) const {
+    const auto& t = traits(f);
+    if (t.bits >= 8) return t.onnx_type;
+    if (c_.int4_types && (t.onnx_type == DType::kInt4 || t.onnx_type == DType::kUInt4)) return t.onnx_type;
+    return t.container;
+  }
+
+  // Whether `name` holds only values already on its grid: a data-movement
+  // output whose source is quantized in the same format and range.
+  bool on_grid(const std::string& name, const ActivationRanges& ranges) const {
+    auto src = plan_.same_range.find(name);
+    if (src == plan_.same_range.end()) return false;
+    const std::string& from = src->second;
+    if (!plan_.activations.count(from) || g_.is_graph_output(from) || !ranges.count(from)) return false;
+    if (format_of(from) != format_of(name)) return false;
+    const auto a = ranges.at(from), b = ranges.at(name);
+    return a.min == b.min && a.max == b.max;
+  }
+
+  // x clamped to the codes [qmin, qmax] of a format narrower than its 8-bit
+  // container: Q then saturates only at the container's limits. Clip(x, lo, hi)
+  // in float with lo/hi on the grid gives exactly clamp(Q(x), qmin, qmax); the
+  // QOperator rewrite folds it into the producer's output range.
+  std::string clamp_to_format(const std::string& name, const QParams& p, QFormat f) {
+    const auto& t = traits(f);
+    const float lo = static_cast<float>(t.qmin - p.zero_point) * p.scale;
+    const float hi = static_cast<float>(t.qmax - p.zero_point) * p.scale;
+    const std::string out = unique(name + "_clamped");
+    if (m_.opset() < 11) {
+      ir::Node& n = add_node("Clip", {name}, {out}, name + "_Clip");
+      n.set_attr(ir::attr_float("min", lo));
+      n.set_attr(ir::attr_float("max", hi));
+    } else {
+      const std::string ln = unique(name + "_clip_min"), hn = unique(name + "_clip_max");
+      add_initializer(ln, Tensor::scalar<float>(lo));
+      add_initializer(hn, Tensor::scalar<float>(hi));
+      add_node("Clip", {name, ln, hn}, {out}, name + "_Clip");
+    }
+    return out;
   }
 
   Status biases(const QuantPlan& plan, const ActivationRanges& ranges) {
@@ -222,7 +270,6 @@ class QdqWriter {
 
   void activations(const QuantPlan& plan, const ActivationRanges& ranges, const std::map<std::string, Tensor>& samples) {
     const bool dynamic = c_.activations == ActivationMode::kDynamic;
-    const auto& t = traits(c_.activation_format);
     for (const auto& name : plan.activations) {
       if (g_.is_graph_output(name)) continue;  // graph outputs stay float
       if (!dynamic && !ranges.count(name)) continue;
@@ -232,26 +279,35 @@ class QdqWriter {
         add_node("DynamicQuantizeLinear", {name}, {q, s, z}, name + "_DynamicQuantizeLinear");
         add_node("DequantizeLinear", {q, s, z}, {dq_out}, name + "_DequantizeLinear");
       } else {
+        const QFormat f = format_of(name);
+        const auto& t = traits(f);
         const QParams p = activation_params(name, ranges);
         const std::string sn = unique(name + "_scale"), zn = unique(name + "_zero_point"), q = unique(name + "_quantized");
         add_initializer(sn, Tensor::scalar<float>(p.scale));
-        Tensor zp(t.container == DType::kInt8 || t.container == DType::kUInt8 ? t.container : DType::kInt32, {});
-        if (c_.activation_format == QFormat::kUInt16) zp = Tensor(DType::kUInt16, {});
-        if (c_.activation_format == QFormat::kInt16) zp = Tensor(DType::kInt16, {});
-        switch (zp.dtype()) {
-          case DType::kUInt8: zp.data<uint8_t>()[0] = static_cast<uint8_t>(p.zero_point); break;
-          case DType::kInt8: zp.data<int8_t>()[0] = static_cast<int8_t>(p.zero_point); break;
+        DType storage = activation_storage(f);
+        // Data movement of 4-bit values (MaxPool, Flatten, ...) is re-quantized
+        // into the 8-bit container: same codes, and ONNX Runtime then does not
+        // move the op onto the 4-bit tensor (it has no 4-bit MaxPool).
+        if ((storage == DType::kInt4 || storage == DType::kUInt4) && on_grid(name, ranges)) storage = t.container;
+        Tensor zp(storage, {});
+        switch (storage) {
+          case DType::kUInt8: case DType::kUInt4: zp.data<uint8_t>()[0] = static_cast<uint8_t>(p.zero_point); break;
+          case DType::kInt8: case DType::kInt4: zp.data<int8_t>()[0] = static_cast<int8_t>(p.zero_point); break;
           case DType::kUInt16: zp.data<uint16_t>()[0] = static_cast<uint16_t>(p.zero_point); break;
           case DType::kInt16: zp.data<int16_t>()[0] = static_cast<int16_t>(p.zero_point); break;
           default: break;
         }
+        if (storage == DType::kInt4 || storage == DType::kUInt4) needs_opset21_ = true;
+        const bool in_container = storage == t.container && t.bits < 8;
         add_initializer(zn, zp);
-        add_node("QuantizeLinear", {name, sn, zn}, {q}, name + "_QuantizeLinear");
+        const std::string q_in = in_container && !on_grid(name, ranges) ? clamp_to_format(name, p, f) : name;
+        add_node("QuantizeLinear", {q_in, sn, zn}, {q}, name + "_QuantizeLinear");
         add_node("DequantizeLinear", {q, sn, zn}, {dq_out}, name + "_DequantizeLinear");
         TensorQuantReport rep;
         rep.tensor = name;
         rep.kind = "activation";
         rep.scheme = std::string(t.name) + (c_.activation_symmetric ? " sym" : " asym") + " per-tensor";
+        if (in_container) rep.scheme += std::string(" in ") + dtype_name(storage);
         rep.scale_min = rep.scale_max = p.scale;
         rep.zero_point_min = rep.zero_point_max = p.zero_point;
         rep.range_min = ranges.at(name).min;
@@ -266,7 +322,7 @@ class QdqWriter {
           const Tensor& x = it->second;
           std::vector<float> y(static_cast<size_t>(x.numel()));
           for (int64_t i = 0; i < x.numel(); ++i)
-            y[i] = (quantize_value_linear(x.data<float>()[i], p, c_.activation_format) - p.zero_point) * p.scale;
+            y[i] = (quantize_value_linear(x.data<float>()[i], p, f) - p.zero_point) * p.scale;
           rep.sqnr_db = sqnr_db(x.data<float>(), y.data(), x.numel());
         }
         report_.tensors.push_back(rep);
@@ -306,7 +362,9 @@ class QdqWriter {
   Status raise_opset(int64_t target) {
     const int64_t from = m_.opset();
     if (from >= target) return Status::Ok();
-    if (from < 13) return unsupported("per-group export needs opset 21; models below opset 13 are not upgraded");
+    if (from < 13)
+      return unsupported("4-bit types and per-group export need opset 21; models below opset 13 are not upgraded "
+                         "(--int8-containers avoids 4-bit types)");
     for (auto& n : g_.nodes) {
       if (!ir::is_default_domain(n.domain)) continue;
       const bool reduce = n.op_type.rfind("Reduce", 0) == 0 && n.op_type != "ReduceSum";
@@ -330,6 +388,7 @@ class QdqWriter {
 
   ir::Model& m_;
   ir::Graph& g_;
+  const QuantPlan& plan_;
   const QuantConfig& c_;
   QuantReport& report_;
   std::vector<ir::Node> new_nodes_;
@@ -342,7 +401,7 @@ class QdqWriter {
 
 Status write_qdq(ir::Model& m, const QuantPlan& plan, const CalibrationFacts& facts, const QuantConfig& config,
                  QuantReport& report) {
-  QdqWriter w(m, config, report);
+  QdqWriter w(m, plan, config, report);
   QTK_RETURN_IF_ERROR(w.weights(plan, facts.importance, facts.input_mean, facts.algo_weights));
   if (config.activations == ActivationMode::kStatic) QTK_RETURN_IF_ERROR(w.biases(plan, facts.ranges));
   if (config.activations != ActivationMode::kWeightOnly) w.activations(plan, facts.ranges, facts.samples);

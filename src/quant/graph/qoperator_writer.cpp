@@ -4,7 +4,9 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <optional>
+#include <set>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -252,16 +254,20 @@ class Rewriter {
     auto next = only_reader(n.outputs[0]);
     if (!next) return std::nullopt;
     OutputPlan p;
-    const ir::Node* act = nullptr;
-    if (is_op(g_.nodes[*next], "Relu") || is_op(g_.nodes[*next], "Clip")) {
-      act = &g_.nodes[*next];
+    // Up to two: a Relu/Clip of the model, then the Clip that clamps a
+    // narrow format held in 8 bits (qdq_writer.cpp).
+    std::vector<const ir::Node*> acts;
+    std::string value = n.outputs[0];
+    while (acts.size() < 2 && (is_op(g_.nodes[*next], "Relu") || is_op(g_.nodes[*next], "Clip"))) {
+      const ir::Node* act = &g_.nodes[*next];
       p.nodes.push_back(*next);
-      if (act->inputs.empty() || act->inputs[0] != n.outputs[0] || act->outputs.size() != 1) return std::nullopt;
-      next = only_reader(act->outputs[0]);
+      if (act->inputs.empty() || act->inputs[0] != value || act->outputs.size() != 1) return std::nullopt;
+      acts.push_back(act);
+      value = act->outputs[0];
+      next = only_reader(value);
       if (!next) return std::nullopt;
     }
     const ir::Node& q = g_.nodes[*next];
-    const std::string& value = act ? act->outputs[0] : n.outputs[0];
     if (!is_op(q, "QuantizeLinear") || q.inputs[0] != value || !q.has_input(1) || q.outputs.size() != 1)
       return std::nullopt;
     p.nodes.push_back(*next);
@@ -277,10 +283,15 @@ class Rewriter {
     if (!is_8bit(y.dtype) || !(y.scale_at(0) > 0.f)) return std::nullopt;
     p.lo = qmin_of(y.dtype);
     p.hi = qmax_of(y.dtype);
-    if (act) {
-      auto bounds = activation_bounds(*act);
-      if (!bounds) return std::nullopt;
-      auto lo = code_of(bounds->first, y), hi = code_of(bounds->second, y);
+    if (!acts.empty()) {
+      std::pair<float, float> both{-std::numeric_limits<float>::infinity(), std::numeric_limits<float>::infinity()};
+      for (const ir::Node* act : acts) {
+        auto bounds = activation_bounds(*act);
+        if (!bounds) return std::nullopt;
+        both.first = std::max(both.first, bounds->first);
+        both.second = std::min(both.second, bounds->second);
+      }
+      auto lo = code_of(both.first, y), hi = code_of(both.second, y);
       if (!lo || !hi || *lo > *hi) return std::nullopt;
       p.folded = true;
       p.lo = *lo;
@@ -672,8 +683,90 @@ void widen_4bit_initializers(ir::Graph& g) {
   }
 }
 
+// A QuantizeLinear to a 4-bit type saturates at the 4-bit limits; once its
+// zero point is widened to 8 bits it would not. A float Clip to the grid
+// points of the 4-bit limits keeps the codes exactly the same, and the
+// rewrite folds it into the producer's output clamp: 4-bit activations run on
+// the 8-bit kernels as clamped codes, whatever their neighbours' widths.
+// Quantizers with non-constant or per-axis parameters keep their 4-bit type.
+// `x` is data movement of a DQ with this scale and 4-bit zero point: its
+// values are already on the grid, within the limits.
+bool moves_same_grid(const ir::Graph& g, const std::string& x, float s, const Tensor& zp) {
+  static const std::set<std::string> kMoves = {"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze"};
+  const ir::Node* mover = nullptr;
+  for (const auto& n : g.nodes)
+    for (const auto& o : n.outputs)
+      if (o == x) mover = &n;
+  if (!mover || !kMoves.count(mover->op_type) || mover->inputs.empty()) return false;
+  for (const auto& d : g.nodes) {
+    if (d.outputs.empty() || d.outputs[0] != mover->inputs[0]) continue;
+    if (d.op_type != "DequantizeLinear" || !d.has_input(2)) return false;
+    const Tensor* ds = g.find_initializer(d.inputs[1]);
+    const Tensor* dz = g.find_initializer(d.inputs[2]);
+    return ds && dz && ds->dtype() == DType::kFloat32 && ds->numel() == 1 && ds->data<float>()[0] == s &&
+           dz->dtype() == zp.dtype() && dz->numel() == 1 && dz->get_as_int64(0) == zp.get_as_int64(0);
+  }
+  return false;
+}
+
+std::set<std::string> clamp_4bit_quantizers(ir::Model& m) {
+  ir::Graph& g = m.graph;
+  std::set<std::string> keep;  // 4-bit zero points that must not be widened
+  ir::NameTable names(g);
+  std::set<std::string> node_names;
+  for (const auto& n : g.nodes) node_names.insert(n.name);
+  std::vector<ir::Node> nodes;  // the graph's nodes with each Clip just before its Q (order stays valid)
+  nodes.reserve(g.nodes.size());
+  for (auto& n : g.nodes) {
+    auto keep_node = [&] { nodes.push_back(n); };  // a copy: later checks read the graph as it was
+    if (n.op_type != "QuantizeLinear" || !ir::is_default_domain(n.domain) || !n.has_input(2)) {
+      keep_node();
+      continue;
+    }
+    const Tensor* zp = g.find_initializer(n.inputs[2]);
+    if (!zp || (zp->dtype() != DType::kInt4 && zp->dtype() != DType::kUInt4)) {
+      keep_node();
+      continue;
+    }
+    const Tensor* scale = g.find_initializer(n.inputs[1]);
+    if (m.opset() < 11 || !scale || scale->dtype() != DType::kFloat32 || scale->numel() != 1 || zp->numel() != 1 ||
+        n.attr_int("block_size", 0) != 0) {
+      keep.insert(n.inputs[2]);
+      keep_node();
+      continue;
+    }
+    const bool sign = zp->dtype() == DType::kInt4;
+    const float s = scale->data<float>()[0];
+    const int64_t z = zp->get_as_int64(0);
+    if (moves_same_grid(g, n.inputs[0], s, *zp)) {
+      keep_node();
+      continue;
+    }
+    const std::string lo = names.fresh(n.inputs[0] + "_clip4_min"), hi = names.fresh(n.inputs[0] + "_clip4_max");
+    g.set_initializer(lo, Tensor::scalar<float>(static_cast<float>((sign ? -8 : 0) - z) * s));
+    g.set_initializer(hi, Tensor::scalar<float>(static_cast<float>((sign ? 7 : 15) - z) * s));
+    ir::Node clip;
+    clip.op_type = "Clip";
+    clip.name = n.name + "_clip4";
+    for (int k = 1; node_names.count(clip.name); ++k) clip.name = n.name + "_clip4_" + std::to_string(k);
+    node_names.insert(clip.name);
+    const std::string out = names.fresh(n.inputs[0] + "_clamped4");
+    clip.inputs = {n.inputs[0], lo, hi};
+    clip.outputs = {out};
+    n.inputs[0] = out;
+    nodes.push_back(std::move(clip));
+    keep_node();
+  }
+  g.nodes = std::move(nodes);
+  return keep;
+}
+
 Status qdq_to_qoperator(ir::Model& m, const QOperatorOptions& options) {
+  const std::set<std::string> keep = clamp_4bit_quantizers(m);
+  std::map<std::string, Tensor> kept;
+  for (const auto& name : keep) kept[name] = *m.graph.find_initializer(name);
   widen_4bit_initializers(m.graph);
+  for (auto& [name, t] : kept) m.graph.set_initializer(name, std::move(t));
   int nbits = 0;
   if (options.contrib_ops) QTK_ASSIGN_OR_RETURN(nbits, weight_only_to_matmul_nbits(m));
   Status st = Rewriter(m, options).run();

@@ -30,6 +30,11 @@
 // or beyond the type's limits the clamp the op already does is enough;
 // otherwise an integer Clip(y_q, Q(lo), Q(hi)) follows the op (opset >= 12).
 //
+// 4-bit activations (Q/DQ to UINT4/INT4 with a constant scalar scale) first
+// become Clip(x, grid limits) → Q to the 8-bit container, the same codes; the
+// Clip folds like any activation, so layers of mixed widths all run on the
+// 8-bit kernels. A Relu/Clip followed by such a Clip folds as one clamp.
+//
 // Everything else stays as it was (float islands between DQ and Q are fine).
 // DQ nodes nobody reads any more are removed; the graph comes out sorted.
 #pragma once

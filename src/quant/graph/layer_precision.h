@@ -1,0 +1,45 @@
+// Per-layer precision (QuantConfig::layer_precision, first/last layer at
+// 8 bits): which format each weighted node's weights and each quantized
+// activation tensor get. annotate() applies it; nothing here edits a graph.
+#pragma once
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "ir/graph.h"
+#include "qtk/quantize.h"
+
+namespace qtk::quant {
+
+// The first and last weighted layers (Conv/ConvTranspose/Gemm/MatMul with a
+// constant weight, in graph order); empty when the graph has none.
+std::vector<std::string> first_last_weighted(const ir::Graph& g);
+
+// Whether QuantConfig::first_last_8bit is in effect: as set, or (unset) when
+// static activations are narrower than 8 bits.
+bool first_last_8bit_on(const QuantConfig& c);
+
+// The 8-bit format of the same signedness as `f` (uint4 -> uint8, int4/int3/int2 -> int8).
+QFormat widened_to_8bit(QFormat f);
+
+// The wider of two formats (more bits; on a tie `a`).
+QFormat wider(QFormat a, QFormat b);
+
+struct ResolvedPrecision {
+  std::map<std::string, LayerPrecision> layers;  // node name -> precision (user entries + first/last 8-bit)
+  std::vector<std::string> notes;                // report lines (what first/last 8-bit did)
+  std::vector<std::string> warnings;             // names that match no node, overrides that cannot apply
+};
+
+// The user's layer_precision plus, when first_last_8bit is on, int8 weights
+// and 8-bit activations on the first and last weighted layer (a user entry
+// for such a layer wins; float_first_last leaves them float instead).
+ResolvedPrecision resolve_layer_precision(const ir::Graph& g, const QuantConfig& c);
+
+// Checks the values of config.layer_precision against the rest of the config
+// (formats each mode can hold); errors name the node.
+Status check_layer_precision(const QuantConfig& c);
+
+}  // namespace qtk::quant

@@ -1,0 +1,315 @@
+// Per-layer precision (QuantConfig::layer_precision, first/last 8-bit) and
+// static activations below 8 bits: formats land on exactly the named layers,
+// shared tensors take the widest format, 4-bit QDQ graphs load and run, and
+// bad values are refused.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "data/dataset.h"
+#include "onnx/model_io.h"
+#include "qtk/quantize.h"
+#include "qtk/session.h"
+#include "quant/layer_precision_file.h"
+
+namespace qtk {
+namespace {
+
+const std::string kModels = QTK_MODELS_DIR;
+
+ir::ValueInfo value(const std::string& name, DType dt, std::vector<int64_t> shape = {}) {
+  ir::ValueInfo v;
+  v.name = name;
+  v.dtype = dt;
+  for (int64_t d : shape) v.shape.push_back(ir::Dim{d, ""});
+  v.has_shape = !shape.empty();
+  return v;
+}
+
+Tensor random_tensor(Shape shape, uint32_t seed, float scale = 1.f) {
+  Tensor t(DType::kFloat32, shape);
+  uint32_t s = seed * 2654435761u + 1;
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    s = s * 1664525u + 1013904223u;
+    t.data<float>()[i] = scale * (static_cast<float>(s >> 8) / static_cast<float>(1 << 24) - 0.5f);
+  }
+  return t;
+}
+
+// x [N, 8] is read by two Gemms, a and b; y = a(x) + b(x) -> Gemm c.
+Model two_readers() {
+  Model m;
+  m.opsets = {{"", 17}};
+  m.ir_version = 8;
+  auto& g = m.graph;
+  g.inputs.push_back(value("x", DType::kFloat32));
+  g.outputs.push_back(value("out", DType::kFloat32));
+  g.set_initializer("wa", random_tensor({8, 8}, 1));
+  g.set_initializer("wb", random_tensor({8, 8}, 2));
+  g.set_initializer("wc", random_tensor({8, 4}, 3));
+  auto node = [&](const std::string& name, const std::string& op, std::vector<std::string> in, std::string out) {
+    ir::Node n;
+    n.name = name;
+    n.op_type = op;
+    n.inputs = std::move(in);
+    n.outputs = {std::move(out)};
+    g.nodes.push_back(n);
+  };
+  node("a", "Gemm", {"x", "wa"}, "ya");
+  node("b", "Gemm", {"x", "wb"}, "yb");
+  node("add", "Add", {"ya", "yb"}, "s");
+  node("c", "Gemm", {"s", "wc"}, "out");
+  return m;
+}
+
+CalibrationData two_readers_calib() { return {{random_tensor({64, 8}, 7, 4.f)}}; }
+
+const TensorQuantReport* find_report(const QuantReport& r, const std::string& tensor) {
+  for (const auto& t : r.tensors)
+    if (t.tensor == tensor) return &t;
+  return nullptr;
+}
+
+std::string first_word(const std::string& s) { return s.substr(0, s.find(' ')); }
+
+QuantConfig rtn_config() {
+  QuantConfig c;
+  c.method = WeightMethod::kRtn;  // formats under test, not rounding methods
+  return c;
+}
+
+TEST(LayerPrecision, OverridesChangeExactlyTheNamedLayer) {
+  QuantConfig c = rtn_config();
+  c.layer_precision["b"] = {quant::QFormat::kInt4, std::nullopt, false};
+  c.layer_precision["c"] = {std::nullopt, quant::QFormat::kUInt4, false};
+  auto r = quantize(two_readers(), c, two_readers_calib());
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  int weights = 0;
+  for (const auto& t : r->report.tensors) {
+    if (t.kind != "weight") continue;
+    ++weights;
+    EXPECT_EQ(first_word(t.scheme), t.node == "b" ? "int4" : "int8") << t.node << ": " << t.scheme;
+  }
+  EXPECT_EQ(weights, 3);
+  // c's input s is uint4; x (read by a and b, no activation override) stays uint8.
+  const auto* s = find_report(r->report, "s");
+  const auto* x = find_report(r->report, "x");
+  ASSERT_TRUE(s && x);
+  EXPECT_EQ(first_word(s->scheme), "uint4");
+  EXPECT_EQ(first_word(x->scheme), "uint8");
+  EXPECT_NEAR(s->zero_point_max, s->zero_point_min, 0);
+  EXPECT_LE(s->zero_point_max, 15);
+  EXPECT_EQ(r->model.opset(), 21);  // INT4 weights and UINT4 activations
+  EXPECT_TRUE(r->report.warnings.empty()) << r->report.warnings[0];
+}
+
+TEST(LayerPrecision, SharedTensorTakesTheWidestFormat) {
+  // a asks for uint4, b for nothing (the config's uint8): x is uint8.
+  QuantConfig c = rtn_config();
+  c.activation_format = quant::QFormat::kUInt8;
+  c.layer_precision["a"] = {std::nullopt, quant::QFormat::kUInt4, false};
+  auto r = quantize(two_readers(), c, two_readers_calib());
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(first_word(find_report(r->report, "x")->scheme), "uint8");
+  // Both ask for 4 bits: x is 4-bit.
+  c.layer_precision["b"] = {std::nullopt, quant::QFormat::kUInt4, false};
+  r = quantize(two_readers(), c, two_readers_calib());
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(first_word(find_report(r->report, "x")->scheme), "uint4");
+  // 4 bits under a 4-bit config, one reader asks for int8: x is int8.
+  c.activation_format = quant::QFormat::kUInt4;
+  c.first_last_8bit = false;
+  c.layer_precision.erase("a");
+  c.layer_precision["b"] = {std::nullopt, quant::QFormat::kInt8, false};
+  r = quantize(two_readers(), c, two_readers_calib());
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(first_word(find_report(r->report, "x")->scheme), "int8");
+  EXPECT_EQ(first_word(find_report(r->report, "s")->scheme), "uint4");
+}
+
+TEST(LayerPrecision, KeepFloatAndUnknownNames) {
+  QuantConfig c = rtn_config();
+  c.layer_precision["a"].keep_float = true;
+  c.layer_precision["no_such_node"] = {quant::QFormat::kInt4, std::nullopt, false};
+  c.layer_precision["add"] = {quant::QFormat::kInt4, std::nullopt, false};  // no weight
+  auto r = quantize(two_readers(), c, two_readers_calib());
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  bool a_float = false;
+  for (const auto& f : r->report.float_nodes) a_float |= f.rfind("a (Gemm)", 0) == 0;
+  EXPECT_TRUE(a_float);
+  for (const auto& t : r->report.tensors) EXPECT_NE(t.tensor, "wa");
+  int unknown = 0, no_weight = 0;
+  for (const auto& w : r->report.warnings) {
+    unknown += w.find("'no_such_node'") != std::string::npos;
+    no_weight += w.find("'add'") != std::string::npos && w.find("no constant weight") != std::string::npos;
+  }
+  EXPECT_EQ(unknown, 1);
+  EXPECT_EQ(no_weight, 1);
+}
+
+TEST(LayerPrecision, BadValuesAreRefused) {
+  auto refused = [](const QuantConfig& c, const std::string& words) {
+    auto r = quantize(two_readers(), c, two_readers_calib());
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.status().message().find(words), std::string::npos) << r.status().message();
+  };
+  QuantConfig c = rtn_config();
+  c.layer_precision["a"] = {quant::QFormat::kInt16, std::nullopt, false};
+  refused(c, "layer_precision 'a': weights in int16");
+  c.layer_precision["a"] = {quant::QFormat::kInt4, std::nullopt, true};
+  refused(c, "keep_float");
+  c.layer_precision["a"] = {std::nullopt, quant::QFormat::kUInt4, false};
+  c.activations = ActivationMode::kWeightOnly;
+  refused(c, "weight-only");
+  c.activations = ActivationMode::kDynamic;
+  refused(c, "dynamic activations are uint8");
+  c = rtn_config();
+  c.fp16_weights = true;
+  c.layer_precision["a"] = {quant::QFormat::kInt4, std::nullopt, false};
+  refused(c, "fp16");
+}
+
+TEST(LayerPrecision, FileFormatParsesAndRefusesMistakes) {
+  auto ok = quant::parse_layer_precision(R"({"a": {"weights": "int4", "activations": "uint8"}, "c": "float"})", "lp.json");
+  ASSERT_TRUE(ok.ok()) << ok.status().message();
+  ASSERT_EQ(ok->size(), 2u);
+  EXPECT_EQ(ok->at("a").weights, quant::QFormat::kInt4);
+  EXPECT_EQ(ok->at("a").activations, quant::QFormat::kUInt8);
+  EXPECT_TRUE(ok->at("c").keep_float);
+  for (const char* bad : {R"([1])", R"({"a": "int4"})", R"({"a": {"weights": "int5"}})", R"({"a": {"bits": 4}})",
+                          R"({"a": {}})", R"({"a": {"weights": 4}})", R"({"a": 1})", "{"}) {
+    auto r = quant::parse_layer_precision(bad, "lp.json");
+    EXPECT_FALSE(r.ok()) << bad;
+    if (!r.ok()) EXPECT_NE(r.status().message().find("lp.json"), std::string::npos) << r.status().message();
+  }
+}
+
+struct FourBitActivations : ::testing::Test {
+  static void SetUpTestSuite() {
+    auto m = load_model(kModels + "/cnn.onnx");
+    ASSERT_TRUE(m.ok());
+    model = new Model(*m);
+    auto c = data::load_dataset("fashion-mnist:train", 128);
+    auto t = data::load_dataset("fashion-mnist:test", 500);
+    ASSERT_TRUE(c.ok() && t.ok());
+    calib = new CalibrationData{{c->images}};
+    test = new data::Dataset(*t);
+  }
+  static inline Model* model = nullptr;
+  static inline CalibrationData* calib = nullptr;
+  static inline data::Dataset* test = nullptr;
+};
+
+double accuracy(const Model& m, const data::Dataset& d, bool integer = false) {
+  SessionOptions so;
+  so.integer = integer;
+  auto s = Session::create(m, so);
+  EXPECT_TRUE(s.ok()) << s.status().message();
+  if (!s.ok()) return -1;
+  auto out = (*s)->run(std::vector<Tensor>{d.images});
+  EXPECT_TRUE(out.ok()) << out.status().message();
+  if (!out.ok()) return -1;
+  const float* l = (*out)[0].data<float>();
+  int64_t correct = 0;
+  for (size_t i = 0; i < d.labels.size(); ++i) {
+    int best = 0;
+    for (int k = 1; k < 10; ++k)
+      if (l[i * 10 + k] > l[i * 10 + best]) best = k;
+    correct += best == d.labels[i];
+  }
+  return static_cast<double>(correct) / d.labels.size();
+}
+
+int count_dtype_zero_points(const Model& m, DType t) {
+  int n = 0;
+  for (const auto& node : m.graph.nodes)
+    if (node.op_type == "QuantizeLinear" && node.has_input(2))
+      if (const Tensor* z = m.graph.find_initializer(node.inputs[2])) n += z->dtype() == t;
+  return n;
+}
+
+TEST_F(FourBitActivations, Uint4QdqLoadsAndRunsAndContainersAgree) {
+  QuantConfig c;
+  c.weight_format = quant::QFormat::kInt4;
+  c.activation_format = quant::QFormat::kUInt4;
+  c.method = WeightMethod::kRtn;
+  auto r = quantize(*model, c, *calib);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->model.opset(), 21);
+  EXPECT_GT(count_dtype_zero_points(r->model, DType::kUInt4), 0);
+  // first/last 8-bit is on by default below 8-bit activations: a note says so,
+  // and the network input (read by the first conv) is uint8.
+  ASSERT_FALSE(r->report.notes.empty());
+  EXPECT_NE(r->report.notes[0].find("first and last"), std::string::npos);
+  int four = 0, eight = 0;
+  for (const auto& t : r->report.tensors)
+    if (t.kind == "activation") (first_word(t.scheme) == "uint4" ? four : eight) += 1;
+  EXPECT_GT(four, 0);
+  EXPECT_GT(eight, 0);
+
+  const std::string packed = ::testing::TempDir() + "/cnn_w4a4.onnx";
+  ASSERT_TRUE(save_model(r->model, packed).ok());
+  auto back = load_model(packed);
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  const double a4 = accuracy(*back, *test);
+  EXPECT_GT(a4, 0.5);  // far above chance (0.1)
+
+  // int8 containers: the same codes clamped in uint8 tensors, any opset; the
+  // ONNX checker (libonnx knows opset <= 17) has nothing to say.
+  QuantConfig c8 = c;
+  c8.int4_types = false;
+  auto r8 = quantize(*model, c8, *calib);
+  ASSERT_TRUE(r8.ok()) << r8.status().message();
+  EXPECT_LT(r8->model.opset(), 21);
+  EXPECT_EQ(count_dtype_zero_points(r8->model, DType::kUInt4), 0);
+  const std::string wide = ::testing::TempDir() + "/cnn_w4a4_int8.onnx";
+  ASSERT_TRUE(save_model(r8->model, wide).ok());
+  auto back8 = load_model(wide);
+  ASSERT_TRUE(back8.ok()) << back8.status().message();
+  EXPECT_TRUE(back8->warnings.empty()) << back8->warnings[0];
+  EXPECT_DOUBLE_EQ(accuracy(*back8, *test), a4);
+  // The integer session (QOperator rewrite) runs both on the 8-bit kernels,
+  // 4-bit codes clamped: it agrees with the float-between-Q/DQ run closely.
+  EXPECT_NEAR(accuracy(*back, *test, true), a4, 0.02);
+  EXPECT_NEAR(accuracy(*back8, *test, true), a4, 0.02);
+}
+
+TEST_F(FourBitActivations, QOperatorExportUsesIntegerKernels) {
+  QuantConfig c;
+  c.weight_format = quant::QFormat::kInt4;
+  c.activation_format = quant::QFormat::kUInt4;
+  c.method = WeightMethod::kRtn;
+  c.format = ExportFormat::kQOperator;
+  auto r = quantize(*model, c, *calib);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  int qconv = 0;
+  for (const auto& n : r->model.graph.nodes) qconv += n.op_type == "QLinearConv";
+  EXPECT_GT(qconv, 0);
+  EXPECT_GT(accuracy(r->model, *test), 0.5);
+}
+
+TEST_F(FourBitActivations, ThreeAndTwoBitActivationsUseClampedContainers) {
+  for (quant::QFormat f : {quant::QFormat::kInt3, quant::QFormat::kInt2}) {
+    QuantConfig c;
+    c.activation_format = f;
+    c.method = WeightMethod::kRtn;
+    c.first_last_8bit = false;
+    auto r = quantize(*model, c, *calib);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    const auto& t = quant::traits(f);
+    for (const auto& rep : r->report.tensors) {
+      if (rep.kind != "activation") continue;
+      EXPECT_EQ(first_word(rep.scheme), t.name);
+      EXPECT_GE(rep.zero_point_min, t.qmin);
+      EXPECT_LE(rep.zero_point_max, t.qmax);
+    }
+    int clips = 0;
+    for (const auto& n : r->model.graph.nodes) clips += n.op_type == "Clip";
+    EXPECT_GT(clips, 0);
+    EXPECT_GE(accuracy(r->model, *test), 0.0);  // runs
+  }
+}
+
+}  // namespace
+}  // namespace qtk
