@@ -10,10 +10,11 @@
 #include "cli.h"
 
 namespace qtk::cli {
+extern const CommandSpec kTrainCommand;  // tools/qtk/cmd_train.cpp
 namespace {
 
 const CommandSpec* const kCommands[] = {&kInspectCommand, &kRunCommand, &kEvalCommand, &kQuantizeCommand,
-                                         &kBenchCommand};
+                                         &kBenchCommand, &kTrainCommand, &kAnalyzeCommand};
 
 const CommandSpec* find_command(std::string_view name) {
   for (const auto* c : kCommands)

@@ -1,0 +1,79 @@
+#include "train/optimizer.h"
+
+#include <cmath>
+#include <numbers>
+
+namespace qtk::train {
+
+Expected<OptimizerKind> parse_optimizer(const std::string& s) {
+  if (s == "sgd") return OptimizerKind::kSgd;
+  if (s == "adamw") return OptimizerKind::kAdamW;
+  return invalid_argument("unknown optimizer '" + s + "' (known: sgd, adamw)");
+}
+
+Expected<ScheduleKind> parse_schedule(const std::string& s) {
+  if (s == "constant") return ScheduleKind::kConstant;
+  if (s == "cosine") return ScheduleKind::kCosine;
+  if (s == "onecycle") return ScheduleKind::kOneCycle;
+  return invalid_argument("unknown schedule '" + s + "' (known: constant, cosine, onecycle)");
+}
+
+void Optimizer::step(std::vector<Param>& params, float lr) {
+  if (m_.size() != params.size()) {
+    m_.assign(params.size(), {});
+    v_.assign(params.size(), {});
+    for (size_t i = 0; i < params.size(); ++i) {
+      m_[i].assign(static_cast<size_t>(params[i].value.numel()), 0.f);
+      if (cfg_.kind == OptimizerKind::kAdamW) v_[i].assign(m_[i].size(), 0.f);
+    }
+  }
+  ++t_;
+  const double bc1 = 1.0 - std::pow(static_cast<double>(cfg_.beta1), static_cast<double>(t_));
+  const double bc2 = 1.0 - std::pow(static_cast<double>(cfg_.beta2), static_cast<double>(t_));
+  for (size_t i = 0; i < params.size(); ++i) {
+    Param& p = params[i];
+    float* w = p.value.data<float>();
+    const float* g = p.grad.data<float>();
+    float* m = m_[i].data();
+    const int64_t n = p.value.numel();
+    const float wd = p.decay ? cfg_.weight_decay : 0.f;
+    if (cfg_.kind == OptimizerKind::kSgd) {
+      // torch.optim.SGD: the first step seeds the buffer with the gradient.
+      for (int64_t j = 0; j < n; ++j) {
+        const float gj = g[j] + wd * w[j];
+        m[j] = t_ == 1 ? gj : cfg_.momentum * m[j] + gj;
+        w[j] -= lr * m[j];
+      }
+    } else {
+      float* v = v_[i].data();
+      const float step = static_cast<float>(lr / bc1), inv_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+      for (int64_t j = 0; j < n; ++j) {
+        w[j] *= 1.f - lr * wd;
+        m[j] = cfg_.beta1 * m[j] + (1.f - cfg_.beta1) * g[j];
+        v[j] = cfg_.beta2 * v[j] + (1.f - cfg_.beta2) * g[j] * g[j];
+        w[j] -= step * m[j] / (std::sqrt(v[j]) * inv_bc2 + cfg_.eps);
+      }
+    }
+  }
+}
+
+float scheduled_lr(ScheduleKind kind, float lr, int64_t step, int64_t total) {
+  constexpr double kPi = std::numbers::pi;
+  const double t = total > 0 ? static_cast<double>(step) / static_cast<double>(total) : 0.0;
+  switch (kind) {
+    case ScheduleKind::kConstant: return lr;
+    case ScheduleKind::kCosine: return static_cast<float>(lr * 0.5 * (1.0 + std::cos(kPi * t)));
+    case ScheduleKind::kOneCycle: {
+      const double lo = lr / 25.0, end = lo / 1e4;
+      const double up_steps = 0.3 * static_cast<double>(total) - 1.0;  // torch: pct_start * total - 1
+      const double s = static_cast<double>(step);
+      auto cos_anneal = [&](double a, double b, double f) { return b + (a - b) / 2.0 * (1.0 + std::cos(kPi * f)); };
+      if (s <= up_steps) return static_cast<float>(cos_anneal(lo, lr, up_steps > 0 ? s / up_steps : 1.0));
+      const double down = static_cast<double>(total) - 1.0 - up_steps;
+      return static_cast<float>(cos_anneal(lr, end, down > 0 ? std::min(1.0, (s - up_steps) / down) : 1.0));
+    }
+  }
+  return lr;
+}
+
+}  // namespace qtk::train

@@ -1,0 +1,49 @@
+// Parameter updates (SGD with momentum, AdamW) and learning-rate schedules
+// (constant, cosine, one-cycle), following PyTorch's definitions so that
+// hyper-parameters carry over.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "qtk/status.h"
+#include "train/train_graph.h"
+
+namespace qtk::train {
+
+enum class OptimizerKind { kSgd, kAdamW };
+enum class ScheduleKind { kConstant, kCosine, kOneCycle };
+
+Expected<OptimizerKind> parse_optimizer(const std::string& s);  // "sgd" | "adamw"
+Expected<ScheduleKind> parse_schedule(const std::string& s);    // "constant" | "cosine" | "onecycle"
+
+struct OptimizerConfig {
+  OptimizerKind kind = OptimizerKind::kAdamW;
+  float momentum = 0.9f;  // SGD
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;  // AdamW
+  // SGD: L2 added to the gradient (torch.optim.SGD); AdamW: decoupled,
+  // w *= 1 - lr * wd (torch.optim.AdamW). Only params with decay = true.
+  float weight_decay = 0.f;
+};
+
+class Optimizer {
+ public:
+  explicit Optimizer(OptimizerConfig cfg) : cfg_(cfg) {}
+  // One update of every param from its grad at learning rate lr.
+  void step(std::vector<Param>& params, float lr);
+  int64_t steps() const { return t_; }
+
+ private:
+  OptimizerConfig cfg_;
+  int64_t t_ = 0;
+  std::vector<std::vector<float>> m_, v_;  // momentum / first and second moments, per param
+};
+
+// Learning rate at step `step` of `total` (0-based), peak `lr`.
+// cosine: lr * (1 + cos(pi * step / total)) / 2.
+// onecycle (torch OneCycleLR defaults, cosine annealing): from lr/25 up to lr
+// over the first 30% of steps, then down to lr/25/1e4.
+float scheduled_lr(ScheduleKind kind, float lr, int64_t step, int64_t total);
+
+}  // namespace qtk::train

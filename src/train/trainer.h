@@ -1,0 +1,67 @@
+// The training loop for image classifiers: shuffled mini-batches, optional
+// augmentation (random horizontal flip and shifts of up to 2 pixels), an
+// optimizer and a learning-rate schedule, per-epoch loss/accuracy and
+// validation accuracy; stops on a non-finite loss and keeps the weights of
+// the last good epoch.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+#include "qtk/status.h"
+#include "train/optimizer.h"
+#include "train/train_graph.h"
+
+namespace qtk::train {
+
+struct EpochStats {
+  int64_t epoch = 0;  // 1-based
+  double loss = 0, accuracy = 0;  // training, running over the epoch
+  double val_accuracy = -1;       // -1 without validation data
+  double seconds = 0;             // wall time of the epoch (training and validation)
+  float last_lr = 0;
+};
+
+struct TrainOptions {
+  int64_t epochs = 10;
+  int64_t batch = 64;
+  float lr = 1e-3f;
+  OptimizerConfig optimizer;
+  ScheduleKind schedule = ScheduleKind::kCosine;
+  bool augment = false;
+  uint64_t seed = 0;
+  // Resume: epochs before this one count as done (the schedule continues
+  // where it was; optimizer moments start afresh).
+  int64_t start_epoch = 1;
+  rt::ThreadPool* pool = nullptr;
+  // After each batch: epoch (1-based), samples done in it, its total, the
+  // running loss and accuracy of the epoch.
+  std::function<void(int64_t, int64_t, int64_t, double, double)> progress;
+  std::function<void(const EpochStats&)> on_epoch;
+};
+
+struct TrainReport {
+  std::vector<EpochStats> epochs;  // completed epochs
+  bool diverged = false;           // stopped on a non-finite loss
+  std::string divergence;          // what happened and which weights were kept
+  double seconds = 0;
+};
+
+Expected<TrainReport> train_classifier(TrainGraph& graph, const data::Dataset& train, const data::Dataset* val,
+                                       const TrainOptions& options);
+
+// Top-1 accuracy of the graph in inference mode.
+Expected<double> evaluate_accuracy(TrainGraph& graph, const data::Dataset& ds, int64_t batch,
+                                   rt::ThreadPool* pool = nullptr);
+
+// Rows `rows` of the data set's images as one batch shaped for the graph's
+// input (the model's declared per-sample shape when it has the same size),
+// with augmentation drawn from `rng` when `augment` (4-D images only).
+class Rng;
+Expected<Tensor> make_batch(const TrainGraph& graph, const Tensor& images, const std::vector<int64_t>& rows,
+                            bool augment, Rng* rng);
+
+}  // namespace qtk::train

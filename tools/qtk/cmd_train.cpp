@@ -1,0 +1,256 @@
+// qtk train: train an image classifier from a built-in architecture or
+// fine-tune a float ONNX model, and write the result as ONNX.
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "cli.h"
+#include "core/json.h"
+#include "data/dataset.h"
+#include "qtk/model.h"
+#include "runtime/thread_pool.h"
+#include "train/arch.h"
+#include "train/labelled_data.h"
+#include "train/trainer.h"
+
+namespace qtk::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr OptionSpec kOptions[] = {
+    {"--arch", "SPEC", "train a built-in architecture: mlp:784,128,10 | cnn-small | resnet20"},
+    {"--model", "IN.onnx", "fine-tune this float ONNX model instead (never modified)"},
+    {"--data", "SPEC", "labelled training data: fashion-mnist:train, or FILE.npz with 'inputs' and 'labels' (required)"},
+    {"--val", "SPEC", "validation data, accuracy reported after each epoch (e.g. fashion-mnist:test)"},
+    {"--output", "OUT.onnx", "where to write the trained model (required)", false, "-o"},
+    {"--epochs", "N", "passes over the training data (default 10)"},
+    {"--batch", "B", "images per step (default 64)"},
+    {"--lr", "LR", "peak learning rate (default 0.001 for adamw, 0.05 for sgd)"},
+    {"--optimizer", "NAME", "adamw (default) | sgd (momentum 0.9)"},
+    {"--schedule", "NAME", "cosine (default) | onecycle | constant"},
+    {"--weight-decay", "W", "weight decay of weight matrices and kernels (default 0)"},
+    {"--augment", "", "random horizontal flips and shifts of up to 2 pixels"},
+    {"--limit", "N", "use only the first N training samples"},
+    {"--threads", "N", "threads for the kernels (default 1)"},
+    {"--seed", "S", "seed for initialisation, shuffling and augmentation (default 0)"},
+    {"--resume", "", "continue from OUT.onnx.checkpoint (written after every epoch, removed at the end)"},
+    {"--json", "", "print one JSON object instead of text"},
+    {"--force", "", "overwrite OUT.onnx if it exists"},
+};
+
+constexpr const char* kEpochKey = "qtk.train.epoch";
+
+Outcome float_option(const ParsedArgs& args, std::string_view name, double lo, double hi, float& value) {
+  const std::string* v = args.get(name);
+  if (!v) return Outcome::ok();
+  char* end = nullptr;
+  const double d = std::strtod(v->c_str(), &end);
+  if (v->empty() || *end || !std::isfinite(d) || d < lo || d > hi)
+    return Outcome::usage("option " + std::string(name) + " wants a number in [" + std::to_string(lo) + ", " +
+                          std::to_string(hi) + "], got '" + *v + "'");
+  value = static_cast<float>(d);
+  return Outcome::ok();
+}
+
+bool same_path(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  if (fs::exists(a, ec) && fs::exists(b, ec) && fs::equivalent(a, b, ec)) return true;
+  std::error_code ea, eb;
+  const fs::path ca = fs::weakly_canonical(a, ea), cb = fs::weakly_canonical(b, eb);
+  return !ea && !eb && ca == cb;
+}
+
+Outcome check_data_spec(const std::string& option, const std::string& spec) {
+  const auto specs = data::known_dataset_specs();
+  if (train::is_npz_spec(spec) || std::find(specs.begin(), specs.end(), spec) != specs.end()) return Outcome::ok();
+  std::string known;
+  for (const auto& s : specs) known += (known.empty() ? "" : ", ") + s;
+  return Outcome::usage("unknown data set '" + spec + "' for " + option + " (known: " + known + ", FILE.npz)");
+}
+
+std::string format_seconds(double s) {
+  char buf[32];
+  if (s < 60) std::snprintf(buf, sizeof buf, "%.1f s", s);
+  else std::snprintf(buf, sizeof buf, "%dm%02ds", static_cast<int>(s) / 60, static_cast<int>(s) % 60);
+  return buf;
+}
+
+Outcome run_train(const ParsedArgs& args) {
+  const std::string* arch = args.get("--arch");
+  const std::string* in_model = args.get("--model");
+  if (!arch == !in_model) return Outcome::usage("give exactly one of --arch SPEC or --model IN.onnx");
+  const std::string* spec = args.get("--data");
+  if (!spec) return Outcome::usage("option --data is required (e.g. --data fashion-mnist:train)");
+  const std::string* out_path = args.get("--output");
+  if (!out_path || out_path->empty()) return Outcome::usage("option -o/--output is required (where to write the model)");
+  QTK_CLI_RETURN_IF_FAILED(check_data_spec("--data", *spec));
+  const std::string* val_spec = args.get("--val");
+  if (val_spec) QTK_CLI_RETURN_IF_FAILED(check_data_spec("--val", *val_spec));
+
+  train::TrainOptions o;
+  int64_t limit = 0, threads = 1, seed = 0;
+  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--epochs", 1, 100000, o.epochs));
+  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--batch", 1, 1 << 16, o.batch));
+  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--limit", 1, INT64_MAX, limit));
+  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--threads", 1, 1024, threads));
+  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--seed", 0, INT64_MAX, seed));
+  if (const std::string* v = args.get("--optimizer")) {
+    auto k = train::parse_optimizer(*v);
+    if (!k.ok()) return Outcome::usage(k.status().message() + " for --optimizer");
+    o.optimizer.kind = *k;
+  }
+  if (const std::string* v = args.get("--schedule")) {
+    auto k = train::parse_schedule(*v);
+    if (!k.ok()) return Outcome::usage(k.status().message() + " for --schedule");
+    o.schedule = *k;
+  }
+  o.lr = o.optimizer.kind == train::OptimizerKind::kSgd ? 0.05f : 1e-3f;
+  QTK_CLI_RETURN_IF_FAILED(float_option(args, "--lr", 1e-12, 1e6, o.lr));
+  QTK_CLI_RETURN_IF_FAILED(float_option(args, "--weight-decay", 0, 10, o.optimizer.weight_decay));
+  o.augment = args.has("--augment");
+  o.seed = static_cast<uint64_t>(seed);
+
+  if (in_model && same_path(*in_model, *out_path))
+    return Outcome::usage("output " + *out_path + " is the input model; choose another -o");
+  std::error_code ec;
+  if (fs::exists(*out_path, ec) && !args.has("--force"))
+    return Outcome::failure(*out_path + " already exists (use --force to overwrite it)");
+
+  QTK_CLI_ASSIGN_OR_FAIL(data::Dataset train_ds, train::load_labelled_data(*spec, limit));
+  if (train_ds.labels.empty()) return Outcome::failure("data set " + *spec + " is empty");
+  data::Dataset val_ds;
+  if (val_spec) {
+    QTK_CLI_ASSIGN_OR_FAIL(val_ds, train::load_labelled_data(*val_spec));
+  }
+  Model model;
+  const std::string checkpoint = *out_path + ".checkpoint";
+  if (args.has("--resume")) {
+    if (!fs::exists(checkpoint, ec))
+      return Outcome::failure("--resume: no checkpoint " + checkpoint + " (it is written after each epoch)");
+    QTK_CLI_ASSIGN_OR_FAIL(model, load_model(checkpoint));
+    for (const auto& [k, v] : model.metadata)
+      if (k == kEpochKey) o.start_epoch = std::strtoll(v.c_str(), nullptr, 10) + 1;
+    if (o.start_epoch < 2) return Outcome::failure(checkpoint + " does not say which epoch it ends");
+    if (o.start_epoch > o.epochs)
+      return Outcome::failure(checkpoint + " already holds all " + std::to_string(o.epochs) + " epochs");
+    std::fprintf(stderr, "resuming from %s after epoch %lld\n", checkpoint.c_str(),
+                 static_cast<long long>(o.start_epoch - 1));
+  } else if (arch) {
+    auto m = train::build_architecture(*arch, o.seed, train_ds.num_classes);
+    if (!m.ok()) return Outcome::usage(m.status().message() + " for --arch");
+    model = std::move(*m);
+  } else {
+    QTK_CLI_ASSIGN_OR_FAIL(model, load_model(*in_model));
+  }
+  const std::string source = arch ? *arch : *in_model;  // (with --resume, the checkpoint's weights)
+  auto graph = train::TrainGraph::create(model);
+  if (!graph.ok()) return Outcome::failure(graph.status().with_context(source));
+
+  rt::ThreadPool pool(static_cast<int>(threads));
+  o.pool = &pool;
+  const bool tty = ::isatty(STDERR_FILENO) == 1;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto last_draw = t0;
+  o.progress = [&](int64_t epoch, int64_t done, int64_t total, double loss, double acc) {
+    if (!tty) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (done < total && now - last_draw < std::chrono::milliseconds(100)) return;
+    last_draw = now;
+    const double elapsed = std::chrono::duration<double>(now - t0).count();
+    const double frac = (static_cast<double>(epoch - 1) + static_cast<double>(done) / total) / o.epochs;
+    const int filled = static_cast<int>(30.0 * done / total);
+    std::string bar(static_cast<size_t>(filled), '#');
+    bar.resize(30, ' ');
+    std::fprintf(stderr, "\r\033[Kepoch %lld/%lld [%s] loss %.4f acc %.4f ETA %s", static_cast<long long>(epoch),
+                 static_cast<long long>(o.epochs), bar.c_str(), loss, acc,
+                 format_seconds(frac > 0 ? elapsed / frac - elapsed : 0).c_str());
+    std::fflush(stderr);
+  };
+  o.on_epoch = [&](const train::EpochStats& e) {
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double eta = elapsed / e.epoch * (o.epochs - e.epoch);
+    char val[48] = "";
+    if (e.val_accuracy >= 0) std::snprintf(val, sizeof val, "  val %.4f", e.val_accuracy);
+    std::fprintf(stderr, "%sepoch %lld/%lld  loss %.4f  acc %.4f%s  %s  ETA %s\n", tty ? "\r\033[K" : "",
+                 static_cast<long long>(e.epoch), static_cast<long long>(o.epochs), e.loss, e.accuracy, val,
+                 format_seconds(e.seconds).c_str(), format_seconds(eta).c_str());
+    // Checkpoint: the model so far, with the epoch it ends (for --resume).
+    Model ck = graph->to_model();
+    ck.metadata.erase(std::remove_if(ck.metadata.begin(), ck.metadata.end(),
+                                     [](const auto& kv) { return kv.first == kEpochKey; }),
+                      ck.metadata.end());
+    ck.metadata.push_back({kEpochKey, std::to_string(e.epoch)});
+    const Status s = save_model(ck, checkpoint);
+    if (!s.ok()) print_warning("could not write checkpoint: " + s.message());
+  };
+  auto report = train::train_classifier(*graph, train_ds, val_spec ? &val_ds : nullptr, o);
+  if (!report.ok()) return Outcome::failure(report.status().with_context(source));
+
+  Model out = graph->to_model();
+  out.metadata.erase(std::remove_if(out.metadata.begin(), out.metadata.end(),
+                                    [](const auto& kv) { return kv.first == kEpochKey; }),
+                     out.metadata.end());
+  if (arch) out.doc_string = "trained by qtk train --arch " + *arch;
+  const Status saved = save_model(out, *out_path);
+  if (!saved.ok()) return Outcome::failure(saved);
+  if (report->diverged)
+    return Outcome::failure(report->divergence + "; wrote them to " + *out_path);
+  fs::remove(checkpoint, ec);
+
+  const train::TrainReport& r = *report;
+  if (args.has("--json")) {
+    JsonWriter w;
+    w.begin_object();
+    w.key(arch ? "arch" : "model").value(source).key("data").value(*spec).key("samples").value(
+        static_cast<int64_t>(train_ds.labels.size()));
+    w.key("output").value(*out_path).key("seconds").value(r.seconds).key("threads").value(threads);
+    w.key("epochs").begin_array();
+    for (const auto& e : r.epochs) {
+      w.begin_object(true).key("epoch").value(e.epoch).key("loss").value(e.loss).key("accuracy").value(e.accuracy);
+      if (e.val_accuracy >= 0) w.key("val_accuracy").value(e.val_accuracy);
+      w.key("seconds").value(e.seconds).end_object();
+    }
+    w.end_array().end_object();
+    return print_out(w.str());
+  }
+  const auto& last = r.epochs.back();
+  char buf[256];
+  std::string text = "model       " + source + "\ndata        " + *spec + " (" +
+                     std::to_string(train_ds.labels.size()) + " samples)\n";
+  std::snprintf(buf, sizeof buf, "trained     %lld epochs in %s (%lld thread%s)\n",
+                static_cast<long long>(r.epochs.size()), format_seconds(r.seconds).c_str(),
+                static_cast<long long>(threads), threads == 1 ? "" : "s");
+  text += buf;
+  std::snprintf(buf, sizeof buf, "final       loss %.4f, train accuracy %.4f", last.loss, last.accuracy);
+  text += buf;
+  if (last.val_accuracy >= 0) {
+    std::snprintf(buf, sizeof buf, ", %s accuracy %.4f", val_spec->c_str(), last.val_accuracy);
+    text += buf;
+  }
+  text += "\nwrote       " + *out_path + "\n";
+  return print_out(text);
+}
+
+}  // namespace
+
+extern const CommandSpec kTrainCommand;  // registered in main.cpp
+const CommandSpec kTrainCommand = {
+    "train",
+    "",
+    0,
+    "train a classifier (built-in architecture or fine-tune an ONNX model)",
+    "Trains an image classifier with softmax cross-entropy on a labelled data set and writes it\n"
+    "as a float ONNX model. --arch builds a fresh network; --model fine-tunes a float ONNX model\n"
+    "(BatchNormalization trains with batch statistics and exports in inference form; a final\n"
+    "Softmax is kept in the output but skipped by the loss). Per-epoch loss, accuracy and ETA go\n"
+    "to stderr. A non-finite loss stops training, keeps the weights of the last good epoch and\n"
+    "exits with an error.",
+    kOptions,
+    run_train,
+};
+
+}  // namespace qtk::cli
