@@ -15,7 +15,9 @@
 #
 # usage: bench/compare_ort.sh [BUILD_DIR] [--models "mlp cnn resnet20"]
 #          [--batches "1 64"] [--threads "1 2"] [--runs N] [--iters N]
-#          [--warmup N] [--calib-samples N] [--markdown]
+#          [--warmup N] [--calib-samples N] [--rounds R] [--markdown]
+# --rounds R repeats the four measurements of each row R times, interleaved,
+# and prints the median of the R medians (the machine is shared and noisy).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BUILD="$ROOT/build"
@@ -26,6 +28,7 @@ RUNS=50           # qtk: timed runs (median reported)
 ITERS=50          # ORT: timed runs (median reported)
 WARMUP=5          # both: untimed runs first
 CALIB_SAMPLES=128
+ROUNDS=1
 MARKDOWN=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -36,8 +39,9 @@ while [ $# -gt 0 ]; do
     --iters) ITERS="$2"; shift 2 ;;
     --warmup) WARMUP="$2"; shift 2 ;;
     --calib-samples) CALIB_SAMPLES="$2"; shift 2 ;;
+    --rounds) ROUNDS="$2"; shift 2 ;;
     --markdown) MARKDOWN=1; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) BUILD="$(cd "$1" && pwd)"; shift ;;
   esac
@@ -60,6 +64,7 @@ ort_ms() {
   node "$ORT_RUN" "$1" "random:$2" --bench "$ITERS" --warmup "$WARMUP" --threads "$3" > "$TMP/ort.json"
   node -e 'const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); console.log(r.median_ms.toFixed(3))' "$TMP/ort.json"
 }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 for m in $MODELS; do
@@ -78,10 +83,14 @@ fi
 for m in $MODELS; do
   for b in $BATCHES; do
     for t in $THREADS; do
-      qf=$(qtk_ms "$ROOT/models/$m.onnx" --batch "$b" --threads "$t")
-      of=$(ort_ms "$ROOT/models/$m.onnx" "$b" "$t")
-      qi=$(qtk_ms "$TMP/$m.int8.onnx" --integer --batch "$b" --threads "$t")
-      oi=$(ort_ms "$TMP/$m.int8.onnx" "$b" "$t")
+      qfs=(); ofs=(); qis=(); ois=()
+      for _ in $(seq "$ROUNDS"); do
+        qfs+=("$(qtk_ms "$ROOT/models/$m.onnx" --batch "$b" --threads "$t")")
+        ofs+=("$(ort_ms "$ROOT/models/$m.onnx" "$b" "$t")")
+        qis+=("$(qtk_ms "$TMP/$m.int8.onnx" --integer --batch "$b" --threads "$t")")
+        ois+=("$(ort_ms "$TMP/$m.int8.onnx" "$b" "$t")")
+      done
+      qf=$(median "${qfs[@]}"); of=$(median "${ofs[@]}"); qi=$(median "${qis[@]}"); oi=$(median "${ois[@]}")
       if [ "$MARKDOWN" = 1 ]; then
         echo "| $m | $b | $t | $qf | $of | $(ratio "$qf" "$of") | $qi | $oi | $(ratio "$qi" "$oi") | $(ratio "$qf" "$qi") |"
       else

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "cli.h"
+#include "core/cpu_features.h"
 #include "core/json.h"
 #include "data/dataset.h"
 #include "data/model_inputs.h"
@@ -27,7 +28,7 @@ constexpr OptionSpec kOptions[] = {
     {"--weights", "int8|int4|int3|int2", "weight format each layer is tried with (default int4)"},
     {"--activations", "uint8|int8|int16|uint16|uint4|int4|float", "activation format each layer is tried with; float: weights only (default uint8)"},
     {"--method", "rtn|gptq|adaround|auto", "weight rounding in the trials (default rtn: fast)"},
-    {"--threads", "N", "trials run in parallel on N threads (default 1)"},
+    {"--threads", "N", "trials run in parallel on N threads (default: physical cores)"},
     {"--json", "", "print one JSON object instead of the table"},
 };
 
@@ -108,7 +109,7 @@ std::string render_text(const std::string& model, const std::string& val, const 
 
 Outcome run_analyze(const ParsedArgs& args) {
   const std::string& model_path = args.positionals[0];
-  int64_t calib_samples = 256, limit = 1000, threads = 1;
+  int64_t calib_samples = 256, limit = 1000, threads = physical_core_count();
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--calib-samples", 0, INT64_MAX, calib_samples));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--limit", 1, INT64_MAX, limit));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--threads", 1, 1024, threads));

@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "cli.h"
+#include "core/cpu_features.h"
 #include "core/json.h"
 #include "data/dataset.h"
 #include "qtk/model.h"
@@ -35,7 +36,7 @@ constexpr OptionSpec kOptions[] = {
     {"--weight-decay", "W", "weight decay of weight matrices and kernels (default 0)"},
     {"--augment", "", "random horizontal flips and shifts of up to 2 pixels"},
     {"--limit", "N", "use only the first N training samples"},
-    {"--threads", "N", "threads for the kernels (default 1)"},
+    {"--threads", "N", "threads for the kernels (default: physical cores)"},
     {"--seed", "S", "seed for initialisation, shuffling and augmentation (default 0)"},
     {"--resume", "", "continue from OUT.onnx.checkpoint (written after every epoch, removed at the end)"},
     {"--json", "", "print one JSON object instead of text"},
@@ -92,7 +93,7 @@ Outcome run_train(const ParsedArgs& args) {
   if (val_spec) QTK_CLI_RETURN_IF_FAILED(check_data_spec("--val", *val_spec));
 
   train::TrainOptions o;
-  int64_t limit = 0, threads = 1, seed = 0;
+  int64_t limit = 0, threads = physical_core_count(), seed = 0;
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--epochs", 1, 100000, o.epochs));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--batch", 1, 1 << 16, o.batch));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--limit", 1, INT64_MAX, limit));
