@@ -128,6 +128,80 @@ TEST(LayerPrecision, SharedTensorTakesTheWidestFormat) {
   EXPECT_EQ(first_word(find_report(r->report, "s")->scheme), "uint4");
 }
 
+// x -> Gemm a -> ya; ya is read by Gemms b and c, whose outputs meet in an
+// Add (read by nothing weighted) -> Softmax -> Gemm d -> out.
+Model branches_into_add() {
+  Model m;
+  m.opsets = {{"", 17}};
+  m.ir_version = 8;
+  auto& g = m.graph;
+  g.inputs.push_back(value("x", DType::kFloat32));
+  g.outputs.push_back(value("out", DType::kFloat32));
+  for (const char* w : {"wa", "wb", "wc", "wd"}) g.set_initializer(w, random_tensor({8, 8}, w[1]));
+  auto node = [&](const std::string& name, const std::string& op, std::vector<std::string> in, std::string out) {
+    ir::Node n;
+    n.name = name;
+    n.op_type = op;
+    n.inputs = std::move(in);
+    n.outputs = {std::move(out)};
+    g.nodes.push_back(n);
+  };
+  node("a", "Gemm", {"x", "wa"}, "ya");
+  node("b", "Gemm", {"ya", "wb"}, "yb");
+  node("c", "Gemm", {"ya", "wc"}, "yc");
+  node("add", "Add", {"yb", "yc"}, "s");
+  node("softmax", "Softmax", {"s"}, "p");
+  node("d", "Gemm", {"p", "wd"}, "out");
+  return m;
+}
+
+TEST(LayerPrecision, BelowEightBitsOnlyWeightedInputsAreNarrow) {
+  QuantConfig c = rtn_config();
+  c.weight_format = quant::QFormat::kInt4;
+  c.activation_format = quant::QFormat::kUInt4;
+  auto scheme = [](const QuantReport& r, const std::string& t) {
+    const auto* rep = find_report(r, t);
+    return rep ? first_word(rep->scheme) : "(not quantized)";
+  };
+  auto r = quantize(branches_into_add(), c, two_readers_calib());
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  // ya is the input of the inner Gemms b and c: 4 bits. x and p feed the
+  // first and last layer (8 bits); yb, yc (Add inputs) and s (Add output,
+  // read by the float Softmax) feed no weight: 8 bits. Graph outputs stay float.
+  EXPECT_EQ(scheme(r->report, "ya"), "uint4");
+  EXPECT_EQ(scheme(r->report, "out"), "(not quantized)");
+  for (const char* t : {"x", "yb", "yc", "s", "p"}) EXPECT_EQ(scheme(r->report, t), "uint8") << t;
+  const auto note = std::find_if(r->report.notes.begin(), r->report.notes.end(),
+                                 [](const std::string& n) { return n.find("kept at uint8") != std::string::npos; });
+  ASSERT_NE(note, r->report.notes.end());
+  EXPECT_EQ(note->rfind("3 activation tensors", 0), 0u) << *note;  // yb, yc, s
+  EXPECT_EQ(r->model.opset(), 21);
+
+  // A layer_precision entry on the non-weighted Add binds like a weighted
+  // reader: its inputs take the format it names.
+  c.layer_precision["add"] = {std::nullopt, quant::QFormat::kUInt4, false};
+  r = quantize(branches_into_add(), c, two_readers_calib());
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(scheme(r->report, "yb"), "uint4");
+  EXPECT_EQ(scheme(r->report, "yc"), "uint4");
+  EXPECT_EQ(scheme(r->report, "s"), "uint8");
+
+  // first_last_8bit = false asks for uniform formats: every tensor 4-bit, no note.
+  c.layer_precision.clear();
+  c.first_last_8bit = false;
+  r = quantize(branches_into_add(), c, two_readers_calib());
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  for (const char* t : {"x", "ya", "yb", "yc", "s", "p"}) EXPECT_EQ(scheme(r->report, t), "uint4") << t;
+  EXPECT_TRUE(r->report.notes.empty()) << r->report.notes[0];
+
+  // 8-bit activations: nothing changes width.
+  QuantConfig c8 = rtn_config();
+  r = quantize(branches_into_add(), c8, two_readers_calib());
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  for (const char* t : {"x", "ya", "yb", "yc", "s", "p"}) EXPECT_EQ(scheme(r->report, t), "uint8") << t;
+  EXPECT_TRUE(r->report.notes.empty()) << r->report.notes[0];
+}
+
 TEST(LayerPrecision, KeepFloatAndUnknownNames) {
   QuantConfig c = rtn_config();
   c.layer_precision["a"].keep_float = true;

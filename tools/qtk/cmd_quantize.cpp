@@ -50,7 +50,9 @@ constexpr OptionSpec kOptions[] = {
     {"--first-last-8bit", "",
      "int8 weights and 8-bit activations for the first and the last Conv/Gemm/MatMul layer (on by default when "
      "activations are below 8 bits)"},
-    {"--no-first-last-8bit", "", "give the first and last layer the same formats as the others"},
+    {"--no-first-last-8bit", "",
+     "uniform formats below 8 bits: the first and last layer, and activations read by no Conv/Gemm/MatMul weight "
+     "(residual adds, softmax, attention; 8-bit by default), take the same formats as the others"},
     {"--layer-precision", "FILE.json",
      "per-layer formats by node name: {\"conv1\": {\"weights\": \"int8\", \"activations\": \"uint8\"}, "
      "\"fc\": \"float\"}; a tensor read by layers of different widths gets the widest"},

@@ -105,9 +105,14 @@ class Annotator {
   // Each quantized tensor takes the widest format its readers ask for (their
   // layer_precision activations, else the config's); a data-movement chain
   // (same_range) shares its widest one, so a layer kept at 8 bits behind a
-  // Flatten or MaxPool really reads 8-bit values.
+  // Flatten or MaxPool really reads 8-bit values. With low_bit_gemm_inputs_only
+  // only the inputs of weighted layers (and readers with a layer_precision
+  // entry) ask for a below-8-bit format: a tensor they read takes the widest
+  // of those; any other tensor (residual Adds, Softmax, attention MatMuls)
+  // takes the 8-bit version.
   void assign_activation_formats() {
-    if (precision_.layers.empty()) return;  // every tensor in the config's format
+    const bool gemm_only = low_bit_gemm_inputs_only(c_);
+    if (precision_.layers.empty() && !gemm_only) return;  // every tensor in the config's format
     auto root = [&](std::string t) {
       for (int guard = 0; guard < 1000; ++guard) {
         auto it = plan_.same_range.find(t);
@@ -116,12 +121,17 @@ class Annotator {
       }
       return t;
     };
+    const QFormat eight = widened_to_8bit(c_.activation_format);
     // What each tensor's own readers ask for; a data-movement reader speaks
-    // through its output, which is in the same group.
-    std::map<std::string, QFormat> by_root;
+    // through its output, which is in the same group. `binding`: weighted
+    // layers' inputs and layer_precision entries; `other`: the rest.
+    struct Asks {
+      std::optional<QFormat> binding, other;
+    };
+    auto ask = [](std::optional<QFormat>& f, QFormat x) { f = f ? wider(*f, x) : x; };
+    std::map<std::string, Asks> by_root;
     for (const auto& t : plan_.activations) {
-      std::optional<QFormat> f;
-      auto ask = [&](QFormat x) { f = f ? wider(*f, x) : x; };
+      Asks a;
       if (auto it = consumers_.find(t); it != consumers_.end())
         for (size_t r : it->second) {
           const ir::Node& reader = g_.nodes[r];
@@ -131,16 +141,42 @@ class Annotator {
           });
           if (moves) continue;
           auto lp = precision_.layers.find(reader.name);
-          ask(lp == precision_.layers.end() || !lp->second.activations ? c_.activation_format
-                                                                        : *lp->second.activations);
+          if (lp != precision_.layers.end() && lp->second.activations) ask(a.binding, *lp->second.activations);
+          else if (!gemm_only) ask(a.other, c_.activation_format);
+          else if (is_weighted_input(reader, t)) ask(a.binding, c_.activation_format);
+          else ask(a.other, eight);
         }
-      if (!f) continue;
-      auto it = by_root.find(root(t));
-      if (it == by_root.end()) by_root.emplace(root(t), *f);
-      else it->second = wider(it->second, *f);
+      if (gemm_only && !a.binding) ask(a.other, eight);
+      Asks& group = by_root[root(t)];
+      if (a.binding) ask(group.binding, *a.binding);
+      if (a.other) ask(group.other, *a.other);
     }
-    for (const auto& t : plan_.activations)
-      if (auto it = by_root.find(root(t)); it != by_root.end()) plan_.activation_formats[t] = it->second;
+    int kept = 0;
+    for (const auto& t : plan_.activations) {
+      auto it = by_root.find(root(t));
+      if (it == by_root.end()) continue;
+      const Asks& a = it->second;
+      std::optional<QFormat> f;
+      if (!gemm_only) {
+        if (a.binding) ask(f, *a.binding);
+        if (a.other) ask(f, *a.other);
+      } else {
+        f = a.binding ? a.binding : a.other;
+        // graph outputs stay float (qdq_writer): not counted
+        if (f && !a.binding && traits(*f).bits > traits(c_.activation_format).bits && !g_.is_graph_output(t)) ++kept;
+      }
+      if (f) plan_.activation_formats[t] = *f;
+    }
+    if (kept > 0)
+      plan_.notes.push_back(std::to_string(kept) + " activation tensors read by no Conv/Gemm/MatMul weight "
+                            "(residual adds, softmax, attention) kept at " + traits(eight).name + "; " +
+                            traits(c_.activation_format).name + " applies to weighted layers' inputs");
+  }
+
+  // Whether `t` is the activation input of a weighted layer (the integer GEMM input).
+  bool is_weighted_input(const ir::Node& n, const std::string& t) const {
+    return kWeighted.count(n.op_type) && !n.inputs.empty() && n.inputs[0] == t && n.inputs.size() > 1 &&
+           is_weight(n.inputs[1]);
   }
 
   void annotate_node(size_t i, const ir::Node& n) {

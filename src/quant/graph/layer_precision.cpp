@@ -28,6 +28,11 @@ bool first_last_8bit_on(const QuantConfig& c) {
   return c.activations == ActivationMode::kStatic && traits(c.activation_format).bits < 8;
 }
 
+bool low_bit_gemm_inputs_only(const QuantConfig& c) {
+  return c.activations == ActivationMode::kStatic && traits(c.activation_format).bits < 8 &&
+         c.first_last_8bit.value_or(true);
+}
+
 QFormat widened_to_8bit(QFormat f) {
   const auto& t = traits(f);
   if (t.bits >= 8) return f;

@@ -21,6 +21,15 @@ std::vector<std::string> first_last_weighted(const ir::Graph& g);
 // static activations are narrower than 8 bits.
 bool first_last_8bit_on(const QuantConfig& c);
 
+// Whether below-8-bit static activation formats apply only to the inputs of
+// weighted layers (the integer GEMM inputs, as W4A4 means in BRECQ/QDrop),
+// every other quantized tensor (residual adds, softmax, attention MatMuls
+// between activations, graph outputs) taking the 8-bit version. On when
+// static activations are narrower than 8 bits, unless first_last_8bit is set
+// false: that asks for uniform formats, every layer and tensor at the
+// config's width (bench/quant_accuracy.sh, "all layers 4-bit" row).
+bool low_bit_gemm_inputs_only(const QuantConfig& c);
+
 // The 8-bit format of the same signedness as `f` (uint4 -> uint8, int4/int3/int2 -> int8).
 QFormat widened_to_8bit(QFormat f);
 
