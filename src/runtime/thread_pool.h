@@ -1,7 +1,11 @@
 // A small fixed-size pool for data-parallel loops. parallel_for splits
 // [0, n) into at most size() contiguous chunks; chunk 0 runs on the caller.
+// Workers and the caller spin briefly before sleeping: a run calls
+// parallel_for once per op, and waking a sleeping thread (futex + IPI, far
+// dearer in a VM) cost more than the small ops it was meant to split.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -31,9 +35,9 @@ class ThreadPool {
   std::condition_variable start_cv_, done_cv_;
   const std::function<void(int64_t, int64_t)>* job_ = nullptr;
   std::vector<std::pair<int64_t, int64_t>> ranges_;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  std::atomic<uint64_t> generation_{0};  // written under mu_, read spinning without it
+  std::atomic<int> pending_{0};          // workers yet to finish the current loop
+  std::atomic<bool> stop_{false};
   std::mutex run_mu_;  // one parallel_for at a time (nested calls run inline)
 };
 
