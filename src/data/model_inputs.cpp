@@ -4,8 +4,22 @@
 
 #include "data/dataset.h"
 #include "data/npy.h"
+#include "ir/graph.h"
 
 namespace qtk::data {
+
+std::vector<TensorInfo> declared_runtime_inputs(const ir::Model& model) {
+  std::vector<TensorInfo> out;
+  for (const auto* v : model.graph.runtime_inputs()) {
+    TensorInfo info;
+    info.name = v->name;
+    info.dtype = v->dtype;
+    info.has_shape = v->has_shape;
+    for (const auto& d : v->shape) info.shape.push_back(d.is_fixed() ? d.value : -1);
+    out.push_back(std::move(info));
+  }
+  return out;
+}
 namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {

@@ -11,7 +11,15 @@
 #include "qtk/status.h"
 #include "qtk/tensor.h"
 
+namespace qtk {
+namespace ir { struct Model; }
+}
+
 namespace qtk::data {
+
+// What a user must feed a model, from its declarations (no session needed):
+// the graph inputs that are not initializers, dynamic dims as -1.
+std::vector<TensorInfo> declared_runtime_inputs(const ir::Model& model);
 
 // The shape of one sample as input `info` wants it: the input's own non-batch
 // dims when they are all fixed and hold as many values as `data_sample` (e.g.

@@ -152,18 +152,8 @@ Outcome run_analyze(const ParsedArgs& args) {
   QTK_CLI_ASSIGN_OR_FAIL(Model model, load_model(model_path));
   QTK_CLI_ASSIGN_OR_FAIL(sens::EvalSet val, sens::load_eval_set(val_spec, model, limit));
   CalibrationData calib;
-  {
-    std::vector<TensorInfo> inputs;
-    for (const auto* v : model.graph.runtime_inputs()) {
-      TensorInfo info;
-      info.name = v->name;
-      info.dtype = v->dtype;
-      info.has_shape = v->has_shape;
-      for (const auto& d : v->shape) info.shape.push_back(d.is_fixed() ? d.value : -1);
-      inputs.push_back(std::move(info));
-    }
-    QTK_CLI_ASSIGN_OR_FAIL(calib.inputs, data::load_calibration_inputs(calib_spec, inputs, calib_samples, kCalibSeed));
-  }
+  QTK_CLI_ASSIGN_OR_FAIL(calib.inputs, data::load_calibration_inputs(calib_spec, data::declared_runtime_inputs(model),
+                                                                     calib_samples, kCalibSeed));
   so.progress = terminal_progress("qtk analyze: trials", "trials");
   QTK_CLI_ASSIGN_OR_FAIL(sens::TrialContext ctx,
                          sens::make_trial_context(model, so.config, calib, std::move(val), so.stats_samples,

@@ -252,20 +252,6 @@ bool same_path(const std::string& a, const std::string& b) {
   return !ea && !eb && ca == cb;
 }
 
-// What a user must feed, from the model's declarations (no session needed).
-std::vector<TensorInfo> runtime_inputs(const Model& m) {
-  std::vector<TensorInfo> out;
-  for (const auto* v : m.graph.runtime_inputs()) {
-    TensorInfo info;
-    info.name = v->name;
-    info.dtype = v->dtype;
-    info.has_shape = v->has_shape;
-    for (const auto& d : v->shape) info.shape.push_back(d.is_fixed() ? d.value : -1);
-    out.push_back(std::move(info));
-  }
-  return out;
-}
-
 // Progress from QuantConfig::progress (calibration, then GPTQ/AdaRound
 // layer by layer), drawn on a terminal only.
 std::function<void(const std::string&, int64_t, int64_t)> quantize_progress() {
@@ -372,7 +358,7 @@ Outcome run_quantize(const ParsedArgs& args) {
   const bool wants_statistics = !cfg.fp16_weights && (cfg.weight_clip_search || cfg.bias_correction ||
                                                       resolve_weight_method(cfg) != WeightMethod::kRtn);
   if (st.calibrated || wants_statistics) {
-    const std::vector<TensorInfo> inputs = runtime_inputs(model);
+    const std::vector<TensorInfo> inputs = data::declared_runtime_inputs(model);
     QTK_CLI_ASSIGN_OR_FAIL(calib.inputs, data::load_calibration_inputs(st.calib, inputs, calib_samples, kCalibSeed));
     for (const auto& in : inputs)
       if (in.has_shape && !in.shape.empty() && in.shape[0] > 0) {

@@ -12,19 +12,6 @@ namespace {
 
 constexpr uint64_t kSubsetSeed = 0;  // same rows on every run
 
-std::vector<TensorInfo> declared_inputs(const Model& m) {
-  std::vector<TensorInfo> out;
-  for (const auto* v : m.graph.runtime_inputs()) {
-    TensorInfo info;
-    info.name = v->name;
-    info.dtype = v->dtype;
-    info.has_shape = v->has_shape;
-    for (const auto& d : v->shape) info.shape.push_back(d.is_fixed() ? d.value : -1);
-    out.push_back(std::move(info));
-  }
-  return out;
-}
-
 // Rows [first, first + count) of `t`, zero-padded to `rows` rows.
 Tensor batch_rows(const Tensor& t, int64_t first, int64_t count, int64_t rows) {
   Shape shape = t.shape();
@@ -38,7 +25,7 @@ Tensor batch_rows(const Tensor& t, int64_t first, int64_t count, int64_t rows) {
 }  // namespace
 
 Expected<EvalSet> load_eval_set(const std::string& spec, const Model& model, int64_t limit) {
-  const auto inputs = declared_inputs(model);
+  const auto inputs = data::declared_runtime_inputs(model);
   EvalSet set;
   const auto specs = data::known_dataset_specs();
   if (std::find(specs.begin(), specs.end(), spec) != specs.end()) {
