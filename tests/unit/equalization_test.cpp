@@ -10,16 +10,12 @@
 #include "qtk/quantize.h"
 #include "qtk/session.h"
 #include "quant/algos/cross_layer_equalization.h"
+#include "test_models.h"
 
 namespace qtk::quant::algos {
 namespace {
 
-ir::ValueInfo info(const std::string& name) {
-  ir::ValueInfo v;
-  v.name = name;
-  v.dtype = DType::kFloat32;
-  return v;
-}
+ir::ValueInfo info(const std::string& name) { return testing::float_info(name); }
 
 // Weights whose output channels differ in scale (varied): one channel 30x
 // the others, as BN folding leaves in real nets (a channel with a tiny

@@ -10,29 +10,14 @@
 #include "onnx/model_io.h"
 #include "qtk/quantize.h"
 #include "qtk/session.h"
+#include "test_models.h"
 
 namespace qtk {
 namespace {
 
 const std::string kModels = QTK_MODELS_DIR;
 
-double accuracy(const Model& m, const data::Dataset& d) {
-  auto s = Session::create(m);
-  EXPECT_TRUE(s.ok()) << s.status().message();
-  if (!s.ok()) return -1;
-  auto out = (*s)->run(std::vector<Tensor>{d.images});
-  EXPECT_TRUE(out.ok()) << out.status().message();
-  if (!out.ok()) return -1;
-  const float* l = (*out)[0].data<float>();
-  int64_t correct = 0;
-  for (size_t i = 0; i < d.labels.size(); ++i) {
-    int best = 0;
-    for (int k = 1; k < 10; ++k)
-      if (l[i * 10 + k] > l[i * 10 + best]) best = k;
-    correct += best == d.labels[i];
-  }
-  return static_cast<double>(correct) / d.labels.size();
-}
+double accuracy(const Model& m, const data::Dataset& d) { return testing::top1_accuracy(m, d); }
 
 struct QuantizeMlp : ::testing::Test {
   static void SetUpTestSuite() {

@@ -10,16 +10,12 @@
 #include "qtk/quantize.h"
 #include "quant/sensitivity/mixed_precision.h"
 #include "quant/sensitivity/sensitivity.h"
+#include "test_models.h"
 
 namespace qtk::quant::sensitivity {
 namespace {
 
-ir::ValueInfo info(const std::string& name) {
-  ir::ValueInfo v;
-  v.name = name;
-  v.dtype = DType::kFloat32;
-  return v;
-}
+ir::ValueInfo info(const std::string& name) { return testing::float_info(name); }
 
 Tensor gaussian(Shape s, std::mt19937& rng, float sd) {
   Tensor t(DType::kFloat32, s);

@@ -13,16 +13,12 @@
 #include "qtk/quantize.h"
 #include "qtk/session.h"
 #include "quant/algos/smooth_quant.h"
+#include "test_models.h"
 
 namespace qtk::quant::algos {
 namespace {
 
-ir::ValueInfo info(const std::string& name) {
-  ir::ValueInfo v;
-  v.name = name;
-  v.dtype = DType::kFloat32;
-  return v;
-}
+ir::ValueInfo info(const std::string& name) { return testing::float_info(name); }
 
 Tensor randn(Shape s, std::mt19937& rng, float sd = 1.f) {
   Tensor t(DType::kFloat32, std::move(s));
