@@ -71,6 +71,12 @@ std::string command_help(const CommandSpec& cmd);
 
 // Integer option in [lo, hi]; leaves `value` unchanged when the option is absent.
 Outcome int_option(const ParsedArgs& args, std::string_view name, int64_t lo, int64_t hi, int64_t& value);
+// Finite real option in [lo, hi]; leaves `value` unchanged when the option is absent.
+Outcome real_option(const ParsedArgs& args, std::string_view name, double lo, double hi, double& value);
+
+// True when a and b name the same file, whether or not b exists yet
+// (symlinks, "./", hard links): outputs must never overwrite inputs.
+bool same_file(const std::string& a, const std::string& b);
 
 // Formatting shared by the commands.
 std::string format_shape(const Shape& shape);

@@ -211,11 +211,9 @@ Outcome config_from_args(const ParsedArgs& args, QuantConfig& cfg, QuantizeSetti
     return Outcome::usage("--no-smooth-quant excludes --smooth-quant and --smooth-quant-alpha");
   if (args.has("--smooth-quant")) cfg.smooth_quant = true;
   if (args.has("--no-smooth-quant")) cfg.smooth_quant = false;
-  if (const std::string* a = args.get("--smooth-quant-alpha")) {
-    char* end = nullptr;
-    const double alpha = std::strtod(a->c_str(), &end);
-    if (a->empty() || end != a->c_str() + a->size() || !(alpha >= 0.0 && alpha <= 1.0))
-      return Outcome::usage("--smooth-quant-alpha needs a number in [0, 1], got '" + *a + "'");
+  if (args.get("--smooth-quant-alpha")) {
+    double alpha = 0.5;
+    QTK_CLI_RETURN_IF_FAILED(real_option(args, "--smooth-quant-alpha", 0.0, 1.0, alpha));
     cfg.smooth_quant = true;
     cfg.smooth_quant_alpha = static_cast<float>(alpha);
   }
@@ -241,15 +239,6 @@ Outcome config_from_args(const ParsedArgs& args, QuantConfig& cfg, QuantizeSetti
   cfg.exclude = split_list(args.all("--exclude"));
   st.exclude = cfg.exclude;
   return Outcome::ok();
-}
-
-// Same file, whether or not `b` exists yet (symlinks, "./", hard links).
-bool same_path(const std::string& a, const std::string& b) {
-  std::error_code ec;
-  if (fs::exists(a, ec) && fs::exists(b, ec) && fs::equivalent(a, b, ec)) return true;
-  std::error_code ea, eb;
-  const fs::path ca = fs::weakly_canonical(a, ea), cb = fs::weakly_canonical(b, eb);
-  return !ea && !eb && ca == cb;
 }
 
 // Progress from QuantConfig::progress (calibration, then GPTQ/AdaRound
@@ -313,15 +302,15 @@ Outcome run_quantize(const ParsedArgs& args) {
   if (const std::string* c = args.get("--calib-cache")) st.calib_cache = *c;
 
   // Files: never write over the input, and never over an existing output unless asked.
-  if (same_path(in_path, *out_path))
+  if (same_file(in_path, *out_path))
     return Outcome::usage("refusing to write the quantized model over its input " + in_path);
   const std::string* cache_path = st.calib_cache.empty() ? nullptr : &st.calib_cache;
   for (const std::string* p : {report_path, cache_path}) {
     if (!p) continue;
-    if (same_path(*p, in_path) || same_path(*p, *out_path))
+    if (same_file(*p, in_path) || same_file(*p, *out_path))
       return Outcome::usage("refusing to write " + *p + " over the input or output model");
   }
-  if (report_path && !st.calib_cache.empty() && same_path(*report_path, st.calib_cache))
+  if (report_path && !st.calib_cache.empty() && same_file(*report_path, st.calib_cache))
     return Outcome::usage("--report and --calib-cache name the same file " + *report_path);
   std::error_code ec;
   if (fs::exists(*out_path, ec) && !args.has("--force"))

@@ -46,23 +46,10 @@ constexpr OptionSpec kOptions[] = {
 constexpr const char* kEpochKey = "qtk.train.epoch";
 
 Outcome float_option(const ParsedArgs& args, std::string_view name, double lo, double hi, float& value) {
-  const std::string* v = args.get(name);
-  if (!v) return Outcome::ok();
-  char* end = nullptr;
-  const double d = std::strtod(v->c_str(), &end);
-  if (v->empty() || *end || !std::isfinite(d) || d < lo || d > hi)
-    return Outcome::usage("option " + std::string(name) + " wants a number in [" + std::to_string(lo) + ", " +
-                          std::to_string(hi) + "], got '" + *v + "'");
+  double d = value;
+  QTK_CLI_RETURN_IF_FAILED(real_option(args, name, lo, hi, d));
   value = static_cast<float>(d);
   return Outcome::ok();
-}
-
-bool same_path(const std::string& a, const std::string& b) {
-  std::error_code ec;
-  if (fs::exists(a, ec) && fs::exists(b, ec) && fs::equivalent(a, b, ec)) return true;
-  std::error_code ea, eb;
-  const fs::path ca = fs::weakly_canonical(a, ea), cb = fs::weakly_canonical(b, eb);
-  return !ea && !eb && ca == cb;
 }
 
 Outcome check_data_spec(const std::string& option, const std::string& spec) {
@@ -115,7 +102,7 @@ Outcome run_train(const ParsedArgs& args) {
   o.augment = args.has("--augment");
   o.seed = static_cast<uint64_t>(seed);
 
-  if (in_model && same_path(*in_model, *out_path))
+  if (in_model && same_file(*in_model, *out_path))
     return Outcome::usage("output " + *out_path + " is the input model; choose another -o");
   std::error_code ec;
   if (fs::exists(*out_path, ec) && !args.has("--force"))

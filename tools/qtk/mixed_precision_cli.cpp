@@ -1,7 +1,6 @@
 #include "mixed_precision_cli.h"
 
 #include <algorithm>
-#include <charconv>
 #include <cstdio>
 
 #include "core/json.h"
@@ -15,13 +14,9 @@ namespace {
 namespace sens = quant::sensitivity;
 
 Outcome number_option(const ParsedArgs& args, std::string_view name, double lo, std::optional<double>& out) {
-  const std::string* v = args.get(name);
-  if (!v) return Outcome::ok();
+  if (!args.get(name)) return Outcome::ok();
   double d = 0;
-  auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), d);
-  if (ec != std::errc() || end != v->data() + v->size() || !(d >= lo) || d > 1e6)
-    return Outcome::usage(std::string(name) + " needs a number of at least " + std::to_string(lo).substr(0, 3) +
-                          ", got '" + *v + "'");
+  QTK_CLI_RETURN_IF_FAILED(real_option(args, name, lo, 1e6, d));
   out = d;
   return Outcome::ok();
 }

@@ -1,6 +1,9 @@
 // Command-line parsing and --help text, both driven by a command's options table.
 #include <algorithm>
 #include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
 
 #include "cli.h"
 
@@ -115,6 +118,29 @@ Outcome int_option(const ParsedArgs& args, std::string_view name, int64_t lo, in
                           std::to_string(hi) + ", got " + *text);
   value = v;
   return Outcome::ok();
+}
+
+Outcome real_option(const ParsedArgs& args, std::string_view name, double lo, double hi, double& value) {
+  const std::string* text = args.get(name);
+  if (!text) return Outcome::ok();
+  double v = 0;
+  auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), v);
+  if (ec != std::errc() || end != text->data() + text->size() || !std::isfinite(v) || v < lo || v > hi) {
+    char range[96];
+    std::snprintf(range, sizeof range, "[%g, %g]", lo, hi);
+    return Outcome::usage("option " + std::string(name) + " needs a number in " + range + ", got '" + *text + "'");
+  }
+  value = v;
+  return Outcome::ok();
+}
+
+bool same_file(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  if (std::filesystem::exists(a, ec) && std::filesystem::exists(b, ec) && std::filesystem::equivalent(a, b, ec))
+    return true;
+  std::error_code ea, eb;
+  const auto ca = std::filesystem::weakly_canonical(a, ea), cb = std::filesystem::weakly_canonical(b, eb);
+  return !ea && !eb && ca == cb;
 }
 
 }  // namespace qtk::cli
