@@ -20,4 +20,11 @@ struct LossResult {
 // is an error naming the sample and the class count.
 Expected<LossResult> softmax_cross_entropy(const Tensor& logits, const std::vector<int64_t>& labels);
 
+// Knowledge-distillation loss: (1 - alpha) * cross-entropy with the labels +
+// alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)), mean over the
+// batch. The T^2 factor keeps the soft term's gradient scale independent of
+// T (Hinton et al. 2015). `correct` counts the student's argmax vs labels.
+Expected<LossResult> distillation_loss(const Tensor& student, const Tensor& teacher,
+                                       const std::vector<int64_t>& labels, float temperature, float alpha);
+
 }  // namespace qtk::train

@@ -59,7 +59,7 @@ Expected<TrainGraph> TrainGraph::create(const ir::Model& model) {
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     if (!t.in_loss_path_[i]) continue;
     const ir::Node& n = g.nodes[i];
-    const GradOp* op = ir::is_default_domain(n.domain) ? find_grad_op(n.op_type) : nullptr;
+    const GradOp* op = find_grad_op(n.domain, n.op_type);
     if (!op) {
       std::string names;
       for (const auto& s : grad_op_names()) names += (names.empty() ? "" : ", ") + s;
@@ -206,10 +206,16 @@ Status TrainGraph::backward(const Tensor& dlogits, rt::ThreadPool* pool) {
 
 Expected<StepStats> TrainGraph::train_step(const Tensor& x, const std::vector<int64_t>& labels,
                                            rt::ThreadPool* pool) {
+  return train_step(x, static_cast<int64_t>(labels.size()),
+                    [&](const Tensor& logits) { return softmax_cross_entropy(logits, labels); }, pool);
+}
+
+Expected<StepStats> TrainGraph::train_step(const Tensor& x, int64_t samples, const LossFn& loss,
+                                           rt::ThreadPool* pool) {
   QTK_ASSIGN_OR_RETURN(Tensor logits, forward(x, true, pool));
-  QTK_ASSIGN_OR_RETURN(LossResult l, softmax_cross_entropy(logits, labels));
+  QTK_ASSIGN_OR_RETURN(LossResult l, loss(logits));
   QTK_RETURN_IF_ERROR(backward(l.dlogits, pool));
-  return StepStats{l.loss, l.correct, static_cast<int64_t>(labels.size())};
+  return StepStats{l.loss, l.correct, samples};
 }
 
 std::map<std::string, Tensor> TrainGraph::snapshot() const {

@@ -6,6 +6,7 @@
 // skipped in training (the loss takes the logits before it).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "qtk/status.h"
 #include "qtk/tensor.h"
 #include "train/grad_op.h"
+#include "train/loss.h"
 
 namespace qtk::train {
 
@@ -51,6 +53,9 @@ class TrainGraph {
   Status backward(const Tensor& dlogits, rt::ThreadPool* pool = nullptr);
   // forward(training) + softmax cross-entropy + backward.
   Expected<StepStats> train_step(const Tensor& x, const std::vector<int64_t>& labels, rt::ThreadPool* pool = nullptr);
+  // forward(training) + a caller's loss on the logits (e.g. distillation) + backward.
+  using LossFn = std::function<Expected<LossResult>(const Tensor& logits)>;
+  Expected<StepStats> train_step(const Tensor& x, int64_t samples, const LossFn& loss, rt::ThreadPool* pool = nullptr);
 
   std::vector<Param>& params() { return params_; }
   const std::vector<Param>& params() const { return params_; }

@@ -120,7 +120,16 @@ Expected<TrainReport> train_classifier(TrainGraph& graph, const data::Dataset& t
       std::vector<int64_t> labels;
       for (int64_t r : rows) labels.push_back(train.labels[r]);
       QTK_ASSIGN_OR_RETURN(Tensor x, make_batch(graph, train.images, rows, o.augment, &rng));
-      QTK_ASSIGN_OR_RETURN(StepStats s, graph.train_step(x, labels, o.pool));
+      StepStats s;
+      if (o.teacher) {
+        QTK_ASSIGN_OR_RETURN(Tensor t, o.teacher(x));
+        auto loss = [&](const Tensor& logits) {
+          return distillation_loss(logits, t, labels, o.kd_temperature, o.kd_alpha);
+        };
+        QTK_ASSIGN_OR_RETURN(s, graph.train_step(x, static_cast<int64_t>(labels.size()), loss, o.pool));
+      } else {
+        QTK_ASSIGN_OR_RETURN(s, graph.train_step(x, labels, o.pool));
+      }
       if (!std::isfinite(s.loss)) {
         graph.restore(good);
         report.diverged = true;
@@ -135,6 +144,7 @@ Expected<TrainReport> train_classifier(TrainGraph& graph, const data::Dataset& t
       }
       lr = scheduled_lr(o.schedule, o.lr, step, total);
       opt.step(graph.params(), lr);
+      if (o.after_step) QTK_RETURN_IF_ERROR(o.after_step());
       loss_sum += s.loss * static_cast<double>(s.samples);
       correct += s.correct;
       seen += s.samples;

@@ -41,6 +41,16 @@ struct TrainOptions {
   // running loss and accuracy of the epoch.
   std::function<void(int64_t, int64_t, int64_t, double, double)> progress;
   std::function<void(const EpochStats&)> on_epoch;
+  // Called after every optimizer step (pruning re-applies its masks here);
+  // an error stops training.
+  std::function<Status()> after_step;
+  // Knowledge distillation (Hinton et al. 2015): with a teacher, the loss is
+  // (1 - kd_alpha) * CE(student, labels) + kd_alpha * T^2 * KL(teacher_T || student_T)
+  // where _T is softmax at temperature kd_temperature. The teacher sees the
+  // same (augmented) batch as the student and returns its logits [N, classes].
+  std::function<Expected<Tensor>(const Tensor& batch)> teacher;
+  float kd_temperature = 4.f;
+  float kd_alpha = 0.5f;
 };
 
 struct TrainReport {
