@@ -5,7 +5,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <array>
 #include <filesystem>
+#include <optional>
 
 #include "cli.h"
 #include "core/cpu_features.h"
@@ -22,9 +24,18 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr OptionSpec kOptions[] = {
+constexpr OptionSpec kTrainOnly[] = {
     {"--arch", "SPEC", "train a built-in architecture: mlp:784,128,10 | cnn-small | resnet20"},
     {"--model", "IN.onnx", "fine-tune this float ONNX model instead (never modified)"},
+};
+constexpr OptionSpec kDistillOnly[] = {
+    {"--teacher", "T.onnx", "the float model to learn from (required; never modified)"},
+    {"--student", "S.onnx", "the float model to train (never modified)"},
+    {"--arch", "SPEC", "or a fresh built-in student: mlp:784,128,10 | cnn-small | resnet20"},
+    {"--temperature", "T", "softmax temperature of the soft targets (default 4)"},
+    {"--alpha", "A", "weight of the teacher's soft targets, 1 - A on the labels (default 0.5)"},
+};
+constexpr OptionSpec kCommon[] = {
     {"--data", "SPEC", "labelled training data: fashion-mnist:train, or FILE.npz with 'inputs' and 'labels' (required)"},
     {"--val", "SPEC", "validation data, accuracy reported after each epoch (e.g. fashion-mnist:test)"},
     {"--output", "OUT.onnx", "where to write the trained model (required)", false, "-o"},
@@ -42,6 +53,16 @@ constexpr OptionSpec kOptions[] = {
     {"--json", "", "print one JSON object instead of text"},
     {"--force", "", "overwrite OUT.onnx if it exists"},
 };
+
+template <size_t A, size_t B>
+constexpr std::array<OptionSpec, A + B> join(const OptionSpec (&a)[A], const OptionSpec (&b)[B]) {
+  std::array<OptionSpec, A + B> r{};
+  for (size_t i = 0; i < A; ++i) r[i] = a[i];
+  for (size_t i = 0; i < B; ++i) r[A + i] = b[i];
+  return r;
+}
+constexpr auto kTrainOptions = join(kTrainOnly, kCommon);
+constexpr auto kDistillOptions = join(kDistillOnly, kCommon);
 
 constexpr const char* kEpochKey = "qtk.train.epoch";
 
@@ -67,10 +88,28 @@ std::string format_seconds(double s) {
   return buf;
 }
 
-Outcome run_train(const ParsedArgs& args) {
+// Shapes a batch made for the student into the teacher's per-sample input
+// shape (e.g. [N,1,28,28] for an MLP that reads [N,784]).
+Expected<Tensor> for_teacher(const train::TrainGraph& teacher, const Tensor& x) {
+  const Shape& want = teacher.sample_shape();
+  if (want.empty() || x.rank() < 1) return x;
+  if (shape_numel(want) * x.dim(0) != x.numel())
+    return invalid_argument("the teacher's input '" + teacher.input_name() + "' has per-sample shape " +
+                            shape_to_string(want) + ", which does not fit the student's batch " +
+                            shape_to_string(x.shape()));
+  Shape s{x.dim(0)};
+  s.insert(s.end(), want.begin(), want.end());
+  return x.reshaped(s);
+}
+
+Outcome run_training(const ParsedArgs& args, bool distill) {
   const std::string* arch = args.get("--arch");
-  const std::string* in_model = args.get("--model");
-  if (!arch == !in_model) return Outcome::usage("give exactly one of --arch SPEC or --model IN.onnx");
+  const std::string* in_model = args.get(distill ? "--student" : "--model");
+  if (!arch == !in_model)
+    return Outcome::usage(distill ? "give exactly one of --arch SPEC or --student S.onnx"
+                                  : "give exactly one of --arch SPEC or --model IN.onnx");
+  const std::string* teacher_path = args.get("--teacher");
+  if (distill && !teacher_path) return Outcome::usage("option --teacher T.onnx is required");
   const std::string* spec = args.get("--data");
   if (!spec) return Outcome::usage("option --data is required (e.g. --data fashion-mnist:train)");
   const std::string* out_path = args.get("--output");
@@ -99,11 +138,17 @@ Outcome run_train(const ParsedArgs& args) {
   o.lr = o.optimizer.kind == train::OptimizerKind::kSgd ? 0.05f : 1e-3f;
   QTK_CLI_RETURN_IF_FAILED(float_option(args, "--lr", 1e-12, 1e6, o.lr));
   QTK_CLI_RETURN_IF_FAILED(float_option(args, "--weight-decay", 0, 10, o.optimizer.weight_decay));
+  if (distill) {
+    QTK_CLI_RETURN_IF_FAILED(float_option(args, "--temperature", 1e-3, 1e3, o.kd_temperature));
+    QTK_CLI_RETURN_IF_FAILED(float_option(args, "--alpha", 0, 1, o.kd_alpha));
+  }
   o.augment = args.has("--augment");
   o.seed = static_cast<uint64_t>(seed);
 
   if (in_model && same_file(*in_model, *out_path))
     return Outcome::usage("output " + *out_path + " is the input model; choose another -o");
+  if (teacher_path && same_file(*teacher_path, *out_path))
+    return Outcome::usage("output " + *out_path + " is the teacher model; choose another -o");
   std::error_code ec;
   if (fs::exists(*out_path, ec) && !args.has("--force"))
     return Outcome::failure(*out_path + " already exists (use --force to overwrite it)");
@@ -140,6 +185,22 @@ Outcome run_train(const ParsedArgs& args) {
 
   rt::ThreadPool pool(static_cast<int>(threads));
   o.pool = &pool;
+  std::optional<train::TrainGraph> teacher;
+  Expected<double> acc = 0.0;  // the teacher's
+  if (distill) {
+    QTK_CLI_ASSIGN_OR_FAIL(Model tm, load_model(*teacher_path));
+    auto tg = train::TrainGraph::create(tm);
+    if (!tg.ok()) return Outcome::failure(tg.status().with_context(*teacher_path));
+    teacher.emplace(std::move(*tg));
+    o.teacher = [&](const Tensor& x) -> Expected<Tensor> {
+      QTK_ASSIGN_OR_RETURN(Tensor tx, for_teacher(*teacher, x));
+      return teacher->forward(tx, false, &pool);
+    };
+    acc = train::evaluate_accuracy(*teacher, val_spec ? val_ds : train_ds, 256, &pool);
+    if (!acc.ok()) return Outcome::failure(acc.status().with_context(*teacher_path));
+    std::fprintf(stderr, "teacher %s: %s accuracy %.4f\n", teacher_path->c_str(),
+                 val_spec ? val_spec->c_str() : spec->c_str(), *acc);
+  }
   const bool tty = ::isatty(STDERR_FILENO) == 1;
   const auto t0 = std::chrono::steady_clock::now();
   auto last_draw = t0;
@@ -195,6 +256,9 @@ Outcome run_train(const ParsedArgs& args) {
     w.begin_object();
     w.key(arch ? "arch" : "model").value(source).key("data").value(*spec).key("samples").value(
         static_cast<int64_t>(train_ds.labels.size()));
+    if (distill)
+      w.key("teacher").value(*teacher_path).key("temperature").value(o.kd_temperature).key("alpha").value(o.kd_alpha)
+          .key("teacher_accuracy").value(*acc);
     w.key("output").value(*out_path).key("seconds").value(r.seconds).key("threads").value(threads);
     w.key("epochs").begin_array();
     for (const auto& e : r.epochs) {
@@ -209,6 +273,11 @@ Outcome run_train(const ParsedArgs& args) {
   char buf[256];
   std::string text = "model       " + source + "\ndata        " + *spec + " (" +
                      std::to_string(train_ds.labels.size()) + " samples)\n";
+  if (distill) {
+    std::snprintf(buf, sizeof buf, "teacher     %s (T = %g, alpha = %g)\n", teacher_path->c_str(), o.kd_temperature,
+                  o.kd_alpha);
+    text += buf;
+  }
   std::snprintf(buf, sizeof buf, "trained     %lld epochs in %s (%lld thread%s)\n",
                 static_cast<long long>(r.epochs.size()), format_seconds(r.seconds).c_str(),
                 static_cast<long long>(threads), threads == 1 ? "" : "s");
@@ -222,6 +291,9 @@ Outcome run_train(const ParsedArgs& args) {
   text += "\nwrote       " + *out_path + "\n";
   return print_out(text);
 }
+
+Outcome run_train(const ParsedArgs& args) { return run_training(args, false); }
+Outcome run_distill(const ParsedArgs& args) { return run_training(args, true); }
 
 }  // namespace
 
@@ -237,8 +309,23 @@ const CommandSpec kTrainCommand = {
     "Softmax is kept in the output but skipped by the loss). Per-epoch loss, accuracy and ETA go\n"
     "to stderr. A non-finite loss stops training, keeps the weights of the last good epoch and\n"
     "exits with an error.",
-    kOptions,
+    kTrainOptions,
     run_train,
+};
+
+extern const CommandSpec kDistillCommand;  // registered in main.cpp
+const CommandSpec kDistillCommand = {
+    "distill",
+    "",
+    0,
+    "train a student model from a teacher model (knowledge distillation)",
+    "Knowledge distillation (Hinton et al. 2015): trains the student (--student S.onnx or a\n"
+    "built-in --arch) on the labelled data with the loss\n"
+    "  (1 - A) * cross-entropy(labels) + A * T^2 * KL(softmax(teacher/T) || softmax(student/T)).\n"
+    "The teacher runs in inference mode on the same (augmented) batches; its accuracy is\n"
+    "printed first. Training options, progress, checkpoints and output are as in qtk train.",
+    kDistillOptions,
+    run_distill,
 };
 
 }  // namespace qtk::cli
