@@ -54,6 +54,9 @@ struct GradOp {
 // The op for a node (default ONNX domain only), or nullptr when the training
 // engine does not implement it.
 const GradOp* find_grad_op(const std::string& op_type);
+// The op for a node of any domain: default-domain ops by name, qtk-domain
+// ops as "qtk.<op>"; nullptr for others.
+const GradOp* find_grad_op(const std::string& domain, const std::string& op_type);
 // Every op type with a gradient, sorted (for error messages and docs).
 std::vector<std::string> grad_op_names();
 
@@ -67,6 +70,12 @@ void register_norm_grad_ops(GradOpTable& t);
 void register_pool_grad_ops(GradOpTable& t);
 void register_shape_grad_ops(GradOpTable& t);
 void register_select_grad_ops(GradOpTable& t);
+void register_quant_grad_ops(GradOpTable& t);
+
+// qtk's own training-only ops live in this domain; the table names them
+// "<domain>.<op>" (grad_ops_quant.cpp: fake quantization for QAT).
+inline constexpr const char* kQtkDomain = "qtk";
+inline constexpr const char* kFakeQuantOp = "qtk.FakeQuant";
 
 // Shared helpers.
 inline bool all_inputs_differentiable(int) { return true; }

@@ -18,6 +18,7 @@ const std::map<std::string, GradOp>& table() {
     register_pool_grad_ops(v);
     register_shape_grad_ops(v);
     register_select_grad_ops(v);
+    register_quant_grad_ops(v);
     std::map<std::string, GradOp> m;
     for (auto& [name, op] : v) {
       if (!op.differentiable) op.differentiable = all_inputs_differentiable;
@@ -34,6 +35,12 @@ const std::map<std::string, GradOp>& table() {
 const GradOp* find_grad_op(const std::string& op_type) {
   auto it = table().find(op_type);
   return it == table().end() ? nullptr : &it->second;
+}
+
+const GradOp* find_grad_op(const std::string& domain, const std::string& op_type) {
+  if (ir::is_default_domain(domain)) return find_grad_op(op_type);
+  if (domain == kQtkDomain) return find_grad_op(domain + "." + op_type);
+  return nullptr;
 }
 
 std::vector<std::string> grad_op_names() {

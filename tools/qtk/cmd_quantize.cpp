@@ -20,6 +20,7 @@
 #include "quant/calib_cache.h"
 #include "quant/layer_precision_file.h"
 #include "mixed_precision_cli.h"
+#include "quant_options.h"
 #include "quantize_report.h"
 
 namespace qtk::cli {
@@ -33,47 +34,13 @@ constexpr uint64_t kCalibSeed = 0;
 
 constexpr OptionSpec kOptions[] = {
     {"--output", "OUT.onnx", "where to write the quantized model (required)", false, "-o"},
-    {"--weights", "int8|int4|int3|int2|fp16", "weight format (default int8)"},
-    {"--activations", "uint8|int8|int16|uint16|uint4|int4|int3|int2|dynamic|float",
-     "activation format; dynamic: uint8 scales computed at run time; float: weight-only (default uint8). "
-     "uint4/int4 use ONNX's 4-bit types (opset 21; --int8-containers: 8-bit tensors clamped to 16 levels); "
-     "int3/int2 always use 8-bit tensors clamped to their levels"},
-    {"--granularity", "tensor|channel|group:N",
-     "one weight scale per tensor, per output channel, or per N values along the reduction axis (default channel)"},
-    {"--symmetric", "", "symmetric weights, zero point 0 (the default)"},
-    {"--asymmetric", "", "asymmetric weights, with a zero point per scale"},
-    {"--mapping", "linear|log2", "weight levels evenly spaced or powers of two (default linear)"},
-    {"--weight-clip-search", "", "search each weight group's clipping range (output-error weighted) instead of plain min/max; always on below 4 bits"},
-    {"--no-bias-correction", "", "leave biases as they are (no correction of the mean shift weight rounding causes)"},
-    {"--int8-containers", "", "store 4-bit weights in int8/uint8 tensors (any opset) instead of ONNX's packed INT4/UINT4 (opset 21)"},
-    {"--float-first-last", "", "leave the first and the last Conv/Gemm/MatMul layer in float"},
-    {"--first-last-8bit", "",
-     "int8 weights and 8-bit activations for the first and the last Conv/Gemm/MatMul layer (on by default when "
-     "activations are below 8 bits)"},
-    {"--no-first-last-8bit", "",
-     "uniform formats below 8 bits: the first and last layer, and activations read by no Conv/Gemm/MatMul weight "
-     "(residual adds, softmax, attention; 8-bit by default), take the same formats as the others"},
-    {"--layer-precision", "FILE.json",
-     "per-layer formats by node name: {\"conv1\": {\"weights\": \"int8\", \"activations\": \"uint8\"}, "
-     "\"fc\": \"float\"}; a tensor read by layers of different widths gets the widest"},
-    {"--method", "auto|rtn|gptq|adaround",
-     "how weights are rounded: rtn (to nearest), gptq (second-order error compensation), adaround (learned "
-     "rounding); auto: rtn at 8 bits, adaround below (gptq for layers too wide for it) (default auto)"},
-    {"--equalize", "", "cross-layer equalization of Conv/Gemm pairs joined by Relu before quantizing"},
-    {"--smooth-quant", "",
-     "SmoothQuant: move MatMul/Gemm input outliers into the weights (LayerNorm/Gemm/MatMul producers absorb 1/s)"},
-    {"--smooth-quant-alpha", "A", "SmoothQuant migration strength in [0, 1] (implies --smooth-quant; default 0.5)"},
-    {"--no-smooth-quant", "", "never apply SmoothQuant"},
-    {"--calibrate", "METHOD",
-     "activation ranges: minmax, ma-minmax, percentile[:P], entropy or mse (default minmax; mse for activations "
-     "below 8 bits)"},
+    QTK_QUANT_SCHEME_OPTIONS,
     {"--calib", "SPEC",
      "calibration data: fashion-mnist:train (default), fashion-mnist:test, FILE.npy, or FILE.npz (an array per input, "
      "by name or in input order)"},
     {"--calib-samples", "N", "calibrate on a fixed random subset of N samples; 0 = all (default 512)"},
     {"--calib-cache", "FILE.json", "load activation ranges from FILE.json if it exists, else write them there"},
-    {"--format", "qdq|qoperator", "form of the quantized graph (default qdq)"},
-    {"--exclude", "LIST", "comma-separated node names or op types to leave in float", true},
+    QTK_QUANT_EXPORT_OPTIONS,
     {"--threads", "N", "threads for calibration and --eval (default: physical cores)"},
     {"--eval", "SPEC", "also measure the float and the quantized model on SPEC, e.g. fashion-mnist:test"},
     {"--limit", "N", "with --eval (and --val): use only the first N samples"},
@@ -82,164 +49,6 @@ constexpr OptionSpec kOptions[] = {
     {"--json", "", "print the report as JSON instead of text"},
     {"--force", "", "overwrite OUT.onnx if it exists"},
 };
-
-std::string known_list(const std::vector<std::string>& names) {
-  std::string s;
-  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
-  return s;
-}
-
-// Signed integer formats of at most 8 bits, from the format table, plus fp16.
-std::vector<std::string> weight_choices() {
-  std::vector<std::string> names;
-  for (const auto& t : quant::kQFormats)
-    if (t.is_signed && t.bits <= 8) names.push_back(t.name);
-  names.push_back("fp16");
-  return names;
-}
-
-// Static activation formats (below 8 bits: ONNX's 4-bit types, or codes
-// clamped in 8-bit tensors), plus the two modes.
-std::vector<std::string> activation_choices() {
-  std::vector<std::string> names;
-  for (const auto& t : quant::kQFormats) names.push_back(t.name);
-  names.push_back("dynamic");
-  names.push_back("float");
-  return names;
-}
-
-Outcome bad_value(std::string_view option, const std::string& value, const std::string& choices) {
-  return Outcome::usage("unknown " + std::string(option) + " value '" + value + "' (choose from " + choices + ")");
-}
-
-std::vector<std::string> split_list(const std::vector<std::string>& values) {
-  std::vector<std::string> out;
-  for (const auto& v : values) {
-    size_t start = 0;
-    while (start <= v.size()) {
-      size_t end = v.find(',', start);
-      if (end == std::string::npos) end = v.size();
-      std::string item = v.substr(start, end - start);
-      while (!item.empty() && item.front() == ' ') item.erase(item.begin());
-      while (!item.empty() && item.back() == ' ') item.pop_back();
-      if (!item.empty()) out.push_back(item);
-      start = end + 1;
-    }
-  }
-  return out;
-}
-
-// Every quantization option into `cfg` (and its echo into `st`); all
-// mistakes are usage errors.
-Outcome config_from_args(const ParsedArgs& args, QuantConfig& cfg, QuantizeSettings& st) {
-  if (const std::string* w = args.get("--weights")) {
-    const auto choices = weight_choices();
-    if (std::find(choices.begin(), choices.end(), *w) == choices.end())
-      return bad_value("--weights", *w, known_list(choices));
-    st.weights = *w;
-    if (*w == "fp16") cfg.fp16_weights = true;
-    else cfg.weight_format = *quant::qformat_from_name(*w);
-  }
-  if (const std::string* a = args.get("--activations")) {
-    const auto choices = activation_choices();
-    if (std::find(choices.begin(), choices.end(), *a) == choices.end())
-      return bad_value("--activations", *a, known_list(choices));
-    st.activations = *a;
-    if (*a == "dynamic") {
-      cfg.activations = ActivationMode::kDynamic;
-      cfg.activation_format = quant::QFormat::kUInt8;
-    } else if (*a == "float") {
-      cfg.activations = ActivationMode::kWeightOnly;
-    } else {
-      cfg.activations = ActivationMode::kStatic;
-      cfg.activation_format = *quant::qformat_from_name(*a);
-    }
-  }
-  st.calibrated = cfg.activations == ActivationMode::kStatic;
-  if (const std::string* g = args.get("--granularity")) {
-    if (*g == "tensor") {
-      cfg.granularity = Granularity::kPerTensor;
-    } else if (*g == "channel") {
-      cfg.granularity = Granularity::kPerChannel;
-    } else if (g->rfind("group:", 0) == 0) {
-      const std::string n = g->substr(6);
-      int64_t size = 0;
-      auto [end, ec] = std::from_chars(n.data(), n.data() + n.size(), size);
-      if (ec != std::errc() || end != n.data() + n.size() || size < 1 || size > (int64_t{1} << 30))
-        return Outcome::usage("--granularity group:N needs a positive group size N, got '" + n + "'");
-      cfg.granularity = Granularity::kPerGroup;
-      cfg.group_size = size;
-    } else {
-      return bad_value("--granularity", *g, "tensor, channel, group:N");
-    }
-    st.granularity = *g;
-  }
-  if (args.has("--symmetric") && args.has("--asymmetric"))
-    return Outcome::usage("--symmetric and --asymmetric exclude each other");
-  cfg.weight_symmetric = !args.has("--asymmetric");
-  st.weight_symmetric = cfg.weight_symmetric;
-  if (const std::string* m = args.get("--mapping")) {
-    if (*m == "linear") cfg.mapping = Mapping::kLinear;
-    else if (*m == "log2") cfg.mapping = Mapping::kLog2;
-    else return bad_value("--mapping", *m, "linear, log2");
-    st.mapping = *m;
-  }
-  cfg.weight_clip_search = args.has("--weight-clip-search");
-  st.weight_clip_search = cfg.weight_clip_search;
-  cfg.bias_correction = !args.has("--no-bias-correction");
-  cfg.int4_types = !args.has("--int8-containers");
-  cfg.float_first_last = args.has("--float-first-last");
-  if (args.has("--first-last-8bit") && args.has("--no-first-last-8bit"))
-    return Outcome::usage("--first-last-8bit and --no-first-last-8bit exclude each other");
-  if (args.has("--first-last-8bit")) cfg.first_last_8bit = true;
-  if (args.has("--no-first-last-8bit")) cfg.first_last_8bit = false;
-  if (const std::string* lp = args.get("--layer-precision")) {
-    auto layers = quant::read_layer_precision(*lp);
-    if (!layers.ok()) return Outcome::failure(layers.status());
-    cfg.layer_precision = std::move(*layers);
-  }
-  if (const std::string* m = args.get("--method")) {
-    if (*m == "auto") cfg.method = WeightMethod::kAuto;
-    else if (*m == "rtn") cfg.method = WeightMethod::kRtn;
-    else if (*m == "gptq") cfg.method = WeightMethod::kGptq;
-    else if (*m == "adaround") cfg.method = WeightMethod::kAdaRound;
-    else return bad_value("--method", *m, "auto, rtn, gptq, adaround");
-    st.method = *m;
-  }
-  cfg.equalize = args.has("--equalize");
-  if (args.has("--no-smooth-quant") && (args.has("--smooth-quant") || args.get("--smooth-quant-alpha")))
-    return Outcome::usage("--no-smooth-quant excludes --smooth-quant and --smooth-quant-alpha");
-  if (args.has("--smooth-quant")) cfg.smooth_quant = true;
-  if (args.has("--no-smooth-quant")) cfg.smooth_quant = false;
-  if (args.get("--smooth-quant-alpha")) {
-    double alpha = 0.5;
-    QTK_CLI_RETURN_IF_FAILED(real_option(args, "--smooth-quant-alpha", 0.0, 1.0, alpha));
-    cfg.smooth_quant = true;
-    cfg.smooth_quant_alpha = static_cast<float>(alpha);
-  }
-  st.equalize = cfg.equalize;
-  st.bias_correction = cfg.bias_correction;
-  if (const std::string* c = args.get("--calibrate")) {
-    auto method = quant::parse_calib_method(*c);
-    if (!method.ok()) return Outcome::usage("--calibrate: " + method.status().message());
-    cfg.calibration = *method;
-  } else if (cfg.activations == ActivationMode::kStatic && quant::traits(cfg.activation_format).bits < 8) {
-    // 16 levels or fewer: min/max spends them on rare outliers. MSE measured
-    // best at W4A4 (README, W4A4 rows: resnet20 -0.7 points vs -13.2 with
-    // minmax; entropy collapses at 4 bits).
-    cfg.calibration.method = quant::CalibMethod::kMse;
-  }
-  st.calibrate = quant::calib_method_name(cfg.calibration);
-  if (const std::string* f = args.get("--format")) {
-    if (*f == "qdq") cfg.format = ExportFormat::kQDQ;
-    else if (*f == "qoperator") cfg.format = ExportFormat::kQOperator;
-    else return bad_value("--format", *f, "qdq, qoperator");
-    st.format = *f;
-  }
-  cfg.exclude = split_list(args.all("--exclude"));
-  st.exclude = cfg.exclude;
-  return Outcome::ok();
-}
 
 // Progress from QuantConfig::progress (calibration, then GPTQ/AdaRound
 // layer by layer), drawn on a terminal only.

@@ -11,10 +11,13 @@
 
 namespace qtk::cli {
 extern const CommandSpec kTrainCommand;  // tools/qtk/cmd_train.cpp
+extern const CommandSpec kDistillCommand;  // tools/qtk/cmd_train.cpp
+extern const CommandSpec kQatCommand;  // tools/qtk/cmd_qat.cpp
 namespace {
 
 const CommandSpec* const kCommands[] = {&kInspectCommand, &kRunCommand, &kEvalCommand, &kQuantizeCommand,
-                                         &kBenchCommand, &kTrainCommand, &kAnalyzeCommand};
+                                         &kBenchCommand, &kTrainCommand, &kDistillCommand, &kAnalyzeCommand,
+                                         &kQatCommand};
 
 const CommandSpec* find_command(std::string_view name) {
   for (const auto* c : kCommands)

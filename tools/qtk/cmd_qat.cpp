@@ -1,0 +1,247 @@
+// qtk qat: quantization-aware training. Calibrates on the training data,
+// quantizes (PTQ, as qtk quantize), fine-tunes the quantized model with fake
+// quantization and learned scales (src/train/qat.h), and writes it back as a
+// QDQ (or QOperator) model, reporting PTQ and QAT accuracy on --val.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <numeric>
+#include <random>
+
+#include "cli.h"
+#include "core/cpu_features.h"
+#include "core/json.h"
+#include "data/dataset.h"
+#include "eval/classifier_eval.h"
+#include "qtk/model.h"
+#include "qtk/quantize.h"
+#include "qtk/session.h"
+#include "quant/graph/qoperator_writer.h"
+#include "quant_options.h"
+#include "runtime/thread_pool.h"
+#include "train/labelled_data.h"
+#include "train/qat.h"
+#include "train/trainer.h"
+
+namespace qtk::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr OptionSpec kOptions[] = {
+    {"--output", "OUT.onnx", "where to write the quantized model (required; never the input)", false, "-o"},
+    {"--data", "SPEC", "labelled training data: fashion-mnist:train, or FILE.npz with 'inputs' and 'labels' (required); "
+                       "also the calibration data"},
+    {"--val", "SPEC", "validation data: PTQ and QAT accuracy are reported on it (e.g. fashion-mnist:test)"},
+    {"--epochs", "N", "passes over the training data (default 3)"},
+    {"--batch", "B", "images per step (default 64)"},
+    {"--lr", "LR", "peak learning rate, adamw with cosine decay (default 0.0001)"},
+    {"--limit", "N", "use only the first N training samples"},
+    {"--calib-samples", "N", "calibrate on a fixed random subset of N training samples (default 512)"},
+    QTK_QUANT_SCHEME_OPTIONS,
+    QTK_QUANT_EXPORT_OPTIONS,
+    {"--threads", "N", "threads for the kernels (default: physical cores)"},
+    {"--seed", "S", "seed for shuffling and the calibration subset (default 0)"},
+    {"--json", "", "print one JSON object instead of text"},
+    {"--force", "", "overwrite OUT.onnx if it exists"},
+};
+
+Outcome check_data_spec(const std::string& option, const std::string& spec) {
+  const auto specs = data::known_dataset_specs();
+  if (train::is_npz_spec(spec) || std::find(specs.begin(), specs.end(), spec) != specs.end()) return Outcome::ok();
+  return Outcome::usage("unknown data set '" + spec + "' for " + option + " (known: " + known_list(specs) +
+                        ", FILE.npz)");
+}
+
+Expected<double> session_accuracy(const Model& model, const data::Dataset& ds, int64_t threads, bool integer,
+                                  const std::string& label) {
+  SessionOptions so;
+  so.threads = static_cast<int>(threads);
+  so.integer = integer;
+  QTK_ASSIGN_OR_RETURN(std::unique_ptr<Session> session, Session::create(model, so));
+  eval::EvalOptions eo;
+  eo.progress = terminal_progress("qtk qat: evaluating " + label, "images");
+  auto r = eval::evaluate_classifier(*session, ds, eo);
+  if (!r.ok()) return r.status().with_context("evaluating the " + label + " model");
+  return r->accuracy;
+}
+
+Outcome run_qat(const ParsedArgs& args) {
+  const std::string& in_path = args.positionals[0];
+  const std::string* spec = args.get("--data");
+  if (!spec) return Outcome::usage("option --data is required (e.g. --data fashion-mnist:train)");
+  const std::string* out_path = args.get("--output");
+  if (!out_path || out_path->empty()) return Outcome::usage("option -o/--output is required (where to write the model)");
+  QTK_CLI_RETURN_IF_FAILED(check_data_spec("--data", *spec));
+  const std::string* val_spec = args.get("--val");
+  if (val_spec) QTK_CLI_RETURN_IF_FAILED(check_data_spec("--val", *val_spec));
+
+  QuantConfig cfg;
+  QuantizeSettings st;
+  QTK_CLI_RETURN_IF_FAILED(config_from_args(args, cfg, st));
+  if (cfg.activations == ActivationMode::kDynamic)
+    return Outcome::usage("qat trains static activation ranges; --activations dynamic is not supported");
+  if (cfg.fp16_weights) return Outcome::usage("qat needs integer weights; --weights fp16 is not supported");
+  if (cfg.mapping == Mapping::kLog2) return Outcome::usage("qat supports --mapping linear only");
+  const bool qoperator = cfg.format == ExportFormat::kQOperator;
+  cfg.format = ExportFormat::kQDQ;  // QAT rewrites the QDQ form; QOperator is derived from the result
+
+  train::TrainOptions o;
+  o.epochs = 3;
+  o.lr = 1e-4f;
+  o.optimizer.kind = train::OptimizerKind::kAdamW;
+  o.schedule = train::ScheduleKind::kCosine;
+  int64_t limit = 0, threads = physical_core_count(), seed = 0, calib_samples = 512;
+  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--epochs", 1, 100000, o.epochs));
+  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--batch", 1, 1 << 16, o.batch));
+  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--limit", 1, INT64_MAX, limit));
+  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--threads", 1, 1024, threads));
+  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--seed", 0, INT64_MAX, seed));
+  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--calib-samples", 1, INT64_MAX, calib_samples));
+  double lr = o.lr;
+  QTK_CLI_RETURN_IF_FAILED(real_option(args, "--lr", 1e-12, 1e6, lr));
+  o.lr = static_cast<float>(lr);
+  o.seed = static_cast<uint64_t>(seed);
+  cfg.threads = static_cast<int>(threads);
+
+  if (same_file(in_path, *out_path))
+    return Outcome::usage("refusing to write the trained model over its input " + in_path);
+  std::error_code ec;
+  if (fs::exists(*out_path, ec) && !args.has("--force"))
+    return Outcome::failure(*out_path + " already exists (use --force to overwrite it)");
+
+  QTK_CLI_ASSIGN_OR_FAIL(Model model, load_model(in_path));
+  QTK_CLI_ASSIGN_OR_FAIL(data::Dataset train_ds, train::load_labelled_data(*spec, limit));
+  if (train_ds.labels.empty()) return Outcome::failure("data set " + *spec + " is empty");
+  data::Dataset val_ds;
+  if (val_spec) {
+    QTK_CLI_ASSIGN_OR_FAIL(val_ds, train::load_labelled_data(*val_spec));
+  }
+
+  // Calibration: a fixed random subset of the training images, shaped for the model.
+  auto float_graph = train::TrainGraph::create(model);
+  if (!float_graph.ok()) return Outcome::failure(float_graph.status().with_context(in_path));
+  std::vector<int64_t> rows(train_ds.labels.size());
+  std::iota(rows.begin(), rows.end(), 0);
+  std::shuffle(rows.begin(), rows.end(), std::mt19937_64(o.seed));
+  rows.resize(std::min<size_t>(rows.size(), static_cast<size_t>(calib_samples)));
+  CalibrationData calib;
+  QTK_CLI_ASSIGN_OR_FAIL(Tensor calib_batch, train::make_batch(*float_graph, train_ds.images, rows, false, nullptr));
+  calib.inputs.push_back(std::move(calib_batch));
+
+  const auto t0 = std::chrono::steady_clock::now();
+  auto ptq = quantize(model, cfg, calib);
+  if (!ptq.ok()) return Outcome::failure(ptq.status().with_context(in_path));
+  for (const auto& w : ptq->report.warnings) print_warning(w);
+  double ptq_acc = -1;
+  if (val_spec) {
+    QTK_CLI_ASSIGN_OR_FAIL(ptq_acc, session_accuracy(ptq->model, val_ds, threads, false, "PTQ"));
+    std::fprintf(stderr, "PTQ (%s weights, %s activations, %s): %s accuracy %.4f\n", st.weights.c_str(),
+                 st.activations.c_str(), ptq->report.method.c_str(), val_spec->c_str(), ptq_acc);
+  }
+
+  auto qat = train::to_qat_model(ptq->model, &ptq->report);
+  if (!qat.ok()) return Outcome::failure(qat.status().with_context("preparing QAT"));
+  auto graph = train::TrainGraph::create(qat->model);
+  if (!graph.ok()) return Outcome::failure(graph.status().with_context("preparing QAT"));
+
+  rt::ThreadPool pool(static_cast<int>(threads));
+  o.pool = &pool;
+  const bool tty = ::isatty(STDERR_FILENO) == 1;
+  auto last_draw = std::chrono::steady_clock::now();
+  o.progress = [&](int64_t epoch, int64_t done, int64_t total, double loss, double acc) {
+    if (!tty) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (done < total && now - last_draw < std::chrono::milliseconds(100)) return;
+    last_draw = now;
+    std::fprintf(stderr, "\r\033[Kqat epoch %lld/%lld %lld/%lld loss %.4f acc %.4f", static_cast<long long>(epoch),
+                 static_cast<long long>(o.epochs), static_cast<long long>(done), static_cast<long long>(total), loss,
+                 acc);
+    std::fflush(stderr);
+  };
+  o.on_epoch = [&](const train::EpochStats& e) {
+    char val[48] = "";
+    if (e.val_accuracy >= 0) std::snprintf(val, sizeof val, "  val %.4f", e.val_accuracy);
+    std::fprintf(stderr, "%sqat epoch %lld/%lld  loss %.4f  acc %.4f%s  %.1f s\n", tty ? "\r\033[K" : "",
+                 static_cast<long long>(e.epoch), static_cast<long long>(o.epochs), e.loss, e.accuracy, val,
+                 e.seconds);
+  };
+  auto report = train::train_classifier(*graph, train_ds, val_spec ? &val_ds : nullptr, o);
+  if (!report.ok()) return Outcome::failure(report.status().with_context("QAT"));
+
+  auto exported = train::from_qat_model(*qat, graph->to_model());
+  if (!exported.ok()) return Outcome::failure(exported.status().with_context("exporting the QAT model"));
+  Model out = std::move(*exported);
+  if (qoperator) {
+    if (Status s = quant::qdq_to_qoperator(out); !s.ok()) return Outcome::failure(s.with_context("QOperator export"));
+  }
+  if (Status s = save_model(out, *out_path); !s.ok()) return Outcome::failure(s);
+  if (report->diverged)
+    return Outcome::failure(report->divergence + "; wrote the last good weights to " + *out_path);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  double qat_acc = -1;
+  if (val_spec) {
+    // The model as written, read back: what a user will run.
+    QTK_CLI_ASSIGN_OR_FAIL(Model written, load_model(*out_path));
+    QTK_CLI_ASSIGN_OR_FAIL(qat_acc, session_accuracy(written, val_ds, threads, false, "QAT"));
+  }
+
+  if (args.has("--json")) {
+    JsonWriter w;
+    w.begin_object();
+    w.key("model").value(in_path).key("output").value(*out_path).key("data").value(*spec);
+    w.key("samples").value(static_cast<int64_t>(train_ds.labels.size()));
+    w.key("weights").value(st.weights).key("activations").value(st.activations).key("method").value(
+        ptq->report.method);
+    w.key("format").value(qoperator ? "qoperator" : "qdq");
+    w.key("epochs").value(static_cast<int64_t>(report->epochs.size())).key("lr").value(static_cast<double>(o.lr));
+    w.key("seconds").value(seconds);
+    if (val_spec) w.key("val").value(*val_spec).key("ptq_accuracy").value(ptq_acc).key("qat_accuracy").value(qat_acc);
+    w.key("history").begin_array();
+    for (const auto& e : report->epochs) {
+      w.begin_object(true).key("epoch").value(e.epoch).key("loss").value(e.loss).key("accuracy").value(e.accuracy);
+      if (e.val_accuracy >= 0) w.key("val_accuracy").value(e.val_accuracy);
+      w.key("seconds").value(e.seconds).end_object();
+    }
+    w.end_array().end_object();
+    return print_out(w.str());
+  }
+  char buf[256];
+  std::string text = "model       " + in_path + "\ndata        " + *spec + " (" +
+                     std::to_string(train_ds.labels.size()) + " samples)\n";
+  text += "scheme      " + st.weights + " weights, " + st.activations + " activations, " + ptq->report.method + "\n";
+  std::snprintf(buf, sizeof buf, "trained     %lld epochs, lr %g, %.1f s\n",
+                static_cast<long long>(report->epochs.size()), static_cast<double>(o.lr), seconds);
+  text += buf;
+  if (val_spec) {
+    std::snprintf(buf, sizeof buf, "accuracy    %s: PTQ %.4f, QAT %.4f (%+.2f points)\n", val_spec->c_str(), ptq_acc,
+                  qat_acc, 100.0 * (qat_acc - ptq_acc));
+    text += buf;
+  }
+  text += "wrote       " + *out_path + (qoperator ? " (QOperator)\n" : " (QDQ)\n");
+  return print_out(text);
+}
+
+}  // namespace
+
+extern const CommandSpec kQatCommand;  // registered in main.cpp
+const CommandSpec kQatCommand = {
+    "qat",
+    "MODEL",
+    1,
+    "quantization-aware training: quantize, then fine-tune with fake quantization",
+    "Quantizes the float ONNX MODEL like qtk quantize (calibrating on a fixed subset of the --data\n"
+    "images), then fine-tunes it with fake quantization: weights start from the PTQ-rounded values,\n"
+    "every weight and activation scale is learned (LSQ), biases train in float and are re-quantized\n"
+    "to int32 at s_x*s_w. BatchNormalization is folded before quantization (frozen statistics).\n"
+    "Writes a standard QDQ model (or QOperator with --format qoperator) and, with --val, reports\n"
+    "the accuracy of the PTQ model and of the written QAT model. MODEL is never modified.",
+    kOptions,
+    run_qat,
+};
+
+}  // namespace qtk::cli
