@@ -58,6 +58,17 @@ Expected<Tensor> make_batch(const TrainGraph& graph, const Tensor& images, const
   return b.reshaped(s);
 }
 
+Expected<Tensor> reshape_for(const TrainGraph& graph, const Tensor& x) {
+  const Shape& want = graph.sample_shape();
+  if (want.empty() || x.rank() < 1) return x;
+  if (shape_numel(want) * x.dim(0) != x.numel())
+    return invalid_argument("input '" + graph.input_name() + "' has per-sample shape " + shape_to_string(want) +
+                            ", which does not fit a batch of shape " + shape_to_string(x.shape()));
+  Shape s{x.dim(0)};
+  s.insert(s.end(), want.begin(), want.end());
+  return x.reshaped(s);
+}
+
 Expected<double> evaluate_accuracy(TrainGraph& graph, const data::Dataset& ds, int64_t batch, rt::ThreadPool* pool) {
   const int64_t n = static_cast<int64_t>(ds.labels.size());
   if (n == 0) return invalid_argument("evaluation data set is empty");

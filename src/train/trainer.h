@@ -70,6 +70,11 @@ Expected<double> evaluate_accuracy(TrainGraph& graph, const data::Dataset& ds, i
 // Rows `rows` of the data set's images as one batch shaped for the graph's
 // input (the model's declared per-sample shape when it has the same size),
 // with augmentation drawn from `rng` when `augment` (4-D images only).
+// A batch made for one graph reshaped to another's per-sample input shape
+// (a teacher reading [N,784] given a student's [N,1,28,28]); an error naming
+// the input when the sizes differ.
+Expected<Tensor> reshape_for(const TrainGraph& graph, const Tensor& batch);
+
 class Rng;
 Expected<Tensor> make_batch(const TrainGraph& graph, const Tensor& images, const std::vector<int64_t>& rows,
                             bool augment, Rng* rng);

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <numeric>
 #include <random>
 
@@ -41,6 +42,9 @@ constexpr OptionSpec kOptions[] = {
     {"--lr", "LR", "peak learning rate, adamw with cosine decay (default 0.0001)"},
     {"--limit", "N", "use only the first N training samples"},
     {"--calib-samples", "N", "calibrate on a fixed random subset of N training samples (default 512)"},
+    {"--teacher", "T.onnx|self", "distill from a float teacher; 'self' is the input model (knowledge distillation)"},
+    {"--temperature", "T", "with --teacher: softmax temperature of the soft targets (default 4)"},
+    {"--alpha", "A", "with --teacher: weight of the soft targets, 1 - A on the labels (default 0.5)"},
     QTK_QUANT_SCHEME_OPTIONS,
     QTK_QUANT_EXPORT_OPTIONS,
     {"--threads", "N", "threads for the kernels (default: physical cores)"},
@@ -104,6 +108,14 @@ Outcome run_qat(const ParsedArgs& args) {
   double lr = o.lr;
   QTK_CLI_RETURN_IF_FAILED(real_option(args, "--lr", 1e-12, 1e6, lr));
   o.lr = static_cast<float>(lr);
+  const std::string* teacher_spec = args.get("--teacher");
+  double kd_t = o.kd_temperature, kd_a = o.kd_alpha;
+  QTK_CLI_RETURN_IF_FAILED(real_option(args, "--temperature", 1e-3, 1e3, kd_t));
+  QTK_CLI_RETURN_IF_FAILED(real_option(args, "--alpha", 0, 1, kd_a));
+  o.kd_temperature = static_cast<float>(kd_t);
+  o.kd_alpha = static_cast<float>(kd_a);
+  if (!teacher_spec && (args.has("--temperature") || args.has("--alpha")))
+    return Outcome::usage("--temperature and --alpha need --teacher");
   o.seed = static_cast<uint64_t>(seed);
   cfg.threads = static_cast<int>(threads);
 
@@ -150,6 +162,23 @@ Outcome run_qat(const ParsedArgs& args) {
 
   rt::ThreadPool pool(static_cast<int>(threads));
   o.pool = &pool;
+  // Knowledge distillation: the quantized student learns from the float
+  // model itself ('self') or another float model.
+  std::optional<train::TrainGraph> teacher_graph;
+  if (teacher_spec) {
+    if (*teacher_spec == "self") {
+      teacher_graph.emplace(std::move(*float_graph));
+    } else {
+      QTK_CLI_ASSIGN_OR_FAIL(Model tm, load_model(*teacher_spec));
+      auto tg = train::TrainGraph::create(tm);
+      if (!tg.ok()) return Outcome::failure(tg.status().with_context(*teacher_spec));
+      teacher_graph.emplace(std::move(*tg));
+    }
+    o.teacher = [&](const Tensor& x) -> Expected<Tensor> {
+      QTK_ASSIGN_OR_RETURN(Tensor tx, train::reshape_for(*teacher_graph, x));
+      return teacher_graph->forward(tx, false, &pool);
+    };
+  }
   const bool tty = ::isatty(STDERR_FILENO) == 1;
   auto last_draw = std::chrono::steady_clock::now();
   o.progress = [&](int64_t epoch, int64_t done, int64_t total, double loss, double acc) {
@@ -200,6 +229,9 @@ Outcome run_qat(const ParsedArgs& args) {
     w.key("format").value(qoperator ? "qoperator" : "qdq");
     w.key("epochs").value(static_cast<int64_t>(report->epochs.size())).key("lr").value(static_cast<double>(o.lr));
     w.key("seconds").value(seconds);
+    if (teacher_spec)
+      w.key("teacher").value(*teacher_spec).key("temperature").value(static_cast<double>(o.kd_temperature)).key(
+          "alpha").value(static_cast<double>(o.kd_alpha));
     if (val_spec) w.key("val").value(*val_spec).key("ptq_accuracy").value(ptq_acc).key("qat_accuracy").value(qat_acc);
     w.key("history").begin_array();
     for (const auto& e : report->epochs) {
@@ -217,6 +249,11 @@ Outcome run_qat(const ParsedArgs& args) {
   std::snprintf(buf, sizeof buf, "trained     %lld epochs, lr %g, %.1f s\n",
                 static_cast<long long>(report->epochs.size()), static_cast<double>(o.lr), seconds);
   text += buf;
+  if (teacher_spec) {
+    std::snprintf(buf, sizeof buf, "teacher     %s (T = %g, alpha = %g)\n", teacher_spec->c_str(),
+                  static_cast<double>(o.kd_temperature), static_cast<double>(o.kd_alpha));
+    text += buf;
+  }
   if (val_spec) {
     std::snprintf(buf, sizeof buf, "accuracy    %s: PTQ %.4f, QAT %.4f (%+.2f points)\n", val_spec->c_str(), ptq_acc,
                   qat_acc, 100.0 * (qat_acc - ptq_acc));
@@ -239,7 +276,9 @@ const CommandSpec kQatCommand = {
     "every weight and activation scale is learned (LSQ), biases train in float and are re-quantized\n"
     "to int32 at s_x*s_w. BatchNormalization is folded before quantization (frozen statistics).\n"
     "Writes a standard QDQ model (or QOperator with --format qoperator) and, with --val, reports\n"
-    "the accuracy of the PTQ model and of the written QAT model. MODEL is never modified.",
+    "the accuracy of the PTQ model and of the written QAT model. --teacher self distills the\n"
+    "quantized model from its own float version (or --teacher T.onnx from another float model).\n"
+    "MODEL is never modified.",
     kOptions,
     run_qat,
 };

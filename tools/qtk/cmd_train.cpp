@@ -88,20 +88,6 @@ std::string format_seconds(double s) {
   return buf;
 }
 
-// Shapes a batch made for the student into the teacher's per-sample input
-// shape (e.g. [N,1,28,28] for an MLP that reads [N,784]).
-Expected<Tensor> for_teacher(const train::TrainGraph& teacher, const Tensor& x) {
-  const Shape& want = teacher.sample_shape();
-  if (want.empty() || x.rank() < 1) return x;
-  if (shape_numel(want) * x.dim(0) != x.numel())
-    return invalid_argument("the teacher's input '" + teacher.input_name() + "' has per-sample shape " +
-                            shape_to_string(want) + ", which does not fit the student's batch " +
-                            shape_to_string(x.shape()));
-  Shape s{x.dim(0)};
-  s.insert(s.end(), want.begin(), want.end());
-  return x.reshaped(s);
-}
-
 Outcome run_training(const ParsedArgs& args, bool distill) {
   const std::string* arch = args.get("--arch");
   const std::string* in_model = args.get(distill ? "--student" : "--model");
@@ -193,7 +179,7 @@ Outcome run_training(const ParsedArgs& args, bool distill) {
     if (!tg.ok()) return Outcome::failure(tg.status().with_context(*teacher_path));
     teacher.emplace(std::move(*tg));
     o.teacher = [&](const Tensor& x) -> Expected<Tensor> {
-      QTK_ASSIGN_OR_RETURN(Tensor tx, for_teacher(*teacher, x));
+      QTK_ASSIGN_OR_RETURN(Tensor tx, train::reshape_for(*teacher, x));
       return teacher->forward(tx, false, &pool);
     };
     acc = train::evaluate_accuracy(*teacher, val_spec ? val_ds : train_ds, 256, &pool);
