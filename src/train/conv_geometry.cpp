@@ -1,6 +1,7 @@
 #include "train/conv_geometry.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "runtime/thread_pool.h"
 
@@ -67,6 +68,28 @@ void valid_cols(const Window2d& w, int64_t kx, int64_t& lo, int64_t& hi) {
   lo = std::min(lo, w.ow);
   hi = std::max(lo, std::min(hi, w.ow));
 }
+
+
+// Row (c, ky, kx) of the im2col matrix: the tap's value for every output position.
+void im2col_row(const float* image, const Window2d& w, int64_t c, int64_t ky, int64_t kx, int64_t lo, int64_t hi,
+                float* dst) {
+  const int64_t off = kx * w.dw - w.pl;
+  const float* src = image + c * w.ih * w.iw;
+  for (int64_t oy = 0; oy < w.oh; ++oy) {
+    const int64_t y = oy * w.sh - w.pt + ky * w.dh;
+    float* d = dst + oy * w.ow;
+    if (y < 0 || y >= w.ih) {
+      std::fill(d, d + w.ow, 0.f);
+      continue;
+    }
+    const float* row = src + y * w.iw;  // row[off + ox * sw] is the tap of output ox
+    std::fill(d, d + lo, 0.f);
+    if (w.sw == 1) std::copy(row + off + lo, row + off + hi, d + lo);
+    else
+      for (int64_t ox = lo; ox < hi; ++ox) d[ox] = row[off + ox * w.sw];
+    std::fill(d + hi, d + w.ow, 0.f);
+  }
+}
 }  // namespace
 
 void im2col_2d(const float* image, int64_t channels, const Window2d& w, float* col) {
@@ -74,26 +97,55 @@ void im2col_2d(const float* image, int64_t channels, const Window2d& w, float* c
   for (int64_t kx = 0; kx < w.kw; ++kx) {
     int64_t lo, hi;
     valid_cols(w, kx, lo, hi);
-    const int64_t off = kx * w.dw - w.pl;
+    for (int64_t c = 0; c < channels; ++c)
+      for (int64_t ky = 0; ky < w.kh; ++ky) im2col_row(image, w, c, ky, kx, lo, hi, col + ((c * w.kh + ky) * w.kw + kx) * p);
+  }
+}
+
+void im2col_2d_packed(const float* image, int64_t channels, const Window2d& w, int64_t nr, float* packed) {
+  const int64_t p = w.oh * w.ow, k = channels * w.kh * w.kw, slivers = (p + nr - 1) / nr;
+  // One row at a time through a small buffer (in L1), then dealt out to the
+  // slivers; the zero tail pads the last sliver.
+  thread_local std::vector<float> row;
+  row.assign(static_cast<size_t>(slivers * nr), 0.f);
+  for (int64_t kx = 0; kx < w.kw; ++kx) {
+    int64_t lo, hi;
+    valid_cols(w, kx, lo, hi);
     for (int64_t c = 0; c < channels; ++c)
       for (int64_t ky = 0; ky < w.kh; ++ky) {
-        float* dst = col + ((c * w.kh + ky) * w.kw + kx) * p;
-        const float* src = image + c * w.ih * w.iw;
-        for (int64_t oy = 0; oy < w.oh; ++oy) {
-          const int64_t y = oy * w.sh - w.pt + ky * w.dh;
-          float* d = dst + oy * w.ow;
-          if (y < 0 || y >= w.ih) {
-            std::fill(d, d + w.ow, 0.f);
-            continue;
-          }
-          const float* row = src + y * w.iw;  // row[off + ox * sw] is the tap of output ox
-          std::fill(d, d + lo, 0.f);
-          if (w.sw == 1) std::copy(row + off + lo, row + off + hi, d + lo);
-          else
-            for (int64_t ox = lo; ox < hi; ++ox) d[ox] = row[off + ox * w.sw];
-          std::fill(d + hi, d + w.ow, 0.f);
-        }
+        const int64_t r = (c * w.kh + ky) * w.kw + kx;
+        im2col_row(image, w, c, ky, kx, lo, hi, row.data());
+        for (int64_t s = 0; s < slivers; ++s) std::copy_n(row.data() + s * nr, nr, packed + (s * k + r) * nr);
       }
+  }
+}
+
+void im2col_2d_packed_t(const float* image, int64_t channels, const Window2d& w, int64_t nr, float* packed) {
+  const int64_t p = w.oh * w.ow, k = channels * w.kh * w.kw;
+  // nr rows (one sliver's taps) at a time into a buffer, then transposed in
+  // blocks of 16 positions so that both sides stay in L1.
+  thread_local std::vector<float> rows;
+  rows.resize(static_cast<size_t>(nr * p));
+  constexpr int64_t kBlock = 16;
+  for (int64_t r0 = 0; r0 < k; r0 += nr) {
+    const int64_t taps = std::min(nr, k - r0);
+    for (int64_t t = 0; t < taps; ++t) {
+      const int64_t r = r0 + t, kx = r % w.kw, ky = r / w.kw % w.kh, c = r / (w.kw * w.kh);
+      int64_t lo, hi;
+      valid_cols(w, kx, lo, hi);
+      im2col_row(image, w, c, ky, kx, lo, hi, rows.data() + t * p);
+    }
+    float* sliver = packed + (r0 / nr) * p * nr;
+    for (int64_t j0 = 0; j0 < p; j0 += kBlock) {
+      const int64_t jn = std::min(kBlock, p - j0);
+      for (int64_t jj = 0; jj < jn; ++jj) {  // contiguous writes; the reads stay in L1
+        const float* src = rows.data() + j0 + jj;
+        float* dst = sliver + (j0 + jj) * nr;
+        for (int64_t t = 0; t < taps; ++t) dst[t] = src[t * p];
+      }
+      for (int64_t jj = 0; jj < jn && taps < nr; ++jj)  // taps past K in the last sliver
+        std::fill_n(sliver + (j0 + jj) * nr + taps, nr - taps, 0.f);
+    }
   }
 }
 

@@ -26,6 +26,15 @@ struct Window2d {
 Expected<Window2d> window_2d(const ir::Node& node, int64_t ih, int64_t iw, int64_t kh, int64_t kw, bool ceil_mode);
 
 void im2col_2d(const float* image, int64_t channels, const Window2d& w, float* col);
+// The same matrix written straight into sgemm's packed-B layout of width nr
+// (see rt::ref::sgemm_pack_b): sliver s holds positions [s*nr, s*nr + nr)
+// row by row, positions past the end zero; the buffer holds
+// ceil(P / nr) * nr * K floats.
+void im2col_2d_packed(const float* image, int64_t channels, const Window2d& w, int64_t nr, float* packed);
+// Its transpose (P x K) in the packed-B layout: sliver s holds taps
+// [s*nr, s*nr + nr) position by position, taps past K zero; the buffer holds
+// ceil(K / nr) * nr * P floats. (The B operand of dW = dY col^T.)
+void im2col_2d_packed_t(const float* image, int64_t channels, const Window2d& w, int64_t nr, float* packed);
 // Adds col back into image (which the caller initialises).
 void col2im_2d(const float* col, int64_t channels, const Window2d& w, float* image);
 

@@ -17,8 +17,9 @@ Status unary_forward(ForwardContext& c, F f) {
   const Tensor& x = c.in[0];
   Tensor y = Tensor::uninitialized(DType::kFloat32, x.shape());
   const float* px = x.data<float>();
-  float* py = y.data<float>();
-  for (int64_t i = 0; i < x.numel(); ++i) py[i] = f(px[i]);
+  float* __restrict py = y.data<float>();
+  const int64_t n = x.numel();
+  for (int64_t i = 0; i < n; ++i) py[i] = f(px[i]);
   c.out = {y};
   return Status::Ok();
 }
@@ -29,15 +30,34 @@ Status unary_backward(BackwardContext& c, F dfdx) {
   if (!c.need[0]) return Status::Ok();
   const Tensor &x = c.in[0], &y = c.out[0], &g = c.dout[0];
   Tensor d = Tensor::uninitialized(DType::kFloat32, x.shape());
-  const float *px = x.data<float>(), *py = y.data<float>(), *pg = g.data<float>();
-  float* pd = d.data<float>();
-  for (int64_t i = 0; i < x.numel(); ++i) pd[i] = pg[i] * dfdx(px[i], py[i]);
+  // Hoisted bound and restrict pointers so the loop vectorizes (a branch on
+  // random signs mispredicted: Relu's backward was 13% of resnet20 training).
+  const float* __restrict px = x.data<float>();
+  const float* __restrict py = y.data<float>();
+  const float* __restrict pg = g.data<float>();
+  float* __restrict pd = d.data<float>();
+  const int64_t n = x.numel();
+  for (int64_t i = 0; i < n; ++i) pd[i] = pg[i] * dfdx(px[i], py[i]);
   c.din[0] = d;
   return Status::Ok();
 }
 
 Status relu_fwd(ForwardContext& c) { return unary_forward(c, [](float x) { return x > 0.f ? x : 0.f; }); }
-Status relu_bwd(BackwardContext& c) { return unary_backward(c, [](float x, float) { return x > 0.f ? 1.f : 0.f; }); }
+Status relu_bwd(BackwardContext& c) {
+  if (!c.need[0]) return Status::Ok();
+  const Tensor &x = c.in[0], &g = c.dout[0];
+  Tensor d = Tensor::uninitialized(DType::kFloat32, x.shape());
+  const float* __restrict px = x.data<float>();
+  const float* __restrict pg = g.data<float>();
+  float* __restrict pd = d.data<float>();
+  const int64_t n = x.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = pg[i];  // loaded unconditionally: the loop becomes a vector select
+    pd[i] = px[i] > 0.f ? gi : 0.f;
+  }
+  c.din[0] = d;
+  return Status::Ok();
+}
 
 Status leaky_fwd(ForwardContext& c) {
   const float a = c.node.attr_float("alpha", 0.01f);

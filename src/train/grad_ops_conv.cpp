@@ -1,6 +1,10 @@
 // 2-D Conv (groups, strides, dilations, pads) as im2col + SGEMM per image;
 // images are split over the pool, each worker running single-threaded GEMMs
-// and keeping its own weight-gradient accumulator.
+// and keeping its own weight-gradient accumulator. The weights are packed
+// once per call, im2col writes straight into sgemm's packed-B layout, and
+// the im2col buffers are per-thread scratch reused across calls.
+#include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include "runtime/kernels/ref/sgemm.h"
@@ -10,7 +14,7 @@
 namespace qtk::train {
 namespace {
 
-using rt::ref::sgemm;
+using rt::ref::SgemmPath;
 
 struct ConvDims {
   int64_t n, c, m, groups, cg, mg, kk, p;
@@ -40,6 +44,13 @@ Expected<ConvDims> conv_dims(const ir::Node& node, const Tensor& x, const Tensor
   return d;
 }
 
+// Per-thread scratch kept between calls (pool workers live as long as the
+// pool), so a step neither allocates nor page-faults its im2col buffers.
+float* scratch(int which, int64_t floats) {
+  thread_local rt::ref::AlignedFloats bufs[3];
+  return bufs[which].get(floats);
+}
+
 Status conv_forward(ForwardContext& c) {
   QTK_RETURN_IF_ERROR(expect_float(c, 0));
   QTK_RETURN_IF_ERROR(expect_float(c, 1));
@@ -54,18 +65,33 @@ Status conv_forward(ForwardContext& c) {
   const float* pw = wt.data<float>();
   const float* pb = has_b ? c.in[2].data<float>() : nullptr;
   float* py = y.data<float>();
+  // Weights packed once for all images; each image's im2col is written
+  // straight into the packed-B layout (no separate packing pass).
+  const SgemmPath path = rt::ref::sgemm_resolve_path(SgemmPath::kAuto);
+  const int64_t nr = rt::ref::sgemm_packed_b_width(path);
+  const int64_t a_floats = rt::ref::sgemm_packed_a_floats(d.mg, d.kk, path);
+  rt::ref::AlignedFloats packed_w;
+  float* pa = packed_w.get(a_floats * d.groups);
+  if (pa == nullptr) return internal_error(node_label(c.node) + ": out of memory packing the weights");
+  for (int64_t g = 0; g < d.groups; ++g) rt::ref::sgemm_pack_a(false, d.mg, d.kk, pw + g * d.mg * d.kk, d.kk, pa + g * a_floats, path);
+  const int64_t b_floats = rt::ref::sgemm_packed_b_floats(d.kk, d.p, path);
+  std::atomic<bool> oom{false};
   parallel_chunks(c.pool, d.n, [&](int64_t, int64_t b, int64_t e) {
-    std::vector<float> col(static_cast<size_t>(d.kk * d.p));
+    float* col = scratch(0, b_floats);
+    if (col == nullptr) {
+      oom = true;
+      return;
+    }
     for (int64_t i = b; i < e; ++i)
       for (int64_t g = 0; g < d.groups; ++g) {
-        im2col_2d(px + (i * d.c + g * d.cg) * d.w.ih * d.w.iw, d.cg, d.w, col.data());
+        im2col_2d_packed(px + (i * d.c + g * d.cg) * d.w.ih * d.w.iw, d.cg, d.w, nr, col);
         float* out = py + (i * d.m + g * d.mg) * d.p;
         if (pb)
           for (int64_t o = 0; o < d.mg; ++o) std::fill(out + o * d.p, out + (o + 1) * d.p, pb[g * d.mg + o]);
-        sgemm(false, false, d.mg, d.p, d.kk, 1.f, pw + g * d.mg * d.kk, d.kk, col.data(), d.p, pb ? 1.f : 0.f, out,
-              d.p);
+        rt::ref::sgemm_packed(d.mg, d.p, d.kk, 1.f, pa + g * a_floats, col, pb ? 1.f : 0.f, out, d.p, nullptr, path);
       }
   });
+  if (oom) return internal_error(node_label(c.node) + ": out of memory for the im2col buffer");
   c.out = {y};
   return Status::Ok();
 }
@@ -75,34 +101,57 @@ Status conv_backward(BackwardContext& c) {
   QTK_ASSIGN_OR_RETURN(ConvDims d, conv_dims(c.node, x, wt));
   const bool need_x = c.need[0], need_w = c.need[1], need_b = c.need.size() > 2 && c.need[2];
   Tensor dx, dw, db;
-  if (need_x) dx = Tensor(DType::kFloat32, x.shape());
+  // Each worker zeroes its own images' slices before col2im adds into them.
+  if (need_x) dx = Tensor::uninitialized(DType::kFloat32, x.shape());
   const int64_t chunks = num_chunks(c.pool, d.n);
   std::vector<std::vector<float>> dw_part(need_w ? chunks : 0, std::vector<float>(static_cast<size_t>(wt.numel())));
   const float* px = x.data<float>();
   const float* pw = wt.data<float>();
   const float* pg = dy.data<float>();
+  // dX: W_g^T packed once as A; each image's dY_g is packed as B.
+  const SgemmPath path = rt::ref::sgemm_resolve_path(SgemmPath::kAuto);
+  const int64_t nr = rt::ref::sgemm_packed_b_width(path);
+  const int64_t at_floats = need_x ? rt::ref::sgemm_packed_a_floats(d.kk, d.mg, path) : 0;
+  rt::ref::AlignedFloats packed_wt;
+  float* pat = need_x ? packed_wt.get(at_floats * d.groups) : nullptr;
+  if (need_x && pat == nullptr) return internal_error(node_label(c.node) + ": out of memory packing the weights");
+  for (int64_t g = 0; need_x && g < d.groups; ++g)
+    rt::ref::sgemm_pack_a(true, d.kk, d.mg, pw + g * d.mg * d.kk, d.kk, pat + g * at_floats, path);
+  const int64_t image = d.c * d.w.ih * d.w.iw;
+  std::atomic<bool> oom{false};
   parallel_chunks(c.pool, d.n, [&](int64_t chunk, int64_t b, int64_t e) {
-    std::vector<float> col(static_cast<size_t>(d.kk * d.p));
-    for (int64_t i = b; i < e; ++i)
+    float* col = need_x ? scratch(0, d.kk * d.p) : nullptr;
+    float* dyp = need_x ? scratch(1, rt::ref::sgemm_packed_b_floats(d.mg, d.p, path)) : nullptr;
+    float* colt = need_w ? scratch(2, rt::ref::sgemm_packed_b_floats(d.p, d.kk, path)) : nullptr;
+    if ((need_x && (col == nullptr || dyp == nullptr)) || (need_w && colt == nullptr)) {
+      oom = true;
+      return;
+    }
+    for (int64_t i = b; i < e; ++i) {
+      if (need_x) std::fill(dx.data<float>() + i * image, dx.data<float>() + (i + 1) * image, 0.f);
       for (int64_t g = 0; g < d.groups; ++g) {
         const float* gy = pg + (i * d.m + g * d.mg) * d.p;
-        if (need_w) {  // dW_g += dY_g col^T
-          im2col_2d(px + (i * d.c + g * d.cg) * d.w.ih * d.w.iw, d.cg, d.w, col.data());
-          sgemm(false, true, d.mg, d.kk, d.p, 1.f, gy, d.p, col.data(), d.p, 1.f,
-                dw_part[chunk].data() + g * d.mg * d.kk, d.kk);
+        if (need_w) {  // dW_g += dY_g col^T, col^T written packed
+          im2col_2d_packed_t(px + i * image + g * d.cg * d.w.ih * d.w.iw, d.cg, d.w, nr, colt);
+          rt::ref::sgemm_prepacked_b(false, d.mg, d.kk, d.p, 1.f, gy, d.p, colt, 1.f,
+                                     dw_part[chunk].data() + g * d.mg * d.kk, d.kk, nullptr, path);
         }
         if (need_x) {  // dcol = W_g^T dY_g, scattered back
-          sgemm(true, false, d.kk, d.p, d.mg, 1.f, pw + g * d.mg * d.kk, d.kk, gy, d.p, 0.f, col.data(), d.p);
-          col2im_2d(col.data(), d.cg, d.w, dx.data<float>() + (i * d.c + g * d.cg) * d.w.ih * d.w.iw);
+          rt::ref::sgemm_pack_b(false, d.mg, d.p, gy, d.p, dyp, path);
+          rt::ref::sgemm_packed(d.kk, d.p, d.mg, 1.f, pat + g * at_floats, dyp, 0.f, col, d.p, nullptr, path);
+          col2im_2d(col, d.cg, d.w, dx.data<float>() + i * image + g * d.cg * d.w.ih * d.w.iw);
         }
       }
+    }
   });
+  if (oom) return internal_error(node_label(c.node) + ": out of memory for the im2col buffer");
   if (need_x) c.din[0] = dx;
   if (need_w) {
-    dw = Tensor(DType::kFloat32, wt.shape());
+    dw = Tensor::uninitialized(DType::kFloat32, wt.shape());
     float* p = dw.data<float>();
-    for (const auto& part : dw_part)
-      for (int64_t j = 0; j < wt.numel(); ++j) p[j] += part[j];
+    std::copy(dw_part[0].begin(), dw_part[0].end(), p);
+    for (size_t k = 1; k < dw_part.size(); ++k)
+      for (int64_t j = 0; j < wt.numel(); ++j) p[j] += dw_part[k][j];
     c.din[1] = dw;
   }
   if (need_b) {

@@ -1,7 +1,11 @@
 // BatchNormalization (training mode: batch statistics, running-stat update;
 // inference mode: the running statistics, as exported) and LayerNormalization.
+// BatchNormalization splits its channels over the pool.
+#include <algorithm>
 #include <cmath>
+#include <functional>
 
+#include "train/conv_geometry.h"
 #include "train/grad_op.h"
 
 namespace qtk::train {
@@ -9,6 +13,58 @@ namespace {
 
 bool bn_differentiable(int i) { return i <= 2; }
 bool bn_state(int i) { return i == 3 || i == 4; }
+
+// Per-channel sums in 8 float lanes (so they vectorize) over one image's
+// plane, folded into a double per plane: the order is fixed, so results do
+// not depend on the thread count.
+constexpr int kLanes = 8;
+
+// sum of p[j] - mu and of (p[j] - mu)^2
+void centered_sums(const float* p, int64_t n, float mu, double& s1, double& s2) {
+  float a[kLanes] = {}, b[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      const float d = p[j + l] - mu;
+      a[l] += d;
+      b[l] += d * d;
+    }
+  for (; j < n; ++j) {
+    const float d = p[j] - mu;
+    a[0] += d;
+    b[0] += d * d;
+  }
+  for (int l = 0; l < kLanes; ++l) {
+    s1 += a[l];
+    s2 += b[l];
+  }
+}
+
+// sum of q[j] and of q[j] * (p[j] - mu)
+void grad_sums(const float* p, const float* q, int64_t n, float mu, double& sg, double& sgx) {
+  float a[kLanes] = {}, b[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      a[l] += q[j + l];
+      b[l] += q[j + l] * (p[j + l] - mu);
+    }
+  for (; j < n; ++j) {
+    a[0] += q[j];
+    b[0] += q[j] * (p[j] - mu);
+  }
+  for (int l = 0; l < kLanes; ++l) {
+    sg += a[l];
+    sgx += b[l];
+  }
+}
+
+// Channels split over the pool (each channel's work is independent).
+void over_channels(rt::ThreadPool* pool, int64_t ch, const std::function<void(int64_t)>& fn) {
+  parallel_chunks(pool, ch, [&](int64_t, int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) fn(k);
+  });
+}
 
 Status bn_forward(ForwardContext& c) {
   for (size_t i = 0; i < 5; ++i) QTK_RETURN_IF_ERROR(expect_float(c, i));
@@ -24,44 +80,42 @@ Status bn_forward(ForwardContext& c) {
   Tensor mean(DType::kFloat32, {ch}), invstd(DType::kFloat32, {ch});
   float *pm = mean.data<float>(), *pi = invstd.data<float>();
   const bool batch_stats = c.training && n * inner > 1;
+  Tensor y = Tensor::uninitialized(DType::kFloat32, x.shape());
+  float* py = y.data<float>();
+  Tensor run_mean, run_var;
   if (batch_stats) {
-    Tensor run_mean = c.in[3].clone(), run_var = c.in[4].clone();
-    const double count = static_cast<double>(n * inner);
-    for (int64_t k = 0; k < ch; ++k) {
-      double s = 0, s2 = 0;
-      for (int64_t i = 0; i < n; ++i) {
-        const float* p = px + (i * ch + k) * inner;
-        for (int64_t j = 0; j < inner; ++j) s += p[j];
-      }
-      const double mu = s / count;
-      for (int64_t i = 0; i < n; ++i) {
-        const float* p = px + (i * ch + k) * inner;
-        for (int64_t j = 0; j < inner; ++j) s2 += (p[j] - mu) * (p[j] - mu);
-      }
-      const double var = s2 / count;
-      pm[k] = static_cast<float>(mu);
+    run_mean = c.in[3].clone();
+    run_var = c.in[4].clone();
+  }
+  over_channels(c.pool, ch, [&](int64_t k) {
+    if (batch_stats) {
+      const double count = static_cast<double>(n * inner);
+      // Two passes (mean, then centred sums) as before; the second pass's
+      // mean of deviations corrects the float mean's rounding.
+      double s = 0, unused = 0;
+      for (int64_t i = 0; i < n; ++i) centered_sums(px + (i * ch + k) * inner, inner, 0.f, s, unused);
+      const float mu0 = static_cast<float>(s / count);
+      double d1 = 0, d2 = 0;
+      for (int64_t i = 0; i < n; ++i) centered_sums(px + (i * ch + k) * inner, inner, mu0, d1, d2);
+      const double dm = d1 / count, var = std::max(0.0, d2 / count - dm * dm);
+      pm[k] = static_cast<float>(mu0 + dm);
       pi[k] = static_cast<float>(1.0 / std::sqrt(var + eps));
       // Running variance is the unbiased estimate, as in PyTorch.
       run_mean.data<float>()[k] = momentum * run_mean.data<float>()[k] + (1.f - momentum) * pm[k];
-      run_var.data<float>()[k] =
-          momentum * run_var.data<float>()[k] + (1.f - momentum) * static_cast<float>(s2 / std::max(1.0, count - 1));
-    }
-    c.state_updates = {{3, run_mean}, {4, run_var}};
-  } else {
-    for (int64_t k = 0; k < ch; ++k) {
+      run_var.data<float>()[k] = momentum * run_var.data<float>()[k] +
+                                 (1.f - momentum) * static_cast<float>(var * count / std::max(1.0, count - 1));
+    } else {
       pm[k] = c.in[3].data<float>()[k];
       pi[k] = 1.f / std::sqrt(c.in[4].data<float>()[k] + eps);
     }
-  }
-  Tensor y = Tensor::uninitialized(DType::kFloat32, x.shape());
-  float* py = y.data<float>();
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t k = 0; k < ch; ++k) {
-      const float a = scale[k] * pi[k], b = bias[k] - pm[k] * a;
+    const float a = scale[k] * pi[k], b = bias[k] - pm[k] * a;
+    for (int64_t i = 0; i < n; ++i) {
       const float* p = px + (i * ch + k) * inner;
       float* q = py + (i * ch + k) * inner;
       for (int64_t j = 0; j < inner; ++j) q[j] = p[j] * a + b;
     }
+  });
+  if (batch_stats) c.state_updates = {{3, run_mean}, {4, run_var}};
   c.out.assign(c.node.outputs.size(), Tensor());
   c.out[0] = y;
   c.saved = {mean, invstd, Tensor::scalar<float>(batch_stats ? 1.f : 0.f)};
@@ -77,29 +131,25 @@ Status bn_backward(BackwardContext& c) {
   Tensor dx, ds(DType::kFloat32, {ch}), db(DType::kFloat32, {ch});
   if (c.need[0]) dx = Tensor::uninitialized(DType::kFloat32, x.shape());
   const double count = static_cast<double>(n * inner);
-  for (int64_t k = 0; k < ch; ++k) {
+  over_channels(c.pool, ch, [&](int64_t k) {
     double sg = 0, sgx = 0;  // sum dy, sum dy * xhat
-    for (int64_t i = 0; i < n; ++i) {
-      const float* p = px + (i * ch + k) * inner;
-      const float* q = pg + (i * ch + k) * inner;
-      for (int64_t j = 0; j < inner; ++j) {
-        sg += q[j];
-        sgx += q[j] * (p[j] - pm[k]) * pi[k];
-      }
-    }
+    for (int64_t i = 0; i < n; ++i)
+      grad_sums(px + (i * ch + k) * inner, pg + (i * ch + k) * inner, inner, pm[k], sg, sgx);
+    sgx *= pi[k];
     ds.data<float>()[k] = static_cast<float>(sgx);
     db.data<float>()[k] = static_cast<float>(sg);
-    if (!c.need[0]) continue;
+    if (!c.need[0]) return;
     const float a = scale[k] * pi[k];
     const float mg = batch_stats ? static_cast<float>(sg / count) : 0.f;
-    const float mgx = batch_stats ? static_cast<float>(sgx / count) : 0.f;
+    // dx = a * (dy - mg - (x - mean) * f), f = invstd * mean(dy * xhat)
+    const float f = batch_stats ? static_cast<float>(sgx / count) * pi[k] : 0.f, m = pm[k];
     for (int64_t i = 0; i < n; ++i) {
       const float* p = px + (i * ch + k) * inner;
       const float* q = pg + (i * ch + k) * inner;
       float* d = dx.data<float>() + (i * ch + k) * inner;
-      for (int64_t j = 0; j < inner; ++j) d[j] = a * (q[j] - mg - (p[j] - pm[k]) * pi[k] * mgx);
+      for (int64_t j = 0; j < inner; ++j) d[j] = a * (q[j] - mg - (p[j] - m) * f);
     }
-  }
+  });
   if (c.need[0]) c.din[0] = dx;
   if (c.need[1]) c.din[1] = ds.reshaped(c.in[1].shape());
   if (c.need[2]) c.din[2] = db.reshaped(c.in[2].shape());

@@ -1,5 +1,7 @@
 #include "train/trainer.h"
 
+#include <malloc.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -90,8 +92,22 @@ Expected<double> evaluate_accuracy(TrainGraph& graph, const data::Dataset& ds, i
   return static_cast<double>(correct) / static_cast<double>(n);
 }
 
+void retain_freed_memory() {
+  // Every step allocates the same activation and gradient tensors again; by
+  // default glibc returns large freed blocks to the OS and page-faults them
+  // back in (about 10% of resnet20 training time in perf). Keep them in the
+  // heap instead: process-wide, and only ever raises the thresholds.
+  static const bool once = [] {
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's maximum on 64-bit
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
+    return true;
+  }();
+  (void)once;
+}
+
 Expected<TrainReport> train_classifier(TrainGraph& graph, const data::Dataset& train, const data::Dataset* val,
                                        const TrainOptions& o) {
+  retain_freed_memory();
   const int64_t n = static_cast<int64_t>(train.labels.size());
   if (n == 0) return invalid_argument("training data set is empty");
   if (o.epochs < 1 || o.batch < 1) return invalid_argument("epochs and batch must be >= 1");

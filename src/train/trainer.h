@@ -60,6 +60,10 @@ struct TrainReport {
   double seconds = 0;
 };
 
+// Makes glibc keep freed blocks up to 32 MiB in the heap instead of
+// unmapping them (train_classifier calls it; benchmarks may too).
+void retain_freed_memory();
+
 Expected<TrainReport> train_classifier(TrainGraph& graph, const data::Dataset& train, const data::Dataset* val,
                                        const TrainOptions& options);
 
