@@ -469,5 +469,94 @@ if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "$
   [ -s "$Q/mp.onnx" ] || fail "quantize --target-bits wrote no model"
 fi
 
+# Knowledge distillation.
+D="$TMP/distill"
+mkdir -p "$D"
+expect_ok "distill --help" distill --help
+grep -q -- "--temperature" "$TMP/out" || fail "distill --help does not list --temperature"
+expect_error "distill: --teacher required" 2 "--teacher" distill --arch mlp:784,16,10 --data fashion-mnist:train \
+  -o "$D/s.onnx"
+expect_error "distill: output is the teacher" 2 "teacher model" distill --teacher "$MLP" --arch mlp:784,16,10 \
+  --data fashion-mnist:train -o "$MLP"
+expect_error "distill: alpha out of range" 2 "--alpha" distill --teacher "$MLP" --arch mlp:784,16,10 \
+  --data fashion-mnist:train -o "$D/s.onnx" --alpha 2
+if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "${QTK_FASHION_MNIST_DIR:-}" ]; then
+  # (epoch lines go to stderr, so only the exit status is checked here)
+  checks=$((checks + 1))
+  run_qtk distill --teacher "$MODELS/cnn.onnx" --arch mlp:784,32,10 --data fashion-mnist:train \
+    --limit 2000 --val fashion-mnist:test --epochs 2 --batch 100 -o "$D/s.onnx" --json
+  [ "$rc" -eq 0 ] || fail "distill an MLP from the CNN: exit $rc, stderr: $(cat "$TMP/err")"
+  json_check "distill reports teacher and epochs" "$TMP/out" 'j.teacher.endsWith("cnn.onnx") && j.alpha === 0.5 && j.teacher_accuracy > 0.9 &&
+     j.epochs.length === 2 && j.epochs[1].val_accuracy > 0.4'
+  [ -s "$D/s.onnx" ] || fail "distill wrote no model"
+fi
+
+# Quantization-aware training.
+QA="$TMP/qat"
+mkdir -p "$QA"
+expect_ok "qat --help" qat --help
+grep -q -- "--weights" "$TMP/out" && grep -q -- "--epochs" "$TMP/out" || fail "qat --help lacks the scheme or training options"
+expect_error "qat: --data required" 2 "--data" qat "$MLP" -o "$QA/q.onnx"
+expect_error "qat: output is the input" 2 "over its input" qat "$MLP" -o "$MLP" --data fashion-mnist:train
+expect_error "qat: dynamic activations" 2 "dynamic" qat "$MLP" -o "$QA/q.onnx" --data fashion-mnist:train \
+  --activations dynamic
+expect_error "qat: unknown weight format" 2 "--weights" qat "$MLP" -o "$QA/q.onnx" --data fashion-mnist:train \
+  --weights int5
+[ -e "$QA/q.onnx" ] && fail "qat wrote a model after a usage error"
+if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "${QTK_FASHION_MNIST_DIR:-}" ]; then
+  checks=$((checks + 1))
+  run_qtk qat "$MLP" -o "$QA/q.onnx" --data fashion-mnist:train --limit 1000 --val fashion-mnist:test --epochs 1 \
+    --weights int4 --activations uint4 --method rtn --calib-samples 128 --json
+  [ "$rc" -eq 0 ] || fail "qat W4A4 on the MLP: exit $rc, stderr: $(cat "$TMP/err")"
+  json_check "qat reports PTQ and QAT accuracy" "$TMP/out" 'j.ptq_accuracy > 0.7 && j.qat_accuracy > 0.7 &&
+     j.history.length === 1 && j.format === "qdq" && j.weights === "int4"'
+  expect_ok "qat model runs in the integer session" eval "$QA/q.onnx" --data fashion-mnist:test --limit 200 --integer
+  expect_error "qat: output exists" 1 "already exists" qat "$MLP" -o "$QA/q.onnx" --data fashion-mnist:train
+  checks=$((checks + 1))
+  run_qtk qat "$MLP" -o "$QA/kd.onnx" --data fashion-mnist:train --limit 500 --epochs 1 --weights int4 \
+    --method rtn --calib-samples 64 --teacher self --alpha 0.7 --json
+  [ "$rc" -eq 0 ] || fail "qat --teacher self: exit $rc, stderr: $(cat "$TMP/err")"
+  json_check "qat reports its teacher" "$TMP/out" 'j.teacher === "self" && Math.abs(j.alpha - 0.7) < 1e-6'
+fi
+expect_error "qat: --alpha without --teacher" 2 "--teacher" qat "$MLP" -o "$QA/x.onnx" --data fashion-mnist:train \
+  --alpha 0.5
+
+# Pruning and weight clustering.
+P="$TMP/prune"
+mkdir -p "$P"
+expect_ok "prune --help" prune --help
+grep -q -- "--sparsity" "$TMP/out" || fail "prune --help does not list --sparsity"
+expect_error "prune: --sparsity required" 2 "--sparsity" prune "$MLP" -o "$P/a.onnx"
+expect_error "prune: sparsity 1 refused" 2 '\[0, 1\)' prune "$MLP" -o "$P/a.onnx" --sparsity 1
+expect_error "prune: negative sparsity refused" 2 '\[0, 1\)' prune "$MLP" -o "$P/a.onnx" --sparsity -0.2
+expect_error "prune: unknown method" 2 "unknown pruning method 'lottery'" prune "$MLP" -o "$P/a.onnx" \
+  --sparsity 0.5 --method lottery
+expect_error "prune: output is the input" 2 "input model" prune "$MLP" -o "$MLP" --sparsity 0.5
+expect_error "prune: channels on a model without Conv" 1 "no Conv layer" prune "$MLP" -o "$P/a.onnx" \
+  --sparsity 0.5 --method channels
+before=$(cksum <"$MLP")
+expect_ok "prune mlp 60% + 3-bit clusters" prune "$MLP" -o "$P/mlp.onnx" --sparsity 0.6 --edge-sparsity 0.6 \
+  --cluster 3 --json
+json_check "prune reports every step" "$TMP/out" 'j.steps.length === 3 && j.steps[0].step === "original" &&
+   j.steps[1].step === "pruned" && j.steps[2].step === "clustered" &&
+   j.steps[0].nonzero === j.steps[0].parameters &&
+   Math.abs((j.steps[0].parameters - j.steps[1].nonzero) - 0.6 * 234752) < 3 &&
+   j.steps[1].deflated_bytes < 0.75 * j.steps[0].deflated_bytes &&
+   j.steps[2].deflated_bytes < 0.5 * j.steps[1].deflated_bytes'
+[ "$(cksum <"$MLP")" = "$before" ] || fail "prune changed its input model"
+expect_error "prune: existing output" 1 "already exists" prune "$MLP" -o "$P/mlp.onnx" --sparsity 0.5
+expect_ok "prune resnet20 channels" prune "$MODELS/resnet20.onnx" -o "$P/r20.onnx" --sparsity 0.5 \
+  --method channels --json
+json_check "channel pruning shrinks resnet20" "$TMP/out" 'j.steps[1].parameters < 0.6 * j.steps[0].parameters &&
+   j.steps[1].file_bytes < 0.6 * j.steps[0].file_bytes && j.notes.some(n => n.includes("Add"))'
+expect_ok "channel-pruned resnet20 runs" bench "$P/r20.onnx" --runs 2 --warmup 1 --threads 1
+if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "${QTK_FASHION_MNIST_DIR:-}" ]; then
+  expect_ok "prune mlp 2:4 with fine-tuning" prune "$MLP" -o "$P/mlp24.onnx" --method 2:4 \
+    --data fashion-mnist:train --limit 1000 --batch 100 --val fashion-mnist:test --json
+  json_check "2:4 fine-tuning keeps half the weights and accuracy" "$TMP/out" 'j.steps.length === 3 &&
+     j.steps[2].step === "fine-tuned" && j.steps[2].parameters - j.steps[2].nonzero === 234752 / 2 &&
+     j.steps[2].accuracy > 0.8'
+fi
+
 echo "cli_test: $checks checks, $failures failed"
 [ "$failures" -eq 0 ]

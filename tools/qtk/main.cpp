@@ -11,13 +11,14 @@
 
 namespace qtk::cli {
 extern const CommandSpec kTrainCommand;  // tools/qtk/cmd_train.cpp
+extern const CommandSpec kPruneCommand;  // tools/qtk/cmd_prune.cpp
 extern const CommandSpec kDistillCommand;  // tools/qtk/cmd_train.cpp
 extern const CommandSpec kQatCommand;  // tools/qtk/cmd_qat.cpp
 namespace {
 
 const CommandSpec* const kCommands[] = {&kInspectCommand, &kRunCommand, &kEvalCommand, &kQuantizeCommand,
                                          &kBenchCommand, &kTrainCommand, &kDistillCommand, &kAnalyzeCommand,
-                                         &kQatCommand};
+                                         &kPruneCommand, &kQatCommand};
 
 const CommandSpec* find_command(std::string_view name) {
   for (const auto* c : kCommands)
