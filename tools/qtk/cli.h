@@ -77,6 +77,9 @@ Outcome real_option(const ParsedArgs& args, std::string_view name, double lo, do
 // True when a and b name the same file, whether or not b exists yet
 // (symlinks, "./", hard links): outputs must never overwrite inputs.
 bool same_file(const std::string& a, const std::string& b);
+// Labelled data for training commands: a known data set (fashion-mnist:train)
+// or FILE.npz; a usage error naming `option` and the known sets otherwise.
+Outcome check_labelled_data_spec(const std::string& option, const std::string& spec);
 
 // Formatting shared by the commands.
 std::string format_shape(const Shape& shape);

@@ -53,13 +53,6 @@ constexpr OptionSpec kOptions[] = {
     {"--force", "", "overwrite OUT.onnx if it exists"},
 };
 
-Outcome check_data_spec(const std::string& option, const std::string& spec) {
-  const auto specs = data::known_dataset_specs();
-  if (train::is_npz_spec(spec) || std::find(specs.begin(), specs.end(), spec) != specs.end()) return Outcome::ok();
-  return Outcome::usage("unknown data set '" + spec + "' for " + option + " (known: " + known_list(specs) +
-                        ", FILE.npz)");
-}
-
 Expected<double> session_accuracy(const Model& model, const data::Dataset& ds, int64_t threads, bool integer,
                                   const std::string& label) {
   SessionOptions so;
@@ -79,9 +72,9 @@ Outcome run_qat(const ParsedArgs& args) {
   if (!spec) return Outcome::usage("option --data is required (e.g. --data fashion-mnist:train)");
   const std::string* out_path = args.get("--output");
   if (!out_path || out_path->empty()) return Outcome::usage("option -o/--output is required (where to write the model)");
-  QTK_CLI_RETURN_IF_FAILED(check_data_spec("--data", *spec));
+  QTK_CLI_RETURN_IF_FAILED(check_labelled_data_spec("--data", *spec));
   const std::string* val_spec = args.get("--val");
-  if (val_spec) QTK_CLI_RETURN_IF_FAILED(check_data_spec("--val", *val_spec));
+  if (val_spec) QTK_CLI_RETURN_IF_FAILED(check_labelled_data_spec("--val", *val_spec));
 
   QuantConfig cfg;
   QuantizeSettings st;

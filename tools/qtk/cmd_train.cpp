@@ -73,14 +73,6 @@ Outcome float_option(const ParsedArgs& args, std::string_view name, double lo, d
   return Outcome::ok();
 }
 
-Outcome check_data_spec(const std::string& option, const std::string& spec) {
-  const auto specs = data::known_dataset_specs();
-  if (train::is_npz_spec(spec) || std::find(specs.begin(), specs.end(), spec) != specs.end()) return Outcome::ok();
-  std::string known;
-  for (const auto& s : specs) known += (known.empty() ? "" : ", ") + s;
-  return Outcome::usage("unknown data set '" + spec + "' for " + option + " (known: " + known + ", FILE.npz)");
-}
-
 std::string format_seconds(double s) {
   char buf[32];
   if (s < 60) std::snprintf(buf, sizeof buf, "%.1f s", s);
@@ -100,9 +92,9 @@ Outcome run_training(const ParsedArgs& args, bool distill) {
   if (!spec) return Outcome::usage("option --data is required (e.g. --data fashion-mnist:train)");
   const std::string* out_path = args.get("--output");
   if (!out_path || out_path->empty()) return Outcome::usage("option -o/--output is required (where to write the model)");
-  QTK_CLI_RETURN_IF_FAILED(check_data_spec("--data", *spec));
+  QTK_CLI_RETURN_IF_FAILED(check_labelled_data_spec("--data", *spec));
   const std::string* val_spec = args.get("--val");
-  if (val_spec) QTK_CLI_RETURN_IF_FAILED(check_data_spec("--val", *val_spec));
+  if (val_spec) QTK_CLI_RETURN_IF_FAILED(check_labelled_data_spec("--val", *val_spec));
 
   train::TrainOptions o;
   int64_t limit = 0, threads = physical_core_count(), seed = 0;

@@ -6,6 +6,8 @@
 #include <filesystem>
 
 #include "cli.h"
+#include "data/dataset.h"
+#include "train/labelled_data.h"
 
 namespace qtk::cli {
 namespace {
@@ -141,6 +143,14 @@ bool same_file(const std::string& a, const std::string& b) {
   std::error_code ea, eb;
   const auto ca = std::filesystem::weakly_canonical(a, ea), cb = std::filesystem::weakly_canonical(b, eb);
   return !ea && !eb && ca == cb;
+}
+
+Outcome check_labelled_data_spec(const std::string& option, const std::string& spec) {
+  const auto specs = data::known_dataset_specs();
+  if (train::is_npz_spec(spec) || std::find(specs.begin(), specs.end(), spec) != specs.end()) return Outcome::ok();
+  std::string known;
+  for (const auto& s : specs) known += (known.empty() ? "" : ", ") + s;
+  return Outcome::usage("unknown data set '" + spec + "' for " + option + " (known: " + known + ", FILE.npz)");
 }
 
 }  // namespace qtk::cli
