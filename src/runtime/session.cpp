@@ -34,7 +34,9 @@ Expected<std::unique_ptr<Session>> Session::create(const ir::Model& model, const
   if (options.integer) {
     // Before constant folding, which would turn DQ(constant weight) into float.
     QTK_RETURN_IF_ERROR(ir::constants_to_initializers(m).status());
-    QTK_RETURN_IF_ERROR(quant::qdq_to_qoperator(m));
+    quant::QOperatorOptions qo;
+    qo.fuse_output_clamp = true;  // 4-bit / Relu clamps inside QLinearConv's requantization
+    QTK_RETURN_IF_ERROR(quant::qdq_to_qoperator(m, qo));
   }
   if (options.optimize) QTK_RETURN_IF_ERROR(rt::optimize_model(m));
   rt::OpsetMap opsets;

@@ -400,5 +400,50 @@ TEST(QLinearX86, QuantizedModelsGiveIdenticalOutputs) {
   }
 }
 
+// 4-bit activation codes: the integer session folds their clamp into
+// QLinearConv's requantization (qtk_output_min/max). Optimized and reference
+// kernels agree bit for bit, and both equal the exported QOperator model,
+// where the clamp is a separate integer Clip.
+TEST(QLinearX86, FusedFourBitClampsMatchSeparateClips) {
+  auto calib = data::load_dataset("fashion-mnist:train", 64);
+  auto test = data::load_dataset("fashion-mnist:test", 16);
+  ASSERT_TRUE(calib.ok() && test.ok());
+  for (const char* name : {"cnn", "resnet20"}) {
+    SCOPED_TRACE(name);
+    auto m = load_model(std::string(QTK_MODELS_DIR) + "/" + name + ".onnx");
+    ASSERT_TRUE(m.ok()) << m.status().message();
+    QuantConfig cfg;
+    cfg.weight_format = quant::QFormat::kInt4;
+    cfg.activation_format = quant::QFormat::kUInt4;
+    cfg.method = WeightMethod::kRtn;
+    cfg.int4_types = false;
+    auto q = quantize(*m, cfg, CalibrationData{{calib->images}});
+    ASSERT_TRUE(q.ok()) << q.status().message();
+    QuantConfig exported = cfg;
+    exported.format = ExportFormat::kQOperator;
+    auto qop = quantize(*m, exported, CalibrationData{{calib->images}});
+    ASSERT_TRUE(qop.ok()) << qop.status().message();
+    int clips = 0;
+    for (const auto& n : qop->model.graph.nodes) clips += n.op_type == "Clip";
+    EXPECT_GT(clips, 0) << "the export should hold the 4-bit clamps as Clip nodes";
+    std::vector<Tensor> outputs;
+    for (int variant = 0; variant < 3; ++variant) {
+      SessionOptions o;
+      o.threads = 2;
+      o.integer = variant < 2;
+      o.reference_kernels = variant == 0;
+      auto s = Session::create(variant < 2 ? q->model : qop->model, o);
+      ASSERT_TRUE(s.ok()) << s.status().message();
+      auto y = (*s)->run(std::vector<Tensor>{test->images});
+      ASSERT_TRUE(y.ok()) << y.status().message();
+      outputs.push_back((*y)[0]);
+    }
+    for (int v = 1; v < 3; ++v) {
+      const std::string diff = first_difference(outputs[0], outputs[v]);
+      EXPECT_TRUE(diff.empty()) << "variant " << v << ": " << diff;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace qtk::rt

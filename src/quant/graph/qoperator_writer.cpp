@@ -348,10 +348,10 @@ class Rewriter {
 
   // Name the integer op writes: y itself, or a temporary that an integer
   // Clip (the folded activation) then narrows into y.
-  std::string output_target(size_t anchor, const OutputPlan& p) {
+  std::string output_target(size_t anchor, const OutputPlan& p, bool fused_clamp = false) {
     for (size_t k : p.nodes) removed_[k] = true;
     if (p.folded) ++stats_.activations_folded;
-    if (!p.clip) return p.y.q;
+    if (!p.clip || fused_clamp) return p.y.q;
     ++stats_.integer_clips;
     const std::string pre = names_.fresh(p.y.q + "_unclipped");
     const std::string lo = add_initializer(p.y.q + "_clip_min", scalar_of(p.y.dtype, p.lo));
@@ -471,11 +471,17 @@ class Rewriter {
         bias = *b;
       }
       removed_[i] = true;
-      const std::string target = output_target(i, *out);
+      const bool fuse = opt_.fuse_output_clamp && out->clip;
+      const std::string target = output_target(i, *out, fuse);
       std::vector<std::string> in = {x->q, x->scale, zero_point(*x), w->q, w->scale, zero_point(*w),
                                      out->y.scale, zero_point(out->y)};
       if (!bias.empty()) in.push_back(bias);
-      emit(i, "QLinearConv", std::move(in), {target}).attrs = attrs;
+      ir::Node& conv = emit(i, "QLinearConv", std::move(in), {target});
+      conv.attrs = attrs;
+      if (fuse) {
+        conv.set_attr(ir::attr_int(kOutputMinAttr, out->lo));
+        conv.set_attr(ir::attr_int(kOutputMaxAttr, out->hi));
+      }
       ++stats_.qlinear_conv;
       return;
     }

@@ -70,7 +70,14 @@ struct QOperatorOptions {
   // those patterns stay as DQ → float op → Q.
   bool contrib_ops = true;
   QOperatorStats* stats = nullptr;  // filled when not null
+  // Session-internal: a QLinearConv whose output codes a Relu/Clip or a
+  // narrow (e.g. 4-bit) format clamps gets the clamp as attributes
+  // kOutputMinAttr/kOutputMaxAttr, applied in its requantization, instead of
+  // a separate integer Clip. Not standard ONNX: never set for exported files.
+  bool fuse_output_clamp = false;
 };
+inline constexpr const char* kOutputMinAttr = "qtk_output_min";
+inline constexpr const char* kOutputMaxAttr = "qtk_output_max";
 
 // Rewrites m in place. Fails only on a graph that cannot be sorted.
 Status qdq_to_qoperator(ir::Model& m, const QOperatorOptions& options = {});

@@ -143,6 +143,19 @@ KernelFactory clip_factory() {
         if (attr_max) hi = static_cast<T>(*attr_max);
         if (bounds[0].defined()) lo = bounds[0].data<T>()[0];
         if (bounds[1].defined()) hi = bounds[1].data<T>()[0];
+        if constexpr (std::is_integral_v<T> && sizeof(T) == 1 && !std::is_same_v<T, bool>) {
+          // 8-bit codes (the integer session's narrow-format clamps): one
+          // plain loop the compiler turns into byte min/max.
+          Tensor y = Tensor::uninitialized(x.dtype(), x.shape());
+          const T* __restrict px = x.data<T>();
+          T* __restrict py = y.data<T>();
+          const int64_t n = x.numel();
+          for (int64_t i = 0; i < n; ++i) {
+            const T v = px[i] < lo ? lo : px[i];
+            py[i] = hi < v ? hi : v;
+          }
+          return y;
+        }
         return eval_unary<T, T>(x, x.dtype(), ctx.pool, [lo, hi](T v) {
           v = v < lo ? lo : v;
           return hi < v ? hi : v;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "quant/graph/qoperator_writer.h"
 #include "quant/schemes/fixed_point.h"
 #include "runtime/kernels/ref/common.h"
 #include "runtime/kernels/ref/im2col.h"
@@ -41,6 +42,9 @@ struct ConvAttrs {
   ref::AutoPad auto_pad = ref::AutoPad::kNotSet;
   std::vector<int64_t> strides, dilations, pads;
   int64_t group = 1;
+  // The session's fused output clamp (quant::kOutputMinAttr/kOutputMaxAttr),
+  // narrowing the output type's range.
+  int32_t out_min = INT32_MIN, out_max = INT32_MAX;
 };
 
 Expected<ConvAttrs> read_conv_attrs(const ir::Node& n) {
@@ -51,6 +55,8 @@ Expected<ConvAttrs> read_conv_attrs(const ir::Node& n) {
   a.pads = n.attr_ints("pads");
   a.group = n.attr_int("group", 1);
   if (a.group < 1) return invalid_argument("group must be >= 1");
+  a.out_min = static_cast<int32_t>(std::clamp<int64_t>(n.attr_int(quant::kOutputMinAttr, INT32_MIN), INT32_MIN, INT32_MAX));
+  a.out_max = static_cast<int32_t>(std::clamp<int64_t>(n.attr_int(quant::kOutputMaxAttr, INT32_MAX), INT32_MIN, INT32_MAX));
   return a;
 }
 
@@ -150,9 +156,11 @@ Expected<Tensor> matmul_int32(const Shape& as, const std::vector<int32_t>& a, co
 // channel(i) picks the multiplier for element i.
 template <class ChannelOf>
 Expected<Tensor> requantize(const Tensor& acc, const std::vector<int32_t>& bias, ChannelOf channel_of,
-                            const std::vector<FixedPointMultiplier>& mult, int64_t y_zp, DType out_type) {
+                            const std::vector<FixedPointMultiplier>& mult, int64_t y_zp, DType out_type,
+                            int32_t out_min = INT32_MIN, int32_t out_max = INT32_MAX) {
   Tensor y(out_type, acc.shape());
-  const int32_t qmin = out_type == DType::kUInt8 ? 0 : -128, qmax = out_type == DType::kUInt8 ? 255 : 127;
+  const int32_t qmin = std::max(out_type == DType::kUInt8 ? 0 : -128, out_min);
+  const int32_t qmax = std::min(out_type == DType::kUInt8 ? 255 : 127, out_max);
   const int32_t* a = acc.data<int32_t>();
   for (int64_t i = 0; i < acc.numel(); ++i) {
     const int64_t c = channel_of(i);
@@ -209,7 +217,8 @@ Status qlinear_conv(KernelContext& ctx, const ConvAttrs& a) {
   const auto mult = multipliers(ctx.input(1).get_as_double(0), ws, ctx.input(6).get_as_double(0));
   const int64_t plane = acc.numel() / std::max<int64_t>(acc.dim(0) * m, 1);
   QTK_ASSIGN_OR_RETURN(ctx.outputs[0], requantize(acc, bias, [&](int64_t i) { return (i / plane) % m; }, mult,
-                                                  ctx.input(7).get_as_int64(0), ctx.input(7).dtype()));
+                                                  ctx.input(7).get_as_int64(0), ctx.input(7).dtype(), a.out_min,
+                                                  a.out_max));
   return Status::Ok();
 }
 

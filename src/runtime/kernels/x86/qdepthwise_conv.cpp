@@ -1,6 +1,7 @@
 // Depthwise QLinearConv: preparation (weights, requantization), the scalar
 // plane, and the kernel that threads planes over the pool. See
 // qdepthwise_conv.h; the AVX2 planes are in qdepthwise_conv_avx2.cpp.
+#include "quant/graph/qoperator_writer.h"
 #include "runtime/kernels/x86/qdepthwise_conv.h"
 #include "core/cpu_features.h"
 
@@ -254,6 +255,9 @@ Expected<std::unique_ptr<Kernel>> try_make_kernel(const KernelInit& init, Path p
   const ir::Node& node = init.node;
   std::unique_ptr<Kernel> none;
   if (node.op_type != "QLinearConv" || !init.constant_input) return none;
+  // A fused output clamp (4-bit codes) is left to the general conv kernel,
+  // whose requantization takes the narrower range.
+  if (node.has_attr(quant::kOutputMinAttr) || node.has_attr(quant::kOutputMaxAttr)) return none;
   const Tensor* w = init.constant_input(3);
   if (w == nullptr || w->rank() != 4 || w->dim(1) != 1 || w->dim(0) < 1) return none;
   if (w->dtype() != DType::kUInt8 && w->dtype() != DType::kInt8) return none;

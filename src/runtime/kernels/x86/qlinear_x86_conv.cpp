@@ -8,6 +8,7 @@
 // including the int32 saturation of acc + bias.
 #include <optional>
 
+#include "quant/graph/qoperator_writer.h"
 #include "quant/schemes/fixed_point.h"
 #include "runtime/kernels/ref/im2col.h"
 #include "runtime/kernels/x86/qgemm_conv.h"
@@ -38,6 +39,8 @@ class QConvKernel final : public Kernel {
     dilations_ = n.attr_ints("dilations");
     pads_ = n.attr_ints("pads");
     group_ = n.attr_int("group", 1);
+    out_min_ = n.attr_int(quant::kOutputMinAttr, INT32_MIN);
+    out_max_ = n.attr_int(quant::kOutputMaxAttr, INT32_MAX);
     const Tensor* w = init.constant_input(in_.w);
     if (!w || w->rank() != 4 || !is_8bit(w->dtype()) || group_ < 1) return false;
     if (node_has_input(init, in_.w_zp) && !init.constant_input(in_.w_zp)) return false;
@@ -140,8 +143,10 @@ class QConvKernel final : public Kernel {
     const float xs = static_cast<float>(x_scale.get_as_double(0)), ys = static_cast<float>(y_scale.get_as_double(0));
     std::vector<quant::FixedPointMultiplier> mult;
     for (float s : ws) mult.push_back(quant::quantize_multiplier(static_cast<double>(xs) * s / ys));
-    return qgemm_make_requant(mult, out_c_, static_cast<int32_t>(y_zp.get_as_int64(0)), qmin_of(y_zp.dtype()),
-                              qmax_of(y_zp.dtype()));
+    // The session's fused output clamp narrows the type's range (as the reference does).
+    const int32_t lo = static_cast<int32_t>(std::max<int64_t>(qmin_of(y_zp.dtype()), out_min_));
+    const int32_t hi = static_cast<int32_t>(std::min<int64_t>(qmax_of(y_zp.dtype()), out_max_));
+    return qgemm_make_requant(mult, out_c_, static_cast<int32_t>(y_zp.get_as_int64(0)), lo, hi);
   }
 
   std::unique_ptr<Kernel> ref_;
@@ -150,6 +155,7 @@ class QConvKernel final : public Kernel {
   ref::AutoPad auto_pad_ = ref::AutoPad::kNotSet;
   std::vector<int64_t> strides_, dilations_, pads_;
   int64_t group_ = 1, out_c_ = 0, cg_ = 0, kh_ = 0, kw_ = 0;
+  int64_t out_min_ = INT32_MIN, out_max_ = INT32_MAX;
   QconvWeights weights_;
   std::optional<QgemmRequant> requant_;
   std::vector<int32_t> bias_;
