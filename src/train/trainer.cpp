@@ -71,6 +71,13 @@ Expected<Tensor> reshape_for(const TrainGraph& graph, const Tensor& x) {
   return x.reshaped(s);
 }
 
+std::function<Expected<Tensor>(const Tensor&)> teacher_logits(TrainGraph& teacher, rt::ThreadPool* pool) {
+  return [&teacher, pool](const Tensor& x) -> Expected<Tensor> {
+    QTK_ASSIGN_OR_RETURN(Tensor tx, reshape_for(teacher, x));
+    return teacher.forward(tx, false, pool);
+  };
+}
+
 Expected<double> evaluate_accuracy(TrainGraph& graph, const data::Dataset& ds, int64_t batch, rt::ThreadPool* pool) {
   const int64_t n = static_cast<int64_t>(ds.labels.size());
   if (n == 0) return invalid_argument("evaluation data set is empty");

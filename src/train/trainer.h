@@ -78,6 +78,10 @@ Expected<double> evaluate_accuracy(TrainGraph& graph, const data::Dataset& ds, i
 // (a teacher reading [N,784] given a student's [N,1,28,28]); an error naming
 // the input when the sizes differ.
 Expected<Tensor> reshape_for(const TrainGraph& graph, const Tensor& batch);
+// TrainOptions::teacher for a float teacher graph: its inference-mode logits
+// for a student's batch (reshaped with reshape_for). The graph must outlive
+// the training run.
+std::function<Expected<Tensor>(const Tensor&)> teacher_logits(TrainGraph& teacher, rt::ThreadPool* pool);
 
 class Rng;
 Expected<Tensor> make_batch(const TrainGraph& graph, const Tensor& images, const std::vector<int64_t>& rows,

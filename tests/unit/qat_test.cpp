@@ -26,11 +26,7 @@ namespace qtk::train {
 namespace {
 
 Tensor random_tensor(const Shape& s, uint32_t seed, float lo, float hi) {
-  std::mt19937 g(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  Tensor t(DType::kFloat32, s);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(g);
-  return t;
+  return testing::uniform_tensor(s, seed, lo, hi);
 }
 
 ir::Node fq_node(int64_t qmin, int64_t qmax, int64_t axis = 1, int n_inputs = 3) {
@@ -131,20 +127,6 @@ TEST(FakeQuant, BadScaleSizeIsAnError) {
   EXPECT_NE(s.message().find("fq"), std::string::npos) << s.message();
 }
 
-data::Dataset blobs(int64_t n, int64_t dim, uint32_t seed) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> noise(0.f, 0.4f);
-  data::Dataset ds;
-  ds.num_classes = 3;
-  ds.images = Tensor(DType::kFloat32, {n, dim});
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t c = i % 3;
-    ds.labels.push_back(c);
-    for (int64_t j = 0; j < dim; ++j) ds.images.data<float>()[i * dim + j] = (j % 3 == c ? 1.f : 0.f) + noise(g);
-  }
-  return ds;
-}
-
 Expected<QuantResult> ptq(const ir::Model& m, const Tensor& calib, quant::QFormat w, quant::QFormat a,
                           bool float_first_last = false) {
   QuantConfig cfg;
@@ -208,7 +190,7 @@ void check_round_trip(const ir::Model& float_model, const Tensor& calib, const T
 TEST(Qat, UntrainedRoundTripReproducesPtqMlp) {
   auto m = build_architecture("mlp:12,16,3", 1);
   ASSERT_TRUE(m.ok());
-  const data::Dataset d = blobs(96, 12, 1);
+  const data::Dataset d = testing::blobs(96, 12, 1, 0.4f);
   for (auto [w, a] : {std::pair{quant::QFormat::kInt4, quant::QFormat::kUInt4},
                       std::pair{quant::QFormat::kInt2, quant::QFormat::kUInt8},
                       std::pair{quant::QFormat::kInt8, quant::QFormat::kInt3}}) {
@@ -236,7 +218,7 @@ double mean_loss(TrainGraph& tg, const data::Dataset& d) {
 TEST(Qat, TrainingLowersTheLossAndExportKeepsIt) {
   auto m = build_architecture("mlp:12,16,3", 3);
   ASSERT_TRUE(m.ok());
-  const data::Dataset train = blobs(300, 12, 1), val = blobs(90, 12, 2);
+  const data::Dataset train = testing::blobs(300, 12, 1, 0.4f), val = testing::blobs(90, 12, 2, 0.4f);
   // A briefly trained float model, then W2A4: PTQ loses much of it.
   auto ftg = TrainGraph::create(*m);
   ASSERT_TRUE(ftg.ok());
@@ -294,7 +276,7 @@ TEST(Qat, TrainingLowersTheLossAndExportKeepsIt) {
 TEST(Qat, FloatLayersTrainAndExportToo) {
   auto m = build_architecture("mlp:12,16,16,3", 4);
   ASSERT_TRUE(m.ok());
-  const data::Dataset train = blobs(120, 12, 1);
+  const data::Dataset train = testing::blobs(120, 12, 1, 0.4f);
   auto q = ptq(*m, train.images, quant::QFormat::kInt4, quant::QFormat::kUInt8, /*float_first_last=*/true);
   ASSERT_TRUE(q.ok()) << q.status().message();
   auto qat = to_qat_model(q->model, &q->report);
@@ -320,7 +302,7 @@ TEST(Qat, DynamicActivationsAreRejected) {
   ASSERT_TRUE(m.ok());
   QuantConfig cfg;
   cfg.activations = ActivationMode::kDynamic;
-  auto q = quantize(*m, cfg, CalibrationData{{blobs(30, 12, 1).images}});
+  auto q = quantize(*m, cfg, CalibrationData{{testing::blobs(30, 12, 1, 0.4f).images}});
   ASSERT_TRUE(q.ok()) << q.status().message();
   auto qat = to_qat_model(q->model, &q->report);
   ASSERT_FALSE(qat.ok());

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <random>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,32 @@ inline double top1_accuracy(const ir::Model& m, const data::Dataset& d, bool int
     correct += best == d.labels[i];
   }
   return static_cast<double>(correct) / static_cast<double>(d.labels.size());
+}
+
+// Float32 tensor of `shape` with values uniform in [lo, hi), seeded.
+inline Tensor uniform_tensor(const Shape& shape, uint32_t seed, float lo, float hi) {
+  std::mt19937 g(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  Tensor t(DType::kFloat32, shape);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(g);
+  return t;
+}
+
+// Three well-separated classes in `dim` features (class c lights every third
+// feature from c), plus Gaussian noise: a data set small nets learn fast.
+inline data::Dataset blobs(int64_t n, int64_t dim, uint32_t seed, float noise_sd = 0.3f) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> noise(0.f, noise_sd);
+  data::Dataset ds;
+  ds.num_classes = 3;
+  ds.class_names = {"a", "b", "c"};
+  ds.images = Tensor(DType::kFloat32, {n, dim});
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t c = i % 3;
+    ds.labels.push_back(c);
+    for (int64_t j = 0; j < dim; ++j) ds.images.data<float>()[i * dim + j] = (j % 3 == c ? 1.f : 0.f) + noise(g);
+  }
+  return ds;
 }
 
 }  // namespace qtk::testing

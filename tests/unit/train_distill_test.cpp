@@ -11,6 +11,7 @@
 #include "train/loss.h"
 #include "train/train_graph.h"
 #include "train/trainer.h"
+#include "test_models.h"
 
 namespace qtk::train {
 namespace {
@@ -21,20 +22,6 @@ Tensor random_logits(int64_t n, int64_t k, uint32_t seed) {
   Tensor t(DType::kFloat32, {n, k});
   for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = d(g);
   return t;
-}
-
-// Three well-separated classes in `dim` features.
-data::Dataset blobs(int64_t n, int64_t dim, uint32_t seed) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> noise(0.f, 0.3f);
-  data::Dataset ds;
-  ds.num_classes = 3;
-  ds.images = Tensor(DType::kFloat32, {n, dim});
-  for (int64_t i = 0; i < n; ++i) {
-    ds.labels.push_back(i % 3);
-    for (int64_t j = 0; j < dim; ++j) ds.images.data<float>()[i * dim + j] = (j % 3 == i % 3 ? 1.f : 0.f) + noise(g);
-  }
-  return ds;
 }
 
 TEST(Distillation, GradientMatchesFiniteDifferences) {
@@ -80,7 +67,7 @@ TEST(Distillation, BadArgumentsAreErrors) {
 }
 
 TEST(Distillation, StudentLearnsFromTeacherDespiteScrambledLabels) {
-  const data::Dataset train = blobs(300, 6, 1), val = blobs(90, 6, 2);
+  const data::Dataset train = testing::blobs(300, 6, 1), val = testing::blobs(90, 6, 2);
   auto tm = build_architecture("mlp:6,16,3", 1);
   ASSERT_TRUE(tm.ok());
   auto teacher = TrainGraph::create(*tm);
@@ -124,10 +111,10 @@ TEST(Trainer, AfterStepRunsOncePerStepAndItsErrorStops) {
     ++calls;
     return Status();
   };
-  ASSERT_TRUE(train_classifier(*tg, blobs(60, 6, 1), nullptr, o).ok());
+  ASSERT_TRUE(train_classifier(*tg, testing::blobs(60, 6, 1), nullptr, o).ok());
   EXPECT_EQ(calls, 12);
   o.after_step = [] { return invalid_argument("mask broke"); };
-  auto r = train_classifier(*tg, blobs(60, 6, 1), nullptr, o);
+  auto r = train_classifier(*tg, testing::blobs(60, 6, 1), nullptr, o);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("mask broke"), std::string::npos);
 }

@@ -15,16 +15,13 @@
 #include "train/loss.h"
 #include "train/train_graph.h"
 #include "train/trainer.h"
+#include "test_models.h"
 
 namespace qtk::train {
 namespace {
 
 Tensor random_tensor(const Shape& s, uint32_t seed, float lo = 0.f, float hi = 1.f) {
-  std::mt19937 g(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  Tensor t(DType::kFloat32, s);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(g);
-  return t;
+  return testing::uniform_tensor(s, seed, lo, hi);
 }
 
 void expect_forward_matches_session(const ir::Model& m, const Tensor& x) {
@@ -171,30 +168,13 @@ TEST(TrainEngine, UnsupportedOpNamesNodeAndOp) {
   EXPECT_NE(tg.status().message().find("Hardmax"), std::string::npos) << tg.status().message();
 }
 
-// Two Gaussian blobs per class in 2-D, lifted to `dim` features.
-data::Dataset blobs(int64_t n, int64_t dim, uint32_t seed) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> noise(0.f, 0.3f);
-  data::Dataset ds;
-  ds.num_classes = 3;
-  ds.class_names = {"a", "b", "c"};
-  ds.images = Tensor(DType::kFloat32, {n, dim});
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t c = i % 3;
-    ds.labels.push_back(c);
-    for (int64_t j = 0; j < dim; ++j)
-      ds.images.data<float>()[i * dim + j] = (j % 3 == c ? 1.f : 0.f) + noise(g);
-  }
-  return ds;
-}
-
 TEST(TrainEngine, TrainingLowersTheLoss) {
   for (auto kind : {OptimizerKind::kSgd, OptimizerKind::kAdamW}) {
     auto m = build_architecture("mlp:6,16,3", 1);
     ASSERT_TRUE(m.ok());
     auto tg = TrainGraph::create(*m);
     ASSERT_TRUE(tg.ok());
-    const data::Dataset train = blobs(300, 6, 1), val = blobs(90, 6, 2);
+    const data::Dataset train = testing::blobs(300, 6, 1), val = testing::blobs(90, 6, 2);
     TrainOptions o;
     o.epochs = 8;
     o.batch = 16;
@@ -249,7 +229,7 @@ TEST(TrainEngine, DivergenceStopsAndKeepsLastGoodWeights) {
   o.batch = 10;
   o.lr = 1e30f;
   o.optimizer.kind = OptimizerKind::kSgd;
-  auto r = train_classifier(*tg, blobs(60, 6, 1), nullptr, o);
+  auto r = train_classifier(*tg, testing::blobs(60, 6, 1), nullptr, o);
   ASSERT_TRUE(r.ok()) << r.status().message();
   EXPECT_TRUE(r->diverged);
   EXPECT_NE(r->divergence.find("kept the weights"), std::string::npos) << r->divergence;
@@ -265,7 +245,7 @@ TEST(TrainEngine, DivergenceStopsAndKeepsLastGoodWeights) {
 TEST(TrainEngine, LabelOutOfRangeIsAnError) {
   auto m = build_architecture("mlp:6,16,3", 1);
   auto tg = TrainGraph::create(*m);
-  data::Dataset ds = blobs(30, 6, 1);
+  data::Dataset ds = testing::blobs(30, 6, 1);
   ds.labels[7] = 3;
   auto r = train_classifier(*tg, ds, nullptr, {});
   ASSERT_FALSE(r.ok());
@@ -275,7 +255,7 @@ TEST(TrainEngine, LabelOutOfRangeIsAnError) {
 TEST(TrainEngine, DataShapeMismatchIsAnError) {
   auto m = build_architecture("mlp:7,16,3", 1);
   auto tg = TrainGraph::create(*m);
-  auto r = train_classifier(*tg, blobs(30, 6, 1), nullptr, {});
+  auto r = train_classifier(*tg, testing::blobs(30, 6, 1), nullptr, {});
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("do not fit model input"), std::string::npos) << r.status().message();
 }
@@ -287,7 +267,7 @@ TEST(TrainEngine, ResumeRunsOnlyTheRemainingEpochs) {
   o.epochs = 4;
   o.batch = 10;  // 6 steps per epoch
   o.start_epoch = 3;
-  auto r = train_classifier(*tg, blobs(60, 6, 1), nullptr, o);
+  auto r = train_classifier(*tg, testing::blobs(60, 6, 1), nullptr, o);
   ASSERT_TRUE(r.ok()) << r.status().message();
   ASSERT_EQ(r->epochs.size(), 2u);
   EXPECT_EQ(r->epochs[0].epoch, 3);

@@ -7,6 +7,7 @@
 
 #include "one_node.h"
 #include "train/grad_op.h"
+#include "test_models.h"
 
 namespace qtk::train {
 namespace {
@@ -22,11 +23,7 @@ struct OpCase {
 };
 
 Tensor random_tensor(const Shape& s, uint32_t seed, float lo = -1.f, float hi = 1.f) {
-  std::mt19937 g(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  Tensor t(DType::kFloat32, s);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(g);
-  return t;
+  return testing::uniform_tensor(s, seed, lo, hi);
 }
 
 // Values at least `margin` away from every point in `kinks` (Relu at 0, Clip at its bounds).

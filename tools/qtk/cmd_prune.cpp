@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "cli.h"
+#include "train_progress.h"
 #include "compress/channel_pruning.h"
 #include "compress/gradual_pruning.h"
 #include "compress/model_size.h"
@@ -170,12 +171,14 @@ Outcome run_prune(const ParsedArgs& args) {
       if (Status s = pruner->start(); !s.ok()) return Outcome::failure(s);
       o.after_step = [&] { return pruner->after_step(); };
     }
+    TrainProgress progress("fine-tune epoch", epochs, tty);
     o.progress = [&](int64_t epoch, int64_t done, int64_t total, double loss, double acc) {
-      if (!tty) return;
-      std::fprintf(stderr, "\r\033[Kfine-tune epoch %lld/%lld  %lld/%lld  loss %.4f acc %.4f  sparsity %.3f",
-                   static_cast<long long>(epoch), static_cast<long long>(epochs), static_cast<long long>(done),
-                   static_cast<long long>(total), loss, acc, pruner ? pruner->current_sparsity() : mo.sparsity);
-      if (done == total) std::fprintf(stderr, "\n");
+      char sparsity[40];
+      std::snprintf(sparsity, sizeof sparsity, " sparsity %.3f", pruner ? pruner->current_sparsity() : mo.sparsity);
+      progress.step(epoch, done, total, loss, acc, sparsity);
+    };
+    o.on_epoch = [&](const train::EpochStats& e) {
+      if (tty) progress.epoch(e);
     };
     auto report = train::train_classifier(*graph, train_ds, nullptr, o);
     if (!report.ok()) return Outcome::failure(report.status().with_context(in_path));

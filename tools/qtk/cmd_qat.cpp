@@ -2,7 +2,6 @@
 // quantizes (PTQ, as qtk quantize), fine-tunes the quantized model with fake
 // quantization and learned scales (src/train/qat.h), and writes it back as a
 // QDQ (or QOperator) model, reporting PTQ and QAT accuracy on --val.
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -23,6 +22,7 @@
 #include "quant/graph/qoperator_writer.h"
 #include "quant_options.h"
 #include "runtime/thread_pool.h"
+#include "train_progress.h"
 #include "train/labelled_data.h"
 #include "train/qat.h"
 #include "train/trainer.h"
@@ -167,30 +167,13 @@ Outcome run_qat(const ParsedArgs& args) {
       if (!tg.ok()) return Outcome::failure(tg.status().with_context(*teacher_spec));
       teacher_graph.emplace(std::move(*tg));
     }
-    o.teacher = [&](const Tensor& x) -> Expected<Tensor> {
-      QTK_ASSIGN_OR_RETURN(Tensor tx, train::reshape_for(*teacher_graph, x));
-      return teacher_graph->forward(tx, false, &pool);
-    };
+    o.teacher = train::teacher_logits(*teacher_graph, &pool);
   }
-  const bool tty = ::isatty(STDERR_FILENO) == 1;
-  auto last_draw = std::chrono::steady_clock::now();
+  TrainProgress progress("qat epoch", o.epochs);
   o.progress = [&](int64_t epoch, int64_t done, int64_t total, double loss, double acc) {
-    if (!tty) return;
-    const auto now = std::chrono::steady_clock::now();
-    if (done < total && now - last_draw < std::chrono::milliseconds(100)) return;
-    last_draw = now;
-    std::fprintf(stderr, "\r\033[Kqat epoch %lld/%lld %lld/%lld loss %.4f acc %.4f", static_cast<long long>(epoch),
-                 static_cast<long long>(o.epochs), static_cast<long long>(done), static_cast<long long>(total), loss,
-                 acc);
-    std::fflush(stderr);
+    progress.step(epoch, done, total, loss, acc);
   };
-  o.on_epoch = [&](const train::EpochStats& e) {
-    char val[48] = "";
-    if (e.val_accuracy >= 0) std::snprintf(val, sizeof val, "  val %.4f", e.val_accuracy);
-    std::fprintf(stderr, "%sqat epoch %lld/%lld  loss %.4f  acc %.4f%s  %.1f s\n", tty ? "\r\033[K" : "",
-                 static_cast<long long>(e.epoch), static_cast<long long>(o.epochs), e.loss, e.accuracy, val,
-                 e.seconds);
-  };
+  o.on_epoch = [&](const train::EpochStats& e) { progress.epoch(e); };
   auto report = train::train_classifier(*graph, train_ds, val_spec ? &val_ds : nullptr, o);
   if (!report.ok()) return Outcome::failure(report.status().with_context("QAT"));
 

@@ -1,8 +1,6 @@
 // qtk train: train an image classifier from a built-in architecture or
 // fine-tune a float ONNX model, and write the result as ONNX.
-#include <unistd.h>
 
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <array>
@@ -18,6 +16,7 @@
 #include "train/arch.h"
 #include "train/labelled_data.h"
 #include "train/trainer.h"
+#include "train_progress.h"
 
 namespace qtk::cli {
 namespace {
@@ -71,13 +70,6 @@ Outcome float_option(const ParsedArgs& args, std::string_view name, double lo, d
   QTK_CLI_RETURN_IF_FAILED(real_option(args, name, lo, hi, d));
   value = static_cast<float>(d);
   return Outcome::ok();
-}
-
-std::string format_seconds(double s) {
-  char buf[32];
-  if (s < 60) std::snprintf(buf, sizeof buf, "%.1f s", s);
-  else std::snprintf(buf, sizeof buf, "%dm%02ds", static_cast<int>(s) / 60, static_cast<int>(s) % 60);
-  return buf;
 }
 
 Outcome run_training(const ParsedArgs& args, bool distill) {
@@ -170,41 +162,18 @@ Outcome run_training(const ParsedArgs& args, bool distill) {
     auto tg = train::TrainGraph::create(tm);
     if (!tg.ok()) return Outcome::failure(tg.status().with_context(*teacher_path));
     teacher.emplace(std::move(*tg));
-    o.teacher = [&](const Tensor& x) -> Expected<Tensor> {
-      QTK_ASSIGN_OR_RETURN(Tensor tx, train::reshape_for(*teacher, x));
-      return teacher->forward(tx, false, &pool);
-    };
+    o.teacher = train::teacher_logits(*teacher, &pool);
     acc = train::evaluate_accuracy(*teacher, val_spec ? val_ds : train_ds, 256, &pool);
     if (!acc.ok()) return Outcome::failure(acc.status().with_context(*teacher_path));
     std::fprintf(stderr, "teacher %s: %s accuracy %.4f\n", teacher_path->c_str(),
                  val_spec ? val_spec->c_str() : spec->c_str(), *acc);
   }
-  const bool tty = ::isatty(STDERR_FILENO) == 1;
-  const auto t0 = std::chrono::steady_clock::now();
-  auto last_draw = t0;
+  TrainProgress progress("epoch", o.epochs);
   o.progress = [&](int64_t epoch, int64_t done, int64_t total, double loss, double acc) {
-    if (!tty) return;
-    const auto now = std::chrono::steady_clock::now();
-    if (done < total && now - last_draw < std::chrono::milliseconds(100)) return;
-    last_draw = now;
-    const double elapsed = std::chrono::duration<double>(now - t0).count();
-    const double frac = (static_cast<double>(epoch - 1) + static_cast<double>(done) / total) / o.epochs;
-    const int filled = static_cast<int>(30.0 * done / total);
-    std::string bar(static_cast<size_t>(filled), '#');
-    bar.resize(30, ' ');
-    std::fprintf(stderr, "\r\033[Kepoch %lld/%lld [%s] loss %.4f acc %.4f ETA %s", static_cast<long long>(epoch),
-                 static_cast<long long>(o.epochs), bar.c_str(), loss, acc,
-                 format_seconds(frac > 0 ? elapsed / frac - elapsed : 0).c_str());
-    std::fflush(stderr);
+    progress.step(epoch, done, total, loss, acc);
   };
   o.on_epoch = [&](const train::EpochStats& e) {
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double eta = elapsed / e.epoch * (o.epochs - e.epoch);
-    char val[48] = "";
-    if (e.val_accuracy >= 0) std::snprintf(val, sizeof val, "  val %.4f", e.val_accuracy);
-    std::fprintf(stderr, "%sepoch %lld/%lld  loss %.4f  acc %.4f%s  %s  ETA %s\n", tty ? "\r\033[K" : "",
-                 static_cast<long long>(e.epoch), static_cast<long long>(o.epochs), e.loss, e.accuracy, val,
-                 format_seconds(e.seconds).c_str(), format_seconds(eta).c_str());
+    progress.epoch(e);
     // Checkpoint: the model so far, with the epoch it ends (for --resume).
     Model ck = graph->to_model();
     ck.metadata.erase(std::remove_if(ck.metadata.begin(), ck.metadata.end(),
