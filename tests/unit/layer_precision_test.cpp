@@ -38,6 +38,17 @@ Tensor random_tensor(Shape shape, uint32_t seed, float scale = 1.f) {
   return t;
 }
 
+// One single-output node appended to g.
+void add_node(ir::Graph& g, const std::string& name, const std::string& op, std::vector<std::string> in,
+              std::string out) {
+  ir::Node n;
+  n.name = name;
+  n.op_type = op;
+  n.inputs = std::move(in);
+  n.outputs = {std::move(out)};
+  g.nodes.push_back(n);
+}
+
 // x [N, 8] is read by two Gemms, a and b; y = a(x) + b(x) -> Gemm c.
 Model two_readers() {
   Model m;
@@ -49,18 +60,10 @@ Model two_readers() {
   g.set_initializer("wa", random_tensor({8, 8}, 1));
   g.set_initializer("wb", random_tensor({8, 8}, 2));
   g.set_initializer("wc", random_tensor({8, 4}, 3));
-  auto node = [&](const std::string& name, const std::string& op, std::vector<std::string> in, std::string out) {
-    ir::Node n;
-    n.name = name;
-    n.op_type = op;
-    n.inputs = std::move(in);
-    n.outputs = {std::move(out)};
-    g.nodes.push_back(n);
-  };
-  node("a", "Gemm", {"x", "wa"}, "ya");
-  node("b", "Gemm", {"x", "wb"}, "yb");
-  node("add", "Add", {"ya", "yb"}, "s");
-  node("c", "Gemm", {"s", "wc"}, "out");
+  add_node(g, "a", "Gemm", {"x", "wa"}, "ya");
+  add_node(g, "b", "Gemm", {"x", "wb"}, "yb");
+  add_node(g, "add", "Add", {"ya", "yb"}, "s");
+  add_node(g, "c", "Gemm", {"s", "wc"}, "out");
   return m;
 }
 
@@ -139,20 +142,12 @@ Model branches_into_add() {
   g.inputs.push_back(value("x", DType::kFloat32));
   g.outputs.push_back(value("out", DType::kFloat32));
   for (const char* w : {"wa", "wb", "wc", "wd"}) g.set_initializer(w, random_tensor({8, 8}, w[1]));
-  auto node = [&](const std::string& name, const std::string& op, std::vector<std::string> in, std::string out) {
-    ir::Node n;
-    n.name = name;
-    n.op_type = op;
-    n.inputs = std::move(in);
-    n.outputs = {std::move(out)};
-    g.nodes.push_back(n);
-  };
-  node("a", "Gemm", {"x", "wa"}, "ya");
-  node("b", "Gemm", {"ya", "wb"}, "yb");
-  node("c", "Gemm", {"ya", "wc"}, "yc");
-  node("add", "Add", {"yb", "yc"}, "s");
-  node("softmax", "Softmax", {"s"}, "p");
-  node("d", "Gemm", {"p", "wd"}, "out");
+  add_node(g, "a", "Gemm", {"x", "wa"}, "ya");
+  add_node(g, "b", "Gemm", {"ya", "wb"}, "yb");
+  add_node(g, "c", "Gemm", {"ya", "wc"}, "yc");
+  add_node(g, "add", "Add", {"yb", "yc"}, "s");
+  add_node(g, "softmax", "Softmax", {"s"}, "p");
+  add_node(g, "d", "Gemm", {"p", "wd"}, "out");
   return m;
 }
 
