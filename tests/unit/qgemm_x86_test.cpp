@@ -247,7 +247,7 @@ TEST(Qconv, BothPathsMatchPlainLoop) {
   std::mt19937 rng(seed);
   auto pick = [&](std::vector<int64_t> v) { return v[rng() % v.size()]; };
   int tested = 0;
-  for (int iter = 0; iter < 80; ++iter) {
+  for (int iter = 0; iter < 160; ++iter) {
     QconvGeometry g;
     g.group = pick({1, 1, 2, 3});
     const int64_t cg = pick({1, 2, 3, 7, 16}), ocg = pick({1, 4, 6, 7, 13});
@@ -268,7 +268,7 @@ TEST(Qconv, BothPathsMatchPlainLoop) {
       g.pad_top = g.pad_left = 0;
     }
     g.in_h = pick({1, 3, 6, 9, 17});
-    g.in_w = pick({1, 2, 5, 8, 16, 21});
+    g.in_w = pick({1, 2, 5, 8, 16, 21, 35});
     const int64_t eh = (g.kernel_h - 1) * g.dilation_h + 1, ew = (g.kernel_w - 1) * g.dilation_w + 1;
     const bool direct = g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_top == 0 &&
                         g.pad_left == 0;
@@ -283,7 +283,9 @@ TEST(Qconv, BothPathsMatchPlainLoop) {
     const auto w = random_bytes(g.out_c * k, rng);
     const int32_t x_zp = random_zp(x_signed, rng);
     std::vector<int32_t> w_zp(rng() % 2 ? static_cast<size_t>(g.out_c) : 1);
-    for (auto& z : w_zp) z = random_zp(w_signed, rng);
+    // Symmetric weights half the time: the VNNI tier's direct path (no pixel sums).
+    const bool symmetric = rng() % 2;
+    for (auto& z : w_zp) z = symmetric ? (w_signed ? 0 : 128) : random_zp(w_signed, rng);
     QconvWeights packed;
     qconv_pack_weights({w.data(), w_signed, k, 1}, g.out_c, cg, g.kernel_h, g.kernel_w, g.group, w_zp, packed);
     std::vector<quant::FixedPointMultiplier> mult(static_cast<size_t>(g.out_c));
@@ -304,7 +306,8 @@ TEST(Qconv, BothPathsMatchPlainLoop) {
                  std::to_string(g.in_w) + " oc " + std::to_string(g.out_c) + " k " + std::to_string(g.kernel_h) + "x" +
                  std::to_string(g.kernel_w) + " s " + std::to_string(g.stride_h) + "," + std::to_string(g.stride_w) +
                  " d " + std::to_string(g.dilation_h) + "," + std::to_string(g.dilation_w) + " pads " +
-                 std::to_string(g.pad_top) + "," + std::to_string(g.pad_left) + " group " + std::to_string(g.group));
+                 std::to_string(g.pad_top) + "," + std::to_string(g.pad_left) + " group " + std::to_string(g.group) +
+                 (symmetric ? " symmetric" : ""));
     // The plain loop.
     std::vector<int32_t> want(static_cast<size_t>(total));
     const int64_t ocg_n = g.out_c / g.group;
@@ -340,7 +343,7 @@ TEST(Qconv, BothPathsMatchPlainLoop) {
         }
       }
   }
-  EXPECT_GE(tested, 40);  // most random geometries fit
+  EXPECT_GE(tested, 80);  // most random geometries fit
 }
 
 }  // namespace

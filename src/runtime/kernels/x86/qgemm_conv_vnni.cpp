@@ -48,6 +48,73 @@ void qconv_pack_quad_weights(const QgemmCodes& w, int64_t rows, int64_t in_c, in
 
 namespace {
 constexpr int64_t kPanelBlockBytes = 80 * 1024;  // packed panels a thread keeps per block
+
+
+// Without weight zero points (no per-pixel sums needed) the micro-kernel
+// reads the quad image itself: 16 virtual pixels o = oh * wph + ow at a time,
+// the columns ow >= out_w dropped (compressed away) before the epilogue. The
+// kept lanes are consecutive output pixels, since the dropped ones sit
+// between rows.
+void qconv_vnni_direct(const QconvGeometry& g, const QconvQuadImage& l, const std::vector<int64_t>& tap,
+                       const uint8_t* xb, int64_t cg, bool x_signed, uint8_t zx, const QconvWeights& w,
+                       const std::vector<int32_t>& row_const, const QgemmOutput& out, size_t out_esize,
+                       ThreadPool* pool) {
+  const int64_t pixels = g.out_h * g.out_w, ocg = g.out_c / g.group;
+  const int64_t vpanels = (g.out_h * l.wph + kQgemmNR - 1) / kQgemmNR;
+  const int64_t units = g.batch * g.group * vpanels, kquads = static_cast<int64_t>(tap.size());
+  auto work = [&](int64_t begin, int64_t end) {
+    thread_local AlignedBuffer<uint8_t> image_buffer;
+    alignas(64) int32_t acc[kQgemmVnniMR * kQgemmNR];
+    int64_t current = -1;
+    const uint8_t* image = nullptr;
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t bg = u / vpanels, p = u % vpanels;
+      const int64_t b = bg / g.group, gi = bg % g.group;
+      if (bg != current) {
+        uint8_t* buf = image_buffer.get(l.bytes);
+        qconv_fill_quad_image(g, l, xb + (b * g.in_c + gi * cg) * g.in_h * g.in_w, cg, x_signed, zx, buf);
+        image = buf;
+        current = bg;
+      }
+      // Which of the 16 virtual pixels are real, and the first one's index.
+      const int64_t v0 = p * kQgemmNR;
+      int64_t oh = v0 / l.wph, ow = v0 % l.wph, first = -1;
+      uint32_t keep = 0;
+      int nr = 0;
+      for (int j = 0; j < kQgemmNR; ++j) {
+        if (oh < g.out_h && ow < g.out_w) {
+          if (first < 0) first = oh * g.out_w + ow;
+          keep |= 1u << j;
+          ++nr;
+        }
+        if (++ow == l.wph) {
+          ow = 0;
+          ++oh;
+        }
+      }
+      if (keep == 0) continue;
+      QgemmOutput ob = out;
+      ob.out = static_cast<uint8_t*>(out.out) + static_cast<size_t>(b * g.out_c * pixels) * out_esize;
+      const QgemmQuadA& wq = w.quad_groups[static_cast<size_t>(gi)];
+      const uint8_t* base = image + v0 * 4;
+      for (int64_t t = 0; t < wq.tiles; ++t) {
+        const int rows = static_cast<int>(std::min<int64_t>(kQgemmVnniMR, ocg - t * kQgemmVnniMR));
+        VnniFix fix;
+        fix.row_const = row_const.data() + gi * ocg + t * kQgemmVnniMR;
+        fix.keep_lanes = static_cast<uint16_t>(keep);
+        qconv_vnni_ukernel_taps(rows, kquads, wq.tile(t), base, tap.data(), fix, acc);
+        qgemm_epilogue_avx512(acc, rows, nr, gi * ocg + t * kQgemmVnniMR, first, ob);
+      }
+    }
+  };
+  const int64_t macs = g.batch * g.out_c * w.k * pixels;
+  if (pool == nullptr || pool->size() == 1 || macs < kQgemmMinParallelMacs) {
+    work(0, units);
+    return;
+  }
+  pool->parallel_for(units, work);
+}
+
 }  // namespace
 
 void qconv_vnni(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_point, const QconvWeights& w,
@@ -60,10 +127,14 @@ void qconv_vnni(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
   const int64_t hp = std::max(g.pad_top + g.in_h, (g.out_h - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 1);
   const int64_t wp = std::max(g.pad_left + g.in_w, (g.out_w - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w + 1);
   l.hph = (hp + g.stride_h - 1) / g.stride_h;
-  l.wph = (wp + g.stride_w - 1) / g.stride_w;
+  // stride_w 1: rows share their pads (qgemm_vnni.h), so less waste in the direct path.
+  l.wph = g.stride_w == 1 ? std::max(g.out_w, g.in_w + std::max(g.pad_left, wp - g.pad_left - g.in_w))
+                          : (wp + g.stride_w - 1) / g.stride_w;
   l.c4 = (cg + 3) / 4;
   l.phases = g.stride_h * g.stride_w;
-  l.bytes = QconvQuadImage::front + l.phases * l.c4 * l.hph * l.wph * 4 + 64;
+  // Slack past the last plane: windows wrapping past its last row, and the
+  // direct path's virtual pixels past the last output row.
+  l.bytes = QconvQuadImage::front + l.phases * l.c4 * l.hph * l.wph * 4 + (l.wph + 2 * kQgemmNR) * 4 + 64;
   const int64_t kquads = g.kernel_h * g.kernel_w * l.c4;
   std::vector<int64_t> tap(static_cast<size_t>(kquads));
   for (int64_t kh = 0; kh < g.kernel_h; ++kh)
@@ -86,10 +157,14 @@ void qconv_vnni(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
           static_cast<uint32_t>(wq.k) * zx * static_cast<uint32_t>(wq.zero_point[static_cast<size_t>(i)]) -
           zx * static_cast<uint32_t>(wq.rowsum[static_cast<size_t>(i)]));
   }
-  const int64_t panel_bytes = kquads * 4 * kQgemmNR;
-  const int64_t block_panels = std::clamp<int64_t>(kPanelBlockBytes / std::max<int64_t>(panel_bytes, 1), 1, 64);
   const size_t out_esize = out.kind == QgemmOutputKind::kCodes ? 1 : 4;
   const uint8_t* xb = static_cast<const uint8_t*>(x);
+  if (!col_sums) {
+    qconv_vnni_direct(g, l, tap, xb, cg, x_signed, static_cast<uint8_t>(zx), w, row_const, out, out_esize, pool);
+    return;
+  }
+  const int64_t panel_bytes = kquads * 4 * kQgemmNR;
+  const int64_t block_panels = std::clamp<int64_t>(kPanelBlockBytes / std::max<int64_t>(panel_bytes, 1), 1, 64);
 
   auto work = [&](int64_t begin, int64_t end) {
     thread_local AlignedBuffer<uint8_t> image_buffer, panel_buffer;

@@ -30,6 +30,9 @@ struct VnniFix {
   const int32_t* col_const = nullptr;
   const int32_t* row_scale = nullptr;
   const int32_t* col_vec = nullptr;
+  // Lanes kept, moved to the front of each acc row in order (vpcompressd):
+  // the direct conv drops the columns past a row's end this way.
+  uint16_t keep_lanes = 0xFFFF;
 };
 
 // acc[i * 16 + j] = Σ_q dot4(a[q * 16 + i], b[q * 64 + 4j ...]) + fix, i < rows <= 16.
@@ -37,6 +40,11 @@ struct VnniFix {
 // unsigned ones; else the other way round (GEMM: activations unsigned).
 void qgemm_vnni_ukernel(int rows, int64_t kquads, const uint32_t* a, const uint8_t* b, bool signed_words,
                         const VnniFix& fix, int32_t* acc);
+
+// The same on a conv's quad image (below) without panels: quad q of the 16
+// pixels is the 64 bytes at base + tap[q]; A's words are signed.
+void qconv_vnni_ukernel_taps(int rows, int64_t kquads, const uint32_t* a, const uint8_t* base, const int64_t* tap,
+                             const VnniFix& fix, int32_t* acc);
 
 // qgemm_epilogue_avx2 on 16-lane registers (identical results).
 void qgemm_epilogue_avx512(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0, const QgemmOutput& out);
@@ -55,7 +63,12 @@ void qgemm_vnni(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const Qgem
 // 4cq + t at phase-image row r, column col (qgemm_conv.h's phase split) as an
 // unsigned code x' (x, or x + 128 for int8). Pads, and channels past the
 // group's, hold the zero point zx' so that they add nothing; `front` bytes of
-// slack come first.
+// slack come first. With stride_w = 1, rows are only as wide as the input
+// plus the larger side pad (and at least the output): a window past a row's
+// end reads the next row's left pads, which hold zx' as the right pads would.
+// Then the 16 pixels at phase-image offset o are 64 contiguous bytes for any
+// tap: the direct path computes "virtual" pixels o = oh * wph + ow and drops
+// the columns ow >= out_w.
 struct QconvQuadImage {
   static constexpr int64_t front = 64;
   int64_t hph = 0, wph = 0, c4 = 0, phases = 1, bytes = 0;

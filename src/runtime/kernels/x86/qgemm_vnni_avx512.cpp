@@ -60,14 +60,26 @@ namespace {
 
 #define QTK_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 
-template <int ROWS, bool kSignedWords>
-QTK_VNNI void vnni_rows(int64_t kquads, const uint32_t* a, const uint8_t* b, const VnniFix& fix, int32_t* acc) {
+// Where the micro-kernel reads quad q of B: a packed panel (64 aligned bytes
+// per quad), or 16 pixels of a conv's quad image straight from the image.
+struct PanelB {
+  const uint8_t* b;
+  QTK_VNNI __m512i load(int64_t q) const { return _mm512_load_si512(b + q * 4 * kQgemmNR); }
+};
+struct TapB {
+  const uint8_t* base;
+  const int64_t* tap;
+  QTK_VNNI __m512i load(int64_t q) const { return _mm512_loadu_si512(base + tap[q]); }
+};
+
+template <int ROWS, bool kSignedWords, class Src>
+QTK_VNNI void vnni_rows(int64_t kquads, const uint32_t* a, Src b, const VnniFix& fix, int32_t* acc) {
   __m512i c[ROWS];
 #pragma GCC unroll 16
   for (int i = 0; i < ROWS; ++i) c[i] = _mm512_setzero_si512();
 #pragma GCC unroll 2
   for (int64_t q = 0; q < kquads; ++q) {
-    const __m512i bv = _mm512_load_si512(b);
+    const __m512i bv = b.load(q);
 #pragma GCC unroll 16
     for (int i = 0; i < ROWS; ++i) {
       const __m512i av = _mm512_set1_epi32(static_cast<int32_t>(a[i]));
@@ -75,41 +87,32 @@ QTK_VNNI void vnni_rows(int64_t kquads, const uint32_t* a, const uint8_t* b, con
       c[i] = kSignedWords ? _mm512_dpbusd_epi32(c[i], bv, av) : _mm512_dpbusd_epi32(c[i], av, bv);
     }
     a += kQgemmVnniMR;
-    b += 4 * kQgemmNR;
   }
   const __m512i col_const = fix.col_const ? _mm512_loadu_si512(fix.col_const) : _mm512_setzero_si512();
   const bool scaled = fix.row_scale && fix.col_vec;
   const __m512i col_vec = scaled ? _mm512_loadu_si512(fix.col_vec) : _mm512_setzero_si512();
+  const __mmask16 keep = static_cast<__mmask16>(fix.keep_lanes);
 #pragma GCC unroll 16
   for (int i = 0; i < ROWS; ++i) {
     __m512i v = _mm512_add_epi32(c[i], col_const);
     if (fix.row_const) v = _mm512_add_epi32(v, _mm512_set1_epi32(fix.row_const[i]));
     if (scaled) v = _mm512_sub_epi32(v, _mm512_mullo_epi32(_mm512_set1_epi32(fix.row_scale[i]), col_vec));
+    if (keep != 0xFFFF) v = _mm512_maskz_compress_epi32(keep, v);
     _mm512_store_si512(acc + i * kQgemmNR, v);
   }
 }
 
-template <bool kSignedWords>
-QTK_VNNI void vnni_dispatch(int rows, int64_t kquads, const uint32_t* a, const uint8_t* b, const VnniFix& fix,
-                            int32_t* acc) {
+template <bool kSignedWords, class Src>
+QTK_VNNI void vnni_dispatch(int rows, int64_t kquads, const uint32_t* a, Src b, const VnniFix& fix, int32_t* acc) {
   static_assert(kQgemmVnniMR == 16, "one instance per row count");
   switch (rows) {
-    case 1: return vnni_rows<1, kSignedWords>(kquads, a, b, fix, acc);
-    case 2: return vnni_rows<2, kSignedWords>(kquads, a, b, fix, acc);
-    case 3: return vnni_rows<3, kSignedWords>(kquads, a, b, fix, acc);
-    case 4: return vnni_rows<4, kSignedWords>(kquads, a, b, fix, acc);
-    case 5: return vnni_rows<5, kSignedWords>(kquads, a, b, fix, acc);
-    case 6: return vnni_rows<6, kSignedWords>(kquads, a, b, fix, acc);
-    case 7: return vnni_rows<7, kSignedWords>(kquads, a, b, fix, acc);
-    case 8: return vnni_rows<8, kSignedWords>(kquads, a, b, fix, acc);
-    case 9: return vnni_rows<9, kSignedWords>(kquads, a, b, fix, acc);
-    case 10: return vnni_rows<10, kSignedWords>(kquads, a, b, fix, acc);
-    case 11: return vnni_rows<11, kSignedWords>(kquads, a, b, fix, acc);
-    case 12: return vnni_rows<12, kSignedWords>(kquads, a, b, fix, acc);
-    case 13: return vnni_rows<13, kSignedWords>(kquads, a, b, fix, acc);
-    case 14: return vnni_rows<14, kSignedWords>(kquads, a, b, fix, acc);
-    case 15: return vnni_rows<15, kSignedWords>(kquads, a, b, fix, acc);
-    default: return vnni_rows<16, kSignedWords>(kquads, a, b, fix, acc);
+#define QTK_VNNI_ROWS(n) \
+  case n: return vnni_rows<n, kSignedWords, Src>(kquads, a, b, fix, acc);
+    QTK_VNNI_ROWS(1) QTK_VNNI_ROWS(2) QTK_VNNI_ROWS(3) QTK_VNNI_ROWS(4) QTK_VNNI_ROWS(5) QTK_VNNI_ROWS(6)
+    QTK_VNNI_ROWS(7) QTK_VNNI_ROWS(8) QTK_VNNI_ROWS(9) QTK_VNNI_ROWS(10) QTK_VNNI_ROWS(11) QTK_VNNI_ROWS(12)
+    QTK_VNNI_ROWS(13) QTK_VNNI_ROWS(14) QTK_VNNI_ROWS(15)
+#undef QTK_VNNI_ROWS
+    default: return vnni_rows<16, kSignedWords, Src>(kquads, a, b, fix, acc);
   }
 }
 
@@ -136,14 +139,32 @@ QTK_VNNI void pack_panel_quads(const QconvQuadPanel& s, uint8_t* panel, int32_t*
   if (col_sum) _mm512_storeu_si512(col_sum, sum);
 }
 
-// 16 pixels of 4 channel rows (16 bytes each) -> 64 bytes, 4 per pixel.
-QTK_VNNI inline void interleave4(__m128i r0, __m128i r1, __m128i r2, __m128i r3, uint8_t* dst) {
+// n (<= 16) pixels of 4 channel rows -> 4n bytes, 4 per pixel (masked stores).
+QTK_VNNI inline void interleave4(__m128i r0, __m128i r1, __m128i r2, __m128i r3, int64_t n, uint8_t* dst) {
   const __m128i t0 = _mm_unpacklo_epi8(r0, r1), t1 = _mm_unpackhi_epi8(r0, r1);
   const __m128i t2 = _mm_unpacklo_epi8(r2, r3), t3 = _mm_unpackhi_epi8(r2, r3);
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm_unpacklo_epi16(t0, t2));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 16), _mm_unpackhi_epi16(t0, t2));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 32), _mm_unpacklo_epi16(t1, t3));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 48), _mm_unpackhi_epi16(t1, t3));
+  const __m128i parts[4] = {_mm_unpacklo_epi16(t0, t2), _mm_unpackhi_epi16(t0, t2), _mm_unpacklo_epi16(t1, t3),
+                            _mm_unpackhi_epi16(t1, t3)};
+  for (int c = 0; c < 4; ++c) {
+    const int64_t pixels = std::clamp<int64_t>(n - 4 * c, 0, 4);
+    if (pixels == 4) _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 16 * c), parts[c]);
+    else if (pixels > 0)
+      _mm_mask_storeu_epi8(dst + 16 * c, static_cast<__mmask16>((1u << (4 * pixels)) - 1), parts[c]);
+  }
+}
+
+// Columns ic, ic + s, ..., ic + (n - 1)s of an input row (n <= 16, s = 1 or
+// 2): masked loads read only the row's bytes.
+QTK_VNNI inline __m128i load_columns(const uint8_t* row, int64_t ic, int64_t n, int64_t s, int64_t in_w) {
+  if (s == 1) return _mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << n) - 1), row + ic);
+  const int64_t bytes = std::min<int64_t>(32, in_w - ic);
+  const __mmask32 m = bytes >= 32 ? ~0u : static_cast<__mmask32>((1u << bytes) - 1);
+  const __m256i v = _mm256_maskz_loadu_epi8(m, row + ic);
+  // Even bytes of each 128-bit half to its low 8 bytes, then the halves joined.
+  const __m256i even = _mm256_shuffle_epi8(
+      v, _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1, 0, 2, 4, 6, 8, 10, 12, 14, -1,
+                          -1, -1, -1, -1, -1, -1, -1));
+  return _mm256_castsi256_si128(_mm256_permute4x64_epi64(even, 0x08));
 }
 
 QTK_VNNI void fill_quad_image(const QconvGeometry& g, const QconvQuadImage& l, const uint8_t* x, int64_t channels,
@@ -151,13 +172,15 @@ QTK_VNNI void fill_quad_image(const QconvGeometry& g, const QconvQuadImage& l, c
   std::memset(dst, zp, static_cast<size_t>(l.bytes));
   const uint8_t flip = x_signed ? 0x80 : 0;
   const __m128i vflip = _mm_set1_epi8(static_cast<char>(flip)), vzp = _mm_set1_epi8(static_cast<char>(zp));
-  const int64_t plane = l.hph * l.wph * 4;
+  const int64_t plane = l.hph * l.wph * 4, sw = g.stride_w;
   for (int64_t ph = 0; ph < g.stride_h; ++ph)
-    for (int64_t pw = 0; pw < g.stride_w; ++pw)
+    for (int64_t pw = 0; pw < sw; ++pw) {
+      // Phase column col holds input column col * sw + pw - pad_left.
+      const int64_t col_begin = std::max<int64_t>(0, (g.pad_left - pw + sw - 1) / sw);
+      const int64_t last = g.in_w - 1 - pw + g.pad_left;  // the last column's offset, if any
+      const int64_t col_end = last < 0 ? 0 : std::min(l.wph, last / sw + 1);
       for (int64_t cq = 0; cq < l.c4; ++cq) {
-        uint8_t* out = dst + QconvQuadImage::front + ((ph * g.stride_w + pw) * l.c4 + cq) * plane;
-        // Phase column col holds input column col * sw + pw - pad_left.
-        const int64_t col_begin = std::max<int64_t>(0, (g.pad_left - pw + g.stride_w - 1) / g.stride_w);
+        uint8_t* out = dst + QconvQuadImage::front + ((ph * sw + pw) * l.c4 + cq) * plane;
         for (int64_t r = 0; r < l.hph; ++r) {
           const int64_t ir = r * g.stride_h + ph - g.pad_top;
           if (ir < 0 || ir >= g.in_h) continue;
@@ -166,24 +189,23 @@ QTK_VNNI void fill_quad_image(const QconvGeometry& g, const QconvQuadImage& l, c
             if (4 * cq + t < channels) rows[t] = x + ((4 * cq + t) * g.in_h + ir) * g.in_w;
           uint8_t* out_row = out + r * l.wph * 4;
           int64_t col = col_begin;
-          if (g.stride_w == 1) {  // 16 columns at a time
-            for (; col + 16 <= l.wph && col - g.pad_left + 16 <= g.in_w; col += 16) {
-              const int64_t ic = col - g.pad_left;
+          if (sw <= 2) {
+            for (; col < col_end; col += 16) {
+              const int64_t n = std::min<int64_t>(16, col_end - col), ic = col * sw + pw - g.pad_left;
               __m128i v[4];
               for (int t = 0; t < 4; ++t)
-                v[t] = rows[t] ? _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[t] + ic)), vflip)
-                               : vzp;
-              interleave4(v[0], v[1], v[2], v[3], out_row + col * 4);
+                v[t] = rows[t] ? _mm_xor_si128(load_columns(rows[t], ic, n, sw, g.in_w), vflip) : vzp;
+              interleave4(v[0], v[1], v[2], v[3], n, out_row + col * 4);
             }
           }
-          for (; col < l.wph; ++col) {
-            const int64_t ic = col * g.stride_w + pw - g.pad_left;
-            if (ic >= g.in_w) break;
+          for (; col < col_end; ++col) {
+            const int64_t ic = col * sw + pw - g.pad_left;
             for (int t = 0; t < 4; ++t)
               out_row[col * 4 + t] = rows[t] ? static_cast<uint8_t>(rows[t][ic] ^ flip) : zp;
           }
         }
       }
+    }
 }
 
 // The output stage of qgemm_epilogue_avx2 on 16 lanes (same results).
@@ -286,8 +308,13 @@ QTK_VNNI void qgemm_epilogue_avx512(const int32_t* acc, int mr, int nr, int64_t 
 
 void qgemm_vnni_ukernel(int rows, int64_t kquads, const uint32_t* a, const uint8_t* b, bool signed_words,
                         const VnniFix& fix, int32_t* acc) {
-  if (signed_words) vnni_dispatch<true>(rows, kquads, a, b, fix, acc);
-  else vnni_dispatch<false>(rows, kquads, a, b, fix, acc);
+  if (signed_words) vnni_dispatch<true>(rows, kquads, a, PanelB{b}, fix, acc);
+  else vnni_dispatch<false>(rows, kquads, a, PanelB{b}, fix, acc);
+}
+
+void qconv_vnni_ukernel_taps(int rows, int64_t kquads, const uint32_t* a, const uint8_t* base, const int64_t* tap,
+                             const VnniFix& fix, int32_t* acc) {
+  vnni_dispatch<true>(rows, kquads, a, TapB{base, tap}, fix, acc);
 }
 
 void qconv_pack_panel_quad_image(const QconvQuadPanel& s, uint8_t* panel, int32_t* col_sum) {
@@ -302,6 +329,8 @@ void qconv_fill_quad_image(const QconvGeometry& g, const QconvQuadImage& l, cons
 #else
 
 void qgemm_vnni_ukernel(int, int64_t, const uint32_t*, const uint8_t*, bool, const VnniFix&, int32_t*) {}
+void qconv_vnni_ukernel_taps(int, int64_t, const uint32_t*, const uint8_t*, const int64_t*, const VnniFix&,
+                             int32_t*) {}
 void qgemm_epilogue_avx512(const int32_t*, int, int, int64_t, int64_t, const QgemmOutput&) {}
 void qconv_pack_panel_quad_image(const QconvQuadPanel&, uint8_t*, int32_t*) {}
 void qconv_fill_quad_image(const QconvGeometry&, const QconvQuadImage&, const uint8_t*, int64_t, bool, uint8_t,
