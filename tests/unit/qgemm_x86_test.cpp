@@ -292,7 +292,12 @@ TEST(Qconv, BothPathsMatchPlainLoop) {
     for (auto& f : mult) f = random_multiplier(rng, rng() % 2);
     const QgemmRequant requant = qgemm_make_requant(mult, g.out_c, random_zp(false, rng), 0, 255);
     std::vector<int32_t> bias(static_cast<size_t>(g.out_c));
-    for (auto& b : bias) b = static_cast<int32_t>(rng() % 200001) - 100000;
+    // Now and then a bias near the int32 limits: acc + bias saturates.
+    const bool extreme_bias = rng() % 6 == 0;
+    for (auto& b : bias)
+      b = extreme_bias ? (rng() % 2 ? INT32_MAX - static_cast<int32_t>(rng() % 1000)
+                                    : INT32_MIN + static_cast<int32_t>(rng() % 1000))
+                       : static_cast<int32_t>(rng() % 200001) - 100000;
     const int64_t plane = g.out_h * g.out_w, total = g.batch * g.out_c * plane;
     QgemmOutput out;
     out.kind = int32_out ? QgemmOutputKind::kInt32 : QgemmOutputKind::kCodes;
@@ -307,7 +312,7 @@ TEST(Qconv, BothPathsMatchPlainLoop) {
                  std::to_string(g.kernel_w) + " s " + std::to_string(g.stride_h) + "," + std::to_string(g.stride_w) +
                  " d " + std::to_string(g.dilation_h) + "," + std::to_string(g.dilation_w) + " pads " +
                  std::to_string(g.pad_top) + "," + std::to_string(g.pad_left) + " group " + std::to_string(g.group) +
-                 (symmetric ? " symmetric" : ""));
+                 (symmetric ? " symmetric" : "") + (extreme_bias ? " extreme bias" : ""));
     // The plain loop.
     std::vector<int32_t> want(static_cast<size_t>(total));
     const int64_t ocg_n = g.out_c / g.group;
@@ -328,7 +333,8 @@ TEST(Qconv, BothPathsMatchPlainLoop) {
                   acc += static_cast<int64_t>(code_of(x, xi, x_signed) - x_zp) *
                          (code_of(w, wi, w_signed) - w_zp[w_zp.size() > 1 ? static_cast<size_t>(oc) : 0]);
                 }
-            const int32_t v = static_cast<int32_t>(acc) + bias[static_cast<size_t>(oc)];
+            const int32_t v = static_cast<int32_t>(std::clamp<int64_t>(
+                acc + bias[static_cast<size_t>(oc)], INT32_MIN, INT32_MAX));  // the runtime's saturating add
             const size_t o = static_cast<size_t>(((b * g.out_c + oc) * g.out_h + oh) * g.out_w + ow);
             want[o] = int32_out ? v : quant::requantize_to_code(v, mult[static_cast<size_t>(oc)], requant.zero_point, 0, 255);
           }

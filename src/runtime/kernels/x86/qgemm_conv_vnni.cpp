@@ -6,6 +6,8 @@
 //   Σ (x' - zx')(w' - zw') = Σ x'w' + [K'·zx'·zw' - zx'·Σ w'] - zw'·Σ x'
 // over the padded K' (pads hold zx', so they add nothing).
 #include <algorithm>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #include "runtime/kernels/x86/qgemm_conv.h"
@@ -49,6 +51,18 @@ void qconv_pack_quad_weights(const QgemmCodes& w, int64_t rows, int64_t in_c, in
 namespace {
 constexpr int64_t kPanelBlockBytes = 80 * 1024;  // packed panels a thread keeps per block
 
+// A per-row bias joins the row constants when acc + bias cannot leave int32
+// (|acc| <= K'·255·255): then the epilogue's saturating add changes nothing.
+bool fold_bias(const QgemmOutput& out, int64_t k_padded, int64_t rows, std::vector<int32_t>& row_const) {
+  if (!out.bias || out.bias_cs != 0) return false;
+  const int64_t acc_bound = k_padded * 255 * 255;
+  for (int64_t i = 0; i < rows; ++i)
+    if (acc_bound + std::abs(static_cast<int64_t>(out.bias[i * out.bias_rs])) > INT32_MAX) return false;
+  for (int64_t i = 0; i < rows; ++i)  // row_const is a wrapping sum term
+    row_const[static_cast<size_t>(i)] = static_cast<int32_t>(static_cast<uint32_t>(row_const[static_cast<size_t>(i)]) +
+                                                              static_cast<uint32_t>(out.bias[i * out.bias_rs]));
+  return true;
+}
 
 // Without weight zero points (no per-pixel sums needed) the micro-kernel
 // reads the quad image itself: 16 virtual pixels o = oh * wph + ow at a time,
@@ -57,9 +71,9 @@ constexpr int64_t kPanelBlockBytes = 80 * 1024;  // packed panels a thread keeps
 // between rows.
 void qconv_vnni_direct(const QconvGeometry& g, const QconvQuadImage& l, const std::vector<int64_t>& tap,
                        const uint8_t* xb, int64_t cg, bool x_signed, uint8_t zx, const QconvWeights& w,
-                       const std::vector<int32_t>& row_const, const QgemmOutput& out, size_t out_esize,
-                       ThreadPool* pool) {
+                       std::vector<int32_t> row_const, QgemmOutput out, size_t out_esize, ThreadPool* pool) {
   const int64_t pixels = g.out_h * g.out_w, ocg = g.out_c / g.group;
+  if (fold_bias(out, w.quad_groups[0].k, g.out_c, row_const)) out.bias = nullptr;
   const int64_t vpanels = (g.out_h * l.wph + kQgemmNR - 1) / kQgemmNR;
   const int64_t units = g.batch * g.group * vpanels, kquads = static_cast<int64_t>(tap.size());
   auto work = [&](int64_t begin, int64_t end) {

@@ -226,12 +226,6 @@ QTK_VNNI inline Lanes8 column_lanes(const QgemmRequant& r, int64_t n0, int odd) 
           join(g0 + 24, g1 + 24), join(g0 + 32, g1 + 32), join(g0 + 40, g1 + 40)};
 }
 
-QTK_VNNI inline Lanes8 row_lanes(const QgemmRequant& r, int64_t ch) {
-  const int64_t* g = &r.lanes[(ch / 8) * 48 + (ch % 2) * 4 + (ch % 8) / 2];
-  return {_mm512_set1_epi64(g[0]),  _mm512_set1_epi64(g[8]),  _mm512_set1_epi64(g[16]),
-          _mm512_set1_epi64(g[24]), _mm512_set1_epi64(g[32]), _mm512_set1_epi64(g[40])};
-}
-
 // u = acc·m + 2^62 + 2^(n-1), shifted right (logical) by n: see qgemm_make_requant.
 QTK_VNNI inline __m512i rescale(__m512i v, const Lanes8& p) {
   return _mm512_srlv_epi64(_mm512_add_epi64(_mm512_mul_epi32(v, p.mult), p.add), p.shift);
@@ -250,12 +244,66 @@ QTK_VNNI __m512i requant16(__m512i v, const Lanes8& even, const Lanes8& odd, con
   return _mm512_mask_blend_epi32(0xAAAA, e, _mm512_slli_epi64(o, 32));
 }
 
+// The epilogue's codes for one channel per row (convs): the row's constants
+// broadcast, the branches hoisted out of the row loop.
+template <bool kBelowOne, bool kBias>
+QTK_VNNI void epilogue_row_codes(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0, const QgemmOutput& out) {
+  const __mmask16 keep = static_cast<__mmask16>((1u << nr) - 1);
+  const QgemmRequant& r = *out.requant;
+  const __m512i zp = _mm512_set1_epi32(r.zero_point), lo = _mm512_set1_epi32(r.qmin - r.zero_point),
+                hi = _mm512_set1_epi32(r.qmax - r.zero_point);
+  for (int i = 0; i < mr; ++i) {
+    const uint64_t m = static_cast<uint64_t>(m0 + i);
+    __m512i v = _mm512_load_si512(acc + i * kQgemmNR);
+    if constexpr (kBias) {
+      const int32_t* bp = out.bias + static_cast<int64_t>(m) * out.bias_rs + n0 * out.bias_cs;
+      const __m512i b = out.bias_cs ? _mm512_loadu_si512(bp) : _mm512_set1_epi32(bp[0]);
+      const __m512i s = _mm512_add_epi32(v, b);
+      if (out.bias_saturates) {  // the int64 sum clamped to int32
+        const __mmask16 overflow = _mm512_cmplt_epi32_mask(
+            _mm512_and_si512(_mm512_xor_si512(v, s), _mm512_xor_si512(b, s)), _mm512_setzero_si512());
+        v = _mm512_mask_blend_epi32(overflow, s, _mm512_xor_si512(_mm512_srai_epi32(v, 31), _mm512_set1_epi32(0x7fffffff)));
+      } else {
+        v = s;
+      }
+    }
+    const int64_t* g = &r.lanes[(m >> 3) * 48 + (m & 1) * 4 + ((m & 7) >> 1)];
+    const __m512i mult = _mm512_set1_epi64(g[0]), add = _mm512_set1_epi64(g[8]), shift = _mm512_set1_epi64(g[16]);
+    __m512i e = _mm512_srlv_epi64(_mm512_add_epi64(_mm512_mul_epi32(v, mult), add), shift);
+    __m512i o = _mm512_srlv_epi64(_mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(v, 32), mult), add), shift);
+    __m512i c;
+    if constexpr (kBelowOne) {
+      c = _mm512_add_epi32(_mm512_mask_blend_epi32(0xAAAA, e, _mm512_slli_epi64(o, 32)),
+                           _mm512_set1_epi32(r.round_offset[m]));
+      c = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(c, lo), hi), zp);
+    } else {
+      const __m512i l64 = _mm512_set1_epi64(g[24]), h64 = _mm512_set1_epi64(g[32]), off = _mm512_set1_epi64(g[40]);
+      e = _mm512_add_epi64(_mm512_min_epi64(_mm512_max_epi64(e, l64), h64), off);
+      o = _mm512_add_epi64(_mm512_min_epi64(_mm512_max_epi64(o, l64), h64), off);
+      c = _mm512_mask_blend_epi32(0xAAAA, e, _mm512_slli_epi64(o, 32));
+    }
+    _mm_mask_storeu_epi8(static_cast<uint8_t*>(out.out) + static_cast<int64_t>(m) * out.ldo + n0, keep,
+                         _mm512_cvtepi32_epi8(c));
+  }
+}
+
 }  // namespace
 
 QTK_VNNI void qgemm_epilogue_avx512(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0,
                                     const QgemmOutput& out) {
-  const __mmask16 keep = static_cast<__mmask16>((1u << nr) - 1);
   const bool by_row = out.channel_is_row;
+  if (out.kind == QgemmOutputKind::kCodes && by_row) {
+    const bool bias = out.bias != nullptr;
+    if (out.requant->below_one) {
+      bias ? epilogue_row_codes<true, true>(acc, mr, nr, m0, n0, out)
+           : epilogue_row_codes<true, false>(acc, mr, nr, m0, n0, out);
+    } else {
+      bias ? epilogue_row_codes<false, true>(acc, mr, nr, m0, n0, out)
+           : epilogue_row_codes<false, false>(acc, mr, nr, m0, n0, out);
+    }
+    return;
+  }
+  const __mmask16 keep = static_cast<__mmask16>((1u << nr) - 1);
   const QgemmRequant* r = out.requant;
   Lanes8 col_even{}, col_odd{};
   __m512i col_offset = _mm512_setzero_si512();
@@ -291,13 +339,7 @@ QTK_VNNI void qgemm_epilogue_avx512(const int32_t* acc, int mr, int nr, int64_t 
         break;
       }
       case QgemmOutputKind::kCodes: {
-        __m512i c;
-        if (by_row) {
-          const Lanes8 p = row_lanes(*r, m);
-          c = requant16(v, p, p, *r, _mm512_set1_epi32(r->round_offset[static_cast<size_t>(m)]));
-        } else {
-          c = requant16(v, col_even, col_odd, *r, col_offset);
-        }
+        const __m512i c = requant16(v, col_even, col_odd, *r, col_offset);  // by column: rows are above
         // Codes are within the 8-bit type: truncating to bytes is exact.
         _mm_mask_storeu_epi8(static_cast<uint8_t*>(out.out) + o, keep, _mm512_cvtepi32_epi8(c));
         break;
