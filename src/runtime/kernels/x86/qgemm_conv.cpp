@@ -20,6 +20,7 @@ void qconv_pack_weights(const QgemmCodes& w, int64_t out_c, int64_t in_c_per_gro
   out.kernel_w = kernel_w;
   out.groups = std::vector<QgemmPackedA>(static_cast<size_t>(group));
   out.quad_groups = std::vector<QgemmQuadA>(qgemm_avx512_vnni_supported() ? static_cast<size_t>(group) : 0);
+  out.tap_quad_groups = std::vector<QgemmQuadA>(!out.quad_groups.empty() && in_c_per_group == 1 ? static_cast<size_t>(group) : 0);
   const int64_t oc_per_group = out_c / group;
   for (int64_t gi = 0; gi < group; ++gi) {
     QgemmCodes sub = w;
@@ -31,6 +32,9 @@ void qconv_pack_weights(const QgemmCodes& w, int64_t out_c, int64_t in_c_per_gro
     if (!out.quad_groups.empty())
       detail::qconv_pack_quad_weights(sub, oc_per_group, in_c_per_group, kernel_h, kernel_w, zp,
                                       out.quad_groups[static_cast<size_t>(gi)]);
+    if (!out.tap_quad_groups.empty())
+      detail::qconv_pack_tap_quad_weights(sub, oc_per_group, kernel_h, kernel_w, zp,
+                                          out.tap_quad_groups[static_cast<size_t>(gi)]);
   }
 }
 

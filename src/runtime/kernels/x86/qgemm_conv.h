@@ -47,6 +47,9 @@ struct QconvWeights {
   int64_t in_c = 0, kernel_h = 1, kernel_w = 1;  // in_c: per group
   std::vector<QgemmPackedA> groups;
   std::vector<QgemmQuadA> quad_groups;  // the VNNI layout, when the CPU has it
+  // Single-channel groups on the VNNI tier: quads of 4 taps of one kernel row
+  // (k ordered (kh, kw padded to 4)), for stride-1 convs (qgemm_vnni.h).
+  std::vector<QgemmQuadA> tap_quad_groups;
 };
 void qconv_pack_weights(const QgemmCodes& w, int64_t out_c, int64_t in_c_per_group, int64_t kernel_h,
                         int64_t kernel_w, int64_t group, const std::vector<int32_t>& zero_points, QconvWeights& out);
@@ -89,6 +92,10 @@ void qconv_vnni(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
 // The VNNI weight layout of one group's weights (rows: output channels).
 void qconv_pack_quad_weights(const QgemmCodes& w, int64_t rows, int64_t in_c, int64_t kernel_h, int64_t kernel_w,
                              const std::vector<int32_t>& zero_points, QgemmQuadA& out);
+// The same for one input channel, quads of 4 taps of a kernel row
+// (QconvWeights::tap_quad_groups).
+void qconv_pack_tap_quad_weights(const QgemmCodes& w, int64_t rows, int64_t kernel_h, int64_t kernel_w,
+                                 const std::vector<int32_t>& zero_points, QgemmQuadA& out);
 
 }  // namespace detail
 

@@ -16,12 +16,16 @@
 
 namespace qtk::rt::x86::detail {
 
-void qconv_pack_quad_weights(const QgemmCodes& w, int64_t rows, int64_t in_c, int64_t kernel_h, int64_t kernel_w,
-                             const std::vector<int32_t>& zero_points, QgemmQuadA& out) {
-  const int64_t c4 = (in_c + 3) / 4;
+namespace {
+
+// Weights minus their zero points as signed quads: byte `slot(c, kh, kw)` of
+// row i's words (quad = slot / 4), zero elsewhere.
+template <class Slot>
+void pack_quads(const QgemmCodes& w, int64_t rows, int64_t in_c, int64_t kernel_h, int64_t kernel_w,
+                const std::vector<int32_t>& zero_points, int64_t kquads, Slot slot, QgemmQuadA& out) {
   out.m = rows;
-  out.k = kernel_h * kernel_w * c4 * 4;
-  out.kquads = kernel_h * kernel_w * c4;
+  out.k = kquads * 4;
+  out.kquads = kquads;
   out.tiles = (rows + kQgemmVnniMR - 1) / kQgemmVnniMR;
   const int64_t words = std::max<int64_t>(out.tiles * out.kquads * kQgemmVnniMR, 1);
   uint32_t* dst = out.words.get(words);
@@ -40,12 +44,28 @@ void qconv_pack_quad_weights(const QgemmCodes& w, int64_t rows, int64_t in_c, in
       for (int64_t kh = 0; kh < kernel_h; ++kh)
         for (int64_t kw = 0; kw < kernel_w; ++kw) {
           const int32_t v = w.at(i, (c * kernel_h + kh) * kernel_w + kw) - shift;
-          const int64_t q = (kh * kernel_w + kw) * c4 + c / 4;  // quad: 4 channels of one tap
-          bytes[q * kQgemmVnniMR * 4 + c % 4] = static_cast<uint8_t>(static_cast<int8_t>(v));
+          const int64_t b = slot(c, kh, kw);
+          bytes[(b / 4) * kQgemmVnniMR * 4 + b % 4] = static_cast<uint8_t>(static_cast<int8_t>(v));
           sum += v;
         }
     out.rowsum[static_cast<size_t>(i)] = sum;
   }
+}
+
+}  // namespace
+
+void qconv_pack_quad_weights(const QgemmCodes& w, int64_t rows, int64_t in_c, int64_t kernel_h, int64_t kernel_w,
+                             const std::vector<int32_t>& zero_points, QgemmQuadA& out) {
+  const int64_t c4 = (in_c + 3) / 4;  // quad: 4 channels of one tap
+  pack_quads(w, rows, in_c, kernel_h, kernel_w, zero_points, kernel_h * kernel_w * c4,
+             [&](int64_t c, int64_t kh, int64_t kw) { return ((kh * kernel_w + kw) * c4 + c / 4) * 4 + c % 4; }, out);
+}
+
+void qconv_pack_tap_quad_weights(const QgemmCodes& w, int64_t rows, int64_t kernel_h, int64_t kernel_w,
+                                 const std::vector<int32_t>& zero_points, QgemmQuadA& out) {
+  const int64_t w4 = (kernel_w + 3) / 4;  // quad: 4 taps of one kernel row
+  pack_quads(w, rows, 1, kernel_h, kernel_w, zero_points, kernel_h * w4,
+             [&](int64_t, int64_t kh, int64_t kw) { return (kh * w4 + kw / 4) * 4 + kw % 4; }, out);
 }
 
 namespace {
@@ -70,14 +90,15 @@ bool fold_bias(const QgemmOutput& out, int64_t k_padded, int64_t rows, std::vect
 // kept lanes are consecutive output pixels, since the dropped ones sit
 // between rows.
 void qconv_vnni_direct(const QconvGeometry& g, const QconvQuadImage& l, const std::vector<int64_t>& tap,
-                       const uint8_t* xb, int64_t cg, bool x_signed, uint8_t zx, const QconvWeights& w,
-                       std::vector<int32_t> row_const, QgemmOutput out, size_t out_esize, ThreadPool* pool) {
+                       const uint8_t* xb, int64_t cg, bool x_signed, uint8_t zx,
+                       const std::vector<QgemmQuadA>& groups, bool tap_quads, std::vector<int32_t> row_const,
+                       QgemmOutput out, size_t out_esize, ThreadPool* pool) {
   const int64_t pixels = g.out_h * g.out_w, ocg = g.out_c / g.group;
-  if (fold_bias(out, w.quad_groups[0].k, g.out_c, row_const)) out.bias = nullptr;
+  if (fold_bias(out, groups[0].k, g.out_c, row_const)) out.bias = nullptr;
   const int64_t vpanels = (g.out_h * l.wph + kQgemmNR - 1) / kQgemmNR;
   const int64_t units = g.batch * g.group * vpanels, kquads = static_cast<int64_t>(tap.size());
   auto work = [&](int64_t begin, int64_t end) {
-    thread_local AlignedBuffer<uint8_t> image_buffer;
+    thread_local AlignedBuffer<uint8_t> image_buffer, plane_buffer;
     alignas(64) int32_t acc[kQgemmVnniMR * kQgemmNR];
     int64_t current = -1;
     const uint8_t* image = nullptr;
@@ -86,7 +107,11 @@ void qconv_vnni_direct(const QconvGeometry& g, const QconvQuadImage& l, const st
       const int64_t b = bg / g.group, gi = bg % g.group;
       if (bg != current) {
         uint8_t* buf = image_buffer.get(l.bytes);
-        qconv_fill_quad_image(g, l, xb + (b * g.in_c + gi * cg) * g.in_h * g.in_w, cg, x_signed, zx, buf);
+        const uint8_t* src = xb + (b * g.in_c + gi * cg) * g.in_h * g.in_w;
+        if (tap_quads)
+          qconv_fill_tap_quad_image(g, l, src, x_signed, zx, plane_buffer.get(l.bytes / 4 + 64), buf);
+        else
+          qconv_fill_quad_image(g, l, src, cg, x_signed, zx, buf);
         image = buf;
         current = bg;
       }
@@ -109,7 +134,7 @@ void qconv_vnni_direct(const QconvGeometry& g, const QconvQuadImage& l, const st
       if (keep == 0) continue;
       QgemmOutput ob = out;
       ob.out = static_cast<uint8_t*>(out.out) + static_cast<size_t>(b * g.out_c * pixels) * out_esize;
-      const QgemmQuadA& wq = w.quad_groups[static_cast<size_t>(gi)];
+      const QgemmQuadA& wq = groups[static_cast<size_t>(gi)];
       const uint8_t* base = image + v0 * 4;
       for (int64_t t = 0; t < wq.tiles; ++t) {
         const int rows = static_cast<int>(std::min<int64_t>(kQgemmVnniMR, ocg - t * kQgemmVnniMR));
@@ -121,7 +146,7 @@ void qconv_vnni_direct(const QconvGeometry& g, const QconvQuadImage& l, const st
       }
     }
   };
-  const int64_t macs = g.batch * g.out_c * w.k * pixels;
+  const int64_t macs = g.batch * g.out_c * groups[0].k * pixels;
   if (pool == nullptr || pool->size() == 1 || macs < kQgemmMinParallelMacs) {
     work(0, units);
     return;
@@ -173,8 +198,25 @@ void qconv_vnni(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
   }
   const size_t out_esize = out.kind == QgemmOutputKind::kCodes ? 1 : 4;
   const uint8_t* xb = static_cast<const uint8_t*>(x);
+  if (!col_sums && cg == 1 && !w.tap_quad_groups.empty() && g.stride_h == 1 && g.stride_w == 1 &&
+      g.dilation_h == 1 && g.dilation_w == 1) {
+    // One input channel: quads of 4 taps (qgemm_vnni.h), the same rows and widths.
+    const int64_t w4 = (g.kernel_w + 3) / 4;
+    std::vector<int64_t> row_taps(static_cast<size_t>(g.kernel_h * w4));
+    for (int64_t kh = 0; kh < g.kernel_h; ++kh)
+      for (int64_t j = 0; j < w4; ++j)
+        row_taps[static_cast<size_t>(kh * w4 + j)] = QconvQuadImage::front + (kh * l.wph + 4 * j) * 4;
+    QconvQuadImage lt = l;
+    // Pixels read: below out_h·wph + 16 + (KH - 1)·wph + 4·w4 <= hph·wph + 16 + 4·w4.
+    const int64_t zpix = (l.hph * l.wph + 4 * w4 + 2 * kQgemmNR + kQgemmNR - 1) / kQgemmNR * kQgemmNR;
+    lt.bytes = QconvQuadImage::front + zpix * 4;
+    qconv_vnni_direct(g, lt, row_taps, xb, cg, x_signed, static_cast<uint8_t>(zx), w.tap_quad_groups, true,
+                      row_const, out, out_esize, pool);
+    return;
+  }
   if (!col_sums) {
-    qconv_vnni_direct(g, l, tap, xb, cg, x_signed, static_cast<uint8_t>(zx), w, row_const, out, out_esize, pool);
+    qconv_vnni_direct(g, l, tap, xb, cg, x_signed, static_cast<uint8_t>(zx), w.quad_groups, false, row_const, out,
+                      out_esize, pool);
     return;
   }
   const int64_t panel_bytes = kquads * 4 * kQgemmNR;

@@ -76,6 +76,15 @@ struct QconvQuadImage {
 void qconv_fill_quad_image(const QconvGeometry& g, const QconvQuadImage& l, const uint8_t* x, int64_t channels,
                            bool x_signed, uint8_t zero_point_u8, uint8_t* dst);
 
+// Single-channel convs with stride 1 and no dilation read a different copy:
+// pixel i (o = i, in the layout above with c4 = 1, phases = 1) holds the 4
+// padded pixels i .. i + 3 of its row, so quad (kh, j) of output pixel o is
+// at o + kh·wph + 4j: kquads = KH·ceil(KW/4) instead of KH·KW. Fills pixels
+// [0, (bytes - front) / 4), a multiple of 16; `scratch` takes the padded
+// plane, (bytes - front) / 4 + 64 bytes.
+void qconv_fill_tap_quad_image(const QconvGeometry& g, const QconvQuadImage& l, const uint8_t* x, bool x_signed,
+                               uint8_t zero_point_u8, uint8_t* scratch, uint8_t* dst);
+
 // One 16-pixel panel of that copy: quad q, lane j = the 4 bytes at
 // src + tap[q] + lane_offset[j]; runs of lanes with consecutive pixels are
 // read with one masked load each; lanes >= `lanes` are zero.

@@ -208,6 +208,24 @@ QTK_VNNI void fill_quad_image(const QconvGeometry& g, const QconvQuadImage& l, c
     }
 }
 
+QTK_VNNI void fill_tap_quad_image(const QconvGeometry& g, const QconvQuadImage& l, const uint8_t* x, bool x_signed,
+                                  uint8_t zp, uint8_t* plane, uint8_t* dst) {
+  const int64_t pixels = (l.bytes - QconvQuadImage::front) / 4;  // a multiple of 16
+  std::memset(plane, zp, static_cast<size_t>(pixels + 64));
+  std::memset(dst, zp, QconvQuadImage::front);
+  const uint8_t flip = x_signed ? 0x80 : 0;
+  for (int64_t r = 0; r < g.in_h; ++r) {
+    const uint8_t* in = x + r * g.in_w;
+    uint8_t* out = plane + (r + g.pad_top) * l.wph + g.pad_left;
+    for (int64_t c = 0; c < g.in_w; ++c) out[c] = in[c] ^ flip;
+  }
+  // Pixel i = plane bytes i .. i + 3: four shifted rows interleaved.
+  for (int64_t i = 0; i < pixels; i += 16) {
+    const auto at = [&](int t) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(plane + i + t)); };
+    interleave4(at(0), at(1), at(2), at(3), 16, dst + QconvQuadImage::front + i * 4);
+  }
+}
+
 // The output stage of qgemm_epilogue_avx2 on 16 lanes (same results).
 struct Lanes8 {
   __m512i mult, add, shift, lo, hi, off;
@@ -368,6 +386,11 @@ void qconv_fill_quad_image(const QconvGeometry& g, const QconvQuadImage& l, cons
   fill_quad_image(g, l, x, channels, x_signed, zero_point_u8, dst);
 }
 
+void qconv_fill_tap_quad_image(const QconvGeometry& g, const QconvQuadImage& l, const uint8_t* x, bool x_signed,
+                               uint8_t zero_point_u8, uint8_t* scratch, uint8_t* dst) {
+  fill_tap_quad_image(g, l, x, x_signed, zero_point_u8, scratch, dst);
+}
+
 #else
 
 void qgemm_vnni_ukernel(int, int64_t, const uint32_t*, const uint8_t*, bool, const VnniFix&, int32_t*) {}
@@ -377,6 +400,8 @@ void qgemm_epilogue_avx512(const int32_t*, int, int, int64_t, int64_t, const Qge
 void qconv_pack_panel_quad_image(const QconvQuadPanel&, uint8_t*, int32_t*) {}
 void qconv_fill_quad_image(const QconvGeometry&, const QconvQuadImage&, const uint8_t*, int64_t, bool, uint8_t,
                            uint8_t*) {}
+void qconv_fill_tap_quad_image(const QconvGeometry&, const QconvQuadImage&, const uint8_t*, bool, uint8_t, uint8_t*,
+                               uint8_t*) {}
 
 #endif
 
