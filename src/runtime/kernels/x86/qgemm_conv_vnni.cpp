@@ -97,15 +97,31 @@ void qconv_vnni_direct(const QconvGeometry& g, const QconvQuadImage& l, const st
   if (fold_bias(out, groups[0].k, g.out_c, row_const)) out.bias = nullptr;
   const int64_t vpanels = (g.out_h * l.wph + kQgemmNR - 1) / kQgemmNR;
   const int64_t units = g.batch * g.group * vpanels, kquads = static_cast<int64_t>(tap.size());
+  // Which of each panel's 16 virtual pixels are real, and the first one's index.
+  struct VirtualPanel {
+    uint16_t keep = 0;
+    int nr = 0;
+    int64_t first = 0;
+  };
+  std::vector<VirtualPanel> lanes(static_cast<size_t>(vpanels));
+  for (int64_t v = 0; v < vpanels * kQgemmNR; ++v) {
+    const int64_t oh = v / l.wph, ow = v % l.wph;
+    if (oh >= g.out_h || ow >= g.out_w) continue;
+    VirtualPanel& vp = lanes[static_cast<size_t>(v / kQgemmNR)];
+    if (vp.nr++ == 0) vp.first = oh * g.out_w + ow;
+    vp.keep = static_cast<uint16_t>(vp.keep | 1u << (v % kQgemmNR));
+  }
   auto work = [&](int64_t begin, int64_t end) {
     thread_local AlignedBuffer<uint8_t> image_buffer, plane_buffer;
     alignas(64) int32_t acc[kQgemmVnniMR * kQgemmNR];
     int64_t current = -1;
     const uint8_t* image = nullptr;
+    QgemmOutput ob = out;
     for (int64_t u = begin; u < end; ++u) {
       const int64_t bg = u / vpanels, p = u % vpanels;
       const int64_t b = bg / g.group, gi = bg % g.group;
       if (bg != current) {
+        ob.out = static_cast<uint8_t*>(out.out) + static_cast<size_t>(b * g.out_c * pixels) * out_esize;
         uint8_t* buf = image_buffer.get(l.bytes);
         const uint8_t* src = xb + (b * g.in_c + gi * cg) * g.in_h * g.in_w;
         if (tap_quads)
@@ -115,34 +131,17 @@ void qconv_vnni_direct(const QconvGeometry& g, const QconvQuadImage& l, const st
         image = buf;
         current = bg;
       }
-      // Which of the 16 virtual pixels are real, and the first one's index.
-      const int64_t v0 = p * kQgemmNR;
-      int64_t oh = v0 / l.wph, ow = v0 % l.wph, first = -1;
-      uint32_t keep = 0;
-      int nr = 0;
-      for (int j = 0; j < kQgemmNR; ++j) {
-        if (oh < g.out_h && ow < g.out_w) {
-          if (first < 0) first = oh * g.out_w + ow;
-          keep |= 1u << j;
-          ++nr;
-        }
-        if (++ow == l.wph) {
-          ow = 0;
-          ++oh;
-        }
-      }
-      if (keep == 0) continue;
-      QgemmOutput ob = out;
-      ob.out = static_cast<uint8_t*>(out.out) + static_cast<size_t>(b * g.out_c * pixels) * out_esize;
+      const VirtualPanel& vp = lanes[static_cast<size_t>(p)];
+      if (vp.keep == 0) continue;
       const QgemmQuadA& wq = groups[static_cast<size_t>(gi)];
-      const uint8_t* base = image + v0 * 4;
+      const uint8_t* base = image + p * kQgemmNR * 4;
       for (int64_t t = 0; t < wq.tiles; ++t) {
         const int rows = static_cast<int>(std::min<int64_t>(kQgemmVnniMR, ocg - t * kQgemmVnniMR));
         VnniFix fix;
         fix.row_const = row_const.data() + gi * ocg + t * kQgemmVnniMR;
-        fix.keep_lanes = static_cast<uint16_t>(keep);
+        fix.keep_lanes = vp.keep;
         qconv_vnni_ukernel_taps(rows, kquads, wq.tile(t), base, tap.data(), fix, acc);
-        qgemm_epilogue_avx512(acc, rows, nr, gi * ocg + t * kQgemmVnniMR, first, ob);
+        qgemm_epilogue_avx512(acc, rows, vp.nr, gi * ocg + t * kQgemmVnniMR, vp.first, ob);
       }
     }
   };
