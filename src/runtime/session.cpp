@@ -4,6 +4,7 @@
 #include "onnx/model_io.h"
 #include "qtk/model.h"
 #include "quant/graph/qoperator_writer.h"
+#include "quant/graph/residual_add_fusion.h"
 #include "runtime/graph_executor.h"
 #include "runtime/op_registry.h"
 #include "runtime/optimize.h"
@@ -37,6 +38,8 @@ Expected<std::unique_ptr<Session>> Session::create(const ir::Model& model, const
     quant::QOperatorOptions qo;
     qo.fuse_output_clamp = true;  // 4-bit / Relu clamps inside QLinearConv's requantization
     QTK_RETURN_IF_ERROR(quant::qdq_to_qoperator(m, qo));
+    // Residual joins inside the conv before them (quant/graph/residual_add_fusion.h).
+    QTK_RETURN_IF_ERROR(quant::fuse_residual_adds(m.graph).status());
   }
   if (options.optimize) QTK_RETURN_IF_ERROR(rt::optimize_model(m));
   rt::OpsetMap opsets;

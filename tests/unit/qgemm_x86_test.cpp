@@ -314,13 +314,26 @@ TEST(Qconv, BothPathsMatchPlainLoop) {
     out.bias_rs = 1;
     out.requant = &requant;
     out.ldo = plane;
+    // A third of the code outputs get a fused residual join (QLinearAdd).
+    const bool residual_add = !int32_out && rng() % 3 == 0;
+    const auto residual_codes = random_bytes(total, rng);
+    std::uniform_real_distribution<double> ratio(0.05, 3.0);
+    const auto shared = quant::shared_shift_multipliers(ratio(rng), ratio(rng));
+    ASSERT_TRUE(shared.has_value());
+    QgemmResidualAdd residual;
+    residual.codes = residual_codes.data();
+    residual.a_zp = requant.zero_point;
+    residual.b_zp = random_zp(false, rng);
+    residual.c_zp = random_zp(false, rng);
+    residual.ma = shared->ma, residual.mb = shared->mb, residual.n = shared->n;
+    if (residual_add) out.residual = &residual;
     SCOPED_TRACE("seed " + std::to_string(seed) + " iter " + std::to_string(iter) + " batch " +
                  std::to_string(g.batch) + " c " + std::to_string(g.in_c) + " " + std::to_string(g.in_h) + "x" +
                  std::to_string(g.in_w) + " oc " + std::to_string(g.out_c) + " k " + std::to_string(g.kernel_h) + "x" +
                  std::to_string(g.kernel_w) + " s " + std::to_string(g.stride_h) + "," + std::to_string(g.stride_w) +
                  " d " + std::to_string(g.dilation_h) + "," + std::to_string(g.dilation_w) + " pads " +
                  std::to_string(g.pad_top) + "," + std::to_string(g.pad_left) + " group " + std::to_string(g.group) +
-                 (symmetric ? " symmetric" : "") + (extreme_bias ? " extreme bias" : ""));
+                 (symmetric ? " symmetric" : "") + (extreme_bias ? " extreme bias" : "") + (residual_add ? " residual add" : ""));
     // The plain loop.
     std::vector<int32_t> want(static_cast<size_t>(total));
     const int64_t ocg_n = g.out_c / g.group;
@@ -345,6 +358,9 @@ TEST(Qconv, BothPathsMatchPlainLoop) {
                 acc + bias[static_cast<size_t>(oc)], INT32_MIN, INT32_MAX));  // the runtime's saturating add
             const size_t o = static_cast<size_t>(((b * g.out_c + oc) * g.out_h + oh) * g.out_w + ow);
             want[o] = int32_out ? v : quant::requantize_to_code(v, mult[static_cast<size_t>(oc)], requant.zero_point, 0, 255);
+            if (residual_add)
+              want[o] = quant::add_to_code(want[o] - residual.a_zp, residual_codes[o] - residual.b_zp, *shared,
+                                           residual.c_zp, 0, 255);
           }
     for (QgemmPath p : paths())
       for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2}) {

@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "data/dataset.h"
+#include "ir/graph.h"
+#include "quant/graph/residual_add_fusion.h"
 #include "qtk/model.h"
 #include "qtk/quantize.h"
 #include "qtk/session.h"
@@ -400,49 +402,81 @@ TEST(QLinearX86, QuantizedModelsGiveIdenticalOutputs) {
   }
 }
 
-// 4-bit activation codes: the integer session folds their clamp into
-// QLinearConv's requantization (qtk_output_min/max). Optimized and reference
-// kernels agree bit for bit, and both equal the exported QOperator model,
-// where the clamp is a separate integer Clip.
-TEST(QLinearX86, FusedFourBitClampsMatchSeparateClips) {
+// The integer session's fusions (4-bit / Relu clamps inside QLinearConv's
+// requantization, residual QLinearAdds inside the conv before them) against
+// the exported QOperator model, where they are separate nodes: the integer
+// session with reference and with optimized kernels, and the export run
+// as it is, agree bit for bit.
+void expect_fused_session_matches_export(const char* name, const QuantConfig& cfg) {
+  SCOPED_TRACE(name);
   auto calib = data::load_dataset("fashion-mnist:train", 64);
   auto test = data::load_dataset("fashion-mnist:test", 16);
   ASSERT_TRUE(calib.ok() && test.ok());
-  for (const char* name : {"cnn", "resnet20"}) {
-    SCOPED_TRACE(name);
-    auto m = load_model(std::string(QTK_MODELS_DIR) + "/" + name + ".onnx");
-    ASSERT_TRUE(m.ok()) << m.status().message();
-    QuantConfig cfg;
-    cfg.weight_format = quant::QFormat::kInt4;
-    cfg.activation_format = quant::QFormat::kUInt4;
-    cfg.method = WeightMethod::kRtn;
-    cfg.int4_types = false;
-    auto q = quantize(*m, cfg, CalibrationData{{calib->images}});
-    ASSERT_TRUE(q.ok()) << q.status().message();
-    QuantConfig exported = cfg;
-    exported.format = ExportFormat::kQOperator;
-    auto qop = quantize(*m, exported, CalibrationData{{calib->images}});
-    ASSERT_TRUE(qop.ok()) << qop.status().message();
-    int clips = 0;
-    for (const auto& n : qop->model.graph.nodes) clips += n.op_type == "Clip";
-    EXPECT_GT(clips, 0) << "the export should hold the 4-bit clamps as Clip nodes";
-    std::vector<Tensor> outputs;
-    for (int variant = 0; variant < 3; ++variant) {
-      SessionOptions o;
-      o.threads = 2;
-      o.integer = variant < 2;
-      o.reference_kernels = variant == 0;
-      auto s = Session::create(variant < 2 ? q->model : qop->model, o);
-      ASSERT_TRUE(s.ok()) << s.status().message();
-      auto y = (*s)->run(std::vector<Tensor>{test->images});
-      ASSERT_TRUE(y.ok()) << y.status().message();
-      outputs.push_back((*y)[0]);
-    }
-    for (int v = 1; v < 3; ++v) {
-      const std::string diff = first_difference(outputs[0], outputs[v]);
-      EXPECT_TRUE(diff.empty()) << "variant " << v << ": " << diff;
-    }
+  auto m = load_model(std::string(QTK_MODELS_DIR) + "/" + name + ".onnx");
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  auto q = quantize(*m, cfg, CalibrationData{{calib->images}});
+  ASSERT_TRUE(q.ok()) << q.status().message();
+  QuantConfig exported = cfg;
+  exported.format = ExportFormat::kQOperator;
+  auto qop = quantize(*m, exported, CalibrationData{{calib->images}});
+  ASSERT_TRUE(qop.ok()) << qop.status().message();
+  std::vector<Tensor> outputs;
+  for (int variant = 0; variant < 3; ++variant) {
+    SessionOptions o;
+    o.threads = 2;
+    o.integer = variant < 2;
+    o.reference_kernels = variant == 0;
+    auto s = Session::create(variant < 2 ? q->model : qop->model, o);
+    ASSERT_TRUE(s.ok()) << s.status().message();
+    auto y = (*s)->run(std::vector<Tensor>{test->images});
+    ASSERT_TRUE(y.ok()) << y.status().message();
+    outputs.push_back((*y)[0]);
   }
+  for (int v = 1; v < 3; ++v) {
+    const std::string diff = first_difference(outputs[0], outputs[v]);
+    EXPECT_TRUE(diff.empty()) << "variant " << v << ": " << diff;
+  }
+}
+
+int count_ops(const ir::Graph& g, const std::string& op) {
+  int n = 0;
+  for (const auto& node : g.nodes) n += node.op_type == op;
+  return n;
+}
+
+TEST(QLinearX86, FusedFourBitClampsMatchSeparateClips) {
+  QuantConfig cfg;
+  cfg.weight_format = quant::QFormat::kInt4;
+  cfg.activation_format = quant::QFormat::kUInt4;
+  cfg.method = WeightMethod::kRtn;
+  cfg.int4_types = false;
+  for (const char* name : {"cnn", "resnet20"}) expect_fused_session_matches_export(name, cfg);
+}
+
+// resnet20's residual joins: each QLinearAdd reading a conv's only output
+// goes into that conv (quant/graph/residual_add_fusion.h).
+TEST(QLinearX86, FusedResidualAddsMatchSeparateAdds) {
+  auto calib = data::load_dataset("fashion-mnist:train", 64);
+  ASSERT_TRUE(calib.ok());
+  auto m = load_model(std::string(QTK_MODELS_DIR) + "/resnet20.onnx");
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  QuantConfig cfg;
+  cfg.format = ExportFormat::kQOperator;
+  auto qop = quantize(*m, cfg, CalibrationData{{calib->images}});
+  ASSERT_TRUE(qop.ok()) << qop.status().message();
+  ir::Graph g = qop->model.graph;
+  const int adds = count_ops(g, "QLinearAdd"), convs = count_ops(g, "QLinearConv");
+  ASSERT_GT(adds, 0);
+  auto fused = quant::fuse_residual_adds(g);
+  ASSERT_TRUE(fused.ok()) << fused.status().message();
+  EXPECT_GT(*fused, 0);
+  EXPECT_EQ(count_ops(g, "QLinearAdd"), adds - *fused);
+  EXPECT_EQ(count_ops(g, "QLinearConv"), convs);
+  int marked = 0;
+  for (const auto& n : g.nodes) marked += n.has_attr(quant::kResidualAddAttr);
+  EXPECT_EQ(marked, *fused);
+  EXPECT_TRUE(ir::topological_sort(g).ok());
+  expect_fused_session_matches_export("resnet20", QuantConfig{});
 }
 
 }  // namespace

@@ -21,4 +21,19 @@ FixedPointMultiplier quantize_multiplier(double real) {
   return m;
 }
 
+std::optional<SharedShiftMultipliers> shared_shift_multipliers(double ra, double rb) {
+  const FixedPointMultiplier f = quantize_multiplier(std::max(ra, rb));
+  SharedShiftMultipliers r;
+  if (f.multiplier == 0) {  // both ratios below 2^-31: every term rounds to 0
+    r.n = 62;
+    return r;
+  }
+  r.n = 31 - f.shift;
+  if (r.n < 1) return std::nullopt;
+  r.n = std::min(r.n, 62);
+  r.ma = std::llround(std::ldexp(ra, r.n));
+  r.mb = std::llround(std::ldexp(rb, r.n));
+  return r;
+}
+
 }  // namespace qtk::quant

@@ -9,7 +9,9 @@
 // one rounding step. n is clamped to [1, 62]; M must be in [0, 2^31).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <optional>
 
 namespace qtk::quant {
 
@@ -36,6 +38,25 @@ inline int32_t requantize_to_code(int32_t acc, FixedPointMultiplier m, int32_t z
                                   int32_t qmax) {
   int64_t v = static_cast<int64_t>(requantize_fixed_point(acc, m)) + zero_point;
   return static_cast<int32_t>(v < qmin ? qmin : (v > qmax ? qmax : v));
+}
+
+// QLinearAdd's rescaling (docs/integer-semantics.md): the two real ratios
+// a_scale/c_scale and b_scale/c_scale on one power-of-two grid, ma ≈ ra·2^n,
+// mb ≈ rb·2^n, n fixed by the larger ratio (its mantissa keeps 31 bits), so
+// the sum of the two rescaled terms is rounded once.
+struct SharedShiftMultipliers {
+  int64_t ma = 0, mb = 0;
+  int n = 31;
+};
+// nullopt for a ratio of 2^30 or more.
+std::optional<SharedShiftMultipliers> shared_shift_multipliers(double ra, double rb);
+
+// One QLinearAdd output code: clamp(((da·ma + db·mb + 2^(n-1)) >> n) + c_zp).
+inline int32_t add_to_code(int32_t da, int32_t db, const SharedShiftMultipliers& m, int32_t c_zp, int32_t qmin,
+                           int32_t qmax) {
+  const int64_t acc = static_cast<int64_t>(da) * m.ma + static_cast<int64_t>(db) * m.mb;
+  const int64_t v = ((acc + (int64_t{1} << (m.n - 1))) >> m.n) + c_zp;
+  return static_cast<int32_t>(std::clamp<int64_t>(v, qmin, qmax));
 }
 
 }  // namespace qtk::quant

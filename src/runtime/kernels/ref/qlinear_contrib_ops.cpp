@@ -55,30 +55,6 @@ void store_code(Tensor& t, int64_t i, int32_t v) {
   else t.data<int8_t>()[i] = static_cast<int8_t>(v);
 }
 
-// Two real multipliers on one power-of-two grid: M_a ≈ a / 2^n, M_b ≈ b / 2^n,
-// with n fixed by the larger multiplier (its mantissa gets 31 bits), so that
-// a sum of two rescaled terms is rounded once.
-struct SharedShiftMultipliers {
-  int64_t a = 0, b = 0;
-  int n = 31;
-};
-
-Expected<SharedShiftMultipliers> shared_shift(double ma, double mb) {
-  const double big = std::max(ma, mb);
-  const quant::FixedPointMultiplier f = quant::quantize_multiplier(big);
-  SharedShiftMultipliers r;
-  if (f.multiplier == 0) {  // both multipliers below 2^-31: every term rounds to 0
-    r.n = 62;
-    return r;
-  }
-  r.n = 31 - f.shift;
-  if (r.n < 1) return unsupported("input/output scale ratio of 2^30 or more");
-  if (r.n > 62) r.n = 62;
-  r.a = std::llround(std::ldexp(ma, r.n));
-  r.b = std::llround(std::ldexp(mb, r.n));
-  return r;
-}
-
 // Broadcast element-wise loop over two 8-bit tensors; f(da, db) -> output code,
 // where da, db are the inputs minus their zero points.
 template <class F>
@@ -134,13 +110,11 @@ Expected<BinaryParams> read_binary(const KernelContext& ctx) {
 // fixed-point grid: ((a - za)·ma + (b - zb)·mb + 2^(n-1)) >> n.
 Status qlinear_add(KernelContext& ctx) {
   QTK_ASSIGN_OR_RETURN(BinaryParams p, read_binary(ctx));
-  QTK_ASSIGN_OR_RETURN(SharedShiftMultipliers m, shared_shift(p.a_scale / p.c_scale, p.b_scale / p.c_scale));
-  const int64_t half = int64_t{1} << (m.n - 1);
+  const auto m = quant::shared_shift_multipliers(p.a_scale / p.c_scale, p.b_scale / p.c_scale);
+  if (!m) return unsupported("input/output scale ratio of 2^30 or more");
   const int32_t lo = qmin_of(p.type), hi = qmax_of(p.type);
   QTK_ASSIGN_OR_RETURN(ctx.outputs[0], binary_codes(ctx.input(0), ctx.input(3), p.type, [&](int32_t a, int32_t b) {
-    const int64_t acc = static_cast<int64_t>(a - p.a_zp) * m.a + static_cast<int64_t>(b - p.b_zp) * m.b;
-    const int64_t v = ((acc + half) >> m.n) + p.c_zp;
-    return static_cast<int32_t>(std::clamp<int64_t>(v, lo, hi));
+    return quant::add_to_code(a - p.a_zp, b - p.b_zp, *m, p.c_zp, lo, hi);
   }));
   return Status::Ok();
 }

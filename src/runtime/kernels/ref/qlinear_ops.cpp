@@ -4,9 +4,12 @@
 // QLinear ops requantize with a fixed-point multiplier (no float arithmetic on
 // the data path).
 #include <algorithm>
+#include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "quant/graph/qoperator_writer.h"
+#include "quant/graph/residual_add_fusion.h"
 #include "quant/schemes/fixed_point.h"
 #include "runtime/kernels/ref/common.h"
 #include "runtime/kernels/ref/im2col.h"
@@ -45,6 +48,8 @@ struct ConvAttrs {
   // The session's fused output clamp (quant::kOutputMinAttr/kOutputMaxAttr),
   // narrowing the output type's range.
   int32_t out_min = INT32_MIN, out_max = INT32_MAX;
+  // The session's fused residual join (quant/graph/residual_add_fusion.h).
+  bool residual_add = false;
 };
 
 Expected<ConvAttrs> read_conv_attrs(const ir::Node& n) {
@@ -57,6 +62,7 @@ Expected<ConvAttrs> read_conv_attrs(const ir::Node& n) {
   if (a.group < 1) return invalid_argument("group must be >= 1");
   a.out_min = static_cast<int32_t>(std::clamp<int64_t>(n.attr_int(quant::kOutputMinAttr, INT32_MIN), INT32_MIN, INT32_MAX));
   a.out_max = static_cast<int32_t>(std::clamp<int64_t>(n.attr_int(quant::kOutputMaxAttr, INT32_MAX), INT32_MIN, INT32_MAX));
+  a.residual_add = n.attr_int(quant::kResidualAddAttr, 0) != 0;
   return a;
 }
 
@@ -193,6 +199,36 @@ Status conv_integer(KernelContext& ctx, const ConvAttrs& a) {
   return Status::Ok();
 }
 
+template <class T>
+void add_residual_codes(const quant::SharedShiftMultipliers& m, int32_t y_zp, int32_t r_zp, int32_t c_zp, const T* r,
+                        T* y, int64_t n) {
+  constexpr int32_t lo = std::is_signed_v<T> ? -128 : 0, hi = std::is_signed_v<T> ? 127 : 255;
+  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<T>(quant::add_to_code(y[i] - y_zp, r[i] - r_zp, m, c_zp, lo, hi));
+}
+
+// y = QLinearAdd(y, R) with the fused node's inputs 6, 7 (y) and 9..13.
+Status add_residual(const KernelContext& ctx, Tensor& y) {
+  if (!ctx.has_input(9) || !ctx.has_input(10) || !ctx.has_input(12))
+    return invalid_argument("the fused residual add needs inputs 9 (R), 10 (R scale) and 12 (sum scale)");
+  const Tensor& r = ctx.input(9);
+  if (r.dtype() != y.dtype() || r.shape() != y.shape())
+    return invalid_argument("residual " + shape_to_string(r.shape()) + " " + dtype_name(r.dtype()) +
+                            " does not match the conv output " + shape_to_string(y.shape()) + " " +
+                            dtype_name(y.dtype()));
+  const double ys = ctx.input(6).get_as_double(0), rs = ctx.input(10).get_as_double(0),
+               cs = ctx.input(12).get_as_double(0);
+  if (!(ys > 0 && rs > 0 && cs > 0) || !std::isfinite(ys / cs) || !std::isfinite(rs / cs))
+    return invalid_argument("fused residual add scales must be positive and finite");
+  const auto m = quant::shared_shift_multipliers(ys / cs, rs / cs);
+  if (!m) return unsupported("input/output scale ratio of 2^30 or more");
+  const auto zp = [&](size_t i) { return ctx.has_input(i) ? static_cast<int32_t>(ctx.input(i).get_as_int64(0)) : 0; };
+  if (y.dtype() == DType::kInt8)
+    add_residual_codes(*m, zp(7), zp(11), zp(13), r.data<int8_t>(), y.data<int8_t>(), y.numel());
+  else
+    add_residual_codes(*m, zp(7), zp(11), zp(13), r.data<uint8_t>(), y.data<uint8_t>(), y.numel());
+  return Status::Ok();
+}
+
 Status qlinear_conv(KernelContext& ctx, const ConvAttrs& a) {
   QTK_RETURN_IF_ERROR(ref::expect_inputs(ctx, 8));
   const Tensor& x = ctx.input(0);
@@ -219,6 +255,7 @@ Status qlinear_conv(KernelContext& ctx, const ConvAttrs& a) {
   QTK_ASSIGN_OR_RETURN(ctx.outputs[0], requantize(acc, bias, [&](int64_t i) { return (i / plane) % m; }, mult,
                                                   ctx.input(7).get_as_int64(0), ctx.input(7).dtype(), a.out_min,
                                                   a.out_max));
+  if (a.residual_add) QTK_RETURN_IF_ERROR(add_residual(ctx, ctx.outputs[0]));
   return Status::Ok();
 }
 

@@ -2,6 +2,7 @@
 // plane, and the kernel that threads planes over the pool. See
 // qdepthwise_conv.h; the AVX2 planes are in qdepthwise_conv_avx2.cpp.
 #include "quant/graph/qoperator_writer.h"
+#include "quant/graph/residual_add_fusion.h"
 #include "runtime/kernels/x86/qdepthwise_conv.h"
 #include "core/cpu_features.h"
 
@@ -257,7 +258,9 @@ Expected<std::unique_ptr<Kernel>> try_make_kernel(const KernelInit& init, Path p
   if (node.op_type != "QLinearConv" || !init.constant_input) return none;
   // A fused output clamp (4-bit codes) is left to the general conv kernel,
   // whose requantization takes the narrower range.
-  if (node.has_attr(quant::kOutputMinAttr) || node.has_attr(quant::kOutputMaxAttr)) return none;
+  if (node.has_attr(quant::kOutputMinAttr) || node.has_attr(quant::kOutputMaxAttr) ||
+      node.has_attr(quant::kResidualAddAttr))
+    return none;
   const Tensor* w = init.constant_input(3);
   if (w == nullptr || w->rank() != 4 || w->dim(1) != 1 || w->dim(0) < 1) return none;
   if (w->dtype() != DType::kUInt8 && w->dtype() != DType::kInt8) return none;

@@ -229,19 +229,11 @@ std::optional<Binary> read_binary(const KernelContext& ctx) {
 
 // The reference's shared power-of-two grid for the two ratios.
 std::optional<AddParams> add_params(const Binary& in) {
-  const double ma = in.a_scale / in.c_scale, mb = in.b_scale / in.c_scale;
-  const quant::FixedPointMultiplier f = quant::quantize_multiplier(std::max(ma, mb));
+  const auto m = quant::shared_shift_multipliers(in.a_scale / in.c_scale, in.b_scale / in.c_scale);
+  if (!m) return std::nullopt;  // the reference's "ratio of 2^30 or more" error
   AddParams p;
   p.a_zp = in.a_zp, p.b_zp = in.b_zp, p.c_zp = in.c_zp, p.is_signed = in.type == DType::kInt8;
-  if (f.multiplier == 0) {
-    p.n = 62;
-    return p;
-  }
-  p.n = 31 - f.shift;
-  if (p.n < 1) return std::nullopt;  // the reference's "ratio of 2^30 or more" error
-  p.n = std::min(p.n, 62);
-  p.ma = std::llround(std::ldexp(ma, p.n));
-  p.mb = std::llround(std::ldexp(mb, p.n));
+  p.ma = m->ma, p.mb = m->mb, p.n = m->n;
   return p;
 }
 

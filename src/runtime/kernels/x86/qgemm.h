@@ -174,6 +174,16 @@ enum class QgemmOutputKind {
   kCodes,  // requantized 8-bit codes
 };
 
+// A conv's fused residual join (quant/graph/residual_add_fusion.h): its
+// output codes c become clamp(((c - a_zp)·ma + (r - b_zp)·mb + 2^(n-1)) >> n
+// + c_zp) over the codes r of a tensor laid out like the output.
+struct QgemmResidualAdd {
+  const void* codes = nullptr;  // image 0, like QgemmOutput::out
+  int32_t a_zp = 0, b_zp = 0, c_zp = 0, qmin = 0, qmax = 255;
+  int64_t ma = 0, mb = 0;
+  int n = 31;
+};
+
 // Where the output stage reads its parameters and writes element (m, n):
 // out + m * ldo + n (elements of the output type). Per-channel parameters are
 // indexed by n (a matmul's output columns) or by m (a conv's output channels,
@@ -193,6 +203,8 @@ struct QgemmOutput {
   const float* scale = nullptr;           // kFloat: per channel, readable to a multiple of NR
   void* out = nullptr;
   int64_t ldo = 0;
+  // kCodes with channel_is_row (convs): applied after requantization.
+  const QgemmResidualAdd* residual = nullptr;
 };
 
 // One call: y = (A - a_zp) · packed B, through `out`. A (i, j) = (m, k).

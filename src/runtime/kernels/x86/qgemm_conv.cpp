@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "runtime/kernels/x86/qelementwise_x86_internal.h"
 #include "runtime/thread_pool.h"
 
 namespace qtk::rt::x86 {
@@ -129,14 +130,41 @@ void fill_phases(const QconvGeometry& g, const Layout& l, const uint8_t* x, int6
 
 }  // namespace
 
+namespace detail {
+
+void qconv_add_residual(const QconvGeometry& g, const QgemmOutput& out) {
+  const QgemmResidualAdd& r = *out.residual;
+  qew::AddParams p;
+  p.a_zp = r.a_zp, p.b_zp = r.b_zp, p.c_zp = r.c_zp, p.ma = r.ma, p.mb = r.mb, p.n = r.n;
+  p.is_signed = out.codes_signed;
+  const int64_t n = g.batch * g.out_c * g.out_h * g.out_w;  // the output is dense (ldo = OH·OW)
+  if (qew::avx2_supported()) qew::qadd_avx2(out.out, 1, r.codes, 1, n, p, out.out);
+  else qew::qadd_scalar(out.out, 1, r.codes, 1, n, p, out.out);
+}
+
+}  // namespace detail
+
 void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_point, const QconvWeights& w,
            const QgemmOutput& out, ThreadPool* pool, QgemmPath path) {
   const int64_t pixels = g.out_h * g.out_w, panels = (pixels + kQgemmNR - 1) / kQgemmNR;
   const int64_t units = g.batch * g.group * panels;
   if (units == 0 || g.out_c == 0) return;
   const QgemmPath resolved = qgemm_resolve_path(path);
-  if (resolved == QgemmPath::kAvx512Vnni && !w.quad_groups.empty())
-    return detail::qconv_vnni(g, x, x_signed, x_zero_point, w, out, pool);
+  const bool vnni = resolved == QgemmPath::kAvx512Vnni && !w.quad_groups.empty();
+  if (const QgemmResidualAdd* r = out.residual) {
+    // The VNNI output stage adds the residual itself (multipliers below 2^31);
+    // elsewhere it is a pass over the finished output.
+    constexpr int64_t kMaxMult = int64_t{1} << 31;
+    if (!vnni || out.kind != QgemmOutputKind::kCodes || r->ma < 0 || r->ma >= kMaxMult || r->mb < 0 ||
+        r->mb >= kMaxMult) {
+      QgemmOutput plain = out;
+      plain.residual = nullptr;
+      qconv(g, x, x_signed, x_zero_point, w, plain, pool, path);
+      detail::qconv_add_residual(g, out);
+      return;
+    }
+  }
+  if (vnni) return detail::qconv_vnni(g, x, x_signed, x_zero_point, w, out, pool);
   const detail::QgemmUkernel ukernel = detail::qgemm_ukernel(resolved);
   const detail::QgemmEpilogue epilogue = detail::qgemm_epilogue(resolved);
   const detail::QconvPackPanel pack_panel =

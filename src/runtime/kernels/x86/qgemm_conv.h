@@ -63,6 +63,10 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
 
 namespace detail {
 
+// The fused residual join as a pass over a finished conv output (codes, dense
+// NCHW): for the paths whose output stage does not add it.
+void qconv_add_residual(const QconvGeometry& g, const QgemmOutput& out);
+
 // Where a 16-pixel panel reads its lanes: lane j of k-row k is
 // src[tap_offset[k] + lane_offset[j]] minus the zero point.
 struct QconvPanelSource {

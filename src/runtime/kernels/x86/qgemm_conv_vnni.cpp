@@ -71,6 +71,14 @@ void qconv_pack_tap_quad_weights(const QgemmCodes& w, int64_t rows, int64_t kern
 namespace {
 constexpr int64_t kPanelBlockBytes = 80 * 1024;  // packed panels a thread keeps per block
 
+// out's residual moved to the image whose output starts `offset` codes in.
+const QgemmResidualAdd* image_residual(const QgemmOutput& out, int64_t offset, QgemmResidualAdd& local) {
+  if (!out.residual) return nullptr;
+  local = *out.residual;
+  local.codes = static_cast<const uint8_t*>(local.codes) + offset;
+  return &local;
+}
+
 // A per-row bias joins the row constants when acc + bias cannot leave int32
 // (|acc| <= K'·255·255): then the epilogue's saturating add changes nothing.
 bool fold_bias(const QgemmOutput& out, int64_t k_padded, int64_t rows, std::vector<int32_t>& row_const) {
@@ -117,11 +125,13 @@ void qconv_vnni_direct(const QconvGeometry& g, const QconvQuadImage& l, const st
     int64_t current = -1;
     const uint8_t* image = nullptr;
     QgemmOutput ob = out;
+    QgemmResidualAdd residual;
     for (int64_t u = begin; u < end; ++u) {
       const int64_t bg = u / vpanels, p = u % vpanels;
       const int64_t b = bg / g.group, gi = bg % g.group;
       if (bg != current) {
         ob.out = static_cast<uint8_t*>(out.out) + static_cast<size_t>(b * g.out_c * pixels) * out_esize;
+        ob.residual = image_residual(out, b * g.out_c * pixels, residual);
         uint8_t* buf = image_buffer.get(l.bytes);
         const uint8_t* src = xb + (b * g.in_c + gi * cg) * g.in_h * g.in_w;
         if (tap_quads)
@@ -261,6 +271,8 @@ void qconv_vnni(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
       }
       QgemmOutput ob = out;
       ob.out = static_cast<uint8_t*>(out.out) + static_cast<size_t>(b * g.out_c * pixels) * out_esize;
+      QgemmResidualAdd residual;
+      ob.residual = image_residual(out, b * g.out_c * pixels, residual);
       const QgemmQuadA& wq = w.quad_groups[static_cast<size_t>(gi)];
       // Each panel stays in L1 while every weight tile passes over it.
       for (int64_t p = p_first; p < p_end; ++p) {

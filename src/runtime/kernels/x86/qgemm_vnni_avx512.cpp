@@ -264,12 +264,45 @@ QTK_VNNI __m512i requant16(__m512i v, const Lanes8& even, const Lanes8& odd, con
 
 // The epilogue's codes for one channel per row (convs): the row's constants
 // broadcast, the branches hoisted out of the row loop.
-template <bool kBelowOne, bool kBias>
+// The fused residual join on 16 codes (QgemmResidualAdd; ma, mb < 2^31):
+// the even and odd lanes' sums in 64 bits, clamped there, then joined.
+struct ResidualLanes {
+  __m512i a_zp, b_zp, ma, mb, half, lo, hi, c_zp;
+  __m128i n;
+  bool is_signed;
+};
+
+QTK_VNNI inline ResidualLanes residual_lanes(const QgemmResidualAdd& r, bool is_signed) {
+  return {_mm512_set1_epi32(r.a_zp),         _mm512_set1_epi32(r.b_zp),
+          _mm512_set1_epi64(r.ma),           _mm512_set1_epi64(r.mb),
+          _mm512_set1_epi64(int64_t{1} << (r.n - 1)), _mm512_set1_epi64(r.qmin - r.c_zp),
+          _mm512_set1_epi64(r.qmax - r.c_zp), _mm512_set1_epi32(r.c_zp),
+          _mm_cvtsi32_si128(r.n),            is_signed};
+}
+
+// The even lanes' sums (x, y: da, db), 64-bit, shifted and clamped.
+QTK_VNNI inline __m512i residual_half(__m512i x, __m512i y, const ResidualLanes& p) {
+  const __m512i s = _mm512_add_epi64(_mm512_add_epi64(_mm512_mul_epi32(x, p.ma), _mm512_mul_epi32(y, p.mb)), p.half);
+  return _mm512_min_epi64(_mm512_max_epi64(_mm512_sra_epi64(s, p.n), p.lo), p.hi);
+}
+
+QTK_VNNI inline __m512i add_residual16(__m512i c, const uint8_t* res, __mmask16 keep, const ResidualLanes& p) {
+  const __m128i bytes = _mm_maskz_loadu_epi8(keep, res);
+  const __m512i rv = p.is_signed ? _mm512_cvtepi8_epi32(bytes) : _mm512_cvtepu8_epi32(bytes);
+  const __m512i da = _mm512_sub_epi32(c, p.a_zp), db = _mm512_sub_epi32(rv, p.b_zp);
+  const __m512i e = residual_half(da, db, p);
+  const __m512i o = residual_half(_mm512_srli_epi64(da, 32), _mm512_srli_epi64(db, 32), p);
+  return _mm512_add_epi32(_mm512_mask_blend_epi32(0xAAAA, e, _mm512_slli_epi64(o, 32)), p.c_zp);
+}
+
+template <bool kBelowOne, bool kBias, bool kResidual>
 QTK_VNNI void epilogue_row_codes(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0, const QgemmOutput& out) {
   const __mmask16 keep = static_cast<__mmask16>((1u << nr) - 1);
   const QgemmRequant& r = *out.requant;
   const __m512i zp = _mm512_set1_epi32(r.zero_point), lo = _mm512_set1_epi32(r.qmin - r.zero_point),
                 hi = _mm512_set1_epi32(r.qmax - r.zero_point);
+  ResidualLanes res{};
+  if constexpr (kResidual) res = residual_lanes(*out.residual, out.codes_signed);
   for (int i = 0; i < mr; ++i) {
     const uint64_t m = static_cast<uint64_t>(m0 + i);
     __m512i v = _mm512_load_si512(acc + i * kQgemmNR);
@@ -300,9 +333,16 @@ QTK_VNNI void epilogue_row_codes(const int32_t* acc, int mr, int nr, int64_t m0,
       o = _mm512_add_epi64(_mm512_min_epi64(_mm512_max_epi64(o, l64), h64), off);
       c = _mm512_mask_blend_epi32(0xAAAA, e, _mm512_slli_epi64(o, 32));
     }
-    _mm_mask_storeu_epi8(static_cast<uint8_t*>(out.out) + static_cast<int64_t>(m) * out.ldo + n0, keep,
-                         _mm512_cvtepi32_epi8(c));
+    const int64_t at = static_cast<int64_t>(m) * out.ldo + n0;
+    if constexpr (kResidual) c = add_residual16(c, static_cast<const uint8_t*>(out.residual->codes) + at, keep, res);
+    _mm_mask_storeu_epi8(static_cast<uint8_t*>(out.out) + at, keep, _mm512_cvtepi32_epi8(c));
   }
+}
+
+template <bool kBelowOne, bool kBias>
+QTK_VNNI void epilogue_row_codes(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0, const QgemmOutput& out) {
+  if (out.residual) epilogue_row_codes<kBelowOne, kBias, true>(acc, mr, nr, m0, n0, out);
+  else epilogue_row_codes<kBelowOne, kBias, false>(acc, mr, nr, m0, n0, out);
 }
 
 }  // namespace

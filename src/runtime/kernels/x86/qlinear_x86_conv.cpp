@@ -6,9 +6,11 @@
 // per-tensor parameters given per channel, zero points outside the data type,
 // errors) run the reference kernel. Results equal the reference bit for bit,
 // including the int32 saturation of acc + bias.
+#include <cmath>
 #include <optional>
 
 #include "quant/graph/qoperator_writer.h"
+#include "quant/graph/residual_add_fusion.h"
 #include "quant/schemes/fixed_point.h"
 #include "runtime/kernels/ref/im2col.h"
 #include "runtime/kernels/x86/qgemm_conv.h"
@@ -41,6 +43,7 @@ class QConvKernel final : public Kernel {
     group_ = n.attr_int("group", 1);
     out_min_ = n.attr_int(quant::kOutputMinAttr, INT32_MIN);
     out_max_ = n.attr_int(quant::kOutputMaxAttr, INT32_MAX);
+    residual_add_ = n.attr_int(quant::kResidualAddAttr, 0) != 0;
     const Tensor* w = init.constant_input(in_.w);
     if (!w || w->rank() != 4 || !is_8bit(w->dtype()) || group_ < 1) return false;
     if (node_has_input(init, in_.w_zp) && !init.constant_input(in_.w_zp)) return false;
@@ -128,12 +131,37 @@ class QConvKernel final : public Kernel {
     }
     Tensor y = Tensor::uninitialized(out_type, {g.batch, out_c_, g.out_h, g.out_w});  // every element written
     out.out = y.raw();
+    QgemmResidualAdd residual;
+    if (residual_add_) {
+      if (!qlinear_ || !residual_params(ctx, y, residual)) return ref_->run(ctx);
+      out.residual = &residual;
+    }
     qconv(g, x.raw(), x.dtype() == DType::kInt8, (*xz)[0], weights_, out, ctx.pool);
     ctx.outputs[0] = std::move(y);
     return Status::Ok();
   }
 
  private:
+  // The fused residual join's parameters (quant/graph/residual_add_fusion.h);
+  // false leaves the node to the reference kernel (which reports bad input).
+  static bool residual_params(const KernelContext& ctx, const Tensor& y, QgemmResidualAdd& r) {
+    if (!ctx.has_input(9) || !ctx.has_input(10) || !ctx.has_input(12)) return false;
+    const Tensor& codes = ctx.input(9);
+    if (codes.dtype() != y.dtype() || codes.shape() != y.shape()) return false;
+    const double ys = ctx.input(6).get_as_double(0), rs = ctx.input(10).get_as_double(0),
+                 cs = ctx.input(12).get_as_double(0);
+    if (!(ys > 0 && rs > 0 && cs > 0) || !std::isfinite(ys / cs) || !std::isfinite(rs / cs)) return false;
+    const auto m = quant::shared_shift_multipliers(ys / cs, rs / cs);
+    if (!m) return false;
+    const auto zp = [&](size_t i) { return ctx.has_input(i) ? static_cast<int32_t>(ctx.input(i).get_as_int64(0)) : 0; };
+    r.codes = codes.raw();
+    r.a_zp = zp(7), r.b_zp = zp(11), r.c_zp = zp(13);
+    r.qmin = y.dtype() == DType::kInt8 ? -128 : 0;
+    r.qmax = y.dtype() == DType::kInt8 ? 127 : 255;
+    r.ma = m->ma, r.mb = m->mb, r.n = m->n;
+    return true;
+  }
+
   std::optional<QgemmRequant> make_requant(const Tensor& x_scale, const Tensor& w_scale, const Tensor& y_scale,
                                            const Tensor& y_zp) const {
     if (!is_8bit(y_zp.dtype()) || y_zp.numel() < 1 || x_scale.numel() < 1 || y_scale.numel() < 1) return std::nullopt;
@@ -155,6 +183,7 @@ class QConvKernel final : public Kernel {
   ref::AutoPad auto_pad_ = ref::AutoPad::kNotSet;
   std::vector<int64_t> strides_, dilations_, pads_;
   int64_t group_ = 1, out_c_ = 0, cg_ = 0, kh_ = 0, kw_ = 0;
+  bool residual_add_ = false;
   int64_t out_min_ = INT32_MIN, out_max_ = INT32_MAX;
   QconvWeights weights_;
   std::optional<QgemmRequant> requant_;
