@@ -112,12 +112,18 @@ void qconv_vnni_direct(const QconvGeometry& g, const QconvQuadImage& l, const st
     int64_t first = 0;
   };
   std::vector<VirtualPanel> lanes(static_cast<size_t>(vpanels));
-  for (int64_t v = 0; v < vpanels * kQgemmNR; ++v) {
-    const int64_t oh = v / l.wph, ow = v % l.wph;
-    if (oh >= g.out_h || ow >= g.out_w) continue;
-    VirtualPanel& vp = lanes[static_cast<size_t>(v / kQgemmNR)];
-    if (vp.nr++ == 0) vp.first = oh * g.out_w + ow;
-    vp.keep = static_cast<uint16_t>(vp.keep | 1u << (v % kQgemmNR));
+  for (int64_t p = 0, oh = 0, ow = 0; p < vpanels; ++p) {  // (oh, ow): the panel's first virtual pixel
+    uint32_t keep = 0;
+    int nr = 0;
+    int64_t first = 0;
+    for (int j = 0; j < kQgemmNR; ++j) {
+      if (oh < g.out_h && ow < g.out_w) {
+        if (nr++ == 0) first = oh * g.out_w + ow;
+        keep |= 1u << j;
+      }
+      if (++ow == l.wph) ow = 0, ++oh;
+    }
+    lanes[static_cast<size_t>(p)] = {static_cast<uint16_t>(keep), nr, first};
   }
   auto work = [&](int64_t begin, int64_t end) {
     thread_local AlignedBuffer<uint8_t> image_buffer, plane_buffer;
