@@ -3,6 +3,7 @@
 #include "ir/passes.h"
 #include "onnx/model_io.h"
 #include "qtk/model.h"
+#include "quant/graph/param_check.h"
 #include "quant/graph/qoperator_writer.h"
 #include "quant/graph/residual_add_fusion.h"
 #include "runtime/graph_executor.h"
@@ -32,6 +33,8 @@ int Session::threads() const { return pool_->size(); }
 Expected<std::unique_ptr<Session>> Session::create(const ir::Model& model, const SessionOptions& options) {
   ir::Model m = model;
   QTK_RETURN_IF_ERROR(ir::topological_sort(m.graph));
+  // Bad scales / zero points fail here, naming the node (quant/graph/param_check.h).
+  QTK_RETURN_IF_ERROR(quant::check_quantization_params(m.graph));
   if (options.integer) {
     // Before constant folding, which would turn DQ(constant weight) into float.
     QTK_RETURN_IF_ERROR(ir::constants_to_initializers(m).status());
