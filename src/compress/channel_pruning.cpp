@@ -27,9 +27,15 @@ bool is_plain_conv(const ir::Node& n) {
   return ir::is_default_domain(n.domain) && n.op_type == "Conv" && n.attr_int("group", 1) == 1;
 }
 
+struct FlattenedGemm {
+  size_t node;      // the Gemm reading Flatten's output
+  int64_t spatial;  // elements per channel in the flattened rows
+};
+
 struct Plan {
   std::vector<size_t> norms;      // BatchNormalization nodes to slice
   std::vector<size_t> consumers;  // Conv nodes whose input channels go
+  std::vector<FlattenedGemm> gemms;  // Gemm nodes whose input columns go (after Flatten)
   std::vector<std::string> values;  // values whose channel count changes
 };
 
@@ -74,6 +80,12 @@ class Planner {
           out.consumers.push_back(r);
           continue;
         }
+        if (k == 0 && ir::is_default_domain(n.domain) && n.op_type == "Flatten") {
+          if (n.attr_int("axis", 1) != 1) return "its channels reach " + n.describe() + " with axis other than 1";
+          out.values.push_back(n.outputs[0]);
+          if (std::string why = plan_flatten(n, channels, out); !why.empty()) return why;
+          continue;
+        }
         if (k != 0 || !is_channelwise(n)) return "its channels reach " + n.describe();
         if (n.op_type == "BatchNormalization") {
           for (size_t j = 1; j <= 4; ++j) {
@@ -99,6 +111,32 @@ class Planner {
   }
 
  private:
+  // Flatten (axis 1) turns [N, C, d...] into rows of C blocks of prod(d)
+  // elements; every reader must be a Gemm taking them as A (not transposed)
+  // with a weight of its own, whose C * prod(d) inputs reveal prod(d).
+  std::string plan_flatten(const ir::Node& flatten, int64_t channels, Plan& out) const {
+    const std::string& v = flatten.outputs[0];
+    if (g_.is_graph_output(v)) return "its channels reach graph output '" + v + "'";
+    auto it = readers_.find(v);
+    auto rc = reads_.find(v);
+    const size_t direct = it == readers_.end() ? 0 : it->second.size();
+    if (rc != reads_.end() && static_cast<size_t>(rc->second) != direct) return "'" + v + "' is read by a subgraph";
+    if (direct == 0) return "";
+    for (const auto& [r, k] : it->second) {
+      const ir::Node& n = g_.nodes[r];
+      if (k != 0 || !ir::is_default_domain(n.domain) || n.op_type != "Gemm" || n.attr_int("transA", 0) != 0)
+        return "its channels reach " + n.describe() + " after " + flatten.describe();
+      if (!sole_initializer(n, 1)) return n.describe() + " after " + flatten.describe() + " has a shared weight";
+      const Tensor* w = g_.find_initializer(n.inputs[1]);
+      const int64_t inputs = w->rank() == 2 ? w->dim(n.attr_int("transB", 0) != 0 ? 1 : 0) : 0;
+      if (inputs <= 0 || inputs % channels != 0)
+        return n.describe() + " takes " + std::to_string(inputs) + " inputs, not a multiple of the " +
+               std::to_string(channels) + " channels";
+      out.gemms.push_back({r, inputs / channels});
+    }
+    return "";
+  }
+
   const ir::Graph& g_;
   std::unordered_map<std::string, int> reads_;
   std::map<std::string, std::vector<std::pair<size_t, size_t>>> readers_;
@@ -175,7 +213,7 @@ Expected<ChannelPruneReport> prune_channels(ir::Model& m, double fraction) {
     std::vector<int64_t> keep(order.begin() + remove, order.end());
     std::sort(keep.begin(), keep.end());
 
-    PrunedConv rec{conv.describe(), channels, static_cast<int64_t>(keep.size()), {}};
+    PrunedConv rec{conv.describe(), channels, static_cast<int64_t>(keep.size()), keep, {}};
     set_weight(g, conv.inputs[1], take_channels(*w, 0, keep));
     if (conv.has_input(2)) set_weight(g, conv.inputs[2], take_channels(*g.find_initializer(conv.inputs[2]), 0, keep));
     for (size_t bn : plan.norms)
@@ -185,6 +223,16 @@ Expected<ChannelPruneReport> prune_channels(ir::Model& m, double fraction) {
       const std::string& wn = g.nodes[c].inputs[1];
       set_weight(g, wn, take_channels(*g.find_initializer(wn), 1, keep));
       rec.consumers.push_back(g.nodes[c].describe());
+    }
+    for (const FlattenedGemm& fg : plan.gemms) {
+      // Input column c * spatial + s belongs to channel c.
+      std::vector<int64_t> columns;
+      for (int64_t c : keep)
+        for (int64_t s = 0; s < fg.spatial; ++s) columns.push_back(c * fg.spatial + s);
+      const ir::Node& gemm = g.nodes[fg.node];
+      const int axis = gemm.attr_int("transB", 0) != 0 ? 1 : 0;
+      set_weight(g, gemm.inputs[1], take_channels(*g.find_initializer(gemm.inputs[1]), axis, columns));
+      rec.consumers.push_back(gemm.describe());
     }
     changed_values.insert(plan.values.begin(), plan.values.end());
     report.pruned.push_back(std::move(rec));

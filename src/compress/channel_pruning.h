@@ -3,10 +3,12 @@
 // channels of the Conv layers they feed, so tensors, weights and compute
 // really shrink. A Conv qualifies when its output only flows through
 // channel-wise ops (Relu, Clip, BatchNormalization, pools, ...) into other
-// ungrouped Conv layers; channels that reach Add (residuals), Concat,
-// Flatten/Reshape, anything else or a graph output are kept, since their
-// consumers need all of them. In a ResNet this prunes the first conv of each
-// block and the input of the second.
+// ungrouped Conv layers, or through Flatten (axis 1) into Gemm layers, whose
+// input columns of the removed channels (channel x spatial positions) go
+// too; channels that reach Add (residuals), Concat, Reshape, anything else
+// or a graph output are kept, since their consumers need all of them. In a
+// ResNet this prunes the first conv of each block and the input of the
+// second; in a plain CNN every conv, the last one through to the classifier.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +23,8 @@ namespace qtk::compress {
 struct PrunedConv {
   std::string node;  // "name (Conv)"
   int64_t channels_before = 0, channels_after = 0;
-  std::vector<std::string> consumers;  // Conv nodes whose input channels went too
+  std::vector<int64_t> kept_channels;  // indices into the channels before, ascending
+  std::vector<std::string> consumers;  // Conv (and Gemm, after Flatten) nodes whose inputs went too
 };
 
 struct ChannelPruneReport {

@@ -57,6 +57,49 @@ void Optimizer::step(std::vector<Param>& params, float lr) {
   }
 }
 
+OptimizerState Optimizer::state(const std::vector<Param>& params) const {
+  OptimizerState s;
+  s.kind = cfg_.kind;
+  s.steps = t_;
+  if (m_.size() != params.size()) return s;  // no step taken yet
+  for (size_t i = 0; i < params.size(); ++i) {
+    s.m[params[i].name] = m_[i];
+    if (cfg_.kind == OptimizerKind::kAdamW) s.v[params[i].name] = v_[i];
+  }
+  return s;
+}
+
+Status Optimizer::restore(const OptimizerState& s, const std::vector<Param>& params) {
+  auto name = [](OptimizerKind k) { return k == OptimizerKind::kSgd ? "sgd" : "adamw"; };
+  if (s.kind != cfg_.kind)
+    return invalid_argument(std::string("optimizer state is for ") + name(s.kind) + ", not " + name(cfg_.kind));
+  if (s.steps < 0) return invalid_argument("optimizer state has a negative step count");
+  m_.clear();
+  v_.clear();
+  t_ = s.steps;
+  if (s.steps == 0 && s.m.empty() && s.v.empty()) return Status::Ok();
+  const bool adamw = cfg_.kind == OptimizerKind::kAdamW;
+  if (s.m.size() != params.size() || (adamw && s.v.size() != params.size()))
+    return invalid_argument("optimizer state holds buffers for " + std::to_string(s.m.size()) +
+                            " parameters, the model has " + std::to_string(params.size()));
+  std::vector<std::vector<float>> m, v;
+  for (const Param& p : params) {
+    const size_t n = static_cast<size_t>(p.value.numel());
+    auto mi = s.m.find(p.name);
+    auto vi = s.v.find(p.name);
+    if (mi == s.m.end() || (adamw && vi == s.v.end()))
+      return invalid_argument("optimizer state has no buffer for parameter '" + p.name + "'");
+    if (mi->second.size() != n || (adamw && vi->second.size() != n))
+      return invalid_argument("optimizer state of parameter '" + p.name + "' has " +
+                              std::to_string(mi->second.size()) + " values, the parameter " + std::to_string(n));
+    m.push_back(mi->second);
+    v.push_back(adamw ? vi->second : std::vector<float>{});
+  }
+  m_ = std::move(m);
+  v_ = std::move(v);
+  return Status::Ok();
+}
+
 float scheduled_lr(ScheduleKind kind, float lr, int64_t step, int64_t total) {
   constexpr double kPi = std::numbers::pi;
   const double t = total > 0 ? static_cast<double>(step) / static_cast<double>(total) : 0.0;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -27,12 +28,27 @@ struct OptimizerConfig {
   float weight_decay = 0.f;
 };
 
+// What an optimizer carries from one step to the next (for checkpoints):
+// the step count (AdamW's bias correction; SGD seeds its buffer on step 1)
+// and the buffers of every param by name: SGD's momentum in m, AdamW's
+// first and second moments in m and v. Empty maps before the first step.
+struct OptimizerState {
+  OptimizerKind kind = OptimizerKind::kAdamW;
+  int64_t steps = 0;
+  std::map<std::string, std::vector<float>> m, v;
+};
+
 class Optimizer {
  public:
   explicit Optimizer(OptimizerConfig cfg) : cfg_(cfg) {}
   // One update of every param from its grad at learning rate lr.
   void step(std::vector<Param>& params, float lr);
   int64_t steps() const { return t_; }
+  // The buffers of `params` (the list step() is given) and their
+  // restoration; restore fails naming the param when the state was written
+  // by the other optimizer kind or does not match a param's name or size.
+  OptimizerState state(const std::vector<Param>& params) const;
+  Status restore(const OptimizerState& s, const std::vector<Param>& params);
 
  private:
   OptimizerConfig cfg_;

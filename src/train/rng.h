@@ -10,7 +10,9 @@ namespace qtk::train {
 
 class Rng {
  public:
+  // The seed is the whole state: Rng(r.state()) continues r's stream.
   explicit Rng(uint64_t seed) : s_(seed) {}
+  uint64_t state() const { return s_; }
   uint64_t next() {
     uint64_t z = (s_ += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;

@@ -133,15 +133,25 @@ Expected<TrainReport> train_classifier(TrainGraph& graph, const data::Dataset& t
   Rng rng(o.seed * 0x9E3779B97F4A7C15ull + 1);
   Optimizer opt(o.optimizer);
   const int64_t steps_per_epoch = (n + o.batch - 1) / o.batch, total = steps_per_epoch * o.epochs;
+  int64_t step = 0, first_epoch = 1;
+  if (const TrainState* r = o.resume) {
+    if (r->epoch < 1 || r->epoch >= o.epochs)
+      return invalid_argument("cannot resume after epoch " + std::to_string(r->epoch) + " of a run of " +
+                              std::to_string(o.epochs) + " epochs");
+    if (r->step != r->epoch * steps_per_epoch || r->optimizer.steps != r->step)
+      return invalid_argument("the checkpoint took " + std::to_string(r->step) + " steps in " +
+                              std::to_string(r->epoch) + " epochs; this run takes " +
+                              std::to_string(steps_per_epoch) +
+                              " per epoch (resume with the data and batch size it was written with)");
+    QTK_RETURN_IF_ERROR(opt.restore(r->optimizer, graph.params()));
+    rng = Rng(r->rng);
+    step = r->step;
+    first_epoch = r->epoch + 1;
+  }
   TrainReport report;
   const auto t_start = std::chrono::steady_clock::now();
   std::vector<int64_t> order(static_cast<size_t>(n));
-  int64_t step = 0;
-  for (int64_t epoch = 1; epoch <= o.epochs; ++epoch) {
-    if (epoch < o.start_epoch) {
-      step += steps_per_epoch;
-      continue;
-    }
+  for (int64_t epoch = first_epoch; epoch <= o.epochs; ++epoch) {
     const auto t0 = std::chrono::steady_clock::now();
     auto good = graph.snapshot();  // the weights to keep if this epoch diverges
     for (int64_t i = 0; i < n; ++i) order[i] = i;
@@ -170,13 +180,14 @@ Expected<TrainReport> train_classifier(TrainGraph& graph, const data::Dataset& t
         report.divergence = "loss became " + std::string(std::isnan(s.loss) ? "NaN" : "infinite") + " in epoch " +
                             std::to_string(epoch) + " at step " + std::to_string(b / o.batch + 1) +
                             "; stopped and kept the weights " +
-                            (epoch == o.start_epoch ? std::string("the run started from")
+                            (epoch == first_epoch ? std::string("the run started from")
                                         : "from the end of epoch " + std::to_string(epoch - 1)) +
                             " (try a lower --lr)";
         report.seconds = seconds_since(t_start);
         return report;
       }
       lr = scheduled_lr(o.schedule, o.lr, step, total);
+      if (o.before_step) QTK_RETURN_IF_ERROR(o.before_step());
       opt.step(graph.params(), lr);
       if (o.after_step) QTK_RETURN_IF_ERROR(o.after_step());
       loss_sum += s.loss * static_cast<double>(s.samples);
@@ -197,6 +208,8 @@ Expected<TrainReport> train_classifier(TrainGraph& graph, const data::Dataset& t
     e.seconds = seconds_since(t0);
     report.epochs.push_back(e);
     if (o.on_epoch) o.on_epoch(e);
+    if (o.on_checkpoint) o.on_checkpoint(TrainState{epoch, step, rng.state(), opt.state(graph.params())});
+    if (epoch == o.stop_after_epoch) break;
   }
   report.seconds = seconds_since(t_start);
   return report;

@@ -25,6 +25,15 @@ struct EpochStats {
   float last_lr = 0;
 };
 
+// Where a run stands after an epoch: with the graph's weights and running
+// statistics, enough to continue it exactly as if it had not stopped.
+struct TrainState {
+  int64_t epoch = 0;  // epochs completed
+  int64_t step = 0;   // optimizer steps taken (the schedule's position)
+  uint64_t rng = 0;   // state of the shuffling and augmentation generator
+  OptimizerState optimizer;
+};
+
 struct TrainOptions {
   int64_t epochs = 10;
   int64_t batch = 64;
@@ -33,14 +42,25 @@ struct TrainOptions {
   ScheduleKind schedule = ScheduleKind::kCosine;
   bool augment = false;
   uint64_t seed = 0;
-  // Resume: epochs before this one count as done (the schedule continues
-  // where it was; optimizer moments start afresh).
-  int64_t start_epoch = 1;
+  // Resume from a checkpoint's state (train/checkpoint.h): epochs up to
+  // resume->epoch count as done; the schedule, the optimizer buffers and the
+  // shuffling continue where they were. Must have been written by a run
+  // with the same data size and batch (the step count is checked).
+  const TrainState* resume = nullptr;
+  // Stop after this epoch (0: run all); the schedule still spans `epochs`,
+  // so a later resume continues the same run.
+  int64_t stop_after_epoch = 0;
   rt::ThreadPool* pool = nullptr;
   // After each batch: epoch (1-based), samples done in it, its total, the
   // running loss and accuracy of the epoch.
   std::function<void(int64_t, int64_t, int64_t, double, double)> progress;
   std::function<void(const EpochStats&)> on_epoch;
+  // After on_epoch: the state to write into a checkpoint.
+  std::function<void(const TrainState&)> on_checkpoint;
+  // Called once the gradients of a step are computed, before the optimizer
+  // applies them (weight sharing ties the gradients here); an error stops
+  // training.
+  std::function<Status()> before_step;
   // Called after every optimizer step (pruning re-applies its masks here);
   // an error stops training.
   std::function<Status()> after_step;

@@ -491,6 +491,37 @@ if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "$
   [ -s "$D/s.onnx" ] || fail "distill wrote no model"
 fi
 
+# Checkpoints: a run stopped after epoch 1 and resumed ends in the same bytes
+# as the straight run (optimizer, schedule and shuffling state restored).
+TR="$TMP/train"
+mkdir -p "$TR"
+expect_error "train: --stop-after beyond --epochs" 2 "--stop-after" train --arch mlp:784,16,10 \
+  --data fashion-mnist:train -o "$TR/r.onnx" --epochs 2 --stop-after 3
+if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "${QTK_FASHION_MNIST_DIR:-}" ]; then
+  expect_error "train: --resume without a checkpoint" 1 "no checkpoint" train --arch mlp:784,16,10 \
+    --data fashion-mnist:train --limit 100 -o "$TR/r.onnx" --resume
+  cp "$MLP" "$TR/r.onnx.checkpoint"
+  expect_error "train: --resume from a plain model" 1 "holds no training state" train --arch mlp:784,16,10 \
+    --data fashion-mnist:train --limit 100 -o "$TR/r.onnx" --resume
+  TRAIN_ARGS=(--arch mlp:784,32,10 --data fashion-mnist:train --limit 1000 --epochs 3 --batch 100 --threads 1 --augment)
+  checks=$((checks + 1))
+  run_qtk train "${TRAIN_ARGS[@]}" -o "$TR/straight.onnx"
+  [ "$rc" -eq 0 ] || fail "train 3 epochs: exit $rc, stderr: $(cat "$TMP/err")"
+  checks=$((checks + 1))
+  run_qtk train "${TRAIN_ARGS[@]}" -o "$TR/resumed.onnx" --stop-after 1 --json
+  [ "$rc" -eq 0 ] || fail "train --stop-after 1: exit $rc, stderr: $(cat "$TMP/err")"
+  json_check "train --stop-after reports the checkpoint" "$TMP/out" 'j.stopped_after === 1 && j.epochs.length === 1 &&
+     j.checkpoint.endsWith("resumed.onnx.checkpoint") && !("output" in j)'
+  [ -e "$TR/resumed.onnx" ] && fail "train --stop-after wrote the output model"
+  checks=$((checks + 1))
+  run_qtk train "${TRAIN_ARGS[@]}" -o "$TR/resumed.onnx" --resume --json
+  [ "$rc" -eq 0 ] || fail "train --resume: exit $rc, stderr: $(cat "$TMP/err")"
+  grep -q "resuming from .*after epoch 1" "$TMP/err" || fail "train --resume does not say where it resumes: $(cat "$TMP/err")"
+  json_check "train --resume runs epochs 2 and 3" "$TMP/out" 'j.epochs.length === 2 && j.epochs[0].epoch === 2'
+  cmp -s "$TR/straight.onnx" "$TR/resumed.onnx" || fail "stopped and resumed training differs from the straight run"
+  [ -e "$TR/resumed.onnx.checkpoint" ] && fail "train left its checkpoint after finishing"
+fi
+
 # Quantization-aware training.
 QA="$TMP/qat"
 mkdir -p "$QA"
@@ -502,6 +533,8 @@ expect_error "qat: dynamic activations" 2 "dynamic" qat "$MLP" -o "$QA/q.onnx" -
   --activations dynamic
 expect_error "qat: unknown weight format" 2 "--weights" qat "$MLP" -o "$QA/q.onnx" --data fashion-mnist:train \
   --weights int5
+expect_error "qat: unknown --calib" 2 "--calib 'imagenet'" qat "$MLP" -o "$QA/q.onnx" --data fashion-mnist:train \
+  --calib imagenet
 [ -e "$QA/q.onnx" ] && fail "qat wrote a model after a usage error"
 if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "${QTK_FASHION_MNIST_DIR:-}" ]; then
   checks=$((checks + 1))
@@ -511,6 +544,14 @@ if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "$
   json_check "qat reports PTQ and QAT accuracy" "$TMP/out" 'j.ptq_accuracy > 0.7 && j.qat_accuracy > 0.7 &&
      j.history.length === 1 && j.format === "qdq" && j.weights === "int4"'
   expect_ok "qat model runs in the integer session" eval "$QA/q.onnx" --data fashion-mnist:test --limit 200 --integer
+  checks=$((checks + 1))
+  run_qtk qat "$MLP" -o "$QA/calib.onnx" --data fashion-mnist:train --limit 300 --epochs 1 --batch 100 \
+    --calib fashion-mnist:test --calib-samples 100 --json
+  [ "$rc" -eq 0 ] || fail "qat --calib fashion-mnist:test: exit $rc, stderr: $(cat "$TMP/err")"
+  json_check "qat calibrates on --calib" "$TMP/out" 'j.calib === "fashion-mnist:test" && j.calib_samples === 100 &&
+     j.samples === 300'
+  expect_error "qat: --calib array of the wrong shape" 1 "x_shape.npy" qat "$MLP" -o "$QA/calib2.onnx" \
+    --data fashion-mnist:train --limit 100 --calib "$TMP/x_shape.npy"
   expect_error "qat: output exists" 1 "already exists" qat "$MLP" -o "$QA/q.onnx" --data fashion-mnist:train
   checks=$((checks + 1))
   run_qtk qat "$MLP" -o "$QA/kd.onnx" --data fashion-mnist:train --limit 500 --epochs 1 --weights int4 \
@@ -532,6 +573,8 @@ expect_error "prune: negative sparsity refused" 2 '\[0, 1\)' prune "$MLP" -o "$P
 expect_error "prune: unknown method" 2 "unknown pruning method 'lottery'" prune "$MLP" -o "$P/a.onnx" \
   --sparsity 0.5 --method lottery
 expect_error "prune: output is the input" 2 "input model" prune "$MLP" -o "$MLP" --sparsity 0.5
+expect_error "prune: --cluster-epochs without --cluster" 2 "--cluster BITS" prune "$MLP" -o "$P/a.onnx" \
+  --sparsity 0.5 --cluster-epochs 2
 expect_error "prune: channels on a model without Conv" 1 "no Conv layer" prune "$MLP" -o "$P/a.onnx" \
   --sparsity 0.5 --method channels
 before=$(cksum <"$MLP")
@@ -544,6 +587,9 @@ json_check "prune reports every step" "$TMP/out" 'j.steps.length === 3 && j.step
    j.steps[1].deflated_bytes < 0.75 * j.steps[0].deflated_bytes &&
    j.steps[2].deflated_bytes < 0.5 * j.steps[1].deflated_bytes'
 [ "$(cksum <"$MLP")" = "$before" ] || fail "prune changed its input model"
+expect_ok "prune --cluster alone" prune "$MLP" -o "$P/c3.onnx" --cluster 3 --json
+json_check "--cluster without --sparsity only clusters" "$TMP/out" 'j.sparsity === 0 && j.steps.length === 2 &&
+   j.steps[1].step === "clustered" && j.steps[1].nonzero === j.steps[0].nonzero'
 expect_error "prune: existing output" 1 "already exists" prune "$MLP" -o "$P/mlp.onnx" --sparsity 0.5
 expect_ok "prune resnet20 channels" prune "$MODELS/resnet20.onnx" -o "$P/r20.onnx" --sparsity 0.5 \
   --method channels --json
@@ -556,6 +602,12 @@ if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "$
   json_check "2:4 fine-tuning keeps half the weights and accuracy" "$TMP/out" 'j.steps.length === 3 &&
      j.steps[2].step === "fine-tuned" && j.steps[2].parameters - j.steps[2].nonzero === 234752 / 2 &&
      j.steps[2].accuracy > 0.8'
+  # (1 bit: 0.556 clustered, 0.610 after one epoch when written)
+  expect_ok "prune --cluster 1 with centroid fine-tuning" prune "$MLP" -o "$P/c1ft.onnx" --cluster 1 \
+    --data fashion-mnist:train --limit 2000 --batch 50 --lr 0.001 --val fashion-mnist:test --json
+  json_check "centroid fine-tuning recovers accuracy" "$TMP/out" 'j.steps.length === 3 &&
+     j.steps[1].step === "clustered" && j.steps[2].step === "cluster-ft" &&
+     j.steps[2].accuracy > j.steps[1].accuracy + 0.02'
 fi
 
 echo "cli_test: $checks checks, $failures failed"

@@ -2,6 +2,8 @@
 // the N:M pattern, channel pruning that really shrinks the model and keeps
 // its function when the removed channels were dead, masks that survive
 // fine-tuning, clustering to at most 2^bits values, and errors on bad input.
+// Channel pruning through Flatten into Gemm equals masking the removed
+// channels' input columns.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -14,6 +16,7 @@
 #include "compress/prunable_weights.h"
 #include "compress/weight_clustering.h"
 #include "compress/weight_masks.h"
+#include "qtk/model.h"
 #include "qtk/session.h"
 #include "train/arch.h"
 #include "train/rng.h"
@@ -126,6 +129,39 @@ TEST(Prune, TwoFourPatternAlongInputChannels) {
     }
 }
 
+// The original model with what channel pruning removes masked instead: the
+// weights of every consumer that read a removed channel (Conv input
+// channels; after Flatten, the Gemm's input columns channel x spatial) set
+// to zero. Pruning must leave exactly this function.
+ir::Model masked_like(const ir::Model& original, const compress::ChannelPruneReport& rep) {
+  ir::Model m = original;
+  for (const auto& p : rep.pruned) {
+    std::vector<bool> gone(static_cast<size_t>(p.channels_before), true);
+    for (int64_t c : p.kept_channels) gone[static_cast<size_t>(c)] = false;
+    for (const std::string& consumer : p.consumers)
+      for (const ir::Node& n : m.graph.nodes) {
+        if (n.describe() != consumer) continue;
+        Tensor w = m.graph.find_initializer(n.inputs[1])->clone();
+        float* v = w.data<float>();
+        if (n.op_type == "Conv") {  // [O, C, kh, kw]
+          const int64_t per = w.numel() / (w.dim(0) * w.dim(1));
+          for (int64_t o = 0; o < w.dim(0); ++o)
+            for (int64_t c = 0; c < w.dim(1); ++c)
+              if (gone[static_cast<size_t>(c)])
+                for (int64_t i = 0; i < per; ++i) v[(o * w.dim(1) + c) * per + i] = 0.f;
+        } else {  // Gemm B: [out, K] with transB, else [K, out]
+          const bool trans = n.attr_int("transB", 0) != 0;
+          const int64_t k = w.dim(trans ? 1 : 0), outs = w.dim(trans ? 0 : 1), spatial = k / p.channels_before;
+          for (int64_t o = 0; o < outs; ++o)
+            for (int64_t j = 0; j < k; ++j)
+              if (gone[static_cast<size_t>(j / spatial)]) v[trans ? o * k + j : j * outs + o] = 0.f;
+        }
+        m.graph.set_initializer(n.inputs[1], std::move(w));
+      }
+  }
+  return m;
+}
+
 TEST(Prune, ChannelPruningShrinksAndKeepsFunctionOfDeadChannels) {
   ir::Model m = arch("cnn-small");
   // Kill 8 of conv1's 16 channels: zero kernels, and BatchNorm that maps
@@ -147,14 +183,15 @@ TEST(Prune, ChannelPruningShrinksAndKeepsFunctionOfDeadChannels) {
 
   auto rep = compress::prune_channels(m, 0.5);
   ASSERT_TRUE(rep.ok()) << rep.status().message();
-  ASSERT_EQ(rep->pruned.size(), 1u);  // conv2 reaches Flatten: kept
+  ASSERT_EQ(rep->pruned.size(), 2u);  // conv2 too, through Flatten into fc1
   EXPECT_EQ(rep->pruned[0].channels_before, 16);
   EXPECT_EQ(rep->pruned[0].channels_after, 8);
+  EXPECT_EQ(rep->pruned[1].channels_after, 16);
   EXPECT_EQ(m.graph.find_initializer("conv1.weight")->shape(), (Shape{8, 1, 3, 3}));
   for (const char* n : {"bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var"})
     EXPECT_EQ(m.graph.find_initializer(n)->shape(), (Shape{8})) << n;
-  EXPECT_EQ(m.graph.find_initializer("conv2.weight")->shape(), (Shape{32, 8, 3, 3}));
-  EXPECT_EQ(m.graph.find_initializer("conv2.weight")->dim(0), 32);
+  EXPECT_EQ(m.graph.find_initializer("conv2.weight")->shape(), (Shape{16, 8, 3, 3}));
+  EXPECT_EQ(m.graph.find_initializer("fc1.weight")->shape(), (Shape{128, 16 * 7 * 7}));
   // The surviving channels are exactly the live ones (scale kept in order).
   for (int64_t j = 0, c = 0; c < 16; ++c) {
     if (std::find(dead.begin(), dead.end(), c) != dead.end()) continue;
@@ -165,11 +202,52 @@ TEST(Prune, ChannelPruningShrinksAndKeepsFunctionOfDeadChannels) {
   EXPECT_LT(after->parameters, before->parameters);
   EXPECT_LT(after->file_bytes, before->file_bytes);
 
+  // conv1's removed channels were dead: only conv2's removal (masked in fc1) changes anything.
   const Tensor x = random_images(4, 3);
-  const Tensor y0 = run(original, x), y1 = run(m, x);
+  const Tensor y0 = run(masked_like(original, *rep), x), y1 = run(m, x);
   ASSERT_EQ(y0.shape(), y1.shape());
   ASSERT_EQ(y0.shape(), (Shape{4, 10}));
   for (int64_t i = 0; i < y0.numel(); ++i) EXPECT_NEAR(y0.data<float>()[i], y1.data<float>()[i], 1e-4f) << i;
+}
+
+TEST(Prune, ChannelPruningThroughFlattenIntoGemmEqualsMaskedModel) {
+  // The shared PyTorch CNN: conv1 -> relu -> pool -> conv2 -> relu -> pool
+  // -> Flatten -> Gemm; both convs lose half their channels.
+  auto loaded = load_model(std::string(QTK_MODELS_DIR) + "/cnn.onnx");
+  ASSERT_TRUE(loaded.ok()) << loaded.status().message();
+  ir::Model m = *loaded;
+  auto rep = compress::prune_channels(m, 0.5);
+  ASSERT_TRUE(rep.ok()) << rep.status().message();
+  ASSERT_EQ(rep->pruned.size(), 2u);
+  const auto& last = rep->pruned[1];
+  ASSERT_EQ(last.consumers.size(), 1u);
+  EXPECT_NE(last.consumers[0].find("(Gemm)"), std::string::npos) << last.consumers[0];
+  EXPECT_EQ(last.channels_after * 2, last.channels_before);
+  auto before = compress::measure_size(*loaded), after = compress::measure_size(m);
+  ASSERT_TRUE(before.ok() && after.ok());
+  EXPECT_LT(after->parameters, before->parameters * 6 / 10);  // the classifier's input halves too
+
+  const Tensor x = random_images(8, 9);
+  const Tensor want = run(masked_like(*loaded, *rep), x), got = run(m, x), dense = run(*loaded, x);
+  ASSERT_EQ(got.shape(), (Shape{8, 10}));
+  ASSERT_EQ(want.shape(), got.shape());
+  double diff_to_dense = 0;
+  for (int64_t i = 0; i < got.numel(); ++i) {
+    EXPECT_NEAR(got.data<float>()[i], want.data<float>()[i], 1e-4f * (1.f + std::fabs(want.data<float>()[i]))) << i;
+    diff_to_dense =
+        std::max(diff_to_dense, static_cast<double>(std::fabs(got.data<float>()[i] - dense.data<float>()[i])));
+  }
+  EXPECT_GT(diff_to_dense, 1e-3) << "pruning removed nothing that mattered: the test would not see a wrong column";
+
+  // Flatten into something other than Gemm keeps the channels.
+  ir::Model odd = *loaded;
+  for (auto& n : odd.graph.nodes)
+    if (n.op_type == "Flatten") n.set_attr(ir::attr_int("axis", 2));
+  auto rep2 = compress::prune_channels(odd, 0.5);
+  ASSERT_TRUE(rep2.ok());
+  EXPECT_EQ(rep2->pruned.size(), 1u);
+  EXPECT_TRUE(std::any_of(rep2->kept.begin(), rep2->kept.end(),
+                          [](const std::string& k) { return k.find("axis other than 1") != std::string::npos; }));
 }
 
 TEST(Prune, ChannelPruningResNetPrunesFirstConvOfEachBlock) {

@@ -262,11 +262,23 @@ TEST(TrainEngine, DataShapeMismatchIsAnError) {
 
 TEST(TrainEngine, ResumeRunsOnlyTheRemainingEpochs) {
   auto m = build_architecture("mlp:6,16,3", 1);
-  auto tg = TrainGraph::create(*m);
   TrainOptions o;
   o.epochs = 4;
   o.batch = 10;  // 6 steps per epoch
-  o.start_epoch = 3;
+  TrainState after2;
+  o.on_checkpoint = [&](const TrainState& s) {
+    if (s.epoch == 2) after2 = s;
+  };
+  o.stop_after_epoch = 2;
+  auto first = TrainGraph::create(*m);
+  auto r1 = train_classifier(*first, testing::blobs(60, 6, 1), nullptr, o);
+  ASSERT_TRUE(r1.ok()) << r1.status().message();
+  EXPECT_EQ(r1->epochs.size(), 2u);  // stopped
+  EXPECT_EQ(after2.step, 12);
+  o.on_checkpoint = nullptr;
+  o.stop_after_epoch = 0;
+  o.resume = &after2;
+  auto tg = TrainGraph::create(*m);
   auto r = train_classifier(*tg, testing::blobs(60, 6, 1), nullptr, o);
   ASSERT_TRUE(r.ok()) << r.status().message();
   ASSERT_EQ(r->epochs.size(), 2u);

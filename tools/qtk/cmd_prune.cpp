@@ -1,14 +1,18 @@
 // qtk prune: unstructured (magnitude, N:M) or structured (channel) pruning,
 // optional fine-tuning with a gradual sparsity schedule, and optional weight
-// clustering; reports size and accuracy after each step.
+// clustering with centroid fine-tuning; reports size and accuracy after each
+// step.
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
+#include <optional>
 
 #include "cli.h"
 #include "train_progress.h"
+#include "compress/centroid_tuning.h"
 #include "compress/channel_pruning.h"
 #include "compress/gradual_pruning.h"
 #include "compress/model_size.h"
@@ -31,13 +35,16 @@ namespace fs = std::filesystem;
 
 constexpr OptionSpec kOptions[] = {
     {"--output", "OUT.onnx", "where to write the pruned model (required; never the input)", false, "-o"},
-    {"--sparsity", "S", "fraction of weights (or, with --method channels, of output channels) to remove, in [0, 1) (required)"},
+    {"--sparsity", "S", "fraction of weights (or, with --method channels, of output channels) to remove, in [0, 1) "
+                        "(required unless --cluster; 0 = no pruning)"},
     {"--method", "NAME", "magnitude (default) | 2:4 (any N:M; --sparsity is then implied) | channels"},
     {"--edge-sparsity", "S", "sparsity of the first and last layer (default: half of --sparsity; 0 keeps them dense)"},
     {"--cluster", "BITS", "share 2^BITS values per layer (k-means, Deep Compression) after pruning"},
     {"--data", "SPEC", "fine-tune on this labelled data (e.g. fashion-mnist:train); without it, prune one-shot"},
     {"--val", "SPEC", "report accuracy of every step on this data (e.g. fashion-mnist:test)"},
-    {"--epochs", "N", "fine-tuning epochs (default 1)"},
+    {"--epochs", "N", "fine-tuning epochs after pruning (default 1)"},
+    {"--cluster-epochs", "N",
+     "with --cluster and --data: epochs of centroid fine-tuning after clustering (default 1; 0 = none)"},
     {"--ramp", "F", "fraction of the fine-tuning steps over which sparsity ramps up (default 0.5; 0 = one-shot)"},
     {"--batch", "B", "fine-tuning batch (default 64)"},
     {"--lr", "LR", "fine-tuning peak learning rate, AdamW with cosine decay (default 0.0002)"},
@@ -69,7 +76,8 @@ Outcome run_prune(const ParsedArgs& args) {
     if (end == sp->c_str() || *end != '\0') return Outcome::usage("--sparsity expects a number, got '" + *sp + "'");
     if (Status s = compress::check_sparsity(mo.sparsity, "--sparsity"); !s.ok()) return Outcome::usage(s.message());
   } else if (mo.method != compress::PruneMethod::kNofM) {
-    return Outcome::usage("option --sparsity is required (e.g. --sparsity 0.5)");
+    if (!args.has("--cluster")) return Outcome::usage("option --sparsity is required (e.g. --sparsity 0.5)");
+    mo.sparsity = 0;  // --cluster alone clusters the weights as they are
   }
   // N:M fixes the sparsity: 1 - N/M.
   if (mo.method == compress::PruneMethod::kNofM) mo.sparsity = 1.0 - static_cast<double>(mo.n) / static_cast<double>(mo.m);
@@ -77,9 +85,12 @@ Outcome run_prune(const ParsedArgs& args) {
   double edge = mo.edge_sparsity;
   QTK_CLI_RETURN_IF_FAILED(real_option(args, "--edge-sparsity", 0, 0.999999, edge));
   if (args.has("--edge-sparsity")) mo.edge_sparsity = edge;
-  int64_t bits = 0, epochs = 1, batch = 64, limit = 0, threads = physical_core_count(), seed = 0;
+  int64_t bits = 0, epochs = 1, cluster_epochs = 1, batch = 64, limit = 0, threads = physical_core_count(), seed = 0;
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--cluster", 1, 8, bits));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--epochs", 1, 10000, epochs));
+  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--cluster-epochs", 0, 10000, cluster_epochs));
+  if (args.has("--cluster-epochs") && !args.has("--cluster"))
+    return Outcome::usage("--cluster-epochs needs --cluster BITS");
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--batch", 1, 1 << 16, batch));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--limit", 1, INT64_MAX, limit));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--threads", 1, 1024, threads));
@@ -134,7 +145,11 @@ Outcome run_prune(const ParsedArgs& args) {
   auto lookup = [&](const Model& m) {
     return [&m](const std::string& n) { return m.graph.find_initializer(n); };
   };
-  if (mo.method == compress::PruneMethod::kChannels) {
+  // --cluster without --sparsity (or with 0) clusters the weights as they are.
+  const bool prune = bits == 0 || mo.sparsity > 0;
+  if (!prune) {
+    // nothing to prune
+  } else if (mo.method == compress::PruneMethod::kChannels) {
     auto rep = compress::prune_channels(model, mo.sparsity);
     if (!rep.ok()) return Outcome::failure(rep.status().with_context(in_path));
     if (rep->pruned.empty()) return Outcome::failure(in_path + ": no Conv layer has channels that can be removed");
@@ -150,44 +165,57 @@ Outcome run_prune(const ParsedArgs& args) {
     if (!data_spec || ramp == 0) model = std::move(pruned);
     else QTK_CLI_RETURN_IF_FAILED(record("pruned", pruned));
   }
-  if (!data_spec || ramp == 0 || mo.method == compress::PruneMethod::kChannels)
+  if (prune && (!data_spec || ramp == 0 || mo.method == compress::PruneMethod::kChannels))
     QTK_CLI_RETURN_IF_FAILED(record("pruned", model));
 
-  if (data_spec) {
+  rt::ThreadPool pool(static_cast<int>(threads));
+  // Fine-tuning on --data: `hooks` installs the step hooks on the graph
+  // made from `model`; `extra` is appended to the live progress line.
+  auto fine_tune = [&](int64_t n_epochs, const std::string& step, const std::string& label,
+                       const std::function<Status(train::TrainGraph&, train::TrainOptions&)>& hooks,
+                       const std::function<std::string()>& extra,
+                       const std::function<Status()>& finish) -> Outcome {
     auto graph = train::TrainGraph::create(model);
     if (!graph.ok()) return Outcome::failure(graph.status().with_context(in_path));
-    rt::ThreadPool pool(static_cast<int>(threads));
     train::TrainOptions o;
-    o.epochs = epochs;
+    o.epochs = n_epochs;
     o.batch = batch;
     o.lr = static_cast<float>(lr);
     o.seed = static_cast<uint64_t>(seed);
     o.pool = &pool;
-    const int64_t total_steps = epochs * ((static_cast<int64_t>(train_ds.labels.size()) + batch - 1) / batch);
-    const int64_t ramp_steps = static_cast<int64_t>(ramp * static_cast<double>(total_steps));
-    std::optional<compress::GradualPruner> pruner;
-    if (mo.method != compress::PruneMethod::kChannels) {
-      pruner.emplace(*graph, layers, mo, ramp_steps, std::max<int64_t>(1, ramp_steps / 50));
-      if (Status s = pruner->start(); !s.ok()) return Outcome::failure(s);
-      o.after_step = [&] { return pruner->after_step(); };
-    }
-    TrainProgress progress("fine-tune epoch", epochs, tty);
+    if (Status s = hooks(*graph, o); !s.ok()) return Outcome::failure(s.with_context(in_path));
+    TrainProgress progress(label, n_epochs, tty);
     o.progress = [&](int64_t epoch, int64_t done, int64_t total, double loss, double acc) {
-      char sparsity[40];
-      std::snprintf(sparsity, sizeof sparsity, " sparsity %.3f", pruner ? pruner->current_sparsity() : mo.sparsity);
-      progress.step(epoch, done, total, loss, acc, sparsity);
+      progress.step(epoch, done, total, loss, acc, extra());
     };
     o.on_epoch = [&](const train::EpochStats& e) {
       if (tty) progress.epoch(e);
     };
     auto report = train::train_classifier(*graph, train_ds, nullptr, o);
     if (!report.ok()) return Outcome::failure(report.status().with_context(in_path));
-    if (pruner) {
-      if (Status s = pruner->finish(); !s.ok()) return Outcome::failure(s);
-    }
+    if (Status s = finish(); !s.ok()) return Outcome::failure(s);
     if (report->diverged) notes.push_back(report->divergence);
     model = graph->to_model();
-    QTK_CLI_RETURN_IF_FAILED(record("fine-tuned", model));
+    return record(step, model);
+  };
+
+  if (prune && data_spec) {
+    const int64_t total_steps = epochs * ((static_cast<int64_t>(train_ds.labels.size()) + batch - 1) / batch);
+    const int64_t ramp_steps = static_cast<int64_t>(ramp * static_cast<double>(total_steps));
+    std::optional<compress::GradualPruner> pruner;
+    auto hooks = [&](train::TrainGraph& g, train::TrainOptions& o) -> Status {
+      if (mo.method == compress::PruneMethod::kChannels) return Status::Ok();
+      pruner.emplace(g, layers, mo, ramp_steps, std::max<int64_t>(1, ramp_steps / 50));
+      o.after_step = [&] { return pruner->after_step(); };
+      return pruner->start();
+    };
+    auto extra = [&] {
+      char sparsity[40];
+      std::snprintf(sparsity, sizeof sparsity, " sparsity %.3f", pruner ? pruner->current_sparsity() : mo.sparsity);
+      return std::string(sparsity);
+    };
+    auto finish = [&] { return pruner ? pruner->finish() : Status::Ok(); };
+    QTK_CLI_RETURN_IF_FAILED(fine_tune(epochs, "fine-tuned", "fine-tune epoch", hooks, extra, finish));
   }
   if (bits > 0) {
     compress::ClusterOptions co;
@@ -195,6 +223,21 @@ Outcome run_prune(const ParsedArgs& args) {
     auto cl = compress::cluster_weights(model.graph, co);
     if (!cl.ok()) return Outcome::failure(cl.status().with_context(in_path));
     QTK_CLI_RETURN_IF_FAILED(record("clustered", model));
+    if (data_spec && cluster_epochs > 0) {
+      // Deep Compression's centroid fine-tuning: assignments fixed, shared values trained.
+      std::optional<compress::CentroidTuner> tuner;
+      auto hooks = [&](train::TrainGraph& g, train::TrainOptions& o) -> Status {
+        QTK_ASSIGN_OR_RETURN(compress::CentroidTuner t,
+                             compress::CentroidTuner::create(g, compress::prunable_weights(model.graph)));
+        tuner.emplace(std::move(t));
+        o.before_step = [&] { return tuner->before_step(); };
+        o.after_step = [&] { return tuner->after_step(); };
+        return Status::Ok();
+      };
+      QTK_CLI_RETURN_IF_FAILED(fine_tune(
+          cluster_epochs, "cluster-ft", "centroid epoch", hooks, [] { return std::string(); },
+          [] { return Status::Ok(); }));
+    }
   }
   if (Status s = save_model(model, *out_path); !s.ok()) return Outcome::failure(s);
 
@@ -247,11 +290,14 @@ const CommandSpec kPruneCommand = {
     "prune (magnitude, N:M, channels) and cluster a model's weights, with fine-tuning",
     "Zeroes weights of Conv/Gemm/MatMul layers (magnitude: the smallest of each layer; N:M: the\n"
     "N largest of every M along the reduction axis) or removes whole Conv output channels (L1\n"
-    "importance; only where the channels flow through channel-wise ops into other Conv layers).\n"
+    "importance; only where the channels flow through channel-wise ops into other Conv layers,\n"
+    "or through Flatten into Gemm layers, whose matching input columns go too).\n"
     "With --data, fine-tunes with the sparsity ramping up along Zhu & Gupta's cubic schedule and\n"
     "pruned weights held at zero after every step. --cluster replaces each layer's weights by\n"
-    "2^BITS shared values (k-means). Reports parameters, file size, deflated size and accuracy\n"
-    "(--val) after each step. The input model is never modified.",
+    "2^BITS shared values (k-means); with --data, the shared values are then fine-tuned with the\n"
+    "assignment fixed, each by the sum of its weights' gradients (--cluster-epochs). Reports\n"
+    "parameters, file size, deflated size and accuracy (--val) after each step. The input model\n"
+    "is never modified.",
     kOptions,
     run_prune,
 };

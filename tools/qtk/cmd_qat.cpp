@@ -1,7 +1,8 @@
-// qtk qat: quantization-aware training. Calibrates on the training data,
-// quantizes (PTQ, as qtk quantize), fine-tunes the quantized model with fake
-// quantization and learned scales (src/train/qat.h), and writes it back as a
-// QDQ (or QOperator) model, reporting PTQ and QAT accuracy on --val.
+// qtk qat: quantization-aware training. Calibrates (on --calib, or on a
+// subset of the training data), quantizes (PTQ, as qtk quantize), fine-tunes
+// the quantized model with fake quantization and learned scales
+// (src/train/qat.h), and writes it back as a QDQ (or QOperator) model,
+// reporting PTQ and QAT accuracy on --val.
 
 #include <algorithm>
 #include <chrono>
@@ -15,6 +16,7 @@
 #include "core/cpu_features.h"
 #include "core/json.h"
 #include "data/dataset.h"
+#include "data/model_inputs.h"
 #include "eval/classifier_eval.h"
 #include "qtk/model.h"
 #include "qtk/quantize.h"
@@ -35,13 +37,15 @@ namespace fs = std::filesystem;
 constexpr OptionSpec kOptions[] = {
     {"--output", "OUT.onnx", "where to write the quantized model (required; never the input)", false, "-o"},
     {"--data", "SPEC", "labelled training data: fashion-mnist:train, or FILE.npz with 'inputs' and 'labels' (required); "
-                       "also the calibration data"},
+                       "also the calibration data unless --calib"},
+    {"--calib", "SPEC", "calibration data as in qtk quantize: fashion-mnist:train, fashion-mnist:test, FILE.npy, or "
+                        "FILE.npz (an array per input); default: a subset of --data"},
     {"--val", "SPEC", "validation data: PTQ and QAT accuracy are reported on it (e.g. fashion-mnist:test)"},
     {"--epochs", "N", "passes over the training data (default 3)"},
     {"--batch", "B", "images per step (default 64)"},
     {"--lr", "LR", "peak learning rate, adamw with cosine decay (default 0.0001)"},
     {"--limit", "N", "use only the first N training samples"},
-    {"--calib-samples", "N", "calibrate on a fixed random subset of N training samples (default 512)"},
+    {"--calib-samples", "N", "calibrate on a fixed random subset of N samples; 0 = all (default 512)"},
     {"--teacher", "T.onnx|self", "distill from a float teacher; 'self' is the input model (knowledge distillation)"},
     {"--temperature", "T", "with --teacher: softmax temperature of the soft targets (default 4)"},
     {"--alpha", "A", "with --teacher: weight of the soft targets, 1 - A on the labels (default 0.5)"},
@@ -97,7 +101,14 @@ Outcome run_qat(const ParsedArgs& args) {
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--limit", 1, INT64_MAX, limit));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--threads", 1, 1024, threads));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--seed", 0, INT64_MAX, seed));
-  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--calib-samples", 1, INT64_MAX, calib_samples));
+  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--calib-samples", 0, INT64_MAX, calib_samples));
+  const std::string* calib_spec = args.get("--calib");
+  if (calib_spec) {
+    const auto specs = data::known_dataset_specs();
+    if (std::find(specs.begin(), specs.end(), *calib_spec) == specs.end() && !data::is_array_file_spec(*calib_spec))
+      return Outcome::usage("--calib '" + *calib_spec + "' is neither a data set (" + known_list(specs) +
+                            ") nor an .npy/.npz file");
+  }
   double lr = o.lr;
   QTK_CLI_RETURN_IF_FAILED(real_option(args, "--lr", 1e-12, 1e6, lr));
   o.lr = static_cast<float>(lr);
@@ -126,16 +137,29 @@ Outcome run_qat(const ParsedArgs& args) {
     QTK_CLI_ASSIGN_OR_FAIL(val_ds, train::load_labelled_data(*val_spec));
   }
 
-  // Calibration: a fixed random subset of the training images, shaped for the model.
   auto float_graph = train::TrainGraph::create(model);
   if (!float_graph.ok()) return Outcome::failure(float_graph.status().with_context(in_path));
-  std::vector<int64_t> rows(train_ds.labels.size());
-  std::iota(rows.begin(), rows.end(), 0);
-  std::shuffle(rows.begin(), rows.end(), std::mt19937_64(o.seed));
-  rows.resize(std::min<size_t>(rows.size(), static_cast<size_t>(calib_samples)));
   CalibrationData calib;
-  QTK_CLI_ASSIGN_OR_FAIL(Tensor calib_batch, train::make_batch(*float_graph, train_ds.images, rows, false, nullptr));
-  calib.inputs.push_back(std::move(calib_batch));
+  if (calib_spec) {
+    // As qtk quantize --calib: the same samples (seed 0), so PTQ starts from the same ranges.
+    const std::vector<TensorInfo> inputs = data::declared_runtime_inputs(model);
+    QTK_CLI_ASSIGN_OR_FAIL(calib.inputs, data::load_calibration_inputs(*calib_spec, inputs, calib_samples, 0));
+    for (const auto& in : inputs)
+      if (in.has_shape && !in.shape.empty() && in.shape[0] > 0) {
+        cfg.calib_batch = in.shape[0];  // a model with a fixed batch gets exactly that
+        break;
+      }
+  } else {
+    // A fixed random subset of the training images, shaped for the model.
+    std::vector<int64_t> rows(train_ds.labels.size());
+    std::iota(rows.begin(), rows.end(), 0);
+    std::shuffle(rows.begin(), rows.end(), std::mt19937_64(o.seed));
+    if (calib_samples > 0) rows.resize(std::min<size_t>(rows.size(), static_cast<size_t>(calib_samples)));
+    QTK_CLI_ASSIGN_OR_FAIL(Tensor calib_batch, train::make_batch(*float_graph, train_ds.images, rows, false, nullptr));
+    calib.inputs.push_back(std::move(calib_batch));
+  }
+  const int64_t calibrated_on = calib.inputs.empty() ? 0 : calib.inputs[0].dim(0);
+  const std::string calib_source = calib_spec ? *calib_spec : *spec;
 
   const auto t0 = std::chrono::steady_clock::now();
   auto ptq = quantize(model, cfg, calib);
@@ -200,6 +224,7 @@ Outcome run_qat(const ParsedArgs& args) {
     w.begin_object();
     w.key("model").value(in_path).key("output").value(*out_path).key("data").value(*spec);
     w.key("samples").value(static_cast<int64_t>(train_ds.labels.size()));
+    w.key("calib").value(calib_source).key("calib_samples").value(calibrated_on);
     w.key("weights").value(st.weights).key("activations").value(st.activations).key("method").value(
         ptq->report.method);
     w.key("format").value(qoperator ? "qoperator" : "qdq");
@@ -221,6 +246,7 @@ Outcome run_qat(const ParsedArgs& args) {
   char buf[256];
   std::string text = "model       " + in_path + "\ndata        " + *spec + " (" +
                      std::to_string(train_ds.labels.size()) + " samples)\n";
+  text += "calibrated  on " + std::to_string(calibrated_on) + " samples of " + calib_source + "\n";
   text += "scheme      " + st.weights + " weights, " + st.activations + " activations, " + ptq->report.method + "\n";
   std::snprintf(buf, sizeof buf, "trained     %lld epochs, lr %g, %.1f s\n",
                 static_cast<long long>(report->epochs.size()), static_cast<double>(o.lr), seconds);
@@ -247,8 +273,9 @@ const CommandSpec kQatCommand = {
     "MODEL",
     1,
     "quantization-aware training: quantize, then fine-tune with fake quantization",
-    "Quantizes the float ONNX MODEL like qtk quantize (calibrating on a fixed subset of the --data\n"
-    "images), then fine-tunes it with fake quantization: weights start from the PTQ-rounded values,\n"
+    "Quantizes the float ONNX MODEL like qtk quantize (calibrating on --calib, as qtk quantize\n"
+    "does, or else on a fixed subset of the --data images), then fine-tunes it with fake\n"
+    "quantization: weights start from the PTQ-rounded values,\n"
     "every weight and activation scale is learned (LSQ), biases train in float and are re-quantized\n"
     "to int32 at s_x*s_w. BatchNormalization is folded before quantization (frozen statistics).\n"
     "Writes a standard QDQ model (or QOperator with --format qoperator) and, with --val, reports\n"

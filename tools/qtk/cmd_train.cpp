@@ -14,6 +14,7 @@
 #include "qtk/model.h"
 #include "runtime/thread_pool.h"
 #include "train/arch.h"
+#include "train/checkpoint.h"
 #include "train/labelled_data.h"
 #include "train/trainer.h"
 #include "train_progress.h"
@@ -48,7 +49,9 @@ constexpr OptionSpec kCommon[] = {
     {"--limit", "N", "use only the first N training samples"},
     {"--threads", "N", "threads for the kernels (default: physical cores)"},
     {"--seed", "S", "seed for initialisation, shuffling and augmentation (default 0)"},
-    {"--resume", "", "continue from OUT.onnx.checkpoint (written after every epoch, removed at the end)"},
+    {"--resume", "",
+     "continue from OUT.onnx.checkpoint (written after every epoch with the optimizer state, removed at the end)"},
+    {"--stop-after", "K", "stop after epoch K, keeping the checkpoint (continue later with --resume)"},
     {"--json", "", "print one JSON object instead of text"},
     {"--force", "", "overwrite OUT.onnx if it exists"},
 };
@@ -62,8 +65,6 @@ constexpr std::array<OptionSpec, A + B> join(const OptionSpec (&a)[A], const Opt
 }
 constexpr auto kTrainOptions = join(kTrainOnly, kCommon);
 constexpr auto kDistillOptions = join(kDistillOnly, kCommon);
-
-constexpr const char* kEpochKey = "qtk.train.epoch";
 
 Outcome float_option(const ParsedArgs& args, std::string_view name, double lo, double hi, float& value) {
   double d = value;
@@ -95,6 +96,7 @@ Outcome run_training(const ParsedArgs& args, bool distill) {
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--limit", 1, INT64_MAX, limit));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--threads", 1, 1024, threads));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--seed", 0, INT64_MAX, seed));
+  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--stop-after", 1, o.epochs, o.stop_after_epoch));
   if (const std::string* v = args.get("--optimizer")) {
     auto k = train::parse_optimizer(*v);
     if (!k.ok()) return Outcome::usage(k.status().message() + " for --optimizer");
@@ -131,17 +133,24 @@ Outcome run_training(const ParsedArgs& args, bool distill) {
   }
   Model model;
   const std::string checkpoint = *out_path + ".checkpoint";
+  std::optional<train::TrainState> resume;
   if (args.has("--resume")) {
     if (!fs::exists(checkpoint, ec))
       return Outcome::failure("--resume: no checkpoint " + checkpoint + " (it is written after each epoch)");
     QTK_CLI_ASSIGN_OR_FAIL(model, load_model(checkpoint));
-    for (const auto& [k, v] : model.metadata)
-      if (k == kEpochKey) o.start_epoch = std::strtoll(v.c_str(), nullptr, 10) + 1;
-    if (o.start_epoch < 2) return Outcome::failure(checkpoint + " does not say which epoch it ends");
-    if (o.start_epoch > o.epochs)
-      return Outcome::failure(checkpoint + " already holds all " + std::to_string(o.epochs) + " epochs");
+    auto state = train::take_train_state(model);
+    if (!state.ok()) return Outcome::failure(state.status().with_context(checkpoint));
+    if (!*state) return Outcome::failure(checkpoint + " holds no training state (not a qtk train checkpoint)");
+    resume = std::move(**state);
+    if (resume->epoch >= o.epochs)
+      return Outcome::failure(checkpoint + " already holds " + std::to_string(resume->epoch) + " epochs of the " +
+                              std::to_string(o.epochs) + " asked for");
+    o.resume = &*resume;
+    if (o.stop_after_epoch > 0 && o.stop_after_epoch <= resume->epoch)
+      return Outcome::usage("--stop-after " + std::to_string(o.stop_after_epoch) + " is not after epoch " +
+                            std::to_string(resume->epoch) + ", where " + checkpoint + " ends");
     std::fprintf(stderr, "resuming from %s after epoch %lld\n", checkpoint.c_str(),
-                 static_cast<long long>(o.start_epoch - 1));
+                 static_cast<long long>(resume->epoch));
   } else if (arch) {
     auto m = train::build_architecture(*arch, o.seed, train_ds.num_classes);
     if (!m.ok()) return Outcome::usage(m.status().message() + " for --arch");
@@ -172,30 +181,25 @@ Outcome run_training(const ParsedArgs& args, bool distill) {
   o.progress = [&](int64_t epoch, int64_t done, int64_t total, double loss, double acc) {
     progress.step(epoch, done, total, loss, acc);
   };
-  o.on_epoch = [&](const train::EpochStats& e) {
-    progress.epoch(e);
-    // Checkpoint: the model so far, with the epoch it ends (for --resume).
-    Model ck = graph->to_model();
-    ck.metadata.erase(std::remove_if(ck.metadata.begin(), ck.metadata.end(),
-                                     [](const auto& kv) { return kv.first == kEpochKey; }),
-                      ck.metadata.end());
-    ck.metadata.push_back({kEpochKey, std::to_string(e.epoch)});
-    const Status s = save_model(ck, checkpoint);
+  o.on_epoch = [&](const train::EpochStats& e) { progress.epoch(e); };
+  o.on_checkpoint = [&](const train::TrainState& st) {
+    // The model so far with the optimizer, schedule and shuffling state (for --resume).
+    const Status s = train::save_checkpoint(*graph, st, checkpoint);
     if (!s.ok()) print_warning("could not write checkpoint: " + s.message());
   };
   auto report = train::train_classifier(*graph, train_ds, val_spec ? &val_ds : nullptr, o);
   if (!report.ok()) return Outcome::failure(report.status().with_context(source));
 
-  Model out = graph->to_model();
-  out.metadata.erase(std::remove_if(out.metadata.begin(), out.metadata.end(),
-                                    [](const auto& kv) { return kv.first == kEpochKey; }),
-                     out.metadata.end());
-  if (arch) out.doc_string = "trained by qtk train --arch " + *arch;
-  const Status saved = save_model(out, *out_path);
-  if (!saved.ok()) return Outcome::failure(saved);
-  if (report->diverged)
-    return Outcome::failure(report->divergence + "; wrote them to " + *out_path);
-  fs::remove(checkpoint, ec);
+  // --stop-after: the checkpoint is the result; OUT.onnx comes with the last epoch.
+  const bool stopped = !report->diverged && !report->epochs.empty() && report->epochs.back().epoch < o.epochs;
+  if (!stopped) {
+    Model out = graph->to_model();
+    if (arch) out.doc_string = "trained by qtk train --arch " + *arch;
+    const Status saved = save_model(out, *out_path);
+    if (!saved.ok()) return Outcome::failure(saved);
+    if (report->diverged) return Outcome::failure(report->divergence + "; wrote them to " + *out_path);
+    fs::remove(checkpoint, ec);
+  }
 
   const train::TrainReport& r = *report;
   if (args.has("--json")) {
@@ -206,7 +210,9 @@ Outcome run_training(const ParsedArgs& args, bool distill) {
     if (distill)
       w.key("teacher").value(*teacher_path).key("temperature").value(o.kd_temperature).key("alpha").value(o.kd_alpha)
           .key("teacher_accuracy").value(*acc);
-    w.key("output").value(*out_path).key("seconds").value(r.seconds).key("threads").value(threads);
+    if (stopped) w.key("stopped_after").value(r.epochs.back().epoch).key("checkpoint").value(checkpoint);
+    else w.key("output").value(*out_path);
+    w.key("seconds").value(r.seconds).key("threads").value(threads);
     w.key("epochs").begin_array();
     for (const auto& e : r.epochs) {
       w.begin_object(true).key("epoch").value(e.epoch).key("loss").value(e.loss).key("accuracy").value(e.accuracy);
@@ -235,7 +241,11 @@ Outcome run_training(const ParsedArgs& args, bool distill) {
     std::snprintf(buf, sizeof buf, ", %s accuracy %.4f", val_spec->c_str(), last.val_accuracy);
     text += buf;
   }
-  text += "\nwrote       " + *out_path + "\n";
+  if (stopped)
+    text += "\nstopped     after epoch " + std::to_string(last.epoch) + " of " + std::to_string(o.epochs) + "; " +
+            checkpoint + " holds the run (continue with --resume)\n";
+  else
+    text += "\nwrote       " + *out_path + "\n";
   return print_out(text);
 }
 

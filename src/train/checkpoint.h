@@ -1,0 +1,31 @@
+// Training checkpoints for --resume: one ONNX file holding the model (as
+// TrainGraph::to_model writes it) and the run's TrainState, so a resumed
+// run continues exactly where the interrupted one stopped. The state rides
+// along as metadata (qtk.train.epoch, .step, .rng, .optimizer) and as the
+// optimizer buffers in initializers no node reads ("qtk.train.m/<param>",
+// "qtk.train.v/<param>"): one file, written atomically, so the weights and
+// the state never come from different epochs. take_train_state strips it
+// all again, so a model trained from a checkpoint exports clean.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "ir/graph.h"
+#include "qtk/status.h"
+#include "train/train_graph.h"
+#include "train/trainer.h"
+
+namespace qtk::train {
+
+// The graph's model with `state` attached.
+ir::Model checkpoint_model(const TrainGraph& graph, const TrainState& state);
+// checkpoint_model written to `path` (atomically).
+Status save_checkpoint(const TrainGraph& graph, const TrainState& state, const std::string& path);
+
+// Removes the training state from a loaded checkpoint and returns it;
+// nullopt when the model holds none (an error when it holds a partial or
+// malformed one, naming what is wrong).
+Expected<std::optional<TrainState>> take_train_state(ir::Model& model);
+
+}  // namespace qtk::train
