@@ -1,6 +1,7 @@
 #include "train/conv_geometry.h"
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "runtime/thread_pool.h"
@@ -83,11 +84,14 @@ void im2col_row(const float* image, const Window2d& w, int64_t c, int64_t ky, in
       continue;
     }
     const float* row = src + y * w.iw;  // row[off + ox * sw] is the tap of output ox
-    std::fill(d, d + lo, 0.f);
-    if (w.sw == 1) std::copy(row + off + lo, row + off + hi, d + lo);
+    // Plain loops, not std::copy / fill: rows are a few dozen floats, where
+    // a libc call per row cost more than the copy.
+    for (int64_t ox = 0; ox < lo; ++ox) d[ox] = 0.f;
+    if (w.sw == 1)
+      for (int64_t ox = lo; ox < hi; ++ox) d[ox] = row[off + ox];
     else
       for (int64_t ox = lo; ox < hi; ++ox) d[ox] = row[off + ox * w.sw];
-    std::fill(d + hi, d + w.ow, 0.f);
+    for (int64_t ox = hi; ox < w.ow; ++ox) d[ox] = 0.f;
   }
 }
 }  // namespace
@@ -115,7 +119,11 @@ void im2col_2d_packed(const float* image, int64_t channels, const Window2d& w, i
       for (int64_t ky = 0; ky < w.kh; ++ky) {
         const int64_t r = (c * w.kh + ky) * w.kw + kx;
         im2col_row(image, w, c, ky, kx, lo, hi, row.data());
-        for (int64_t s = 0; s < slivers; ++s) std::copy_n(row.data() + s * nr, nr, packed + (s * k + r) * nr);
+        if (nr == 32)  // the AVX-512 width: a fixed-size copy the compiler inlines
+          for (int64_t s = 0; s < slivers; ++s)
+            std::memcpy(packed + (s * k + r) * 32, row.data() + s * 32, 32 * sizeof(float));
+        else
+          for (int64_t s = 0; s < slivers; ++s) std::copy_n(row.data() + s * nr, nr, packed + (s * k + r) * nr);
       }
   }
 }
@@ -181,6 +189,16 @@ void parallel_chunks(rt::ThreadPool* pool, int64_t n, const std::function<void(i
   };
   if (chunks == 1 || !pool) body(0, chunks);
   else pool->parallel_for(chunks, body);
+}
+
+void parallel_elements(rt::ThreadPool* pool, int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+  if (n < kParallelElements || !pool || pool->size() < 2) {
+    fn(0, n);
+    return;
+  }
+  // Chunk borders on multiples of 16 floats (whole cache lines, aligned vectors).
+  const int64_t blocks = (n + 15) / 16;
+  parallel_chunks(pool, blocks, [&](int64_t, int64_t b, int64_t e) { fn(b * 16, std::min(n, e * 16)); });
 }
 
 }  // namespace qtk::train

@@ -42,5 +42,9 @@ void col2im_2d(const float* col, int64_t channels, const Window2d& w, float* ima
 // size contiguous chunks (chunk ids 0..chunks-1), inline when pool is null.
 int64_t num_chunks(rt::ThreadPool* pool, int64_t n);
 void parallel_chunks(rt::ThreadPool* pool, int64_t n, const std::function<void(int64_t, int64_t, int64_t)>& fn);
+// Element-wise loops: fn(begin, end) over [0, n), split over the pool only
+// when n is large enough to pay for waking the workers (a few microseconds).
+inline constexpr int64_t kParallelElements = int64_t{1} << 15;
+void parallel_elements(rt::ThreadPool* pool, int64_t n, const std::function<void(int64_t, int64_t)>& fn);
 
 }  // namespace qtk::train

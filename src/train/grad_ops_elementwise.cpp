@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "train/broadcast.h"
+#include "train/conv_geometry.h"
 #include "train/grad_op.h"
 
 namespace qtk::train {
@@ -31,6 +32,19 @@ Status binary_forward(ForwardContext& c, F f) {
   }
   QTK_RETURN_IF_ERROR(expect_float(c, 0));
   QTK_RETURN_IF_ERROR(expect_float(c, 1));
+  if (c.in[0].shape() == c.in[1].shape()) {  // residual adds: no broadcast, split over the pool
+    Tensor y = Tensor::uninitialized(DType::kFloat32, c.in[0].shape());
+    const float *as = c.in[0].data<float>(), *bs = c.in[1].data<float>();
+    float* ys = y.data<float>();
+    parallel_elements(c.pool, y.numel(), [&](int64_t b, int64_t e) {
+      const float* __restrict pa = as;
+      const float* __restrict pb = bs;
+      float* __restrict py = ys;
+      for (int64_t i = b; i < e; ++i) py[i] = f(pa[i], pb[i]);
+    });
+    c.out = {y};
+    return Status::Ok();
+  }
   auto y = broadcast_binary(c.in[0], c.in[1], f);
   if (!y.ok()) return y.status().with_context(node_label(c.node));
   c.out = {*y};

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <set>
 
+#include "train/conv_geometry.h"
 #include "train/loss.h"
 
 namespace qtk::train {
@@ -146,12 +147,18 @@ Expected<Tensor> TrainGraph::forward(const Tensor& x, bool training, rt::ThreadP
 }
 
 namespace {
-// a + b into a fresh tensor (gradients may share storage with other values).
-Tensor add_fresh(const Tensor& a, const Tensor& b) {
-  Tensor r = a.clone();
-  float* p = r.data<float>();
-  const float* q = b.data<float>();
-  for (int64_t i = 0; i < r.numel(); ++i) p[i] += q[i];
+// a + b into a fresh tensor (gradients may share storage with other values),
+// written once (no zero-fill and copy first) and split over the pool.
+Tensor add_fresh(const Tensor& a, const Tensor& b, rt::ThreadPool* pool) {
+  Tensor r = Tensor::uninitialized(DType::kFloat32, a.shape());
+  const float *as = a.data<float>(), *bs = b.data<float>();
+  float* rs = r.data<float>();
+  parallel_elements(pool, r.numel(), [&](int64_t lo, int64_t hi) {
+    const float* __restrict pa = as;
+    const float* __restrict pb = bs;
+    float* __restrict pr = rs;
+    for (int64_t i = lo; i < hi; ++i) pr[i] = pa[i] + pb[i];
+  });
   return r;
 }
 }  // namespace
@@ -192,7 +199,7 @@ Status TrainGraph::backward(const Tensor& dlogits, rt::ThreadPool* pool) {
                               std::to_string(k));
       auto it = grads.find(n.inputs[k]);
       if (it == grads.end()) grads[n.inputs[k]] = c.din[k];
-      else it->second = add_fresh(it->second, c.din[k]);
+      else it->second = add_fresh(it->second, c.din[k], pool);
     }
   }
   for (auto& p : params_) {
