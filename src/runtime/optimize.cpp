@@ -1,6 +1,10 @@
 #include "runtime/optimize.h"
 
 #include <algorithm>
+#include <limits>
+#include <optional>
+#include <unordered_map>
+#include <utility>
 
 #include "ir/passes.h"
 #include "onnx/model_io.h"
@@ -55,5 +59,114 @@ Status optimize_model(ir::Model& m, const OptimizeOptions& options, OptimizeStat
 }
 
 Status optimize_model(ir::Model& m) { return optimize_model(m, OptimizeOptions{}); }
+
+namespace {
+
+// The bounds a Relu or Clip node clamps to, when they are known now; the
+// defaults are those of the Clip kernel (lowest / max float, not infinities).
+std::optional<std::pair<float, float>> clamp_bounds(const ir::Graph& g, const ir::Node& n, int64_t opset) {
+  if (n.op_type == "Relu") return std::pair{0.f, std::numeric_limits<float>::infinity()};
+  if (n.op_type != "Clip") return std::nullopt;
+  float lo = std::numeric_limits<float>::lowest(), hi = std::numeric_limits<float>::max();
+  if (opset > 0 && opset < 11) {
+    if (n.inputs.size() != 1) return std::nullopt;
+    if (n.has_attr("min")) lo = n.attr_float("min", lo);
+    if (n.has_attr("max")) hi = n.attr_float("max", hi);
+    return std::pair{lo, hi};
+  }
+  if (n.inputs.size() > 3) return std::nullopt;
+  for (size_t k = 1; k < n.inputs.size(); ++k) {
+    if (!n.has_input(k)) continue;
+    const Tensor* t = g.find_initializer(n.inputs[k]);
+    // Anything else (a runtime bound, another dtype) stays a Clip node.
+    if (t == nullptr || t->dtype() != DType::kFloat32 || t->numel() != 1) return std::nullopt;
+    (k == 1 ? lo : hi) = t->data<float>()[0];
+  }
+  return std::pair{lo, hi};
+}
+
+}  // namespace
+
+Expected<int> fuse_conv_epilogues(ir::Model& m) {
+  ir::Graph& g = m.graph;
+  QTK_RETURN_IF_ERROR(ir::topological_sort(g));
+  auto reads = ir::count_reads(g);
+  std::unordered_map<std::string, size_t> producer;
+  for (size_t i = 0; i < g.nodes.size(); ++i)
+    for (const auto& o : g.nodes[i].outputs)
+      if (!o.empty()) producer[o] = i;
+  const int64_t opset = m.opset("");
+
+  // The Conv that writes `x` and may absorb the node reading it: x read only
+  // once (not a graph output), and no clamp fused yet (the Add must come
+  // before the clamp, as the kernel applies them).
+  std::vector<bool> erase(g.nodes.size(), false);
+  auto fusable_conv = [&](const std::string& x) -> ir::Node* {
+    auto it = producer.find(x);
+    if (x.empty() || it == producer.end() || erase[it->second] || reads[x] != 1) return nullptr;
+    ir::Node& c = g.nodes[it->second];
+    if (c.op_type != "Conv" || !ir::is_default_domain(c.domain) || c.outputs.size() != 1 || c.inputs.size() < 2 ||
+        c.has_attr(kFusedMinAttr))
+      return nullptr;
+    return &c;
+  };
+  // c now writes n's output, in n's place.
+  auto absorb = [&](ir::Node& c, size_t i) {
+    const std::string old = c.outputs[0];
+    c.outputs[0] = g.nodes[i].outputs[0];
+    producer[c.outputs[0]] = producer[old];
+    producer.erase(old);
+    std::erase_if(g.value_infos, [&](const ir::ValueInfo& v) { return v.name == old; });
+    erase[i] = true;
+  };
+
+  int fused = 0;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const ir::Node& n = g.nodes[i];
+    if (!ir::is_default_domain(n.domain) || n.outputs.size() != 1 || n.outputs[0].empty() || ir::has_subgraph(n))
+      continue;
+    if (n.op_type == "Add" && n.inputs.size() == 2) {
+      for (int k = 0; k < 2; ++k) {
+        const std::string& x = n.inputs[k];
+        const std::string& z = n.inputs[1 - k];
+        ir::Node* c = fusable_conv(x);
+        if (c == nullptr || z.empty() || z == x || c->inputs.size() > 3 || c->has_attr(kFusedAddAttr)) continue;
+        c->inputs.resize(4);  // an absent bias stays ""
+        c->inputs[3] = z;
+        c->set_attr(ir::attr_int(kFusedAddAttr, 1));
+        absorb(*c, i);
+        ++fused;
+        break;
+      }
+      continue;
+    }
+    if ((n.op_type == "Relu" && n.inputs.size() == 1) || n.op_type == "Clip") {
+      if (n.inputs.empty()) continue;
+      ir::Node* c = fusable_conv(n.inputs[0]);
+      if (c == nullptr) continue;
+      const auto bounds = clamp_bounds(g, n, opset);
+      if (!bounds) continue;
+      c->set_attr(ir::attr_float(kFusedMinAttr, bounds->first));
+      c->set_attr(ir::attr_float(kFusedMaxAttr, bounds->second));
+      absorb(*c, i);
+      ++fused;
+    }
+  }
+  if (fused > 0) {
+    std::vector<ir::Node> kept;
+    kept.reserve(g.nodes.size());
+    for (size_t i = 0; i < g.nodes.size(); ++i)
+      if (!erase[i]) kept.push_back(std::move(g.nodes[i]));
+    g.nodes = std::move(kept);
+    // A fused Add's other operand may be written after the Conv.
+    QTK_RETURN_IF_ERROR(ir::topological_sort(g));
+  }
+  return fused;
+}
+
+Status optimize_for_session(ir::Model& m) {
+  QTK_RETURN_IF_ERROR(optimize_model(m));
+  return fuse_conv_epilogues(m).status();
+}
 
 }  // namespace qtk::rt

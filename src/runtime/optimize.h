@@ -48,4 +48,28 @@ int infer_model_shapes(ir::Model& m);
 Status optimize_model(ir::Model& m, const OptimizeOptions& options, OptimizeStats* stats = nullptr);
 Status optimize_model(ir::Model& m);
 
+// ---- session-only rewrites ----
+// These change ops into forms only qtk's kernels know, so they run on a
+// session's private copy of the model and never on one that is saved
+// (quantization calls optimize_model, not these).
+
+// A float Conv that absorbed the ops after it (see fuse_conv_epilogues):
+// with kFusedAddAttr = 1 its input 3 (Z) is added to the output; with
+// kFusedMinAttr / kFusedMaxAttr the result is then clamped as Clip does
+// (Relu is the clamp to [0, +inf)).
+inline constexpr const char* kFusedAddAttr = "qtk_fused_add";
+inline constexpr const char* kFusedMinAttr = "qtk_fused_min";
+inline constexpr const char* kFusedMaxAttr = "qtk_fused_max";
+
+// Folds into a Conv (default domain) whose output nobody else reads: an Add
+// of that output and another tensor (the residual join), then a Relu or a
+// Clip with constant bounds. The Conv takes the last fused node's output
+// name and keeps its other attributes; the results are bit for bit those of
+// the separate ops. Returns the number of nodes folded away; leaves the
+// graph sorted.
+Expected<int> fuse_conv_epilogues(ir::Model& m);
+
+// What Session::create runs: optimize_model, then the session-only fusions.
+Status optimize_for_session(ir::Model& m);
+
 }  // namespace qtk::rt

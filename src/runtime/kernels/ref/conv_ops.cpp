@@ -9,6 +9,10 @@
 // session is built; others once per run. A depthwise Conv (one input channel
 // per group) is a direct window loop.
 // ConvTranspose is the adjoint: col[Mg*k, Q] = W_g^T * X_g, then col2im.
+//
+// A session may have fused the Add and Relu / Clip that follow a Conv into
+// it (rt::fuse_conv_epilogues, runtime/optimize.h): the kernel then adds
+// input 3 and clamps while the output is still in registers.
 #include <algorithm>
 #include <atomic>
 #include <memory>
@@ -17,10 +21,12 @@
 #include <vector>
 
 #include "runtime/kernels/ref/common.h"
+#include "runtime/kernels/ref/elementwise_common.h"
 #include "runtime/kernels/ref/im2col.h"
 #include "runtime/kernels/ref/sgemm.h"
 #include "runtime/kernels/x86/sconv_implicit_gemm.h"
 #include "runtime/op_registry.h"
+#include "runtime/optimize.h"
 #include "runtime/thread_pool.h"
 
 namespace qtk::rt {
@@ -35,6 +41,10 @@ struct ConvAttrs {
   int64_t group = 1;
   // ConvTranspose only.
   std::vector<int64_t> output_padding, output_shape;
+  // Conv only: the fused epilogue (runtime/optimize.h), y = clamp(y + Z).
+  bool add = false;  // input 3 (Z) is added
+  bool clamp = false;
+  float lo = 0.f, hi = 0.f;
 };
 
 Expected<ConvAttrs> read_conv_attrs(const ir::Node& node, bool transpose) {
@@ -49,6 +59,13 @@ Expected<ConvAttrs> read_conv_attrs(const ir::Node& node, bool transpose) {
   if (transpose) {
     a.output_padding = node.attr_ints("output_padding");
     a.output_shape = node.attr_ints("output_shape");
+  } else {
+    a.add = node.attr_int(kFusedAddAttr, 0) != 0;
+    a.clamp = node.has_attr(kFusedMinAttr);
+    a.lo = node.attr_float(kFusedMinAttr, 0.f);
+    a.hi = node.attr_float(kFusedMaxAttr, 0.f);
+    if (a.clamp != node.has_attr(kFusedMaxAttr))
+      return invalid_argument(std::string("fused Conv needs both ") + kFusedMinAttr + " and " + kFusedMaxAttr);
   }
   return a;
 }
@@ -59,6 +76,28 @@ Expected<ConvAttrs> read_conv_attrs(const ir::Node& node, bool transpose) {
 float* column_scratch(int64_t floats) {
   thread_local AlignedFloats buf;
   return buf.get(floats);
+}
+
+// The calling thread's padded-image buffer (im2col.h) and the plan whose
+// layout it holds (0: none or unknown): the next image of the same plan then
+// copies just its rows, the zeros around them being in place already.
+struct PadScratch {
+  AlignedFloats buf;
+  int64_t capacity = 0;  // the most floats asked for: asking for more moves the buffer
+  uint64_t layout_id = 0;
+  float* get(int64_t floats) {
+    if (floats > capacity) {
+      capacity = floats;
+      layout_id = 0;
+    }
+    float* p = buf.get(floats);
+    if (p == nullptr) capacity = layout_id = 0;
+    return p;
+  }
+};
+PadScratch& pad_scratch() {
+  thread_local PadScratch s;
+  return s;
 }
 
 // The calling thread's packed weights (read by every task of the run).
@@ -171,6 +210,7 @@ static_assert(kPaddedImageSlack >= kSgemmMaxPackedBWidth, "padded-image slack mu
 // What a run needs besides the weights, for one pair of X and W shapes: made
 // on the first run with those shapes and kept (they rarely change).
 struct ConvPlan {
+  uint64_t id = 0;  // unique over the process (tags PadScratch contents)
   Shape key;  // X's shape without N, then W's shape
   PaddedImage layout;
   std::vector<x86::SconvRun> runs;  // grid columns -> output positions
@@ -178,12 +218,26 @@ struct ConvPlan {
 };
 
 std::shared_ptr<const ConvPlan> make_conv_plan(Shape key, const ConvGeometry& g, int64_t cg, int64_t nr) {
+  static std::atomic<uint64_t> next_id{1};
   auto plan = std::make_shared<ConvPlan>();
+  plan->id = next_id.fetch_add(1, std::memory_order_relaxed);
   plan->key = std::move(key);
   plan->layout = padded_image_layout(g, cg);
   const PaddedImage& l = plan->layout;
   x86::sconv_grid_runs(l.row_off, l.ow_n, l.grid_cols, nr, plan->runs, plan->tile_runs);
   return plan;
+}
+
+// The fused epilogue on n values of y (z: the addend, laid out like y, or
+// null), in the order the separate Add and Clip / Relu would compute it.
+void conv_epilogue(float* y, const float* z, int64_t n, bool clamp, float lo, float hi) {
+  if (z != nullptr)
+    for (int64_t i = 0; i < n; ++i) y[i] += z[i];
+  if (clamp)
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = y[i] < lo ? lo : y[i];
+      y[i] = hi < v ? hi : v;
+    }
 }
 
 class ConvKernel final : public Kernel {
@@ -246,20 +300,40 @@ Status ConvKernel::run(KernelContext& ctx) {
   const float* bias = ctx.has_input(2) ? ctx.input(2).data<float>() : nullptr;
   float* y = Y.data<float>();
 
-  if (N == 0 || M == 0 || P == 0) {
-    ctx.outputs[0] = Y;
-    return Status::Ok();
+  // The fused epilogue runs inside the product when the addend has Y's
+  // shape; one that broadcasts is added (then clamped) afterwards.
+  const float* z = nullptr;
+  bool after = false;
+  if (a.add) {
+    if (!ctx.has_input(3)) return invalid_argument("fused Conv has no addend (input 3)");
+    QTK_RETURN_IF_ERROR(check_float(ctx, 3, "fused addend"));
+    if (ctx.input(3).shape() == y_shape) z = ctx.input(3).data<float>();
+    else after = true;
   }
+  const bool inline_clamp = a.clamp && !after;
+  auto finish = [&]() -> Status {
+    if (!after) {
+      ctx.outputs[0] = Y;
+      return Status::Ok();
+    }
+    auto add = [](float u, float v) { return u + v; };
+    QTK_ASSIGN_OR_RETURN(Tensor sum, (eval_binary<float, float, float>(Y, ctx.input(3), DType::kFloat32, ctx.pool, add)));
+    conv_epilogue(sum.data<float>(), nullptr, sum.numel(), a.clamp, a.lo, a.hi);
+    ctx.outputs[0] = std::move(sum);
+    return Status::Ok();
+  };
+
+  if (N == 0 || M == 0 || P == 0) return finish();
 
   if (Cg == 1 && G > 1 && g.rank() <= 2) {
     ctx.pool->parallel_for(N * M, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         const int64_t n = t / M, m = t % M, c = m / Mg;
         depthwise_plane(x + (n * C + c) * Q, w + m * K, bias ? bias[m] : 0.f, g, y + t * P);
+        conv_epilogue(y + t * P, z != nullptr ? z + t * P : nullptr, P, inline_clamp, a.lo, a.hi);
       }
     }, work_grain(P * K));
-    ctx.outputs[0] = Y;
-    return Status::Ok();
+    return finish();
   }
 
   // The weights: packed at session build when W is a constant, else now.
@@ -295,23 +369,28 @@ Status ConvKernel::run(KernelContext& ctx) {
 
   std::atomic<bool> no_memory{false};
   run_tasks(ctx.pool, N * G, Mg * K * gemm_cols, [&](int64_t begin, int64_t end, ThreadPool* inner) {
-    float* pad = column_scratch(pad_floats);
+    PadScratch& scratch = pad_scratch();
+    float* pad = scratch.get(pad_floats);
     if (pad == nullptr) {
       no_memory = true;
       return;
     }
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / G, grp = t % G;
-      fill_padded_image(x + (n * C + grp * Cg) * Q, Cg, g, layout, pad);
+      fill_padded_image(x + (n * C + grp * Cg) * Q, Cg, g, layout, pad, scratch.layout_id == plan->id);
+      scratch.layout_id = plan->id;
+      const int64_t at = (n * M + grp * Mg) * P;
+      x86::SconvOut out{y + at, P, plan->runs.data(), plan->tile_runs.data()};
+      out.addend = z != nullptr ? z + at : nullptr;
+      out.clamp = inline_clamp;
+      out.lo = a.lo;
+      out.hi = a.hi;
       x86::sconv_implicit_gemm(Mg, gemm_cols, K, packed_w + grp * w_floats, {pad, layout.k_off.data(), nr},
-                               bias != nullptr ? bias + grp * Mg : nullptr,
-                               {y + (n * M + grp * Mg) * P, P, plan->runs.data(), plan->tile_runs.data()}, inner,
-                               path_);
+                               bias != nullptr ? bias + grp * Mg : nullptr, out, inner, path_);
     }
   });
   if (no_memory) return scratch_error(pad_floats);
-  ctx.outputs[0] = Y;
-  return Status::Ok();
+  return finish();
 }
 
 // ONNX's rule for ConvTranspose pads from a total: SAME_UPPER puts the odd

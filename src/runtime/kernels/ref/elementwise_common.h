@@ -235,7 +235,7 @@ void binary_broadcast_loop(const BroadcastPlan<2>& p, const TA* a, const TB* b, 
 template <class TO, class TA, class TB, class F>
 Expected<Tensor> eval_binary(const Tensor& a, const Tensor& b, DType out_dtype, ThreadPool* pool, F f) {
   QTK_ASSIGN_OR_RETURN(BroadcastPlan<2> plan, make_broadcast_plan<2>({&a.shape(), &b.shape()}));
-  Tensor out(out_dtype, plan.out_shape);
+  Tensor out = Tensor::uninitialized(out_dtype, plan.out_shape);  // the loop writes every element
   binary_broadcast_loop(plan, a.data<TA>(), b.data<TB>(), out.data<TO>(), pool, f);
   return out;
 }
@@ -243,7 +243,7 @@ Expected<Tensor> eval_binary(const Tensor& a, const Tensor& b, DType out_dtype, 
 // out[i] = f(x[i]) over a contiguous tensor.
 template <class TO, class TI, class F>
 Tensor eval_unary(const Tensor& x, DType out_dtype, ThreadPool* pool, F f) {
-  Tensor y(out_dtype, x.shape());
+  Tensor y = Tensor::uninitialized(out_dtype, x.shape());  // every element is written below
   const TI* __restrict in = x.data<TI>();
   TO* __restrict out = y.data<TO>();
   parallel_range(pool, x.numel(), [&](int64_t b, int64_t e) {

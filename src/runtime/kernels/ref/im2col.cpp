@@ -3,6 +3,19 @@
 #include <algorithm>
 #include <cstring>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#define QTK_IM2COL_SSE 1
+#endif
+
+// GCC turns short copy loops back into memmove calls, one per row; the rows
+// here are too short for that to pay.
+#if defined(__GNUC__) && !defined(__clang__)
+#define QTK_NO_LIBCALL_LOOPS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define QTK_NO_LIBCALL_LOOPS
+#endif
+
 
 namespace qtk::rt::ref {
 
@@ -245,8 +258,53 @@ PaddedImage padded_image_layout(const ConvGeometry& g, int64_t channels) {
   return l;
 }
 
-void fill_padded_image(const float* image, int64_t channels, const ConvGeometry& g, const PaddedImage& layout,
-                       float* dst) {
+namespace {
+
+// Copies n floats. Rows here are short (7 to 32 floats in the small CNNs), so
+// inline 16-byte moves beat a call to memmove per row (which is what the
+// compiler makes of a plain copy loop); the last chunk may overlap the one
+// before it.
+QTK_NO_LIBCALL_LOOPS inline void copy_row(float* __restrict dst, const float* __restrict src, int64_t n) {
+#if QTK_IM2COL_SSE
+  if (n >= 4) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) _mm_storeu_ps(dst + i, _mm_loadu_ps(src + i));
+    if (i < n) _mm_storeu_ps(dst + n - 4, _mm_loadu_ps(src + n - 4));
+    return;
+  }
+#endif
+  std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+}
+
+// Stride 2 along the row: input i lands in phase (i + p) % 2 at index
+// (i + p) / 2. One pass over pairs, which compilers turn into shuffles (the
+// plain loop per phase strides through src one float at a time).
+QTK_NO_LIBCALL_LOOPS inline void split_even_odd(float* row, int64_t phase_stride, const float* __restrict src, int64_t n, int64_t p) {
+  int64_t i = p & 1;  // the first input of an even padded position
+  if (i == 1 && n > 0) row[phase_stride + p / 2] = src[0];
+  float* __restrict even = row + (i + p) / 2;
+  float* __restrict odd = row + phase_stride + (i + p) / 2;
+  const int64_t pairs = (n - i) / 2;
+  const float* s = src + i;
+  for (int64_t j = 0; j < pairs; ++j) {
+    even[j] = s[2 * j];
+    odd[j] = s[2 * j + 1];
+  }
+  if (i + 2 * pairs < n) even[pairs] = src[n - 1];
+}
+
+inline void zero_floats(float* dst, int64_t n) {
+  if (n >= 16) {
+    std::memset(dst, 0, static_cast<size_t>(n) * sizeof(float));
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) dst[i] = 0.f;
+}
+
+}  // namespace
+
+QTK_NO_LIBCALL_LOOPS void fill_padded_image(const float* image, int64_t channels, const ConvGeometry& g,
+                                            const PaddedImage& layout, float* dst, bool zeros_in_place) {
   const int64_t in_plane = g.in_size(), in_row = layout.in_row_len;
   const size_t rows = layout.in_row_off.size();
   const int64_t s = layout.last_stride, p = layout.last_pad;
@@ -255,18 +313,22 @@ void fill_padded_image(const float* image, int64_t channels, const ConvGeometry&
   if (!unit_stride) {
     // Zero everything, then scatter the rows (along the last dim too, when
     // its stride splits a row over phase planes).
-    std::fill(dst, dst + layout.floats(channels), 0.f);
+    if (!zeros_in_place) std::fill(dst, dst + layout.floats(channels), 0.f);
     for (int64_t c = 0; c < channels; ++c) {
       float* plane = dst + c * layout.plane;
       const float* src = image + c * in_plane;
       for (size_t r = 0; r < rows; ++r, src += in_row) {
         float* row = plane + layout.in_row_off[r];
         if (s == 1) {
-          std::memcpy(row + p, src, static_cast<size_t>(in_row) * sizeof(float));
+          copy_row(row + p, src, in_row);
           continue;
         }
-        // Padded position i + p goes to phase (i + p) % s at index (i + p) / s:
-        // phase by phase, every s-th input to consecutive slots.
+        // Padded position i + p goes to phase (i + p) % s at index (i + p) / s.
+        if (s == 2) {
+          split_even_odd(row, layout.last_phase_stride, src, in_row, p);
+          continue;
+        }
+        // Phase by phase, every s-th input to consecutive slots.
         for (int64_t ph = 0; ph < s; ++ph) {
           const int64_t i0 = ((ph - p) % s + s) % s;  // first i with (i + p) % s == ph
           float* out = row + ph * layout.last_phase_stride + (i0 + p) / s;
@@ -284,13 +346,13 @@ void fill_padded_image(const float* image, int64_t channels, const ConvGeometry&
     int64_t pos = 0;
     for (size_t r = 0; r < rows; ++r, src += in_row) {
       const int64_t at = layout.in_row_off[r] + p;
-      std::fill(plane + pos, plane + at, 0.f);
-      std::memcpy(plane + at, src, static_cast<size_t>(in_row) * sizeof(float));
+      if (!zeros_in_place) zero_floats(plane + pos, at - pos);
+      copy_row(plane + at, src, in_row);
       pos = at + in_row;
     }
-    std::fill(plane + pos, plane + layout.plane, 0.f);
+    if (!zeros_in_place) zero_floats(plane + pos, layout.plane - pos);
   }
-  std::fill(dst + channels * layout.plane, dst + layout.floats(channels), 0.f);
+  if (!zeros_in_place) std::fill(dst + channels * layout.plane, dst + layout.floats(channels), 0.f);
 }
 
 void col2im(const float* col, int64_t channels, const ConvGeometry& g, float* image) {

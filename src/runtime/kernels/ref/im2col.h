@@ -77,9 +77,12 @@ struct PaddedImage {
 };
 PaddedImage padded_image_layout(const ConvGeometry& g, int64_t channels);
 // Copies `channels` images of shape g.in into dst (layout.floats(channels)
-// floats), zeros around and after them.
+// floats), zeros around and after them. With zeros_in_place, dst already
+// holds an earlier fill of this layout and channel count: only the image is
+// copied, as the zeros around it are where they were (Conv's per-thread
+// buffer, refilled image after image).
 void fill_padded_image(const float* image, int64_t channels, const ConvGeometry& g, const PaddedImage& layout,
-                       float* dst);
+                       float* dst, bool zeros_in_place = false);
 
 // The adjoint of im2col, from a plain row-major col[K, P]: adds every entry
 // back into image (which the caller initialises), skipping positions outside

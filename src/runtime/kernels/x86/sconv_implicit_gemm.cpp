@@ -15,11 +15,21 @@ namespace {
 
 using ref::SgemmPath;
 
+// SconvOut's epilogue for one tile call: z is the addend at the tile's row 0
+// (indexed like c), or null. Passed only with the last K block.
+struct Epilogue {
+  const float* z;
+  bool clamp;
+  float lo, hi;
+};
+
 // For i < mr: acc_i = sum_{p < kc} a[p * MR + i] * b[k_off[p] + 0:NR], and
 // each run of the tile's row i (see SconvOut) gets (accumulate ? its current
-// value : bias[i]) + acc_i at c + i * ldc + offset. bias may be null (zero).
+// value : bias[i]) + acc_i at c + i * ldc + offset, then the epilogue when
+// epi is not null. bias may be null (zero).
 using TileFn = void (*)(int64_t kc, const float* a, const float* b, const int64_t* k_off, float* c, int64_t ldc,
-                        const SconvRun* runs, int nruns, const float* bias, bool accumulate, int mr);
+                        const SconvRun* runs, int nruns, const float* bias, bool accumulate, const Epilogue* epi,
+                        int mr);
 
 // Largest K block: a block of B rows (KC x NR floats, <= 32 KiB) stays in L1
 // while every weight sliver of the block passes over it.
@@ -27,9 +37,20 @@ constexpr int64_t kKc = 256;
 // Below this many multiply-adds a second thread costs more than it saves.
 constexpr int64_t kParallelMinMacs = 1 << 19;
 
+// The epilogue on len values at dst (addend at z, which may be null).
+inline void finish_scalar(float* dst, const float* z, int len, const Epilogue& e) {
+  if (z != nullptr)
+    for (int j = 0; j < len; ++j) dst[j] += z[j];
+  if (e.clamp)
+    for (int j = 0; j < len; ++j) {
+      const float v = dst[j] < e.lo ? e.lo : dst[j];
+      dst[j] = e.hi < v ? e.hi : v;
+    }
+}
+
 // Writes row i of a tile, spilled to acc[0:NR], through its runs.
 inline void store_runs(const float* acc, float* c, const SconvRun* runs, int nruns, const float* bias, int i,
-                       bool accumulate) {
+                       bool accumulate, const Epilogue* epi, int64_t ldc) {
   for (int r = 0; r < nruns; ++r) {
     float* dst = c + runs[r].offset;
     const float* src = acc + runs[r].lane0;
@@ -40,13 +61,15 @@ inline void store_runs(const float* acc, float* c, const SconvRun* runs, int nru
       const float b0 = bias != nullptr ? bias[i] : 0.f;
       for (int j = 0; j < len; ++j) dst[j] = b0 + src[j];
     }
+    if (epi != nullptr)
+      finish_scalar(dst, epi->z != nullptr ? epi->z + i * ldc + runs[r].offset : nullptr, len, *epi);
   }
 }
 
 // Portable 6x16 tile, as two 6x8 halves so the accumulators fit the 16 SSE
 // registers of a baseline build once the compiler vectorizes the j loop.
 void tile_scalar(int64_t kc, const float* a, const float* b, const int64_t* k_off, float* c, int64_t ldc,
-                 const SconvRun* runs, int nruns, const float* bias, bool accumulate, int mr) {
+                 const SconvRun* runs, int nruns, const float* bias, bool accumulate, const Epilogue* epi, int mr) {
   constexpr int MR = ref::detail::kSgemmMR, NR = ref::detail::kSgemmNR, kHalf = NR / 2;
   float row[ref::detail::kSgemmMR][NR];
   for (int jh = 0; jh < NR; jh += kHalf) {
@@ -64,10 +87,23 @@ void tile_scalar(int64_t kc, const float* a, const float* b, const int64_t* k_of
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < kHalf; ++j) row[i][jh + j] = acc[i][j];
   }
-  for (int i = 0; i < mr; ++i) store_runs(row[i], c + i * ldc, runs, nruns, bias, i, accumulate);
+  for (int i = 0; i < mr; ++i) store_runs(row[i], c + i * ldc, runs, nruns, bias, i, accumulate, epi, ldc);
 }
 
 #if QTK_SCONV_X86
+
+// The addend was written layers ago and is out of cache by now: a tile asks
+// for its rows of it before the products, so that they arrive meanwhile
+// (read after the loop they cost more than the separate Add did).
+inline void prefetch_addend(const Epilogue* epi, int64_t ldc, const SconvRun* runs, int nruns, int rows) {
+  if (epi == nullptr || epi->z == nullptr) return;
+  for (int r = 0; r < nruns; ++r)
+    for (int i = 0; i < rows; ++i) {
+      const float* zp = epi->z + i * ldc + runs[r].offset;
+      _mm_prefetch(reinterpret_cast<const char*>(zp), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(zp + (runs[r].lane1 - runs[r].lane0 - 1)), _MM_HINT_T0);
+    }
+}
 
 // AVX2+FMA ROWS x (8 * VECS) tile of the 6x16 shape: 12 accumulators, 2 B
 // vectors and a broadcast fill the 16 ymm registers. Every loop over acc is
@@ -75,8 +111,9 @@ void tile_scalar(int64_t kc, const float* a, const float* b, const int64_t* k_of
 template <int ROWS, int VECS>
 __attribute__((target("avx2,fma"))) void tile_avx2(int64_t kc, const float* a, const float* b, const int64_t* k_off,
                                                    float* c, int64_t ldc, const SconvRun* runs, int nruns,
-                                                   const float* bias, bool accumulate) {
+                                                   const float* bias, bool accumulate, const Epilogue* epi) {
   constexpr int MR = ref::detail::kSgemmMR;
+  prefetch_addend(epi, ldc, runs, nruns, ROWS);
   __m256 acc[ROWS][VECS];
 #pragma GCC unroll 6
   for (int i = 0; i < ROWS; ++i)
@@ -97,6 +134,9 @@ __attribute__((target("avx2,fma"))) void tile_avx2(int64_t kc, const float* a, c
     a += MR;
   }
   if (nruns == 1 && runs[0].lane0 == 0 && runs[0].lane1 == 8 * VECS) {  // one whole row segment
+    const float* z = epi != nullptr ? epi->z : nullptr;
+    const bool clamp = epi != nullptr && epi->clamp;
+    const __m256 lo = _mm256_set1_ps(clamp ? epi->lo : 0.f), hi = _mm256_set1_ps(clamp ? epi->hi : 0.f);
 #pragma GCC unroll 6
     for (int i = 0; i < ROWS; ++i) {
       float* cp = c + i * ldc + runs[0].offset;
@@ -104,7 +144,12 @@ __attribute__((target("avx2,fma"))) void tile_avx2(int64_t kc, const float* a, c
 #pragma GCC unroll 2
       for (int v = 0; v < VECS; ++v) {
         const __m256 base = accumulate ? _mm256_loadu_ps(cp + 8 * v) : init;
-        _mm256_storeu_ps(cp + 8 * v, _mm256_add_ps(base, acc[i][v]));
+        __m256 r = _mm256_add_ps(base, acc[i][v]);
+        if (z != nullptr) r = _mm256_add_ps(r, _mm256_loadu_ps(z + i * ldc + runs[0].offset + 8 * v));
+        // max(lo, r) is r < lo ? lo : r and min(hi, r) is hi < r ? hi : r
+        // (the second operand when unordered), exactly as Clip computes.
+        if (clamp) r = _mm256_min_ps(hi, _mm256_max_ps(lo, r));
+        _mm256_storeu_ps(cp + 8 * v, r);
       }
     }
     return;
@@ -114,21 +159,21 @@ __attribute__((target("avx2,fma"))) void tile_avx2(int64_t kc, const float* a, c
   for (int i = 0; i < ROWS; ++i) {
 #pragma GCC unroll 2
     for (int v = 0; v < VECS; ++v) _mm256_store_ps(t + 8 * v, acc[i][v]);
-    store_runs(t, c + i * ldc, runs, nruns, bias, i, accumulate);
+    store_runs(t, c + i * ldc, runs, nruns, bias, i, accumulate, epi, ldc);
   }
 }
 
 template <int VECS>
 __attribute__((target("avx2,fma"))) void rows_avx2(int64_t kc, const float* a, const float* b, const int64_t* k_off,
                                                    float* c, int64_t ldc, const SconvRun* runs, int nruns,
-                                                   const float* bias, bool acc, int mr) {
+                                                   const float* bias, bool acc, const Epilogue* epi, int mr) {
   switch (mr) {
-    case 1: return tile_avx2<1, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc);
-    case 2: return tile_avx2<2, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc);
-    case 3: return tile_avx2<3, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc);
-    case 4: return tile_avx2<4, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc);
-    case 5: return tile_avx2<5, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc);
-    default: return tile_avx2<6, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc);
+    case 1: return tile_avx2<1, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc, epi);
+    case 2: return tile_avx2<2, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc, epi);
+    case 3: return tile_avx2<3, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc, epi);
+    case 4: return tile_avx2<4, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc, epi);
+    case 5: return tile_avx2<5, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc, epi);
+    default: return tile_avx2<6, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc, epi);
   }
 }
 
@@ -142,11 +187,11 @@ inline int lanes_used(const SconvRun* runs, int nruns) {
 __attribute__((target("avx2,fma"))) void tile_6x16_avx2(int64_t kc, const float* a, const float* b,
                                                         const int64_t* k_off, float* c, int64_t ldc,
                                                         const SconvRun* runs, int nruns, const float* bias,
-                                                        bool accumulate, int mr) {
+                                                        bool accumulate, const Epilogue* epi, int mr) {
   if (lanes_used(runs, nruns) > 8)
-    rows_avx2<2>(kc, a, b, k_off, c, ldc, runs, nruns, bias, accumulate, mr);
+    rows_avx2<2>(kc, a, b, k_off, c, ldc, runs, nruns, bias, accumulate, epi, mr);
   else
-    rows_avx2<1>(kc, a, b, k_off, c, ldc, runs, nruns, bias, accumulate, mr);
+    rows_avx2<1>(kc, a, b, k_off, c, ldc, runs, nruns, bias, accumulate, epi, mr);
 }
 
 // AVX-512 ROWS x (16 * VECS) tile of the 8x32 shape (16 accumulators). Runs
@@ -155,8 +200,9 @@ template <int ROWS, int VECS>
 __attribute__((target("avx512f,avx2,fma"))) void tile_avx512(int64_t kc, const float* a, const float* b,
                                                              const int64_t* k_off, float* c, int64_t ldc,
                                                              const SconvRun* runs, int nruns, const float* bias,
-                                                             bool accumulate) {
+                                                             bool accumulate, const Epilogue* epi) {
   constexpr int MR = ref::detail::kSgemmMR512;
+  prefetch_addend(epi, ldc, runs, nruns, ROWS);
   __m512 acc[ROWS][VECS];
 #pragma GCC unroll 8
   for (int i = 0; i < ROWS; ++i)
@@ -176,16 +222,21 @@ __attribute__((target("avx512f,avx2,fma"))) void tile_avx512(int64_t kc, const f
     }
     a += MR;
   }
+  const float* z = epi != nullptr ? epi->z : nullptr;
+  const bool clamp = epi != nullptr && epi->clamp;
+  const __m512 lo = _mm512_set1_ps(clamp ? epi->lo : 0.f), hi = _mm512_set1_ps(clamp ? epi->hi : 0.f);
   for (int r = 0; r < nruns; ++r) {
     // Lane l of vector v goes to dst + 16 * v + l - lane0; masked-off lanes
     // are never touched.
+    // Lanes [lane0, lane1) of the tile's 16 * VECS <= 32, as one bit mask
+    // cut into 16-lane pieces (plain shifts: per-vector clamps were turned
+    // into vector code that spilled through the stack).
+    const uint64_t lanes = ((uint64_t{1} << runs[r].lane1) - 1u) & ~((uint64_t{1} << runs[r].lane0) - 1u);
     __mmask16 mask[VECS];
 #pragma GCC unroll 2
-    for (int v = 0; v < VECS; ++v) {
-      const int lo = std::clamp(runs[r].lane0 - 16 * v, 0, 16), hi = std::clamp(runs[r].lane1 - 16 * v, 0, 16);
-      mask[v] = static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u));
-    }
+    for (int v = 0; v < VECS; ++v) mask[v] = static_cast<__mmask16>(lanes >> (16 * v));
     float* dst = c + runs[r].offset - runs[r].lane0;
+    const float* zdst = z != nullptr ? z + runs[r].offset - runs[r].lane0 : nullptr;
 #pragma GCC unroll 8
     for (int i = 0; i < ROWS; ++i) {
       const __m512 init = _mm512_set1_ps(!accumulate && bias != nullptr ? bias[i] : 0.f);
@@ -193,7 +244,14 @@ __attribute__((target("avx512f,avx2,fma"))) void tile_avx512(int64_t kc, const f
       for (int v = 0; v < VECS; ++v) {
         float* cp = dst + i * ldc + 16 * v;
         const __m512 base = accumulate ? _mm512_maskz_loadu_ps(mask[v], cp) : init;
-        _mm512_mask_storeu_ps(cp, mask[v], _mm512_add_ps(base, acc[i][v]));
+        __m512 y = _mm512_add_ps(base, acc[i][v]);
+        if (zdst != nullptr) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask[v], zdst + i * ldc + 16 * v));
+        // max(lo, y) is lo > y ? lo : y and min(hi, y) is hi < y ? hi : y
+        // (the second operand when unordered), exactly as Clip computes.
+        // Zero-masked with every lane on: the same instructions, without
+        // GCC 12's false uninitialized warning on the unmasked intrinsics.
+        if (clamp) y = _mm512_maskz_min_ps(0xFFFF, hi, _mm512_maskz_max_ps(0xFFFF, lo, y));
+        _mm512_mask_storeu_ps(cp, mask[v], y);
       }
     }
   }
@@ -203,27 +261,28 @@ template <int VECS>
 __attribute__((target("avx512f,avx2,fma"))) void rows_avx512(int64_t kc, const float* a, const float* b,
                                                              const int64_t* k_off, float* c, int64_t ldc,
                                                              const SconvRun* runs, int nruns, const float* bias,
-                                                             bool acc, int mr) {
+                                                             bool acc, const Epilogue* epi, int mr) {
   switch (mr) {
-    case 1: return tile_avx512<1, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc);
-    case 2: return tile_avx512<2, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc);
-    case 3: return tile_avx512<3, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc);
-    case 4: return tile_avx512<4, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc);
-    case 5: return tile_avx512<5, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc);
-    case 6: return tile_avx512<6, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc);
-    case 7: return tile_avx512<7, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc);
-    default: return tile_avx512<8, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc);
+    case 1: return tile_avx512<1, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc, epi);
+    case 2: return tile_avx512<2, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc, epi);
+    case 3: return tile_avx512<3, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc, epi);
+    case 4: return tile_avx512<4, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc, epi);
+    case 5: return tile_avx512<5, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc, epi);
+    case 6: return tile_avx512<6, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc, epi);
+    case 7: return tile_avx512<7, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc, epi);
+    default: return tile_avx512<8, VECS>(kc, a, b, k_off, c, ldc, runs, nruns, bias, acc, epi);
   }
 }
 
 __attribute__((target("avx512f,avx2,fma"))) void tile_8x32_avx512(int64_t kc, const float* a, const float* b,
                                                                   const int64_t* k_off, float* c, int64_t ldc,
                                                                   const SconvRun* runs, int nruns,
-                                                                  const float* bias, bool accumulate, int mr) {
+                                                                  const float* bias, bool accumulate,
+                                                                  const Epilogue* epi, int mr) {
   if (lanes_used(runs, nruns) > 16)
-    rows_avx512<2>(kc, a, b, k_off, c, ldc, runs, nruns, bias, accumulate, mr);
+    rows_avx512<2>(kc, a, b, k_off, c, ldc, runs, nruns, bias, accumulate, epi, mr);
   else
-    rows_avx512<1>(kc, a, b, k_off, c, ldc, runs, nruns, bias, accumulate, mr);
+    rows_avx512<1>(kc, a, b, k_off, c, ldc, runs, nruns, bias, accumulate, epi, mr);
 }
 
 #endif  // QTK_SCONV_X86
@@ -294,6 +353,7 @@ void sconv_implicit_gemm(int64_t m, int64_t n, int64_t k, const float* packed_w,
   const int64_t kblocks = std::max<int64_t>(1, (k + kKc - 1) / kKc);
   const int64_t kc_step = std::max<int64_t>(1, (k + kblocks - 1) / kblocks);
   static const int64_t kNoTaps = 0;
+  const bool has_epilogue = out.addend != nullptr || out.clamp;
   auto run = [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       SconvRun plain{0, static_cast<int32_t>(std::min(nr, n - t * nr)), t * nr};
@@ -308,10 +368,12 @@ void sconv_implicit_gemm(int64_t m, int64_t n, int64_t k, const float* packed_w,
       // k == 0 (no taps) still runs one empty block, which writes the bias.
       for (int64_t p0 = 0; p0 < std::max<int64_t>(k, 1); p0 += kc_step) {
         const int64_t kc = std::min(kc_step, k - p0);
+        const bool last_block = p0 + kc_step >= k;
         for (int64_t i0 = 0; i0 < m; i0 += mr) {
+          const Epilogue epi{out.addend != nullptr ? out.addend + i0 * out.ldo : nullptr, out.clamp, out.lo, out.hi};
           kern.fn(kc, packed_w + i0 * k + p0 * mr, bt, k > 0 ? b.k_off + p0 : &kNoTaps, out.data + i0 * out.ldo,
                   out.ldo, runs, nruns, bias != nullptr ? bias + i0 : nullptr, p0 > 0,
-                  static_cast<int>(std::min(mr, m - i0)));
+                  has_epilogue && last_block ? &epi : nullptr, static_cast<int>(std::min(mr, m - i0)));
         }
       }
     }

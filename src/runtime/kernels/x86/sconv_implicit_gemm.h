@@ -58,6 +58,14 @@ struct SconvOut {
   int64_t ldo;
   const SconvRun* runs = nullptr;
   const int64_t* tile_runs = nullptr;  // one entry per tile, plus one
+  // Epilogue, applied in registers once the whole sum is in (it fuses the
+  // Add and Relu / Clip that follow a Conv): first v += addend[i * ldo + pos]
+  // (addend laid out like data) when addend is given, then, when clamp is
+  // set, v = v < lo ? lo : v and v = hi < v ? hi : v, as Clip computes
+  // them (NaN passes). Each step rounds as the separate op would.
+  const float* addend = nullptr;
+  bool clamp = false;
+  float lo = 0.f, hi = 0.f;
 };
 
 // The runs of a grid of grid_cols padded positions of which output row r is
@@ -67,7 +75,7 @@ void sconv_grid_runs(const std::vector<int64_t>& row_off, int64_t row_len, int64
                      std::vector<SconvRun>& runs, std::vector<int64_t>& tile_runs);
 
 // out(i, j) = bias[i] + sum_p W[i, p] * B(p, j) for i < m, j < n (bias may be
-// null). Columns are split over `pool` when it is given and the product is
+// null), then out's epilogue. Columns are split over `pool` when it is given and the product is
 // large enough; nothing outside out(0:m, 0:n) is written.
 void sconv_implicit_gemm(int64_t m, int64_t n, int64_t k, const float* packed_w, const SconvB& b, const float* bias,
                          const SconvOut& out, ThreadPool* pool, ref::SgemmPath path);
