@@ -27,6 +27,10 @@ struct SessionOptions {
   // Run every op with the plain reference kernels (src/runtime/kernels/ref),
   // never the optimized ones: the golden semantics, for tests and debugging.
   bool reference_kernels = false;
+  // Place activations at offsets planned from their lifetimes, in one arena
+  // per run (see runtime/graph_executor.h). Off: each value gets its own
+  // block, as before; outputs are the same either way.
+  bool plan_memory = true;
 };
 
 struct TensorInfo {
@@ -55,6 +59,17 @@ class Session {
   // weights) alive at once in any run so far: what the session's working
   // memory must hold beyond its weights.
   uint64_t peak_activation_bytes() const { return peak_activation_bytes_.load(); }
+  // The most bytes two activations alive at the same time held together, in
+  // any run so far: the "largest pair of live activations" of issue 4's
+  // memory target (a chain needs that; a branch that keeps a value alive
+  // needs more, see peak_activation_bytes).
+  uint64_t largest_activation_pair_bytes() const { return largest_activation_pair_bytes_.load(); }
+  // The largest planned activation arena a run used (0: no plan yet, or
+  // plan_memory off).
+  uint64_t activation_arena_bytes() const { return activation_arena_bytes_.load(); }
+  // Bytes of the weights the session's graph holds after its rewrites (BN
+  // folding, QDQ to integer ops): what the kernels were given to pack.
+  uint64_t weight_bytes() const;
 
  private:
   Session() = default;
@@ -63,6 +78,8 @@ class Session {
   std::unique_ptr<rt::GraphExecutor> executor_;
   std::unique_ptr<rt::ThreadPool> pool_;
   mutable std::atomic<uint64_t> peak_activation_bytes_{0};
+  mutable std::atomic<uint64_t> largest_activation_pair_bytes_{0};
+  mutable std::atomic<uint64_t> activation_arena_bytes_{0};
 };
 
 }  // namespace qtk

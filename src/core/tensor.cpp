@@ -8,6 +8,12 @@
 #include <utility>
 #include <vector>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+#include "core/alloc_hook.h"
+
 namespace qtk {
 
 size_t dtype_size(DType t) {
@@ -185,10 +191,14 @@ BlockPool& block_pool() {
 
 void free_block(std::byte* p) { ::operator delete[](p, std::align_val_t(64)); }
 
+thread_local core::AllocationHook* t_allocation_hook = nullptr;
+
 // 64-byte aligned storage of at least nbytes, contents unspecified.
 std::shared_ptr<std::byte[]> allocate_block(size_t nbytes) {
   size_t padded = ((nbytes + 63) / 64) * 64;
   if (padded == 0) padded = 64;
+  if (t_allocation_hook != nullptr)
+    if (auto planned = t_allocation_hook->allocate(padded)) return planned;
   if (kSanitized || padded < BlockPool::kMinBytes) {
     return std::shared_ptr<std::byte[]>(static_cast<std::byte*>(::operator new[](padded, std::align_val_t(64))),
                                         free_block);
@@ -205,6 +215,19 @@ std::shared_ptr<std::byte[]> allocate_block(size_t nbytes) {
 }
 
 }  // namespace
+
+namespace core {
+AllocationHook* current_allocation_hook() { return t_allocation_hook; }
+ScopedAllocationHook::ScopedAllocationHook(AllocationHook* hook) : previous_(t_allocation_hook) {
+  t_allocation_hook = hook;
+}
+ScopedAllocationHook::~ScopedAllocationHook() { t_allocation_hook = previous_; }
+void release_free_heap_pages() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
+}  // namespace core
 
 Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape)) {
   numel_ = shape_numel(shape_);

@@ -1,13 +1,58 @@
 #include "runtime/graph_executor.h"
 
 #include <algorithm>
+#include <new>
+#include <optional>
 #include <set>
+#include <tuple>
+#include <unordered_map>
 
+#include "core/alloc_hook.h"
+#include "runtime/memory_plan.h"
 #include "runtime/op_registry.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define QTK_EXECUTOR_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define QTK_EXECUTOR_ASAN 1
+#endif
+#endif
+#if defined(QTK_EXECUTOR_ASAN)
+#include <sanitizer/asan_interface.h>
+#endif
 
 namespace qtk::rt {
 
 namespace {
+
+// Smaller values stay with malloc, which serves them without page faults.
+constexpr size_t kMinPlannedBytes = 4096;
+// Plans kept per executor (input shapes seen), and plans made at most before
+// planning gives up on a graph whose sizes never settle.
+constexpr size_t kMaxPlans = 4;
+constexpr int kMaxPlansMade = 16;
+
+size_t padded_bytes(size_t n) { return std::max<size_t>((n + 63) / 64 * 64, 64); }
+
+// Sanitizer builds poison the arena bytes no value owns, so a kernel that
+// reads or writes past its planned buffer, or a value used after its
+// release, is reported as it would be on the heap.
+void poison(const void* p, size_t n) {
+#if defined(QTK_EXECUTOR_ASAN)
+  ASAN_POISON_MEMORY_REGION(p, n);
+#else
+  (void)p, (void)n;
+#endif
+}
+void unpoison(const void* p, size_t n) {
+#if defined(QTK_EXECUTOR_ASAN)
+  ASAN_UNPOISON_MEMORY_REGION(p, n);
+#else
+  (void)p, (void)n;
+#endif
+}
+
 class SlotScope final : public Scope {
  public:
   SlotScope(const std::unordered_map<std::string, int>& slots, const std::vector<Tensor>& values, const Scope* parent)
@@ -25,6 +70,119 @@ class SlotScope final : public Scope {
 };
 }  // namespace
 
+// Where a run with given input shapes puts each step's large outputs.
+struct GraphExecutor::MemoryPlan {
+  std::vector<std::pair<DType, Shape>> feeds;  // the shapes it was recorded for
+  size_t arena_bytes = 0;
+  // Per step, per output: the offset of the buffer the output allocates
+  // (own) and its size, or of the planned buffer it is a view of (view); -1
+  // where none.
+  struct StepPlan {
+    std::vector<int64_t> own, view;
+    std::vector<size_t> bytes;
+  };
+  std::vector<StepPlan> steps;
+};
+
+// The recording run: large blocks bypass the block pool (which would keep
+// one block per size afterwards) and each step notes which it handed out, to
+// tell fresh outputs from views. Blocks freed during the run are reused by
+// later requests of any smaller size (glibc would mostly take new pages for
+// them), and all go back to malloc when the run ends.
+class GraphExecutor::RecordingHook final : public core::AllocationHook {
+ public:
+  std::vector<std::pair<const std::byte*, size_t>> fresh;  // this step's blocks
+
+  RecordingHook() : idle_(std::make_shared<Idle>()) {}
+  ~RecordingHook() {
+    std::lock_guard<std::mutex> lk(idle_->mu);
+    idle_->closed = true;  // blocks still held (outputs) are freed by their owners
+    for (const auto& [capacity, p] : idle_->blocks) free_block(p);
+    idle_->blocks.clear();
+  }
+  std::shared_ptr<std::byte[]> allocate(size_t bytes) override {
+    if (bytes < kMinPlannedBytes) return nullptr;
+    std::byte* p = nullptr;
+    size_t capacity = bytes;
+    {
+      std::lock_guard<std::mutex> lk(idle_->mu);
+      auto& idle = idle_->blocks;
+      size_t best = idle.size();
+      for (size_t i = 0; i < idle.size(); ++i)
+        if (idle[i].first >= bytes && (best == idle.size() || idle[i].first < idle[best].first)) best = i;
+      if (best != idle.size()) {
+        std::tie(capacity, p) = idle[best];
+        idle[best] = idle.back();
+        idle.pop_back();
+      }
+    }
+    if (p == nullptr) p = static_cast<std::byte*>(::operator new[](bytes, std::align_val_t(64)));
+    fresh.emplace_back(p, bytes);
+    return std::shared_ptr<std::byte[]>(p, [idle = idle_, capacity](std::byte* q) {
+      std::lock_guard<std::mutex> lk(idle->mu);
+      if (idle->closed) free_block(q);
+      else idle->blocks.emplace_back(capacity, q);
+    });
+  }
+
+ private:
+  struct Idle {
+    std::mutex mu;
+    bool closed = false;
+    std::vector<std::pair<size_t, std::byte*>> blocks;  // (capacity, block)
+  };
+  static void free_block(std::byte* p) { ::operator delete[](p, std::align_val_t(64)); }
+  std::shared_ptr<Idle> idle_;
+};
+
+// A planned run: the step's outputs get their arena bytes, matched by size
+// in output order. Each handed-out buffer keeps the arena alive, so a value
+// still held after the run (a graph output that is a view, say) never sees
+// its bytes reused.
+class GraphExecutor::ArenaHook final : public core::AllocationHook {
+ public:
+  explicit ArenaHook(size_t bytes) : bytes_(bytes) {
+    Tensor block = Tensor::uninitialized(DType::kUInt8, {static_cast<int64_t>(bytes)});
+    base_ = static_cast<std::byte*>(block.raw());
+    poison(base_, bytes_);
+    // Unpoisoned before the block goes back to its allocator.
+    arena_ = std::shared_ptr<std::byte[]>(base_, [block, n = bytes_](std::byte* p) { unpoison(p, n); });
+  }
+  void begin_step(const MemoryPlan::StepPlan* plan) {
+    step_ = plan;
+    claimed_.assign(plan ? plan->own.size() : 0, 0);
+  }
+  std::shared_ptr<std::byte[]> allocate(size_t bytes) override {
+    if (stopped_ || step_ == nullptr) return nullptr;
+    for (size_t o = 0; o < step_->own.size(); ++o) {
+      if (claimed_[o] || step_->own[o] < 0 || step_->bytes[o] != bytes) continue;
+      claimed_[o] = 1;
+      std::byte* p = base_ + step_->own[o];
+      unpoison(p, bytes);
+      return std::shared_ptr<std::byte[]>(p, [keep = arena_, bytes](std::byte* q) { poison(q, bytes); });
+    }
+    return nullptr;
+  }
+  bool claimed(size_t o) const { return o < claimed_.size() && claimed_[o]; }
+  bool contains(const void* p) const {
+    auto* b = static_cast<const std::byte*>(p);
+    return b >= base_ && b < base_ + bytes_;
+  }
+  const std::byte* base() const { return base_; }
+  // After a step broke the plan: no more arena bytes this run, so nothing
+  // already placed can be overwritten.
+  void stop() { stopped_ = true; }
+  bool stopped() const { return stopped_; }
+
+ private:
+  size_t bytes_;
+  std::byte* base_ = nullptr;
+  std::shared_ptr<std::byte[]> arena_;
+  const MemoryPlan::StepPlan* step_ = nullptr;
+  std::vector<char> claimed_;
+  bool stopped_ = false;
+};
+
 int GraphExecutor::slot(const std::string& name) {
   auto [it, inserted] = slots_.emplace(name, static_cast<int>(slot_names_.size()));
   if (inserted) slot_names_.push_back(name);
@@ -33,8 +191,10 @@ int GraphExecutor::slot(const std::string& name) {
 
 Expected<std::unique_ptr<GraphExecutor>> GraphExecutor::create(const ir::Graph& graph, const OpsetMap& opsets,
                                                                const std::vector<std::string>& outer_names,
-                                                               const OpRegistry* registry_or_null) {
+                                                               const OpRegistry* registry_or_null,
+                                                               bool plan_memory) {
   auto ex = std::unique_ptr<GraphExecutor>(new GraphExecutor());
+  ex->planning_enabled_ = plan_memory;
   ex->graph_copy_ = std::make_shared<const ir::Graph>(graph);
   const ir::Graph& g = *ex->graph_copy_;
 
@@ -69,8 +229,8 @@ Expected<std::unique_ptr<GraphExecutor>> GraphExecutor::create(const ir::Graph& 
                          ") is not supported by qtk");
     }
     KernelInit init{node, opset,
-                    [&opsets, &visible, &registry](const ir::Graph& sub) {
-                      return GraphExecutor::create(sub, opsets, visible, &registry);
+                    [&opsets, &visible, &registry, plan_memory](const ir::Graph& sub) {
+                      return GraphExecutor::create(sub, opsets, visible, &registry, plan_memory);
                     },
                     [&g, &node](size_t i) -> const Tensor* {
                       if (i >= node.inputs.size() || node.inputs[i].empty()) return nullptr;
@@ -120,16 +280,56 @@ Expected<std::unique_ptr<GraphExecutor>> GraphExecutor::create(const ir::Graph& 
     }
   }
   std::set<int> keep(ex->output_slots_.begin(), ex->output_slots_.end());
+  ex->last_use_.assign(last_reader.size(), static_cast<int>(ex->steps_.size()));
   for (int s = 0; s < static_cast<int>(last_reader.size()); ++s)
-    if (last_reader[s] >= 0 && !keep.count(s) && !ex->constants_[s].defined()) ex->steps_[last_reader[s]].release.push_back(s);
+    if (last_reader[s] >= 0 && !keep.count(s) && !ex->constants_[s].defined()) {
+      ex->steps_[last_reader[s]].release.push_back(s);
+      ex->last_use_[s] = last_reader[s];
+    }
   return ex;
 }
 
+uint64_t GraphExecutor::constant_bytes() const {
+  std::set<const void*> seen;
+  uint64_t total = 0;
+  for (const Tensor& t : constants_)
+    if (t.defined() && seen.insert(t.raw()).second) total += t.nbytes();
+  return total;
+}
+
+std::shared_ptr<const GraphExecutor::MemoryPlan> GraphExecutor::find_plan(const std::vector<Tensor>& feeds,
+                                                                           bool& record) const {
+  record = false;
+  if (!planning_enabled_ || planning_failed_.load()) return nullptr;
+  auto matches = [&](const MemoryPlan& p) {
+    if (p.feeds.size() != feeds.size()) return false;
+    for (size_t i = 0; i < feeds.size(); ++i)
+      if (p.feeds[i].first != feeds[i].dtype() || p.feeds[i].second != feeds[i].shape()) return false;
+    return true;
+  };
+  std::lock_guard<std::mutex> lk(plan_mu_);
+  for (const auto& p : plans_)
+    if (matches(*p)) return p;
+  if (!recording_ && plans_made_.load() < kMaxPlansMade) record = recording_ = true;
+  return nullptr;
+}
+
+void GraphExecutor::store_plan(std::shared_ptr<const MemoryPlan> plan) const {
+  std::lock_guard<std::mutex> lk(plan_mu_);
+  recording_ = false;
+  if (!plan) return;
+  if (plans_.size() >= kMaxPlans) plans_.erase(plans_.begin());
+  plans_.push_back(std::move(plan));
+  ++plans_made_;
+}
+
 Expected<std::vector<Tensor>> GraphExecutor::run(const std::vector<Tensor>& feeds, ThreadPool& pool,
-                                                 const Scope* outer, uint64_t* peak_live_bytes) const {
+                                                 const Scope* outer, MemoryStats* stats) const {
   if (feeds.size() > input_slots_.size())
     return invalid_argument("graph takes " + std::to_string(input_slots_.size()) + " inputs, got " +
                             std::to_string(feeds.size()));
+  // No hook of an enclosing step (If/Loop) reaches this graph's allocations.
+  core::ScopedAllocationHook no_outer_hook(nullptr);
   std::vector<Tensor> values = constants_;
   for (size_t i = 0; i < feeds.size(); ++i)
     if (feeds[i].defined()) values[input_slots_[i]] = feeds[i];
@@ -137,16 +337,75 @@ Expected<std::vector<Tensor>> GraphExecutor::run(const std::vector<Tensor>& feed
     const Tensor* t = outer ? outer->lookup(slot_names_[s]) : nullptr;
     if (t) values[s] = *t;
   }
-  // Views that share storage (Reshape, Identity) count twice: an upper bound.
-  uint64_t live = 0, peak = 0;
+
+  // This run either follows a plan for its input shapes, records one (the
+  // first run with new shapes), or allocates as before.
+  bool record = false;
+  std::shared_ptr<const MemoryPlan> plan = find_plan(feeds, record);
+  struct RecordGuard {  // an early return leaves no recording pending
+    const GraphExecutor* ex;
+    bool active;
+    ~RecordGuard() {
+      if (active) ex->store_plan(nullptr);
+    }
+  } record_guard{this, record};
+  std::optional<ArenaHook> arena;
+  std::optional<RecordingHook> recorder;
+  core::AllocationHook* hook = nullptr;
+  if (plan && plan->arena_bytes > 0) hook = &arena.emplace(plan->arena_bytes);
+  else if (record) hook = &recorder.emplace();
+  // Buffers a step allocated while recording, and which buffer each value uses.
+  struct Buffer {
+    size_t bytes;
+    int first, last;
+    bool escapes;  // a graph output uses it: never planned
+  };
+  std::vector<Buffer> buffers;
+  std::vector<int> slot_buffer;
+  std::unordered_map<const void*, int> buffer_at;
+  std::vector<std::vector<int>> out_buffer;  // per step, per output: buffer index or -1
+  std::vector<std::vector<char>> out_fresh;
+  if (record) {
+    slot_buffer.assign(values.size(), -1);
+    out_buffer.resize(steps_.size());
+    out_fresh.resize(steps_.size());
+  }
+  bool plan_stale = false;
+
+  // Views that share storage (Reshape, Identity) count twice in `live`: an
+  // upper bound. The largest pair skips a view of the largest value.
+  uint64_t live = 0, peak = 0, pair = 0;
+  std::vector<int> live_slots;
+  auto note_live = [&]() {
+    peak = std::max(peak, live);
+    size_t a = 0, b = 0;
+    const void* a_ptr = nullptr;
+    for (int s : live_slots) {
+      const size_t n = values[s].nbytes();
+      const void* p = values[s].raw();
+      if (n > a) {
+        if (p != a_ptr) b = a;
+        a = n;
+        a_ptr = p;
+      } else if (n > b && p != a_ptr) {
+        b = n;
+      }
+    }
+    pair = std::max<uint64_t>(pair, a + b);
+  };
   for (int s : input_slots_)
-    if (values[s].defined()) live += values[s].nbytes();
-  peak = live;
+    if (values[s].defined()) {
+      live += values[s].nbytes();
+      live_slots.push_back(s);
+    }
+  note_live();
+
   SlotScope scope(slots_, values, outer);
   KernelContext ctx;
   ctx.pool = &pool;
   ctx.scope = &scope;
-  for (const auto& step : steps_) {
+  for (size_t si = 0; si < steps_.size(); ++si) {
+    const Step& step = steps_[si];
     ctx.inputs.assign(step.inputs.size(), nullptr);
     for (size_t i = 0; i < step.inputs.size(); ++i) {
       int s = step.inputs[i];
@@ -156,25 +415,132 @@ Expected<std::vector<Tensor>> GraphExecutor::run(const std::vector<Tensor>& feed
       ctx.inputs[i] = &values[s];
     }
     ctx.outputs.assign(step.outputs.size(), Tensor());
-    Status st = step.kernel->run(ctx);
-    if (!st.ok()) return st.with_context(step.node->describe());
+    if (arena) arena->begin_step(&plan->steps[si]);
+    if (recorder) recorder->fresh.clear();
+    {
+      core::ScopedAllocationHook step_hook(hook);
+      Status st = step.kernel->run(ctx);
+      if (!st.ok()) return st.with_context(step.node->describe());
+    }
     for (size_t o = 0; o < step.outputs.size(); ++o) {
       if (step.outputs[o] < 0) continue;
       if (!ctx.outputs[o].defined())
         return internal_error(step.node->describe() + ": kernel produced no value for output " + std::to_string(o));
       live += ctx.outputs[o].nbytes();
       values[step.outputs[o]] = std::move(ctx.outputs[o]);
+      live_slots.push_back(step.outputs[o]);
     }
-    peak = std::max(peak, live);
+    if (recorder) {
+      out_buffer[si].assign(step.outputs.size(), -1);
+      out_fresh[si].assign(step.outputs.size(), 0);
+      for (size_t o = 0; o < step.outputs.size(); ++o) {
+        const int os = step.outputs[o];
+        if (os < 0) continue;
+        const void* p = values[os].raw();
+        auto fresh = std::find_if(recorder->fresh.begin(), recorder->fresh.end(),
+                                  [&](const auto& f) { return f.first == p; });
+        int b = -1;
+        if (fresh != recorder->fresh.end()) {
+          b = static_cast<int>(buffers.size());
+          buffers.push_back({fresh->second, static_cast<int>(si), last_use_[os], false});
+          buffer_at[p] = b;
+          out_fresh[si][o] = 1;
+          recorder->fresh.erase(fresh);  // another output with this storage is a view of this one
+        } else if (auto it = buffer_at.find(p); p != nullptr && it != buffer_at.end()) {
+          b = it->second;  // a view of a planned buffer: it lives as long as the view too
+          buffers[b].last = std::max(buffers[b].last, last_use_[os]);
+        }
+        slot_buffer[os] = b;
+        out_buffer[si][o] = b;
+      }
+    } else if (arena) {
+      // The step must have used the plan as recorded: each buffer it claimed
+      // holds the output it was planned for, and any other output in the
+      // arena is the view the plan knows. Else stop placing (what is placed
+      // stays valid) and plan no more.
+      const MemoryPlan::StepPlan& sp = plan->steps[si];
+      bool ok = true;
+      for (size_t o = 0; o < step.outputs.size(); ++o) {
+        if (step.outputs[o] < 0) continue;
+        const Tensor& v = values[step.outputs[o]];
+        const std::byte* p = static_cast<const std::byte*>(v.raw());
+        if (arena->claimed(o) && p != arena->base() + sp.own[o]) ok = false;
+        if (sp.own[o] >= 0 && !arena->claimed(o) && padded_bytes(v.nbytes()) != sp.bytes[o]) plan_stale = true;
+        if (p != nullptr && arena->contains(p) && !(arena->claimed(o) && p == arena->base() + sp.own[o]) &&
+            !(sp.view[o] >= 0 && p == arena->base() + sp.view[o]))
+          ok = false;
+      }
+      if (!ok) {
+        arena->stop();
+        planning_failed_ = true;
+      }
+    }
+    note_live();
     for (int s : step.release) {
       live -= std::min<uint64_t>(live, values[s].defined() ? values[s].nbytes() : 0);
       values[s] = Tensor();
+      auto it = std::find(live_slots.begin(), live_slots.end(), s);
+      if (it != live_slots.end()) {
+        *it = live_slots.back();
+        live_slots.pop_back();
+      }
     }
   }
-  if (peak_live_bytes) *peak_live_bytes = std::max(*peak_live_bytes, peak);
+  if (stats) {
+    stats->peak_live_bytes = std::max(stats->peak_live_bytes, peak);
+    stats->largest_pair_bytes = std::max(stats->largest_pair_bytes, pair);
+    // Only a run that followed its plan to the end reports the arena.
+    if (arena && !arena->stopped()) stats->arena_bytes = std::max<uint64_t>(stats->arena_bytes, plan->arena_bytes);
+  }
+  if (plan_stale) {  // sizes differ from the recording (data-dependent shapes): record again
+    std::lock_guard<std::mutex> lk(plan_mu_);
+    std::erase(plans_, plan);
+  }
   std::vector<Tensor> out;
   out.reserve(output_slots_.size());
   for (int s : output_slots_) out.push_back(values[s]);
+
+  if (record) {
+    // Buffers the caller gets back (graph outputs and their views) are not planned.
+    for (int s : output_slots_)
+      if (slot_buffer[s] >= 0) buffers[slot_buffer[s]].escapes = true;
+    std::vector<int> planned_index(buffers.size(), -1);
+    std::vector<LiveBlock> blocks;
+    for (size_t b = 0; b < buffers.size(); ++b)
+      if (!buffers[b].escapes) {
+        planned_index[b] = static_cast<int>(blocks.size());
+        blocks.push_back({buffers[b].bytes, buffers[b].first, buffers[b].last});
+      }
+    auto p = std::make_shared<MemoryPlan>();
+    for (const Tensor& f : feeds) p->feeds.emplace_back(f.dtype(), f.shape());
+    std::vector<size_t> offsets;
+    p->arena_bytes = plan_block_offsets(blocks, offsets);
+    p->steps.resize(steps_.size());
+    for (size_t si = 0; si < steps_.size(); ++si) {
+      auto& sp = p->steps[si];
+      const size_t n = steps_[si].outputs.size();
+      sp.own.assign(n, -1);
+      sp.view.assign(n, -1);
+      sp.bytes.assign(n, 0);
+      for (size_t o = 0; o < n; ++o) {
+        const int b = out_buffer[si].empty() ? -1 : out_buffer[si][o];
+        if (b < 0 || planned_index[b] < 0) continue;
+        const auto offset = static_cast<int64_t>(offsets[planned_index[b]]);
+        if (out_fresh[si][o]) {
+          sp.own[o] = offset;
+          sp.bytes[o] = buffers[b].bytes;
+        } else {
+          sp.view[o] = offset;
+        }
+      }
+    }
+    record_guard.active = false;
+    store_plan(std::move(p));  // an empty plan too: this graph has nothing to place
+    // The recording's blocks go back to malloc, not the pool: return their pages.
+    values.clear();
+    recorder.reset();
+    core::release_free_heap_pages();
+  }
   return out;
 }
 

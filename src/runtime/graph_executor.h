@@ -1,10 +1,18 @@
 // Runs one ir::Graph: kernels created once, values held in slots, each value
 // freed after its last reader. Subgraphs of If/Loop are executors too; they
 // read outer values through a Scope.
+//
+// Activation memory is planned: the first run with given input shapes
+// records which buffers each step allocates and how long each lives; later
+// runs with those shapes place them at precomputed offsets of one arena per
+// run (runtime/memory_plan.h), so the working memory is the planned peak of
+// live values instead of one cached block per size the allocator has seen.
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -36,21 +44,40 @@ class GraphExecutor {
  public:
   // The graph must be topologically sorted. outer_names: values an enclosing
   // graph provides at run time. registry: where kernels come from (null:
-  // OpRegistry::global()); subgraphs use the same one.
+  // OpRegistry::global()); subgraphs use the same one. plan_memory off:
+  // every run (subgraphs' too) allocates as if no plan existed.
   static Expected<std::unique_ptr<GraphExecutor>> create(const ir::Graph& graph, const OpsetMap& opsets,
                                                          const std::vector<std::string>& outer_names = {},
-                                                         const OpRegistry* registry = nullptr);
+                                                         const OpRegistry* registry = nullptr,
+                                                         bool plan_memory = true);
+
+  // What a run's activations (values that are not initializers, feeds
+  // included; views sharing storage counted once) needed. Each field is
+  // raised to this run's value.
+  struct MemoryStats {
+    uint64_t peak_live_bytes = 0;     // the most bytes alive at once
+    uint64_t largest_pair_bytes = 0;  // the two largest values alive at once, together
+    uint64_t arena_bytes = 0;         // the planned arena the run used (0: unplanned)
+  };
 
   // feeds are matched to graph inputs in order (absent optional inputs of
   // subgraphs may be undefined tensors). Returns graph outputs in order.
-  // peak_live_bytes (optional): raised to the most bytes of activations
-  // (values that are not initializers, feeds included) alive at once.
   Expected<std::vector<Tensor>> run(const std::vector<Tensor>& feeds, ThreadPool& pool,
-                                    const Scope* outer = nullptr, uint64_t* peak_live_bytes = nullptr) const;
+                                    const Scope* outer = nullptr, MemoryStats* stats = nullptr) const;
 
   size_t num_inputs() const { return input_slots_.size(); }
+  // Bytes of the initializers this graph holds (storage shared by several
+  // counted once): the weights as the kernels received them.
+  uint64_t constant_bytes() const;
+  // Plans made so far and whether planning gave up (a kernel allocated
+  // outside its plan, see run()); for tests.
+  int plans_made() const { return plans_made_.load(); }
+  bool planning_failed() const { return planning_failed_.load(); }
 
  private:
+  struct MemoryPlan;
+  class RecordingHook;
+  class ArenaHook;
   struct Step {
     const ir::Node* node;
     std::unique_ptr<Kernel> kernel;
@@ -69,6 +96,16 @@ class GraphExecutor {
   std::vector<int> input_slots_;
   std::vector<int> output_slots_;
   std::vector<Step> steps_;
+  std::vector<int> last_use_;  // per slot: the step after which it is released (steps_.size(): never)
+
+  std::shared_ptr<const MemoryPlan> find_plan(const std::vector<Tensor>& feeds, bool& record) const;
+  void store_plan(std::shared_ptr<const MemoryPlan> plan) const;
+  bool planning_enabled_ = true;
+  mutable std::mutex plan_mu_;
+  mutable std::vector<std::shared_ptr<const MemoryPlan>> plans_;  // newest last, a few input shapes
+  mutable bool recording_ = false;                                 // one recording run at a time
+  mutable std::atomic<int> plans_made_{0};
+  mutable std::atomic<bool> planning_failed_{false};
 };
 
 }  // namespace qtk::rt

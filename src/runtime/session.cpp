@@ -30,6 +30,16 @@ Session::~Session() = default;
 
 int Session::threads() const { return pool_->size(); }
 
+uint64_t Session::weight_bytes() const { return executor_->constant_bytes(); }
+
+namespace {
+void raise_to(std::atomic<uint64_t>& a, uint64_t v) {
+  uint64_t seen = a.load();
+  while (v > seen && !a.compare_exchange_weak(seen, v)) {
+  }
+}
+}  // namespace
+
 Expected<std::unique_ptr<Session>> Session::create(const ir::Model& model, const SessionOptions& options) {
   ir::Model m = model;
   QTK_RETURN_IF_ERROR(ir::topological_sort(m.graph));
@@ -44,7 +54,7 @@ Expected<std::unique_ptr<Session>> Session::create(const ir::Model& model, const
     // Residual joins inside the conv before them (quant/graph/residual_add_fusion.h).
     QTK_RETURN_IF_ERROR(quant::fuse_residual_adds(m.graph).status());
   }
-  if (options.optimize) QTK_RETURN_IF_ERROR(rt::optimize_model(m));
+  if (options.optimize) QTK_RETURN_IF_ERROR(rt::optimize_for_session(m));
   rt::OpsetMap opsets;
   for (const auto& o : m.opsets) opsets.versions[ir::is_default_domain(o.domain) ? "" : o.domain] = o.version;
   auto s = std::unique_ptr<Session>(new Session());
@@ -54,7 +64,7 @@ Expected<std::unique_ptr<Session>> Session::create(const ir::Model& model, const
   ir::Graph& g = m.graph;
   std::erase_if(g.inputs, [&](const ir::ValueInfo& v) { return g.initializers.count(v.name) > 0; });
   const rt::OpRegistry& registry = options.reference_kernels ? rt::OpRegistry::reference() : rt::OpRegistry::global();
-  QTK_ASSIGN_OR_RETURN(s->executor_, rt::GraphExecutor::create(g, opsets, {}, &registry));
+  QTK_ASSIGN_OR_RETURN(s->executor_, rt::GraphExecutor::create(g, opsets, {}, &registry, options.plan_memory));
   s->pool_ = std::make_unique<rt::ThreadPool>(options.threads);
   return s;
 }
@@ -87,11 +97,11 @@ Expected<std::vector<Tensor>> Session::run(const std::vector<Tensor>& inputs) co
                               shape_to_string(t.shape()));
     }
   }
-  uint64_t peak = 0;
-  auto out = executor_->run(inputs, *pool_, nullptr, &peak);
-  uint64_t seen = peak_activation_bytes_.load();
-  while (peak > seen && !peak_activation_bytes_.compare_exchange_weak(seen, peak)) {
-  }
+  rt::GraphExecutor::MemoryStats stats;
+  auto out = executor_->run(inputs, *pool_, nullptr, &stats);
+  raise_to(peak_activation_bytes_, stats.peak_live_bytes);
+  raise_to(largest_activation_pair_bytes_, stats.largest_pair_bytes);
+  raise_to(activation_arena_bytes_, stats.arena_bytes);
   return out;
 }
 

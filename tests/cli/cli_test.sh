@@ -382,6 +382,13 @@ json_check "bench --json" "$TMP/bench.json" \
 expect_ok "bench default runs" bench "$MLP" --json
 cp "$TMP/out" "$TMP/bench_auto.json"
 json_check "bench picks at least 10 runs" "$TMP/bench_auto.json" 'j.runs >= 10 && j.batch === 1 && j.warmup === 3'
+# Memory: the largest live pair lies within the peak live set; batch 64 runs
+# in the planned arena unless --no-memory-plan.
+expect_ok "bench memory fields" bench "$MLP" --batch 64 --runs 3 --json
+json_check "bench memory fields" "$TMP/out" 'j.activation_pair_bytes > 0 && j.activation_pair_bytes <= j.activation_peak_bytes &&
+   j.activation_arena_bytes > 0 && j.session_weight_bytes > 0 && (j.memory_ratio === null || j.memory_ratio > 0)'
+expect_ok "bench --no-memory-plan" bench "$MLP" --batch 64 --runs 3 --no-memory-plan --json
+json_check "bench --no-memory-plan" "$TMP/out" 'j.activation_arena_bytes === 0 && j.activation_pair_bytes > 0'
 # An int8 QDQ model (calibrated on a small .npy) in an integer session.
 write_npy "$TMP/calib.npy" "<f4" "16,1,28,28"
 expect_ok "quantize for bench" quantize "$MLP" -o "$TMP/bench_int8.onnx" --calib "$TMP/calib.npy"
@@ -543,13 +550,18 @@ if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "$
   [ "$rc" -eq 0 ] || fail "qat W4A4 on the MLP: exit $rc, stderr: $(cat "$TMP/err")"
   json_check "qat reports PTQ and QAT accuracy" "$TMP/out" 'j.ptq_accuracy > 0.7 && j.qat_accuracy > 0.7 &&
      j.history.length === 1 && j.format === "qdq" && j.weights === "int4"'
+  # 10% held out by default; the written weights do at least as well there as PTQ's.
+  json_check "qat picks the weights on held-out samples" "$TMP/out" 'j.holdout === 100 && j.samples === 900 &&
+     j.selected_epoch >= 0 && j.selected_epoch <= 1 && j.holdout_accuracy >= j.holdout_ptq_accuracy'
   expect_ok "qat model runs in the integer session" eval "$QA/q.onnx" --data fashion-mnist:test --limit 200 --integer
   checks=$((checks + 1))
   run_qtk qat "$MLP" -o "$QA/calib.onnx" --data fashion-mnist:train --limit 300 --epochs 1 --batch 100 \
-    --calib fashion-mnist:test --calib-samples 100 --json
+    --calib fashion-mnist:test --calib-samples 100 --holdout 0 --json
   [ "$rc" -eq 0 ] || fail "qat --calib fashion-mnist:test: exit $rc, stderr: $(cat "$TMP/err")"
   json_check "qat calibrates on --calib" "$TMP/out" 'j.calib === "fashion-mnist:test" && j.calib_samples === 100 &&
-     j.samples === 300'
+     j.samples === 300 && j.holdout === 0 && !("selected_epoch" in j)'
+  expect_error "qat: --holdout takes every sample" 2 "leaves nothing to train on" qat "$MLP" -o "$QA/h.onnx" \
+    --data fashion-mnist:train --limit 100 --holdout 100
   expect_error "qat: --calib array of the wrong shape" 1 "x_shape.npy" qat "$MLP" -o "$QA/calib2.onnx" \
     --data fashion-mnist:train --limit 100 --calib "$TMP/x_shape.npy"
   expect_error "qat: output exists" 1 "already exists" qat "$MLP" -o "$QA/q.onnx" --data fashion-mnist:train

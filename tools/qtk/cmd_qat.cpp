@@ -8,7 +8,9 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <optional>
+#include <tuple>
 #include <numeric>
 #include <random>
 
@@ -41,6 +43,9 @@ constexpr OptionSpec kOptions[] = {
     {"--calib", "SPEC", "calibration data as in qtk quantize: fashion-mnist:train, fashion-mnist:test, FILE.npy, or "
                         "FILE.npz (an array per input); default: a subset of --data"},
     {"--val", "SPEC", "validation data: PTQ and QAT accuracy are reported on it (e.g. fashion-mnist:test)"},
+    {"--holdout", "N", "training samples set aside (never trained on) to choose the weights written: the PTQ start or "
+                       "the epoch with the best held-out accuracy; 0 = the last epoch (default: 10% of the data, at "
+                       "most 5000)"},
     {"--epochs", "N", "passes over the training data (default 3)"},
     {"--batch", "B", "images per step (default 64)"},
     {"--lr", "LR", "peak learning rate, adamw with cosine decay (default 0.0001)"},
@@ -70,6 +75,26 @@ Expected<double> session_accuracy(const Model& model, const data::Dataset& ds, i
   return r->accuracy;
 }
 
+// ds split in two: (the rest, `n` samples drawn at random with `seed`).
+std::pair<data::Dataset, data::Dataset> split_off(const data::Dataset& ds, int64_t n, uint64_t seed) {
+  const auto total = static_cast<int64_t>(ds.labels.size());
+  std::vector<int64_t> order(static_cast<size_t>(total));
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), std::mt19937_64(seed ^ 0x9e3779b97f4a7c15ull));
+  std::vector<int64_t> rest(order.begin() + n, order.end()), held(order.begin(), order.begin() + n);
+  std::sort(rest.begin(), rest.end());  // training keeps the data's order (it shuffles per epoch itself)
+  std::sort(held.begin(), held.end());
+  auto part = [&](const std::vector<int64_t>& rows) {
+    data::Dataset d;
+    d.images = data::take_rows(ds.images, rows);
+    for (int64_t r : rows) d.labels.push_back(ds.labels[static_cast<size_t>(r)]);
+    d.num_classes = ds.num_classes;
+    d.class_names = ds.class_names;
+    return d;
+  };
+  return {part(rest), part(held)};
+}
+
 Outcome run_qat(const ParsedArgs& args) {
   const std::string& in_path = args.positionals[0];
   const std::string* spec = args.get("--data");
@@ -95,13 +120,14 @@ Outcome run_qat(const ParsedArgs& args) {
   o.lr = 1e-4f;
   o.optimizer.kind = train::OptimizerKind::kAdamW;
   o.schedule = train::ScheduleKind::kCosine;
-  int64_t limit = 0, threads = physical_core_count(), seed = 0, calib_samples = 512;
+  int64_t limit = 0, threads = physical_core_count(), seed = 0, calib_samples = 512, holdout = -1;
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--epochs", 1, 100000, o.epochs));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--batch", 1, 1 << 16, o.batch));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--limit", 1, INT64_MAX, limit));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--threads", 1, 1024, threads));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--seed", 0, INT64_MAX, seed));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--calib-samples", 0, INT64_MAX, calib_samples));
+  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--holdout", 0, INT64_MAX, holdout));
   const std::string* calib_spec = args.get("--calib");
   if (calib_spec) {
     const auto specs = data::known_dataset_specs();
@@ -132,6 +158,14 @@ Outcome run_qat(const ParsedArgs& args) {
   QTK_CLI_ASSIGN_OR_FAIL(Model model, load_model(in_path));
   QTK_CLI_ASSIGN_OR_FAIL(data::Dataset train_ds, train::load_labelled_data(*spec, limit));
   if (train_ds.labels.empty()) return Outcome::failure("data set " + *spec + " is empty");
+  // Held-out samples pick the weights written (below): a seeded random subset.
+  const auto total = static_cast<int64_t>(train_ds.labels.size());
+  if (holdout < 0) holdout = std::min<int64_t>(total / 10, 5000);
+  if (holdout >= total)
+    return Outcome::usage("--holdout " + std::to_string(holdout) + " leaves nothing to train on (" +
+                          std::to_string(total) + " samples)");
+  data::Dataset holdout_ds;
+  if (holdout > 0) std::tie(train_ds, holdout_ds) = split_off(train_ds, holdout, static_cast<uint64_t>(seed));
   data::Dataset val_ds;
   if (val_spec) {
     QTK_CLI_ASSIGN_OR_FAIL(val_ds, train::load_labelled_data(*val_spec));
@@ -197,9 +231,29 @@ Outcome run_qat(const ParsedArgs& args) {
   o.progress = [&](int64_t epoch, int64_t done, int64_t total, double loss, double acc) {
     progress.step(epoch, done, total, loss, acc);
   };
-  o.on_epoch = [&](const train::EpochStats& e) { progress.epoch(e); };
-  auto report = train::train_classifier(*graph, train_ds, val_spec ? &val_ds : nullptr, o);
+  // The weights written: PTQ's or an epoch's, whichever does best on the
+  // held-out samples, so fine-tuning that overfits or drifts never ends
+  // below the post-training result it started from.
+  double best_holdout = -1;
+  int64_t best_epoch = 0;
+  std::map<std::string, Tensor> best_weights;
+  if (holdout > 0) {
+    QTK_CLI_ASSIGN_OR_FAIL(best_holdout, train::evaluate_accuracy(*graph, holdout_ds, o.batch, &pool));
+    best_weights = graph->snapshot();
+    std::fprintf(stderr, "PTQ: held-out accuracy %.4f (%lld samples)\n", best_holdout, static_cast<long long>(holdout));
+  }
+  const double ptq_holdout = best_holdout;
+  o.on_epoch = [&](const train::EpochStats& e) {
+    progress.epoch(e);
+    if (holdout > 0 && e.val_accuracy > best_holdout) {
+      best_holdout = e.val_accuracy;
+      best_epoch = e.epoch;
+      best_weights = graph->snapshot();
+    }
+  };
+  auto report = train::train_classifier(*graph, train_ds, holdout > 0 ? &holdout_ds : nullptr, o);
   if (!report.ok()) return Outcome::failure(report.status().with_context("QAT"));
+  if (holdout > 0) graph->restore(best_weights);
 
   auto exported = train::from_qat_model(*qat, graph->to_model());
   if (!exported.ok()) return Outcome::failure(exported.status().with_context("exporting the QAT model"));
@@ -234,6 +288,10 @@ Outcome run_qat(const ParsedArgs& args) {
       w.key("teacher").value(*teacher_spec).key("temperature").value(static_cast<double>(o.kd_temperature)).key(
           "alpha").value(static_cast<double>(o.kd_alpha));
     if (val_spec) w.key("val").value(*val_spec).key("ptq_accuracy").value(ptq_acc).key("qat_accuracy").value(qat_acc);
+    w.key("holdout").value(holdout);
+    if (holdout > 0)
+      w.key("holdout_ptq_accuracy").value(ptq_holdout).key("holdout_accuracy").value(best_holdout).key(
+          "selected_epoch").value(best_epoch);
     w.key("history").begin_array();
     for (const auto& e : report->epochs) {
       w.begin_object(true).key("epoch").value(e.epoch).key("loss").value(e.loss).key("accuracy").value(e.accuracy);
@@ -251,6 +309,15 @@ Outcome run_qat(const ParsedArgs& args) {
   std::snprintf(buf, sizeof buf, "trained     %lld epochs, lr %g, %.1f s\n",
                 static_cast<long long>(report->epochs.size()), static_cast<double>(o.lr), seconds);
   text += buf;
+  if (holdout > 0) {
+    if (best_epoch > 0)
+      std::snprintf(buf, sizeof buf, "selected    epoch %lld: held-out accuracy %.4f (PTQ %.4f, %lld samples)\n",
+                    static_cast<long long>(best_epoch), best_holdout, ptq_holdout, static_cast<long long>(holdout));
+    else
+      std::snprintf(buf, sizeof buf, "selected    the PTQ weights: no epoch beat their held-out accuracy %.4f\n",
+                    ptq_holdout);
+    text += buf;
+  }
   if (teacher_spec) {
     std::snprintf(buf, sizeof buf, "teacher     %s (T = %g, alpha = %g)\n", teacher_spec->c_str(),
                   static_cast<double>(o.kd_temperature), static_cast<double>(o.kd_alpha));
@@ -278,6 +345,7 @@ const CommandSpec kQatCommand = {
     "quantization: weights start from the PTQ-rounded values,\n"
     "every weight and activation scale is learned (LSQ), biases train in float and are re-quantized\n"
     "to int32 at s_x*s_w. BatchNormalization is folded before quantization (frozen statistics).\n"
+    "A held-out part of --data (--holdout) picks the weights written: PTQ's or the best epoch's.\n"
     "Writes a standard QDQ model (or QOperator with --format qoperator) and, with --val, reports\n"
     "the accuracy of the PTQ model and of the written QAT model. --teacher self distills the\n"
     "quantized model from its own float version (or --teacher T.onnx from another float model).\n"
