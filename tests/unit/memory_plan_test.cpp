@@ -65,14 +65,7 @@ TEST(MemoryPlan, ChainNeedsTwoBuffersAndBranchesThree) {
   EXPECT_EQ(rt::plan_block_offsets({}, off), 0u);
 }
 
-ir::Node node(const std::string& op, std::vector<std::string> in, std::string out) {
-  ir::Node n;
-  n.name = op + "_" + out;
-  n.op_type = op;
-  n.inputs = std::move(in);
-  n.outputs = {std::move(out)};
-  return n;
-}
+using testing::op_node;
 
 ir::Model chain_model(std::vector<ir::Node> nodes, std::vector<std::string> outputs = {"y"}) {
   ir::Model m;
@@ -113,7 +106,7 @@ std::vector<Tensor> run_ok(const Session& s, const std::vector<Tensor>& in) {
 TEST(MemoryPlan, ChainSessionUsesTwoPlannedBuffers) {
   // x -> a -> b -> y: a and b are planned (x is the caller's, y goes back to it).
   const int64_t n = 10000;  // 40000 bytes each, a multiple of 64
-  auto m = chain_model({node("Relu", {"x"}, "a"), node("Neg", {"a"}, "b"), node("Relu", {"b"}, "y")});
+  auto m = chain_model({op_node("Relu", {"x"}, "a"), op_node("Neg", {"a"}, "b"), op_node("Relu", {"b"}, "y")});
   auto planned = session_for(m, true, 1, false, false);
   auto plain = session_for(m, false, 1, false, false);
   ASSERT_TRUE(planned && plain);
@@ -128,7 +121,7 @@ TEST(MemoryPlan, ChainSessionUsesTwoPlannedBuffers) {
 TEST(MemoryPlan, LargestPairIsBelowThePeakWhenABranchKeepsAValue) {
   // x feeds two nodes: x, a and b are live together; the largest pair is two of them.
   const int64_t n = 1000;
-  auto m = chain_model({node("Relu", {"x"}, "a"), node("Neg", {"x"}, "b"), node("Add", {"a", "b"}, "y")});
+  auto m = chain_model({op_node("Relu", {"x"}, "a"), op_node("Neg", {"x"}, "b"), op_node("Add", {"a", "b"}, "y")});
   auto s = session_for(m, true, 1, false, false);
   ASSERT_TRUE(s);
   run_ok(*s, {testing::uniform_tensor({n}, 1, -1.f, 1.f)});
@@ -139,8 +132,8 @@ TEST(MemoryPlan, LargestPairIsBelowThePeakWhenABranchKeepsAValue) {
 TEST(MemoryPlan, OutputThatIsAViewKeepsItsBytesAfterLaterRuns) {
   // y is a view (Reshape) of r, which would be planned if y did not escape
   // to the caller; z is planned. Outputs of an earlier run must survive later runs.
-  ir::Model m = chain_model({node("Relu", {"x"}, "r"), node("Reshape", {"r", "shape"}, "y"), node("Neg", {"x"}, "t"),
-                             node("Neg", {"t"}, "z")},
+  ir::Model m = chain_model({op_node("Relu", {"x"}, "r"), op_node("Reshape", {"r", "shape"}, "y"), op_node("Neg", {"x"}, "t"),
+                             op_node("Neg", {"t"}, "z")},
                             {"y", "z"});
   m.graph.initializers["shape"] = Tensor::from_vector<int64_t>({2}, {-1, 4});
   auto planned = session_for(m, true, 1, false, false);
@@ -157,7 +150,7 @@ TEST(MemoryPlan, OutputThatIsAViewKeepsItsBytesAfterLaterRuns) {
 }
 
 TEST(MemoryPlan, NewInputShapesGetTheirOwnPlan) {
-  auto m = chain_model({node("Relu", {"x"}, "a"), node("Neg", {"a"}, "b"), node("Relu", {"b"}, "y")});
+  auto m = chain_model({op_node("Relu", {"x"}, "a"), op_node("Neg", {"a"}, "b"), op_node("Relu", {"b"}, "y")});
   m.graph.inputs[0].has_shape = false;
   auto planned = session_for(m, true, 1, false, false);
   auto plain = session_for(m, false, 1, false, false);
@@ -176,13 +169,13 @@ TEST(MemoryPlan, IfBranchesPlanTheirOwnValuesAndReadPlannedOuterOnes) {
   // more planned values.
   auto branch = [](const std::string& op, const std::string& tag) {
     ir::Graph g;
-    g.nodes = {node(op, {"a"}, tag + "1"), node("Neg", {tag + "1"}, tag + "2"), node("Relu", {tag + "2"}, tag + "3")};
+    g.nodes = {op_node(op, {"a"}, tag + "1"), op_node("Neg", {tag + "1"}, tag + "2"), op_node("Relu", {tag + "2"}, tag + "3")};
     g.outputs.push_back(testing::float_info(tag + "3"));
     return g;
   };
-  ir::Node if_node = node("If", {"c"}, "r");
+  ir::Node if_node = op_node("If", {"c"}, "r");
   if_node.attrs = {ir::attr_graph("then_branch", branch("Neg", "t")), ir::attr_graph("else_branch", branch("Relu", "e"))};
-  ir::Model m = chain_model({node("Relu", {"x"}, "a"), if_node, node("Neg", {"r"}, "b"), node("Add", {"b", "a"}, "y")});
+  ir::Model m = chain_model({op_node("Relu", {"x"}, "a"), if_node, op_node("Neg", {"r"}, "b"), op_node("Add", {"b", "a"}, "y")});
   ir::ValueInfo c;
   c.name = "c";
   c.dtype = DType::kBool;

@@ -4,18 +4,12 @@
 
 #include "ir/graph.h"
 #include "qtk/session.h"
+#include "test_models.h"
 
 namespace qtk {
 namespace {
 
-ir::Node node(const std::string& op, std::vector<std::string> in, std::string out) {
-  ir::Node n;
-  n.name = op + "_" + out;
-  n.op_type = op;
-  n.inputs = std::move(in);
-  n.outputs = {std::move(out)};
-  return n;
-}
+using testing::op_node;
 
 uint64_t peak_after_run(const ir::Model& m, int64_t n) {
   auto s = Session::create(m, {.optimize = false});
@@ -45,14 +39,14 @@ ir::Model model_with(std::vector<ir::Node> nodes) {
 TEST(SessionMemory, ChainHoldsTwoValuesAtOnce) {
   // x -> a -> b -> y: each value dies after its reader, so never more than two live.
   const int64_t n = 1000;
-  auto m = model_with({node("Relu", {"x"}, "a"), node("Neg", {"a"}, "b"), node("Relu", {"b"}, "y")});
+  auto m = model_with({op_node("Relu", {"x"}, "a"), op_node("Neg", {"a"}, "b"), op_node("Relu", {"b"}, "y")});
   EXPECT_EQ(peak_after_run(m, n), 2u * n * sizeof(float));
 }
 
 TEST(SessionMemory, BranchKeepsTheSharedInputAlive) {
   // x feeds two nodes: x, a and b are live together, then a, b and y.
   const int64_t n = 1000;
-  auto m = model_with({node("Relu", {"x"}, "a"), node("Neg", {"x"}, "b"), node("Add", {"a", "b"}, "y")});
+  auto m = model_with({op_node("Relu", {"x"}, "a"), op_node("Neg", {"x"}, "b"), op_node("Add", {"a", "b"}, "y")});
   EXPECT_EQ(peak_after_run(m, n), 3u * n * sizeof(float));
 }
 

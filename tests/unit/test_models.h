@@ -21,6 +21,16 @@ inline ir::ValueInfo float_info(const std::string& name) {
   return v;
 }
 
+// A one-output node named after its op and output ("Relu_a").
+inline ir::Node op_node(const std::string& op, std::vector<std::string> in, std::string out) {
+  ir::Node n;
+  n.name = op + "_" + out;
+  n.op_type = op;
+  n.inputs = std::move(in);
+  n.outputs = {std::move(out)};
+  return n;
+}
+
 // Top-1 accuracy of `m` on `d` (10 classes, first output); -1 when the model
 // does not run (and the test fails).
 inline double top1_accuracy(const ir::Model& m, const data::Dataset& d, bool integer = false) {
