@@ -190,6 +190,34 @@ void pool_plane(const PoolAttrs& a, const std::vector<DimTaps>& dims, const T* x
   }
 }
 
+// The classic CNN pool (2x2 windows, stride 2, no pads or dilation, every
+// window inside the image) without the generic tap bookkeeping: the same fold,
+// best = lowest, then each tap row by row with `p > best ? p : best` (NaN
+// never wins), so results equal pool_plane's bit for bit.
+bool is_plain_2x2_pool(const ConvGeometry& g) {
+  if (g.rank() != 2) return false;
+  for (int d = 0; d < 2; ++d)
+    if (g.kernel[d] != 2 || g.strides[d] != 2 || g.dilations[d] != 1 || g.pads_begin[d] != 0 ||
+        2 * g.out[d] > g.in[d])
+      return false;
+  return true;
+}
+
+template <class T>
+void max_pool_2x2_plane(const ConvGeometry& g, const T* x, T* __restrict y) {
+  const int64_t in_w = g.in[1], out_h = g.out[0], out_w = g.out[1];
+  for (int64_t oh = 0; oh < out_h; ++oh) {
+    const T* r0 = x + 2 * oh * in_w;
+    const T* r1 = r0 + in_w;
+    T* out = y + oh * out_w;
+    for (int64_t ow = 0; ow < out_w; ++ow) {
+      T best = std::numeric_limits<T>::lowest();
+      for (const T v : {r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1]}) best = v > best ? v : best;
+      out[ow] = best;
+    }
+  }
+}
+
 Status run_pool(const PoolAttrs& a, KernelContext& ctx) {
   QTK_RETURN_IF_ERROR(expect_inputs(ctx, 1));
   const Tensor& X = ctx.input(0);
@@ -210,7 +238,7 @@ Status run_pool(const PoolAttrs& a, KernelContext& ctx) {
 
   Shape y_shape = {X.dim(0), X.dim(1)};
   y_shape.insert(y_shape.end(), g.out.begin(), g.out.end());
-  Tensor Y(dt, y_shape);
+  Tensor Y = Tensor::uninitialized(dt, y_shape);  // every output is written
   const bool want_indices = a.kind == PoolKind::kMax && ctx.outputs.size() > 1;
   Tensor I = want_indices ? Tensor(DType::kInt64, y_shape) : Tensor();
   const int64_t planes = X.dim(0) * X.dim(1), in_plane = g.in_size(), out_plane = g.out_size();
@@ -225,7 +253,11 @@ Status run_pool(const PoolAttrs& a, KernelContext& ctx) {
           plane_fn(a, dims, x + pl * in_plane, y + pl * out_plane, idx ? idx + pl * out_plane : nullptr, pl * in_plane);
       }, planes_grain(out_plane * g.kernel_size()));
     };
-    if (a.kind == PoolKind::kMax && want_indices) planes_with(pool_plane<T, PoolKind::kMax, true>);
+    if (a.kind == PoolKind::kMax && !want_indices && is_plain_2x2_pool(g)) {
+      ctx.pool->parallel_for(planes, [&](int64_t b, int64_t e) {
+        for (int64_t pl = b; pl < e; ++pl) max_pool_2x2_plane(g, x + pl * in_plane, y + pl * out_plane);
+      }, planes_grain(out_plane * 4));
+    } else if (a.kind == PoolKind::kMax && want_indices) planes_with(pool_plane<T, PoolKind::kMax, true>);
     else if (a.kind == PoolKind::kMax) planes_with(pool_plane<T, PoolKind::kMax, false>);
     else if constexpr (std::is_floating_point_v<T>) {
       if (a.kind == PoolKind::kAverage) planes_with(pool_plane<T, PoolKind::kAverage, false>);
