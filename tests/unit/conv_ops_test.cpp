@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -704,6 +705,26 @@ TEST(LinalgOps, MatMulFollowsNumpyBroadcasting) {
   std::mt19937 rng2(2);
   auto bad = run_node("MatMul", {"a", "b"}, {random_tensor({3, 4}, rng2), random_tensor({5, 6}, rng2)}, {});
   EXPECT_FALSE(bad.ok());
+}
+
+// A conv big enough (64 -> 64 channels, 3x3, 32x32: 38M multiply-adds) that
+// one image's output tiles are split over the threads: the same bytes as on
+// one thread (each output is summed by one thread in the same order).
+TEST(ConvOps, OneImageSplitOverThreadsMatchesOneThread) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  Tensor x(DType::kFloat32, {1, 64, 32, 32}), w(DType::kFloat32, {64, 64, 3, 3}), b(DType::kFloat32, {64});
+  for (Tensor* t : {&x, &w, &b})
+    for (int64_t i = 0; i < t->numel(); ++i) t->data<float>()[i] = u(rng);
+  std::vector<Tensor> outs;
+  for (int threads : {1, 2}) {
+    auto y = run_node_with_constants("Conv", {"x", "w", "b"}, {x, w, b}, {false, true, true},
+                                     {attr_ints("pads", {1, 1, 1, 1})}, threads);
+    ASSERT_TRUE(y.ok()) << y.status().message();
+    outs.push_back((*y)[0]);
+  }
+  ASSERT_EQ(outs[0].shape(), outs[1].shape());
+  EXPECT_EQ(std::memcmp(outs[0].raw(), outs[1].raw(), static_cast<size_t>(outs[0].nbytes())), 0);
 }
 
 }  // namespace

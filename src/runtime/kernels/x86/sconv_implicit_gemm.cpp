@@ -34,8 +34,9 @@ using TileFn = void (*)(int64_t kc, const float* a, const float* b, const int64_
 // Largest K block: a block of B rows (KC x NR floats, <= 32 KiB) stays in L1
 // while every weight sliver of the block passes over it.
 constexpr int64_t kKc = 256;
-// Below this many multiply-adds a second thread costs more than it saves.
-constexpr int64_t kParallelMinMacs = 1 << 19;
+// Below this many multiply-adds a second thread costs more than it saves
+// (measured: resnet20's batch-1 convs, 1.8M each, ran 1.65x slower split in two).
+constexpr int64_t kParallelMinMacs = 1 << 22;
 
 // The epilogue on len values at dst (addend at z, which may be null).
 inline void finish_scalar(float* dst, const float* z, int len, const Epilogue& e) {
