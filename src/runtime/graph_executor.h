@@ -52,8 +52,9 @@ class GraphExecutor {
                                                          bool plan_memory = true);
 
   // What a run's activations (values that are not initializers, feeds
-  // included; views sharing storage counted once) needed. Each field is
-  // raised to this run's value.
+  // included) needed. Each field is raised to this run's value. A view that
+  // shares its source's storage (Reshape, Identity) counts again in
+  // peak_live_bytes (an upper bound), not in largest_pair_bytes.
   struct MemoryStats {
     uint64_t peak_live_bytes = 0;     // the most bytes alive at once
     uint64_t largest_pair_bytes = 0;  // the two largest values alive at once, together

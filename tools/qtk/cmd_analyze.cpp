@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "cli.h"
+#include "quant_options.h"
 #include "core/cpu_features.h"
 #include "core/json.h"
 #include "data/dataset.h"
@@ -17,8 +18,6 @@ namespace qtk::cli {
 namespace {
 
 namespace sens = quant::sensitivity;
-
-constexpr uint64_t kCalibSeed = 0;  // as qtk quantize: the same command picks the same samples
 
 constexpr OptionSpec kOptions[] = {
     {"--calib", "SPEC", "calibration data: fashion-mnist:train (default), fashion-mnist:test, FILE.npy or FILE.npz"},

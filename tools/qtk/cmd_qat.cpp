@@ -129,12 +129,7 @@ Outcome run_qat(const ParsedArgs& args) {
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--calib-samples", 0, INT64_MAX, calib_samples));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--holdout", 0, INT64_MAX, holdout));
   const std::string* calib_spec = args.get("--calib");
-  if (calib_spec) {
-    const auto specs = data::known_dataset_specs();
-    if (std::find(specs.begin(), specs.end(), *calib_spec) == specs.end() && !data::is_array_file_spec(*calib_spec))
-      return Outcome::usage("--calib '" + *calib_spec + "' is neither a data set (" + known_list(specs) +
-                            ") nor an .npy/.npz file");
-  }
+  if (calib_spec) QTK_CLI_RETURN_IF_FAILED(check_calib_spec(*calib_spec));
   double lr = o.lr;
   QTK_CLI_RETURN_IF_FAILED(real_option(args, "--lr", 1e-12, 1e6, lr));
   o.lr = static_cast<float>(lr);
@@ -175,14 +170,8 @@ Outcome run_qat(const ParsedArgs& args) {
   if (!float_graph.ok()) return Outcome::failure(float_graph.status().with_context(in_path));
   CalibrationData calib;
   if (calib_spec) {
-    // As qtk quantize --calib: the same samples (seed 0), so PTQ starts from the same ranges.
-    const std::vector<TensorInfo> inputs = data::declared_runtime_inputs(model);
-    QTK_CLI_ASSIGN_OR_FAIL(calib.inputs, data::load_calibration_inputs(*calib_spec, inputs, calib_samples, 0));
-    for (const auto& in : inputs)
-      if (in.has_shape && !in.shape.empty() && in.shape[0] > 0) {
-        cfg.calib_batch = in.shape[0];  // a model with a fixed batch gets exactly that
-        break;
-      }
+    // As qtk quantize --calib: the same samples, so PTQ starts from the same ranges.
+    QTK_CLI_ASSIGN_OR_FAIL(calib.inputs, load_calibration(model, *calib_spec, calib_samples, cfg));
   } else {
     // A fixed random subset of the training images, shaped for the model.
     std::vector<int64_t> rows(train_ds.labels.size());
@@ -228,6 +217,7 @@ Outcome run_qat(const ParsedArgs& args) {
     o.teacher = train::teacher_logits(*teacher_graph, &pool);
   }
   TrainProgress progress("qat epoch", o.epochs);
+  if (holdout > 0) progress.set_val_label("held-out");
   o.progress = [&](int64_t epoch, int64_t done, int64_t total, double loss, double acc) {
     progress.step(epoch, done, total, loss, acc);
   };
@@ -251,7 +241,9 @@ Outcome run_qat(const ParsedArgs& args) {
       best_weights = graph->snapshot();
     }
   };
-  auto report = train::train_classifier(*graph, train_ds, holdout > 0 ? &holdout_ds : nullptr, o);
+  // Per-epoch accuracy: on the held-out samples (which choose the weights), else on --val.
+  const data::Dataset* epoch_val = holdout > 0 ? &holdout_ds : (val_spec ? &val_ds : nullptr);
+  auto report = train::train_classifier(*graph, train_ds, epoch_val, o);
   if (!report.ok()) return Outcome::failure(report.status().with_context("QAT"));
   if (holdout > 0) graph->restore(best_weights);
 
@@ -295,7 +287,7 @@ Outcome run_qat(const ParsedArgs& args) {
     w.key("history").begin_array();
     for (const auto& e : report->epochs) {
       w.begin_object(true).key("epoch").value(e.epoch).key("loss").value(e.loss).key("accuracy").value(e.accuracy);
-      if (e.val_accuracy >= 0) w.key("val_accuracy").value(e.val_accuracy);
+      if (e.val_accuracy >= 0) w.key(holdout > 0 ? "holdout_accuracy" : "val_accuracy").value(e.val_accuracy);
       w.key("seconds").value(e.seconds).end_object();
     }
     w.end_array().end_object();

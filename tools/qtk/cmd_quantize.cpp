@@ -30,7 +30,7 @@ namespace fs = std::filesystem;
 
 // Calibration subsets are drawn with this fixed seed, so the same command
 // line picks the same samples and writes the same bytes.
-constexpr uint64_t kCalibSeed = 0;
+
 
 constexpr OptionSpec kOptions[] = {
     {"--output", "OUT.onnx", "where to write the quantized model (required)", false, "-o"},
@@ -98,11 +98,8 @@ Outcome run_quantize(const ParsedArgs& args) {
   st.threads = threads;
   cfg.threads = static_cast<int>(threads);
   if (const std::string* c = args.get("--calib")) st.calib = *c;
+  QTK_CLI_RETURN_IF_FAILED(check_calib_spec(st.calib));
   const auto specs = data::known_dataset_specs();
-  const bool calib_is_dataset = std::find(specs.begin(), specs.end(), st.calib) != specs.end();
-  if (!calib_is_dataset && !data::is_array_file_spec(st.calib))
-    return Outcome::usage("--calib '" + st.calib + "' is neither a data set (" + known_list(specs) +
-                          ") nor an .npy/.npz file");
   const std::string* eval_spec = args.get("--eval");
   if (eval_spec && std::find(specs.begin(), specs.end(), *eval_spec) == specs.end())
     return Outcome::usage("unknown data set '" + *eval_spec + "' for --eval (known: " + known_list(specs) + ")");
@@ -156,13 +153,7 @@ Outcome run_quantize(const ParsedArgs& args) {
   const bool wants_statistics = !cfg.fp16_weights && (cfg.weight_clip_search || cfg.bias_correction ||
                                                       resolve_weight_method(cfg) != WeightMethod::kRtn);
   if (st.calibrated || wants_statistics) {
-    const std::vector<TensorInfo> inputs = data::declared_runtime_inputs(model);
-    QTK_CLI_ASSIGN_OR_FAIL(calib.inputs, data::load_calibration_inputs(st.calib, inputs, calib_samples, kCalibSeed));
-    for (const auto& in : inputs)
-      if (in.has_shape && !in.shape.empty() && in.shape[0] > 0) {
-        cfg.calib_batch = in.shape[0];  // a model with a fixed batch gets exactly that
-        break;
-      }
+    QTK_CLI_ASSIGN_OR_FAIL(calib.inputs, load_calibration(model, st.calib, calib_samples, cfg));
   }
   cfg.progress = quantize_progress();
 

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <charconv>
 
+#include "data/dataset.h"
+#include "data/model_inputs.h"
 #include "quant/layer_precision_file.h"
 
 namespace qtk::cli {
@@ -168,5 +170,25 @@ Outcome config_from_args(const ParsedArgs& args, QuantConfig& cfg, QuantizeSetti
   return Outcome::ok();
 }
 
+
+Outcome check_calib_spec(const std::string& spec) {
+  const auto specs = data::known_dataset_specs();
+  if (std::find(specs.begin(), specs.end(), spec) == specs.end() && !data::is_array_file_spec(spec))
+    return Outcome::usage("--calib '" + spec + "' is neither a data set (" + known_list(specs) +
+                          ") nor an .npy/.npz file");
+  return Outcome::ok();
+}
+
+Expected<std::vector<Tensor>> load_calibration(const Model& model, const std::string& spec, int64_t samples,
+                                               QuantConfig& cfg) {
+  const std::vector<TensorInfo> inputs = data::declared_runtime_inputs(model);
+  QTK_ASSIGN_OR_RETURN(std::vector<Tensor> batches, data::load_calibration_inputs(spec, inputs, samples, kCalibSeed));
+  for (const auto& in : inputs)
+    if (in.has_shape && !in.shape.empty() && in.shape[0] > 0) {
+      cfg.calib_batch = in.shape[0];  // a model with a fixed batch gets exactly that
+      break;
+    }
+  return batches;
+}
 
 }  // namespace qtk::cli

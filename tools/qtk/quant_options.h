@@ -62,4 +62,14 @@ Outcome config_from_args(const ParsedArgs& args, QuantConfig& cfg, QuantizeSetti
 // "a, b, c".
 std::string known_list(const std::vector<std::string>& names);
 
+// The seed every command draws its calibration subset with: the same data
+// and sample count pick the same samples in qtk quantize, qat and analyze.
+inline constexpr uint64_t kCalibSeed = 0;
+// --calib SPEC: a known data set or an .npy/.npz file (a usage error otherwise).
+Outcome check_calib_spec(const std::string& spec);
+// The calibration inputs SPEC holds for `model` (a fixed subset of `samples`,
+// 0 = all); a model with a fixed batch sets cfg.calib_batch to it.
+Expected<std::vector<Tensor>> load_calibration(const Model& model, const std::string& spec, int64_t samples,
+                                               QuantConfig& cfg);
+
 }  // namespace qtk::cli

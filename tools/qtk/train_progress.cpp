@@ -39,8 +39,8 @@ void TrainProgress::step(int64_t epoch, int64_t done, int64_t total, double loss
 void TrainProgress::epoch(const train::EpochStats& e) {
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
   const double eta = elapsed / static_cast<double>(e.epoch) * static_cast<double>(epochs_ - e.epoch);
-  char val[48] = "";
-  if (e.val_accuracy >= 0) std::snprintf(val, sizeof val, "  val %.4f", e.val_accuracy);
+  char val[64] = "";
+  if (e.val_accuracy >= 0) std::snprintf(val, sizeof val, "  %s %.4f", val_label_.c_str(), e.val_accuracy);
   std::fprintf(stderr, "%s%s %lld/%lld  loss %.4f  acc %.4f%s  %s  ETA %s\n", tty_ ? "\r\033[K" : "", label_.c_str(),
                static_cast<long long>(e.epoch), static_cast<long long>(epochs_), e.loss, e.accuracy, val,
                format_seconds(e.seconds).c_str(), format_seconds(eta).c_str());

@@ -22,9 +22,11 @@ class TrainProgress {
   void step(int64_t epoch, int64_t done, int64_t total, double loss, double acc, const std::string& extra = "");
   // TrainOptions::on_epoch.
   void epoch(const train::EpochStats& e);
+  // What the epoch line calls EpochStats::val_accuracy ("val" by default).
+  void set_val_label(std::string label) { val_label_ = std::move(label); }
 
  private:
-  std::string label_;
+  std::string label_, val_label_ = "val";
   int64_t epochs_;
   bool tty_;
   std::chrono::steady_clock::time_point t0_, last_draw_;
