@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,17 @@ struct SessionOptions {
   // per run (see runtime/graph_executor.h). Off: each value gets its own
   // block, as before; outputs are the same either way.
   bool plan_memory = true;
+  // Time every node of the top-level graph in every run (two clock reads a
+  // node); read back with Session::profile(). Subgraphs count in their
+  // If/Loop node.
+  bool profile = false;
+};
+
+// Time spent in one node over the profiled runs (SessionOptions::profile).
+struct NodeTime {
+  std::string node;     // the node's name, or "#i" (its position) when it has none
+  std::string op_type;  // as the session ran it, after its rewrites (e.g. QLinearConv)
+  uint64_t nanoseconds = 0;
 };
 
 struct TensorInfo {
@@ -70,6 +82,11 @@ class Session {
   // Bytes of the weights the session's graph holds after its rewrites (BN
   // folding, QDQ to integer ops): what the kernels were given to pack.
   uint64_t weight_bytes() const;
+  // Per node in execution order, the time summed over all runs so far
+  // (empty unless SessionOptions::profile), and how many runs that is.
+  std::vector<NodeTime> profile() const;
+  uint64_t profiled_runs() const;
+  void reset_profile() const;  // e.g. after warm-up runs
 
  private:
   Session() = default;
@@ -80,6 +97,10 @@ class Session {
   mutable std::atomic<uint64_t> peak_activation_bytes_{0};
   mutable std::atomic<uint64_t> largest_activation_pair_bytes_{0};
   mutable std::atomic<uint64_t> activation_arena_bytes_{0};
+  bool profile_ = false;
+  mutable std::mutex profile_mu_;
+  mutable std::vector<uint64_t> step_ns_;
+  mutable uint64_t profiled_runs_ = 0;
 };
 
 }  // namespace qtk

@@ -101,6 +101,9 @@ class Tensor {
   // Same storage, new shape (numel must match; caller checks).
   Tensor reshaped(Shape shape) const;
   Tensor clone() const;
+  // No other tensor shares this one's storage (views included): what a
+  // runtime checks before writing an output over a dying input.
+  bool sole_owner() const { return storage_ && storage_.use_count() == 1; }
   // Element i converted to double / int64 whatever the dtype (for small
   // shape tensors and tests, not hot loops).
   double get_as_double(int64_t i) const;

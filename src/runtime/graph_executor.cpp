@@ -1,6 +1,7 @@
 #include "runtime/graph_executor.h"
 
 #include <algorithm>
+#include <chrono>
 #include <new>
 #include <optional>
 #include <set>
@@ -286,6 +287,14 @@ Expected<std::unique_ptr<GraphExecutor>> GraphExecutor::create(const ir::Graph& 
       ex->steps_[last_reader[s]].release.push_back(s);
       ex->last_use_[s] = last_reader[s];
     }
+  for (Step& step : ex->steps_) {
+    step.reusable.assign(step.inputs.size(), 0);
+    for (size_t i = 0; i < step.inputs.size(); ++i) {
+      const int s = step.inputs[i];
+      step.reusable[i] = s >= 0 && std::count(step.release.begin(), step.release.end(), s) == 1 &&
+                         std::count(step.inputs.begin(), step.inputs.end(), s) == 1;
+    }
+  }
   return ex;
 }
 
@@ -323,8 +332,16 @@ void GraphExecutor::store_plan(std::shared_ptr<const MemoryPlan> plan) const {
   ++plans_made_;
 }
 
+std::vector<const ir::Node*> GraphExecutor::step_nodes() const {
+  std::vector<const ir::Node*> nodes;
+  for (const Step& step : steps_) nodes.push_back(step.node);
+  return nodes;
+}
+
 Expected<std::vector<Tensor>> GraphExecutor::run(const std::vector<Tensor>& feeds, ThreadPool& pool,
-                                                 const Scope* outer, MemoryStats* stats) const {
+                                                 const Scope* outer, MemoryStats* stats,
+                                                 std::vector<uint64_t>* step_ns) const {
+  if (step_ns) step_ns->resize(steps_.size(), 0);
   if (feeds.size() > input_slots_.size())
     return invalid_argument("graph takes " + std::to_string(input_slots_.size()) + " inputs, got " +
                             std::to_string(feeds.size()));
@@ -415,12 +432,17 @@ Expected<std::vector<Tensor>> GraphExecutor::run(const std::vector<Tensor>& feed
       ctx.inputs[i] = &values[s];
     }
     ctx.outputs.assign(step.outputs.size(), Tensor());
+    ctx.reusable.assign(step.reusable.begin(), step.reusable.end());
     if (arena) arena->begin_step(&plan->steps[si]);
     if (recorder) recorder->fresh.clear();
     {
       core::ScopedAllocationHook step_hook(hook);
+      const auto t0 = step_ns ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
       Status st = step.kernel->run(ctx);
       if (!st.ok()) return st.with_context(step.node->describe());
+      if (step_ns)
+        (*step_ns)[si] += static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
     }
     for (size_t o = 0; o < step.outputs.size(); ++o) {
       if (step.outputs[o] < 0) continue;

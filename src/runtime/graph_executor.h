@@ -63,8 +63,12 @@ class GraphExecutor {
 
   // feeds are matched to graph inputs in order (absent optional inputs of
   // subgraphs may be undefined tensors). Returns graph outputs in order.
+  // step_ns, when given, gets each step's wall time added (sized to the
+  // steps, in execution order: step_nodes()).
   Expected<std::vector<Tensor>> run(const std::vector<Tensor>& feeds, ThreadPool& pool,
-                                    const Scope* outer = nullptr, MemoryStats* stats = nullptr) const;
+                                    const Scope* outer = nullptr, MemoryStats* stats = nullptr,
+                                    std::vector<uint64_t>* step_ns = nullptr) const;
+  std::vector<const ir::Node*> step_nodes() const;
 
   size_t num_inputs() const { return input_slots_.size(); }
   // Bytes of the initializers this graph holds (storage shared by several
@@ -85,6 +89,7 @@ class GraphExecutor {
     std::vector<int> inputs;   // slot index, -1 for an absent optional input
     std::vector<int> outputs;  // slot index, -1 for an unused optional output
     std::vector<int> release;  // slots whose last reader is this step
+    std::vector<char> reusable;  // per input: released here and passed once (KernelContext::reusable)
   };
 
   int slot(const std::string& name);

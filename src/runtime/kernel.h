@@ -22,10 +22,15 @@ struct KernelContext {
   std::vector<Tensor> outputs;        // one per node output; the kernel assigns them
   ThreadPool* pool = nullptr;         // never null during run()
   const Scope* scope = nullptr;       // values visible to subgraphs (If/Loop)
+  // Per input: 1 where this step is the value's last reader, it is not
+  // passed twice, and no other tensor shares its storage, so the kernel may
+  // write an output over it (the executor sets it; empty = none may).
+  std::vector<char> reusable;
 
   size_t num_inputs() const { return inputs.size(); }
   bool has_input(size_t i) const { return i < inputs.size() && inputs[i] != nullptr; }
   const Tensor& input(size_t i) const { return *inputs[i]; }
+  bool input_reusable(size_t i) const { return i < reusable.size() && reusable[i] && inputs[i]->sole_owner(); }
 };
 
 class Kernel {

@@ -32,6 +32,28 @@ int Session::threads() const { return pool_->size(); }
 
 uint64_t Session::weight_bytes() const { return executor_->constant_bytes(); }
 
+std::vector<NodeTime> Session::profile() const {
+  std::vector<NodeTime> times;
+  if (!profile_) return times;
+  const auto nodes = executor_->step_nodes();
+  std::lock_guard<std::mutex> lk(profile_mu_);
+  for (size_t i = 0; i < nodes.size(); ++i)
+    times.push_back({nodes[i]->name.empty() ? "#" + std::to_string(i) : nodes[i]->name, nodes[i]->op_type,
+                     i < step_ns_.size() ? step_ns_[i] : 0});
+  return times;
+}
+
+uint64_t Session::profiled_runs() const {
+  std::lock_guard<std::mutex> lk(profile_mu_);
+  return profiled_runs_;
+}
+
+void Session::reset_profile() const {
+  std::lock_guard<std::mutex> lk(profile_mu_);
+  step_ns_.clear();
+  profiled_runs_ = 0;
+}
+
 namespace {
 void raise_to(std::atomic<uint64_t>& a, uint64_t v) {
   uint64_t seen = a.load();
@@ -66,6 +88,7 @@ Expected<std::unique_ptr<Session>> Session::create(const ir::Model& model, const
   const rt::OpRegistry& registry = options.reference_kernels ? rt::OpRegistry::reference() : rt::OpRegistry::global();
   QTK_ASSIGN_OR_RETURN(s->executor_, rt::GraphExecutor::create(g, opsets, {}, &registry, options.plan_memory));
   s->pool_ = std::make_unique<rt::ThreadPool>(options.threads);
+  s->profile_ = options.profile;
   return s;
 }
 
@@ -98,7 +121,14 @@ Expected<std::vector<Tensor>> Session::run(const std::vector<Tensor>& inputs) co
     }
   }
   rt::GraphExecutor::MemoryStats stats;
-  auto out = executor_->run(inputs, *pool_, nullptr, &stats);
+  std::vector<uint64_t> step_ns;
+  auto out = executor_->run(inputs, *pool_, nullptr, &stats, profile_ ? &step_ns : nullptr);
+  if (profile_ && out.ok()) {
+    std::lock_guard<std::mutex> lk(profile_mu_);
+    step_ns_.resize(step_ns.size(), 0);
+    for (size_t i = 0; i < step_ns.size(); ++i) step_ns_[i] += step_ns[i];
+    ++profiled_runs_;
+  }
   raise_to(peak_activation_bytes_, stats.peak_live_bytes);
   raise_to(largest_activation_pair_bytes_, stats.largest_pair_bytes);
   raise_to(activation_arena_bytes_, stats.arena_bytes);

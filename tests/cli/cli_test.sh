@@ -387,6 +387,12 @@ json_check "bench picks at least 10 runs" "$TMP/bench_auto.json" 'j.runs >= 10 &
 expect_ok "bench memory fields" bench "$MLP" --batch 64 --runs 3 --json
 json_check "bench memory fields" "$TMP/out" 'j.activation_pair_bytes > 0 && j.activation_pair_bytes <= j.activation_peak_bytes &&
    j.activation_arena_bytes > 0 && j.session_weight_bytes > 0 && (j.memory_ratio === null || j.memory_ratio > 0)'
+expect_ok "bench --profile" bench "$MLP" --batch 8 --runs 3 --profile
+grep -Eq '^profile +[0-9.]+ ms per run' "$TMP/out" || fail "bench --profile has no profile line: $(cat "$TMP/out")"
+grep -Eq '^  Gemm +[0-9.]+ +[0-9.]+%' "$TMP/out" || fail "bench --profile has no Gemm row: $(cat "$TMP/out")"
+expect_ok "bench --profile --json" bench "$MLP" --batch 8 --runs 3 --profile --json
+json_check "bench --profile --json" "$TMP/out" 'Array.isArray(j.profile) && j.profile.length > 0 &&
+  j.profile.some(n => n.op_type === "Gemm") && j.profile.every(n => typeof n.node === "string" && n.ms >= 0)'
 expect_ok "bench --no-memory-plan" bench "$MLP" --batch 64 --runs 3 --no-memory-plan --json
 json_check "bench --no-memory-plan" "$TMP/out" 'j.activation_arena_bytes === 0 && j.activation_pair_bytes > 0'
 # An int8 QDQ model (calibrated on a small .npy) in an integer session.

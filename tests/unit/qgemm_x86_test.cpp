@@ -294,8 +294,14 @@ TEST(Qconv, BothPathsMatchPlainLoop) {
     // Symmetric weights half the time: the VNNI tier's direct path (no pixel sums).
     const bool symmetric = single_channel || rng() % 2;
     for (auto& z : w_zp) z = symmetric ? (w_signed ? 0 : 128) : random_zp(w_signed, rng);
+    // Half the time the codes outlive the packing (as in a session): the
+    // int16-pair layout is then packed on first use, on a VNNI CPU.
     QconvWeights packed;
-    qconv_pack_weights({w.data(), w_signed, k, 1}, g.out_c, cg, g.kernel_h, g.kernel_w, g.group, w_zp, packed);
+    auto owned = std::make_shared<const std::vector<uint8_t>>(w);
+    const bool deferred_pairs = rng() % 2;
+    qconv_pack_weights({owned->data(), w_signed, k, 1}, g.out_c, cg, g.kernel_h, g.kernel_w, g.group, w_zp, packed,
+                       deferred_pairs ? owned : nullptr);
+    owned.reset();
     std::vector<quant::FixedPointMultiplier> mult(static_cast<size_t>(g.out_c));
     for (auto& f : mult) f = random_multiplier(rng, rng() % 2);
     const QgemmRequant requant = qgemm_make_requant(mult, g.out_c, random_zp(false, rng), 0, 255);
@@ -363,9 +369,15 @@ TEST(Qconv, BothPathsMatchPlainLoop) {
                                            residual.c_zp, 0, 255);
           }
     for (QgemmPath p : paths())
-      for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2}) {
+      for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2})
+        for (bool in_place : {false, true}) {
+        // In place: the output written over the residual's own codes (a session does that when nothing reads the residual later).
+        if (in_place && !residual_add) continue;
         std::vector<uint8_t> y(static_cast<size_t>(total) * (int32_out ? 4 : 1), 0xCD);
+        if (in_place) y = residual_codes;
+        residual.codes = in_place ? y.data() : residual_codes.data();
         out.out = y.data();
+        SCOPED_TRACE(in_place ? "in place" : "separate output");
         qconv(g, x.data(), x_signed, x_zp, packed, out, pool, p);
         for (int64_t i = 0; i < total; ++i) {
           const int32_t got = int32_out ? reinterpret_cast<const int32_t*>(y.data())[i] : y[static_cast<size_t>(i)];

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <random>
 #include <string>
@@ -30,6 +31,7 @@ constexpr OptionSpec kOptions[] = {
     {"--warmup", "W", "untimed runs first (default 3)"},
     {"--integer", "", "integer session: QDQ patterns run as int8 kernels (SessionOptions::integer)"},
     {"--no-memory-plan", "", "give each activation its own block instead of the planned arena (SessionOptions::plan_memory)"},
+    {"--profile", "", "time every node: ms per run by op type and the slowest nodes (JSON: profile, per node)"},
     {"--json", "", "print one JSON object instead of text"},
 };
 
@@ -162,7 +164,47 @@ struct Report {
   // After the runs: Session::peak_activation_bytes, largest_activation_pair_bytes, activation_arena_bytes.
   uint64_t activation_bytes = 0, activation_pair_bytes = 0, arena_bytes = 0;
   bool peak_is_session = false;  // VmHWM was reset before the session was built
+  // --profile: per node of the timed runs, ms per run, in execution order.
+  struct NodeMs {
+    std::string node, op_type;
+    double ms = 0;
+  };
+  std::vector<NodeMs> profile;
 };
+
+// --profile's table: time per op type (share of the nodes' total) and the
+// slowest nodes, per run.
+std::string render_profile(const Report& r) {
+  if (r.profile.empty()) return "";
+  double total = 0;
+  std::map<std::string, std::pair<double, int>> by_op;
+  for (const auto& n : r.profile) {
+    total += n.ms;
+    auto& [ms, count] = by_op[n.op_type];
+    ms += n.ms;
+    ++count;
+  }
+  std::vector<std::pair<std::string, std::pair<double, int>>> ops(by_op.begin(), by_op.end());
+  std::stable_sort(ops.begin(), ops.end(), [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "profile     %.3f ms per run in nodes (timed runs only)\n", total);
+  std::string out = buf;
+  out += "  by op type:   ms/run   share  nodes\n";
+  for (const auto& [op, v] : ops) {
+    std::snprintf(buf, sizeof buf, "  %-14s %7.3f  %5.1f%%  %5d\n", op.c_str(), v.first,
+                  total > 0 ? 100.0 * v.first / total : 0.0, v.second);
+    out += buf;
+  }
+  std::vector<Report::NodeMs> nodes = r.profile;
+  std::stable_sort(nodes.begin(), nodes.end(), [](const auto& a, const auto& b) { return a.ms > b.ms; });
+  out += "  slowest nodes:\n";
+  for (size_t i = 0; i < nodes.size() && i < 10; ++i) {
+    std::snprintf(buf, sizeof buf, "  %-32s %-14s %7.3f ms  %5.1f%%\n", nodes[i].node.c_str(), nodes[i].op_type.c_str(),
+                  nodes[i].ms, total > 0 ? 100.0 * nodes[i].ms / total : 0.0);
+    out += buf;
+  }
+  return out;
+}
 
 std::string mb(uint64_t bytes) {
   char buf[32];
@@ -206,7 +248,7 @@ std::string render_text(const Report& r) {
                   *by_pair, *by_peak);
     out += buf;
   }
-  return out + "\n";
+  return out + "\n" + render_profile(r);
 }
 
 std::string render_json(const Report& r) {
@@ -244,6 +286,12 @@ std::string render_json(const Report& r) {
   w.key("memory_ratio_peak_live");
   if (const auto ratio = memory_ratio(r, r.activation_bytes)) w.value(*ratio);
   else w.null();
+  if (!r.profile.empty()) {
+    w.key("profile").begin_array();  // per node, execution order, ms per timed run
+    for (const auto& n : r.profile)
+      w.begin_object(true).key("node").value(n.node).key("op_type").value(n.op_type).key("ms").value(n.ms).end_object();
+    w.end_array();
+  }
   w.end_object();
   return w.str();
 }
@@ -268,6 +316,7 @@ Outcome run_bench(const ParsedArgs& args) {
   options.threads = static_cast<int>(r.threads);
   options.integer = r.integer;
   options.plan_memory = !args.has("--no-memory-plan");
+  options.profile = args.has("--profile");
   prefault_file_mappings();
   r.rss_before = proc_status_bytes("VmRSS:");
   r.peak_is_session = reset_peak_rss();
@@ -311,6 +360,7 @@ Outcome run_bench(const ParsedArgs& args) {
     runs = std::clamp<int64_t>(static_cast<int64_t>(2000.0 / std::max(warm_ms, 1e-3)), 10, 100'000);
   }
   r.runs = runs;
+  session->reset_profile();
   std::vector<double> times;
   times.reserve(static_cast<size_t>(runs));
   for (int64_t i = 0; i < runs; ++i) {
@@ -323,6 +373,9 @@ Outcome run_bench(const ParsedArgs& args) {
   r.activation_pair_bytes = session->largest_activation_pair_bytes();
   r.arena_bytes = session->activation_arena_bytes();
   r.session_weight_bytes = session->weight_bytes();
+  if (const uint64_t n = session->profiled_runs())
+    for (const NodeTime& t : session->profile())
+      r.profile.push_back({t.node, t.op_type, static_cast<double>(t.nanoseconds) / 1e6 / static_cast<double>(n)});
   return print_out(args.has("--json") ? render_json(r) : render_text(r));
 }
 

@@ -10,8 +10,46 @@
 
 namespace qtk::rt::x86 {
 
+struct QconvWeights::Pairs {
+  std::once_flag once;
+  std::vector<QgemmPackedA> groups;
+  QgemmCodes source;
+  std::vector<int32_t> zero_points;
+  std::shared_ptr<const void> owner;
+};
+
+namespace {
+
+// Group gi's codes and zero points.
+QgemmCodes group_codes(const QgemmCodes& w, int64_t oc_per_group, int64_t gi) {
+  QgemmCodes sub = w;
+  sub.data = static_cast<const uint8_t*>(w.data) + gi * oc_per_group * w.stride_i;  // 1-byte codes
+  return sub;
+}
+
+std::vector<int32_t> group_zero_points(const std::vector<int32_t>& zero_points, int64_t oc_per_group, int64_t gi) {
+  if (zero_points.size() <= 1) return {zero_points[0]};
+  return {zero_points.begin() + gi * oc_per_group, zero_points.begin() + (gi + 1) * oc_per_group};
+}
+
+}  // namespace
+
+const QgemmPackedA& QconvWeights::pairs(int64_t gi) const {
+  Pairs& p = *pairs_;
+  std::call_once(p.once, [&] {
+    const int64_t oc_per_group = out_c / group;
+    p.groups = std::vector<QgemmPackedA>(static_cast<size_t>(group));
+    for (int64_t g = 0; g < group; ++g)
+      qgemm_pack_a(group_codes(p.source, oc_per_group, g), oc_per_group, k,
+                   group_zero_points(p.zero_points, oc_per_group, g), p.groups[static_cast<size_t>(g)]);
+    p.owner.reset();  // packed: the codes are no longer needed here
+  });
+  return p.groups[static_cast<size_t>(gi)];
+}
+
 void qconv_pack_weights(const QgemmCodes& w, int64_t out_c, int64_t in_c_per_group, int64_t kernel_h,
-                        int64_t kernel_w, int64_t group, const std::vector<int32_t>& zero_points, QconvWeights& out) {
+                        int64_t kernel_w, int64_t group, const std::vector<int32_t>& zero_points, QconvWeights& out,
+                        std::shared_ptr<const void> source_owner) {
   const int64_t k_per_group = in_c_per_group * kernel_h * kernel_w;
   out.out_c = out_c;
   out.group = group;
@@ -19,17 +57,13 @@ void qconv_pack_weights(const QgemmCodes& w, int64_t out_c, int64_t in_c_per_gro
   out.in_c = in_c_per_group;
   out.kernel_h = kernel_h;
   out.kernel_w = kernel_w;
-  out.groups = std::vector<QgemmPackedA>(static_cast<size_t>(group));
-  out.quad_groups = std::vector<QgemmQuadA>(qgemm_avx512_vnni_supported() ? static_cast<size_t>(group) : 0);
-  out.tap_quad_groups = std::vector<QgemmQuadA>(!out.quad_groups.empty() && in_c_per_group == 1 ? static_cast<size_t>(group) : 0);
+  const bool vnni = qgemm_avx512_vnni_supported();
+  out.quad_groups = std::vector<QgemmQuadA>(vnni ? static_cast<size_t>(group) : 0);
+  out.tap_quad_groups = std::vector<QgemmQuadA>(vnni && in_c_per_group == 1 ? static_cast<size_t>(group) : 0);
   const int64_t oc_per_group = out_c / group;
   for (int64_t gi = 0; gi < group; ++gi) {
-    QgemmCodes sub = w;
-    sub.data = static_cast<const uint8_t*>(w.data) + gi * oc_per_group * w.stride_i;  // 1-byte codes
-    std::vector<int32_t> zp = {zero_points[0]};
-    if (zero_points.size() > 1)
-      zp.assign(zero_points.begin() + gi * oc_per_group, zero_points.begin() + (gi + 1) * oc_per_group);
-    qgemm_pack_a(sub, oc_per_group, k_per_group, zp, out.groups[static_cast<size_t>(gi)]);
+    const QgemmCodes sub = group_codes(w, oc_per_group, gi);
+    const std::vector<int32_t> zp = group_zero_points(zero_points, oc_per_group, gi);
     if (!out.quad_groups.empty())
       detail::qconv_pack_quad_weights(sub, oc_per_group, in_c_per_group, kernel_h, kernel_w, zp,
                                       out.quad_groups[static_cast<size_t>(gi)]);
@@ -37,6 +71,12 @@ void qconv_pack_weights(const QgemmCodes& w, int64_t out_c, int64_t in_c_per_gro
       detail::qconv_pack_tap_quad_weights(sub, oc_per_group, kernel_h, kernel_w, zp,
                                           out.tap_quad_groups[static_cast<size_t>(gi)]);
   }
+  out.pairs_ = std::make_shared<QconvWeights::Pairs>();
+  out.pairs_->source = w;
+  out.pairs_->zero_points = zero_points;
+  out.pairs_->owner = std::move(source_owner);
+  const bool deferred = out.pairs_->owner && qgemm_resolve_path(QgemmPath::kAuto) == QgemmPath::kAvx512Vnni;
+  if (!deferred) out.pairs(0);
 }
 
 namespace detail {
@@ -157,10 +197,19 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
     constexpr int64_t kMaxMult = int64_t{1} << 31;
     if (!vnni || out.kind != QgemmOutputKind::kCodes || r->ma < 0 || r->ma >= kMaxMult || r->mb < 0 ||
         r->mb >= kMaxMult) {
-      QgemmOutput plain = out;
+      QgemmOutput plain = out, joined = out;
       plain.residual = nullptr;
+      // The output may be the residual's own storage (written over it):
+      // keep the residual's codes before the conv overwrites them.
+      AlignedBuffer<uint8_t> kept;
+      QgemmResidualAdd kept_residual = *r;
+      if (r->codes == out.out) {
+        const size_t n = static_cast<size_t>(g.batch * g.out_c * g.out_h * g.out_w);
+        kept_residual.codes = std::memcpy(kept.get(static_cast<int64_t>(n)), r->codes, n);
+        joined.residual = &kept_residual;
+      }
       qconv(g, x, x_signed, x_zero_point, w, plain, pool, path);
-      detail::qconv_add_residual(g, out);
+      detail::qconv_add_residual(g, joined);
       return;
     }
   }
@@ -232,7 +281,7 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
       for (int64_t p = p_first; p < p_end; ++p) {
         const int nr = static_cast<int>(std::min<int64_t>(kQgemmNR, pixels - p * kQgemmNR));
         const uint8_t* panel = panel_mem + (p - p_first) * panel_bytes;
-        const QgemmPackedA& wg = w.groups[static_cast<size_t>(gi)];
+        const QgemmPackedA& wg = w.pairs(gi);
         for (int64_t t = 0; t < wg.tiles; ++t) {
           const int rows = static_cast<int>(std::min<int64_t>(kQgemmMR, ocg - t * kQgemmMR));
           ukernel(rows, kpairs, wg.tile(t), reinterpret_cast<const int16_t*>(panel), acc);

@@ -20,6 +20,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "runtime/kernels/x86/qgemm.h"
@@ -45,14 +47,24 @@ struct QconvGeometry {
 struct QconvWeights {
   int64_t out_c = 0, group = 1, k = 0;  // k: per group, C/group * KH * KW
   int64_t in_c = 0, kernel_h = 1, kernel_w = 1;  // in_c: per group
-  std::vector<QgemmPackedA> groups;
+  // Group gi in the int16-pair layout of the AVX2 and scalar tiers. Packed
+  // at build where one of those tiers is the automatic choice; on a VNNI CPU
+  // only on first use (a forced path), when the caller lets the weights'
+  // codes outlive the packing (qconv_pack_weights' source_owner) — the
+  // layout is twice the codes' size and most sessions never read it.
+  const QgemmPackedA& pairs(int64_t gi) const;
+  struct Pairs;  // qgemm_conv.cpp
+  std::shared_ptr<Pairs> pairs_;
   std::vector<QgemmQuadA> quad_groups;  // the VNNI layout, when the CPU has it
   // Single-channel groups on the VNNI tier: quads of 4 taps of one kernel row
   // (k ordered (kh, kw padded to 4)), for stride-1 convs (qgemm_vnni.h).
   std::vector<QgemmQuadA> tap_quad_groups;
 };
+// source_owner, when given, keeps w's codes alive as long as `out` (the
+// pair layout may then be packed later, from them).
 void qconv_pack_weights(const QgemmCodes& w, int64_t out_c, int64_t in_c_per_group, int64_t kernel_h,
-                        int64_t kernel_w, int64_t group, const std::vector<int32_t>& zero_points, QconvWeights& out);
+                        int64_t kernel_w, int64_t group, const std::vector<int32_t>& zero_points, QconvWeights& out,
+                        std::shared_ptr<const void> source_owner = nullptr);
 
 // y = conv(x - x_zp, w) through `out`, whose rows are the output channels
 // (channel_is_row = true) and whose columns are the pixels of one image:

@@ -55,7 +55,8 @@ class QConvKernel final : public Kernel {
     const auto zp = zero_point_codes(init.constant_input(in_.w_zp), w->dtype());
     if (!zp || (zp->size() != 1 && static_cast<int64_t>(zp->size()) != out_c_)) return false;
     const int64_t k = cg_ * kh_ * kw_;
-    qconv_pack_weights({w->raw(), w->dtype() == DType::kInt8, k, 1}, out_c_, cg_, kh_, kw_, group_, *zp, weights_);
+    qconv_pack_weights({w->raw(), w->dtype() == DType::kInt8, k, 1}, out_c_, cg_, kh_, kw_, group_, *zp, weights_,
+                       std::make_shared<const Tensor>(*w));
     if (qlinear_) {
       const Tensor *xs = init.constant_input(1), *ws = init.constant_input(4), *ys = init.constant_input(6),
                    *yz = init.constant_input(7);
@@ -129,13 +130,16 @@ class QConvKernel final : public Kernel {
         out.bias_saturates = true;
       }
     }
-    Tensor y = Tensor::uninitialized(out_type, {g.batch, out_c_, g.out_h, g.out_w});  // every element written
-    out.out = y.raw();
+    const Shape y_shape{g.batch, out_c_, g.out_h, g.out_w};
     QgemmResidualAdd residual;
-    if (residual_add_) {
-      if (!qlinear_ || !residual_params(ctx, y, residual)) return ref_->run(ctx);
-      out.residual = &residual;
-    }
+    if (residual_add_ && (!qlinear_ || !residual_params(ctx, out_type, y_shape, residual))) return ref_->run(ctx);
+    // The join reads each residual code just before it writes the output
+    // code at the same place, so a residual nobody reads later can take the
+    // output: one block's activations fewer alive (qconv handles the alias).
+    Tensor y = residual_add_ && ctx.input_reusable(9) ? ctx.input(9)
+                                                      : Tensor::uninitialized(out_type, y_shape);  // every element written
+    out.out = y.raw();
+    if (residual_add_) out.residual = &residual;
     qconv(g, x.raw(), x.dtype() == DType::kInt8, (*xz)[0], weights_, out, ctx.pool);
     ctx.outputs[0] = std::move(y);
     return Status::Ok();
@@ -144,10 +148,10 @@ class QConvKernel final : public Kernel {
  private:
   // The fused residual join's parameters (quant/graph/residual_add_fusion.h);
   // false leaves the node to the reference kernel (which reports bad input).
-  static bool residual_params(const KernelContext& ctx, const Tensor& y, QgemmResidualAdd& r) {
+  static bool residual_params(const KernelContext& ctx, DType y_type, const Shape& y_shape, QgemmResidualAdd& r) {
     if (!ctx.has_input(9) || !ctx.has_input(10) || !ctx.has_input(12)) return false;
     const Tensor& codes = ctx.input(9);
-    if (codes.dtype() != y.dtype() || codes.shape() != y.shape()) return false;
+    if (codes.dtype() != y_type || codes.shape() != y_shape) return false;
     const double ys = ctx.input(6).get_as_double(0), rs = ctx.input(10).get_as_double(0),
                  cs = ctx.input(12).get_as_double(0);
     if (!(ys > 0 && rs > 0 && cs > 0) || !std::isfinite(ys / cs) || !std::isfinite(rs / cs)) return false;
@@ -156,8 +160,8 @@ class QConvKernel final : public Kernel {
     const auto zp = [&](size_t i) { return ctx.has_input(i) ? static_cast<int32_t>(ctx.input(i).get_as_int64(0)) : 0; };
     r.codes = codes.raw();
     r.a_zp = zp(7), r.b_zp = zp(11), r.c_zp = zp(13);
-    r.qmin = y.dtype() == DType::kInt8 ? -128 : 0;
-    r.qmax = y.dtype() == DType::kInt8 ? 127 : 255;
+    r.qmin = y_type == DType::kInt8 ? -128 : 0;
+    r.qmax = y_type == DType::kInt8 ? 127 : 255;
     r.ma = m->ma, r.mb = m->mb, r.n = m->n;
     return true;
   }
