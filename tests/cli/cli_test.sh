@@ -606,6 +606,7 @@ json_check "prune reports every step" "$TMP/out" 'j.steps.length === 3 && j.step
    j.steps[1].deflated_bytes < 0.75 * j.steps[0].deflated_bytes &&
    j.steps[2].deflated_bytes < 0.5 * j.steps[1].deflated_bytes'
 [ "$(cksum <"$MLP")" = "$before" ] || fail "prune changed its input model"
+expect_error "prune: --cluster alone with --epochs" 2 "applies to pruning" prune "$MLP" -o "$P/c.onnx" --cluster 3 --epochs 2
 expect_ok "prune --cluster alone" prune "$MLP" -o "$P/c3.onnx" --cluster 3 --json
 json_check "--cluster without --sparsity only clusters" "$TMP/out" 'j.sparsity === 0 && j.steps.length === 2 &&
    j.steps[1].step === "clustered" && j.steps[1].nonzero === j.steps[0].nonzero'

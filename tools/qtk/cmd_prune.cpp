@@ -100,6 +100,13 @@ Outcome run_prune(const ParsedArgs& args) {
   QTK_CLI_RETURN_IF_FAILED(real_option(args, "--ramp", 0, 1, ramp));
   const std::string* data_spec = args.get("--data");
   const std::string* val_spec = args.get("--val");
+  // Clustering alone fine-tunes only the shared values (--cluster-epochs):
+  // the pruning schedule's options would be silently ignored.
+  if (bits > 0 && mo.sparsity == 0)
+    for (const char* o : {"--epochs", "--ramp", "--edge-sparsity"})
+      if (args.has(o))
+        return Outcome::usage(std::string(o) + " applies to pruning; --cluster without --sparsity only clusters "
+                              "(use --cluster-epochs for its fine-tuning)");
 
   if (same_file(in_path, *out_path)) return Outcome::usage("output " + *out_path + " is the input model; choose another -o");
   std::error_code ec;
