@@ -1,6 +1,7 @@
 // Quantized models: qtk's integer runtime against ONNX Runtime. Quantizes
 //   models/cnn.onnx      to QOperator (QLinearConv, QGemm, integer MaxPool ...)
 //   models/resnet20.onnx to QDQ (ORT fuses it into its own integer kernels)
+//   models/vit_fm.onnx   to QOperator (QLinearMatMul, QLinearConcat, ...)
 // with 256 Fashion-MNIST training images (W8 per channel, A8 uint8, MinMax),
 // saves them, runs each saved file in onnxruntime-node (tests/ort/ort_run.mjs)
 // and in a qtk Session with SessionOptions::integer on the same test images,
@@ -251,6 +252,7 @@ int main(int argc, char** argv) {
   }
   int failures = 0;
   for (const Case& c : {Case{"cnn", ExportFormat::kQOperator}, Case{"resnet20", ExportFormat::kQDQ},
+                        Case{"vit_fm", ExportFormat::kQOperator},  // QLinearMatMul, QLinearConcat, QLinearAdd/Mul
                         Case{"fmnist_small", ExportFormat::kQDQ, quant::QFormat::kInt4},
                         Case{"mlp", ExportFormat::kQOperator, quant::QFormat::kInt4, ActivationMode::kWeightOnly,
                              Granularity::kPerGroup},

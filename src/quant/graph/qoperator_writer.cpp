@@ -447,6 +447,7 @@ class Rewriter {
     else if (op == "Gemm") rewrite_gemm(i);
     else if (op == "Add" || op == "Mul") rewrite_binary(i);
     else if (op == "GlobalAveragePool") rewrite_global_average_pool(i);
+    else if (op == "Concat") rewrite_concat(i);
     else if (op == "MaxPool" || op == "Reshape" || op == "Flatten" || op == "Transpose" || op == "Squeeze" ||
              op == "Unsqueeze")
       rewrite_data_movement(i);
@@ -611,6 +612,29 @@ class Rewriter {
          kMsDomain)
         .set_attr(ir::attr_int("channels_last", 0));
     ++stats_.qlinear_global_average_pool;
+  }
+
+  // Every input a DQ of an 8-bit tensor with constant parameters of the
+  // output's type: com.microsoft QLinearConcat maps each input's codes onto
+  // the output's grid (exactly DQ → Concat → Q, see qlinear_concat_ops.cpp).
+  void rewrite_concat(size_t i) {
+    if (!opt_.contrib_ops) return;
+    const ir::Node& n = g_.nodes[i];
+    if (n.inputs.empty() || !n.has_attr("axis")) return;
+    auto out = quantized_output(i);
+    if (!out || out->folded) return;
+    std::vector<std::string> in = {out->y.scale, zero_point(out->y)};
+    for (const auto& name : n.inputs) {
+      auto x = dq_activation(name);
+      if (!x || !x->const_params() || x->dtype != out->y.dtype) return;
+      in.push_back(x->q);
+      in.push_back(x->scale);
+      in.push_back(zero_point(*x));
+    }
+    removed_[i] = true;
+    const std::string target = output_target(i, *out);
+    emit(i, "QLinearConcat", std::move(in), {target}, kMsDomain).set_attr(ir::attr_int("axis", n.attr_int("axis", 0)));
+    ++stats_.qlinear_concat;
   }
 
   // The op commutes with (de)quantization when input and output share their

@@ -52,6 +52,7 @@ struct QOperatorStats {
   int qlinear_add = 0;
   int qlinear_mul = 0;
   int qlinear_global_average_pool = 0;
+  int qlinear_concat = 0;
   int integer_data_movement = 0;  // MaxPool, Reshape, ... run on the integer tensor
   int integer_accumulate = 0;     // ConvInteger / MatMulInteger + Cast + Mul (float output)
   int activations_folded = 0;     // Relu / Clip folded into an output range
@@ -59,7 +60,7 @@ struct QOperatorStats {
   int dq_q_pairs_removed = 0;
   int matmul_nbits = 0;  // weight-only 4-bit MatMul / Gemm (matmul_nbits_writer.h)
   int total() const {
-    return matmul_nbits + qlinear_conv + qlinear_matmul + qgemm + qlinear_add + qlinear_mul + qlinear_global_average_pool +
+    return matmul_nbits + qlinear_conv + qlinear_matmul + qgemm + qlinear_add + qlinear_mul + qlinear_global_average_pool + qlinear_concat +
            integer_data_movement + integer_accumulate + dq_q_pairs_removed;
   }
 };

@@ -12,6 +12,7 @@
 #include "quant/schemes/fixed_point.h"
 #include "runtime/kernels/ref/common.h"
 #include "runtime/kernels/ref/matmul_nbits.h"
+#include "runtime/kernels/ref/qlinear_concat_ops.h"
 #include "runtime/thread_pool.h"
 #include "runtime/op_registry.h"
 
@@ -263,6 +264,7 @@ Status qgemm(KernelContext& ctx, const QGemmAttrs& at) {
 
 void register_qlinear_contrib_ops(OpRegistry& r) {
   register_matmul_nbits_op(r);
+  register_qlinear_concat_op(r);
   r.add("QLinearAdd", [](const KernelInit&) { return make_fn_kernel(qlinear_add); }, kMsDomain);
   r.add("QLinearMul", [](const KernelInit&) { return make_fn_kernel(qlinear_mul); }, kMsDomain);
   r.add("QLinearGlobalAveragePool",
