@@ -294,6 +294,51 @@ TEST(QLinearX86, MatMulsMatchReference) {
   }
 }
 
+// B an activation (attention's Q·Kᵀ, P·V): packed per matrix at run time.
+TEST(QLinearX86, BatchedMatMulsWithActivationBMatchReference) {
+  const uint32_t seed = 2718;
+  std::mt19937 rng(seed);
+  auto pick = [&](std::vector<int64_t> v) { return v[rng() % v.size()]; };
+  for (int iter = 0; iter < 40; ++iter) {
+    const int64_t m = pick({1, 2, 7, 17, 50}), k = pick({1, 3, 16, 17, 50}), n = pick({1, 5, 16, 31, 50});
+    const int rank = static_cast<int>(pick({2, 3, 4}));
+    Shape batch = rank == 2 ? Shape{} : rank == 3 ? Shape{pick({1, 3})} : Shape{2, pick({1, 4})};
+    Shape a_shape = batch, b_shape = batch;
+    a_shape.insert(a_shape.end(), {m, k});
+    b_shape.insert(b_shape.end(), {k, n});
+    const DType at = pick_type(rng), bt = pick_type(rng), yt = pick_type(rng);
+    NodeCase q;
+    q.node.op_type = "QLinearMatMul";
+    q.add(codes(at, a_shape, rng), false);
+    q.add(scales(0, rng), true);
+    q.add(zero_points(at, 0, rng), true);
+    q.add(codes(bt, b_shape, rng), false);  // not a constant
+    q.add(scales(0, rng), true);
+    q.add(rng() % 3 ? zero_points(bt, 0, rng) : Tensor(), false);
+    q.add(scales(0, rng, 0.05f, 0.5f), true);
+    q.add(zero_points(yt, 0, rng), true);
+    q.node.outputs = {"y"};
+    q.describe = "A " + shape_to_string(a_shape) + " B " + shape_to_string(b_shape) + " seed " + std::to_string(seed) +
+                 " iter " + std::to_string(iter);
+    expect_as_reference(q, x86::try_make_qlinear_matmul_kernel);
+    if (HasFatalFailure()) return;
+  }
+  // Broadcast batch dimensions and per-column B scales go to the reference (same results, same errors).
+  NodeCase bc;
+  bc.node.op_type = "QLinearMatMul";
+  bc.add(codes(DType::kUInt8, {2, 3, 4}, rng), false);
+  bc.add(scales(0, rng), true);
+  bc.add(zero_points(DType::kUInt8, 0, rng), true);
+  bc.add(codes(DType::kUInt8, {1, 4, 5}, rng), false);
+  bc.add(scales(0, rng), true);
+  bc.add(zero_points(DType::kUInt8, 0, rng), true);
+  bc.add(scales(0, rng, 0.05f, 0.5f), true);
+  bc.add(zero_points(DType::kUInt8, 0, rng), true);
+  bc.node.outputs = {"y"};
+  bc.describe = "broadcast batch";
+  expect_as_reference(bc, x86::try_make_qlinear_matmul_kernel);
+}
+
 TEST(QLinearX86, QGemmMatchesReference) {
   const uint32_t seed = 314;
   std::mt19937 rng(seed);

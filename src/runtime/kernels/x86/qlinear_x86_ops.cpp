@@ -1,9 +1,11 @@
 // Optimized QLinearMatMul, MatMulInteger and com.microsoft QGemm on the int8
 // GEMM (qgemm.h): a constant 2-D weight B is packed once when the session is
 // built, and so are the requantization multipliers when the scales are
-// constant. Everything else (non-constant or batched B, per-row A zero
-// points, out-of-range zero points, bad parameters) runs the reference kernel,
-// which also reports every error. Results equal the reference bit for bit.
+// constant. A QLinearMatMul whose B is an activation (attention's Q·Kᵀ and
+// P·V) packs B per matrix at run time instead. Everything else (broadcast
+// batch dimensions, per-row A zero points, out-of-range zero points, bad
+// parameters) runs the reference kernel, which also reports every error.
+// Results equal the reference bit for bit.
 #include <optional>
 
 #include "quant/schemes/fixed_point.h"
@@ -12,6 +14,7 @@
 #include "runtime/kernels/x86/qlinear_x86_common.h"
 #include "runtime/kernels/x86/qlinear_x86_ops.h"
 #include "runtime/op_registry.h"
+#include "runtime/thread_pool.h"
 
 namespace qtk::rt {
 namespace x86 {
@@ -70,21 +73,27 @@ bool run_packed_gemm(KernelContext& ctx, const PackedWeight& w, DType y_type, co
 // ---------------------------------------------------------------------------
 // QLinearMatMul: a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp.
 
+// QLinearMatMul's multipliers from the scales (as the reference computes
+// them), for n output columns; b_scale per tensor or per column.
+std::optional<QgemmRequant> matmul_requant(const Tensor& a_scale, const Tensor& b_scale, const Tensor& y_scale,
+                                           const Tensor& y_zp, int64_t n) {
+  if (!is_8bit(y_zp.dtype()) || y_zp.numel() < 1 || a_scale.numel() < 1 || y_scale.numel() < 1) return std::nullopt;
+  const std::vector<float> bs = b_scale.to_float_vector();
+  if (bs.size() != 1 && static_cast<int64_t>(bs.size()) != n) return std::nullopt;
+  const float as = static_cast<float>(a_scale.get_as_double(0)), ys = static_cast<float>(y_scale.get_as_double(0));
+  std::vector<quant::FixedPointMultiplier> mult;
+  for (float s : bs) mult.push_back(quant::quantize_multiplier(static_cast<double>(as) * s / ys));
+  return qgemm_make_requant(mult, n, static_cast<int32_t>(y_zp.get_as_int64(0)), qmin_of(y_zp.dtype()),
+                            qmax_of(y_zp.dtype()));
+}
+
 class QLinearMatMulKernel final : public Kernel {
  public:
   QLinearMatMulKernel(std::unique_ptr<Kernel> ref, std::unique_ptr<PackedWeight> w) : ref_(std::move(ref)), w_(std::move(w)) {}
 
-  // Multipliers from the scales (as the reference computes them).
   std::optional<QgemmRequant> requant(const Tensor& a_scale, const Tensor& b_scale, const Tensor& y_scale,
                                       const Tensor& y_zp) const {
-    if (!is_8bit(y_zp.dtype()) || y_zp.numel() < 1 || a_scale.numel() < 1 || y_scale.numel() < 1) return std::nullopt;
-    const std::vector<float> bs = b_scale.to_float_vector();
-    if (bs.size() != 1 && static_cast<int64_t>(bs.size()) != w_->n) return std::nullopt;
-    const float as = static_cast<float>(a_scale.get_as_double(0)), ys = static_cast<float>(y_scale.get_as_double(0));
-    std::vector<quant::FixedPointMultiplier> mult;
-    for (float s : bs) mult.push_back(quant::quantize_multiplier(static_cast<double>(as) * s / ys));
-    return qgemm_make_requant(mult, w_->n, static_cast<int32_t>(y_zp.get_as_int64(0)), qmin_of(y_zp.dtype()),
-                              qmax_of(y_zp.dtype()));
+    return matmul_requant(a_scale, b_scale, y_scale, y_zp, w_->n);
   }
 
   void prepare(const KernelInit& init) {
@@ -113,11 +122,81 @@ class QLinearMatMulKernel final : public Kernel {
   std::optional<QgemmRequant> cached_;
 };
 
+// QLinearMatMul with an activation B: A [..., M, K] · B [..., K, N], the
+// same batch dimensions on both (no broadcasting), per-tensor parameters.
+// Each matrix of B is packed where it is used; batches go to the threads
+// (or, when there are fewer matrices than threads, each GEMM is split).
+class QLinearBatchedMatMulKernel final : public Kernel {
+ public:
+  explicit QLinearBatchedMatMulKernel(std::unique_ptr<Kernel> ref) : ref_(std::move(ref)) {}
+
+  Status run(KernelContext& ctx) override {
+    for (size_t i = 0; i < 8; ++i)
+      if (!ctx.has_input(i)) return ref_->run(ctx);
+    const Tensor &a = ctx.input(0), &b = ctx.input(3);
+    const int rank = a.rank();
+    if (!is_8bit(a.dtype()) || !is_8bit(b.dtype()) || rank < 2 || b.rank() != rank || a.dim(-1) != b.dim(-2))
+      return ref_->run(ctx);
+    for (int d = 0; d + 2 < rank; ++d)
+      if (a.dim(d) != b.dim(d)) return ref_->run(ctx);
+    const Tensor *azp = optional_input(ctx, 2), *bzp = optional_input(ctx, 5);
+    if ((azp && azp->numel() > 1) || (bzp && bzp->numel() > 1)) return ref_->run(ctx);
+    for (size_t i : {1, 4, 6, 7})  // per tensor only
+      if (ctx.input(i).numel() != 1) return ref_->run(ctx);
+    const auto az = zero_point_codes(azp, a.dtype()), bz = zero_point_codes(bzp, b.dtype());
+    if (!az || !bz || !scales_valid(ctx.input(1).to_float_vector()) || !scales_valid(ctx.input(4).to_float_vector()) ||
+        !scales_valid(ctx.input(6).to_float_vector()))
+      return ref_->run(ctx);
+    const int64_t m = a.dim(-2), k = a.dim(-1), n = b.dim(-1);
+    const auto r = matmul_requant(ctx.input(1), ctx.input(4), ctx.input(6), ctx.input(7), n);
+    if (!r) return ref_->run(ctx);
+    const DType y_type = ctx.input(7).dtype();
+    Shape ys(a.shape().begin(), a.shape().end() - 1);
+    ys.push_back(n);
+    Tensor y = Tensor::uninitialized(y_type, ys);  // every element written
+    const int64_t batches = shape_numel(ys) / std::max<int64_t>(m * n, 1);
+    if (m * n == 0) {
+      ctx.outputs[0] = std::move(y);
+      return Status::Ok();
+    }
+    const auto* ap = static_cast<const uint8_t*>(a.raw());
+    const auto* bp = static_cast<const uint8_t*>(b.raw());
+    auto* yp = static_cast<uint8_t*>(y.raw());
+    auto one = [&](int64_t i, ThreadPool* pool) {
+      QgemmPackedB packed;
+      qgemm_pack_b({bp + i * k * n, b.dtype() == DType::kInt8, n, 1}, k, n, *bz, packed);
+      QgemmOutput out;
+      out.kind = QgemmOutputKind::kCodes;
+      out.requant = &*r;
+      out.codes_signed = y_type == DType::kInt8;
+      out.out = yp + i * m * n;
+      out.ldo = n;
+      qgemm(m, {ap + i * m * k, a.dtype() == DType::kInt8, k, 1}, (*az)[0], packed, out, pool);
+    };
+    if (batches < ctx.pool->size()) {
+      for (int64_t i = 0; i < batches; ++i) one(i, ctx.pool);
+    } else {
+      ctx.pool->parallel_for(batches, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) one(i, nullptr);
+      });
+    }
+    ctx.outputs[0] = std::move(y);
+    return Status::Ok();
+  }
+
+ private:
+  std::unique_ptr<Kernel> ref_;
+};
+
 }  // namespace
 
 Expected<std::unique_ptr<Kernel>> try_make_qlinear_matmul_kernel(const KernelInit& init) {
   auto w = pack_weight(init.constant_input(3), init.constant_input(5), node_has_input(init, 5), false);
-  if (!w) return std::unique_ptr<Kernel>();
+  if (!w) {
+    if (init.constant_input(3)) return std::unique_ptr<Kernel>();  // a constant B the GEMM does not take
+    QTK_ASSIGN_OR_RETURN(auto ref, make_reference_kernel(init));
+    return std::unique_ptr<Kernel>(std::make_unique<QLinearBatchedMatMulKernel>(std::move(ref)));
+  }
   QTK_ASSIGN_OR_RETURN(auto ref, make_reference_kernel(init));
   auto k = std::make_unique<QLinearMatMulKernel>(std::move(ref), std::move(w));
   k->prepare(init);
