@@ -350,7 +350,8 @@ if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "$
   json_check "first cached run calibrates and evaluates" "$Q/cache1.json" \
     'j.calibration.cache === "written" && j.calibration.ranges_calibrated > 0 && !j.calibration.skipped &&
      j.calibration.samples === 64 && j.accuracy_before > 0.7 && Math.abs(j.accuracy_before - j.accuracy_after) < 0.03 &&
-     j.images_per_second_before > 0 && j.images_per_second_after > 0'
+     j.images_per_second_before > 0 && j.images_per_second_after > 0 && j.images_per_second_integer > 0 &&
+     Math.abs(j.accuracy_integer - j.accuracy_after) < 0.03 && j.eval_integer.samples === 300'
   same_bytes "quantize on fashion-mnist twice (with and without a cache)" "$Q/mlp.onnx" "$Q/cache1.onnx"
   cp "$Q/ranges.json" "$Q/ranges_before.json"
   expect_ok "quantize --calib-cache (reuse)" quantize "$MLP" -o "$Q/cache2.onnx" --calib-samples 64 \

@@ -42,7 +42,9 @@ constexpr OptionSpec kOptions[] = {
     {"--calib-cache", "FILE.json", "load activation ranges from FILE.json if it exists, else write them there"},
     QTK_QUANT_EXPORT_OPTIONS,
     {"--threads", "N", "threads for calibration and --eval (default: physical cores)"},
-    {"--eval", "SPEC", "also measure the float and the quantized model on SPEC, e.g. fashion-mnist:test"},
+    {"--eval", "SPEC",
+     "also measure the float model and the quantized one (on qtk's int8 runtime and as a QDQ graph in float) on SPEC, "
+     "e.g. fashion-mnist:test"},
     {"--limit", "N", "with --eval (and --val): use only the first N samples"},
     QTK_MIXED_PRECISION_OPTIONS,
     {"--report", "FILE.json", "also write the report as JSON to FILE.json"},
@@ -65,9 +67,10 @@ std::function<void(const std::string&, int64_t, int64_t)> quantize_progress() {
 }
 
 Expected<eval::EvalResult> evaluate_model(const Model& model, const data::Dataset& ds, int64_t threads,
-                                          const std::string& label) {
+                                          const std::string& label, bool integer = false) {
   SessionOptions so;
   so.threads = static_cast<int>(threads);
+  so.integer = integer;
   QTK_ASSIGN_OR_RETURN(std::unique_ptr<Session> session, Session::create(model, so));
   eval::EvalOptions eo;
   eo.progress = terminal_progress("qtk quantize: evaluating " + label, "images");
@@ -211,7 +214,8 @@ Outcome run_quantize(const ParsedArgs& args) {
     QTK_CLI_ASSIGN_OR_FAIL(cmp.before, evaluate_model(model, ds, threads, "float"));
     // The quantized model as written, read back: what a user will run.
     QTK_CLI_ASSIGN_OR_FAIL(Model written, load_model(*out_path));
-    QTK_CLI_ASSIGN_OR_FAIL(cmp.after, evaluate_model(written, ds, threads, "quantized"));
+    QTK_CLI_ASSIGN_OR_FAIL(cmp.integer, evaluate_model(written, ds, threads, "quantized (int8 runtime)", true));
+    QTK_CLI_ASSIGN_OR_FAIL(cmp.after, evaluate_model(written, ds, threads, "quantized (QDQ graph)"));
     summary.eval = std::move(cmp);
   }
 
@@ -236,7 +240,8 @@ const CommandSpec kQuantizeCommand = {
     "The quantized model is a standard ONNX QDQ graph that qtk and other runtimes execute. Calibration\n"
     "uses a fixed random subset of --calib-samples samples, so the same command writes the same bytes.\n"
     "The report lists every quantized tensor with its scheme, scales and SQNR, the nodes left in float\n"
-    "and why, and, with --eval, accuracy and speed before and after.",
+    "and why, and, with --eval, accuracy and speed before and after (the quantized model on qtk's\n"
+    "int8 runtime, and as its QDQ graph in float: the accuracy a QDQ runtime's simulation gets).",
     kOptions,
     run_quantize,
 };

@@ -185,13 +185,21 @@ std::string render_quantize_text(const QuantizeSummary& s) {
   if (s.eval) {
     const auto& e = *s.eval;
     out += "\nevaluation on " + e.data + " (" + format_count(static_cast<uint64_t>(e.before.samples)) + " samples):\n";
+    auto change = [&](const eval::EvalResult& q) {
+      return std::vector<std::string>{
+          "", fmt("%+.4f", q.accuracy - e.before.accuracy),
+          e.before.images_per_second > 0 ? fmt("%.2fx", q.images_per_second / e.before.images_per_second) : "-"};
+    };
     std::vector<std::vector<std::string>> ev = {
         {"", "accuracy", "images/s"},
         {"float", fmt("%.4f", e.before.accuracy), fmt("%.1f", e.before.images_per_second)},
-        {"quantized", fmt("%.4f", e.after.accuracy), fmt("%.1f", e.after.images_per_second)},
-        {"change", fmt("%+.4f", e.after.accuracy - e.before.accuracy),
-         e.before.images_per_second > 0 ? fmt("%.2fx", e.after.images_per_second / e.before.images_per_second) : "-"},
+        {"quantized, qtk int8 runtime", fmt("%.4f", e.integer.accuracy), fmt("%.1f", e.integer.images_per_second)},
+        change(e.integer),
+        {"quantized, QDQ graph in float", fmt("%.4f", e.after.accuracy), fmt("%.1f", e.after.images_per_second)},
+        change(e.after),
     };
+    ev[3][0] = "  change";
+    ev[5][0] = "  change";
     out += table(ev, "  ");
   }
   return out;
@@ -282,6 +290,10 @@ std::string render_quantize_json(const QuantizeSummary& s) {
     json_eval(w, e.before);
     w.key("eval_after");
     json_eval(w, e.after);
+    w.key("accuracy_integer").value(e.integer.accuracy);
+    w.key("images_per_second_integer").value(e.integer.images_per_second);
+    w.key("eval_integer");
+    json_eval(w, e.integer);
   }
   w.end_object();
   return w.str();

@@ -36,7 +36,11 @@ struct QuantizeSettings {
 
 struct EvalComparison {
   std::string data;  // data set spec
-  eval::EvalResult before, after;
+  // after: the written QDQ graph with float kernels between Q/DQ pairs (the
+  // accuracy any QDQ runtime's simulation gets); integer: the same file on
+  // qtk's integer runtime (SessionOptions::integer), whose speed is the one
+  // a user of qtk gets.
+  eval::EvalResult before, after, integer;
 };
 
 struct QuantizeSummary {
