@@ -22,8 +22,10 @@
 
 #include "runtime/kernels/ref/common.h"
 #include "runtime/kernels/ref/elementwise_common.h"
+#include "runtime/kernels/ref/depthwise_plane.h"
 #include "runtime/kernels/ref/im2col.h"
 #include "runtime/kernels/ref/sgemm.h"
+#include "runtime/kernels/x86/sconv_depthwise.h"
 #include "runtime/kernels/x86/sconv_implicit_gemm.h"
 #include "runtime/op_registry.h"
 #include "runtime/optimize.h"
@@ -154,32 +156,26 @@ Status check_kernel_attr(const ConvAttrs& a, const Shape& kernel) {
   return Status::Ok();
 }
 
-// Depthwise-style Conv (one input channel per group) as a direct window loop
-// for 1-D and 2-D: out[m] = sum_k x[c(m)] * w[m] + b[m].
-void depthwise_plane(const float* x, const float* w, float bias, const ConvGeometry& g, float* y) {
+// Depthwise-style Conv (one input channel per group), 1-D or 2-D, as a
+// direct window loop: out[m] = b[m] + sum_k x[c(m)] * w[m] (the order in
+// ref/depthwise_plane.h); AVX-512 on the plane's interior when the path allows.
+DepthwisePlane depthwise_view(const ConvGeometry& g) {
   const bool one_d = g.rank() == 1;
-  const int64_t IH = one_d ? 1 : g.in[0], IW = g.in[g.rank() - 1];
-  const int64_t OH = one_d ? 1 : g.out[0], OW = g.out[g.rank() - 1];
-  const int64_t KH = one_d ? 1 : g.kernel[0], KW = g.kernel[g.rank() - 1];
-  const int64_t SH = one_d ? 1 : g.strides[0], SW = g.strides[g.rank() - 1];
-  const int64_t DH = one_d ? 1 : g.dilations[0], DW = g.dilations[g.rank() - 1];
-  const int64_t PH = one_d ? 0 : g.pads_begin[0], PW = g.pads_begin[g.rank() - 1];
-  for (int64_t oh = 0; oh < OH; ++oh) {
-    for (int64_t ow = 0; ow < OW; ++ow) {
-      float sum = bias;
-      for (int64_t kh = 0; kh < KH; ++kh) {
-        const int64_t ih = oh * SH - PH + kh * DH;
-        if (ih < 0 || ih >= IH) continue;
-        const float* xr = x + ih * IW;
-        const float* wr = w + kh * KW;
-        for (int64_t kw = 0; kw < KW; ++kw) {
-          const int64_t iw = ow * SW - PW + kw * DW;
-          if (iw >= 0 && iw < IW) sum += xr[iw] * wr[kw];
-        }
-      }
-      y[oh * OW + ow] = sum;
-    }
-  }
+  const int last = g.rank() - 1;
+  DepthwisePlane p;
+  p.in_h = one_d ? 1 : g.in[0], p.in_w = g.in[last];
+  p.out_h = one_d ? 1 : g.out[0], p.out_w = g.out[last];
+  p.k_h = one_d ? 1 : g.kernel[0], p.k_w = g.kernel[last];
+  p.s_h = one_d ? 1 : g.strides[0], p.s_w = g.strides[last];
+  p.d_h = one_d ? 1 : g.dilations[0], p.d_w = g.dilations[last];
+  p.p_h = one_d ? 0 : g.pads_begin[0], p.p_w = g.pads_begin[last];
+  return p;
+}
+
+void depthwise_plane(const float* x, const float* w, float bias, const DepthwisePlane& p, bool avx512, float* y) {
+  if (avx512) return x86::sconv_depthwise_plane_avx512(x, w, bias, p, y);  // same sums, vectorized
+  for (int64_t oh = 0; oh < p.out_h; ++oh)
+    for (int64_t ow = 0; ow < p.out_w; ++ow) y[oh * p.out_w + ow] = depthwise_output(x, w, bias, p, oh, ow);
 }
 
 // X and W of Conv / ConvTranspose: float32, [N, C, spatial...], same rank.
@@ -326,10 +322,12 @@ Status ConvKernel::run(KernelContext& ctx) {
   if (N == 0 || M == 0 || P == 0) return finish();
 
   if (Cg == 1 && G > 1 && g.rank() <= 2) {
+    const DepthwisePlane view = depthwise_view(g);
+    const bool avx512 = path_ == SgemmPath::kAvx512 && x86::sconv_depthwise_avx512_supported();
     ctx.pool->parallel_for(N * M, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         const int64_t n = t / M, m = t % M, c = m / Mg;
-        depthwise_plane(x + (n * C + c) * Q, w + m * K, bias ? bias[m] : 0.f, g, y + t * P);
+        depthwise_plane(x + (n * C + c) * Q, w + m * K, bias ? bias[m] : 0.f, view, avx512, y + t * P);
         conv_epilogue(y + t * P, z != nullptr ? z + t * P : nullptr, P, inline_clamp, a.lo, a.hi);
       }
     }, work_grain(P * K));

@@ -1,0 +1,76 @@
+#include "runtime/kernels/x86/sconv_depthwise.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "core/cpu_features.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+// fp-contract off: the product and the sum stay two roundings, as in the
+// reference (the compiler may otherwise fuse _mm512_mul_ps + _mm512_add_ps).
+#define QTK_DW512 __attribute__((target("avx512f"), optimize("fp-contract=off")))
+#endif
+
+namespace qtk::rt::x86 {
+
+namespace {
+
+// Never inlined into the AVX-512 function below, where the compiler could
+// fuse its multiply and add (FMA is enabled there) and round differently.
+__attribute__((noinline)) void reference_plane(const float* x, const float* w, float bias, const DepthwisePlane& g, float* y) {
+  for (int64_t oh = 0; oh < g.out_h; ++oh)
+    for (int64_t ow = 0; ow < g.out_w; ++ow) y[oh * g.out_w + ow] = depthwise_output(x, w, bias, g, oh, ow);
+}
+
+}  // namespace
+
+#if defined(__x86_64__) || defined(__i386__)
+
+bool sconv_depthwise_avx512_supported() { return cpu_has_avx512f(); }
+
+QTK_DW512 void sconv_depthwise_plane_avx512(const float* x, const float* w, float bias, const DepthwisePlane& g,
+                                            float* y) {
+  if (g.s_w > 2) return reference_plane(x, w, bias, g, y);
+  // The zero-padded plane: every window of every output lies inside, and a
+  // row's last vector (up to 15 lanes past the row, twice that at stride 2)
+  // reads into the next rows or the slack.
+  const int64_t hp = std::max(g.p_h + g.in_h, (g.out_h - 1) * g.s_h + (g.k_h - 1) * g.d_h + 1);
+  const int64_t wp = std::max(g.p_w + g.in_w, (g.out_w - 1) * g.s_w + (g.k_w - 1) * g.d_w + 1);
+  thread_local std::vector<float> buffer;
+  buffer.assign(static_cast<size_t>(hp * wp + 48), 0.f);
+  float* pad = buffer.data();
+  for (int64_t r = 0; r < g.in_h; ++r)
+    std::memcpy(pad + (r + g.p_h) * wp + g.p_w, x + r * g.in_w, static_cast<size_t>(g.in_w) * sizeof(float));
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512 vbias = _mm512_set1_ps(bias);
+  for (int64_t oh = 0; oh < g.out_h; ++oh) {
+    float* yr = y + oh * g.out_w;
+    for (int64_t ow = 0; ow < g.out_w; ow += 16) {
+      const int64_t lanes = std::min<int64_t>(16, g.out_w - ow);
+      __m512 acc = vbias;
+      for (int64_t kh = 0; kh < g.k_h; ++kh) {
+        const float* row = pad + (oh * g.s_h + kh * g.d_h) * wp + ow * g.s_w;
+        for (int64_t kw = 0; kw < g.k_w; ++kw) {
+          const float* src = row + kw * g.d_w;
+          const __m512 v = g.s_w == 1 ? _mm512_loadu_ps(src)
+                                      : _mm512_permutex2var_ps(_mm512_loadu_ps(src), even, _mm512_loadu_ps(src + 16));
+          acc = _mm512_add_ps(acc, _mm512_mul_ps(v, _mm512_set1_ps(w[kh * g.k_w + kw])));
+        }
+      }
+      _mm512_mask_storeu_ps(yr + ow, static_cast<__mmask16>((1u << lanes) - 1), acc);
+    }
+  }
+}
+
+#else
+
+bool sconv_depthwise_avx512_supported() { return false; }
+void sconv_depthwise_plane_avx512(const float* x, const float* w, float bias, const DepthwisePlane& g, float* y) {
+  reference_plane(x, w, bias, g, y);
+}
+
+#endif
+
+}  // namespace qtk::rt::x86
