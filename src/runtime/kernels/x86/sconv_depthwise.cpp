@@ -45,6 +45,26 @@ QTK_DW512 void sconv_depthwise_plane_avx512(const float* x, const float* w, floa
     std::memcpy(pad + (r + g.p_h) * wp + g.p_w, x + r * g.in_w, static_cast<size_t>(g.in_w) * sizeof(float));
   const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   const __m512 vbias = _mm512_set1_ps(bias);
+  if (g.s_h == 1 && g.s_w == 1 && g.out_w < 16) {
+    // Narrow planes: outputs on the padded grid, v = oh * wp + ow, are one
+    // contiguous run (each tap a fixed offset), so a vector spans rows; the
+    // columns past out_w are computed and dropped.
+    const int64_t virt = g.out_h * wp;
+    thread_local std::vector<float> grid;
+    grid.resize(static_cast<size_t>(virt + 16));
+    for (int64_t v = 0; v < virt; v += 16) {
+      __m512 acc = vbias;
+      for (int64_t kh = 0; kh < g.k_h; ++kh)
+        for (int64_t kw = 0; kw < g.k_w; ++kw) {
+          const __m512 xv = _mm512_loadu_ps(pad + v + kh * g.d_h * wp + kw * g.d_w);
+          acc = _mm512_add_ps(acc, _mm512_mul_ps(xv, _mm512_set1_ps(w[kh * g.k_w + kw])));
+        }
+      _mm512_storeu_ps(grid.data() + v, acc);
+    }
+    for (int64_t oh = 0; oh < g.out_h; ++oh)
+      std::memcpy(y + oh * g.out_w, grid.data() + oh * wp, static_cast<size_t>(g.out_w) * sizeof(float));
+    return;
+  }
   for (int64_t oh = 0; oh < g.out_h; ++oh) {
     float* yr = y + oh * g.out_w;
     for (int64_t ow = 0; ow < g.out_w; ow += 16) {

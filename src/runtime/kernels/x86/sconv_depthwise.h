@@ -1,7 +1,8 @@
 // Depthwise float Conv, one output plane at a time, with AVX-512: the plane
 // copied into a zero-padded buffer, then each output row 16 outputs at a
 // time (masked at the row's end; strides 1 and 2, other strides through the
-// reference sum). Bit for bit the reference (ref/depthwise_plane.h): the
+// reference sum); at stride 1 a plane narrower than a vector runs as one
+// stretch of the padded grid (a vector spans rows). Bit for bit the reference (ref/depthwise_plane.h): the
 // same products, padding zeros included, rounded and added in the same order
 // (no fused multiply-add).
 #pragma once
