@@ -556,7 +556,7 @@ if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "$
     --weights int4 --activations uint4 --method rtn --calib-samples 128 --json
   [ "$rc" -eq 0 ] || fail "qat W4A4 on the MLP: exit $rc, stderr: $(cat "$TMP/err")"
   json_check "qat reports PTQ and QAT accuracy" "$TMP/out" 'j.ptq_accuracy > 0.7 && j.qat_accuracy > 0.7 &&
-     j.history.length === 1 && j.format === "qdq" && j.weights === "int4"'
+     j.history.length === 1 && j.format === "qdq" && j.weights === "int4" && Math.abs(j.lr - 1e-4) < 1e-7'
   # 10% held out by default; the written weights do at least as well there as PTQ's.
   json_check "qat picks the weights on held-out samples" "$TMP/out" 'j.holdout === 100 && j.samples === 900 &&
      j.selected_epoch >= 0 && j.selected_epoch <= 1 && j.holdout_accuracy >= j.holdout_ptq_accuracy &&
@@ -564,10 +564,10 @@ if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "$
   expect_ok "qat model runs in the integer session" eval "$QA/q.onnx" --data fashion-mnist:test --limit 200 --integer
   checks=$((checks + 1))
   run_qtk qat "$MLP" -o "$QA/calib.onnx" --data fashion-mnist:train --limit 300 --epochs 1 --batch 100 \
-    --calib fashion-mnist:test --calib-samples 100 --holdout 0 --json
+    --calib fashion-mnist:test --calib-samples 100 --holdout 0 --weights int2 --json
   [ "$rc" -eq 0 ] || fail "qat --calib fashion-mnist:test: exit $rc, stderr: $(cat "$TMP/err")"
   json_check "qat calibrates on --calib" "$TMP/out" 'j.calib === "fashion-mnist:test" && j.calib_samples === 100 &&
-     j.samples === 300 && j.holdout === 0 && !("selected_epoch" in j)'
+     j.samples === 300 && j.holdout === 0 && !("selected_epoch" in j) && Math.abs(j.lr - 1e-3) < 1e-7'
   expect_error "qat: --holdout takes every sample" 2 "leaves nothing to train on" qat "$MLP" -o "$QA/h.onnx" \
     --data fashion-mnist:train --limit 100 --holdout 100
   expect_error "qat: --calib array of the wrong shape" 1 "x_shape.npy" qat "$MLP" -o "$QA/calib2.onnx" \
