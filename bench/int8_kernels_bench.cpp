@@ -10,7 +10,11 @@
 // per-column multipliers) for 64x1024x1024, 256x256x256, 1024x1024x1024 and
 // 1x1024x1024 (GEMV), and QLinearConv 3x3 1x64x56x56 -> 64 (pad 1) and
 // depthwise 3x3 1x144x56x56 (pad 1) through the kernel a session would pick
-// (OpRegistry::global()), each at 1 and 2 threads.
+// (OpRegistry::global()), each at 1 and 2 threads. Last, weight-only
+// com.microsoft MatMulNBits at accuracy_level 4 (float A quantized to int8
+// per block on the fly, packed 4-bit / 2-bit codes unpacked in registers,
+// kernels/x86/qnbits.h; block 32, float output): GEMV 1x1024x1024 and GEMM
+// 64x1024x1024, to set against the int8 GEMM rows of the same shapes.
 //
 // Counters: GOP/s (2 ops per multiply-add) and pct_peak, the percentage of
 // the idiom probe's best GOP/s on the same number of threads. The label names
@@ -239,6 +243,57 @@ void BM_qlinear_conv(benchmark::State& state, ConvBench cb) {
   if (cb.group > 1) state.SetLabel("depthwise kernel (qdepthwise_conv.h)");
 }
 
+// ---------------------------------------------------------------------------
+// MatMulNBits (accuracy_level 4) through the kernel a session would pick.
+
+void BM_matmul_nbits(benchmark::State& state) {
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2), bits = state.range(3);
+  const int threads = static_cast<int>(state.range(4));
+  const int64_t block = 32, blocks = (k + block - 1) / block;
+  std::vector<Tensor> inputs(3);
+  inputs[0] = Tensor(DType::kFloat32, {m, k});
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> real(-1.f, 1.f);
+  for (int64_t i = 0; i < inputs[0].numel(); ++i) inputs[0].data<float>()[i] = real(rng);
+  inputs[1] = Tensor(DType::kUInt8, {n, blocks, block * bits / 8});
+  const auto codes = random_bytes(inputs[1].numel(), 6);
+  std::copy(codes.begin(), codes.end(), inputs[1].data<uint8_t>());
+  inputs[2] = Tensor(DType::kFloat32, {n * blocks});
+  for (int64_t i = 0; i < inputs[2].numel(); ++i) inputs[2].data<float>()[i] = 0.01f * (1 + i % 5);
+  ir::Node node;
+  node.op_type = "MatMulNBits";
+  node.domain = "com.microsoft";
+  node.inputs = {"a", "b", "scales"};
+  node.outputs = {"y"};
+  node.attrs = {ir::attr_int("K", k), ir::attr_int("N", n), ir::attr_int("bits", bits),
+                ir::attr_int("block_size", block), ir::attr_int("accuracy_level", 4)};
+  KernelInit init{node, 1, {}, [&](size_t i) -> const Tensor* { return i == 0 ? nullptr : &inputs[i]; }};
+  const KernelFactory* f = OpRegistry::global().find("com.microsoft", "MatMulNBits", 1);
+  auto kernel = (*f)(init);
+  if (!kernel.ok()) {
+    state.SkipWithError(kernel.status().message().c_str());
+    return;
+  }
+  ThreadPool pool(threads);
+  KernelContext ctx;
+  for (auto& t : inputs) ctx.inputs.push_back(&t);
+  ctx.pool = &pool;
+  idiom_peak(threads);
+  const auto start = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    ctx.outputs.assign(1, Tensor());
+    const Status st = (*kernel)->run(ctx);
+    if (!st.ok()) {
+      state.SkipWithError(st.message().c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(ctx.outputs[0].raw());
+  }
+  report(state, 2.0 * m * n * k, threads, start);
+  state.SetLabel("int" + std::to_string(bits) + " weights, " +
+                 x86::qgemm_path_name(x86::qgemm_resolve_path(x86::QgemmPath::kAuto)));
+}
+
 void thread_args(benchmark::internal::Benchmark* b) {
   b->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
 }
@@ -259,6 +314,17 @@ BENCHMARK(BM_gemm)
     ->UseRealTime();
 BENCHMARK_CAPTURE(BM_qlinear_conv, conv3x3_64x56x56_to_64, ConvBench{64, 56, 56, 64, 1})->Apply(thread_args);
 BENCHMARK_CAPTURE(BM_qlinear_conv, depthwise3x3_144x56x56, ConvBench{144, 56, 56, 144, 144})->Apply(thread_args);
+BENCHMARK(BM_matmul_nbits)
+    ->ArgNames({"M", "N", "K", "bits", "threads"})
+    ->Args({1, 1024, 1024, 4, 1})
+    ->Args({1, 1024, 1024, 4, 2})
+    ->Args({1, 1024, 1024, 2, 1})
+    ->Args({1, 1024, 1024, 2, 2})
+    ->Args({64, 1024, 1024, 4, 1})
+    ->Args({64, 1024, 1024, 4, 2})
+    ->Args({64, 1024, 1024, 2, 1})
+    ->Args({64, 1024, 1024, 2, 2})
+    ->UseRealTime();
 
 }  // namespace
 

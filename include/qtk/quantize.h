@@ -98,6 +98,11 @@ struct QuantConfig {
   int64_t calib_batch = 64;
 
   ExportFormat format = ExportFormat::kQDQ;
+  // kQOperator: the accuracy_level of the com.microsoft MatMulNBits written
+  // for weight-only 4-bit per-group MatMul/Gemm. 0: unset (float A); 4: A
+  // quantized to int8 per block at run time (faster; qtk's and ONNX Runtime's
+  // int8 kernels, within A's int8 rounding of the float result).
+  int64_t nbits_accuracy_level = 0;
   std::vector<std::string> exclude;  // node names or op types left in float
   // Leave the first and the last weighted layer (Conv/ConvTranspose/Gemm/
   // MatMul with constant weights, in graph order) in float: the layers most

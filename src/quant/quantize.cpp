@@ -224,7 +224,11 @@ Expected<QuantResult> quantize(const Model& float_model, const QuantConfig& conf
   }
 
   QTK_RETURN_IF_ERROR(quant::write_qdq(m, plan, facts, config, result.report));
-  if (config.format == ExportFormat::kQOperator) QTK_RETURN_IF_ERROR(quant::qdq_to_qoperator(m));
+  if (config.format == ExportFormat::kQOperator) {
+    quant::QOperatorOptions qo;
+    qo.matmul_nbits_accuracy_level = config.nbits_accuracy_level;
+    QTK_RETURN_IF_ERROR(quant::qdq_to_qoperator(m, qo));
+  }
   QTK_RETURN_IF_ERROR(ir::remove_dead_nodes(m).status());
   m.producer_name = "qtk";
   result.report.quantize_seconds = seconds_since(t0) - result.report.calib_seconds;

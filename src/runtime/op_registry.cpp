@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "runtime/kernels/x86/qelementwise_x86_ops.h"
+#include "runtime/kernels/x86/qnbits_ops.h"
 
 namespace qtk::rt {
 
@@ -72,6 +73,7 @@ const OpRegistry& OpRegistry::global() {
     register_reference_ops(r);
     register_x86_qlinear_ops(r);
     register_x86_qelementwise_ops(r);
+    register_x86_matmul_nbits_op(r);
     return r;
   }();
   return registry;

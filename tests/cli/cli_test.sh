@@ -268,6 +268,8 @@ expect_error "quantize: --symmetric and --asymmetric" 2 "symmetric" quantize "$M
 expect_error "quantize: unknown --calib form" 2 "--calib" quantize "$MLP" -o "$Q/x.onnx" --calib data.csv
 expect_error "quantize: unknown --eval data set" 2 "--eval" quantize "$MLP" -o "$Q/x.onnx" --eval cifar:test
 expect_error "quantize: --limit without --eval" 2 "--limit" quantize "$MLP" -o "$Q/x.onnx" --limit 10
+expect_error "quantize: bad --nbits-accuracy" 2 "--nbits-accuracy.*int8" quantize "$MLP" -o "$Q/x.onnx" --format qoperator --nbits-accuracy int4
+expect_error "quantize: --nbits-accuracy without qoperator" 2 "--nbits-accuracy needs --format qoperator" quantize "$MLP" -o "$Q/x.onnx" --nbits-accuracy int8
 [ -e "$Q/x.onnx" ] && fail "quantize wrote a model after a usage error"
 
 cp "$MLP" "$Q/model.onnx"

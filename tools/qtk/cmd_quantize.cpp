@@ -41,6 +41,9 @@ constexpr OptionSpec kOptions[] = {
     {"--calib-samples", "N", "calibrate on a fixed random subset of N samples; 0 = all (default 512)"},
     {"--calib-cache", "FILE.json", "load activation ranges from FILE.json if it exists, else write them there"},
     QTK_QUANT_EXPORT_OPTIONS,
+    {"--nbits-accuracy", "int8|float",
+     "with --format qoperator: how MatMulNBits (weight-only 4-bit per group) multiplies: int8 quantizes its input "
+     "per block at run time (accuracy_level 4, faster), float keeps it (default float)"},
     {"--threads", "N", "threads for calibration and --eval (default: physical cores)"},
     {"--eval", "SPEC",
      "also measure the float model and the quantized one (on qtk's int8 runtime and as a QDQ graph in float) on SPEC, "

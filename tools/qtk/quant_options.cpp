@@ -165,6 +165,12 @@ Outcome config_from_args(const ParsedArgs& args, QuantConfig& cfg, QuantizeSetti
     else return bad_value("--format", *f, "qdq, qoperator");
     st.format = *f;
   }
+  if (const std::string* v = args.get("--nbits-accuracy")) {
+    if (*v == "int8") cfg.nbits_accuracy_level = 4;
+    else if (*v == "float") cfg.nbits_accuracy_level = 0;
+    else return bad_value("--nbits-accuracy", *v, "int8, float");
+    if (cfg.format != ExportFormat::kQOperator) return Outcome::usage("--nbits-accuracy needs --format qoperator");
+  }
   cfg.exclude = split_list(args.all("--exclude"));
   st.exclude = cfg.exclude;
   return Outcome::ok();

@@ -98,7 +98,7 @@ std::optional<NBitsOperands> pack_nbits(const BlockedWeight& w) {
 
 }  // namespace
 
-Expected<int> weight_only_to_matmul_nbits(ir::Model& m) {
+Expected<int> weight_only_to_matmul_nbits(ir::Model& m, int64_t accuracy_level) {
   ir::Graph& g = m.graph;
   std::unordered_map<std::string, const ir::Node*> producer;
   for (const auto& n : g.nodes)
@@ -152,6 +152,7 @@ Expected<int> weight_only_to_matmul_nbits(ir::Model& m) {
     r.set_attr(ir::attr_int("N", w->n));
     r.set_attr(ir::attr_int("bits", 4));
     r.set_attr(ir::attr_int("block_size", w->block));
+    if (accuracy_level != 0) r.set_attr(ir::attr_int("accuracy_level", accuracy_level));
     replacements.emplace_back(i, std::move(r));
   }
   for (auto& [i, r] : replacements) g.nodes[i] = std::move(r);

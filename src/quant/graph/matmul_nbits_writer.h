@@ -18,7 +18,9 @@
 namespace qtk::quant {
 
 // Rewrites m in place; returns how many nodes became MatMulNBits. Adds the
-// com.microsoft opset import when it rewrote anything.
-Expected<int> weight_only_to_matmul_nbits(ir::Model& m);
+// com.microsoft opset import when it rewrote anything. accuracy_level: the
+// nodes' attribute (0: left unset, float; 4: A quantized to int8 per block at
+// run time, runtime/kernels/x86/qnbits.h).
+Expected<int> weight_only_to_matmul_nbits(ir::Model& m, int64_t accuracy_level = 0);
 
 }  // namespace qtk::quant

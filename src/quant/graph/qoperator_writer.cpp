@@ -798,7 +798,8 @@ Status qdq_to_qoperator(ir::Model& m, const QOperatorOptions& options) {
   widen_4bit_initializers(m.graph);
   for (auto& [name, t] : kept) m.graph.set_initializer(name, std::move(t));
   int nbits = 0;
-  if (options.contrib_ops) QTK_ASSIGN_OR_RETURN(nbits, weight_only_to_matmul_nbits(m));
+  if (options.contrib_ops)
+    QTK_ASSIGN_OR_RETURN(nbits, weight_only_to_matmul_nbits(m, options.matmul_nbits_accuracy_level));
   Status st = Rewriter(m, options).run();
   if (options.stats) options.stats->matmul_nbits = nbits;
   return st;

@@ -71,6 +71,8 @@ struct QOperatorOptions {
   // those patterns stay as DQ → float op → Q.
   bool contrib_ops = true;
   QOperatorStats* stats = nullptr;  // filled when not null
+  // MatMulNBits' accuracy_level attribute (matmul_nbits_writer.h): 0 unset, 4 int8.
+  int64_t matmul_nbits_accuracy_level = 0;
   // Session-internal: a QLinearConv whose output codes a Relu/Clip or a
   // narrow (e.g. 4-bit) format clamps gets the clamp as attributes
   // kOutputMinAttr/kOutputMaxAttr, applied in its requantization, instead of
