@@ -82,8 +82,9 @@ class Session {
   // Bytes of the weights the session's graph holds after its rewrites (BN
   // folding, QDQ to integer ops): what the kernels were given to pack.
   uint64_t weight_bytes() const;
-  // Per node in execution order, the time summed over all runs so far
+  // Per node in execution order, the wall time summed over all runs so far
   // (empty unless SessionOptions::profile), and how many runs that is.
+  // Runs that overlap (concurrent run() calls) each add their own time.
   std::vector<NodeTime> profile() const;
   uint64_t profiled_runs() const;
   void reset_profile() const;  // e.g. after warm-up runs

@@ -323,6 +323,23 @@ TEST(QLinearX86, BatchedMatMulsWithActivationBMatchReference) {
     expect_as_reference(q, x86::try_make_qlinear_matmul_kernel);
     if (HasFatalFailure()) return;
   }
+  // Empty dimensions: an empty output, or (K = 0) the requantized zero sums.
+  for (const Shape& mkn : {Shape{0, 3, 4}, Shape{3, 0, 4}, Shape{3, 4, 0}}) {
+    NodeCase e;
+    e.node.op_type = "QLinearMatMul";
+    e.add(codes(DType::kUInt8, {2, mkn[0], mkn[1]}, rng), false);
+    e.add(scales(0, rng), true);
+    e.add(zero_points(DType::kUInt8, 0, rng), true);
+    e.add(codes(DType::kInt8, {2, mkn[1], mkn[2]}, rng), false);
+    e.add(scales(0, rng), true);
+    e.add(zero_points(DType::kInt8, 0, rng), true);
+    e.add(scales(0, rng, 0.05f, 0.5f), true);
+    e.add(zero_points(DType::kUInt8, 0, rng), true);
+    e.node.outputs = {"y"};
+    e.describe = "empty " + shape_to_string(mkn);
+    expect_as_reference(e, x86::try_make_qlinear_matmul_kernel);
+    if (HasFatalFailure()) return;
+  }
   // Broadcast batch dimensions and per-column B scales go to the reference (same results, same errors).
   NodeCase bc;
   bc.node.op_type = "QLinearMatMul";

@@ -105,8 +105,8 @@ Outcome run_prune(const ParsedArgs& args) {
   if (bits > 0 && mo.sparsity == 0)
     for (const char* o : {"--epochs", "--ramp", "--edge-sparsity"})
       if (args.has(o))
-        return Outcome::usage(std::string(o) + " applies to pruning; --cluster without --sparsity only clusters "
-                              "(use --cluster-epochs for its fine-tuning)");
+        return Outcome::usage(std::string(o) + " applies to pruning; --cluster without a positive --sparsity only "
+                              "clusters (use --cluster-epochs for its fine-tuning)");
 
   if (same_file(in_path, *out_path)) return Outcome::usage("output " + *out_path + " is the input model; choose another -o");
   std::error_code ec;

@@ -174,8 +174,7 @@ DepthwisePlane depthwise_view(const ConvGeometry& g) {
 
 void depthwise_plane(const float* x, const float* w, float bias, const DepthwisePlane& p, bool avx512, float* y) {
   if (avx512) return x86::sconv_depthwise_plane_avx512(x, w, bias, p, y);  // same sums, vectorized
-  for (int64_t oh = 0; oh < p.out_h; ++oh)
-    for (int64_t ow = 0; ow < p.out_w; ++ow) y[oh * p.out_w + ow] = depthwise_output(x, w, bias, p, oh, ow);
+  depthwise_plane_reference(x, w, bias, p, y);
 }
 
 // X and W of Conv / ConvTranspose: float32, [N, C, spatial...], same rank.

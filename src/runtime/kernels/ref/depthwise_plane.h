@@ -35,4 +35,12 @@ inline float depthwise_output(const float* x, const float* w, float bias, const 
   return sum;
 }
 
+// The whole plane with depthwise_output. Never inlined into a caller
+// compiled with FMA enabled, where its multiply and add could be fused.
+__attribute__((noinline)) inline void depthwise_plane_reference(const float* x, const float* w, float bias,
+                                                                const DepthwisePlane& g, float* y) {
+  for (int64_t oh = 0; oh < g.out_h; ++oh)
+    for (int64_t ow = 0; ow < g.out_w; ++ow) y[oh * g.out_w + ow] = depthwise_output(x, w, bias, g, oh, ow);
+}
+
 }  // namespace qtk::rt

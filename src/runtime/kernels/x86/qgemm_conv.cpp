@@ -184,6 +184,13 @@ void qconv_add_residual(const QconvGeometry& g, const QgemmOutput& out) {
 
 }  // namespace detail
 
+bool qconv_fuses_residual(const QconvWeights& w, const QgemmOutput& out, QgemmPath path) {
+  const QgemmResidualAdd* r = out.residual;
+  constexpr int64_t kMaxMult = int64_t{1} << 31;
+  return r != nullptr && qgemm_resolve_path(path) == QgemmPath::kAvx512Vnni && !w.quad_groups.empty() &&
+         out.kind == QgemmOutputKind::kCodes && r->ma >= 0 && r->ma < kMaxMult && r->mb >= 0 && r->mb < kMaxMult;
+}
+
 void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_point, const QconvWeights& w,
            const QgemmOutput& out, ThreadPool* pool, QgemmPath path) {
   const int64_t pixels = g.out_h * g.out_w, panels = (pixels + kQgemmNR - 1) / kQgemmNR;
@@ -192,11 +199,7 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
   const QgemmPath resolved = qgemm_resolve_path(path);
   const bool vnni = resolved == QgemmPath::kAvx512Vnni && !w.quad_groups.empty();
   if (const QgemmResidualAdd* r = out.residual) {
-    // The VNNI output stage adds the residual itself (multipliers below 2^31);
-    // elsewhere it is a pass over the finished output.
-    constexpr int64_t kMaxMult = int64_t{1} << 31;
-    if (!vnni || out.kind != QgemmOutputKind::kCodes || r->ma < 0 || r->ma >= kMaxMult || r->mb < 0 ||
-        r->mb >= kMaxMult) {
+    if (!qconv_fuses_residual(w, out, path)) {
       QgemmOutput plain = out, joined = out;
       plain.residual = nullptr;
       // The output may be the residual's own storage (written over it):
@@ -278,10 +281,10 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
       QgemmOutput ob = out;
       ob.out = static_cast<uint8_t*>(out.out) + static_cast<size_t>(b * g.out_c * pixels) * out_esize;
       // Each panel stays in L1 while every weight tile (from L2) passes over it.
+      const QgemmPackedA& wg = w.pairs(gi);
       for (int64_t p = p_first; p < p_end; ++p) {
         const int nr = static_cast<int>(std::min<int64_t>(kQgemmNR, pixels - p * kQgemmNR));
         const uint8_t* panel = panel_mem + (p - p_first) * panel_bytes;
-        const QgemmPackedA& wg = w.pairs(gi);
         for (int64_t t = 0; t < wg.tiles; ++t) {
           const int rows = static_cast<int>(std::min<int64_t>(kQgemmMR, ocg - t * kQgemmMR));
           ukernel(rows, kpairs, wg.tile(t), reinterpret_cast<const int16_t*>(panel), acc);

@@ -73,6 +73,13 @@ void qconv_pack_weights(const QgemmCodes& w, int64_t out_c, int64_t in_c_per_gro
 void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_point, const QconvWeights& w,
            const QgemmOutput& out, ThreadPool* pool, QgemmPath path = QgemmPath::kAuto);
 
+// Whether qconv adds out.residual inside its output stage (the VNNI tier,
+// code output, multipliers below 2^31): then each residual code is read just
+// before the output code at its place is written, and the output may be the
+// residual's own storage at no cost. Elsewhere the join is a pass after the
+// conv, which must first copy a residual it would overwrite.
+bool qconv_fuses_residual(const QconvWeights& w, const QgemmOutput& out, QgemmPath path = QgemmPath::kAuto);
+
 namespace detail {
 
 // The fused residual join as a pass over a finished conv output (codes, dense

@@ -132,14 +132,18 @@ class QConvKernel final : public Kernel {
     }
     const Shape y_shape{g.batch, out_c_, g.out_h, g.out_w};
     QgemmResidualAdd residual;
-    if (residual_add_ && (!qlinear_ || !residual_params(ctx, out_type, y_shape, residual))) return ref_->run(ctx);
-    // The join reads each residual code just before it writes the output
-    // code at the same place, so a residual nobody reads later can take the
-    // output: one block's activations fewer alive (qconv handles the alias).
-    Tensor y = residual_add_ && ctx.input_reusable(9) ? ctx.input(9)
-                                                      : Tensor::uninitialized(out_type, y_shape);  // every element written
+    if (residual_add_) {
+      if (!qlinear_ || !residual_params(ctx, out_type, y_shape, residual)) return ref_->run(ctx);
+      out.residual = &residual;
+    }
+    // A join fused into the output stage reads each residual code just
+    // before it writes the output code at the same place, so a residual
+    // nobody reads later can take the output: one block's activations fewer
+    // alive. (Unfused, the alias would cost a copy: no gain.)
+    Tensor y = residual_add_ && ctx.input_reusable(9) && qconv_fuses_residual(weights_, out)
+                   ? ctx.input(9)
+                   : Tensor::uninitialized(out_type, y_shape);  // every element written
     out.out = y.raw();
-    if (residual_add_) out.residual = &residual;
     qconv(g, x.raw(), x.dtype() == DType::kInt8, (*xz)[0], weights_, out, ctx.pool);
     ctx.outputs[0] = std::move(y);
     return Status::Ok();

@@ -8,23 +8,14 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
-// fp-contract off: the product and the sum stay two roundings, as in the
-// reference (the compiler may otherwise fuse _mm512_mul_ps + _mm512_add_ps).
-#define QTK_DW512 __attribute__((target("avx512f"), optimize("fp-contract=off")))
+// This file is compiled with -ffp-contract=off (CMakeLists.txt): the product
+// and the sum stay two roundings, as in the reference (the compiler would
+// otherwise fuse _mm512_mul_ps + _mm512_add_ps where FMA is enabled).
+#define QTK_DW512 __attribute__((target("avx512f")))
 #endif
 
 namespace qtk::rt::x86 {
 
-namespace {
-
-// Never inlined into the AVX-512 function below, where the compiler could
-// fuse its multiply and add (FMA is enabled there) and round differently.
-__attribute__((noinline)) void reference_plane(const float* x, const float* w, float bias, const DepthwisePlane& g, float* y) {
-  for (int64_t oh = 0; oh < g.out_h; ++oh)
-    for (int64_t ow = 0; ow < g.out_w; ++ow) y[oh * g.out_w + ow] = depthwise_output(x, w, bias, g, oh, ow);
-}
-
-}  // namespace
 
 #if defined(__x86_64__) || defined(__i386__)
 
@@ -32,7 +23,7 @@ bool sconv_depthwise_avx512_supported() { return cpu_has_avx512f(); }
 
 QTK_DW512 void sconv_depthwise_plane_avx512(const float* x, const float* w, float bias, const DepthwisePlane& g,
                                             float* y) {
-  if (g.s_w > 2) return reference_plane(x, w, bias, g, y);
+  if (g.s_w > 2) return depthwise_plane_reference(x, w, bias, g, y);
   // The zero-padded plane: every window of every output lies inside, and a
   // row's last vector (up to 15 lanes past the row, twice that at stride 2)
   // reads into the next rows or the slack.
@@ -49,7 +40,7 @@ QTK_DW512 void sconv_depthwise_plane_avx512(const float* x, const float* w, floa
     // Narrow planes: outputs on the padded grid, v = oh * wp + ow, are one
     // contiguous run (each tap a fixed offset), so a vector spans rows; the
     // columns past out_w are computed and dropped.
-    const int64_t virt = g.out_h * wp;
+    const int64_t virt = (g.out_h - 1) * wp + g.out_w;  // through the last real output: its taps end in the buffer
     thread_local std::vector<float> grid;
     grid.resize(static_cast<size_t>(virt + 16));
     for (int64_t v = 0; v < virt; v += 16) {
@@ -88,7 +79,7 @@ QTK_DW512 void sconv_depthwise_plane_avx512(const float* x, const float* w, floa
 
 bool sconv_depthwise_avx512_supported() { return false; }
 void sconv_depthwise_plane_avx512(const float* x, const float* w, float bias, const DepthwisePlane& g, float* y) {
-  reference_plane(x, w, bias, g, y);
+  depthwise_plane_reference(x, w, bias, g, y);
 }
 
 #endif
