@@ -242,6 +242,11 @@ QgemmUkernel qgemm_ukernel(QgemmPath resolved);
 // Below this many multiply-adds a product runs on the calling thread (waking
 // the pool costs more than a few microseconds of work saves).
 inline constexpr int64_t kQgemmMinParallelMacs = int64_t{1} << 21;
+// Convolutions split over threads from 8M multiply-adds: below that (a
+// batch-1 conv of a small net, a few microseconds a thread) each thread
+// also builds its own copy of the padded input image, and two threads were
+// measured slower than one (int8 cnn batch 1: 0.050 vs 0.035 ms).
+inline constexpr int64_t kQconvMinParallelMacs = int64_t{1} << 23;
 // How a product's tiles x panels are split over threads: tm x tn rectangles,
 // the largest as small as possible (ties: fewer threads).
 struct QgemmGrid {

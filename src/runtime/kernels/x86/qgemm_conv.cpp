@@ -100,7 +100,7 @@ void qconv_pack_panel_scalar(const QconvPanelSource& s, int16_t* panel) {
 namespace {
 
 constexpr int64_t kSlack = 32;  // bytes before and after the phase images (>= one 16-byte read)
-constexpr int64_t kMinParallelMacs = detail::kQgemmMinParallelMacs;
+constexpr int64_t kMinParallelMacs = detail::kQconvMinParallelMacs;
 constexpr int64_t kPanelBlockBytes = 80 * 1024;  // packed panels a thread keeps per block
 
 struct Layout {
