@@ -1,7 +1,8 @@
 // The depthwise QLinearConv kernel (src/runtime/kernels/x86/qdepthwise_conv*)
 // against the reference QLinearConv kernel, bit for bit, on random shapes,
-// attributes, types, zero points, scales and biases; both its scalar and its
-// AVX2 path, 1 and 2 threads. Kernels are called directly (factory +
+// attributes, types, zero points, scales and biases; its scalar, AVX2 and
+// AVX-512 paths (each falls back to the next narrower one on a CPU without
+// it), 1 and 2 threads. Kernels are called directly (factory +
 // KernelContext) so the comparison does not depend on which kernel the
 // registry picks.
 #include <gtest/gtest.h>
@@ -191,7 +192,7 @@ TEST(QDepthwiseConv, RandomCasesMatchReferenceBitExactly) {
   std::mt19937 rng(seed);
   for (int i = 0; i < 300; ++i) {
     const Case c = random_case(rng, i % 4 == 3);
-    for (Path path : {Path::kScalar, Path::kAvx2}) {
+    for (Path path : {Path::kScalar, Path::kAvx2, Path::kAvx512}) {
       const int threads = 1 + (i % 2);
       SCOPED_TRACE("seed " + std::to_string(seed) + " case " + std::to_string(i) + " path " +
                    rt::qdw::path_name(path) + " threads " + std::to_string(threads) + ": " + c.text);
@@ -235,8 +236,11 @@ TEST(QDepthwiseConv, MobileNetShapes) {
       Tensor b(DType::kInt32, {ch});
       for (int64_t i = 0; i < ch; ++i) b.data<int32_t>()[i] = static_cast<int32_t>(i * 1000 - 8000);
       c.inputs[8] = b;
-      SCOPED_TRACE("stride " + std::to_string(stride) + " pad " + std::to_string(pad) + ": " + c.text);
-      check_case(c, Path::kAvx2, 1, all_constant());
+      for (Path path : {Path::kAvx2, Path::kAvx512}) {
+        SCOPED_TRACE("stride " + std::to_string(stride) + " pad " + std::to_string(pad) + " path " +
+                     rt::qdw::path_name(path) + ": " + c.text);
+        check_case(c, path, 1, all_constant());
+      }
     }
 }
 
@@ -269,12 +273,68 @@ TEST(QDepthwiseConv, UnusualKernelsAndPads) {
       std::ostringstream os;
       os << "x " << shape_to_string(c.x_shape) << " k " << g.kh << "x" << g.kw << " s " << g.sh << "," << g.sw
          << " d " << g.dh << "," << g.dw << " pad " << g.pad << (x_signed ? " s8" : " u8");
-      for (Path path : {Path::kScalar, Path::kAvx2}) {
+      for (Path path : {Path::kScalar, Path::kAvx2, Path::kAvx512}) {
         SCOPED_TRACE(os.str() + " path " + rt::qdw::path_name(path));
         check_case(c, path, 2, all_constant());
         if (::testing::Test::HasFatalFailure()) return;
       }
     }
+}
+
+// The AVX-512 planes run 32- or 64-output blocks straight across output row
+// ends (a flat index with row pitch q >= out_w) and split rows into stride_h
+// phases, with vpdpwssd (any weights) or, stride 1 with w - w_zp in int8,
+// vpdpbusd on an 8-bit plane padded with the input zero point: widths around the block size and the pitch, every stride_h /
+// dilation_h with stride_w 1 and 2, odd and even kernel widths, pads on one
+// side only. Each case against the reference, on 1 and 2 threads.
+TEST(QDepthwiseConv, Avx512FlatBlocksAcrossRowEnds) {
+  if (!rt::qdw::avx512_supported()) GTEST_SKIP() << "CPU without AVX-512 VNNI (the path falls back to AVX2)";
+  const uint32_t seed = 4242;
+  std::mt19937 rng(seed);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  const int64_t widths[] = {1, 2, 7, 14, 15, 16, 17, 28, 31, 32, 33, 56, 63, 64, 65, 100};
+  const int64_t kernels[][2] = {{3, 3}, {5, 5}, {1, 1}, {2, 2}, {7, 7}, {3, 1}, {1, 4}, {3, 5}};
+  int n = 0;
+  for (int64_t w : widths)
+    for (const auto& k : kernels)
+      for (int64_t sw : {1, 2}) {
+        Case c = random_case(rng, n % 5 == 4);
+        const int64_t sh = pick(1, 3), dh = pick(0, 2) == 0 ? 2 : 1, ch = pick(1, 5);
+        const int64_t ext_h = (k[0] - 1) * dh + 1, h = std::max<int64_t>(ext_h, pick(1, 20));
+        const int64_t pt = pick(0, 2), pl = pick(0, 2), pb = pick(0, 2), pr = pick(0, 2);
+        const int64_t in_w = std::max<int64_t>(w, k[1]);
+        c.x_shape = {pick(1, 2), ch, h, in_w};
+        c.k_h = k[0], c.k_w = k[1];
+        c.attrs = {ir::attr_int("group", ch), ir::attr_ints("strides", {sh, sw}), ir::attr_ints("dilations", {dh, 1}),
+                   ir::attr_ints("pads", {pt, pl, pb, pr})};
+        const bool xs = c.inputs[0].dtype() == DType::kInt8, ws = c.inputs[3].dtype() == DType::kInt8;
+        c.inputs[0] = codes_tensor(xs, c.x_shape, rng);
+        c.inputs[3] = codes_tensor(ws, {ch, 1, k[0], k[1]}, rng);
+        const int64_t wn = c.inputs[4].numel() == 1 ? 1 : ch;
+        Tensor wsc(DType::kFloat32, {wn});
+        for (int64_t i = 0; i < wn; ++i) wsc.data<float>()[i] = std::uniform_real_distribution<float>(0.001f, 0.03f)(rng);
+        c.inputs[4] = wsc;
+        // Symmetric weights (w - w_zp fits int8: the stride-1 vpdpbusd planes)
+        // on even cases, any weight zero point (the vpdpwssd planes) on odd ones.
+        const bool symmetric = n % 2 == 0;
+        c.inputs[5] = !symmetric ? zero_point(ws, {wn}, rng)
+                                 : (ws ? Tensor::from_vector<int8_t>({wn}, std::vector<int8_t>(wn, 0))
+                                       : Tensor::from_vector<uint8_t>({wn}, std::vector<uint8_t>(wn, 128)));
+        if (c.inputs[8].defined()) {
+          Tensor b(DType::kInt32, {ch});
+          for (int64_t i = 0; i < ch; ++i) b.data<int32_t>()[i] = std::uniform_int_distribution<int32_t>(-20000, 20000)(rng);
+          c.inputs[8] = b;
+        }
+        std::ostringstream os;
+        os << "seed " << seed << " case " << n << ": x " << shape_to_string(c.x_shape) << " k " << k[0] << "x" << k[1]
+           << " s " << sh << "," << sw << " d " << dh << ",1 pads " << pt << "," << pl << "," << pb << "," << pr
+           << (xs ? " x s8" : " x u8") << (ws ? " w s8" : " w u8")
+           << (c.inputs[7].dtype() == DType::kInt8 ? " y s8" : " y u8") << (symmetric ? " symmetric w" : "");
+        SCOPED_TRACE(os.str());
+        check_case(c, Path::kAvx512, 1 + n % 2, all_constant());
+        if (::testing::Test::HasFatalFailure()) return;
+        ++n;
+      }
 }
 
 TEST(QDepthwiseConv, DeclinesWhatItDoesNotHandle) {

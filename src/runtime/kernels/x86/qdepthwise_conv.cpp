@@ -1,6 +1,7 @@
 // Depthwise QLinearConv: preparation (weights, requantization), the scalar
 // plane, and the kernel that threads planes over the pool. See
-// qdepthwise_conv.h; the AVX2 planes are in qdepthwise_conv_avx2.cpp.
+// qdepthwise_conv.h; the AVX2 planes are in qdepthwise_conv_avx2.cpp, the
+// AVX-512 ones in qdepthwise_conv_avx512.cpp.
 #include "quant/graph/qoperator_writer.h"
 #include "quant/graph/residual_add_fusion.h"
 #include "runtime/kernels/x86/qdepthwise_conv.h"
@@ -24,23 +25,32 @@ namespace qtk::rt {
 namespace qdw {
 
 bool avx2_supported() { return cpu_has_avx2(); }
+bool avx512_supported() { return cpu_has_avx512_vnni(); }
 
 const char* path_name(Path p) {
   switch (p) {
     case Path::kAuto: return "auto";
     case Path::kScalar: return "scalar";
     case Path::kAvx2: return "avx2";
+    case Path::kAvx512: return "avx512";
   }
   return "?";
 }
 
 namespace {
 
-bool resolve_avx2(Path p) {
-  if (p == Path::kScalar || !avx2_supported()) return false;
-  if (p == Path::kAvx2) return true;
+// The planes a kernel runs (for channels whose sums are proven not to wrap;
+// the others take the scalar plane).
+enum class Tier { kScalar, kAvx2, kAvx512 };
+
+Tier resolve_tier(Path p) {
+  if (p == Path::kScalar || !avx2_supported()) return Tier::kScalar;
+  if (p == Path::kAvx2) return Tier::kAvx2;
+  if (p == Path::kAvx512) return avx512_supported() ? Tier::kAvx512 : Tier::kAvx2;
   static const bool forced_scalar = env_flag_set("QTK_QDW_SCALAR");
-  return !forced_scalar;
+  static const bool no_avx512 = env_flag_set("QTK_QDW_NO_AVX512");
+  if (forced_scalar) return Tier::kScalar;
+  return avx512_supported() && !no_avx512 ? Tier::kAvx512 : Tier::kAvx2;
 }
 
 // The scalar plane reads a plain zero-padded, centred copy.
@@ -122,6 +132,11 @@ struct Prepared {
   int64_t channels = 0, k_h = 0, k_w = 0;
   std::vector<int16_t> w;      // [C][k_h * k_w], minus the weight zero point
   std::vector<int64_t> w_abs;  // per channel: sum of |w - w_zp|, for overflow bounds
+  // For the AVX-512 vpdpbusd planes, per channel whose w - w_zp fit int8
+  // (PlaneJob::w_quads): [C][k_h * ceil(k_w / 4)], fits[ch], sum of w - w_zp.
+  std::vector<int32_t> quads;
+  std::vector<uint8_t> quads_fit;
+  std::vector<int64_t> w_sum;
 };
 
 std::optional<int64_t> scalar_int(const Tensor* t) {
@@ -172,9 +187,9 @@ std::optional<RunParams> prepare_params(const Prepared& pw, const Tensor& x_scal
 class QDepthwiseConvKernel final : public Kernel {
  public:
   QDepthwiseConvKernel(Prepared w, Attrs a, std::optional<RunParams> params, std::unique_ptr<Kernel> fallback,
-                       bool use_avx2)
+                       Tier tier)
       : w_(std::move(w)), attrs_(std::move(a)), params_(std::move(params)), fallback_(std::move(fallback)),
-        use_avx2_(use_avx2) {}
+        tier_(tier) {}
 
   Status run(KernelContext& ctx) override {
     for (size_t i = 0; i < 8; ++i)  // all required, as in the reference (which reports a missing one)
@@ -202,7 +217,7 @@ class QDepthwiseConvKernel final : public Kernel {
     g.pad_top = cg.pads_begin[0], g.pad_left = cg.pads_begin[1];
     if (g.out_h <= 0 || g.out_w <= 0 || g.pad_top < 0 || g.pad_left < 0) return fallback_->run(ctx);
 
-    const int64_t n = x.dim(0), c = w_.channels, ksz = w_.k_h * w_.k_w;
+    const int64_t n = x.dim(0), c = w_.channels, ksz = w_.k_h * w_.k_w, kquads = w_.k_h * ((w_.k_w + 3) / 4);
     // Every element is written (each plane by exactly one task).
     Tensor y = Tensor::uninitialized(rp->y_signed ? DType::kInt8 : DType::kUInt8, {n, c, g.out_h, g.out_w});
     const auto* xb = static_cast<const uint8_t*>(x.raw());
@@ -218,12 +233,18 @@ class QDepthwiseConvKernel final : public Kernel {
         job.x_signed = x.dtype() == DType::kInt8;
         job.x_zero_point = rp->x_zero_point;
         job.w = &w_.w[ch * ksz];
+        if (w_.quads_fit[ch]) {
+          job.w_quads = &w_.quads[ch * kquads];
+          job.w_sum = w_.w_sum[ch];
+          job.w_abs_sum = w_.w_abs[ch];
+        }
         job.params = &rp->channels[ch];
         job.y_zero_point = rp->y_zero_point;
         job.y_signed = rp->y_signed;
         job.y = yb + task * out_plane;
-        if (use_avx2_ && job.params->vector_exact) run_plane_avx2(g, job, scratch);
-        else run_plane_scalar(g, job, scratch);
+        if (tier_ == Tier::kScalar || !job.params->vector_exact) run_plane_scalar(g, job, scratch);
+        else if (tier_ == Tier::kAvx512) run_plane_avx512(g, job, scratch);
+        else run_plane_avx2(g, job, scratch);
       }
     });
     ctx.outputs[0] = std::move(y);
@@ -235,7 +256,7 @@ class QDepthwiseConvKernel final : public Kernel {
   Attrs attrs_;
   std::optional<RunParams> params_;  // when every parameter input is an initializer
   std::unique_ptr<Kernel> fallback_;
-  bool use_avx2_;
+  Tier tier_;
 };
 
 // The reference QLinearConv kernel, for what this one hands on.
@@ -294,6 +315,14 @@ Expected<std::unique_ptr<Kernel>> try_make_kernel(const KernelInit& init, Path p
       pw.w[ch * ksz + k] = static_cast<int16_t>(v);
       pw.w_abs[ch] += std::abs(v);
     }
+  const int64_t kquads = pw.k_h * ((pw.k_w + 3) / 4);
+  pw.quads.assign(static_cast<size_t>(c * kquads), 0);
+  pw.quads_fit.assign(static_cast<size_t>(c), 0);
+  pw.w_sum.assign(static_cast<size_t>(c), 0);
+  for (int64_t ch = 0; ch < c; ++ch) {
+    pw.quads_fit[ch] = int8_weight_quads(pw.k_h, pw.k_w, &pw.w[ch * ksz], &pw.quads[ch * kquads]);
+    for (int64_t k = 0; k < ksz; ++k) pw.w_sum[ch] += pw.w[ch * ksz + k];
+  }
 
   // Requantization once, when all its inputs are initializers.
   std::optional<RunParams> params;
@@ -306,7 +335,7 @@ Expected<std::unique_ptr<Kernel>> try_make_kernel(const KernelInit& init, Path p
 
   QTK_ASSIGN_OR_RETURN(auto fallback, make_reference(init));
   return std::unique_ptr<Kernel>(new QDepthwiseConvKernel(std::move(pw), std::move(a), std::move(params),
-                                                          std::move(fallback), resolve_avx2(path)));
+                                                          std::move(fallback), resolve_tier(path)));
 }
 
 }  // namespace qdw

@@ -1,8 +1,9 @@
 // Depthwise 2-D QLinearConv (group == C == M, w [C, 1, kh, kw], constant
 // weights): weights are centred to int16 and requantization parameters are
 // computed once, at session build time; each (image, channel) plane is then
-// one task on the session's pool. An AVX2 path (int16 x int16 -> int32 with
-// vpmaddwd, exact) runs when the CPU has AVX2; a scalar path always builds.
+// one task on the session's pool. An AVX-512 path (int16 x int16 -> int32
+// with vpdpwssd, exact) runs when the CPU has AVX-512 VNNI, else an AVX2 path
+// (vpmaddwd) when it has AVX2; a scalar path always builds.
 // Results equal the reference QLinearConv bit for bit
 // (docs/integer-semantics.md), including the int32 clamp of acc + bias.
 #pragma once
@@ -23,12 +24,15 @@ Expected<std::unique_ptr<Kernel>> try_make_qdepthwise_conv_kernel(const KernelIn
 namespace qdw {
 
 enum class Path {
-  kAuto,    // AVX2 when the CPU has it, unless QTK_QDW_SCALAR=1 is set
+  kAuto,    // the widest the CPU has; QTK_QDW_SCALAR=1 forces scalar,
+            // QTK_QDW_NO_AVX512=1 stops at AVX2
   kScalar,  // portable C++
   kAvx2,    // AVX2; falls back to scalar on CPUs without it
+  kAvx512,  // AVX-512 VNNI; falls back to AVX2, then scalar
 };
 
 bool avx2_supported();
+bool avx512_supported();  // AVX-512 F/BW/VL/VNNI
 const char* path_name(Path p);
 
 // As try_make_qdepthwise_conv_kernel with a forced path (tests, benchmarks).

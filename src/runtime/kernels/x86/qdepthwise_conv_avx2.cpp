@@ -169,11 +169,6 @@ __attribute__((target("avx2"))) inline void store16(__m256i v, uint8_t* __restri
 // that every store is a whole 16 bytes.
 inline int64_t block_start(int64_t o, int64_t out_w) { return o + kBlock <= out_w ? o : out_w - kBlock; }
 
-inline int32_t pair_bits(int16_t a, int16_t b) {
-  return static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint16_t>(a)) |
-                              (static_cast<uint32_t>(static_cast<uint16_t>(b)) << 16));
-}
-
 __attribute__((target("avx2"))) inline __m256i load16(const int16_t* p) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
 }
@@ -363,18 +358,6 @@ __attribute__((target("avx2"))) void planes_phases(const Geometry& g, const Layo
   }
 }
 
-// Weight pairs (w[kh][2p], w[kh][2p+1]) per row as vpmaddwd's int32 lanes,
-// the odd tap paired with 0; k_h * ceil(k_w / 2) of them.
-void row_pairs(const Geometry& g, const int16_t* w, int32_t* out) {
-  const int64_t kwp = (g.k_w + 1) / 2;
-  for (int64_t kh = 0; kh < g.k_h; ++kh)
-    for (int64_t p = 0; p < kwp; ++p) {
-      const int16_t a = w[kh * g.k_w + 2 * p];
-      const int16_t b = 2 * p + 1 < g.k_w ? w[kh * g.k_w + 2 * p + 1] : int16_t{0};
-      out[kh * kwp + p] = pair_bits(a, b);
-    }
-}
-
 template <bool kSigned>
 __attribute__((target("avx2"))) void run_kind(const Geometry& g, const Layout& l, const int16_t* buf,
                                               const int16_t* w, const Requant& q, uint8_t* y) {
@@ -406,7 +389,7 @@ __attribute__((target("avx2"))) void run_kind(const Geometry& g, const Layout& l
     large.resize(static_cast<size_t>(n_pairs));
     bits = large.data();
   }
-  row_pairs(g, w, bits);
+  row_weight_pairs(g.k_h, g.k_w, w, bits);
   const int32_t* wv = bits;
   constexpr Kind S1 = Kind::kPairsStride1, S2 = Kind::kPairsStride2;
   if (kind == S1) {

@@ -1,7 +1,8 @@
 // Plane-level pieces of the depthwise QLinearConv shared by the scalar
-// (qdepthwise_conv.cpp) and AVX2 (qdepthwise_conv_avx2.cpp) paths.
+// (qdepthwise_conv.cpp), AVX2 (qdepthwise_conv_avx2.cpp) and AVX-512
+// (qdepthwise_conv_avx512.cpp) paths.
 //
-// Both work on a zero-padded, zero-point-centred int16 copy of one input
+// All work on a zero-padded, zero-point-centred int16 copy of one input
 // plane (a padding position contributes 0, as the reference skips it), so the
 // inner loops have no bounds tests.
 #pragma once
@@ -42,6 +43,10 @@ struct PlaneJob {
   bool x_signed = false;
   int32_t x_zero_point = 0;
   const int16_t* w = nullptr;  // k_h x k_w, minus the weight zero point
+  // When every w - w_zp of the channel fits int8: them as k_h x ceil(k_w / 4)
+  // vpdpbusd quads (zero past k_w), with their sum and sum of magnitudes.
+  const int32_t* w_quads = nullptr;
+  int64_t w_sum = 0, w_abs_sum = 0;
   const ChannelParams* params = nullptr;
   int32_t y_zero_point = 0;
   bool y_signed = false;
@@ -55,13 +60,47 @@ struct PlaneScratch {
   using Key = std::array<int64_t, 10>;
   std::vector<int16_t> buf;
   Key key{};
+  // Output codes at a wider row pitch, before they are packed into the
+  // output plane (the AVX-512 planes' flat blocks).
+  std::vector<uint8_t> codes;
+
+  uint8_t* codes_buf(size_t bytes) {
+    if (codes.size() < bytes) codes.resize(bytes);
+    return codes.data();
+  }
+
+  // An 8-bit padded plane (the AVX-512 vpdpbusd planes): padding holds the
+  // input zero point `fill` (which `k` must include), written once per key.
+  std::vector<uint8_t> bytes;
+  Key bytes_key{};
+
+  // Element by element with an early exit, rather than std::array's memcmp
+  // call or a vectorized compare: both stalled on loading the key just
+  // stored, which cost as much as a small plane's arithmetic (7x7 planes of
+  // MobileNetV2 on 28x28 inputs).
+  static bool same_key(const Key& a, const Key& b) {
+    for (size_t i = 0; i < a.size(); ++i)
+      if (a[i] != b[i]) return false;
+    return true;
+  }
+
+  uint8_t* get_bytes(const Key& k, size_t n, uint8_t fill) {
+    if (bytes.size() < n) {
+      bytes.assign(n, fill);
+      bytes_key = k;
+    } else if (!same_key(bytes_key, k)) {
+      std::fill(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(n), fill);
+      bytes_key = k;
+    }
+    return bytes.data();
+  }
 
   // The buffer for `elems` int16 laid out as `k`, padding zeroed.
   int16_t* get(const Key& k, size_t elems) {
     if (buf.size() < elems) {
       buf.assign(elems, 0);
       key = k;
-    } else if (key != k) {
+    } else if (!same_key(key, k)) {
       std::fill(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(elems), int16_t{0});
       key = k;
     }
@@ -69,8 +108,49 @@ struct PlaneScratch {
   }
 };
 
+// Two taps' centred weights as one int32 lane of vpmaddwd / vpdpwssd
+// (a in the low half, b in the high half).
+inline int32_t pair_bits(int16_t a, int16_t b) {
+  return static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint16_t>(a)) |
+                              (static_cast<uint32_t>(static_cast<uint16_t>(b)) << 16));
+}
+
+// Weight pairs (w[kh][2p], w[kh][2p+1]) per kernel row, the odd last tap
+// paired with 0: k_h * ceil(k_w / 2) of them, row-major.
+inline void row_weight_pairs(int64_t k_h, int64_t k_w, const int16_t* w, int32_t* out) {
+  const int64_t kwp = (k_w + 1) / 2;
+  for (int64_t kh = 0; kh < k_h; ++kh)
+    for (int64_t p = 0; p < kwp; ++p) {
+      const int16_t a = w[kh * k_w + 2 * p];
+      const int16_t b = 2 * p + 1 < k_w ? w[kh * k_w + 2 * p + 1] : int16_t{0};
+      out[kh * kwp + p] = pair_bits(a, b);
+    }
+}
+
+// Per channel, for PlaneJob::w_quads: `fits` says whether the channel's
+// k_h x k_w centred weights `w` fit int8 (then `out` gets its quads).
+inline bool int8_weight_quads(int64_t k_h, int64_t k_w, const int16_t* w, int32_t* out) {
+  for (int64_t i = 0; i < k_h * k_w; ++i)
+    if (w[i] < -128 || w[i] > 127) return false;
+  const int64_t kwq = (k_w + 3) / 4;
+  for (int64_t kh = 0; kh < k_h; ++kh)
+    for (int64_t t = 0; t < kwq; ++t) {
+      uint32_t v = 0;
+      for (int64_t b = 0; b < 4; ++b) {
+        const int64_t kw = 4 * t + b;
+        const int16_t c = kw < k_w ? w[kh * k_w + kw] : int16_t{0};
+        v |= static_cast<uint32_t>(static_cast<uint8_t>(static_cast<int8_t>(c))) << (8 * b);
+      }
+      out[kh * kwq + t] = static_cast<int32_t>(v);
+    }
+  return true;
+}
+
 void run_plane_scalar(const Geometry& g, const PlaneJob& job, PlaneScratch& scratch);
 // Only with avx2_supported() and job.params->vector_exact.
 void run_plane_avx2(const Geometry& g, const PlaneJob& job, PlaneScratch& scratch);
+// Only with avx512_supported() and job.params->vector_exact. Strides along W
+// other than 1 and 2, and dilation along W, go to run_plane_avx2.
+void run_plane_avx512(const Geometry& g, const PlaneJob& job, PlaneScratch& scratch);
 
 }  // namespace qtk::rt::qdw
