@@ -150,6 +150,7 @@ struct Case {
   ActivationMode activations = ActivationMode::kStatic;
   Granularity granularity = Granularity::kPerChannel;
   quant::QFormat activation_format = quant::QFormat::kUInt8;  // uint4: W4A4 (opset 21), first/last layer 8-bit
+  int64_t nbits_accuracy_level = 0;  // 4: MatMulNBits multiplies in int8 (A quantized per block)
 };
 
 std::string check(const Options& opt, const Case& c, const data::Dataset& calib, const data::Dataset& test) {
@@ -164,6 +165,7 @@ std::string check(const Options& opt, const Case& c, const data::Dataset& calib,
   cfg.granularity = c.granularity;
   cfg.activation_format = c.activation_format;
   cfg.group_size = 32;
+  cfg.nbits_accuracy_level = c.nbits_accuracy_level;
   cfg.threads = 2;
   auto q = quantize(*model, cfg, CalibrationData{{calib.images}});
   if (!q.ok()) return "quantize failed: " + q.status().message();
@@ -171,6 +173,7 @@ std::string check(const Options& opt, const Case& c, const data::Dataset& calib,
                           quant::traits(c.weights).name +
                           (c.activations == ActivationMode::kWeightOnly ? "-weight-only" : "") +
                           (c.granularity == Granularity::kPerGroup ? "-group32" : "") +
+                          (c.nbits_accuracy_level ? "-level" + std::to_string(c.nbits_accuracy_level) : "") +
                           (c.activation_format != quant::QFormat::kUInt8
                                ? std::string("-a") + quant::traits(c.activation_format).name
                                : "");
@@ -256,6 +259,8 @@ int main(int argc, char** argv) {
                         Case{"fmnist_small", ExportFormat::kQDQ, quant::QFormat::kInt4},
                         Case{"mlp", ExportFormat::kQOperator, quant::QFormat::kInt4, ActivationMode::kWeightOnly,
                              Granularity::kPerGroup},
+                        Case{"mlp", ExportFormat::kQOperator, quant::QFormat::kInt4, ActivationMode::kWeightOnly,
+                             Granularity::kPerGroup, quant::QFormat::kUInt8, 4},
                         Case{"cnn", ExportFormat::kQDQ, quant::QFormat::kInt4, ActivationMode::kStatic,
                              Granularity::kPerChannel, quant::QFormat::kUInt4}}) {
     const std::string& name = c.name;
