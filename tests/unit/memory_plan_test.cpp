@@ -306,3 +306,64 @@ TEST(MemoryPlan, Int8ResidualJoinWritesOverItsDeadResidual) {
 
 }  // namespace
 }  // namespace qtk
+
+namespace qtk {
+namespace {
+
+// The in-place join must not write over a residual that is still needed:
+// r's codes are read again by a QLinearAdd that needs s, the fused conv's
+// output (so it runs after it), and s is both the next fused conv's input
+// and its residual. Both joins are fused (one QLinearAdd left, r + s, which
+// feeds a fourth conv), and the optimized session equals the reference
+// kernels'. (Checked: with the release test removed from input_reusable,
+// the outputs differ.)
+TEST(MemoryPlan, Int8ResidualJoinKeepsAResidualStillNeeded) {
+  ir::Model m;
+  m.opsets = {{"", 17}};
+  ir::Graph& g = m.graph;
+  ir::ValueInfo x = testing::float_info("x");
+  g.inputs.push_back(x);
+  g.outputs.push_back(testing::float_info("y"));
+  g.outputs.push_back(testing::float_info("t"));
+  auto conv = [&](const std::string& in, const std::string& out, int k) {
+    const std::string w = out + "_w", b = out + "_b";
+    g.initializers[w] = testing::uniform_tensor({4, 4, 3, 3}, 20 + static_cast<uint32_t>(k), -0.3f, 0.3f);
+    g.initializers[b] = testing::uniform_tensor({4}, 40 + static_cast<uint32_t>(k), -0.1f, 0.1f);
+    ir::Node n = testing::op_node("Conv", {in, w, b}, out);
+    n.set_attr(ir::attr_ints("pads", {1, 1, 1, 1}));
+    return n;
+  };
+  g.nodes = {conv("x", "a", 1),
+             testing::op_node("Relu", {"a"}, "r"),
+             conv("r", "c2", 2),
+             testing::op_node("Add", {"c2", "r"}, "s"),
+             conv("s", "c3", 3),
+             testing::op_node("Add", {"c3", "s"}, "y"),
+             testing::op_node("Add", {"r", "s"}, "rs"),
+             conv("rs", "t", 4)};
+  CalibrationData calib;
+  calib.inputs.push_back(testing::uniform_tensor({8, 4, 6, 6}, 5, -1.f, 1.f));
+  auto q = quantize(m, QuantConfig{}, calib);
+  ASSERT_TRUE(q.ok()) << q.status().message();
+  SessionOptions o;
+  o.integer = true;
+  o.threads = 2;
+  o.profile = true;
+  auto fast = Session::create(q->model, o);
+  o.reference_kernels = true;
+  auto reference = Session::create(q->model, o);
+  ASSERT_TRUE(fast.ok() && reference.ok());
+  const Tensor in = testing::uniform_tensor({3, 4, 6, 6}, 9, -1.f, 1.f);
+  for (int r = 0; r < 3; ++r)  // the first run records the memory plan, the others follow it
+    expect_same_bytes(run_ok(**fast, {in}), run_ok(**reference, {in}), "run " + std::to_string(r));
+  int adds = 0, convs = 0;
+  for (const auto& t : (*fast)->profile()) {
+    adds += t.op_type == "QLinearAdd";
+    convs += t.op_type == "QLinearConv";
+  }
+  EXPECT_EQ(convs, 3);  // the fourth, with a float output, runs as ConvInteger
+  EXPECT_EQ(adds, 1) << "both residual adds fused into their convs, r + s left";
+}
+
+}  // namespace
+}  // namespace qtk
