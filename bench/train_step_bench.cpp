@@ -75,7 +75,7 @@ int main(int argc, char** argv) {
     const auto t0 = std::chrono::steady_clock::now();
     auto st = graph->train_step(x, labels, &pool);
     if (!st.ok()) return fail(st.status().message());
-    opt.step(graph->params(), lr);
+    opt.step(graph->params(), lr, &pool);
     const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (s >= warmup) {
       ms.push_back(t);

@@ -38,5 +38,9 @@ Stride1PackPlan plan_stride1_pack(const Window2d& w);
 // positions past oh * ow zero. `padded` as pad_image writes it, `off` as
 // tap_offsets gives it (k entries).
 void stride1_pack(const Stride1PackPlan& plan, const float* padded, const int64_t* off, int64_t k, float* packed);
+// Slivers [s0, s1) only, written from packed[0] (Conv packs a few slivers at
+// a time so that they stay in L1 for the GEMM that reads them).
+void stride1_pack(const Stride1PackPlan& plan, const float* padded, const int64_t* off, int64_t k, int64_t s0,
+                  int64_t s1, float* packed);
 
 }  // namespace qtk::train

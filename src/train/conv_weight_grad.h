@@ -37,6 +37,10 @@ int64_t spread_rows_floats(int64_t rows, const Window2d& w);
 void pad_image(const float* image, int64_t channels, const Window2d& w, float* padded);
 // dy [rows, oh, ow] -> [rows, oh * Wp], zero in columns >= ow.
 void spread_rows(const float* dy, int64_t rows, const Window2d& w, float* spread);
+// The plain loops pad_image and spread_rows are tested against (they run
+// them where the CPU has no AVX-512F).
+void pad_image_reference(const float* image, int64_t channels, const Window2d& w, float* padded);
+void spread_rows_reference(const float* dy, int64_t rows, const Window2d& w, float* spread);
 // off[r] for the taps of `channels` channels (K = channels * kh * kw entries).
 std::vector<int64_t> tap_offsets(int64_t channels, const Window2d& w);
 

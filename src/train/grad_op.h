@@ -27,6 +27,9 @@ struct ForwardContext {
   // New values for state inputs (BatchNormalization's running mean/var):
   // (input index, tensor); the engine writes them back to the initializers.
   std::vector<std::pair<int, Tensor>> state_updates;
+  // The op applies Relu to out[0] (ops with GradOp::fuses_relu: train_graph
+  // folded in the Relu that alone consumes the output, saving its passes).
+  bool relu_after = false;
 };
 
 struct BackwardContext {
@@ -38,6 +41,9 @@ struct BackwardContext {
   std::vector<bool> need;    // per input: is its gradient wanted
   std::vector<Tensor> din;   // per input: the op assigns those it is asked for
   rt::ThreadPool* pool = nullptr;
+  // out[0] is after a fused Relu (ForwardContext::relu_after) and dout its
+  // gradient: the op's own output gradient is dout where out[0] > 0, else 0.
+  bool relu_after = false;
 };
 
 struct GradOp {
@@ -49,6 +55,8 @@ struct GradOp {
   bool (*differentiable)(int input) = nullptr;
   // Input indices that are running state updated during training.
   bool (*is_state)(int input) = nullptr;
+  // Honours ForwardContext::relu_after / BackwardContext::relu_after.
+  bool fuses_relu = false;
 };
 
 // The op for a node (default ONNX domain only), or nullptr when the training

@@ -80,6 +80,7 @@ struct Stride1Forward {
   Stride1PackPlan plan;
   std::vector<int64_t> taps;  // of one group's channels
   int64_t plane = 0;          // floats of one padded channel
+  int64_t slab = 1;           // slivers packed per GEMM call
 };
 
 Stride1Forward stride1_forward(const ConvDims& d) {
@@ -89,6 +90,8 @@ Stride1Forward stride1_forward(const ConvDims& d) {
   s.plan = plan_stride1_pack(d.w);
   s.taps = tap_offsets(d.cg, d.w);
   s.plane = (d.w.pt + d.w.ih + d.w.pb) * (d.w.pl + d.w.iw + d.w.pr);
+  // Slivers of K x 32 floats within 40 KiB (L1 is 48 KiB on Zen 4/5), at least one.
+  s.slab = std::max<int64_t>(1, (int64_t{40} << 10) / (d.kk * kStride1PackWidth * 4));
   return s;
 }
 
@@ -104,13 +107,21 @@ bool forward_images(const ConvDims& d, const PackedWeights& pw, const Stride1For
   for (int64_t i = b; i < e; ++i) {
     if (s1.on) pad_image(x + i * d.c * d.w.ih * d.w.iw, d.c, d.w, padded);
     for (int64_t g = 0; g < d.groups; ++g) {
-      if (s1.on) stride1_pack(s1.plan, padded + g * d.cg * s1.plane, s1.taps.data(), d.kk, col);
-      else im2col_2d_packed(x + (i * d.c + g * d.cg) * d.w.ih * d.w.iw, d.cg, d.w, nr, col);
       float* out = y + (i * d.m + g * d.mg) * d.p;
       if (bias)
         for (int64_t o = 0; o < d.mg; ++o) std::fill(out + o * d.p, out + (o + 1) * d.p, bias[g * d.mg + o]);
-      rt::ref::sgemm_packed(d.mg, d.p, d.kk, 1.f, pw.data + g * pw.floats_per_group, col, bias ? 1.f : 0.f, out, d.p,
-                            nullptr, path);
+      const float* a = pw.data + g * pw.floats_per_group;
+      if (s1.on) {  // a slab of slivers at a time, packed and multiplied while in L1 (the same sums)
+        for (int64_t s0 = 0; s0 < s1.plan.slivers; s0 += s1.slab) {
+          const int64_t s_end = std::min(s1.plan.slivers, s0 + s1.slab), j0 = s0 * kStride1PackWidth;
+          stride1_pack(s1.plan, padded + g * d.cg * s1.plane, s1.taps.data(), d.kk, s0, s_end, col);
+          rt::ref::sgemm_packed(d.mg, std::min(d.p, s_end * kStride1PackWidth) - j0, d.kk, 1.f, a, col,
+                                bias ? 1.f : 0.f, out + j0, d.p, nullptr, path);
+        }
+        continue;
+      }
+      im2col_2d_packed(x + (i * d.c + g * d.cg) * d.w.ih * d.w.iw, d.cg, d.w, nr, col);
+      rt::ref::sgemm_packed(d.mg, d.p, d.kk, 1.f, a, col, bias ? 1.f : 0.f, out, d.p, nullptr, path);
     }
   }
   return true;
@@ -227,7 +238,9 @@ Status conv_backward(BackwardContext& c) {
   const int64_t padded_plane = (d.w.pt + d.w.ih + d.w.pb) * (d.w.pl + d.w.iw + d.w.pr);
   const int64_t spread_len = spread_rows_floats(1, d.w);
   const int64_t x_image = padded_image_floats(d.c, d.w), dy_image = spread_rows_floats(d.m, d.w);
-  const int64_t batch = std::max<int64_t>(1, (int64_t{256} << 10) / (4 * (x_image + dy_image)));
+  // 512 KiB of them (half of Zen 4/5's L2): 4 resnet20 images at 28x28, where
+  // 256 KiB (2 images) spent a tenth more in the dot kernel (perf shares).
+  const int64_t batch = std::max<int64_t>(1, (int64_t{512} << 10) / (4 * (x_image + dy_image)));
   std::atomic<bool> oom{false};
   parallel_chunks(c.pool, d.n, [&](int64_t chunk, int64_t b, int64_t e) {
     const int64_t nb = std::min(batch, e - b);
@@ -242,12 +255,13 @@ Status conv_backward(BackwardContext& c) {
       oom = true;
       return;
     }
-    if (transposed_x && !forward_images(td, tw, ts1, pg, nullptr, dx.data<float>(), b, e, col, path)) {
-      oom = true;
-      return;
-    }
     for (int64_t i0 = b; i0 < e; i0 += nb) {
       const int64_t n_here = std::min(nb, e - i0);
+      // dX of these images first: their dY is then still in cache for dW.
+      if (transposed_x && !forward_images(td, tw, ts1, pg, nullptr, dx.data<float>(), i0, i0 + n_here, col, path)) {
+        oom = true;
+        return;
+      }
       if (direct_w) {
         for (int64_t j = 0; j < n_here; ++j) {
           pad_image(px + (i0 + j) * image, d.c, d.w, xpad + j * x_image);

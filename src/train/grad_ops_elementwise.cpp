@@ -1,5 +1,6 @@
-// Broadcasting arithmetic (Add, Sub, Mul, Div) and the pass-through ops
-// (Identity, Dropout at inference semantics, Constant).
+// Broadcasting arithmetic (Add, Sub, Mul, Div; Add may carry the Relu after
+// it, ForwardContext::relu_after) and the pass-through ops (Identity,
+// Dropout at inference semantics, Constant).
 #include <algorithm>
 
 #include "train/broadcast.h"
@@ -51,7 +52,14 @@ Status binary_forward(ForwardContext& c, F f) {
   return Status::Ok();
 }
 
-Status add_forward(ForwardContext& c) { return binary_forward(c, [](float a, float b) { return a + b; }); }
+Status add_forward(ForwardContext& c) {
+  if (c.relu_after)  // a residual Add and the Relu after it in one pass
+    return binary_forward(c, [](float a, float b) {
+      const float s = a + b;
+      return s > 0.f ? s : 0.f;
+    });
+  return binary_forward(c, [](float a, float b) { return a + b; });
+}
 Status sub_forward(ForwardContext& c) { return binary_forward(c, [](float a, float b) { return a - b; }); }
 Status mul_forward(ForwardContext& c) { return binary_forward(c, [](float a, float b) { return a * b; }); }
 Status div_forward(ForwardContext& c) { return binary_forward(c, [](float a, float b) { return a / b; }); }
@@ -63,9 +71,27 @@ Tensor scaled(const Tensor& t, float s) {
   return r;
 }
 
+// dout where the fused Relu's output y is positive (Relu's backward).
+Tensor relu_masked(const Tensor& dout, const Tensor& y, rt::ThreadPool* pool) {
+  Tensor d = Tensor::uninitialized(DType::kFloat32, dout.shape());
+  const float *gs = dout.data<float>(), *ys = y.data<float>();
+  float* ds = d.data<float>();
+  parallel_elements(pool, d.numel(), [&](int64_t b, int64_t e) {
+    const float* __restrict pg = gs;
+    const float* __restrict py = ys;
+    float* __restrict pd = ds;
+    for (int64_t i = b; i < e; ++i) {
+      const float gi = pg[i];  // loaded unconditionally: the loop becomes a vector select
+      pd[i] = py[i] > 0.f ? gi : 0.f;
+    }
+  });
+  return d;
+}
+
 Status add_backward(BackwardContext& c) {
-  if (c.need[0]) c.din[0] = reduce_to_shape(c.dout[0], c.in[0].shape());
-  if (c.need[1]) c.din[1] = reduce_to_shape(c.dout[0], c.in[1].shape());
+  const Tensor g = c.relu_after ? relu_masked(c.dout[0], c.out[0], c.pool) : c.dout[0];
+  if (c.need[0]) c.din[0] = reduce_to_shape(g, c.in[0].shape());
+  if (c.need[1]) c.din[1] = reduce_to_shape(g, c.in[1].shape());
   return Status::Ok();
 }
 
@@ -182,7 +208,7 @@ Status shape_forward(ForwardContext& c) {
 }  // namespace
 
 void register_elementwise_grad_ops(GradOpTable& t) {
-  t.push_back({"Add", {add_forward, add_backward}});
+  t.push_back({"Add", {add_forward, add_backward, nullptr, nullptr, true}});
   t.push_back({"Sub", {sub_forward, sub_backward}});
   t.push_back({"Mul", {mul_forward, mul_backward}});
   t.push_back({"Div", {div_forward, div_backward}});

@@ -1,10 +1,13 @@
 // BatchNormalization (training mode: batch statistics, running-stat update;
 // inference mode: the running statistics, as exported) and LayerNormalization.
-// BatchNormalization splits its channels over the pool.
+// BatchNormalization splits its channels over the pool, runs its per-plane
+// loops in batch_norm_kernels.h, and may carry the Relu after it
+// (ForwardContext::relu_after).
 #include <algorithm>
 #include <cmath>
 #include <functional>
 
+#include "train/batch_norm_kernels.h"
 #include "train/conv_geometry.h"
 #include "train/grad_op.h"
 
@@ -13,51 +16,6 @@ namespace {
 
 bool bn_differentiable(int i) { return i <= 2; }
 bool bn_state(int i) { return i == 3 || i == 4; }
-
-// Per-channel sums in 8 float lanes (so they vectorize) over one image's
-// plane, folded into a double per plane: the order is fixed, so results do
-// not depend on the thread count.
-constexpr int kLanes = 8;
-
-// sum of p[j] - mu and of (p[j] - mu)^2
-void centered_sums(const float* p, int64_t n, float mu, double& s1, double& s2) {
-  float a[kLanes] = {}, b[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes)
-    for (int l = 0; l < kLanes; ++l) {
-      const float d = p[j + l] - mu;
-      a[l] += d;
-      b[l] += d * d;
-    }
-  for (; j < n; ++j) {
-    const float d = p[j] - mu;
-    a[0] += d;
-    b[0] += d * d;
-  }
-  for (int l = 0; l < kLanes; ++l) {
-    s1 += a[l];
-    s2 += b[l];
-  }
-}
-
-// sum of q[j] and of q[j] * (p[j] - mu)
-void grad_sums(const float* p, const float* q, int64_t n, float mu, double& sg, double& sgx) {
-  float a[kLanes] = {}, b[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes)
-    for (int l = 0; l < kLanes; ++l) {
-      a[l] += q[j + l];
-      b[l] += q[j + l] * (p[j + l] - mu);
-    }
-  for (; j < n; ++j) {
-    a[0] += q[j];
-    b[0] += q[j] * (p[j] - mu);
-  }
-  for (int l = 0; l < kLanes; ++l) {
-    sg += a[l];
-    sgx += b[l];
-  }
-}
 
 // Channels split over the pool (each channel's work is independent).
 void over_channels(rt::ThreadPool* pool, int64_t ch, const std::function<void(int64_t)>& fn) {
@@ -92,11 +50,14 @@ Status bn_forward(ForwardContext& c) {
       const double count = static_cast<double>(n * inner);
       // Two passes (mean, then centred sums) as before; the second pass's
       // mean of deviations corrects the float mean's rounding.
-      double s = 0, unused = 0;
-      for (int64_t i = 0; i < n; ++i) centered_sums(px + (i * ch + k) * inner, inner, 0.f, s, unused);
+      double s = 0;
+      for (int64_t i = 0; i < n; ++i) {  // the first read of x: from memory
+        if (i + 1 < n) bn_prefetch(px + ((i + 1) * ch + k) * inner, inner);
+        bn_sum(px + (i * ch + k) * inner, inner, s);
+      }
       const float mu0 = static_cast<float>(s / count);
       double d1 = 0, d2 = 0;
-      for (int64_t i = 0; i < n; ++i) centered_sums(px + (i * ch + k) * inner, inner, mu0, d1, d2);
+      for (int64_t i = 0; i < n; ++i) bn_centered_sums(px + (i * ch + k) * inner, inner, mu0, d1, d2);
       const double dm = d1 / count, var = std::max(0.0, d2 / count - dm * dm);
       pm[k] = static_cast<float>(mu0 + dm);
       pi[k] = static_cast<float>(1.0 / std::sqrt(var + eps));
@@ -109,11 +70,8 @@ Status bn_forward(ForwardContext& c) {
       pi[k] = 1.f / std::sqrt(c.in[4].data<float>()[k] + eps);
     }
     const float a = scale[k] * pi[k], b = bias[k] - pm[k] * a;
-    for (int64_t i = 0; i < n; ++i) {
-      const float* p = px + (i * ch + k) * inner;
-      float* q = py + (i * ch + k) * inner;
-      for (int64_t j = 0; j < inner; ++j) q[j] = p[j] * a + b;
-    }
+    for (int64_t i = 0; i < n; ++i)
+      bn_affine(px + (i * ch + k) * inner, inner, a, b, c.relu_after, py + (i * ch + k) * inner);
   });
   if (batch_stats) c.state_updates = {{3, run_mean}, {4, run_var}};
   c.out.assign(c.node.outputs.size(), Tensor());
@@ -128,13 +86,23 @@ Status bn_backward(BackwardContext& c) {
   const float *px = x.data<float>(), *pg = g.data<float>(), *scale = c.in[1].data<float>();
   const float *pm = c.saved[0].data<float>(), *pi = c.saved[1].data<float>();
   const bool batch_stats = c.saved[2].data<float>()[0] != 0.f;
+  const float* relu_out = c.relu_after ? c.out[0].data<float>() : nullptr;
+  auto plane_mask = [&](int64_t o) { return relu_out ? relu_out + o : nullptr; };
   Tensor dx, ds(DType::kFloat32, {ch}), db(DType::kFloat32, {ch});
   if (c.need[0]) dx = Tensor::uninitialized(DType::kFloat32, x.shape());
   const double count = static_cast<double>(n * inner);
   over_channels(c.pool, ch, [&](int64_t k) {
     double sg = 0, sgx = 0;  // sum dy, sum dy * xhat
-    for (int64_t i = 0; i < n; ++i)
-      grad_sums(px + (i * ch + k) * inner, pg + (i * ch + k) * inner, inner, pm[k], sg, sgx);
+    for (int64_t i = 0; i < n; ++i) {
+      if (i + 1 < n) {  // the first read of x and dy: from memory
+        const int64_t o = ((i + 1) * ch + k) * inner;
+        bn_prefetch(px + o, inner);
+        bn_prefetch(pg + o, inner);
+        if (relu_out) bn_prefetch(relu_out + o, inner);
+      }
+      bn_grad_sums(px + (i * ch + k) * inner, pg + (i * ch + k) * inner, plane_mask((i * ch + k) * inner), inner, pm[k],
+                   sg, sgx);
+    }
     sgx *= pi[k];
     ds.data<float>()[k] = static_cast<float>(sgx);
     db.data<float>()[k] = static_cast<float>(sg);
@@ -144,10 +112,8 @@ Status bn_backward(BackwardContext& c) {
     // dx = a * (dy - mg - (x - mean) * f), f = invstd * mean(dy * xhat)
     const float f = batch_stats ? static_cast<float>(sgx / count) * pi[k] : 0.f, m = pm[k];
     for (int64_t i = 0; i < n; ++i) {
-      const float* p = px + (i * ch + k) * inner;
-      const float* q = pg + (i * ch + k) * inner;
-      float* d = dx.data<float>() + (i * ch + k) * inner;
-      for (int64_t j = 0; j < inner; ++j) d[j] = a * (q[j] - mg - (p[j] - m) * f);
+      const int64_t o = (i * ch + k) * inner;
+      bn_input_grad(px + o, pg + o, plane_mask(o), inner, a, mg, m, f, dx.data<float>() + o);
     }
   });
   if (c.need[0]) c.din[0] = dx;
@@ -241,7 +207,7 @@ Status ln_backward(BackwardContext& c) {
 }  // namespace
 
 void register_norm_grad_ops(GradOpTable& t) {
-  t.push_back({"BatchNormalization", {bn_forward, bn_backward, bn_differentiable, bn_state}});
+  t.push_back({"BatchNormalization", {bn_forward, bn_backward, bn_differentiable, bn_state, true}});
   t.push_back({"LayerNormalization", {ln_forward, ln_backward}});
 }
 

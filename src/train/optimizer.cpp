@@ -1,7 +1,10 @@
 #include "train/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
+
+#include "train/conv_geometry.h"
 
 namespace qtk::train {
 
@@ -18,7 +21,7 @@ Expected<ScheduleKind> parse_schedule(const std::string& s) {
   return invalid_argument("unknown schedule '" + s + "' (known: constant, cosine, onecycle)");
 }
 
-void Optimizer::step(std::vector<Param>& params, float lr) {
+void Optimizer::step(std::vector<Param>& params, float lr, rt::ThreadPool* pool) {
   if (m_.size() != params.size()) {
     m_.assign(params.size(), {});
     v_.assign(params.size(), {});
@@ -30,29 +33,37 @@ void Optimizer::step(std::vector<Param>& params, float lr) {
   ++t_;
   const double bc1 = 1.0 - std::pow(static_cast<double>(cfg_.beta1), static_cast<double>(t_));
   const double bc2 = 1.0 - std::pow(static_cast<double>(cfg_.beta2), static_cast<double>(t_));
-  for (size_t i = 0; i < params.size(); ++i) {
-    Param& p = params[i];
-    float* w = p.value.data<float>();
-    const float* g = p.grad.data<float>();
-    float* m = m_[i].data();
-    const int64_t n = p.value.numel();
-    const float wd = p.decay ? cfg_.weight_decay : 0.f;
-    if (cfg_.kind == OptimizerKind::kSgd) {
-      // torch.optim.SGD: the first step seeds the buffer with the gradient.
-      for (int64_t j = 0; j < n; ++j) {
-        const float gj = g[j] + wd * w[j];
-        m[j] = t_ == 1 ? gj : cfg_.momentum * m[j] + gj;
-        w[j] -= lr * m[j];
-      }
-    } else {
-      float* v = v_[i].data();
-      const float step = static_cast<float>(lr / bc1), inv_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
-      for (int64_t j = 0; j < n; ++j) {
-        w[j] *= 1.f - lr * wd;
-        m[j] = cfg_.beta1 * m[j] + (1.f - cfg_.beta1) * g[j];
-        v[j] = cfg_.beta2 * v[j] + (1.f - cfg_.beta2) * g[j] * g[j];
-        w[j] -= step * m[j] / (std::sqrt(v[j]) * inv_bc2 + cfg_.eps);
-      }
+  // One split of all parameters' elements over the pool (resnet20 has 65
+  // tensors, most far too small to split on their own).
+  std::vector<int64_t> start(params.size() + 1, 0);
+  for (size_t i = 0; i < params.size(); ++i) start[i + 1] = start[i] + params[i].value.numel();
+  parallel_elements(pool, start.back(), [&](int64_t lo, int64_t hi) {
+    size_t i = static_cast<size_t>(std::upper_bound(start.begin(), start.end(), lo) - start.begin()) - 1;
+    for (; i < params.size() && start[i] < hi; ++i)
+      update(params[i], i, std::max(lo, start[i]) - start[i], std::min(hi, start[i + 1]) - start[i], lr, bc1, bc2);
+  });
+}
+
+void Optimizer::update(Param& p, size_t i, int64_t b, int64_t e, float lr, double bc1, double bc2) {
+  float* w = p.value.data<float>();
+  const float* g = p.grad.data<float>();
+  float* m = m_[i].data();
+  const float wd = p.decay ? cfg_.weight_decay : 0.f;
+  if (cfg_.kind == OptimizerKind::kSgd) {
+    // torch.optim.SGD: the first step seeds the buffer with the gradient.
+    for (int64_t j = b; j < e; ++j) {
+      const float gj = g[j] + wd * w[j];
+      m[j] = t_ == 1 ? gj : cfg_.momentum * m[j] + gj;
+      w[j] -= lr * m[j];
+    }
+  } else {
+    float* v = v_[i].data();
+    const float step = static_cast<float>(lr / bc1), inv_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+    for (int64_t j = b; j < e; ++j) {
+      w[j] *= 1.f - lr * wd;
+      m[j] = cfg_.beta1 * m[j] + (1.f - cfg_.beta1) * g[j];
+      v[j] = cfg_.beta2 * v[j] + (1.f - cfg_.beta2) * g[j] * g[j];
+      w[j] -= step * m[j] / (std::sqrt(v[j]) * inv_bc2 + cfg_.eps);
     }
   }
 }

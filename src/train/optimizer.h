@@ -42,7 +42,9 @@ class Optimizer {
  public:
   explicit Optimizer(OptimizerConfig cfg) : cfg_(cfg) {}
   // One update of every param from its grad at learning rate lr.
-  void step(std::vector<Param>& params, float lr);
+  // Elements are independent, so splitting them over `pool` gives the same
+  // values as one thread.
+  void step(std::vector<Param>& params, float lr, rt::ThreadPool* pool = nullptr);
   int64_t steps() const { return t_; }
   // The buffers of `params` (the list step() is given) and their
   // restoration; restore fails naming the param when the state was written
@@ -54,6 +56,8 @@ class Optimizer {
   OptimizerConfig cfg_;
   int64_t t_ = 0;
   std::vector<std::vector<float>> m_, v_;  // momentum / first and second moments, per param
+  // Elements [b, e) of params[i].
+  void update(Param& p, size_t i, int64_t b, int64_t e, float lr, double bc1, double bc2);
 };
 
 // Learning rate at step `step` of `total` (0-based), peak `lr`.

@@ -73,6 +73,37 @@ Expected<TrainGraph> TrainGraph::create(const ir::Model& model) {
     t.ops_[i] = op;
   }
 
+  // Fold a Relu into the BatchNormalization or Add before it when nothing
+  // else reads that op's output: one pass over the activation instead of
+  // two, forward and backward. The exported model (model_) keeps both nodes.
+  {
+    std::map<std::string, int> readers;
+    for (const auto& n : g.nodes)
+      for (const auto& in : n.inputs)
+        if (!in.empty()) ++readers[in];
+    for (const auto& o : g.outputs) ++readers[o.name];
+    ++readers[t.logits_];
+    t.fused_relu_.assign(g.nodes.size(), -1);
+    t.relu_fused_.assign(g.nodes.size(), false);
+    for (size_t j = 0; j < g.nodes.size(); ++j) {
+      const ir::Node& r = g.nodes[j];
+      if (!t.in_loss_path_[j] || r.op_type != "Relu" || !ir::is_default_domain(r.domain) || r.inputs.size() != 1 ||
+          r.outputs.size() != 1)
+        continue;
+      auto it = producer.find(r.inputs[0]);
+      if (it == producer.end() || readers[r.inputs[0]] != 1) continue;
+      const size_t i = it->second;
+      const ir::Node& p = g.nodes[i];
+      if (!t.in_loss_path_[i] || !t.ops_[i]->fuses_relu || p.outputs[0] != r.inputs[0] || t.fused_relu_[i] >= 0)
+        continue;
+      bool other_outputs = false;  // BatchNormalization's optional mean/var outputs
+      for (size_t k = 1; k < p.outputs.size(); ++k) other_outputs |= !p.outputs[k].empty();
+      if (other_outputs) continue;
+      t.fused_relu_[i] = static_cast<int64_t>(j);
+      t.relu_fused_[j] = true;
+    }
+  }
+
   // Classify initializers by how the loss path uses them.
   std::set<std::string> data_use, const_use, state_use;
   for (size_t i = 0; i < g.nodes.size(); ++i) {
@@ -122,9 +153,10 @@ Expected<Tensor> TrainGraph::forward(const Tensor& x, bool training, rt::ThreadP
   for (const auto& [name, v] : state_) values[name] = v;
   values[input_] = x;
   for (size_t i = 0; i < g.nodes.size(); ++i) {
-    if (!in_loss_path_[i]) continue;
+    if (!in_loss_path_[i] || relu_fused_[i]) continue;
     const ir::Node& n = g.nodes[i];
     ForwardContext c{n, {}, {}, {}, training, pool, {}};
+    c.relu_after = fused_relu_[i] >= 0;
     c.in.resize(n.inputs.size());
     for (size_t k = 0; k < n.inputs.size(); ++k) {
       if (n.inputs[k].empty()) continue;
@@ -136,6 +168,7 @@ Expected<Tensor> TrainGraph::forward(const Tensor& x, bool training, rt::ThreadP
     if (c.out.size() < n.outputs.size()) c.out.resize(n.outputs.size());
     for (size_t k = 0; k < n.outputs.size(); ++k)
       if (!n.outputs[k].empty()) values[n.outputs[k]] = c.out[k];
+    if (c.relu_after) values[g.nodes[fused_relu_[i]].outputs[0]] = c.out[0];
     if (training) {
       for (auto& [k, v] : c.state_updates) state_[n.inputs[k]] = v;
       if (requires_grad_node_[i]) records_.push_back({i, std::move(c.in), std::move(c.out), std::move(c.saved)});
@@ -171,10 +204,13 @@ Status TrainGraph::backward(const Tensor& dlogits, rt::ThreadPool* pool) {
     Record& rec = records_[r];
     const ir::Node& n = g.nodes[rec.node];
     BackwardContext c{n, rec.in, rec.out, rec.saved, {}, {}, {}, pool};
+    c.relu_after = fused_relu_[rec.node] >= 0;
+    // With a fused Relu, the gradient arrives for the Relu's output.
+    const std::vector<std::string>& outs = c.relu_after ? g.nodes[fused_relu_[rec.node]].outputs : n.outputs;
     bool any_out = false;
     c.dout.resize(n.outputs.size());
-    for (size_t k = 0; k < n.outputs.size(); ++k) {
-      auto it = grads.find(n.outputs[k]);
+    for (size_t k = 0; k < outs.size(); ++k) {
+      auto it = grads.find(outs[k]);
       if (it == grads.end()) continue;
       if (k >= rec.out.size() || rec.out[k].dtype() != DType::kFloat32) {  // no gradient through integers
         grads.erase(it);

@@ -6,6 +6,7 @@
 // skipped in training (the loss takes the logits before it).
 #pragma once
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <string>
@@ -57,6 +58,9 @@ class TrainGraph {
   using LossFn = std::function<Expected<LossResult>(const Tensor& logits)>;
   Expected<StepStats> train_step(const Tensor& x, int64_t samples, const LossFn& loss, rt::ThreadPool* pool = nullptr);
 
+  // How many Relu nodes run inside the op before them (see fused_relu_).
+  int64_t fused_relu_count() const { return std::count(relu_fused_.begin(), relu_fused_.end(), true); }
+
   std::vector<Param>& params() { return params_; }
   const std::vector<Param>& params() const { return params_; }
   // Deep copies of every parameter and state tensor, and their restoration
@@ -75,6 +79,11 @@ class TrainGraph {
   ir::Model model_;
   std::vector<const GradOp*> ops_;   // per node of model_.graph
   std::vector<bool> in_loss_path_;   // node feeds the logits
+  // Relu folded into the op before it (GradOp::fuses_relu) when it alone
+  // reads that op's output: per node, the Relu it runs (or -1); the Relu
+  // itself is then skipped (relu_fused_).
+  std::vector<int64_t> fused_relu_;
+  std::vector<bool> relu_fused_;
   std::string input_, logits_;
   Shape sample_shape_;
   std::vector<Param> params_;

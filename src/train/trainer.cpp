@@ -188,7 +188,7 @@ Expected<TrainReport> train_classifier(TrainGraph& graph, const data::Dataset& t
       }
       lr = scheduled_lr(o.schedule, o.lr, step, total);
       if (o.before_step) QTK_RETURN_IF_ERROR(o.before_step());
-      opt.step(graph.params(), lr);
+      opt.step(graph.params(), lr, o.pool);
       if (o.after_step) QTK_RETURN_IF_ERROR(o.after_step());
       loss_sum += s.loss * static_cast<double>(s.samples);
       correct += s.correct;

@@ -184,6 +184,16 @@ TEST(TrainConvDirect, Stride1PackMatchesGenericIm2col) {
     stride1_pack(plan, padded.data(), tap_offsets(g.ch, w).data(), k, got);
     im2col_2d_packed(image.data<float>(), g.ch, w, 32, want);
     for (int64_t i = 0; i < slivers * k * 32; ++i) ASSERT_EQ(got[i], want[i]) << "element " << i;
+    // Sliver ranges (Conv packs a slab at a time) write the same slivers from the start of the buffer.
+    for (int64_t s0 = 0; s0 < slivers; ++s0)
+      for (int64_t s1 = s0 + 1; s1 <= std::min(slivers, s0 + 3); ++s1) {
+        std::fill(got, got + slivers * k * 32, -7.f);
+        stride1_pack(plan, padded.data(), tap_offsets(g.ch, w).data(), k, s0, s1, got);
+        for (int64_t i = 0; i < (s1 - s0) * k * 32; ++i)
+          ASSERT_EQ(got[i], want[s0 * k * 32 + i]) << "slivers [" << s0 << ", " << s1 << ") element " << i;
+        if (s1 - s0 < slivers)
+          ASSERT_EQ(got[(s1 - s0) * k * 32], -7.f) << "wrote past slivers [" << s0 << ", " << s1 << ")";
+      }
   }
 }
 
@@ -210,6 +220,44 @@ TEST(TrainConvDirect, PaddedImageAndSpreadRowsLayout) {
   ASSERT_EQ(off.size(), 9u);
   EXPECT_EQ(off[0], 0);
   EXPECT_EQ(off[5], 1 * 6 + 2);  // ky 1, kx 2
+}
+
+// The vector padding and spreading against their plain loops, byte for
+// byte, over widths below, at and above the 16-lane vectors and pads wider
+// than a vector; every float of the buffers written.
+TEST(TrainConvDirect, PadImageAndSpreadRowsMatchReference) {
+  struct Geo {
+    int64_t ch, ih, iw, kh, kw, dh, dw, pt, pl, pb, pr;
+  };
+  for (const Geo& g : std::vector<Geo>{{3, 28, 28, 3, 3, 1, 1, 1, 1, 1, 1},
+                                       {2, 14, 14, 3, 3, 1, 1, 1, 1, 1, 1},
+                                       {5, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1},
+                                       {2, 5, 3, 3, 2, 1, 1, 2, 0, 1, 1},
+                                       {1, 9, 11, 3, 3, 2, 2, 2, 1, 2, 2},
+                                       {2, 4, 33, 1, 5, 1, 1, 0, 18, 0, 17},
+                                       {4, 6, 16, 1, 1, 1, 1, 0, 0, 0, 0}}) {
+    Window2d w;
+    w.ih = g.ih, w.iw = g.iw, w.kh = g.kh, w.kw = g.kw, w.dh = g.dh, w.dw = g.dw;
+    w.pt = g.pt, w.pl = g.pl, w.pb = g.pb, w.pr = g.pr;
+    w.oh = g.ih + g.pt + g.pb - (g.kh - 1) * g.dh;
+    w.ow = g.iw + g.pl + g.pr - (g.kw - 1) * g.dw;
+    SCOPED_TRACE("image " + std::to_string(g.ih) + "x" + std::to_string(g.iw) + " pads " + std::to_string(g.pl) +
+                 "/" + std::to_string(g.pr));
+    const Tensor image = testing::uniform_tensor({g.ch, g.ih, g.iw}, 5, -1.f, 1.f);
+    const size_t pf = static_cast<size_t>(padded_image_floats(g.ch, w));
+    std::vector<float> got(pf + 1, -7.f), want(pf + 1, -7.f);  // one guard float past the end
+    pad_image(image.data<float>(), g.ch, w, got.data());
+    pad_image_reference(image.data<float>(), g.ch, w, want.data());
+    for (size_t i = 0; i <= pf; ++i) ASSERT_EQ(got[i], want[i]) << "padded float " << i;
+    ASSERT_EQ(got[pf], -7.f) << "wrote past the padded image";
+    const Tensor dy = testing::uniform_tensor({g.ch, w.oh, w.ow}, 6, -1.f, 1.f);
+    const size_t sf = static_cast<size_t>(spread_rows_floats(g.ch, w));
+    std::vector<float> sgot(sf + 1, -7.f), swant(sf + 1, -7.f);
+    spread_rows(dy.data<float>(), g.ch, w, sgot.data());
+    spread_rows_reference(dy.data<float>(), g.ch, w, swant.data());
+    for (size_t i = 0; i <= sf; ++i) ASSERT_EQ(sgot[i], swant[i]) << "spread float " << i;
+    ASSERT_EQ(sgot[sf], -7.f) << "wrote past the spread rows";
+  }
 }
 
 }  // namespace
