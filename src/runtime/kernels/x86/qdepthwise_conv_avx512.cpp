@@ -132,6 +132,18 @@ struct Requant {
   bool has_pre;
 };
 
+// The rescale of 16 accumulators, on values the caller keeps in registers
+// (a Requant passed whole went to the stack): shift in, 64-bit products of
+// even and odd lanes plus the rounding constant, high halves, shift out.
+QTK_QDW_AVX512 __attribute__((always_inline)) inline __m512i requant_lanes(__m512i acc, __m512i mult, __m512i round,
+                                                                          __m128i pre, __m128i post, bool has_pre) {
+  if (has_pre) acc = _mm512_sll_epi32(acc, pre);
+  const __m512i odd = _mm512_srli_epi64(acc, 32);
+  const __m512i pe = _mm512_add_epi64(_mm512_mul_epi32(acc, mult), round);
+  const __m512i po = _mm512_add_epi64(_mm512_mul_epi32(odd, mult), round);
+  return _mm512_sra_epi32(_mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(pe, 32), po), post);
+}
+
 QTK_QDW_AVX512 void make_requant(const ChannelParams& p, int32_t y_zp, Requant& q) {
   const int64_t bias_scaled = static_cast<int64_t>(static_cast<int32_t>(static_cast<uint32_t>(p.bias) << p.pre_shift));
   q.mult = _mm512_set1_epi32(p.mult.multiplier);
@@ -184,13 +196,7 @@ QTK_QDW_AVX512 void planes_flat(const Geometry& g, const FlatLayout& l, const in
   const __m512i mult = rq.mult, round = rq.round, zp16 = rq.zp16;
   const __m128i pre = rq.pre, post = rq.post;
   const bool has_pre = rq.has_pre;
-  const auto requant = [&](__m512i acc) QTK_QDW_AVX512 {
-    if (has_pre) acc = _mm512_sll_epi32(acc, pre);
-    const __m512i odd = _mm512_srli_epi64(acc, 32);
-    const __m512i pe = _mm512_add_epi64(_mm512_mul_epi32(acc, mult), round);
-    const __m512i po = _mm512_add_epi64(_mm512_mul_epi32(odd, mult), round);
-    return _mm512_sra_epi32(_mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(pe, 32), po), post);
-  };
+  const auto requant = [&](__m512i acc) QTK_QDW_AVX512 { return requant_lanes(acc, mult, round, pre, post, has_pre); };
   uint8_t* const dst = codes ? codes : y;
   const int64_t full_end = codes ? total : total / kLanes * kLanes;  // blocks stored whole before this
   const bool all_local = kh_n * kwp_n <= kMaxPairs;
@@ -375,13 +381,7 @@ QTK_QDW_AVX512 void planes_u8(const Geometry& g, const U8Layout& l, const uint8_
   const __m512i mult = rq.mult, round = rq.round, zp16 = rq.zp16;
   const __m128i pre = rq.pre, post = rq.post;
   const bool has_pre = rq.has_pre;
-  const auto requant = [&](__m512i acc) QTK_QDW_AVX512 {
-    if (has_pre) acc = _mm512_sll_epi32(acc, pre);
-    const __m512i odd = _mm512_srli_epi64(acc, 32);
-    const __m512i pe = _mm512_add_epi64(_mm512_mul_epi32(acc, mult), round);
-    const __m512i po = _mm512_add_epi64(_mm512_mul_epi32(odd, mult), round);
-    return _mm512_sra_epi32(_mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(pe, 32), po), post);
-  };
+  const auto requant = [&](__m512i acc) QTK_QDW_AVX512 { return requant_lanes(acc, mult, round, pre, post, has_pre); };
   __m512i wl[kMaxPairs];
   const bool all_local = kh_n * kwq_n <= kMaxPairs;
   if (all_local)
