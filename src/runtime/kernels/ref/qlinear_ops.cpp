@@ -146,8 +146,8 @@ Expected<Tensor> matmul_int32(const Shape& as, const std::vector<int32_t>& a, co
   int32_t* out = y.data<int32_t>();
   const int64_t nb = shape_numel(batch);
   for (int64_t i = 0; i < nb; ++i) {
-    const int32_t* ap = &a[which.a[i] * M * K];
-    const int32_t* bp = &b[which.b[i] * K * N];
+    const int32_t* ap = a.data() + which.a[i] * M * K;  // data(): an empty operand has no element to index
+    const int32_t* bp = b.data() + which.b[i] * K * N;
     for (int64_t r = 0; r < M; ++r)
       for (int64_t col = 0; col < N; ++col) {
         int32_t acc = 0;
