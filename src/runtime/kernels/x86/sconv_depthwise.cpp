@@ -1,6 +1,7 @@
 #include "runtime/kernels/x86/sconv_depthwise.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <vector>
 
@@ -29,8 +30,16 @@ QTK_DW512 void sconv_depthwise_plane_avx512(const float* x, const float* w, floa
   // reads into the next rows or the slack.
   const int64_t hp = std::max(g.p_h + g.in_h, (g.out_h - 1) * g.s_h + (g.k_h - 1) * g.d_h + 1);
   const int64_t wp = std::max(g.p_w + g.in_w, (g.out_w - 1) * g.s_w + (g.k_w - 1) * g.d_w + 1);
+  // Only the image's rectangle is written below, so the zeros around it
+  // (and the slack) stay valid while a thread sees the same geometry: the
+  // buffer is cleared only when the geometry changes, not once per plane.
   thread_local std::vector<float> buffer;
-  buffer.assign(static_cast<size_t>(hp * wp + 48), 0.f);
+  thread_local std::array<int64_t, 6> geometry{};
+  const std::array<int64_t, 6> key{hp, wp, g.p_h, g.p_w, g.in_h, g.in_w};
+  if (key != geometry || buffer.empty()) {
+    buffer.assign(static_cast<size_t>(hp * wp + 48), 0.f);
+    geometry = key;
+  }
   float* pad = buffer.data();
   for (int64_t r = 0; r < g.in_h; ++r)
     std::memcpy(pad + (r + g.p_h) * wp + g.p_w, x + r * g.in_w, static_cast<size_t>(g.in_w) * sizeof(float));
