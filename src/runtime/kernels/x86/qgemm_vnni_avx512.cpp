@@ -4,6 +4,7 @@
 // only when qgemm_avx512_vnni_supported().
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "runtime/kernels/x86/qgemm_vnni.h"
 
@@ -139,18 +140,19 @@ QTK_VNNI void pack_panel_quads(const QconvQuadPanel& s, uint8_t* panel, int32_t*
   if (col_sum) _mm512_storeu_si512(col_sum, sum);
 }
 
-// n (<= 16) pixels of 4 channel rows -> 4n bytes, 4 per pixel (masked stores).
-QTK_VNNI inline void interleave4(__m128i r0, __m128i r1, __m128i r2, __m128i r3, int64_t n, uint8_t* dst) {
-  const __m128i t0 = _mm_unpacklo_epi8(r0, r1), t1 = _mm_unpackhi_epi8(r0, r1);
-  const __m128i t2 = _mm_unpacklo_epi8(r2, r3), t3 = _mm_unpackhi_epi8(r2, r3);
-  const __m128i parts[4] = {_mm_unpacklo_epi16(t0, t2), _mm_unpackhi_epi16(t0, t2), _mm_unpacklo_epi16(t1, t3),
-                            _mm_unpackhi_epi16(t1, t3)};
-  for (int c = 0; c < 4; ++c) {
-    const int64_t pixels = std::clamp<int64_t>(n - 4 * c, 0, 4);
-    if (pixels == 4) _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 16 * c), parts[c]);
-    else if (pixels > 0)
-      _mm_mask_storeu_epi8(dst + 16 * c, static_cast<__mmask16>((1u << (4 * pixels)) - 1), parts[c]);
-  }
+// n (<= 16) pixels of 4 channel rows -> 4n bytes, 4 per pixel, each byte
+// xor `flip`: the rows as the zmm's four 128-bit blocks, a dword transpose
+// (block j: pixels 4j..4j+3 of every channel), then bytes regrouped by pixel
+// inside each block; one store.
+QTK_VNNI inline void interleave4(__m128i r0, __m128i r1, __m128i r2, __m128i r3, int64_t n, __m512i flip,
+                                 uint8_t* dst) {
+  __m512i v = _mm512_inserti32x4(_mm512_castsi128_si512(r0), r1, 1);
+  v = _mm512_inserti32x4(_mm512_inserti32x4(v, r2, 2), r3, 3);
+  v = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), v);
+  v = _mm512_shuffle_epi8(v, _mm512_broadcast_i32x4(_mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)));
+  v = _mm512_xor_si512(v, flip);
+  if (n == 16) _mm512_storeu_si512(dst, v);
+  else _mm512_mask_storeu_epi8(dst, (__mmask64{1} << (4 * n)) - 1, v);
 }
 
 // Columns ic, ic + s, ..., ic + (n - 1)s of an input row (n <= 16, s = 1 or
@@ -167,45 +169,77 @@ QTK_VNNI inline __m128i load_columns(const uint8_t* row, int64_t ic, int64_t n, 
   return _mm256_castsi256_si128(_mm256_permute4x64_epi64(even, 0x08));
 }
 
+// One phase plane of one channel quad (sw = SW <= 2): rows[t] + ir·rs[t] is
+// channel t's input row ir (rs 0: an absent channel reading a row of zp).
+// Specialized on the stride so the per-chunk work is the loads, the
+// transpose and one store.
+template <int SW>
+QTK_VNNI void fill_quad_plane(const QconvGeometry& g, const QconvQuadImage& l, const uint8_t* const* rows,
+                              const int64_t* rs, int64_t ph, int64_t pw, __m512i vflip, uint8_t* out) {
+  // Phase column col holds input column col * SW + pw - pad_left.
+  const int64_t col_begin = std::max<int64_t>(0, (g.pad_left - pw + SW - 1) / SW);
+  const int64_t last = g.in_w - 1 - pw + g.pad_left;  // the last column's offset, if any
+  const int64_t col_end = last < 0 ? 0 : std::min(l.wph, last / SW + 1);
+  // Phase row r holds input row r * stride_h + ph - pad_top.
+  const int64_t r_begin = std::max<int64_t>(0, (g.pad_top - ph + g.stride_h - 1) / g.stride_h);
+  const int64_t r_last = g.in_h - 1 - ph + g.pad_top;
+  const int64_t r_end = r_last < 0 ? 0 : std::min(l.hph, r_last / g.stride_h + 1);
+  for (int64_t r = r_begin; r < r_end; ++r) {
+    const int64_t ir = r * g.stride_h + ph - g.pad_top;
+    const uint8_t* row[4] = {rows[0] + ir * rs[0], rows[1] + ir * rs[1], rows[2] + ir * rs[2], rows[3] + ir * rs[3]};
+    uint8_t* out_row = out + r * l.wph * 4;
+    for (int64_t col = col_begin; col < col_end; col += 16) {
+      const int64_t n = std::min<int64_t>(16, col_end - col), ic = col * SW + pw - g.pad_left;
+      __m128i v[4];
+      if (SW == 1 && ic + 16 <= g.in_w) {
+        for (int t = 0; t < 4; ++t) v[t] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row[t] + ic));
+      } else {
+        for (int t = 0; t < 4; ++t) v[t] = load_columns(row[t], ic, n, SW, g.in_w);
+      }
+      interleave4(v[0], v[1], v[2], v[3], n, vflip, out_row + col * 4);
+    }
+  }
+}
+
 QTK_VNNI void fill_quad_image(const QconvGeometry& g, const QconvQuadImage& l, const uint8_t* x, int64_t channels,
                               bool x_signed, uint8_t zp, uint8_t* dst) {
   std::memset(dst, zp, static_cast<size_t>(l.bytes));
   const uint8_t flip = x_signed ? 0x80 : 0;
-  const __m128i vflip = _mm_set1_epi8(static_cast<char>(flip)), vzp = _mm_set1_epi8(static_cast<char>(zp));
-  const int64_t plane = l.hph * l.wph * 4, sw = g.stride_w;
+  const __m512i vflip = _mm512_set1_epi8(static_cast<char>(flip));
+  // Absent channels (the last quad's) read this row: zp after the flip.
+  thread_local std::vector<uint8_t> zp_row;
+  zp_row.assign(static_cast<size_t>(g.in_w + 64), static_cast<uint8_t>(zp ^ flip));
+  const int64_t plane = l.hph * l.wph * 4, sw = g.stride_w, chw = g.in_h * g.in_w;
   for (int64_t ph = 0; ph < g.stride_h; ++ph)
-    for (int64_t pw = 0; pw < sw; ++pw) {
-      // Phase column col holds input column col * sw + pw - pad_left.
-      const int64_t col_begin = std::max<int64_t>(0, (g.pad_left - pw + sw - 1) / sw);
-      const int64_t last = g.in_w - 1 - pw + g.pad_left;  // the last column's offset, if any
-      const int64_t col_end = last < 0 ? 0 : std::min(l.wph, last / sw + 1);
+    for (int64_t pw = 0; pw < sw; ++pw)
       for (int64_t cq = 0; cq < l.c4; ++cq) {
         uint8_t* out = dst + QconvQuadImage::front + ((ph * sw + pw) * l.c4 + cq) * plane;
-        for (int64_t r = 0; r < l.hph; ++r) {
-          const int64_t ir = r * g.stride_h + ph - g.pad_top;
-          if (ir < 0 || ir >= g.in_h) continue;
-          const uint8_t* rows[4] = {};
-          for (int t = 0; t < 4; ++t)
-            if (4 * cq + t < channels) rows[t] = x + ((4 * cq + t) * g.in_h + ir) * g.in_w;
-          uint8_t* out_row = out + r * l.wph * 4;
-          int64_t col = col_begin;
-          if (sw <= 2) {
-            for (; col < col_end; col += 16) {
-              const int64_t n = std::min<int64_t>(16, col_end - col), ic = col * sw + pw - g.pad_left;
-              __m128i v[4];
+        const uint8_t* rows[4];
+        int64_t rs[4];
+        for (int t = 0; t < 4; ++t) {
+          const bool present = 4 * cq + t < channels;
+          rows[t] = present ? x + (4 * cq + t) * chw : zp_row.data();
+          rs[t] = present ? g.in_w : 0;
+        }
+        if (sw == 1) {
+          fill_quad_plane<1>(g, l, rows, rs, ph, pw, vflip, out);
+        } else if (sw == 2) {
+          fill_quad_plane<2>(g, l, rows, rs, ph, pw, vflip, out);
+        } else {  // wider strides: byte by byte
+          const int64_t col_begin = std::max<int64_t>(0, (g.pad_left - pw + sw - 1) / sw);
+          const int64_t last = g.in_w - 1 - pw + g.pad_left;
+          const int64_t col_end = last < 0 ? 0 : std::min(l.wph, last / sw + 1);
+          for (int64_t r = 0; r < l.hph; ++r) {
+            const int64_t ir = r * g.stride_h + ph - g.pad_top;
+            if (ir < 0 || ir >= g.in_h) continue;
+            for (int64_t col = col_begin; col < col_end; ++col) {
+              const int64_t ic = col * sw + pw - g.pad_left;
               for (int t = 0; t < 4; ++t)
-                v[t] = rows[t] ? _mm_xor_si128(load_columns(rows[t], ic, n, sw, g.in_w), vflip) : vzp;
-              interleave4(v[0], v[1], v[2], v[3], n, out_row + col * 4);
+                out[(r * l.wph + col) * 4 + t] = static_cast<uint8_t>(rows[t][ir * rs[t] + ic] ^ flip);
             }
-          }
-          for (; col < col_end; ++col) {
-            const int64_t ic = col * sw + pw - g.pad_left;
-            for (int t = 0; t < 4; ++t)
-              out_row[col * 4 + t] = rows[t] ? static_cast<uint8_t>(rows[t][ic] ^ flip) : zp;
           }
         }
       }
-    }
 }
 
 QTK_VNNI void fill_tap_quad_image(const QconvGeometry& g, const QconvQuadImage& l, const uint8_t* x, bool x_signed,
@@ -222,7 +256,7 @@ QTK_VNNI void fill_tap_quad_image(const QconvGeometry& g, const QconvQuadImage& 
   // Pixel i = plane bytes i .. i + 3: four shifted rows interleaved.
   for (int64_t i = 0; i < pixels; i += 16) {
     const auto at = [&](int t) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(plane + i + t)); };
-    interleave4(at(0), at(1), at(2), at(3), 16, dst + QconvQuadImage::front + i * 4);
+    interleave4(at(0), at(1), at(2), at(3), 16, _mm512_setzero_si512(), dst + QconvQuadImage::front + i * 4);
   }
 }
 
@@ -334,7 +368,13 @@ QTK_VNNI void epilogue_row_codes(const int32_t* acc, int mr, int nr, int64_t m0,
       c = _mm512_mask_blend_epi32(0xAAAA, e, _mm512_slli_epi64(o, 32));
     }
     const int64_t at = static_cast<int64_t>(m) * out.ldo + n0;
-    if constexpr (kResidual) c = add_residual16(c, static_cast<const uint8_t*>(out.residual->codes) + at, keep, res);
+    // The residual was written a whole batch ago (L2/L3): fetch the line the
+    // panel after next reads, so the wait is off the critical path.
+    if constexpr (kResidual) {
+      const uint8_t* rp = static_cast<const uint8_t*>(out.residual->codes) + at;
+      _mm_prefetch(reinterpret_cast<const char*>(rp + 2 * kQgemmNR), _MM_HINT_T0);
+      c = add_residual16(c, rp, keep, res);
+    }
     _mm_mask_storeu_epi8(static_cast<uint8_t*>(out.out) + at, keep, _mm512_cvtepi32_epi8(c));
   }
 }
