@@ -247,6 +247,14 @@ inline constexpr int64_t kQgemmMinParallelMacs = int64_t{1} << 21;
 // also builds its own copy of the padded input image, and two threads were
 // measured slower than one (int8 cnn batch 1: 0.050 vs 0.035 ms).
 inline constexpr int64_t kQconvMinParallelMacs = int64_t{1} << 23;
+// With at least one image per thread the split falls between images and
+// no copy is built twice: smaller convs pay (mobilenetv2_fm int8 batch 64
+// on 2 threads: 2.17 -> 1.70 ms, its 1x1 convs are 1.6-6M multiply-adds).
+inline constexpr int64_t kQconvMinParallelMacsPerImageSplit = int64_t{1} << 21;
+inline bool qconv_split_over_threads(int threads, int64_t batch, int64_t macs) {
+  if (threads <= 1) return false;
+  return macs >= (batch >= threads ? kQconvMinParallelMacsPerImageSplit : kQconvMinParallelMacs);
+}
 // How a product's tiles x panels are split over threads: tm x tn rectangles,
 // the largest as small as possible (ties: fewer threads).
 struct QgemmGrid {

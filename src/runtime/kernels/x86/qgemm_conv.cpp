@@ -100,7 +100,6 @@ void qconv_pack_panel_scalar(const QconvPanelSource& s, int16_t* panel) {
 namespace {
 
 constexpr int64_t kSlack = 32;  // bytes before and after the phase images (>= one 16-byte read)
-constexpr int64_t kMinParallelMacs = detail::kQconvMinParallelMacs;
 constexpr int64_t kPanelBlockBytes = 80 * 1024;  // packed panels a thread keeps per block
 
 struct Layout {
@@ -295,7 +294,7 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
     }
   };
   const int64_t macs = g.batch * g.out_c * w.k * pixels;
-  if (pool == nullptr || pool->size() == 1 || macs < kMinParallelMacs) {
+  if (pool == nullptr || !detail::qconv_split_over_threads(pool->size(), g.batch, macs)) {
     work(0, units);
     return;
   }

@@ -162,7 +162,7 @@ void qconv_vnni_direct(const QconvGeometry& g, const QconvQuadImage& l, const st
     }
   };
   const int64_t macs = g.batch * g.out_c * groups[0].k * pixels;
-  if (pool == nullptr || pool->size() == 1 || macs < kQconvMinParallelMacs) {
+  if (pool == nullptr || !qconv_split_over_threads(pool->size(), g.batch, macs)) {
     work(0, units);
     return;
   }
@@ -300,7 +300,7 @@ void qconv_vnni(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
     }
   };
   const int64_t macs = g.batch * g.out_c * w.k * pixels;
-  if (pool == nullptr || pool->size() == 1 || macs < kQconvMinParallelMacs) {
+  if (pool == nullptr || !qconv_split_over_threads(pool->size(), g.batch, macs)) {
     work(0, units);
     return;
   }
