@@ -4,8 +4,10 @@
 #include "core/cpu_features.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <limits>
+#include <mutex>
 
 #include "runtime/kernels/x86/qgemm_vnni.h"
 #include "runtime/thread_pool.h"
@@ -162,11 +164,29 @@ QgemmEpilogue qgemm_epilogue(QgemmPath resolved) {
 
 }  // namespace detail
 
+// Each layout is made once (thread-safe); a repack of the same object
+// (qgemm_pack_b on a B nobody else shares) clears the flags and keeps the
+// buffers, so per-matrix packing (batched QLinearMatMul) allocates nothing.
 struct QgemmPackedB::Lazy {
-  std::once_flag pairs_once, narrow_once, quads_once;
+  struct Once {
+    std::atomic<bool> done{false};
+    template <class F>
+    void operator()(std::mutex& mu, F make) {
+      if (done.load(std::memory_order_acquire)) return;
+      std::lock_guard<std::mutex> lock(mu);
+      if (done.load(std::memory_order_relaxed)) return;
+      make();
+      done.store(true, std::memory_order_release);
+    }
+  };
+  std::mutex mu;
+  Once pairs_once, narrow_once, quads_once;
   AlignedBuffer<int16_t> pairs;
   AlignedBuffer<uint8_t> narrow;
   QgemmQuadB quads;
+  void reset() {
+    for (Once* o : {&pairs_once, &narrow_once, &quads_once}) o->done.store(false, std::memory_order_relaxed);
+  }
 };
 
 void qgemm_pack_b(const QgemmCodes& b, int64_t k, int64_t n, const std::vector<int32_t>& zero_points,
@@ -177,7 +197,8 @@ void qgemm_pack_b(const QgemmCodes& b, int64_t k, int64_t n, const std::vector<i
   out.panels = (n + kQgemmNR - 1) / kQgemmNR;
   out.is_signed = b.is_signed;
   out.source = b;
-  out.lazy = std::make_shared<QgemmPackedB::Lazy>();
+  if (out.lazy && out.lazy.use_count() == 1) out.lazy->reset();
+  else out.lazy = std::make_shared<QgemmPackedB::Lazy>();
   out.zero_points.assign(static_cast<size_t>(out.panels * kQgemmNR), 0);
   out.any_zero_point = false;
   for (int64_t j = 0; j < n; ++j) {
@@ -190,7 +211,7 @@ void qgemm_pack_b(const QgemmCodes& b, int64_t k, int64_t n, const std::vector<i
 }
 
 const int16_t* QgemmPackedB::pairs() const {
-  std::call_once(lazy->pairs_once, [this] {
+  lazy->pairs_once(lazy->mu, [this] {
     const int64_t panel_len = kpairs * 2 * kQgemmNR, len = std::max<int64_t>(panels * panel_len, 1);
     int16_t* dst = lazy->pairs.get(len);
     std::memset(dst, 0, static_cast<size_t>(len) * sizeof(int16_t));
@@ -205,7 +226,7 @@ const int16_t* QgemmPackedB::pairs() const {
 }
 
 const uint8_t* QgemmPackedB::narrow() const {
-  std::call_once(lazy->narrow_once, [this] {
+  lazy->narrow_once(lazy->mu, [this] {
     const int64_t panel_len = kpairs * 2 * kQgemmNR, len = std::max<int64_t>(panels * panel_len, 1);
     uint8_t* dst = lazy->narrow.get(len);
     std::memset(dst, 0, static_cast<size_t>(len));
@@ -220,7 +241,7 @@ const uint8_t* QgemmPackedB::narrow() const {
 }
 
 const QgemmQuadB& QgemmPackedB::quads() const {
-  std::call_once(lazy->quads_once, [this] {
+  lazy->quads_once(lazy->mu, [this] {
     QgemmQuadB& q = lazy->quads;
     q.kquads = qgemm_kquads(k);
     const int64_t cols = panels * kQgemmNR, panel_len = q.kquads * 4 * kQgemmNR;

@@ -163,7 +163,8 @@ class QLinearBatchedMatMulKernel final : public Kernel {
     const auto* bp = static_cast<const uint8_t*>(b.raw());
     auto* yp = static_cast<uint8_t*>(y.raw());
     auto one = [&](int64_t i, ThreadPool* pool) {
-      QgemmPackedB packed;
+      // One per thread, repacked per matrix: its buffers are reused.
+      thread_local QgemmPackedB packed;
       qgemm_pack_b({bp + i * k * n, b.dtype() == DType::kInt8, n, 1}, k, n, *bz, packed);
       QgemmOutput out;
       out.kind = QgemmOutputKind::kCodes;
