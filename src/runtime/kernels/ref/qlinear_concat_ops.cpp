@@ -17,6 +17,7 @@
 #include <cstring>
 
 #include "runtime/kernels/ref/common.h"
+#include "runtime/kernels/ref/quant_params.h"
 #include "runtime/op_registry.h"
 
 namespace qtk::rt {
@@ -25,23 +26,13 @@ namespace {
 
 using Table = std::array<uint8_t, 256>;
 
-// The float32 scale at input i: one value, positive and finite.
 Expected<float> concat_scale(const KernelContext& ctx, size_t i, const std::string& what) {
-  if (!ctx.has_input(i)) return invalid_argument(what + " is missing");
-  const Tensor& s = ctx.input(i);
-  if (s.dtype() != DType::kFloat32) return invalid_argument(what + " must be float32, got " + dtype_name(s.dtype()));
-  if (s.numel() != 1) return unsupported(what + " with " + std::to_string(s.numel()) + " values (per tensor only)");
-  const float v = s.data<float>()[0];
-  if (!(v > 0.f) || !std::isfinite(v)) return invalid_argument(what + " must be positive and finite");
-  return v;
+  QTK_ASSIGN_OR_RETURN(const double v, ref::per_tensor_scale(ctx, i, what));
+  return static_cast<float>(v);  // a float32 value: exact
 }
 
 Expected<int32_t> concat_zero_point(const KernelContext& ctx, size_t i, DType want, const std::string& what) {
-  if (!ctx.has_input(i)) return invalid_argument(what + " is missing");
-  const Tensor& z = ctx.input(i);
-  if (z.dtype() != want) return invalid_argument(what + " must be " + dtype_name(want) + ", got " + dtype_name(z.dtype()));
-  if (z.numel() != 1) return unsupported(what + " with " + std::to_string(z.numel()) + " values (per tensor only)");
-  return static_cast<int32_t>(z.get_as_int64(0));
+  return ref::per_tensor_zero_point(ctx, i, want, what, /*required=*/true);
 }
 
 // Byte b (the code's storage) -> output byte; false when it is the identity.

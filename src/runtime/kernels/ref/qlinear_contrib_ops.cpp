@@ -13,6 +13,7 @@
 #include "runtime/kernels/ref/common.h"
 #include "runtime/kernels/ref/matmul_nbits.h"
 #include "runtime/kernels/ref/qlinear_concat_ops.h"
+#include "runtime/kernels/ref/quant_params.h"
 #include "runtime/thread_pool.h"
 #include "runtime/op_registry.h"
 
@@ -26,25 +27,11 @@ bool is_8bit(DType t) { return t == DType::kUInt8 || t == DType::kInt8; }
 int32_t qmin_of(DType t) { return t == DType::kUInt8 ? 0 : -128; }
 int32_t qmax_of(DType t) { return t == DType::kUInt8 ? 255 : 127; }
 
-// A per-tensor scale: float32, one element, finite and > 0.
 Expected<double> scalar_scale(const KernelContext& ctx, size_t i, const char* what) {
-  if (!ctx.has_input(i)) return invalid_argument(std::string(what) + " is missing");
-  const Tensor& s = ctx.input(i);
-  if (s.dtype() != DType::kFloat32) return invalid_argument(std::string(what) + " must be float32");
-  if (s.numel() != 1) return unsupported(std::string(what) + " with " + std::to_string(s.numel()) + " values (per tensor only)");
-  const double v = s.data<float>()[0];
-  if (!(v > 0.0) || !std::isfinite(v)) return invalid_argument(std::string(what) + " must be positive and finite");
-  return v;
+  return ref::per_tensor_scale(ctx, i, what);
 }
-
-// A per-tensor zero point of dtype `want`; 0 when the optional input is absent.
 Expected<int32_t> scalar_zero_point(const KernelContext& ctx, size_t i, DType want, const char* what) {
-  if (!ctx.has_input(i)) return 0;
-  const Tensor& z = ctx.input(i);
-  if (z.dtype() != want)
-    return invalid_argument(std::string(what) + " must be " + dtype_name(want) + ", got " + dtype_name(z.dtype()));
-  if (z.numel() != 1) return unsupported(std::string(what) + " with " + std::to_string(z.numel()) + " values (per tensor only)");
-  return static_cast<int32_t>(z.get_as_int64(0));
+  return ref::per_tensor_zero_point(ctx, i, want, what);
 }
 
 int32_t load_code(const Tensor& t, int64_t i) {

@@ -24,4 +24,12 @@ struct ScaleZp {
 Expected<ScaleZp> read_scale_zp(const Shape& data_shape, const Tensor& scale, const Tensor* zero_point, int64_t axis,
                                 int64_t block);
 
+// Input i of a com.microsoft quantized op as a per-tensor scale: float32,
+// one value, positive and finite; `what` names it in errors.
+Expected<double> per_tensor_scale(const KernelContext& ctx, size_t i, const std::string& what);
+// Input i as a per-tensor zero point of dtype `want`. Absent: 0, or an
+// error when `required` (QLinearConcat's signature needs every one).
+Expected<int32_t> per_tensor_zero_point(const KernelContext& ctx, size_t i, DType want, const std::string& what,
+                                        bool required = false);
+
 }  // namespace qtk::rt::ref
