@@ -6,7 +6,9 @@
 #include <optional>
 #include <string>
 
+#include "runtime/kernels/ref/approx_math.h"
 #include "runtime/kernels/ref/elementwise_common.h"
+#include "runtime/kernels/x86/vector_math.h"
 #include "runtime/op_registry.h"
 
 namespace qtk::rt {
@@ -93,10 +95,25 @@ KernelFactory shrink_factory() {
   };
 }
 
+// float32 Erf: the fixed approximation of ref/approx_math.h (16 lanes at a
+// time where the CPU has AVX-512, the same bits elsewhere); libm's erff is
+// scalar and was a fifth of a ViT's run time.
+Tensor erf_float32(const Tensor& x, ThreadPool* pool) {
+  Tensor y = Tensor::uninitialized(DType::kFloat32, x.shape());  // every element written
+  const float* in = x.data<float>();
+  float* out = y.data<float>();
+  parallel_range(pool, x.numel(), [&](int64_t b, int64_t e) { x86::erf_f32(in + b, out + b, e - b); });
+  return y;
+}
+
 KernelFactory erf_factory() {
   return [](const KernelInit&) -> Expected<std::unique_ptr<Kernel>> {
     return make_fn_kernel([](KernelContext& ctx) -> Status {
       QTK_RETURN_IF_ERROR(expect_inputs(ctx, 1));
+      const Tensor& x = ctx.input(0);
+      if (x.dtype() == DType::kFloat32) return set_single_output(ctx, erf_float32(x, ctx.pool));
+      if (is_half_dtype(x.dtype()))
+        return set_single_output(ctx, narrow_from_float(erf_float32(widen_half(x, ctx.pool), ctx.pool), x.dtype(), ctx.pool));
       return set_single_output(ctx, map_numeric(ctx.input(0), ctx.pool, "Erf", [](auto x) {
                                  using T = decltype(x);
                                  if constexpr (std::is_floating_point_v<T>) return std::erf(x);
@@ -244,6 +261,16 @@ KernelFactory gelu_factory(std::optional<GeluMode> fixed_mode, bool with_bias) {
 
 enum class SoftKind { kSoftmax, kLogSoftmax, kHardmax };
 
+// float32 Softmax takes exp from ref/approx_math.h (rows: vectorized, the
+// same bits); LogSoftmax and float64 keep libm.
+template <class T>
+T softmax_exp(T v, SoftKind kind) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (kind == SoftKind::kSoftmax) return approx::exp_f32(v);
+  }
+  return std::exp(v);
+}
+
 template <class T>
 void softmax_rows(const T* x, T* y, int64_t rows, int64_t n, SoftKind kind, ThreadPool* pool) {
   parallel_range(
@@ -261,6 +288,23 @@ void softmax_rows(const T* x, T* y, int64_t rows, int64_t n, SoftKind kind, Thre
             continue;
           }
           double sum = 0;
+          if constexpr (std::is_same_v<T, float>) {
+            if (kind == SoftKind::kSoftmax) {  // softmax_exp, 16 lanes at a time
+              for (int64_t j = 0; j < n; ++j) yr[j] = xr[j] - mx;
+              x86::exp_f32(yr, yr, n);
+              // Eight running sums (element j into sum j % 8), added pairwise:
+              // independent chains the compiler can vectorize.
+              double part[8] = {};
+              int64_t j = 0;
+              for (; j + 8 <= n; j += 8)
+                for (int k = 0; k < 8; ++k) part[k] += yr[j + k];
+              for (int k = 0; j < n; ++j, ++k) part[k] += yr[j];
+              sum = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+              const float inv = static_cast<float>(1.0 / sum);
+              for (j = 0; j < n; ++j) yr[j] *= inv;
+              continue;
+            }
+          }
           for (int64_t j = 0; j < n; ++j) {
             const T ex = std::exp(xr[j] - mx);
             if (kind == SoftKind::kSoftmax) yr[j] = ex;
@@ -304,7 +348,7 @@ void softmax_strided(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, 
             sum.assign(m, 0.0);
             for (int64_t j = 0; j < n; ++j)
               for (int64_t i = 0; i < m; ++i) {
-                const T ex = std::exp(xb[j * inner + i] - mx[i]);
+                const T ex = softmax_exp(xb[j * inner + i] - mx[i], kind);
                 if (kind == SoftKind::kSoftmax) yb[j * inner + i] = ex;
                 sum[i] += ex;
               }
