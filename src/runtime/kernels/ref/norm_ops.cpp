@@ -43,14 +43,19 @@ Status expect_numel(const Tensor& t, int64_t n, const char* what) {
 // Mean and 1/sqrt(var + eps) of n values spaced `stride` apart.
 template <class T>
 void moments(const T* x, int64_t n, int64_t stride, double eps, double& mean, double& inv_std) {
-  double s = 0;
-  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i * stride]);
+  // Σ f(x_i) in double as eight running sums (element i into sum i % 8)
+  // added pairwise: independent chains, not one add's latency per element.
+  auto sum8 = [&](auto f) {
+    double part[8] = {};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      for (int k = 0; k < 8; ++k) part[k] += f(static_cast<double>(x[(i + k) * stride]));
+    for (int k = 0; i < n; ++i, ++k) part[k] += f(static_cast<double>(x[i * stride]));
+    return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+  };
+  const double s = sum8([](double v) { return v; });
   mean = n > 0 ? s / static_cast<double>(n) : 0.0;
-  double v = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double d = static_cast<double>(x[i * stride]) - mean;
-    v += d * d;
-  }
+  const double v = sum8([&](double xi) { return (xi - mean) * (xi - mean); });
   const double var = n > 0 ? v / static_cast<double>(n) : 0.0;
   inv_std = 1.0 / std::sqrt(var + eps);
 }
