@@ -70,7 +70,8 @@ TEST(VectorMath, ExpIsWithinTwoUlpOfLibm) {
 
 TEST(VectorMath, ErfIsWithinThreeTenMillionthsOfLibm) {
   double worst = 0;
-  for (float x = -6.f; x < 6.f; x += 0.00071f) worst = std::max(worst, std::fabs(double(approx::erf_f32(x)) - std::erf(double(x))));
+  for (float x = -6.f; x < 6.f; x += 0.00071f)
+    worst = std::max(worst, std::fabs(double(approx::erf_f32(x)) - std::erf(double(x))));
   EXPECT_LT(worst, 3e-7);
   EXPECT_EQ(approx::erf_f32(std::numeric_limits<float>::infinity()), 1.f);
   EXPECT_EQ(approx::erf_f32(-std::numeric_limits<float>::infinity()), -1.f);

@@ -113,7 +113,8 @@ KernelFactory erf_factory() {
       const Tensor& x = ctx.input(0);
       if (x.dtype() == DType::kFloat32) return set_single_output(ctx, erf_float32(x, ctx.pool));
       if (is_half_dtype(x.dtype()))
-        return set_single_output(ctx, narrow_from_float(erf_float32(widen_half(x, ctx.pool), ctx.pool), x.dtype(), ctx.pool));
+        return set_single_output(
+            ctx, narrow_from_float(erf_float32(widen_half(x, ctx.pool), ctx.pool), x.dtype(), ctx.pool));
       return set_single_output(ctx, map_numeric(ctx.input(0), ctx.pool, "Erf", [](auto x) {
                                  using T = decltype(x);
                                  if constexpr (std::is_floating_point_v<T>) return std::erf(x);
@@ -271,6 +272,31 @@ T softmax_exp(T v, SoftKind kind) {
   return std::exp(v);
 }
 
+// One float32 Softmax row: the maximum and the sum as eight independent
+// chains (element j into chain j % 8, joined pairwise), exp 16 lanes at a
+// time; no branch per element.
+void softmax_row_f32(const float* x, float* y, int64_t n) {
+  if (n == 0) return;
+  const auto larger = [](float a, float b) { return a > b ? a : b; };
+  float top[8];
+  for (int k = 0; k < 8; ++k) top[k] = x[k < n ? k : 0];
+  int64_t j = 8;
+  for (; j + 8 <= n; j += 8)
+    for (int k = 0; k < 8; ++k) top[k] = larger(x[j + k], top[k]);
+  for (int k = 0; j < n; ++j, ++k) top[k] = larger(x[j], top[k]);
+  const float mx = larger(larger(larger(top[0], top[1]), larger(top[2], top[3])),
+                          larger(larger(top[4], top[5]), larger(top[6], top[7])));
+  for (j = 0; j < n; ++j) y[j] = x[j] - mx;
+  x86::exp_f32(y, y, n);
+  double part[8] = {};
+  for (j = 0; j + 8 <= n; j += 8)
+    for (int k = 0; k < 8; ++k) part[k] += y[j + k];
+  for (int k = 0; j < n; ++j, ++k) part[k] += y[j];
+  const double sum = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+  const float inv = static_cast<float>(1.0 / sum);
+  for (j = 0; j < n; ++j) y[j] *= inv;
+}
+
 template <class T>
 void softmax_rows(const T* x, T* y, int64_t rows, int64_t n, SoftKind kind, ThreadPool* pool) {
   parallel_range(
@@ -279,6 +305,12 @@ void softmax_rows(const T* x, T* y, int64_t rows, int64_t n, SoftKind kind, Thre
         for (int64_t r = b; r < e; ++r) {
           const T* xr = x + r * n;
           T* yr = y + r * n;
+          if constexpr (std::is_same_v<T, float>) {
+            if (kind == SoftKind::kSoftmax) {
+              softmax_row_f32(xr, yr, n);
+              continue;
+            }
+          }
           T mx = xr[0];
           int64_t arg = 0;
           for (int64_t j = 1; j < n; ++j)
@@ -288,23 +320,6 @@ void softmax_rows(const T* x, T* y, int64_t rows, int64_t n, SoftKind kind, Thre
             continue;
           }
           double sum = 0;
-          if constexpr (std::is_same_v<T, float>) {
-            if (kind == SoftKind::kSoftmax) {  // softmax_exp, 16 lanes at a time
-              for (int64_t j = 0; j < n; ++j) yr[j] = xr[j] - mx;
-              x86::exp_f32(yr, yr, n);
-              // Eight running sums (element j into sum j % 8), added pairwise:
-              // independent chains the compiler can vectorize.
-              double part[8] = {};
-              int64_t j = 0;
-              for (; j + 8 <= n; j += 8)
-                for (int k = 0; k < 8; ++k) part[k] += yr[j + k];
-              for (int k = 0; j < n; ++j, ++k) part[k] += yr[j];
-              sum = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
-              const float inv = static_cast<float>(1.0 / sum);
-              for (j = 0; j < n; ++j) yr[j] *= inv;
-              continue;
-            }
-          }
           for (int64_t j = 0; j < n; ++j) {
             const T ex = std::exp(xr[j] - mx);
             if (kind == SoftKind::kSoftmax) yr[j] = ex;
@@ -396,7 +411,10 @@ KernelFactory softmax_factory(SoftKind kind, const char* name) {
         for (int d = ax + 1; d < rank; ++d) inner *= s[d];
       }
       const Tensor x = widen_half(x0, ctx.pool);
-      Tensor y(x.dtype(), x.shape());
+      // Hardmax writes only the ones: its output starts zeroed; the others
+      // write every element.
+      Tensor y = kind == SoftKind::kHardmax ? Tensor(x.dtype(), x.shape())
+                                            : Tensor::uninitialized(x.dtype(), x.shape());
       if (x.numel() > 0) {
         Status st = visit_float(x.dtype(), [&](auto tag) -> Status {
           using T = decltype(tag);

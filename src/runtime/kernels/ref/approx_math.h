@@ -30,13 +30,14 @@ inline constexpr float kLn2Lo = -2.12194440e-4f;
 inline constexpr float kExpPoly[6] = {1.f / 5040, 1.f / 720, 1.f / 120, 1.f / 24, 1.f / 6, 0.5f};
 
 // 2/√π · (-1)^k / (k! (2k + 1)), k = 10 .. 0.
+inline constexpr double kTwoOverSqrtPi = 1.1283791670955126;
 inline constexpr float kErfSeries[11] = {
-    static_cast<float>(1.1283791670955126 / (3628800.0 * 21)),  static_cast<float>(-1.1283791670955126 / (362880.0 * 19)),
-    static_cast<float>(1.1283791670955126 / (40320.0 * 17)),    static_cast<float>(-1.1283791670955126 / (5040.0 * 15)),
-    static_cast<float>(1.1283791670955126 / (720.0 * 13)),      static_cast<float>(-1.1283791670955126 / (120.0 * 11)),
-    static_cast<float>(1.1283791670955126 / (24.0 * 9)),        static_cast<float>(-1.1283791670955126 / (6.0 * 7)),
-    static_cast<float>(1.1283791670955126 / (2.0 * 5)),         static_cast<float>(-1.1283791670955126 / 3.0),
-    static_cast<float>(1.1283791670955126)};
+    static_cast<float>(kTwoOverSqrtPi / (3628800.0 * 21)), static_cast<float>(-kTwoOverSqrtPi / (362880.0 * 19)),
+    static_cast<float>(kTwoOverSqrtPi / (40320.0 * 17)),   static_cast<float>(-kTwoOverSqrtPi / (5040.0 * 15)),
+    static_cast<float>(kTwoOverSqrtPi / (720.0 * 13)),     static_cast<float>(-kTwoOverSqrtPi / (120.0 * 11)),
+    static_cast<float>(kTwoOverSqrtPi / (24.0 * 9)),       static_cast<float>(-kTwoOverSqrtPi / (6.0 * 7)),
+    static_cast<float>(kTwoOverSqrtPi / (2.0 * 5)),        static_cast<float>(-kTwoOverSqrtPi / 3.0),
+    static_cast<float>(kTwoOverSqrtPi)};
 // Numerical Recipes' erfc fit: exponent -z² + P(t), P's coefficients from t^9 down.
 inline constexpr float kErfcPoly[10] = {0.17087277f,  -0.82215223f, 1.48851587f, -1.13520398f, 0.27886807f,
                                         -0.18628806f, 0.09678418f,  0.37409196f, 1.00002368f,  -1.26551223f};
