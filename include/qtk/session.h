@@ -55,6 +55,9 @@ struct TensorInfo {
 class Session {
  public:
   static Expected<std::unique_ptr<Session>> create(const ir::Model& model, const SessionOptions& options = {});
+  // The same, taking the model's weights: those the kernels pack are freed
+  // while the session is built, so it never holds them twice.
+  static Expected<std::unique_ptr<Session>> create(ir::Model&& model, const SessionOptions& options = {});
   static Expected<std::unique_ptr<Session>> load(const std::string& onnx_path, const SessionOptions& options = {});
   ~Session();
 
@@ -79,8 +82,10 @@ class Session {
   // The largest planned activation arena a run used (0: no plan yet, or
   // plan_memory off).
   uint64_t activation_arena_bytes() const { return activation_arena_bytes_.load(); }
-  // Bytes of the weights the session's graph holds after its rewrites (BN
-  // folding, QDQ to integer ops): what the kernels were given to pack.
+  // Bytes of the weights the session holds after its rewrites (BN folding,
+  // QDQ to integer ops), in the form its kernels run from: the initializers
+  // it keeps, plus the packed copies of those it freed because every kernel
+  // reading them runs from its packed copy (Conv weights, say).
   uint64_t weight_bytes() const;
   // Per node in execution order, the wall time summed over all runs so far
   // (empty unless SessionOptions::profile), and how many runs that is.

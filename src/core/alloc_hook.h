@@ -37,4 +37,9 @@ class ScopedAllocationHook {
 // after a run whose blocks bypassed the block pool.
 void release_free_heap_pages();
 
+// Frees the tensor block at p if the block pool keeps it idle (its pages go
+// back to the OS now, not to the next tensor of its size): for storage that
+// was released for good, such as weights a session let go once packed.
+void free_idle_block(const void* p);
+
 }  // namespace qtk::core

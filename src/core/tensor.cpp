@@ -168,6 +168,19 @@ class BlockPool {
     idle_.pop_back();
     return p;
   }
+  // Takes the idle block at p back (null when the pool does not keep it).
+  std::byte* take_at(const void* p) {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (size_t i = 0; i < idle_.size(); ++i)
+      if (idle_[i].second == p) {
+        std::byte* q = idle_[i].second;
+        idle_bytes_ -= idle_[i].first;
+        idle_[i] = idle_.back();
+        idle_.pop_back();
+        return q;
+      }
+    return nullptr;
+  }
   // Keeps the block for reuse; false (the caller frees it) when the pool is full.
   bool give(std::byte* p, size_t capacity) {
     std::lock_guard<std::mutex> lk(mu_);
@@ -226,6 +239,9 @@ void release_free_heap_pages() {
 #if defined(__GLIBC__)
   malloc_trim(0);
 #endif
+}
+void free_idle_block(const void* p) {
+  if (std::byte* q = block_pool().take_at(p)) free_block(q);
 }
 }  // namespace core
 

@@ -144,7 +144,30 @@ std::vector<std::string> infer_shapes(ir::Model& model) {
         problems.push_back("shape inference skipped: '" + v.name + "' has no declared type");
         return problems;
       }
-  onnx::ModelProto mp = to_proto(model);
+  // Shapes need the weights' dtypes and dims, not their values: initializers
+  // of more than a few values go to libonnx as typed graph inputs, so that
+  // inference does not copy every weight into a protobuf (a session's build
+  // would hold its weights twice at that moment: its peak resident memory).
+  // Small ones (shapes, axes, scales: values that decide output shapes) stay
+  // initializers with their data.
+  constexpr int64_t kMaxValuesNeeded = 64;
+  ir::Model lite = model;  // shallow: the tensors' storage is shared
+  for (auto it = lite.graph.initializers.begin(); it != lite.graph.initializers.end();) {
+    if (it->second.numel() <= kMaxValuesNeeded || dtype_size(it->second.dtype()) == 0 ||
+        lite.graph.is_graph_input(it->first)) {
+      ++it;
+      continue;
+    }
+    ir::ValueInfo v;
+    v.name = it->first;
+    v.dtype = it->second.dtype();
+    v.has_shape = true;
+    for (int64_t d : it->second.shape()) v.shape.push_back(ir::Dim{d, {}});
+    lite.graph.inputs.push_back(std::move(v));
+    it = lite.graph.initializers.erase(it);
+  }
+  std::erase_if(lite.graph.initializer_order, [&](const std::string& n) { return !lite.graph.initializers.count(n); });
+  onnx::ModelProto mp = to_proto(lite);
   try {
     onnx::shape_inference::InferShapes(mp);
   } catch (const std::exception& e) {

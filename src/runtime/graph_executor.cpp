@@ -6,7 +6,10 @@
 #include <optional>
 #include <set>
 #include <tuple>
+#include <utility>
 #include <unordered_map>
+
+#include <sys/mman.h>
 
 #include "core/alloc_hook.h"
 #include "runtime/memory_plan.h"
@@ -68,6 +71,112 @@ class SlotScope final : public Scope {
   const std::unordered_map<std::string, int>& slots_;
   const std::vector<Tensor>& values_;
   const Scope* parent_;
+};
+
+// Constants smaller than this stay: a page or less is not worth a mapping.
+constexpr size_t kMinReleasedBytes = 4096;
+
+// A tensor of t's dtype and shape whose bytes are an inaccessible mapping:
+// no memory behind it, and a read of its data faults at once (a kernel that
+// let its constant go and reads it anyway is a bug to see, not to survive).
+// Undefined when no mapping could be made.
+Tensor inaccessible_like(const Tensor& t) {
+  class MappingHook final : public core::AllocationHook {
+   public:
+    explicit MappingHook(std::shared_ptr<std::byte[]> block) : block_(std::move(block)) {}
+    std::shared_ptr<std::byte[]> allocate(size_t) override { return std::exchange(block_, nullptr); }
+
+   private:
+    std::shared_ptr<std::byte[]> block_;
+  };
+  const size_t bytes = t.nbytes();
+  void* p = mmap(nullptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return Tensor();
+  MappingHook hook(std::shared_ptr<std::byte[]>(static_cast<std::byte*>(p), [bytes](std::byte* q) { munmap(q, bytes); }));
+  core::ScopedAllocationHook scoped(&hook);
+  // An empty tensor takes the mapping as its storage (nothing is written to
+  // it), then gets t's shape.
+  return Tensor::uninitialized(t.dtype(), {0}).reshaped(t.shape());
+}
+
+// Which initializers the graph may free during its build: those whose every
+// read is by a kernel that packed it and let it go (KernelInit::release_constant),
+// that no graph output, graph input of the same name or subgraph reads.
+class ConstantReleases {
+ public:
+  ConstantReleases(const ir::Graph& g, const std::vector<std::string>& outer_names) {
+    for (const auto& [name, t] : g.initializers) uses_[name];
+    for (const auto& v : g.inputs)  // a feed may replace it: not a constant of the session's life
+      if (auto it = uses_.find(v.name); it != uses_.end()) it->second.fixed = false;
+    for (const auto& o : g.outputs) pin(o.name);
+    for (const auto& n : outer_names) pin(n);  // never an initializer here, but be safe
+    for (const auto& n : g.nodes) {
+      for (const auto& in : n.inputs)
+        if (auto it = uses_.find(in); it != uses_.end()) ++it->second.reads_left;
+      for (const auto& a : n.attrs) {
+        std::vector<std::shared_ptr<ir::Graph>> subs = a.graphs;
+        if (a.g) subs.push_back(a.g);
+        for (const auto& sg : subs)
+          for (const auto& fv : ir::free_variables(*sg)) pin(fv);
+      }
+    }
+  }
+  // The value named so is the same initializer on every run.
+  bool fixed(const std::string& name) const {
+    auto it = uses_.find(name);
+    return it != uses_.end() && it->second.fixed;
+  }
+  // After `node`'s kernel is built, with the inputs it let go: frees each
+  // constant whose last reader this was, if every reader let it go.
+  void node_built(const ir::Node& node, const std::vector<std::pair<size_t, uint64_t>>& declared, ir::Graph& g,
+                  uint64_t& released_bytes) {
+    for (size_t i = 0; i < node.inputs.size(); ++i) {
+      auto it = uses_.find(node.inputs[i]);
+      if (it == uses_.end()) continue;
+      Use& u = it->second;
+      --u.reads_left;
+      const bool let_go = std::any_of(declared.begin(), declared.end(), [&](const auto& d) { return d.first == i; });
+      if (!let_go) u.kept = true;
+      if (u.reads_left > 0 || u.kept || !u.fixed) continue;
+      Tensor& t = g.initializers.at(it->first);
+      if (t.nbytes() < kMinReleasedBytes) continue;
+      Tensor stand_in = inaccessible_like(t);
+      if (!stand_in.defined()) continue;
+      const uint64_t freed = t.nbytes();
+      released_bytes += freed;
+      const void* storage = t.sole_owner() ? t.raw() : nullptr;  // else the caller's graph holds it too
+      t = std::move(stand_in);
+      // Freed for good: to the OS, not idle in the tensor block pool nor in
+      // malloc's free lists (packed copies, a little larger than the
+      // weights, would seldom fit there): the build's peak then holds the
+      // weights about once, not the originals and the packed copies at once.
+      if (storage) {
+        core::free_idle_block(storage);
+        // malloc_trim walks the heap: once per MiB let go, not per weight.
+        untrimmed_ += freed;
+        if (untrimmed_ >= (uint64_t{1} << 20)) {
+          core::release_free_heap_pages();
+          untrimmed_ = 0;
+        }
+      }
+      u.kept = true;            // once
+      released_.push_back(it->first);
+    }
+  }
+  const std::vector<std::string>& released() const { return released_; }
+
+ private:
+  struct Use {
+    int reads_left = 0;
+    bool fixed = true;  // no feed replaces it
+    bool kept = false;  // a reader needs its data, or something else does
+  };
+  void pin(const std::string& name) {
+    if (auto it = uses_.find(name); it != uses_.end()) it->second.kept = true;
+  }
+  std::unordered_map<std::string, Use> uses_;
+  std::vector<std::string> released_;
+  uint64_t untrimmed_ = 0;  // bytes freed since the last malloc_trim
 };
 }  // namespace
 
@@ -192,12 +301,21 @@ int GraphExecutor::slot(const std::string& name) {
 
 Expected<std::unique_ptr<GraphExecutor>> GraphExecutor::create(const ir::Graph& graph, const OpsetMap& opsets,
                                                                const std::vector<std::string>& outer_names,
-                                                               const OpRegistry* registry_or_null,
-                                                               bool plan_memory) {
+                                                               const OpRegistry* registry_or_null, bool plan_memory,
+                                                               bool release_constants) {
+  // A shallow copy: the caller's graph keeps its initializers' storage alive.
+  return create(ir::Graph(graph), opsets, outer_names, registry_or_null, plan_memory, release_constants);
+}
+
+Expected<std::unique_ptr<GraphExecutor>> GraphExecutor::create(ir::Graph&& graph, const OpsetMap& opsets,
+                                                               const std::vector<std::string>& outer_names,
+                                                               const OpRegistry* registry_or_null, bool plan_memory,
+                                                               bool release_constants) {
   auto ex = std::unique_ptr<GraphExecutor>(new GraphExecutor());
   ex->planning_enabled_ = plan_memory;
-  ex->graph_copy_ = std::make_shared<const ir::Graph>(graph);
-  const ir::Graph& g = *ex->graph_copy_;
+  auto owned = std::make_shared<ir::Graph>(std::move(graph));
+  ex->graph_copy_ = owned;
+  const ir::Graph& g = *owned;
 
   std::set<std::string> known;
   for (const auto& v : g.inputs) {
@@ -221,6 +339,8 @@ Expected<std::unique_ptr<GraphExecutor>> GraphExecutor::create(const ir::Graph& 
     for (const auto& o : n.outputs)
       if (!o.empty()) visible.push_back(o);
 
+  ConstantReleases releases(g, outer_names);
+
   for (const auto& node : g.nodes) {
     const int64_t opset = opsets.get(node.domain);
     const KernelFactory* factory = registry.find(node.domain, node.op_type, opset);
@@ -231,15 +351,29 @@ Expected<std::unique_ptr<GraphExecutor>> GraphExecutor::create(const ir::Graph& 
     }
     KernelInit init{node, opset,
                     [&opsets, &visible, &registry, plan_memory](const ir::Graph& sub) {
-                      return GraphExecutor::create(sub, opsets, visible, &registry, plan_memory);
+                      // A body's weights are shared with the parent's attribute: never freed.
+                      return GraphExecutor::create(sub, opsets, visible, &registry, plan_memory,
+                                                   /*release_constants=*/false);
                     },
                     [&g, &node](size_t i) -> const Tensor* {
                       if (i >= node.inputs.size() || node.inputs[i].empty()) return nullptr;
                       auto it = g.initializers.find(node.inputs[i]);
                       return it == g.initializers.end() ? nullptr : &it->second;
-                    }};
+                    },
+                    nullptr};
+    std::vector<std::pair<size_t, uint64_t>> declared;  // (input, packed bytes) the kernel let go
+    if (release_constants)
+      init.release_constant = [&releases, &node, &declared](size_t i, uint64_t packed_bytes) {
+        if (i >= node.inputs.size() || !releases.fixed(node.inputs[i])) return false;
+        declared.emplace_back(i, packed_bytes);
+        return true;
+      };
     auto kernel = (*factory)(init);
     if (!kernel.ok()) return kernel.status().with_context(node.describe());
+    for (const auto& [i, packed_bytes] : declared) ex->packed_bytes_ += packed_bytes;
+    // Constants this node was the last reader of go now, before the next
+    // kernel packs its own: the build holds all weights once, not twice.
+    releases.node_built(node, declared, *owned, ex->released_bytes_);
     Step step{&node, std::move(kernel).value(), {}, {}, {}};
     for (const auto& in : node.inputs) {
       if (in.empty()) {
@@ -262,7 +396,9 @@ Expected<std::unique_ptr<GraphExecutor>> GraphExecutor::create(const ir::Graph& 
   }
 
   ex->constants_.resize(ex->slot_names_.size());
+  ex->released_.assign(ex->slot_names_.size(), 0);
   for (const auto& [name, t] : g.initializers) ex->constants_[ex->slots_.at(name)] = t;
+  for (const auto& name : releases.released()) ex->released_[ex->slots_.at(name)] = 1;
 
   // Free each intermediate after its last reader (never inputs, constants or outputs).
   std::vector<int> last_reader(ex->slot_names_.size(), -1);
@@ -300,9 +436,10 @@ Expected<std::unique_ptr<GraphExecutor>> GraphExecutor::create(const ir::Graph& 
 
 uint64_t GraphExecutor::constant_bytes() const {
   std::set<const void*> seen;
-  uint64_t total = 0;
-  for (const Tensor& t : constants_)
-    if (t.defined() && seen.insert(t.raw()).second) total += t.nbytes();
+  uint64_t total = packed_bytes_;
+  for (size_t s = 0; s < constants_.size(); ++s)
+    if (constants_[s].defined() && !released_[s] && seen.insert(constants_[s].raw()).second)
+      total += constants_[s].nbytes();
   return total;
 }
 

@@ -46,10 +46,19 @@ class GraphExecutor {
   // graph provides at run time. registry: where kernels come from (null:
   // OpRegistry::global()); subgraphs use the same one. plan_memory off:
   // every run (subgraphs' too) allocates as if no plan existed.
+  // release_constants off: no kernel may let go of a constant it packed
+  // (KernelInit::release_constant is empty), every initializer stays held.
   static Expected<std::unique_ptr<GraphExecutor>> create(const ir::Graph& graph, const OpsetMap& opsets,
                                                          const std::vector<std::string>& outer_names = {},
                                                          const OpRegistry* registry = nullptr,
-                                                         bool plan_memory = true);
+                                                         bool plan_memory = true, bool release_constants = true);
+  // The same for a graph the executor may own: an initializer whose every
+  // reader packed it is freed as soon as its last reader is built, so that
+  // a session's build never holds all the weights twice.
+  static Expected<std::unique_ptr<GraphExecutor>> create(ir::Graph&& graph, const OpsetMap& opsets,
+                                                         const std::vector<std::string>& outer_names = {},
+                                                         const OpRegistry* registry = nullptr,
+                                                         bool plan_memory = true, bool release_constants = true);
 
   // What a run's activations (values that are not initializers, feeds
   // included) needed. Each field is raised to this run's value. A view that
@@ -71,9 +80,13 @@ class GraphExecutor {
   std::vector<const ir::Node*> step_nodes() const;
 
   size_t num_inputs() const { return input_slots_.size(); }
-  // Bytes of the initializers this graph holds (storage shared by several
-  // counted once): the weights as the kernels received them.
+  // Bytes of the weights as this graph runs from them: the initializers it
+  // holds (storage shared by several counted once) plus the packed copies
+  // that kernels made of constants they let go (KernelInit::release_constant).
   uint64_t constant_bytes() const;
+  // Bytes of the initializers freed because every reader runs from a packed
+  // copy (their stand-ins keep dtype and shape only).
+  uint64_t released_constant_bytes() const { return released_bytes_; }
   // Plans made so far and whether planning gave up (a kernel allocated
   // outside its plan, see run()); for tests.
   int plans_made() const { return plans_made_.load(); }
@@ -98,6 +111,9 @@ class GraphExecutor {
   std::unordered_map<std::string, int> slots_;
   std::vector<std::string> slot_names_;
   std::vector<Tensor> constants_;  // initializer values by slot (undefined elsewhere)
+  std::vector<char> released_;     // per slot: constants_ holds a stand-in, its storage freed
+  uint64_t released_bytes_ = 0;    // what the stand-ins replaced
+  uint64_t packed_bytes_ = 0;      // packed copies of released constants (KernelInit::release_constant)
   std::vector<int> outer_slots_;   // slots filled from the outer scope
   std::vector<int> input_slots_;
   std::vector<int> output_slots_;

@@ -59,6 +59,18 @@ struct KernelInit {
   // the session's life), else nullptr: lets kernels pack weights and compute
   // requantization parameters once, at session build time.
   std::function<const Tensor*(size_t)> constant_input;
+  // A kernel that packed constant input i at build time into storage of its
+  // own (packed_bytes of it), and will never read that input's data at run
+  // time, calls this; on true it must keep no reference to the constant's
+  // storage. True: on every run input i is that constant, or, once no other
+  // reader, graph output or subgraph needs its data, a stand-in of the same
+  // dtype and shape whose data must not be read (a read faults), and the
+  // constant's storage is freed: a session then holds its weights once, in
+  // the packed form. False (no executor here, or input i is no constant of
+  // the session's life): nothing changes, the kernel keeps what it needs.
+  // Only the kernel the factory returns may call it, and only during the
+  // factory call. Empty outside an executor (constant folding, tests).
+  std::function<bool(size_t input, uint64_t packed_bytes)> release_constant;
 };
 
 using KernelFactory = std::function<Expected<std::unique_ptr<Kernel>>(const KernelInit&)>;

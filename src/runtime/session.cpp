@@ -63,7 +63,11 @@ void raise_to(std::atomic<uint64_t>& a, uint64_t v) {
 }  // namespace
 
 Expected<std::unique_ptr<Session>> Session::create(const ir::Model& model, const SessionOptions& options) {
-  ir::Model m = model;
+  return create(ir::Model(model), options);  // shares the caller's storage, which the caller keeps
+}
+
+Expected<std::unique_ptr<Session>> Session::create(ir::Model&& model, const SessionOptions& options) {
+  ir::Model m = std::move(model);
   QTK_RETURN_IF_ERROR(ir::topological_sort(m.graph));
   // Bad scales / zero points fail here, naming the node (quant/graph/param_check.h).
   QTK_RETURN_IF_ERROR(quant::check_quantization_params(m.graph));
@@ -86,7 +90,8 @@ Expected<std::unique_ptr<Session>> Session::create(const ir::Model& model, const
   ir::Graph& g = m.graph;
   std::erase_if(g.inputs, [&](const ir::ValueInfo& v) { return g.initializers.count(v.name) > 0; });
   const rt::OpRegistry& registry = options.reference_kernels ? rt::OpRegistry::reference() : rt::OpRegistry::global();
-  QTK_ASSIGN_OR_RETURN(s->executor_, rt::GraphExecutor::create(g, opsets, {}, &registry, options.plan_memory));
+  // The executor takes the graph: weights it frees while building are gone.
+  QTK_ASSIGN_OR_RETURN(s->executor_, rt::GraphExecutor::create(std::move(g), opsets, {}, &registry, options.plan_memory));
   s->pool_ = std::make_unique<rt::ThreadPool>(options.threads);
   s->profile_ = options.profile;
   return s;
@@ -94,7 +99,7 @@ Expected<std::unique_ptr<Session>> Session::create(const ir::Model& model, const
 
 Expected<std::unique_ptr<Session>> Session::load(const std::string& onnx_path, const SessionOptions& options) {
   QTK_ASSIGN_OR_RETURN(ir::Model m, onnx_io::load_model(onnx_path));
-  return create(m, options);
+  return create(std::move(m), options);
 }
 
 Expected<std::vector<Tensor>> Session::run(const std::vector<Tensor>& inputs) const {

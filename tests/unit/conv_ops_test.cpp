@@ -274,6 +274,77 @@ TEST(ConvOps, ConvWithConstantWeightsMatchesDirectLoop) {
   }
 }
 
+// Small images of a batch run side by side in one GEMM grid (conv_ops.cpp's
+// batch_layout): each output is still summed in the same order, so a batch
+// gives the bytes of its images run one at a time; and the direct loop's
+// values. Random small shapes (rank 1-3, groups, dilations, uneven pads,
+// strides along the outer dims only or along the last one too), batches with
+// several divisors, constant and fed weights, 1 and 2 threads.
+TEST(ConvOps, BatchOfSmallImagesMatchesImagesOneAtATime) {
+  std::mt19937 rng(29);
+  std::uniform_int_distribution<int64_t> chan(1, 9), size(1, 9), kern(1, 3), stride(1, 2), dil(1, 2), pad(0, 2),
+      group(1, 2), rank_d(1, 3);
+  const int64_t batches[] = {2, 4, 6, 8, 12, 16, 3, 9};
+  for (int index = 0; index < 24; ++index) {
+    const int64_t rank = index < 16 ? 2 : rank_d(rng), G = group(rng), Cg = chan(rng), Mg = chan(rng);
+    ConvCase c{{batches[index % 8], G * Cg}, {G * Mg, Cg}, G, {}, {}, Shape(2 * rank), index % 3 != 2};
+    for (int64_t t = 0; t < rank; ++t) {
+      const int64_t k = kern(rng);
+      c.x.push_back(size(rng) + 2 * k);  // windows always fit
+      c.w.push_back(k);
+      c.strides.push_back(t + 1 < rank || index % 4 == 3 ? stride(rng) : 1);
+      c.dilations.push_back(dil(rng));
+      c.pads[t] = pad(rng);
+      c.pads[t + rank] = pad(rng);
+    }
+    if (index == 0) c = {{8, 16, 7, 7}, {16, 16, 3, 3}, 1, {1, 1}, {1, 1}, {1, 1, 1, 1}, true};  // ResNet stage 3-like
+    if (index == 1) c = {{4, 8, 14, 14}, {12, 8, 3, 3}, 1, {1, 1}, {1, 1}, {1, 1, 1, 1}, false};
+    const int64_t N = c.x[0];
+    const std::string what = "case " + std::to_string(index) + " x " + shape_to_string(c.x) + " w " +
+                             shape_to_string(c.w) + " group " + std::to_string(c.group) + " strides " +
+                             shape_to_string(c.strides) + " dilations " + shape_to_string(c.dilations) + " pads " +
+                             shape_to_string(c.pads) + " bias " + std::to_string(c.bias);
+    Tensor x = random_tensor(c.x, rng), w = random_tensor(c.w, rng), b = random_tensor({c.w[0]}, rng);
+    const Shape out = conv_out(c);
+    const Shape kernel(c.w.begin() + 2, c.w.end());
+    const std::vector<float> want =
+        ref_conv(x, w, c.bias ? b.data<float>() : nullptr, c.group,
+                 make_win(Shape(c.x.begin() + 2, c.x.end()), out, kernel, c.strides, c.dilations,
+                          Shape(c.pads.begin(), c.pads.begin() + rank)));
+    Shape y_shape = {N, c.w[0]};
+    y_shape.insert(y_shape.end(), out.begin(), out.end());
+    const std::vector<ir::Attribute> attrs = {attr_i("group", c.group), attr_ints("strides", c.strides),
+                                              attr_ints("dilations", c.dilations), attr_ints("pads", c.pads)};
+    auto conv = [&](const Tensor& xs, bool constant_w, int threads) {
+      return c.bias ? run_node_with_constants("Conv", {"x", "w", "b"}, {xs, w, b}, {false, constant_w, true}, attrs,
+                                              threads)
+                    : run_node_with_constants("Conv", {"x", "w"}, {xs, w}, {false, constant_w}, attrs, threads);
+    };
+    // Image by image, as the reference bytes.
+    const int64_t x_image = x.numel() / N, y_image = shape_numel(y_shape) / N;
+    std::vector<float> one_at_a_time(shape_numel(y_shape));
+    for (int64_t n = 0; n < N; ++n) {
+      Shape one_shape = c.x;
+      one_shape[0] = 1;
+      Tensor one(DType::kFloat32, one_shape);
+      std::memcpy(one.raw(), x.data<float>() + n * x_image, x_image * sizeof(float));
+      auto y = conv(one, true, 1);
+      ASSERT_TRUE(y.ok()) << what << ": " << y.status().message();
+      std::memcpy(one_at_a_time.data() + n * y_image, (*y)[0].raw(), y_image * sizeof(float));
+    }
+    for (int threads : {1, 2})
+      for (bool constant_w : {true, false}) {
+        auto y = conv(x, constant_w, threads);
+        ASSERT_TRUE(y.ok()) << what << ": " << y.status().message();
+        const std::string run = what + " threads " + std::to_string(threads) + " constant W " +
+                                std::to_string(constant_w);
+        expect_close((*y)[0], want, y_shape, run);
+        for (int64_t i = 0; i < shape_numel(y_shape); ++i)
+          ASSERT_EQ((*y)[0].data<float>()[i], one_at_a_time[i]) << run << ": differs from image by image at " << i;
+      }
+  }
+}
+
 // SAME_* pads by hand from the ONNX definition: out = ceil(in / stride),
 // total = (out - 1) * stride + kernel - in, the odd pad at the end for UPPER.
 TEST(ConvOps, AutoPadEqualsHandComputedPads) {

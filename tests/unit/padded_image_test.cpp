@@ -46,63 +46,100 @@ std::vector<float> random_image(const Geometry& geo, std::mt19937& rng) {
   return x;
 }
 
-// Checks every (channel, tap, output) read against the definition.
+// Checks every (channel, tap, output) read against the definition, for each
+// of the layout's images (image i's input at x + i * image_stride).
 void check_reads(const Geometry& geo, const PaddedImage& l, const std::vector<float>& buf, const std::vector<float>& x,
-                 const std::string& what) {
+                 int64_t image_stride, const std::string& what) {
   const ConvGeometry& g = geo.g;
   const int rank = g.rank();
   const int64_t taps = g.kernel_size(), outs = g.out_size();
-  for (int64_t c = 0; c < geo.channels; ++c)
-    for (int64_t tap = 0; tap < taps; ++tap)
-      for (int64_t o = 0; o < outs; ++o) {
-        // Input index of this read (row-major over dims), or -1 in the padding.
-        int64_t in_idx = 0;
-        for (int64_t t = 0, ro = o, rk = tap, step_o = outs, step_k = taps; t < rank; ++t) {
-          step_o /= g.out[t];
-          step_k /= g.kernel[t];
-          const int64_t ot = ro / step_o, kt = rk / step_k;
-          ro %= step_o;
-          rk %= step_k;
-          const int64_t i = ot * g.strides[t] - g.pads_begin[t] + kt * g.dilations[t];
-          if (in_idx >= 0) in_idx = (i < 0 || i >= g.in[t]) ? -1 : in_idx * g.in[t] + i;
+  ASSERT_EQ(static_cast<int64_t>(l.row_off.size()), outs / l.ow_n * l.images) << what;
+  for (int64_t im = 0; im < l.images; ++im)
+    for (int64_t c = 0; c < geo.channels; ++c)
+      for (int64_t tap = 0; tap < taps; ++tap)
+        for (int64_t o = 0; o < outs; ++o) {
+          // Input index of this read (row-major over dims), or -1 in the padding.
+          int64_t in_idx = 0;
+          for (int64_t t = 0, ro = o, rk = tap, step_o = outs, step_k = taps; t < rank; ++t) {
+            step_o /= g.out[t];
+            step_k /= g.kernel[t];
+            const int64_t ot = ro / step_o, kt = rk / step_k;
+            ro %= step_o;
+            rk %= step_k;
+            const int64_t i = ot * g.strides[t] - g.pads_begin[t] + kt * g.dilations[t];
+            if (in_idx >= 0) in_idx = (i < 0 || i >= g.in[t]) ? -1 : in_idx * g.in[t] + i;
+          }
+          const float want = in_idx < 0 ? 0.f : x[im * image_stride + c * g.in_size() + in_idx];
+          const int64_t r = o / l.ow_n, ow = o % l.ow_n;
+          const float got = buf[l.k_off[c * taps + tap] + l.row_off[r * l.images + im] + ow];
+          ASSERT_EQ(got, want) << what << ": image " << im << " channel " << c << " tap " << tap << " output " << o;
         }
-        const float want = in_idx < 0 ? 0.f : x[c * g.in_size() + in_idx];
-        const int64_t r = o / l.ow_n, ow = o % l.ow_n;
-        const float got = buf[l.k_off[c * taps + tap] + l.row_off[r] + ow];
-        ASSERT_EQ(got, want) << what << ": channel " << c << " tap " << tap << " output " << o;
-      }
 }
 
+// Several images side by side (padded_image_layout's `images`): laid out only
+// along a last dim of stride 1; the grid rows ascend.
 TEST(PaddedImage, FillAndRefillInPlaceGiveEveryWindowRead) {
   std::mt19937 rng(21);
   const float garbage = std::numeric_limits<float>::quiet_NaN();
-  for (int index = 0; index < 60; ++index) {
+  for (int index = 0; index < 90; ++index) {
     const Geometry a = random_geometry(rng), b = random_geometry(rng);
-    const PaddedImage la = padded_image_layout(a.g, a.channels), lb = padded_image_layout(b.g, b.channels);
+    const int64_t images = 1 + index % 3;
+    const PaddedImage la = padded_image_layout(a.g, a.channels, images), lb = padded_image_layout(b.g, b.channels);
     const std::string what = "case " + std::to_string(index) + " in " + shape_to_string(a.g.in) + " kernel " +
                              shape_to_string(a.g.kernel) + " strides " + shape_to_string(a.g.strides) +
                              " dilations " + shape_to_string(a.g.dilations) + " pads_begin " +
-                             shape_to_string(a.g.pads_begin);
+                             shape_to_string(a.g.pads_begin) + " pads_end " + shape_to_string(a.g.pads_end) +
+                             " images " + std::to_string(images);
+    ASSERT_EQ(la.images, a.g.strides.back() == 1 ? images : 1) << what;
+    for (size_t q = 1; q < la.row_off.size(); ++q)
+      ASSERT_LE(la.row_off[q - 1] + la.ow_n, la.row_off[q]) << what << ": grid rows overlap or descend";
     // One buffer, as Conv's per-thread scratch: a, a again in place, then b
     // over it, then a from scratch again.
     std::vector<float> buf(std::max(la.floats(a.channels), lb.floats(b.channels)), garbage);
-    const std::vector<float> x1 = random_image(a, rng), x2 = random_image(a, rng), x3 = random_image(b, rng);
-    fill_padded_image(x1.data(), a.channels, a.g, la, buf.data());
-    check_reads(a, la, buf, x1, what + " (fresh)");
+    // The images of a lie apart in memory (stride > one image), as in a batch.
+    const int64_t stride = a.channels * a.g.in_size() + 5;
+    auto images_of = [&](const Geometry& geo, int64_t n) {
+      std::vector<float> x;
+      for (int64_t i = 0; i < n; ++i) {
+        std::vector<float> one = random_image(geo, rng);
+        one.resize(stride, garbage);
+        x.insert(x.end(), one.begin(), one.end());
+      }
+      return x;
+    };
+    const std::vector<float> x1 = images_of(a, la.images), x2 = images_of(a, la.images), x3 = random_image(b, rng);
+    fill_padded_image(x1.data(), a.channels, a.g, la, buf.data(), false, stride);
+    check_reads(a, la, buf, x1, stride, what + " (fresh)");
     for (int64_t i = 0; i < la.floats(a.channels); ++i)
       ASSERT_FALSE(std::isnan(buf[i])) << what << ": float " << i << " of the fill left unwritten";
     const std::vector<float> fresh_x1 = buf;
-    fill_padded_image(x2.data(), a.channels, a.g, la, buf.data(), true);
-    check_reads(a, la, buf, x2, what + " (in place)");
+    fill_padded_image(x2.data(), a.channels, a.g, la, buf.data(), true, stride);
+    check_reads(a, la, buf, x2, stride, what + " (in place)");
     std::vector<float> fresh(buf.size(), garbage);
-    fill_padded_image(x2.data(), a.channels, a.g, la, fresh.data());
+    fill_padded_image(x2.data(), a.channels, a.g, la, fresh.data(), false, stride);
     for (int64_t i = 0; i < la.floats(a.channels); ++i)
       ASSERT_EQ(buf[i], fresh[i]) << what << ": the in-place refill differs from a fresh fill at float " << i;
     fill_padded_image(x3.data(), b.channels, b.g, lb, buf.data());
-    fill_padded_image(x1.data(), a.channels, a.g, la, buf.data());
+    fill_padded_image(x1.data(), a.channels, a.g, la, buf.data(), false, stride);
     for (int64_t i = 0; i < la.floats(a.channels); ++i)
       ASSERT_EQ(buf[i], fresh_x1[i]) << what << ": a fill after another layout differs at float " << i;
   }
+}
+
+// Rows share their padding along a last dim of stride 1: a 7-wide row with
+// pads 1 takes 8 floats, and four images side by side 32.
+TEST(PaddedImage, RowsAndImagesShareTheirPadding) {
+  ConvGeometry g;
+  g.in = {7, 7};
+  g.kernel = {3, 3};
+  ASSERT_TRUE(resolve_window_geometry(AutoPad::kNotSet, {}, {}, {1, 1, 1, 1}, false, g).ok());
+  const PaddedImage one = padded_image_layout(g, 2), four = padded_image_layout(g, 2, 4);
+  EXPECT_EQ(one.row_off[1] - one.row_off[0], 8);
+  EXPECT_EQ(one.grid_cols, 6 * 8 + 7);
+  EXPECT_EQ(four.images, 4);
+  EXPECT_EQ(four.row_off[4] - four.row_off[0], 32);  // row 1 of image 0
+  EXPECT_EQ(four.row_off[1] - four.row_off[0], 8);   // row 0 of image 1
+  EXPECT_EQ(four.grid_cols, 7 * 32 - 1);
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 
 #include <sys/mman.h>
 
+#include "core/alloc_hook.h"
 #include "cli.h"
 #include "core/cpu_features.h"
 #include "core/json.h"
@@ -318,6 +319,9 @@ Outcome run_bench(const ParsedArgs& args) {
   options.plan_memory = !args.has("--no-memory-plan");
   options.profile = args.has("--profile");
   prefault_file_mappings();
+  // The loader's freed heap (file bytes, protobuf) would otherwise stay
+  // resident and the session would grow into it unseen.
+  core::release_free_heap_pages();
   r.rss_before = proc_status_bytes("VmRSS:");
   r.peak_is_session = reset_peak_rss();
   t0 = Clock::now();
@@ -326,9 +330,10 @@ Outcome run_bench(const ParsedArgs& args) {
     // The session gets weights of its own, as Session::load would give it:
     // else those it keeps unchanged would share the loaded model's storage,
     // resident before the session, and its growth would leave them out.
+    // Moved in, as Session::load does: what its kernels pack is freed then.
     Model own = model;
     for (auto& [name, t] : own.graph.initializers) t = t.clone();
-    QTK_CLI_ASSIGN_OR_FAIL(session, Session::create(own, options));
+    QTK_CLI_ASSIGN_OR_FAIL(session, Session::create(std::move(own), options));
   }
   r.build_ms = ms_since(t0);
 

@@ -196,22 +196,43 @@ void for_each_row(const ConvGeometry& g, int64_t channels, float* image, RowFn&&
 
 }  // namespace
 
-PaddedImage padded_image_layout(const ConvGeometry& g, int64_t channels) {
+PaddedImage padded_image_layout(const ConvGeometry& g, int64_t channels, int64_t images) {
   const std::vector<WinDim> dims = window_dims(g);
   const int nd = static_cast<int>(dims.size());
+  const WinDim& last = dims[nd - 1];
   // Per dim: phase-plane extent ceil(padded extent / stride), the stride of
   // an index within a phase plane, and of a phase among the phase planes.
   std::vector<int64_t> ext(nd), stride(nd), phase_stride(nd);
   int64_t phase_plane = 1, phases = 1;
+  // Along a last dim of stride 1, consecutive rows share their padding: the
+  // zeros after a row's data are the zeros before the next row's, so a row
+  // takes seg = max(p + in, ext - p) floats instead of ext (and at least its
+  // outputs, so that grid rows stay apart), and the GEMM grid computes
+  // max(begin, end pad) dropped columns per row instead of their sum. Images side by side share it the same way: image i's part of
+  // a row starts i * seg after image 0's. The last row of a plane reads up
+  // to ext - seg <= p floats into the next plane, which are the begin pad of
+  // that plane's first row; after the last plane they are the tail.
+  const bool shared = last.s == 1;
+  images = shared ? std::max<int64_t>(images, 1) : 1;
+  int64_t seg = 0, tail = 0;
   for (int t = nd; t-- > 0;) {
     ext[t] = (padded_extent(dims[t]) + dims[t].s - 1) / dims[t].s;
+    int64_t pitch = ext[t];  // floats between index steps of the next dim out
+    if (t == nd - 1 && shared) {
+      seg = std::max({last.p + last.in, ext[t] - last.p, last.out});
+      tail = ext[t] - seg;
+      pitch = images * seg;
+    }
     stride[t] = phase_plane;
-    phase_plane *= ext[t];
+    phase_plane *= pitch;
     phase_stride[t] = phases;
     phases *= dims[t].s;
   }
   PaddedImage l;
   l.plane = phases * phase_plane;
+  l.tail = tail;
+  l.images = images;
+  l.image_shift = seg;
   // Where padded position `pos` of dim t lands, relative to its plane.
   auto place = [&](int t, int64_t pos) {
     return (pos % dims[t].s) * phase_stride[t] * phase_plane + (pos / dims[t].s) * stride[t];
@@ -230,17 +251,16 @@ PaddedImage padded_image_layout(const ConvGeometry& g, int64_t channels) {
     }
   l.ow_n = dims[nd - 1].out;
   const int64_t out_rows = l.ow_n > 0 ? g.out_size() / l.ow_n : 0;
-  l.row_off.resize(out_rows);
+  l.row_off.resize(out_rows * images);
   for (int64_t r = 0; r < out_rows; ++r) {
     int64_t off = 0;
     for (int64_t rem = r, t = nd - 2; t >= 0; --t) {
       off += (rem % dims[t].out) * stride[t];
       rem /= dims[t].out;
     }
-    l.row_off[r] = off;
+    for (int64_t i = 0; i < images; ++i) l.row_off[r * images + i] = off + i * seg;
   }
   l.grid_cols = out_rows > 0 ? l.row_off.back() + l.ow_n : 0;
-  const WinDim& last = dims[nd - 1];
   l.in_row_len = last.in;
   l.last_pad = last.p;
   l.last_stride = last.s;
@@ -304,7 +324,8 @@ inline void zero_floats(float* dst, int64_t n) {
 }  // namespace
 
 QTK_NO_LIBCALL_LOOPS void fill_padded_image(const float* image, int64_t channels, const ConvGeometry& g,
-                                            const PaddedImage& layout, float* dst, bool zeros_in_place) {
+                                            const PaddedImage& layout, float* dst, bool zeros_in_place,
+                                            int64_t image_stride) {
   const int64_t in_plane = g.in_size(), in_row = layout.in_row_len;
   const size_t rows = layout.in_row_off.size();
   const int64_t s = layout.last_stride, p = layout.last_pad;
@@ -314,42 +335,45 @@ QTK_NO_LIBCALL_LOOPS void fill_padded_image(const float* image, int64_t channels
     // Zero everything, then scatter the rows (along the last dim too, when
     // its stride splits a row over phase planes).
     if (!zeros_in_place) std::fill(dst, dst + layout.floats(channels), 0.f);
-    for (int64_t c = 0; c < channels; ++c) {
-      float* plane = dst + c * layout.plane;
-      const float* src = image + c * in_plane;
-      for (size_t r = 0; r < rows; ++r, src += in_row) {
-        float* row = plane + layout.in_row_off[r];
-        if (s == 1) {
-          copy_row(row + p, src, in_row);
-          continue;
-        }
-        // Padded position i + p goes to phase (i + p) % s at index (i + p) / s.
-        if (s == 2) {
-          split_even_odd(row, layout.last_phase_stride, src, in_row, p);
-          continue;
-        }
-        // Phase by phase, every s-th input to consecutive slots.
-        for (int64_t ph = 0; ph < s; ++ph) {
-          const int64_t i0 = ((ph - p) % s + s) % s;  // first i with (i + p) % s == ph
-          float* out = row + ph * layout.last_phase_stride + (i0 + p) / s;
-          for (int64_t i = i0; i < in_row; i += s) *out++ = src[i];
+    for (int64_t c = 0; c < channels; ++c)
+      for (int64_t im = 0; im < layout.images; ++im) {
+        float* plane = dst + c * layout.plane + im * layout.image_shift;
+        const float* src = image + im * image_stride + c * in_plane;
+        for (size_t r = 0; r < rows; ++r, src += in_row) {
+          float* row = plane + layout.in_row_off[r];
+          if (s == 1) {
+            copy_row(row + p, src, in_row);
+            continue;
+          }
+          // Padded position i + p goes to phase (i + p) % s at index (i + p) / s.
+          if (s == 2) {
+            split_even_odd(row, layout.last_phase_stride, src, in_row, p);
+            continue;
+          }
+          // Phase by phase, every s-th input to consecutive slots.
+          for (int64_t ph = 0; ph < s; ++ph) {
+            const int64_t i0 = ((ph - p) % s + s) % s;  // first i with (i + p) % s == ph
+            float* out = row + ph * layout.last_phase_stride + (i0 + p) / s;
+            for (int64_t i = i0; i < in_row; i += s) *out++ = src[i];
+          }
         }
       }
-    }
     return;
   }
   // One phase: one pass per plane, each float written once, the zeros before
-  // an input row and then the row (the offsets ascend).
+  // an input row and then the row (the offsets ascend: row by row, image by
+  // image within a row).
   for (int64_t c = 0; c < channels; ++c) {
     float* plane = dst + c * layout.plane;
     const float* src = image + c * in_plane;
     int64_t pos = 0;
-    for (size_t r = 0; r < rows; ++r, src += in_row) {
-      const int64_t at = layout.in_row_off[r] + p;
-      if (!zeros_in_place) zero_floats(plane + pos, at - pos);
-      copy_row(plane + at, src, in_row);
-      pos = at + in_row;
-    }
+    for (size_t r = 0; r < rows; ++r)
+      for (int64_t im = 0; im < layout.images; ++im) {
+        const int64_t at = layout.in_row_off[r] + im * layout.image_shift + p;
+        if (!zeros_in_place) zero_floats(plane + pos, at - pos);
+        copy_row(plane + at, src + im * image_stride + static_cast<int64_t>(r) * in_row, in_row);
+        pos = at + in_row;
+      }
     if (!zeros_in_place) zero_floats(plane + pos, layout.plane - pos);
   }
   if (!zeros_in_place) std::fill(dst + channels * layout.plane, dst + layout.floats(channels), 0.f);

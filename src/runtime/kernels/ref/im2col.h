@@ -58,7 +58,9 @@ Status resolve_window_geometry(AutoPad auto_pad, const std::vector<int64_t>& str
 // other columns (between the end of a row and the start of the next) are
 // computed but dropped. The layout is
 // computed once per geometry; each image is then copied in with
-// fill_padded_image. Stride 1 is the one-phase case: a plainly padded copy.
+// fill_padded_image. Stride 1 is the one-phase case: a plainly padded copy
+// (whose rows share their padding along the last dim: the zeros between two
+// rows serve as the end pad of one and the begin pad of the next).
 inline constexpr int64_t kPaddedImageSlack = 32;  // >= every micro-tile width
 struct PaddedImage {
   int64_t plane = 0;                // floats per channel (all phase planes)
@@ -71,18 +73,31 @@ struct PaddedImage {
   // * last_phase_stride + (i + last_pad) / last_stride.
   std::vector<int64_t> in_row_off;
   int64_t in_row_len = 0, last_pad = 0, last_stride = 1, last_phase_stride = 0;
-  // Floats fill_padded_image writes for `channels` channels: the copies and
-  // kPaddedImageSlack zeros after them, which the last micro-tile of a row may read.
-  int64_t floats(int64_t channels) const { return channels * plane + kPaddedImageSlack; }
+  // Zeros the last row of the last plane reads past it (rows share their
+  // padding along a last dim of stride 1, see padded_image_layout).
+  int64_t tail = 0;
+  // Images side by side in each row, and how far image i's part of a row is
+  // from image i - 1's.
+  int64_t images = 1, image_shift = 0;
+  // Floats fill_padded_image writes for `channels` channels: the copies, the
+  // tail and kPaddedImageSlack zeros after them, which the last micro-tile of
+  // a row may read.
+  int64_t floats(int64_t channels) const { return channels * plane + tail + kPaddedImageSlack; }
 };
-PaddedImage padded_image_layout(const ConvGeometry& g, int64_t channels);
-// Copies `channels` images of shape g.in into dst (layout.floats(channels)
-// floats), zeros around and after them. With zeros_in_place, dst already
-// holds an earlier fill of this layout and channel count: only the image is
-// copied, as the zeros around it are where they were (Conv's per-thread
-// buffer, refilled image after image).
+// With images > 1 (and stride 1 along the last dim; otherwise one image is
+// laid out, see .images), that many images lie side by side in each row:
+// row_off then has an entry per (output row r, image i), at r * images + i,
+// and the grid is one GEMM over all of them (fewer columns lost to tile
+// rounding and padding per image when images are small).
+PaddedImage padded_image_layout(const ConvGeometry& g, int64_t channels, int64_t images = 1);
+// Copies layout.images images of `channels` channels of shape g.in into dst
+// (layout.floats(channels) floats), zeros around and after them; image i
+// starts image_stride floats after image i - 1. With zeros_in_place, dst
+// already holds an earlier fill of this layout and channel count: only the
+// images are copied, as the zeros around them are where they were (Conv's
+// per-thread buffer, refilled image after image).
 void fill_padded_image(const float* image, int64_t channels, const ConvGeometry& g, const PaddedImage& layout,
-                       float* dst, bool zeros_in_place = false);
+                       float* dst, bool zeros_in_place = false, int64_t image_stride = 0);
 
 // The adjoint of im2col, from a plain row-major col[K, P]: adds every entry
 // back into image (which the caller initialises), skipping positions outside

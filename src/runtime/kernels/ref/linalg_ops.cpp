@@ -3,6 +3,7 @@
 // use a plain loop (integer products wrap like ONNX Runtime's).
 #include <algorithm>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -64,37 +65,45 @@ struct GemmAttrs {
   bool trans_a = false, trans_b = false;
 };
 
-// A float32 B (Gemm's or MatMul's weights) packed once, at session build,
-// when it is an initializer. Runs use it only while their B is that very
-// tensor (same storage and shape); anything else takes the plain path.
+// A float32 B (Gemm's or MatMul's weights), when it is an initializer,
+// packed once: on the first run with more than a few rows of A, since runs
+// with a few rows (batch 1 of a classifier head) read B in place, and a
+// session that only ever runs those would hold B twice for nothing. Runs use
+// it only while their B is that very tensor (same storage and shape);
+// anything else takes the plain path.
 class PackedB {
  public:
   // op(B) = B or B^T of a 2-D float32 constant.
   void pack(const Tensor& b, bool trans_b) {
     if (b.dtype() != DType::kFloat32 || b.rank() != 2 || b.numel() == 0) return;
-    const int64_t k = trans_b ? b.dim(1) : b.dim(0), n = trans_b ? b.dim(0) : b.dim(1);
-    float* dst = buf_.get(sgemm_packed_b_floats(k, n, path_));
-    if (dst == nullptr) return;
-    sgemm_pack_b(trans_b, k, n, b.data<float>(), b.dim(1), dst, path_);
     source_ = b;
-    data_ = dst;
+    trans_b_ = trans_b;
   }
-  // The packed form of b, or null when b is not the packed tensor.
-  const float* find(const Tensor& b) const {
-    return data_ != nullptr && source_.raw() == b.raw() && source_.shape() == b.shape() ? data_ : nullptr;
+  // The packed form of b for a product with m rows of op(A), or null when b
+  // is not the packed tensor or m is a few rows (then sgemm reads b as is).
+  const float* find(const Tensor& b, int64_t m) const {
+    if (m <= detail::kSgemmSmallM || !source_.defined() || source_.raw() != b.raw() || source_.shape() != b.shape())
+      return nullptr;
+    std::call_once(packed_once_, [&] {
+      const Tensor& s = source_;
+      const int64_t k = trans_b_ ? s.dim(1) : s.dim(0), n = trans_b_ ? s.dim(0) : s.dim(1);
+      float* dst = buf_.get(sgemm_packed_b_floats(k, n, path_));
+      if (dst == nullptr) return;  // no memory: every run takes the plain path
+      sgemm_pack_b(trans_b_, k, n, s.data<float>(), s.dim(1), dst, path_);
+      data_ = dst;
+    });
+    return data_;
   }
   SgemmPath path() const { return path_; }
 
  private:
   SgemmPath path_ = sgemm_resolve_path(SgemmPath::kAuto);
   Tensor source_;
-  AlignedFloats buf_;
-  const float* data_ = nullptr;
+  bool trans_b_ = false;
+  mutable std::once_flag packed_once_;  // runs of one session may overlap
+  mutable AlignedFloats buf_;
+  mutable const float* data_ = nullptr;
 };
-
-// op(A)[M, K] * B for float32 with B packed: worth it past the few-row case,
-// where sgemm streams B in place without packing anyway.
-bool use_packed_b(const float* packed, int64_t m) { return packed != nullptr && m > detail::kSgemmSmallM; }
 
 template <class T>
 void fill_broadcast_c(const Tensor& c, int64_t m, int64_t n, double beta, T* y) {
@@ -146,7 +155,7 @@ Status run_gemm(const GemmAttrs& at, const PackedB& packed_b, KernelContext& ctx
     float* y = Y.data<float>();
     if (use_c) fill_broadcast_c<float>(*C, M, N, 1.f, y);
     const float beta = use_c ? at.beta : 0.f;
-    if (const float* pb = packed_b.find(B); use_packed_b(pb, M))
+    if (const float* pb = packed_b.find(B, M))
       sgemm_prepacked_b(at.trans_a, M, N, K, at.alpha, A.data<float>(), lda, pb, beta, y, N, ctx.pool,
                         packed_b.path());
     else
@@ -236,7 +245,7 @@ Status run_matmul(const PackedB& packed_b, KernelContext& ctx) {
       // B is shared by every batch and A's batches are contiguous when A is
       // not itself broadcast: one tall GEMM [nbatch*M, K] x [K, N].
       if (shape_numel(a_batch) == nbatch) {
-        if (const float* pb = packed_b.find(B); use_packed_b(pb, nbatch * M))
+        if (const float* pb = packed_b.find(B, nbatch * M))
           sgemm_prepacked_b(false, nbatch * M, N, K, 1.f, a, K, pb, 0.f, y, N, ctx.pool, packed_b.path());
         else
           sgemm(false, false, nbatch * M, N, K, 1.f, a, K, b, N, 0.f, y, N, ctx.pool);

@@ -79,6 +79,35 @@ void qconv_pack_weights(const QgemmCodes& w, int64_t out_c, int64_t in_c_per_gro
   if (!deferred) out.pairs(0);
 }
 
+void qconv_release_source(QconvWeights& w) {
+  if (!w.pairs_) return;
+  w.pairs_->owner.reset();
+  w.pairs_->source.data = nullptr;
+}
+
+// The inverse of detail::qconv_pack_quad_weights (qgemm_conv_vnni.cpp): row
+// i's byte for (c, kh, kw) sits at slot ((kh * KW + kw) * c4 + c / 4) * 4 +
+// c % 4 of its tile's quads, made signed (u8 - 128).
+void qconv_unpack_quad_weights(const QconvWeights& w, bool is_signed, void* codes) {
+  const int64_t ocg = w.out_c / w.group, c4 = (w.in_c + 3) / 4;
+  const int shift = is_signed ? 0 : 128;
+  auto* dst = static_cast<uint8_t*>(codes);
+  for (int64_t gi = 0; gi < w.group; ++gi) {
+    const QgemmQuadA& q = w.quad_groups[static_cast<size_t>(gi)];
+    for (int64_t i = 0; i < ocg; ++i) {
+      const auto* row = reinterpret_cast<const uint8_t*>(q.words.data() + (i / kQgemmVnniMR) * q.kquads * kQgemmVnniMR +
+                                                         i % kQgemmVnniMR);
+      for (int64_t c = 0; c < w.in_c; ++c)
+        for (int64_t kh = 0; kh < w.kernel_h; ++kh)
+          for (int64_t kw = 0; kw < w.kernel_w; ++kw) {
+            const int64_t b = ((kh * w.kernel_w + kw) * c4 + c / 4) * 4 + c % 4;
+            const int32_t v = static_cast<int8_t>(row[(b / 4) * kQgemmVnniMR * 4 + b % 4]) + shift;
+            *dst++ = static_cast<uint8_t>(v);
+          }
+    }
+  }
+}
+
 namespace detail {
 
 void qconv_pack_panel_scalar(const QconvPanelSource& s, int16_t* panel) {

@@ -66,6 +66,16 @@ void qconv_pack_weights(const QgemmCodes& w, int64_t out_c, int64_t in_c_per_gro
                         int64_t kernel_w, int64_t group, const std::vector<int32_t>& zero_points, QconvWeights& out,
                         std::shared_ptr<const void> source_owner = nullptr);
 
+// Lets the codes w was packed from go (qconv_pack_weights' source_owner):
+// for a caller that only runs the automatic path on a VNNI CPU, which reads
+// quad_groups alone. The int16-pair layout can then no longer be made; a
+// path that needs it faults on the null codes.
+void qconv_release_source(QconvWeights& w);
+// The codes w was packed from, rebuilt from quad_groups (the VNNI layout):
+// out_c x in_c x kernel_h x kernel_w bytes (int8 when is_signed, else uint8),
+// for a caller that let the source go and still needs the plain weights.
+void qconv_unpack_quad_weights(const QconvWeights& w, bool is_signed, void* codes);
+
 // y = conv(x - x_zp, w) through `out`, whose rows are the output channels
 // (channel_is_row = true) and whose columns are the pixels of one image:
 // out.out points at image 0, out.ldo = OH·OW, and image b starts

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <optional>
 
+#include "core/alloc_hook.h"
 #include "quant/graph/qoperator_writer.h"
 #include "quant/graph/residual_add_fusion.h"
 #include "quant/schemes/fixed_point.h"
@@ -66,25 +67,59 @@ class QConvKernel final : public Kernel {
         if (b && b->dtype() == DType::kInt32 && b->numel() == out_c_) bias_.assign(b->data<int32_t>(), b->data<int32_t>() + out_c_);
       }
     }
+    // On the VNNI tier the automatic path reads quad_groups alone: the codes
+    // can go (the session then holds the weights once); the reference
+    // kernel, for the cases the packed path does not take, gets them unpacked.
+    if (!weights_.quad_groups.empty() && qgemm_resolve_path(QgemmPath::kAuto) == QgemmPath::kAvx512Vnni &&
+        init.release_constant && init.release_constant(in_.w, quad_bytes())) {
+      qconv_release_source(weights_);
+      w_dtype_ = w->dtype();
+      w_shape_ = w->shape();
+      released_ = true;
+    }
     return true;
+  }
+
+  uint64_t quad_bytes() const {
+    uint64_t n = 0;
+    for (const auto* groups : {&weights_.quad_groups, &weights_.tap_quad_groups})
+      for (const QgemmQuadA& q : *groups)
+        n += static_cast<uint64_t>(q.tiles * q.kquads * kQgemmVnniMR) * 4 + (q.rowsum.size() + q.zero_point.size()) * 4;
+    return n;
+  }
+
+  // The reference kernel, with the weights rebuilt when they were let go.
+  Status run_reference(KernelContext& ctx) {
+    if (!released_) return ref_->run(ctx);
+    Tensor w;
+    {
+      core::ScopedAllocationHook unplanned(nullptr);  // scratch, not an output the run's plan knows
+      w = Tensor::uninitialized(w_dtype_, w_shape_);
+    }
+    qconv_unpack_quad_weights(weights_, w_dtype_ == DType::kInt8, w.raw());
+    KernelContext c = ctx;
+    c.inputs[in_.w] = &w;
+    QTK_RETURN_IF_ERROR(ref_->run(c));
+    ctx.outputs = std::move(c.outputs);
+    return Status::Ok();
   }
 
   Status run(KernelContext& ctx) override {
     const size_t required = qlinear_ ? 8 : 2;
     for (size_t i = 0; i < required; ++i)
-      if (!ctx.has_input(i)) return ref_->run(ctx);
+      if (!ctx.has_input(i)) return run_reference(ctx);
     const Tensor& x = ctx.input(in_.x);
-    if (!is_8bit(x.dtype()) || x.rank() != 4 || x.dim(1) != cg_ * group_) return ref_->run(ctx);
+    if (!is_8bit(x.dtype()) || x.rank() != 4 || x.dim(1) != cg_ * group_) return run_reference(ctx);
     const Tensor* xzp = optional_input(ctx, in_.x_zp);
-    if (xzp && xzp->numel() > 1) return ref_->run(ctx);
+    if (xzp && xzp->numel() > 1) return run_reference(ctx);
     const auto xz = zero_point_codes(xzp, x.dtype());
-    if (!xz) return ref_->run(ctx);
+    if (!xz) return run_reference(ctx);
 
     ref::ConvGeometry geo;
     geo.in = {x.dim(2), x.dim(3)};
     geo.kernel = {kh_, kw_};
-    if (!ref::resolve_window_geometry(auto_pad_, strides_, dilations_, pads_, false, geo).ok()) return ref_->run(ctx);
-    if (geo.pads_begin[0] < 0 || geo.pads_begin[1] < 0) return ref_->run(ctx);
+    if (!ref::resolve_window_geometry(auto_pad_, strides_, dilations_, pads_, false, geo).ok()) return run_reference(ctx);
+    if (geo.pads_begin[0] < 0 || geo.pads_begin[1] < 0) return run_reference(ctx);
     QconvGeometry g;
     g.batch = x.dim(0);
     g.in_c = x.dim(1);
@@ -113,7 +148,7 @@ class QConvKernel final : public Kernel {
       const QgemmRequant* r = requant_ ? &*requant_ : nullptr;
       if (!r) {
         local = make_requant(ctx.input(1), ctx.input(4), ctx.input(6), ctx.input(7));
-        if (!local) return ref_->run(ctx);
+        if (!local) return run_reference(ctx);
         r = &*local;
       }
       out_type = ctx.input(7).dtype();
@@ -122,7 +157,7 @@ class QConvKernel final : public Kernel {
       out.codes_signed = out_type == DType::kInt8;
       if (ctx.has_input(8)) {
         const Tensor& b = ctx.input(8);
-        if (b.dtype() != DType::kInt32 || b.numel() != out_c_) return ref_->run(ctx);
+        if (b.dtype() != DType::kInt32 || b.numel() != out_c_) return run_reference(ctx);
         if (bias_.empty()) bias_local.assign(b.data<int32_t>(), b.data<int32_t>() + out_c_);
         out.bias = bias_.empty() ? bias_local.data() : bias_.data();
         out.bias_rs = 1;
@@ -133,7 +168,7 @@ class QConvKernel final : public Kernel {
     const Shape y_shape{g.batch, out_c_, g.out_h, g.out_w};
     QgemmResidualAdd residual;
     if (residual_add_) {
-      if (!qlinear_ || !residual_params(ctx, out_type, y_shape, residual)) return ref_->run(ctx);
+      if (!qlinear_ || !residual_params(ctx, out_type, y_shape, residual)) return run_reference(ctx);
       out.residual = &residual;
     }
     // A join fused into the output stage reads each residual code just
@@ -196,6 +231,9 @@ class QConvKernel final : public Kernel {
   QconvWeights weights_;
   std::optional<QgemmRequant> requant_;
   std::vector<int32_t> bias_;
+  bool released_ = false;  // the executor may have freed W: rebuild it for the reference kernel
+  DType w_dtype_ = DType::kUndefined;
+  Shape w_shape_;
 };
 
 Expected<std::unique_ptr<Kernel>> try_make_conv(const KernelInit& init, bool qlinear) {

@@ -6,6 +6,7 @@
 // constant (packed once); anything else runs the reference kernel.
 #include <optional>
 
+#include "core/alloc_hook.h"
 #include "quant/schemes/fixed_point.h"
 #include "runtime/kernels/x86/qgemm.h"
 #include "runtime/kernels/x86/qlinear_x86_common.h"
@@ -41,6 +42,22 @@ class QGemmKernel final : public Kernel {
     }
     b_source_ = *b;  // shared storage: packed_ reads its codes
     qgemm_pack_b({b_source_.raw(), b->dtype() == DType::kInt8, trans_b ? 1 : n_, trans_b ? k_ : 1}, k_, n_, zp, packed_);
+    // On the VNNI tier qgemm reads the quads alone (packed now): the codes
+    // can go (the session then holds B once); the reference kernel, for the
+    // cases the packed path does not take, gets them unpacked.
+    // (The automatic tier is resolved once per process: it stays VNNI.)
+    if (qgemm_resolve_path(QgemmPath::kAuto) == QgemmPath::kAvx512Vnni && init.release_constant) {
+      const QgemmQuadB& q = packed_.quads();
+      const uint64_t bytes = static_cast<uint64_t>(packed_.panels * q.kquads * 4 * kQgemmNR) +
+                             (q.colsum.size() + q.zero_point.size()) * sizeof(int32_t);
+      if (init.release_constant(3, bytes)) {
+        b_dtype_ = b->dtype();
+        b_shape_ = b->shape();
+        trans_b_ = trans_b;
+        b_source_ = Tensor();
+        packed_.source.data = nullptr;  // the other layouts can no longer be made (never on this tier)
+      }
+    }
     quantized_out_ = node_has_input(init, 7);
     // Constant a_scale / y_scale / y_zero_point: the output stage once, now.
     const Tensor* as = init.constant_input(1);
@@ -61,6 +78,33 @@ class QGemmKernel final : public Kernel {
     return true;
   }
 
+  // The reference kernel, with B rebuilt from the quads when it was let go.
+  Status run_reference(KernelContext& ctx) {
+    if (b_source_.defined() || b_dtype_ == DType::kUndefined) return ref_->run(ctx);
+    Tensor b;
+    {
+      core::ScopedAllocationHook unplanned(nullptr);  // scratch, not an output the run's plan knows
+      b = Tensor::uninitialized(b_dtype_, b_shape_);
+    }
+    // qgemm.cpp's QgemmPackedB::quads(): column j in panel j / NR at byte
+    // 4 * (j % NR), k in quads of 4 rows; codes made signed (u8 - 128).
+    const QgemmQuadB& q = packed_.quads();
+    const int shift = b_dtype_ == DType::kInt8 ? 0 : 128;
+    const int64_t panel_len = q.kquads * 4 * kQgemmNR;
+    auto* dst = static_cast<uint8_t*>(b.raw());
+    for (int64_t j = 0; j < n_; ++j) {
+      const int8_t* col = q.codes.data() + (j / kQgemmNR) * panel_len + 4 * (j % kQgemmNR);
+      for (int64_t kk = 0; kk < k_; ++kk)
+        dst[trans_b_ ? j * k_ + kk : kk * n_ + j] =
+            static_cast<uint8_t>(col[(kk / 4) * 4 * kQgemmNR + kk % 4] + shift);
+    }
+    KernelContext c = ctx;
+    c.inputs[3] = &b;
+    QTK_RETURN_IF_ERROR(ref_->run(c));
+    ctx.outputs = std::move(c.outputs);
+    return Status::Ok();
+  }
+
   // As the reference: M[n] = alpha·a_scale·b_scale[n]/y_scale in double.
   QgemmRequant make_requant(double as, double ys, int32_t yz, DType out_type) const {
     std::vector<quant::FixedPointMultiplier> mult;
@@ -79,17 +123,17 @@ class QGemmKernel final : public Kernel {
   }
 
   Status run(KernelContext& ctx) override {
-    if (!ctx.has_input(0) || !ctx.has_input(1) || !ctx.has_input(3)) return ref_->run(ctx);
+    if (!ctx.has_input(0) || !ctx.has_input(1) || !ctx.has_input(3)) return run_reference(ctx);
     const Tensor& a = ctx.input(0);
-    if (!is_8bit(a.dtype()) || a.rank() != 2) return ref_->run(ctx);
+    if (!is_8bit(a.dtype()) || a.rank() != 2) return run_reference(ctx);
     const int64_t m = trans_a_ ? a.dim(1) : a.dim(0), k = trans_a_ ? a.dim(0) : a.dim(1);
-    if (k != k_) return ref_->run(ctx);
+    if (k != k_) return run_reference(ctx);
     const Tensor& a_scale = ctx.input(1);
     if (a_scale.dtype() != DType::kFloat32 || a_scale.numel() != 1 || !scales_valid(a_scale.to_float_vector()))
-      return ref_->run(ctx);
+      return run_reference(ctx);
     const double as = a_scale.data<float>()[0];
     const Tensor* azp = optional_input(ctx, 2);
-    if (azp && (azp->dtype() != a.dtype() || azp->numel() != 1)) return ref_->run(ctx);
+    if (azp && (azp->dtype() != a.dtype() || azp->numel() != 1)) return run_reference(ctx);
     const int32_t az = azp ? static_cast<int32_t>(azp->get_as_int64(0)) : 0;
 
     // C -> bias (m, n) = bias[m * rs + n * cs].
@@ -97,9 +141,9 @@ class QGemmKernel final : public Kernel {
     QgemmOutput out;
     std::vector<int32_t> bias;
     if (c) {
-      if (c->dtype() != DType::kInt32 || c->rank() > 2) return ref_->run(ctx);
+      if (c->dtype() != DType::kInt32 || c->rank() > 2) return run_reference(ctx);
       const int64_t cm = c->rank() == 2 ? c->dim(0) : 1, cn = c->rank() >= 1 ? c->dim(-1) : 1;
-      if ((cm != 1 && cm != m) || (cn != 1 && cn != n_)) return ref_->run(ctx);
+      if ((cm != 1 && cm != m) || (cn != 1 && cn != n_)) return run_reference(ctx);
       const int32_t* cd = c->data<int32_t>();
       out.bias_saturates = false;
       if (cn == 1) {  // one value per row (or one in all): no padding needed
@@ -122,11 +166,11 @@ class QGemmKernel final : public Kernel {
     if (quantized_out_) {
       const Tensor* yzp = optional_input(ctx, 8);
       out_type = yzp ? yzp->dtype() : a.dtype();
-      if (!is_8bit(out_type) || !ctx.has_input(7)) return ref_->run(ctx);
+      if (!is_8bit(out_type) || !ctx.has_input(7)) return run_reference(ctx);
       const Tensor& y_scale = ctx.input(7);
       if (y_scale.dtype() != DType::kFloat32 || y_scale.numel() != 1 || !scales_valid(y_scale.to_float_vector()))
-        return ref_->run(ctx);
-      if (yzp && yzp->numel() != 1) return ref_->run(ctx);
+        return run_reference(ctx);
+      if (yzp && yzp->numel() != 1) return run_reference(ctx);
       const double ys = y_scale.data<float>()[0];
       const int32_t yz = yzp ? static_cast<int32_t>(yzp->get_as_int64(0)) : 0;
       const bool cached = requant_ && cached_a_scale_ == as && cached_y_scale_ == ys &&
@@ -157,6 +201,9 @@ class QGemmKernel final : public Kernel {
   int64_t k_ = 0, n_ = 0;
   std::vector<float> b_scale_;
   Tensor b_source_;
+  DType b_dtype_ = DType::kUndefined;  // set when B was let go (b_source_ undefined)
+  Shape b_shape_;
+  bool trans_b_ = false;
   bool quantized_out_ = false;
   // The output stage prepared from constant scales (checked against the
   // run-time values before use).

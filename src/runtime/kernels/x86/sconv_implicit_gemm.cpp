@@ -31,9 +31,12 @@ using TileFn = void (*)(int64_t kc, const float* a, const float* b, const int64_
                         const SconvRun* runs, int nruns, const float* bias, bool accumulate, const Epilogue* epi,
                         int mr);
 
-// Largest K block: a block of B rows (KC x NR floats, <= 32 KiB) stays in L1
-// while every weight sliver of the block passes over it.
-constexpr int64_t kKc = 256;
+// Largest K block, as the floats its B rows span for one tile (32 KiB):
+// they stay in L1 while every weight sliver of the block passes over them.
+// Conv's shifted rows overlap (neighbouring taps are a float apart), so a
+// 3x3 layer of 64 channels (K = 576) spans ~6.5K floats and runs as one
+// block: no partial sums stored and reloaded between blocks.
+constexpr int64_t kBlockFloats = 8192;
 // Below this many multiply-adds a second thread costs more than it saves
 // (measured: resnet20's batch-1 convs, 1.8M each, ran 1.65x slower split in two).
 constexpr int64_t kParallelMinMacs = 1 << 22;
@@ -238,11 +241,16 @@ __attribute__((target("avx512f,avx2,fma"))) void tile_avx512(int64_t kc, const f
     for (int v = 0; v < VECS; ++v) mask[v] = static_cast<__mmask16>(lanes >> (16 * v));
     float* dst = c + runs[r].offset - runs[r].lane0;
     const float* zdst = z != nullptr ? z + runs[r].offset - runs[r].lane0 : nullptr;
-#pragma GCC unroll 8
-    for (int i = 0; i < ROWS; ++i) {
-      const __m512 init = _mm512_set1_ps(!accumulate && bias != nullptr ? bias[i] : 0.f);
+    // Vector by vector, skipping those the run has no lanes in: a run
+    // within one half of the tile costs one store per row, not two (layers
+    // with few taps, such as a first Conv of one channel, are bound by these
+    // stores).
 #pragma GCC unroll 2
-      for (int v = 0; v < VECS; ++v) {
+    for (int v = 0; v < VECS; ++v) {
+      if (mask[v] == 0) continue;
+#pragma GCC unroll 8
+      for (int i = 0; i < ROWS; ++i) {
+        const __m512 init = _mm512_set1_ps(!accumulate && bias != nullptr ? bias[i] : 0.f);
         float* cp = dst + i * ldc + 16 * v;
         const __m512 base = accumulate ? _mm512_maskz_loadu_ps(mask[v], cp) : init;
         __m512 y = _mm512_add_ps(base, acc[i][v]);
@@ -303,6 +311,32 @@ TileKernel tile_kernel(SgemmPath path) {
   }
 }
 
+// Splits [0, k) into K blocks that each span about the same number of B
+// floats, at most kBlockFloats: bounds gets their starts, then k. Row p adds
+// the floats it does not share with row p - 1 when the offsets ascend (the
+// shifted rows of a padded image), else a whole row of nr.
+void k_blocks(int64_t k, const int64_t* k_off, int64_t nr, std::vector<int64_t>& bounds) {
+  bounds.assign(1, 0);
+  if (k <= 0) {
+    bounds.push_back(0);
+    return;
+  }
+  auto adds = [&](int64_t p) {
+    const int64_t step = p > 0 ? k_off[p] - k_off[p - 1] : nr;
+    return step >= 0 ? std::min(step, nr) : nr;
+  };
+  int64_t total = 0;
+  for (int64_t p = 0; p < k; ++p) total += adds(p);
+  const int64_t blocks = (total + kBlockFloats - 1) / kBlockFloats;
+  int64_t span = 0;
+  for (int64_t p = 0; p < k; ++p) {
+    span += adds(p);
+    // Block b ends once the floats so far reach (b + 1) / blocks of them.
+    if (p + 1 < k && span * blocks >= static_cast<int64_t>(bounds.size()) * total) bounds.push_back(p + 1);
+  }
+  bounds.push_back(k);
+}
+
 }  // namespace
 
 SconvTile sconv_tile(SgemmPath path) {
@@ -329,6 +363,13 @@ void sconv_pack_weights(int64_t m, int64_t k, const float* w, float* packed, Sge
 
 void sconv_grid_runs(const std::vector<int64_t>& row_off, int64_t row_len, int64_t grid_cols, int64_t nr,
                      std::vector<SconvRun>& runs, std::vector<int64_t>& tile_runs) {
+  std::vector<int64_t> out_off(row_off.size());
+  for (size_t q = 0; q < out_off.size(); ++q) out_off[q] = static_cast<int64_t>(q) * row_len;
+  sconv_grid_runs(row_off, out_off, row_len, grid_cols, nr, runs, tile_runs);
+}
+
+void sconv_grid_runs(const std::vector<int64_t>& row_off, const std::vector<int64_t>& out_off, int64_t row_len,
+                     int64_t grid_cols, int64_t nr, std::vector<SconvRun>& runs, std::vector<int64_t>& tile_runs) {
   runs.clear();
   tile_runs.assign(1, 0);
   size_t r = 0;  // first output row that may still reach the current tile
@@ -338,8 +379,7 @@ void sconv_grid_runs(const std::vector<int64_t>& row_off, int64_t row_len, int64
     for (size_t q = r; q < row_off.size() && row_off[q] < j1; ++q) {
       const int64_t lo = std::max(j0, row_off[q]), hi = std::min(j1, row_off[q] + row_len);
       if (lo < hi)
-        runs.push_back({static_cast<int32_t>(lo - j0), static_cast<int32_t>(hi - j0),
-                        static_cast<int64_t>(q) * row_len + (lo - row_off[q])});
+        runs.push_back({static_cast<int32_t>(lo - j0), static_cast<int32_t>(hi - j0), out_off[q] + (lo - row_off[q])});
     }
     tile_runs.push_back(static_cast<int64_t>(runs.size()));
   }
@@ -350,9 +390,10 @@ void sconv_implicit_gemm(int64_t m, int64_t n, int64_t k, const float* packed_w,
   if (m <= 0 || n <= 0) return;
   const TileKernel kern = tile_kernel(path);
   const int64_t mr = kern.mr, nr = kern.nr, tiles = (n + nr - 1) / nr;
-  // Balanced K blocks of at most kKc rows (K = 288 runs as 2 x 144, not 256 + 32).
-  const int64_t kblocks = std::max<int64_t>(1, (k + kKc - 1) / kKc);
-  const int64_t kc_step = std::max<int64_t>(1, (k + kblocks - 1) / kblocks);
+  // Balanced K blocks (a packed K = 288 runs as 2 x 144, not 256 + 32).
+  std::vector<int64_t> bounds;
+  k_blocks(k, b.k_off, nr, bounds);
+  const size_t kblocks = bounds.size() - 1;
   static const int64_t kNoTaps = 0;
   const bool has_epilogue = out.addend != nullptr || out.clamp;
   auto run = [&](int64_t t0, int64_t t1) {
@@ -367,9 +408,9 @@ void sconv_implicit_gemm(int64_t m, int64_t n, int64_t k, const float* packed_w,
       }
       const float* bt = b.base + t * b.tile_stride;
       // k == 0 (no taps) still runs one empty block, which writes the bias.
-      for (int64_t p0 = 0; p0 < std::max<int64_t>(k, 1); p0 += kc_step) {
-        const int64_t kc = std::min(kc_step, k - p0);
-        const bool last_block = p0 + kc_step >= k;
+      for (size_t blk = 0; blk < kblocks; ++blk) {
+        const int64_t p0 = bounds[blk], kc = bounds[blk + 1] - p0;
+        const bool last_block = blk + 1 == kblocks;
         for (int64_t i0 = 0; i0 < m; i0 += mr) {
           const Epilogue epi{out.addend != nullptr ? out.addend + i0 * out.ldo : nullptr, out.clamp, out.lo, out.hi};
           kern.fn(kc, packed_w + i0 * k + p0 * mr, bt, k > 0 ? b.k_off + p0 : &kNoTaps, out.data + i0 * out.ldo,

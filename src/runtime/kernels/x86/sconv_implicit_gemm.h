@@ -73,6 +73,10 @@ struct SconvOut {
 // r * row_len + i, for tiles nr wide.
 void sconv_grid_runs(const std::vector<int64_t>& row_off, int64_t row_len, int64_t grid_cols, int64_t nr,
                      std::vector<SconvRun>& runs, std::vector<int64_t>& tile_runs);
+// The same with output row r written from out_off[r] on (rows of several
+// images side by side in one grid land in different images' outputs).
+void sconv_grid_runs(const std::vector<int64_t>& row_off, const std::vector<int64_t>& out_off, int64_t row_len,
+                     int64_t grid_cols, int64_t nr, std::vector<SconvRun>& runs, std::vector<int64_t>& tile_runs);
 
 // out(i, j) = bias[i] + sum_p W[i, p] * B(p, j) for i < m, j < n (bias may be
 // null), then out's epilogue. Columns are split over `pool` when it is given and the product is
