@@ -2,6 +2,7 @@
 
 #include <malloc.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -78,10 +79,11 @@ std::function<Expected<Tensor>(const Tensor&)> teacher_logits(TrainGraph& teache
   };
 }
 
-Expected<double> evaluate_accuracy(TrainGraph& graph, const data::Dataset& ds, int64_t batch, rt::ThreadPool* pool) {
+Expected<std::vector<uint8_t>> correct_predictions(TrainGraph& graph, const data::Dataset& ds, int64_t batch,
+                                                   rt::ThreadPool* pool) {
   const int64_t n = static_cast<int64_t>(ds.labels.size());
   if (n == 0) return invalid_argument("evaluation data set is empty");
-  int64_t correct = 0;
+  std::vector<uint8_t> correct(static_cast<size_t>(n), 0);
   for (int64_t b = 0; b < n; b += batch) {
     std::vector<int64_t> rows;
     for (int64_t i = b; i < std::min(n, b + batch); ++i) rows.push_back(i);
@@ -93,10 +95,29 @@ Expected<double> evaluate_accuracy(TrainGraph& graph, const data::Dataset& ds, i
       int64_t best = 0;
       for (int64_t j = 1; j < k; ++j)
         if (r[j] > r[best]) best = j;
-      correct += best == ds.labels[rows[i]];
+      correct[static_cast<size_t>(rows[i])] = best == ds.labels[rows[i]];
     }
   }
-  return static_cast<double>(correct) / static_cast<double>(n);
+  return correct;
+}
+
+PairedComparison compare_paired(const std::vector<uint8_t>& baseline, const std::vector<uint8_t>& candidate) {
+  PairedComparison r;
+  const size_t n = std::min(baseline.size(), candidate.size());
+  for (size_t i = 0; i < n; ++i) {
+    r.wins += candidate[i] && !baseline[i];
+    r.losses += baseline[i] && !candidate[i];
+  }
+  if (r.wins + r.losses > 0)
+    r.z = static_cast<double>(r.wins - r.losses) / std::sqrt(static_cast<double>(r.wins + r.losses));
+  return r;
+}
+
+Expected<double> evaluate_accuracy(TrainGraph& graph, const data::Dataset& ds, int64_t batch, rt::ThreadPool* pool) {
+  QTK_ASSIGN_OR_RETURN(std::vector<uint8_t> c, correct_predictions(graph, ds, batch, pool));
+  int64_t hits = 0;
+  for (uint8_t v : c) hits += v;
+  return static_cast<double>(hits) / static_cast<double>(c.size());
 }
 
 void retain_freed_memory() {
@@ -118,6 +139,7 @@ Expected<TrainReport> train_classifier(TrainGraph& graph, const data::Dataset& t
   const int64_t n = static_cast<int64_t>(train.labels.size());
   if (n == 0) return invalid_argument("training data set is empty");
   if (o.epochs < 1 || o.batch < 1) return invalid_argument("epochs and batch must be >= 1");
+  if (o.warmup_steps < 0) return invalid_argument("warm-up steps must be >= 0");
   if (!(o.lr > 0.f) || !std::isfinite(o.lr)) return invalid_argument("learning rate must be a positive number");
   if (graph.params().empty()) return invalid_argument("the model has no trainable float parameters");
   {  // Labels must name one of the model's outputs; say which sample does not.
@@ -187,6 +209,8 @@ Expected<TrainReport> train_classifier(TrainGraph& graph, const data::Dataset& t
         return report;
       }
       lr = scheduled_lr(o.schedule, o.lr, step, total);
+      if (step < o.warmup_steps)
+        lr *= static_cast<float>(step + 1) / static_cast<float>(o.warmup_steps);
       if (o.before_step) QTK_RETURN_IF_ERROR(o.before_step());
       opt.step(graph.params(), lr, o.pool);
       if (o.after_step) QTK_RETURN_IF_ERROR(o.after_step());

@@ -40,6 +40,11 @@ struct TrainOptions {
   float lr = 1e-3f;
   OptimizerConfig optimizer;
   ScheduleKind schedule = ScheduleKind::kCosine;
+  // Linear warm-up over the first `warmup_steps` optimizer steps: the
+  // schedule's lr times (step + 1) / warmup_steps. AdamW's first steps move
+  // every element by about lr whatever its gradient, which a fine-tune from a
+  // good start (QAT from PTQ) does not want at full size.
+  int64_t warmup_steps = 0;
   bool augment = false;
   uint64_t seed = 0;
   // Resume from a checkpoint's state (train/checkpoint.h): epochs up to
@@ -90,6 +95,20 @@ Expected<TrainReport> train_classifier(TrainGraph& graph, const data::Dataset& t
 // Top-1 accuracy of the graph in inference mode.
 Expected<double> evaluate_accuracy(TrainGraph& graph, const data::Dataset& ds, int64_t batch,
                                    rt::ThreadPool* pool = nullptr);
+// Per sample of `ds`: 1 where the graph's top-1 prediction (inference mode)
+// is its label, for paired comparisons of two models on the same samples.
+Expected<std::vector<uint8_t>> correct_predictions(TrainGraph& graph, const data::Dataset& ds, int64_t batch,
+                                                   rt::ThreadPool* pool = nullptr);
+
+// Paired comparison of two models' per-sample correctness on the same
+// samples (McNemar's test, normal approximation): `wins` samples only the
+// candidate gets right, `losses` only the baseline. The candidate is better
+// beyond chance when wins - losses >= z * sqrt(wins + losses).
+struct PairedComparison {
+  int64_t wins = 0, losses = 0;
+  double z = 0;  // (wins - losses) / sqrt(wins + losses); 0 when they agree everywhere
+};
+PairedComparison compare_paired(const std::vector<uint8_t>& baseline, const std::vector<uint8_t>& candidate);
 
 // Rows `rows` of the data set's images as one batch shaped for the graph's
 // input (the model's declared per-sample shape when it has the same size),

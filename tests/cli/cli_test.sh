@@ -558,18 +558,22 @@ if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "$
     --weights int4 --activations uint4 --method rtn --calib-samples 128 --json
   [ "$rc" -eq 0 ] || fail "qat W4A4 on the MLP: exit $rc, stderr: $(cat "$TMP/err")"
   json_check "qat reports PTQ and QAT accuracy" "$TMP/out" 'j.ptq_accuracy > 0.7 && j.qat_accuracy > 0.7 &&
-     j.history.length === 1 && j.format === "qdq" && j.weights === "int4" && Math.abs(j.lr - 1e-4) < 1e-7'
+     j.history.length === 1 && j.format === "qdq" && j.weights === "int4" && Math.abs(j.lr - 1e-4) < 1e-7 &&
+     j.teacher === "self" && j.alpha === 1 && j.temperature === 4 && j.warmup_steps === 0'
   # 10% held out by default; the written weights do at least as well there as PTQ's.
   json_check "qat picks the weights on held-out samples" "$TMP/out" 'j.holdout === 100 && j.samples === 900 &&
      j.selected_epoch >= 0 && j.selected_epoch <= 1 && j.holdout_accuracy >= j.holdout_ptq_accuracy &&
-     j.history[0].holdout_accuracy >= 0 && !("val_accuracy" in j.history[0])'
+     j.history[0].holdout_accuracy >= 0 && !("val_accuracy" in j.history[0]) &&
+     (j.selected_epoch === 0 || j.holdout_z >= 1.645) && j.holdout_best_epoch === 1 &&
+     j.holdout_wins + j.holdout_losses <= 100'
   expect_ok "qat model runs in the integer session" eval "$QA/q.onnx" --data fashion-mnist:test --limit 200 --integer
   checks=$((checks + 1))
   run_qtk qat "$MLP" -o "$QA/calib.onnx" --data fashion-mnist:train --limit 300 --epochs 1 --batch 100 \
-    --calib fashion-mnist:test --calib-samples 100 --holdout 0 --weights int2 --json
+    --calib fashion-mnist:test --calib-samples 100 --holdout 0 --weights int2 --teacher none --warmup 0.5 --json
   [ "$rc" -eq 0 ] || fail "qat --calib fashion-mnist:test: exit $rc, stderr: $(cat "$TMP/err")"
   json_check "qat calibrates on --calib" "$TMP/out" 'j.calib === "fashion-mnist:test" && j.calib_samples === 100 &&
-     j.samples === 300 && j.holdout === 0 && !("selected_epoch" in j) && Math.abs(j.lr - 1e-3) < 1e-7'
+     j.samples === 300 && j.holdout === 0 && !("selected_epoch" in j) && Math.abs(j.lr - 1e-3) < 1e-7 &&
+     !("teacher" in j) && j.warmup_steps === 2'
   expect_error "qat: --holdout takes every sample" 2 "leaves nothing to train on" qat "$MLP" -o "$QA/h.onnx" \
     --data fashion-mnist:train --limit 100 --holdout 100
   expect_error "qat: --calib array of the wrong shape" 1 "x_shape.npy" qat "$MLP" -o "$QA/calib2.onnx" \
@@ -581,8 +585,9 @@ if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "$
   [ "$rc" -eq 0 ] || fail "qat --teacher self: exit $rc, stderr: $(cat "$TMP/err")"
   json_check "qat reports its teacher" "$TMP/out" 'j.teacher === "self" && Math.abs(j.alpha - 0.7) < 1e-6'
 fi
-expect_error "qat: --alpha without --teacher" 2 "--teacher" qat "$MLP" -o "$QA/x.onnx" --data fashion-mnist:train \
-  --alpha 0.5
+expect_error "qat: --alpha with --teacher none" 2 "--teacher none" qat "$MLP" -o "$QA/x.onnx" \
+  --data fashion-mnist:train --teacher none --alpha 0.5
+expect_error "qat: --warmup above 1" 2 "--warmup" qat "$MLP" -o "$QA/x.onnx" --data fashion-mnist:train --warmup 2
 
 # Pruning and weight clustering.
 P="$TMP/prune"
