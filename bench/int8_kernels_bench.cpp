@@ -188,6 +188,35 @@ void BM_gemm(benchmark::State& state) {
   report(state, 2.0 * m * n * k, threads, start);
 }
 
+// Times `node`'s kernel as a session would build it (the global registry,
+// every input but the first a constant), `ops` operations per run.
+void time_node(benchmark::State& state, const ir::Node& node, int64_t opset, std::vector<Tensor>& inputs,
+               int threads, double ops) {
+  KernelInit init{node, opset, {}, [&](size_t i) -> const Tensor* { return i == 0 ? nullptr : &inputs[i]; }};
+  const KernelFactory* f = OpRegistry::global().find(node.domain, node.op_type, opset);
+  auto kernel = (*f)(init);
+  if (!kernel.ok()) {
+    state.SkipWithError(kernel.status().message().c_str());
+    return;
+  }
+  ThreadPool pool(threads);
+  KernelContext ctx;
+  for (auto& t : inputs) ctx.inputs.push_back(&t);
+  ctx.pool = &pool;
+  idiom_peak(threads);  // measured before timing starts
+  const auto start = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    ctx.outputs.assign(1, Tensor());
+    const Status st = (*kernel)->run(ctx);
+    if (!st.ok()) {
+      state.SkipWithError(st.message().c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(ctx.outputs[0].raw());
+  }
+  report(state, ops, threads, start);
+}
+
 // ---------------------------------------------------------------------------
 // QLinearConv through the kernel a session would use.
 
@@ -217,29 +246,7 @@ void BM_qlinear_conv(benchmark::State& state, ConvBench cb) {
   for (int i = 0; i < 9; ++i) node.inputs.push_back("in" + std::to_string(i));
   node.outputs = {"y"};
   node.attrs = {ir::attr_ints("pads", {1, 1, 1, 1}), ir::attr_int("group", cb.group)};
-  KernelInit init{node, 17, {}, [&](size_t i) -> const Tensor* { return i == 0 ? nullptr : &inputs[i]; }};
-  const KernelFactory* f = OpRegistry::global().find("", "QLinearConv", 17);
-  auto kernel = (*f)(init);
-  if (!kernel.ok()) {
-    state.SkipWithError(kernel.status().message().c_str());
-    return;
-  }
-  ThreadPool pool(threads);
-  KernelContext ctx;
-  for (auto& t : inputs) ctx.inputs.push_back(&t);
-  ctx.pool = &pool;
-  idiom_peak(threads);
-  const auto start = std::chrono::steady_clock::now();
-  for (auto _ : state) {
-    ctx.outputs.assign(1, Tensor());
-    const Status st = (*kernel)->run(ctx);
-    if (!st.ok()) {
-      state.SkipWithError(st.message().c_str());
-      break;
-    }
-    benchmark::DoNotOptimize(ctx.outputs[0].raw());
-  }
-  report(state, 2.0 * cb.oc * (cb.c / cb.group) * 9 * cb.h * cb.w, threads, start);
+  time_node(state, node, 17, inputs, threads, 2.0 * cb.oc * (cb.c / cb.group) * 9 * cb.h * cb.w);
   if (cb.group > 1) state.SetLabel("depthwise kernel (qdepthwise_conv.h)");
 }
 
@@ -267,29 +274,7 @@ void BM_matmul_nbits(benchmark::State& state) {
   node.outputs = {"y"};
   node.attrs = {ir::attr_int("K", k), ir::attr_int("N", n), ir::attr_int("bits", bits),
                 ir::attr_int("block_size", block), ir::attr_int("accuracy_level", 4)};
-  KernelInit init{node, 1, {}, [&](size_t i) -> const Tensor* { return i == 0 ? nullptr : &inputs[i]; }};
-  const KernelFactory* f = OpRegistry::global().find("com.microsoft", "MatMulNBits", 1);
-  auto kernel = (*f)(init);
-  if (!kernel.ok()) {
-    state.SkipWithError(kernel.status().message().c_str());
-    return;
-  }
-  ThreadPool pool(threads);
-  KernelContext ctx;
-  for (auto& t : inputs) ctx.inputs.push_back(&t);
-  ctx.pool = &pool;
-  idiom_peak(threads);
-  const auto start = std::chrono::steady_clock::now();
-  for (auto _ : state) {
-    ctx.outputs.assign(1, Tensor());
-    const Status st = (*kernel)->run(ctx);
-    if (!st.ok()) {
-      state.SkipWithError(st.message().c_str());
-      break;
-    }
-    benchmark::DoNotOptimize(ctx.outputs[0].raw());
-  }
-  report(state, 2.0 * m * n * k, threads, start);
+  time_node(state, node, 1, inputs, threads, 2.0 * m * n * k);
   state.SetLabel("int" + std::to_string(bits) + " weights, " +
                  x86::qgemm_path_name(x86::qgemm_resolve_path(x86::QgemmPath::kAuto)));
 }

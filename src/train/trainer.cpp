@@ -113,11 +113,14 @@ PairedComparison compare_paired(const std::vector<uint8_t>& baseline, const std:
   return r;
 }
 
+double share_correct(const std::vector<uint8_t>& correct) {
+  if (correct.empty()) return 0;
+  return static_cast<double>(std::count(correct.begin(), correct.end(), 1)) / static_cast<double>(correct.size());
+}
+
 Expected<double> evaluate_accuracy(TrainGraph& graph, const data::Dataset& ds, int64_t batch, rt::ThreadPool* pool) {
   QTK_ASSIGN_OR_RETURN(std::vector<uint8_t> c, correct_predictions(graph, ds, batch, pool));
-  int64_t hits = 0;
-  for (uint8_t v : c) hits += v;
-  return static_cast<double>(hits) / static_cast<double>(c.size());
+  return share_correct(c);
 }
 
 void retain_freed_memory() {

@@ -99,6 +99,8 @@ Expected<double> evaluate_accuracy(TrainGraph& graph, const data::Dataset& ds, i
 // is its label, for paired comparisons of two models on the same samples.
 Expected<std::vector<uint8_t>> correct_predictions(TrainGraph& graph, const data::Dataset& ds, int64_t batch,
                                                    rt::ThreadPool* pool = nullptr);
+// The share of 1s in such a vector (0 when it is empty).
+double share_correct(const std::vector<uint8_t>& correct);
 
 // Paired comparison of two models' per-sample correctness on the same
 // samples (McNemar's test, normal approximation): `wins` samples only the

@@ -246,13 +246,11 @@ Outcome run_qat(const ParsedArgs& args) {
   o.progress = [&](int64_t epoch, int64_t done, int64_t total, double loss, double acc) {
     progress.step(epoch, done, total, loss, acc);
   };
-  // The weights written: PTQ's or an epoch's, whichever does best on the
-  // held-out samples, so fine-tuning that overfits or drifts never ends
-  // below the post-training result it started from.
-  // An epoch replaces PTQ only when it beats it on the held-out samples
-  // beyond chance (paired, one-sided 95%): where PTQ is already at float
-  // accuracy, a fine-tune's held-out "gain" is mostly noise, and taking it
-  // lost 0.1-0.2 test points (mlp W4A4).
+  // The weights written: PTQ's, or the best epoch's when it beats PTQ on the
+  // held-out samples beyond chance (paired, one-sided 95%), so fine-tuning
+  // that drifts never ends below the post-training result it started from;
+  // where PTQ is already at float accuracy a held-out "gain" is mostly
+  // noise, and taking it lost 0.1-0.2 test points (mlp W4A4).
   double best_holdout = -1;
   int64_t best_epoch = 0, candidate_epoch = 0;
   std::vector<uint8_t> ptq_correct;
@@ -261,8 +259,7 @@ Outcome run_qat(const ParsedArgs& args) {
   std::vector<double> epoch_holdout;
   if (holdout > 0) {
     QTK_CLI_ASSIGN_OR_FAIL(ptq_correct, train::correct_predictions(*graph, holdout_ds, 256, &pool));
-    best_holdout = static_cast<double>(std::count(ptq_correct.begin(), ptq_correct.end(), 1)) /
-                   static_cast<double>(ptq_correct.size());
+    best_holdout = train::share_correct(ptq_correct);
     std::fprintf(stderr, "PTQ: held-out accuracy %.4f (%lld samples)\n", best_holdout, static_cast<long long>(holdout));
   }
   const double ptq_holdout = best_holdout;
@@ -275,7 +272,7 @@ Outcome run_qat(const ParsedArgs& args) {
       if (!c.ok()) {
         epoch_error = c.status();
       } else {
-        e.val_accuracy = static_cast<double>(std::count(c->begin(), c->end(), 1)) / static_cast<double>(c->size());
+        e.val_accuracy = train::share_correct(*c);
         epoch_holdout.push_back(e.val_accuracy);
         const train::PairedComparison p = train::compare_paired(ptq_correct, *c);
         if (e.val_accuracy > candidate_holdout) {  // the best epoch, significant or not (for the report)

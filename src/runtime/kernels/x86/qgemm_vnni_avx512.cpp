@@ -4,6 +4,7 @@
 // only when qgemm_avx512_vnni_supported().
 #include <algorithm>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "runtime/kernels/x86/qgemm_vnni.h"
@@ -149,7 +150,8 @@ QTK_VNNI inline void interleave4(__m128i r0, __m128i r1, __m128i r2, __m128i r3,
   __m512i v = _mm512_inserti32x4(_mm512_castsi128_si512(r0), r1, 1);
   v = _mm512_inserti32x4(_mm512_inserti32x4(v, r2, 2), r3, 3);
   v = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), v);
-  v = _mm512_shuffle_epi8(v, _mm512_broadcast_i32x4(_mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)));
+  const __m128i by_pixel = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  v = _mm512_shuffle_epi8(v, _mm512_broadcast_i32x4(by_pixel));
   v = _mm512_xor_si512(v, flip);
   if (n == 16) _mm512_storeu_si512(dst, v);
   else _mm512_mask_storeu_epi8(dst, (__mmask64{1} << (4 * n)) - 1, v);
@@ -169,22 +171,24 @@ QTK_VNNI inline __m128i load_columns(const uint8_t* row, int64_t ic, int64_t n, 
   return _mm256_castsi256_si128(_mm256_permute4x64_epi64(even, 0x08));
 }
 
+// The phase indices [first, second), below `extent`, that hold input
+// positions: index i holds position i * stride + phase - pad of [0, in).
+inline std::pair<int64_t, int64_t> phase_span(int64_t pad, int64_t in, int64_t phase, int64_t stride,
+                                              int64_t extent) {
+  const int64_t last = in - 1 - phase + pad;  // the last position's offset, if any
+  return {(pad - phase + stride - 1) / stride, last < 0 ? 0 : std::min(extent, last / stride + 1)};
+}
+
 // One phase plane of one channel quad (sw = SW <= 2): rows[t] + ir·rs[t] is
-// channel t's input row ir (rs 0: an absent channel reading a row of zp).
-// Specialized on the stride so the per-chunk work is the loads, the
-// transpose and one store.
+// channel t's input row ir (rs 0: an absent channel reading a row of zp);
+// phase rows `rspan` and columns `cspan` hold input. Specialized on the
+// stride so the per-chunk work is the loads, the transpose and one store.
 template <int SW>
 QTK_VNNI void fill_quad_plane(const QconvGeometry& g, const QconvQuadImage& l, const uint8_t* const* rows,
-                              const int64_t* rs, int64_t ph, int64_t pw, __m512i vflip, uint8_t* out) {
-  // Phase column col holds input column col * SW + pw - pad_left.
-  const int64_t col_begin = std::max<int64_t>(0, (g.pad_left - pw + SW - 1) / SW);
-  const int64_t last = g.in_w - 1 - pw + g.pad_left;  // the last column's offset, if any
-  const int64_t col_end = last < 0 ? 0 : std::min(l.wph, last / SW + 1);
-  // Phase row r holds input row r * stride_h + ph - pad_top.
-  const int64_t r_begin = std::max<int64_t>(0, (g.pad_top - ph + g.stride_h - 1) / g.stride_h);
-  const int64_t r_last = g.in_h - 1 - ph + g.pad_top;
-  const int64_t r_end = r_last < 0 ? 0 : std::min(l.hph, r_last / g.stride_h + 1);
-  for (int64_t r = r_begin; r < r_end; ++r) {
+                              const int64_t* rs, int64_t ph, int64_t pw, std::pair<int64_t, int64_t> rspan,
+                              std::pair<int64_t, int64_t> cspan, __m512i vflip, uint8_t* out) {
+  const auto [col_begin, col_end] = cspan;
+  for (int64_t r = rspan.first; r < rspan.second; ++r) {
     const int64_t ir = r * g.stride_h + ph - g.pad_top;
     const uint8_t* row[4] = {rows[0] + ir * rs[0], rows[1] + ir * rs[1], rows[2] + ir * rs[2], rows[3] + ir * rs[3]};
     uint8_t* out_row = out + r * l.wph * 4;
@@ -211,7 +215,9 @@ QTK_VNNI void fill_quad_image(const QconvGeometry& g, const QconvQuadImage& l, c
   zp_row.assign(static_cast<size_t>(g.in_w + 64), static_cast<uint8_t>(zp ^ flip));
   const int64_t plane = l.hph * l.wph * 4, sw = g.stride_w, chw = g.in_h * g.in_w;
   for (int64_t ph = 0; ph < g.stride_h; ++ph)
-    for (int64_t pw = 0; pw < sw; ++pw)
+    for (int64_t pw = 0; pw < sw; ++pw) {
+      const auto rspan = phase_span(g.pad_top, g.in_h, ph, g.stride_h, l.hph);
+      const auto cspan = phase_span(g.pad_left, g.in_w, pw, sw, l.wph);
       for (int64_t cq = 0; cq < l.c4; ++cq) {
         uint8_t* out = dst + QconvQuadImage::front + ((ph * sw + pw) * l.c4 + cq) * plane;
         const uint8_t* rows[4];
@@ -222,17 +228,13 @@ QTK_VNNI void fill_quad_image(const QconvGeometry& g, const QconvQuadImage& l, c
           rs[t] = present ? g.in_w : 0;
         }
         if (sw == 1) {
-          fill_quad_plane<1>(g, l, rows, rs, ph, pw, vflip, out);
+          fill_quad_plane<1>(g, l, rows, rs, ph, pw, rspan, cspan, vflip, out);
         } else if (sw == 2) {
-          fill_quad_plane<2>(g, l, rows, rs, ph, pw, vflip, out);
+          fill_quad_plane<2>(g, l, rows, rs, ph, pw, rspan, cspan, vflip, out);
         } else {  // wider strides: byte by byte
-          const int64_t col_begin = std::max<int64_t>(0, (g.pad_left - pw + sw - 1) / sw);
-          const int64_t last = g.in_w - 1 - pw + g.pad_left;
-          const int64_t col_end = last < 0 ? 0 : std::min(l.wph, last / sw + 1);
-          for (int64_t r = 0; r < l.hph; ++r) {
+          for (int64_t r = rspan.first; r < rspan.second; ++r) {
             const int64_t ir = r * g.stride_h + ph - g.pad_top;
-            if (ir < 0 || ir >= g.in_h) continue;
-            for (int64_t col = col_begin; col < col_end; ++col) {
+            for (int64_t col = cspan.first; col < cspan.second; ++col) {
               const int64_t ic = col * sw + pw - g.pad_left;
               for (int t = 0; t < 4; ++t)
                 out[(r * l.wph + col) * 4 + t] = static_cast<uint8_t>(rows[t][ir * rs[t] + ic] ^ flip);
@@ -240,6 +242,7 @@ QTK_VNNI void fill_quad_image(const QconvGeometry& g, const QconvQuadImage& l, c
           }
         }
       }
+    }
 }
 
 QTK_VNNI void fill_tap_quad_image(const QconvGeometry& g, const QconvQuadImage& l, const uint8_t* x, bool x_signed,
