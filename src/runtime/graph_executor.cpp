@@ -152,9 +152,10 @@ class ConstantReleases {
       // weights about once, not the originals and the packed copies at once.
       if (storage) {
         core::free_idle_block(storage);
-        // malloc_trim walks the heap: once per MiB let go, not per weight.
+        // malloc_trim walks the heap: once per 256 KiB let go, not per weight;
+        // once per MiB left small models' originals and packed copies both resident.
         untrimmed_ += freed;
-        if (untrimmed_ >= (uint64_t{1} << 20)) {
+        if (untrimmed_ >= (uint64_t{1} << 18)) {
           core::release_free_heap_pages();
           untrimmed_ = 0;
         }

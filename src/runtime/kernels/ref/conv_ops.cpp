@@ -338,14 +338,19 @@ Status ConvKernel::run(KernelContext& ctx) {
 
   Shape y_shape = {N, M};
   y_shape.insert(y_shape.end(), g.out.begin(), g.out.end());
-  // Every path below writes every element of Y.
-  Tensor Y = Tensor::uninitialized(DType::kFloat32, y_shape);
+  // Every path below writes every element of Y; the implicit GEMM may take
+  // the addend's storage for it instead (below), so each path allocates it.
+  Tensor Y;
+  float* y = nullptr;
+  auto new_y = [&]() {
+    Y = Tensor::uninitialized(DType::kFloat32, y_shape);
+    y = Y.data<float>();
+  };
   const int64_t Cg = C / G, Mg = M / G;
   const int64_t Q = g.in_size(), P = g.out_size(), K = Cg * g.kernel_size();
   const float* x = X.data<float>();
   const float* w = W.data<float>();
   const float* bias = ctx.has_input(2) ? ctx.input(2).data<float>() : nullptr;
-  float* y = Y.data<float>();
 
   // The fused epilogue runs inside the product when the addend has Y's
   // shape; one that broadcasts is added (then clamped) afterwards.
@@ -370,9 +375,13 @@ Status ConvKernel::run(KernelContext& ctx) {
     return Status::Ok();
   };
 
-  if (N == 0 || M == 0 || P == 0) return finish();
+  if (N == 0 || M == 0 || P == 0) {
+    new_y();
+    return finish();
+  }
 
   if (Cg == 1 && G > 1 && g.rank() <= 2) {
+    new_y();
     const DepthwisePlane view = depthwise_view(g);
     const bool avx512 = path_ == SgemmPath::kAvx512 && x86::sconv_depthwise_avx512_supported();
     ctx.pool->parallel_for(N * M, [&](int64_t b, int64_t e) {
@@ -418,6 +427,15 @@ Status ConvKernel::run(KernelContext& ctx) {
   const PaddedImage& layout = plan->layout;
   const int64_t gemm_cols = layout.grid_cols, images = layout.images;
   const int64_t pad_floats = layout.floats(Cg);
+  // A residual nobody reads later takes the output: one block's activations
+  // fewer alive (the join reads each addend value just before it writes the
+  // sum there; summed over several K blocks, the first would overwrite it).
+  if (z != nullptr && ctx.input_reusable(3) && x86::sconv_single_k_block(K, layout.k_off.data(), nr)) {
+    Y = ctx.input(3);
+    y = Y.data<float>();
+  } else {
+    new_y();
+  }
 
   std::atomic<bool> no_memory{false};
   run_tasks(ctx.pool, N / images * G, Mg * K * gemm_cols, [&](int64_t begin, int64_t end, ThreadPool* inner) {

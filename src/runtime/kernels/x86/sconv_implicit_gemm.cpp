@@ -339,6 +339,12 @@ void k_blocks(int64_t k, const int64_t* k_off, int64_t nr, std::vector<int64_t>&
 
 }  // namespace
 
+bool sconv_single_k_block(int64_t k, const int64_t* k_off, int64_t nr) {
+  std::vector<int64_t> bounds;
+  k_blocks(k, k_off, nr, bounds);
+  return bounds.size() == 2;
+}
+
 SconvTile sconv_tile(SgemmPath path) {
   const TileKernel k = tile_kernel(path);
   return {k.mr, k.nr};

@@ -68,6 +68,11 @@ struct SconvOut {
   float lo = 0.f, hi = 0.f;
 };
 
+// Whether sconv_implicit_gemm sums K in one block: each output value is then
+// written once, with its addend read just before at the same place, so the
+// output may overwrite the addend (a residual nobody reads later).
+bool sconv_single_k_block(int64_t k, const int64_t* k_off, int64_t nr);
+
 // The runs of a grid of grid_cols padded positions of which output row r is
 // positions [row_off[r], row_off[r] + row_len), written as output positions
 // r * row_len + i, for tiles nr wide.
