@@ -37,6 +37,12 @@ class ScopedAllocationHook {
 // after a run whose blocks bypassed the block pool.
 void release_free_heap_pages();
 
+// Lets the OS take back the whole pages inside [p, p + bytes) now; they read
+// as zeros when next touched. For a block about to be freed or left idle
+// (malloc would keep its pages resident until a trim), or the unused tail of
+// a reused one. No-op off Linux.
+void discard_pages(void* p, size_t bytes);
+
 // Frees the tensor block at p if the block pool keeps it idle (its pages go
 // back to the OS now, not to the next tensor of its size): for storage that
 // was released for good, such as weights a session let go once packed.

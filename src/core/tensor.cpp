@@ -11,6 +11,10 @@
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 
 #include "core/alloc_hook.h"
 
@@ -238,6 +242,17 @@ ScopedAllocationHook::~ScopedAllocationHook() { t_allocation_hook = previous_; }
 void release_free_heap_pages() {
 #if defined(__GLIBC__)
   malloc_trim(0);
+#endif
+}
+void discard_pages(void* p, size_t bytes) {
+#if defined(__linux__)
+  static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t at = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t begin = (at + page - 1) / page * page, end = (at + bytes) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+#else
+  (void)p;
+  (void)bytes;
 #endif
 }
 void free_idle_block(const void* p) {

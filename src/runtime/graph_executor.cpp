@@ -144,7 +144,10 @@ class ConstantReleases {
       if (!stand_in.defined()) continue;
       const uint64_t freed = t.nbytes();
       released_bytes += freed;
-      const void* storage = t.sole_owner() ? t.raw() : nullptr;  // else the caller's graph holds it too
+      void* storage = t.sole_owner() ? const_cast<void*>(t.raw()) : nullptr;  // else the caller's graph holds it too
+      // Its pages go now, not at the next trim: packed copies built later
+      // would seldom fit in its place, so the build would hold both.
+      if (storage) core::discard_pages(storage, freed);
       t = std::move(stand_in);
       // Freed for good: to the OS, not idle in the tensor block pool nor in
       // malloc's free lists (packed copies, a little larger than the
@@ -152,10 +155,9 @@ class ConstantReleases {
       // weights about once, not the originals and the packed copies at once.
       if (storage) {
         core::free_idle_block(storage);
-        // malloc_trim walks the heap: once per 256 KiB let go, not per weight;
-        // once per MiB left small models' originals and packed copies both resident.
+        // malloc_trim walks the heap: once per MiB let go, not per weight.
         untrimmed_ += freed;
-        if (untrimmed_ >= (uint64_t{1} << 18)) {
+        if (untrimmed_ >= (uint64_t{1} << 20)) {
           core::release_free_heap_pages();
           untrimmed_ = 0;
         }
@@ -231,8 +233,15 @@ class GraphExecutor::RecordingHook final : public core::AllocationHook {
     fresh.emplace_back(p, bytes);
     return std::shared_ptr<std::byte[]>(p, [idle = idle_, capacity](std::byte* q) {
       std::lock_guard<std::mutex> lk(idle->mu);
-      if (idle->closed) free_block(q);
-      else idle->blocks.emplace_back(capacity, q);
+      if (idle->closed) {
+        free_block(q);
+      } else {
+        // Idle pages cost nothing until reused: the recording's peak is then
+        // the blocks alive, as the plan's, not every block it ever made (a
+        // block reused for a smaller value held its whole size).
+        core::discard_pages(q, capacity);
+        idle->blocks.emplace_back(capacity, q);
+      }
     });
   }
 

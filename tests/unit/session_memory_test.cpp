@@ -2,6 +2,12 @@
 // it frees each value after its last reader.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "core/alloc_hook.h"
 #include "ir/graph.h"
 #include "qtk/session.h"
 #include "test_models.h"
@@ -34,6 +40,28 @@ ir::Model model_with(std::vector<ir::Node> nodes) {
   m.graph.outputs.push_back(y);
   m.graph.nodes = std::move(nodes);
   return m;
+}
+
+// discard_pages lets go of the whole pages inside the range and nothing
+// else: the bytes before the first page boundary and after the last stay.
+TEST(SessionMemory, DiscardPagesZeroesOnlyWholePagesInside) {
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> buf(6 * page, 0xAB);
+  unsigned char* begin = buf.data() + 10;
+  const size_t bytes = 4 * page + 50;
+  core::discard_pages(begin, bytes);
+  const auto at = reinterpret_cast<uintptr_t>(begin);
+  const uintptr_t first = (at + page - 1) / page * page, last = (at + bytes) / page * page;
+  ASSERT_GT(last, first);
+  for (size_t i = 0; i < buf.size(); ++i) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(buf.data() + i);
+    const bool inside = a >= first && a < last;
+#if defined(__linux__)
+    ASSERT_EQ(buf[i], inside ? 0 : 0xAB) << "byte " << i;
+#else
+    ASSERT_EQ(buf[i], 0xAB) << "byte " << i;
+#endif
+  }
 }
 
 TEST(SessionMemory, ChainHoldsTwoValuesAtOnce) {
