@@ -85,6 +85,19 @@ std::optional<std::pair<float, float>> clamp_bounds(const ir::Graph& g, const ir
   return std::pair{lo, hi};
 }
 
+// A MaxPool the Conv kernel can apply itself: 2x2 windows, stride 2, no
+// pads, dilation or ceil mode, no Indices output.
+bool is_plain_2x2_max_pool(const ir::Node& n) {
+  using V = std::vector<int64_t>;
+  if (n.outputs.size() != 1 || n.attr_ints("kernel_shape") != V{2, 2} || n.attr_ints("strides") != V{2, 2})
+    return false;
+  const V pads = n.attr_ints("pads"), dilations = n.attr_ints("dilations");
+  if (!pads.empty() && pads != V{0, 0, 0, 0}) return false;
+  if (!dilations.empty() && dilations != V{1, 1}) return false;
+  const std::string auto_pad = n.attr_string("auto_pad", "NOTSET");
+  return (auto_pad == "NOTSET" || auto_pad == "VALID") && n.attr_int("ceil_mode", 0) == 0;
+}
+
 }  // namespace
 
 Expected<int> fuse_conv_epilogues(ir::Model& m) {
@@ -106,7 +119,7 @@ Expected<int> fuse_conv_epilogues(ir::Model& m) {
     if (x.empty() || it == producer.end() || erase[it->second] || reads[x] != 1) return nullptr;
     ir::Node& c = g.nodes[it->second];
     if (c.op_type != "Conv" || !ir::is_default_domain(c.domain) || c.outputs.size() != 1 || c.inputs.size() < 2 ||
-        c.has_attr(kFusedMinAttr))
+        c.has_attr(kFusedPoolAttr))
       return nullptr;
     return &c;
   };
@@ -130,7 +143,9 @@ Expected<int> fuse_conv_epilogues(ir::Model& m) {
         const std::string& x = n.inputs[k];
         const std::string& z = n.inputs[1 - k];
         ir::Node* c = fusable_conv(x);
-        if (c == nullptr || z.empty() || z == x || c->inputs.size() > 3 || c->has_attr(kFusedAddAttr)) continue;
+        if (c == nullptr || c->has_attr(kFusedMinAttr) || z.empty() || z == x || c->inputs.size() > 3 ||
+            c->has_attr(kFusedAddAttr))
+          continue;
         c->inputs.resize(4);  // an absent bias stays ""
         c->inputs[3] = z;
         c->set_attr(ir::attr_int(kFusedAddAttr, 1));
@@ -143,11 +158,19 @@ Expected<int> fuse_conv_epilogues(ir::Model& m) {
     if ((n.op_type == "Relu" && n.inputs.size() == 1) || n.op_type == "Clip") {
       if (n.inputs.empty()) continue;
       ir::Node* c = fusable_conv(n.inputs[0]);
-      if (c == nullptr) continue;
+      if (c == nullptr || c->has_attr(kFusedMinAttr)) continue;
       const auto bounds = clamp_bounds(g, n, opset);
       if (!bounds) continue;
       c->set_attr(ir::attr_float(kFusedMinAttr, bounds->first));
       c->set_attr(ir::attr_float(kFusedMaxAttr, bounds->second));
+      absorb(*c, i);
+      ++fused;
+      continue;
+    }
+    if (n.op_type == "MaxPool" && n.inputs.size() == 1 && is_plain_2x2_max_pool(n)) {
+      ir::Node* c = fusable_conv(n.inputs[0]);
+      if (c == nullptr || c->attr_int("group", 1) != 1) continue;
+      c->set_attr(ir::attr_int(kFusedPoolAttr, 1));
       absorb(*c, i);
       ++fused;
     }

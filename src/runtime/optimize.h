@@ -60,10 +60,15 @@ Status optimize_model(ir::Model& m);
 inline constexpr const char* kFusedAddAttr = "qtk_fused_add";
 inline constexpr const char* kFusedMinAttr = "qtk_fused_min";
 inline constexpr const char* kFusedMaxAttr = "qtk_fused_max";
+// With kFusedPoolAttr = 1, a MaxPool of 2x2 windows, stride 2, no pads,
+// follows all of that (the output is half the height and width).
+inline constexpr const char* kFusedPoolAttr = "qtk_fused_max_pool_2x2";
 
 // Folds into a Conv (default domain) whose output nobody else reads: an Add
 // of that output and another tensor (the residual join), then a Relu or a
-// Clip with constant bounds. The Conv takes the last fused node's output
+// Clip with constant bounds, then (group 1 only) a MaxPool of 2x2 windows
+// with stride 2 and no pads, which the kernel applies while the Conv's
+// output is still in cache. The Conv takes the last fused node's output
 // name and keeps its other attributes; the results are bit for bit those of
 // the separate ops. Returns the number of nodes folded away; leaves the
 // graph sorted.

@@ -203,6 +203,58 @@ TEST(ConvFusion, DepthwiseAndBroadcastAddend) {
   expect_fused_equals_unfused(b.m, input({2, 6, 9, 7}, 13), "depthwise + broadcast addend");
 }
 
+std::vector<ir::Attribute> max_pool_2x2(std::vector<ir::Attribute> extra = {}) {
+  std::vector<ir::Attribute> a = {ir::attr_ints("kernel_shape", {2, 2}), ir::attr_ints("strides", {2, 2})};
+  for (auto& e : extra) a.push_back(std::move(e));
+  return a;
+}
+
+// Conv (+ Relu, + a residual Add) then a 2x2 MaxPool, stride 2: pooled by the
+// Conv kernel, on odd sizes (the last row and column are in no window), on
+// the implicit GEMM (group 1, one image or a few side by side) and, through
+// the whole output, after a broadcast addend.
+TEST(ConvFusion, MaxPoolAfterConvMatchesSeparateOps) {
+  Builder b;
+  b.input("x");
+  b.node("Conv", {"x", b.weight("w0", {8, 3, 3, 3}), b.weight("b0", {8})}, "c0", conv_attrs(3));
+  b.node("Relu", {"c0"}, "r0");
+  b.node("MaxPool", {"r0"}, "p0", max_pool_2x2());
+  b.node("Conv", {"p0", b.weight("w1", {8, 8, 3, 3})}, "c1", conv_attrs(3));
+  b.node("Add", {"c1", "p0"}, "s1");
+  b.node("MaxPool", {"s1"}, "p1", max_pool_2x2({ir::attr_ints("pads", {0, 0, 0, 0})}));
+  b.node("Conv", {"p1", b.weight("w2", {8, 8, 1, 1})}, "c2", conv_attrs(1));
+  b.node("Add", {"c2", b.weight("per_channel", {1, 8, 1, 1})}, "t2");
+  b.node("MaxPool", {"t2"}, "y", max_pool_2x2());
+  b.output("y");
+  size_t left = 0;
+  EXPECT_EQ(fused_count(b.m, &left), 6);
+  EXPECT_EQ(left, 3u);
+  for (int64_t n : {1, 5})
+    expect_fused_equals_unfused(b.m, input({n, 3, 23, 21}, 19), "conv + maxpool, batch " + std::to_string(n));
+}
+
+// MaxPools the kernel does not do stay separate ops: other windows, pads,
+// ceil mode, Indices, after a grouped Conv, or after a Conv read twice.
+TEST(ConvFusion, LeavesOtherMaxPoolsAlone) {
+  Builder b;
+  b.input("x");
+  b.node("Conv", {"x", b.weight("w0", {4, 4, 3, 3})}, "c0", conv_attrs(3));
+  b.node("MaxPool", {"c0"}, "p0", {ir::attr_ints("kernel_shape", {3, 3}), ir::attr_ints("strides", {2, 2})});
+  b.node("Conv", {"p0", b.weight("w1", {4, 4, 3, 3})}, "c1", conv_attrs(3));
+  b.node("MaxPool", {"c1"}, "p1", max_pool_2x2({ir::attr_ints("pads", {0, 0, 1, 1})}));
+  b.node("Conv", {"p1", b.weight("w2", {4, 4, 3, 3})}, "c2", conv_attrs(3));
+  b.node("MaxPool", {"c2"}, "p2", max_pool_2x2({ir::attr_int("ceil_mode", 1)}));
+  b.node("Conv", {"p2", b.weight("w3", {4, 2, 3, 3})}, "c3", conv_attrs(3, 1, 2));
+  b.node("MaxPool", {"c3"}, "p3", max_pool_2x2());
+  b.node("Conv", {"p3", b.weight("w4", {4, 4, 1, 1})}, "c4", conv_attrs(1));
+  ir::Node& with_indices = b.node("MaxPool", {"c4"}, "p4", max_pool_2x2());
+  with_indices.outputs.push_back("i4");
+  b.output("p4");
+  b.output("i4");
+  EXPECT_EQ(fused_count(b.m), 0);
+  expect_fused_equals_unfused(b.m, input({2, 4, 40, 40}, 23), "maxpools left alone");
+}
+
 // Nothing fuses when the Conv's output is read elsewhere or is a graph
 // output, when a bound is a runtime value, or when Add reads the Conv twice.
 TEST(ConvFusion, LeavesSharedOutputsAndRuntimeBoundsAlone) {
@@ -228,8 +280,9 @@ TEST(ConvFusion, LeavesSharedOutputsAndRuntimeBoundsAlone) {
 // depthwise and pointwise Convs, the CNN): optimized first so that BN
 // folding is not what differs, then run with and without the fusion.
 TEST(ConvFusion, ShippedModelsMatchBitForBit) {
-  // Every Relu / Clip and residual Add sits right after a Conv in these.
-  const std::pair<const char*, int> models[] = {{"resnet20", 19 + 9}, {"mobilenetv2_fm", 17 + 5}, {"cnn", 2}};
+  // Every Relu / Clip and residual Add sits right after a Conv in these, and
+  // each of the CNN's MaxPools after a Conv + Relu.
+  const std::pair<const char*, int> models[] = {{"resnet20", 19 + 9}, {"mobilenetv2_fm", 17 + 5}, {"cnn", 2 + 2}};
   for (const auto& [name, want_fused] : models) {
     auto model = load_model(std::string(QTK_MODELS_DIR) + "/" + name + ".onnx");
     ASSERT_TRUE(model.ok()) << name << ": " << model.status().message();

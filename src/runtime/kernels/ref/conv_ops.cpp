@@ -13,7 +13,8 @@
 //
 // A session may have fused the Add and Relu / Clip that follow a Conv into
 // it (rt::fuse_conv_epilogues, runtime/optimize.h): the kernel then adds
-// input 3 and clamps while the output is still in registers.
+// input 3 and clamps while the output is still in registers, and pools a
+// fused 2x2 MaxPool while the output is still in cache.
 #include <algorithm>
 #include <atomic>
 #include <memory>
@@ -26,6 +27,7 @@
 #include "runtime/kernels/ref/elementwise_common.h"
 #include "runtime/kernels/ref/depthwise_plane.h"
 #include "runtime/kernels/ref/im2col.h"
+#include "runtime/kernels/ref/max_pool_2x2.h"
 #include "runtime/kernels/ref/sgemm.h"
 #include "runtime/kernels/x86/sconv_depthwise.h"
 #include "runtime/kernels/x86/sconv_implicit_gemm.h"
@@ -49,6 +51,7 @@ struct ConvAttrs {
   bool add = false;  // input 3 (Z) is added
   bool clamp = false;
   float lo = 0.f, hi = 0.f;
+  bool pool = false;  // then a 2x2 MaxPool, stride 2
 };
 
 Expected<ConvAttrs> read_conv_attrs(const ir::Node& node, bool transpose) {
@@ -68,6 +71,7 @@ Expected<ConvAttrs> read_conv_attrs(const ir::Node& node, bool transpose) {
     a.clamp = node.has_attr(kFusedMinAttr);
     a.lo = node.attr_float(kFusedMinAttr, 0.f);
     a.hi = node.attr_float(kFusedMaxAttr, 0.f);
+    a.pool = node.attr_int(kFusedPoolAttr, 0) != 0;
     if (a.clamp != node.has_attr(kFusedMaxAttr))
       return invalid_argument(std::string("fused Conv needs both ") + kFusedMinAttr + " and " + kFusedMaxAttr);
   }
@@ -81,6 +85,14 @@ float* column_scratch(int64_t floats) {
   thread_local AlignedFloats buf;
   return buf.get(floats);
 }
+
+// Per-thread home of a few images' Conv output before the fused MaxPool
+// reads it back (still in cache) and writes a quarter of it.
+float* pooled_conv_scratch(int64_t floats) {
+  thread_local AlignedFloats buf;
+  return buf.get(floats);
+}
+
 
 // The calling thread's padded-image buffer (im2col.h) and the plan whose
 // layout it holds (0: none or unknown): the next image of the same plan then
@@ -118,6 +130,19 @@ Status scratch_error(int64_t floats) {
 // worth waking a thread for.
 int64_t work_grain(int64_t macs_per_item) {
   return std::max<int64_t>(1, (int64_t{1} << 17) / std::max<int64_t>(1, macs_per_item));
+}
+
+// The fused MaxPool on every plane of y [N, M, H, W], for the paths that
+// write the Conv's whole output first.
+Tensor max_pool_2x2_planes(const Tensor& y, ThreadPool* pool) {
+  const int64_t h = y.dim(2), w = y.dim(3), planes = y.dim(0) * y.dim(1);
+  Tensor out = Tensor::uninitialized(DType::kFloat32, {y.dim(0), y.dim(1), h / 2, w / 2});
+  const float* src = y.data<float>();
+  float* dst = out.data<float>();
+  pool->parallel_for(planes, [&](int64_t b, int64_t e) {
+    for (int64_t pl = b; pl < e; ++pl) max_pool_2x2_plane(h, w, src + pl * h * w, dst + pl * (h / 2) * (w / 2));
+  }, work_grain(h * w));
+  return out;
 }
 
 // Runs fn(begin, end, inner_pool) over `tasks` independent (image, group)
@@ -338,6 +363,9 @@ Status ConvKernel::run(KernelContext& ctx) {
 
   Shape y_shape = {N, M};
   y_shape.insert(y_shape.end(), g.out.begin(), g.out.end());
+  if (a.pool && (g.rank() != 2 || g.out[0] < 2 || g.out[1] < 2))
+    return invalid_argument("the fused MaxPool (2x2, stride 2) needs a 2-D Conv output of at least 2x2, got " +
+                            shape_to_string(y_shape));
   // Every path below writes every element of Y; the implicit GEMM may take
   // the addend's storage for it instead (below), so each path allocates it.
   Tensor Y;
@@ -363,15 +391,28 @@ Status ConvKernel::run(KernelContext& ctx) {
     else after = true;
   }
   const bool inline_clamp = a.clamp && !after;
+  // The implicit GEMM pools each task's images while they are in cache;
+  // every other path pools Y in finish().
+  const bool pool_per_task = a.pool && G == 1 && !after;
+  Tensor pooled;
   auto finish = [&]() -> Status {
-    if (!after) {
-      ctx.outputs[0] = Y;
+    if (pooled.defined()) {
+      ctx.outputs[0] = std::move(pooled);
       return Status::Ok();
     }
-    auto add = [](float u, float v) { return u + v; };
-    QTK_ASSIGN_OR_RETURN(Tensor sum, (eval_binary<float, float, float>(Y, ctx.input(3), DType::kFloat32, ctx.pool, add)));
-    conv_epilogue(sum.data<float>(), nullptr, sum.numel(), a.clamp, a.lo, a.hi);
-    ctx.outputs[0] = std::move(sum);
+    Tensor result = Y;
+    if (after) {
+      auto add = [](float u, float v) { return u + v; };
+      QTK_ASSIGN_OR_RETURN(result, (eval_binary<float, float, float>(Y, ctx.input(3), DType::kFloat32, ctx.pool, add)));
+      conv_epilogue(result.data<float>(), nullptr, result.numel(), a.clamp, a.lo, a.hi);
+    }
+    if (a.pool) {
+      if (result.rank() != 4)
+        return invalid_argument("the fused MaxPool (2x2, stride 2) got a Conv output of shape " +
+                                shape_to_string(result.shape()));
+      result = max_pool_2x2_planes(result, ctx.pool);
+    }
+    ctx.outputs[0] = std::move(result);
     return Status::Ok();
   };
 
@@ -430,12 +471,15 @@ Status ConvKernel::run(KernelContext& ctx) {
   // A residual nobody reads later takes the output: one block's activations
   // fewer alive (the join reads each addend value just before it writes the
   // sum there; summed over several K blocks, the first would overwrite it).
-  if (z != nullptr && ctx.input_reusable(3) && x86::sconv_single_k_block(K, layout.k_off.data(), nr)) {
+  if (pool_per_task) {
+    pooled = Tensor::uninitialized(DType::kFloat32, {N, M, g.out[0] / 2, g.out[1] / 2});
+  } else if (z != nullptr && ctx.input_reusable(3) && x86::sconv_single_k_block(K, layout.k_off.data(), nr)) {
     Y = ctx.input(3);
     y = Y.data<float>();
   } else {
     new_y();
   }
+  const int64_t pooled_plane = pool_per_task ? (g.out[0] / 2) * (g.out[1] / 2) : 0;
 
   std::atomic<bool> no_memory{false};
   run_tasks(ctx.pool, N / images * G, Mg * K * gemm_cols, [&](int64_t begin, int64_t end, ThreadPool* inner) {
@@ -445,18 +489,29 @@ Status ConvKernel::run(KernelContext& ctx) {
       no_memory = true;
       return;
     }
+    // Group 1 here: the task's images' outputs are images * M planes in a row.
+    float* task_y = pool_per_task ? pooled_conv_scratch(images * M * P) : nullptr;
+    if (pool_per_task && task_y == nullptr) {
+      no_memory = true;
+      return;
+    }
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / G * images, grp = t % G;  // images n, n + 1, ... side by side
       fill_padded_image(x + (n * C + grp * Cg) * Q, Cg, g, layout, pad, scratch.layout_id == plan->id, C * Q);
       scratch.layout_id = plan->id;
       const int64_t at = (n * M + grp * Mg) * P;
-      x86::SconvOut out{y + at, P, plan->runs.data(), plan->tile_runs.data()};
+      x86::SconvOut out{pool_per_task ? task_y : y + at, P, plan->runs.data(), plan->tile_runs.data()};
       out.addend = z != nullptr ? z + at : nullptr;
       out.clamp = inline_clamp;
       out.lo = a.lo;
       out.hi = a.hi;
       x86::sconv_implicit_gemm(Mg, gemm_cols, K, packed_w + grp * w_floats, {pad, layout.k_off.data(), nr},
                                bias != nullptr ? bias + grp * Mg : nullptr, out, inner, path_);
+      if (pool_per_task) {
+        float* dst = pooled.data<float>() + n * M * pooled_plane;
+        for (int64_t pl = 0; pl < images * M; ++pl)
+          max_pool_2x2_plane(g.out[0], g.out[1], task_y + pl * P, dst + pl * pooled_plane);
+      }
     }
   });
   if (no_memory) return scratch_error(pad_floats);

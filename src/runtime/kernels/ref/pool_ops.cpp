@@ -11,6 +11,7 @@
 
 #include "runtime/kernels/ref/common.h"
 #include "runtime/kernels/ref/im2col.h"
+#include "runtime/kernels/ref/max_pool_2x2.h"
 #include "runtime/op_registry.h"
 #include "runtime/thread_pool.h"
 
@@ -191,9 +192,8 @@ void pool_plane(const PoolAttrs& a, const std::vector<DimTaps>& dims, const T* x
 }
 
 // The classic CNN pool (2x2 windows, stride 2, no pads or dilation, every
-// window inside the image) without the generic tap bookkeeping: the same fold,
-// best = lowest, then each tap row by row with `p > best ? p : best` (NaN
-// never wins), so results equal pool_plane's bit for bit.
+// window inside the image) without the generic tap bookkeeping: the same fold
+// as pool_plane's (max_pool_2x2.h), so results equal it bit for bit.
 bool is_plain_2x2_pool(const ConvGeometry& g) {
   if (g.rank() != 2) return false;
   for (int d = 0; d < 2; ++d)
@@ -201,21 +201,6 @@ bool is_plain_2x2_pool(const ConvGeometry& g) {
         2 * g.out[d] > g.in[d])
       return false;
   return true;
-}
-
-template <class T>
-void max_pool_2x2_plane(const ConvGeometry& g, const T* x, T* __restrict y) {
-  const int64_t in_w = g.in[1], out_h = g.out[0], out_w = g.out[1];
-  for (int64_t oh = 0; oh < out_h; ++oh) {
-    const T* r0 = x + 2 * oh * in_w;
-    const T* r1 = r0 + in_w;
-    T* out = y + oh * out_w;
-    for (int64_t ow = 0; ow < out_w; ++ow) {
-      T best = std::numeric_limits<T>::lowest();
-      for (const T v : {r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1]}) best = v > best ? v : best;
-      out[ow] = best;
-    }
-  }
 }
 
 Status run_pool(const PoolAttrs& a, KernelContext& ctx) {
@@ -255,7 +240,7 @@ Status run_pool(const PoolAttrs& a, KernelContext& ctx) {
     };
     if (a.kind == PoolKind::kMax && !want_indices && is_plain_2x2_pool(g)) {
       ctx.pool->parallel_for(planes, [&](int64_t b, int64_t e) {
-        for (int64_t pl = b; pl < e; ++pl) max_pool_2x2_plane(g, x + pl * in_plane, y + pl * out_plane);
+        for (int64_t pl = b; pl < e; ++pl) max_pool_2x2_plane(g.in[0], g.in[1], x + pl * in_plane, y + pl * out_plane);
       }, planes_grain(out_plane * 4));
     } else if (a.kind == PoolKind::kMax && want_indices) planes_with(pool_plane<T, PoolKind::kMax, true>);
     else if (a.kind == PoolKind::kMax) planes_with(pool_plane<T, PoolKind::kMax, false>);
