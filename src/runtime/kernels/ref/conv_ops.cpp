@@ -425,6 +425,23 @@ Status ConvKernel::run(KernelContext& ctx) {
     new_y();
     const DepthwisePlane view = depthwise_view(g);
     const bool avx512 = path_ == SgemmPath::kAvx512 && x86::sconv_depthwise_avx512_supported();
+    if (avx512 && Mg == 1 && x86::sconv_depthwise_prefers_channels(view, M)) {
+      // Small planes: up to kChannels channels of one image per task, the
+      // channels in the vectors.
+      constexpr int64_t kChannels = 64;
+      const int64_t chunks = (M + kChannels - 1) / kChannels;
+      x86::SconvDepthwiseChannels prep;
+      x86::sconv_depthwise_channels_prepare(w, bias, M, view, prep);
+      ctx.pool->parallel_for(N * chunks, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) {
+          const int64_t n = t / chunks, c0 = t % chunks * kChannels, cn = std::min(kChannels, M - c0);
+          const int64_t at = (n * M + c0) * P;
+          x86::sconv_depthwise_channels_avx512(prep, x + (n * C + c0) * Q, c0, cn, y + at);
+          conv_epilogue(y + at, z != nullptr ? z + at : nullptr, cn * P, inline_clamp, a.lo, a.hi);
+        }
+      }, work_grain(kChannels * P * K));
+      return finish();
+    }
     ctx.pool->parallel_for(N * M, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         const int64_t n = t / M, m = t % M, c = m / Mg;

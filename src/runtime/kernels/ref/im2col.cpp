@@ -360,6 +360,20 @@ QTK_NO_LIBCALL_LOOPS void fill_padded_image(const float* image, int64_t channels
       }
     return;
   }
+  // Rows back to back in the buffer as in the image (a 1x1 conv's, no pads,
+  // one image): the plane is one copy, not one per row.
+  bool rows_adjoin = layout.images == 1 && p == 0;
+  for (size_t r = 0; r < rows && rows_adjoin; ++r) rows_adjoin = layout.in_row_off[r] == static_cast<int64_t>(r) * in_row;
+  if (rows_adjoin) {
+    const int64_t len = static_cast<int64_t>(rows) * in_row;
+    for (int64_t c = 0; c < channels; ++c) {
+      float* plane = dst + c * layout.plane;
+      copy_row(plane, image + c * in_plane, len);
+      if (!zeros_in_place) zero_floats(plane + len, layout.plane - len);
+    }
+    if (!zeros_in_place) std::fill(dst + channels * layout.plane, dst + layout.floats(channels), 0.f);
+    return;
+  }
   // One phase: one pass per plane, each float written once, the zeros before
   // an input row and then the row (the offsets ascend: row by row, image by
   // image within a row).
