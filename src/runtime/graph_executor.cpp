@@ -126,6 +126,18 @@ class ConstantReleases {
     auto it = uses_.find(name);
     return it != uses_.end() && it->second.fixed;
   }
+  // Whether `node`, reading it as input i, is the constant's last reader
+  // and nothing else keeps it: node_built then frees it once the kernel lets
+  // it go (KernelInit::consumable_constant).
+  bool consumable(const ir::Node& node, size_t i, const ir::Graph& g) const {
+    auto it = uses_.find(node.inputs[i]);
+    if (it == uses_.end()) return false;
+    const Use& u = it->second;
+    const auto reads_here = std::count(node.inputs.begin(), node.inputs.end(), node.inputs[i]);
+    if (!u.fixed || u.kept || reads_here != 1 || u.reads_left != 1) return false;
+    const Tensor& t = g.initializers.at(node.inputs[i]);
+    return t.sole_owner() && t.nbytes() >= kMinReleasedBytes;
+  }
   // After `node`'s kernel is built, with the inputs it let go: frees each
   // constant whose last reader this was, if every reader let it go.
   void node_built(const ir::Node& node, const std::vector<std::pair<size_t, uint64_t>>& declared, ir::Graph& g,
@@ -372,12 +384,17 @@ Expected<std::unique_ptr<GraphExecutor>> GraphExecutor::create(ir::Graph&& graph
                     },
                     nullptr};
     std::vector<std::pair<size_t, uint64_t>> declared;  // (input, packed bytes) the kernel let go
-    if (release_constants)
+    if (release_constants) {
       init.release_constant = [&releases, &node, &declared](size_t i, uint64_t packed_bytes) {
         if (i >= node.inputs.size() || !releases.fixed(node.inputs[i])) return false;
         declared.emplace_back(i, packed_bytes);
         return true;
       };
+      init.consumable_constant = [&releases, &node, &g](size_t i) -> void* {
+        if (i >= node.inputs.size() || node.inputs[i].empty() || !releases.consumable(node, i, g)) return nullptr;
+        return const_cast<void*>(g.initializers.at(node.inputs[i]).raw());
+      };
+    }
     auto kernel = (*factory)(init);
     if (!kernel.ok()) return kernel.status().with_context(node.describe());
     for (const auto& [i, packed_bytes] : declared) ex->packed_bytes_ += packed_bytes;

@@ -71,6 +71,14 @@ struct KernelInit {
   // Only the kernel the factory returns may call it, and only during the
   // factory call. Empty outside an executor (constant folding, tests).
   std::function<bool(size_t input, uint64_t packed_bytes)> release_constant;
+  // Constant input i's storage, writable, when this node is the constant's
+  // last reader and nothing else keeps it (no graph output, feed, subgraph
+  // or other reader needs its data), else null. A kernel that gets it may
+  // discard the pages it has packed (core::discard_pages) while it packs,
+  // so the build never holds the whole constant twice; it must then call
+  // release_constant(i) (which returns true) and never read the input again.
+  // Empty outside an executor.
+  std::function<void*(size_t input)> consumable_constant;
 };
 
 using KernelFactory = std::function<Expected<std::unique_ptr<Kernel>>(const KernelInit&)>;

@@ -1,5 +1,6 @@
 #include "qtk/session.h"
 
+#include "core/alloc_hook.h"
 #include "ir/passes.h"
 #include "onnx/model_io.h"
 #include "qtk/model.h"
@@ -94,6 +95,10 @@ Expected<std::unique_ptr<Session>> Session::create(ir::Model&& model, const Sess
   QTK_ASSIGN_OR_RETURN(s->executor_, rt::GraphExecutor::create(std::move(g), opsets, {}, &registry, options.plan_memory));
   s->pool_ = std::make_unique<rt::ThreadPool>(options.threads);
   s->profile_ = options.profile;
+  // The rewrites above let go of most of the loaded graph's nodes and the
+  // packed weights' originals, scattered through the heap: their pages go
+  // back now, else they stay resident under every later run.
+  core::release_free_heap_pages();
   return s;
 }
 

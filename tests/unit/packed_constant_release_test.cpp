@@ -169,8 +169,9 @@ TEST(PackedConstantRelease, AConstantASubgraphReadsStays) {
 }
 
 TEST(PackedConstantRelease, GemmAndMatMulAgreeWithTheReferenceAtFewAndManyRows) {
-  // Gemm / MatMul pack B on the first run with more than a few rows; runs
-  // with few rows read B in place. Either way as a session that keeps it.
+  // Gemm / MatMul pack B when built; a session that keeps B (the caller's
+  // graph shares it here) reads it in place at few rows. Either way as the
+  // reference.
   for (const char* op : {"Gemm", "MatMul"}) {
     ir::Graph g;
     g.inputs.push_back(float_info("x"));
@@ -187,6 +188,44 @@ TEST(PackedConstantRelease, GemmAndMatMulAgreeWithTheReferenceAtFewAndManyRows) 
       ASSERT_EQ(ya[0].shape(), (Shape{rows, 48}));
       for (int64_t i = 0; i < ya[0].numel(); ++i)
         ASSERT_NEAR(ya[0].data<float>()[i], yb[0].data<float>()[i], 1e-4) << op << " rows " << rows << " at " << i;
+    }
+  }
+}
+
+// A Gemm whose transposed weights nobody else needs packs them sliver by
+// sliver, letting each packed row's pages go (KernelInit::
+// consumable_constant): the packed copy is the one a session that keeps the
+// weights (here: also a graph output) packs whole, so results at many rows
+// are bit for bit the same, and at few rows (read in place there) close.
+TEST(PackedConstantRelease, AGemmConsumesItsTransposedWeightsWhilePacking) {
+  const Tensor w = uniform_tensor({48, 3000}, 8, -1.f, 1.f);  // transB: [N, K], 576 KB
+  auto graph = [&](bool pin) {
+    ir::Graph g;
+    g.inputs.push_back(float_info("x"));
+    g.outputs.push_back(float_info("y"));
+    ir::Node gemm = op_node("Gemm", {"x", "w"}, "y");
+    gemm.attrs.push_back(ir::attr_int("transB", 1));
+    g.nodes.push_back(gemm);
+    g.initializers["w"] = w.clone();
+    if (pin) g.outputs.push_back(float_info("w"));
+    return g;
+  };
+  auto consumed = GraphExecutor::create(graph(false), opset17());
+  auto kept = GraphExecutor::create(graph(true), opset17());
+  ASSERT_TRUE(consumed.ok() && kept.ok());
+  EXPECT_EQ((*consumed)->released_constant_bytes(), w.nbytes());
+  EXPECT_EQ((*kept)->released_constant_bytes(), 0u);
+  for (int64_t rows : {33, 1, 5}) {
+    const Tensor x = uniform_tensor({rows, 3000}, static_cast<uint32_t>(rows), -1.f, 1.f);
+    const auto a = run(**consumed, {x}), b = run(**kept, {x});
+    ASSERT_EQ(a.size(), 1u);
+    ASSERT_EQ(b.size(), 2u);
+    ASSERT_EQ(a[0].shape(), (Shape{rows, 48}));
+    if (rows > 4) {
+      EXPECT_EQ(std::memcmp(a[0].raw(), b[0].raw(), a[0].nbytes()), 0) << "rows " << rows;
+    } else {
+      for (int64_t i = 0; i < a[0].numel(); ++i)
+        ASSERT_NEAR(a[0].data<float>()[i], b[0].data<float>()[i], 1e-3) << "rows " << rows << " at " << i;
     }
   }
 }

@@ -204,6 +204,9 @@ TEST(Sgemm, PrepackedBMatchesReference) {
       {64, 256, 784, false, true, 1.f, 1.f},   // the MLP's first layer at batch 64, bias as C
       {5, 10, 128, false, true, 1.f, 0.f},     {9, 33, 1, true, false, 2.f, 0.f, 3},
       {200, 17, 300, true, true, -0.5f, 0.25f, 1},
+      // A few rows (batch 1): the packed slivers read row by row, threaded when large.
+      {1, 128, 3136, false, true, 1.f, 1.f},   {1, 300, 2000, false, false, 1.f, 0.f},
+      {3, 70, 50, true, false, 0.5f, 0.5f, 2}, {4, 33, 200, false, true, -1.f, 0.f, 1},
   };
   for (int i = 0; i < 8; ++i) {  // random odd shapes
     std::uniform_int_distribution<int64_t> mn(1, 70), kd(1, 300);

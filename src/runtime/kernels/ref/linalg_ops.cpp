@@ -3,10 +3,10 @@
 // use a plain loop (integer products wrap like ONNX Runtime's).
 #include <algorithm>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "core/alloc_hook.h"
 #include "runtime/kernels/ref/common.h"
 #include "runtime/kernels/ref/sgemm.h"
 #include "runtime/op_registry.h"
@@ -66,43 +66,55 @@ struct GemmAttrs {
 };
 
 // A float32 B (Gemm's or MatMul's weights), when it is an initializer,
-// packed once: on the first run with more than a few rows of A, since runs
-// with a few rows (batch 1 of a classifier head) read B in place, and a
-// session that only ever runs those would hold B twice for nothing. Runs use
-// it only while their B is that very tensor (same storage and shape);
-// anything else takes the plain path.
+// packed once, when the session is built, and the original let go
+// (KernelInit::release_constant): every run then reads the packed copy, a
+// batch-1 product too, and the session holds B once. Where the executor
+// keeps the original (no release), runs with a few rows of A read it in
+// place, and the packed copy serves only while B is that very tensor (same
+// storage and shape).
 class PackedB {
  public:
-  // op(B) = B or B^T of a 2-D float32 constant.
-  void pack(const Tensor& b, bool trans_b) {
+  // op(B) = B or B^T of a 2-D float32 constant, input `index` of the node.
+  void pack(const Tensor& b, bool trans_b, const KernelInit& init, size_t index) {
     if (b.dtype() != DType::kFloat32 || b.rank() != 2 || b.numel() == 0) return;
-    source_ = b;
-    trans_b_ = trans_b;
+    const int64_t k = trans_b ? b.dim(1) : b.dim(0), n = trans_b ? b.dim(0) : b.dim(1);
+    const int64_t floats = sgemm_packed_b_floats(k, n, path_);
+    float* dst = buf_.get(floats);
+    if (dst == nullptr) return;  // no memory: every run takes the plain path
+    const float* src = b.data<float>();
+    void* consumed = init.consumable_constant ? init.consumable_constant(index) : nullptr;
+    if (consumed != nullptr && trans_b) {
+      // B's rows are op(B)'s columns: a sliver of NR of them at a time, each
+      // row's pages let go once packed (at most one B and a sliver resident).
+      const int64_t nr = sgemm_packed_b_width(path_), ldb = b.dim(1);
+      for (int64_t j0 = 0; j0 < n; j0 += nr) {
+        const int64_t cols = std::min(nr, n - j0);
+        sgemm_pack_b(true, k, cols, src + j0 * ldb, ldb, dst + (j0 / nr) * k * nr, path_);
+        core::discard_pages(static_cast<float*>(consumed), static_cast<size_t>((j0 + cols) * ldb) * sizeof(float));
+      }
+    } else {
+      sgemm_pack_b(trans_b, k, n, src, b.dim(1), dst, path_);
+    }
+    data_ = dst;
+    released_ = init.release_constant && init.release_constant(index, static_cast<uint64_t>(floats) * sizeof(float));
+    if (!released_) source_ = b;
   }
   // The packed form of b for a product with m rows of op(A), or null when b
-  // is not the packed tensor or m is a few rows (then sgemm reads b as is).
+  // is not the packed tensor or m is a few rows and b is still there to be
+  // read in place.
   const float* find(const Tensor& b, int64_t m) const {
-    if (m <= detail::kSgemmSmallM || !source_.defined() || source_.raw() != b.raw() || source_.shape() != b.shape())
-      return nullptr;
-    std::call_once(packed_once_, [&] {
-      const Tensor& s = source_;
-      const int64_t k = trans_b_ ? s.dim(1) : s.dim(0), n = trans_b_ ? s.dim(0) : s.dim(1);
-      float* dst = buf_.get(sgemm_packed_b_floats(k, n, path_));
-      if (dst == nullptr) return;  // no memory: every run takes the plain path
-      sgemm_pack_b(trans_b_, k, n, s.data<float>(), s.dim(1), dst, path_);
-      data_ = dst;
-    });
+    if (data_ == nullptr || released_) return data_;
+    if (m <= detail::kSgemmSmallM || source_.raw() != b.raw() || source_.shape() != b.shape()) return nullptr;
     return data_;
   }
   SgemmPath path() const { return path_; }
 
  private:
   SgemmPath path_ = sgemm_resolve_path(SgemmPath::kAuto);
-  Tensor source_;
-  bool trans_b_ = false;
-  mutable std::once_flag packed_once_;  // runs of one session may overlap
-  mutable AlignedFloats buf_;
-  mutable const float* data_ = nullptr;
+  Tensor source_;          // the packed B, while the session keeps it
+  bool released_ = false;  // the session freed B: runs see a stand-in
+  AlignedFloats buf_;
+  const float* data_ = nullptr;
 };
 
 template <class T>
@@ -184,7 +196,7 @@ KernelFactory gemm_factory() {
     at.trans_b = init.node.attr_int("transB", 0) != 0;
     auto packed = std::make_shared<PackedB>();
     if (init.constant_input) {
-      if (const Tensor* b = init.constant_input(1)) packed->pack(*b, at.trans_b);
+      if (const Tensor* b = init.constant_input(1)) packed->pack(*b, at.trans_b, init, 1);
     }
     return make_fn_kernel([at, packed](KernelContext& ctx) { return run_gemm(at, *packed, ctx); });
   };
@@ -286,7 +298,7 @@ void register_linalg_ops(OpRegistry& r) {
   r.add("MatMul", [](const KernelInit& init) -> Expected<std::unique_ptr<Kernel>> {
     auto packed = std::make_shared<PackedB>();
     if (init.constant_input) {
-      if (const Tensor* b = init.constant_input(1)) packed->pack(*b, false);
+      if (const Tensor* b = init.constant_input(1)) packed->pack(*b, false, init, 1);
     }
     return make_fn_kernel([packed](KernelContext& ctx) { return run_matmul(*packed, ctx); });
   });

@@ -227,14 +227,22 @@ void split_over_pool(ThreadPool* pool, const SgemmKernel& uk, int64_t m, int64_t
 
 // Few rows of op(A): stream B once, no packing. False if the small buffer for
 // A's rows cannot be had (the caller then takes the blocked path).
+// op(A)'s m rows times alpha, k floats each, in a per-thread buffer (null
+// when out of memory).
+const float* small_m_rows_of_a(bool trans_a, int64_t m, int64_t k, float alpha, const float* a, int64_t lda) {
+  thread_local AlignedFloats a_rows;
+  float* ar = a_rows.get(m * k);
+  if (ar == nullptr) return nullptr;
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t p = 0; p < k; ++p) ar[i * k + p] = alpha * (trans_a ? a[p * lda + i] : a[i * lda + p]);
+  return ar;
+}
+
 bool sgemm_small_m(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                    int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc, ThreadPool* pool,
                    SgemmPath path) {
-  thread_local AlignedFloats a_rows;
-  float* ar = a_rows.get(m * k);
+  const float* ar = small_m_rows_of_a(trans_a, m, k, alpha, a, lda);
   if (ar == nullptr) return false;
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t p = 0; p < k; ++p) ar[i * k + p] = alpha * (trans_a ? a[p * lda + i] : a[i * lda + p]);
   const bool avx2 = sgemm_resolve_path(path) != SgemmPath::kScalar;
   const int mi = static_cast<int>(m);
   if (!trans_b) scale_c(m, n, beta, c, ldc);
@@ -255,6 +263,28 @@ bool sgemm_small_m(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, 
     pool->parallel_for((n + kSplit - 1) / kSplit,
                        [&](int64_t b0, int64_t b1) { run(b0 * kSplit, std::min(n, b1 * kSplit)); });
   }
+  return true;
+}
+
+// The same for a packed B (sgemm_pack_b): each sliver of NR columns is a
+// plain k x NR block, read row by row.
+bool sgemm_small_m_packed(bool trans_a, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                          const float* packed_b, int nr, float beta, float* c, int64_t ldc, ThreadPool* pool,
+                          SgemmPath path) {
+  const float* ar = small_m_rows_of_a(trans_a, m, k, alpha, a, lda);
+  if (ar == nullptr) return false;
+  const auto rows = sgemm_resolve_path(path) != SgemmPath::kScalar ? detail::sgemm_small_m_rows_avx2
+                                                                    : detail::sgemm_small_m_rows_scalar;
+  scale_c(m, n, beta, c, ldc);
+  const int mi = static_cast<int>(m);
+  const int64_t slivers = (n + nr - 1) / nr;
+  auto run = [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s)
+      rows(mi, std::min<int64_t>(nr, n - s * nr), k, ar, packed_b + s * k * nr, nr, c + s * nr, ldc);
+  };
+  const int threads = pool != nullptr ? pool->size() : 1;
+  if (threads <= 1 || m * n * k < kParallelMinMacs) run(0, slivers);
+  else pool->parallel_for(slivers, run);
   return true;
 }
 
@@ -376,6 +406,9 @@ void sgemm_prepacked_b(bool trans_a, int64_t m, int64_t n, int64_t k, float alph
     return;
   }
   const SgemmKernel uk = detail::sgemm_kernel(sgemm_resolve_path(path));
+  if (m <= detail::kSgemmSmallM &&
+      sgemm_small_m_packed(trans_a, m, n, k, alpha, a, lda, packed_b, uk.nr, beta, c, ldc, pool, path))
+    return;
   split_over_pool(pool, uk, m, n, k, [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
     const float* ai = trans_a ? a + i0 : a + i0 * lda;
     sgemm_serial_packed(uk, trans_a, i1 - i0, j1 - j0, k, alpha, ai, lda, nullptr, 0, 0,
