@@ -61,11 +61,16 @@ struct Built {
 
 // The node's kernel from the global registry, with constant inputs `constant`
 // (by position) and, when `release`, a release_constant that accepts.
-Built build(const ir::Node& node, const std::vector<Tensor>& inputs, const std::vector<bool>& constant, bool release) {
+// With `consumable` (input index, storage), a consumable_constant that hands
+// that storage out for that input.
+Built build(const ir::Node& node, const std::vector<Tensor>& inputs, const std::vector<bool>& constant, bool release,
+            std::pair<size_t, void*> consumable = {0, nullptr}) {
   Built b;
   KernelInit init{node, 19, {}, [&](size_t i) -> const Tensor* {
                     return i < inputs.size() && constant[i] && inputs[i].defined() ? &inputs[i] : nullptr;
                   }};
+  if (consumable.second != nullptr)
+    init.consumable_constant = [consumable](size_t i) { return i == consumable.first ? consumable.second : nullptr; };
   if (release)
     init.release_constant = [&](size_t, uint64_t) {
       b.released = true;
@@ -174,6 +179,56 @@ TEST(PackedConstantReleaseInt8, QGemmNeverReadsItsLetGoWeights) {
       expect_let_go_matches_reference(n, bad, constant, 3, what + ", error path", false);
     }
   }
+}
+
+// B given transposed and consumable: the packing lets the packed panels'
+// pages go as it moves on (they read zero after), and the kernel's results
+// are still the reference's on the original codes.
+TEST(PackedConstantReleaseInt8, QGemmConsumesItsTransposedWeightsWhilePacking) {
+  if (!vnni()) GTEST_SKIP() << "no AVX-512 VNNI: the kernel keeps its weights";
+  ir::Node n;
+  n.name = "qgemm";
+  n.op_type = "QGemm";
+  n.domain = "com.microsoft";
+  for (int i = 0; i < 9; ++i) n.inputs.push_back("in" + std::to_string(i));
+  n.outputs = {"y"};
+  n.attrs = {ir::attr_int("transB", 1)};
+  const int64_t m = 5, k = 3000, nn = 40;  // B^T: 120 KB, 30 pages
+  std::vector<Tensor> in = {random_codes(DType::kUInt8, {m, k}, 1), Tensor::scalar<float>(0.05f),
+                            scalar_code(DType::kUInt8, 120), random_codes(DType::kInt8, {nn, k}, 2),
+                            Tensor::scalar<float>(0.002f), scalar_code(DType::kInt8, 0), Tensor(DType::kInt32, {nn}),
+                            Tensor::scalar<float>(0.3f), scalar_code(DType::kUInt8, 100)};
+  for (int64_t i = 0; i < nn; ++i) in[6].data<int32_t>()[i] = static_cast<int32_t>(i * 51 - 400);
+  const std::vector<bool> constant = {false, true, true, true, true, true, true, true, true};
+  Tensor consumed = in[3].clone();
+  for (int64_t i = 0; i < consumed.numel(); ++i)  // no zero code: a discarded page shows
+    if (consumed.data<int8_t>()[i] == 0) consumed.data<int8_t>()[i] = 1;
+  in[3] = consumed.clone();
+  std::vector<Tensor> packed_from = in;
+  packed_from[3] = consumed;
+  Built opt = build(n, packed_from, constant, true, {3, consumed.raw()});
+  ASSERT_TRUE(opt.kernel);
+  ASSERT_TRUE(opt.released);
+  int64_t zeros = 0;
+  for (int64_t i = 0; i < consumed.numel(); ++i) zeros += consumed.data<int8_t>()[i] == 0;
+  EXPECT_GE(zeros, 16 * 4096) << "the packed panels' pages were not let go";
+  const KernelFactory* rf = OpRegistry::reference().find(n.domain, n.op_type, 19);
+  ASSERT_NE(rf, nullptr);
+  KernelInit rinit{n, 19, {}, [](size_t) -> const Tensor* { return nullptr; }};
+  auto ref = (*rf)(rinit);
+  ASSERT_TRUE(ref.ok());
+  ThreadPool pool(1);
+  KernelContext a, b;
+  for (const auto& t : in) b.inputs.push_back(&t);
+  a.inputs = b.inputs;
+  a.inputs[3] = &consumed;  // what is left of it: never read
+  a.outputs.resize(1);
+  b.outputs.resize(1);
+  a.pool = b.pool = &pool;
+  ASSERT_TRUE(opt.kernel->run(a).ok());
+  ASSERT_TRUE((*ref)->run(b).ok());
+  ASSERT_EQ(a.outputs[0].shape(), b.outputs[0].shape());
+  EXPECT_EQ(std::memcmp(a.outputs[0].raw(), b.outputs[0].raw(), a.outputs[0].nbytes()), 0);
 }
 
 }  // namespace

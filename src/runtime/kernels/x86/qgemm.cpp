@@ -1,6 +1,7 @@
 // Packing, the output-stage parameters, the scalar kernels and the threaded
 // driver of the int8 GEMM (qgemm.h). The AVX2 kernels are in qgemm_avx2.cpp.
 #include "runtime/kernels/x86/qgemm.h"
+#include "core/alloc_hook.h"
 #include "core/cpu_features.h"
 
 #include <algorithm>
@@ -190,7 +191,7 @@ struct QgemmPackedB::Lazy {
 };
 
 void qgemm_pack_b(const QgemmCodes& b, int64_t k, int64_t n, const std::vector<int32_t>& zero_points,
-                  QgemmPackedB& out) {
+                  QgemmPackedB& out, void* consumable) {
   out.k = k;
   out.n = n;
   out.kpairs = qgemm_kpairs(k);
@@ -206,8 +207,13 @@ void qgemm_pack_b(const QgemmCodes& b, int64_t k, int64_t n, const std::vector<i
     out.any_zero_point = out.any_zero_point || out.zero_points[static_cast<size_t>(j)] != 0;
   }
   // The layout the best tier reads, now (prepare time).
-  if (qgemm_resolve_path(QgemmPath::kAuto) == QgemmPath::kAvx512Vnni) out.quads();
-  else out.pairs();
+  if (qgemm_resolve_path(QgemmPath::kAuto) == QgemmPath::kAvx512Vnni) {
+    out.consumable = consumable;
+    out.quads();
+    out.consumable = nullptr;
+  } else {
+    out.pairs();
+  }
 }
 
 const int16_t* QgemmPackedB::pairs() const {
@@ -247,12 +253,19 @@ const QgemmQuadB& QgemmPackedB::quads() const {
     const int64_t cols = panels * kQgemmNR, panel_len = q.kquads * 4 * kQgemmNR;
     const int64_t len = std::max<int64_t>(panels * panel_len, 1);
     int8_t* dst = q.codes.get(len);
-    std::memset(dst, 0, static_cast<size_t>(len));
+    if (n == 0) std::memset(dst, 0, static_cast<size_t>(len));
     q.colsum.assign(static_cast<size_t>(cols), 0);
     q.zero_point.assign(static_cast<size_t>(cols), 0);
     q.any_zero_point = false;
     const int shift = is_signed ? 0 : 128;  // u8 codes and zero points - 128: signed bytes
+    // Column col is a contiguous row of the source (B given transposed):
+    // the panels done so far are the source's first bytes.
+    const bool consume = consumable != nullptr && source.stride_i == 1 && source.stride_j == k;
     for (int64_t col = 0; col < n; ++col) {
+      if (col % kQgemmNR == 0) {  // a panel's bytes, zero where no code lands (k and n padding)
+        std::memset(dst + (col / kQgemmNR) * panel_len, 0, static_cast<size_t>(panel_len));
+        if (consume && col > 0) core::discard_pages(consumable, static_cast<size_t>(col * k));
+      }
       const int32_t zp = zero_points[static_cast<size_t>(col)];
       q.zero_point[static_cast<size_t>(col)] = zp - shift;
       q.any_zero_point = q.any_zero_point || zp != shift;

@@ -134,10 +134,15 @@ struct QgemmPackedB {
 
   struct Lazy;  // the layouts, each made once (qgemm.cpp)
   std::shared_ptr<Lazy> lazy;
+  void* consumable = nullptr;  // qgemm_pack_b's, while it packs
 };
 // codes: (i, j) = (k, n). zero_points: 1 value or n values.
+// consumable: b's storage when the caller will let it go right after (and
+// never read it again: KernelInit::consumable_constant); where the VNNI
+// quads are packed now from columns that are contiguous rows of it, each
+// packed panel's pages are let go as the packing moves on.
 void qgemm_pack_b(const QgemmCodes& b, int64_t k, int64_t n, const std::vector<int32_t>& zero_points,
-                  QgemmPackedB& out);
+                  QgemmPackedB& out, void* consumable = nullptr);
 
 // A [M x K] minus zero points (one, or one per row), packed once (conv weights).
 struct QgemmPackedA {

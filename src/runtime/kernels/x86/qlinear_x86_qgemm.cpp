@@ -41,12 +41,17 @@ class QGemmKernel final : public Kernel {
       zp = *codes;
     }
     b_source_ = *b;  // shared storage: packed_ reads its codes
-    qgemm_pack_b({b_source_.raw(), b->dtype() == DType::kInt8, trans_b ? 1 : n_, trans_b ? k_ : 1}, k_, n_, zp, packed_);
+    // On the VNNI tier the codes are let go below: when nothing else needs
+    // them, the packing lets each packed panel's pages go as it moves on.
+    const bool vnni = qgemm_resolve_path(QgemmPath::kAuto) == QgemmPath::kAvx512Vnni && init.release_constant;
+    void* consumable = vnni && init.consumable_constant ? init.consumable_constant(3) : nullptr;
+    qgemm_pack_b({b_source_.raw(), b->dtype() == DType::kInt8, trans_b ? 1 : n_, trans_b ? k_ : 1}, k_, n_, zp, packed_,
+                 consumable);
     // On the VNNI tier qgemm reads the quads alone (packed now): the codes
     // can go (the session then holds B once); the reference kernel, for the
     // cases the packed path does not take, gets them unpacked.
     // (The automatic tier is resolved once per process: it stays VNNI.)
-    if (qgemm_resolve_path(QgemmPath::kAuto) == QgemmPath::kAvx512Vnni && init.release_constant) {
+    if (vnni) {
       const QgemmQuadB& q = packed_.quads();
       const uint64_t bytes = static_cast<uint64_t>(packed_.panels * q.kquads * 4 * kQgemmNR) +
                              (q.colsum.size() + q.zero_point.size()) * sizeof(int32_t);
