@@ -104,6 +104,40 @@ QTK_VNNI void vnni_rows(int64_t kquads, const uint32_t* a, Src b, const VnniFix&
   }
 }
 
+// The direct conv's pair of panels: rows <= 8 of A against two 16-pixel
+// panels side by side (the second 64 bytes after the first in the quad
+// image), so that each broadcast weight word feeds two vpdpbusd: ten loads
+// per sixteen of them, not seventeen. Only row_const and keep_lanes of the
+// fixes apply (all the direct conv sets).
+template <int ROWS>
+QTK_VNNI void vnni_rows_pair(int64_t kquads, const uint32_t* a, TapB b, const VnniFix& fix0, const VnniFix& fix1,
+                             int32_t* acc0, int32_t* acc1) {
+  __m512i c0[ROWS], c1[ROWS];
+#pragma GCC unroll 8
+  for (int i = 0; i < ROWS; ++i) c0[i] = c1[i] = _mm512_setzero_si512();
+#pragma GCC unroll 2
+  for (int64_t q = 0; q < kquads; ++q) {
+    const __m512i b0 = b.load(q), b1 = _mm512_loadu_si512(b.base + b.tap[q] + 4 * kQgemmNR);
+#pragma GCC unroll 8
+    for (int i = 0; i < ROWS; ++i) {
+      const __m512i av = _mm512_set1_epi32(static_cast<int32_t>(a[i]));
+      c0[i] = _mm512_dpbusd_epi32(c0[i], b0, av);
+      c1[i] = _mm512_dpbusd_epi32(c1[i], b1, av);
+    }
+    a += kQgemmVnniMR;
+  }
+  const __mmask16 keep0 = static_cast<__mmask16>(fix0.keep_lanes), keep1 = static_cast<__mmask16>(fix1.keep_lanes);
+#pragma GCC unroll 8
+  for (int i = 0; i < ROWS; ++i) {
+    const __m512i rc = fix0.row_const ? _mm512_set1_epi32(fix0.row_const[i]) : _mm512_setzero_si512();
+    __m512i v0 = _mm512_add_epi32(c0[i], rc), v1 = _mm512_add_epi32(c1[i], rc);
+    if (keep0 != 0xFFFF) v0 = _mm512_maskz_compress_epi32(keep0, v0);
+    if (keep1 != 0xFFFF) v1 = _mm512_maskz_compress_epi32(keep1, v1);
+    _mm512_store_si512(acc0 + i * kQgemmNR, v0);
+    _mm512_store_si512(acc1 + i * kQgemmNR, v1);
+  }
+}
+
 template <bool kSignedWords, class Src>
 QTK_VNNI void vnni_dispatch(int rows, int64_t kquads, const uint32_t* a, Src b, const VnniFix& fix, int32_t* acc) {
   static_assert(kQgemmVnniMR == 16, "one instance per row count");
@@ -464,6 +498,20 @@ void qconv_pack_panel_quad_image(const QconvQuadPanel& s, uint8_t* panel, int32_
   pack_panel_quads(s, panel, col_sum);
 }
 
+void qconv_vnni_ukernel_taps_pair(int rows, int64_t kquads, const uint32_t* a, const uint8_t* base,
+                                  const int64_t* tap, const VnniFix& fix0, const VnniFix& fix1, int32_t* acc0,
+                                  int32_t* acc1) {
+  const TapB b{base, tap};
+  switch (rows) {
+#define QTK_VNNI_PAIR(n) \
+  case n: return vnni_rows_pair<n>(kquads, a, b, fix0, fix1, acc0, acc1);
+    QTK_VNNI_PAIR(1) QTK_VNNI_PAIR(2) QTK_VNNI_PAIR(3) QTK_VNNI_PAIR(4) QTK_VNNI_PAIR(5) QTK_VNNI_PAIR(6)
+    QTK_VNNI_PAIR(7)
+#undef QTK_VNNI_PAIR
+    default: return vnni_rows_pair<8>(kquads, a, b, fix0, fix1, acc0, acc1);
+  }
+}
+
 void qconv_fill_quad_image(const QconvGeometry& g, const QconvQuadImage& l, const uint8_t* x, int64_t channels,
                            bool x_signed, uint8_t zero_point_u8, uint8_t* dst) {
   fill_quad_image(g, l, x, channels, x_signed, zero_point_u8, dst);
@@ -481,6 +529,8 @@ void qconv_vnni_ukernel_taps(int, int64_t, const uint32_t*, const uint8_t*, cons
                              int32_t*) {}
 void qgemm_epilogue_avx512(const int32_t*, int, int, int64_t, int64_t, const QgemmOutput&) {}
 void qconv_pack_panel_quad_image(const QconvQuadPanel&, uint8_t*, int32_t*) {}
+void qconv_vnni_ukernel_taps_pair(int, int64_t, const uint32_t*, const uint8_t*, const int64_t*, const VnniFix&,
+                                  const VnniFix&, int32_t*, int32_t*) {}
 void qconv_fill_quad_image(const QconvGeometry&, const QconvQuadImage&, const uint8_t*, int64_t, bool, uint8_t,
                            uint8_t*) {}
 void qconv_fill_tap_quad_image(const QconvGeometry&, const QconvQuadImage&, const uint8_t*, bool, uint8_t, uint8_t*,
