@@ -128,7 +128,7 @@ void qconv_vnni_direct(const QconvGeometry& g, const QconvQuadImage& l, const st
   auto work = [&](int64_t begin, int64_t end) {
     thread_local AlignedBuffer<uint8_t> image_buffer, plane_buffer;
     alignas(64) int32_t acc[kQgemmVnniMR * kQgemmNR];
-    alignas(64) int32_t acc_next[kQconvPairRows * kQgemmNR];
+    alignas(64) int32_t acc_more[kQconvMaxPanels][kQconvPanelRows * kQgemmNR];
     int64_t current = -1;
     const uint8_t* image = nullptr;
     QgemmOutput ob = out;
@@ -152,23 +152,30 @@ void qconv_vnni_direct(const QconvGeometry& g, const QconvQuadImage& l, const st
       if (vp.keep == 0) continue;
       const QgemmQuadA& wq = groups[static_cast<size_t>(gi)];
       const uint8_t* base = image + p * kQgemmNR * 4;
-      if (u + 1 < end && p + 1 < vpanels && lanes[static_cast<size_t>(p + 1)].keep != 0) {
-        // This panel and the next together, 8 rows at a time: each weight
-        // word loaded once for both (the micro-kernel was bound by loads).
-        const VirtualPanel& vn = lanes[static_cast<size_t>(p + 1)];
-        for (int64_t r0 = 0; r0 < ocg; r0 += kQconvPairRows) {
-          const int rows = static_cast<int>(std::min<int64_t>(kQconvPairRows, ocg - r0));
-          const int64_t t = r0 / kQgemmVnniMR;
-          VnniFix f0, f1;
-          f0.row_const = f1.row_const = row_const.data() + gi * ocg + r0;
-          f0.keep_lanes = vp.keep;
-          f1.keep_lanes = vn.keep;
-          qconv_vnni_ukernel_taps_pair(rows, kquads, wq.tile(t) + r0 % kQgemmVnniMR, base, tap.data(), f0, f1, acc,
-                                       acc_next);
-          qgemm_epilogue_avx512(acc, rows, vp.nr, gi * ocg + r0, vp.first, ob);
-          qgemm_epilogue_avx512(acc_next, rows, vn.nr, gi * ocg + r0, vn.first, ob);
+      int run = 1;  // this panel and the next ones of the image, up to kQconvMaxPanels
+      while (run < kQconvMaxPanels && u + run < end && p + run < vpanels &&
+             lanes[static_cast<size_t>(p + run)].keep != 0)
+        ++run;
+      if (run > 1) {
+        // Together, 8 rows at a time: each weight word loaded once for all
+        // of them (the one-panel micro-kernel was bound by loads).
+        VnniFix fix[kQconvMaxPanels];
+        int32_t* accs[kQconvMaxPanels];
+        for (int j = 0; j < run; ++j) {
+          fix[j].keep_lanes = lanes[static_cast<size_t>(p + j)].keep;
+          accs[j] = acc_more[j];
         }
-        ++u;
+        for (int64_t r0 = 0; r0 < ocg; r0 += kQconvPanelRows) {
+          const int rows = static_cast<int>(std::min<int64_t>(kQconvPanelRows, ocg - r0));
+          fix[0].row_const = row_const.data() + gi * ocg + r0;
+          qconv_vnni_ukernel_taps_panels(run, rows, kquads, wq.tile(r0 / kQgemmVnniMR) + r0 % kQgemmVnniMR, base,
+                                         tap.data(), fix, accs);
+          for (int j = 0; j < run; ++j) {
+            const VirtualPanel& vj = lanes[static_cast<size_t>(p + j)];
+            qgemm_epilogue_avx512(accs[j], rows, vj.nr, gi * ocg + r0, vj.first, ob);
+          }
+        }
+        u += run - 1;
         continue;
       }
       for (int64_t t = 0; t < wq.tiles; ++t) {

@@ -46,13 +46,14 @@ void qgemm_vnni_ukernel(int rows, int64_t kquads, const uint32_t* a, const uint8
 void qconv_vnni_ukernel_taps(int rows, int64_t kquads, const uint32_t* a, const uint8_t* base, const int64_t* tap,
                              const VnniFix& fix, int32_t* acc);
 
-// Two panels at once: the second 16 pixels' quad q at base + tap[q] + 64;
-// rows <= 8 (a: the first row's words, 16 apart per quad as in a tile),
-// fixes with only row_const and keep_lanes.
-inline constexpr int kQconvPairRows = 8;
-void qconv_vnni_ukernel_taps_pair(int rows, int64_t kquads, const uint32_t* a, const uint8_t* base,
-                                  const int64_t* tap, const VnniFix& fix0, const VnniFix& fix1, int32_t* acc0,
-                                  int32_t* acc1);
+// Up to kQconvMaxPanels panels at once: panel j's quad q at base + tap[q] +
+// 64·j; rows <= kQconvPanelRows (a: the first row's words, 16 apart per quad
+// as in a tile); fix[j] and acc[j] per panel, the fixes with only row_const
+// (fix[0]'s, for all) and keep_lanes. (Three panels of 8 rows ran 35%
+// slower than two on resnet20: 24 sums and 3 panels overflow the registers.)
+inline constexpr int kQconvPanelRows = 8, kQconvMaxPanels = 2;
+void qconv_vnni_ukernel_taps_panels(int panels, int rows, int64_t kquads, const uint32_t* a, const uint8_t* base,
+                                    const int64_t* tap, const VnniFix* fix, int32_t* const* acc);
 
 // qgemm_epilogue_avx2 on 16-lane registers (identical results).
 void qgemm_epilogue_avx512(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0, const QgemmOutput& out);

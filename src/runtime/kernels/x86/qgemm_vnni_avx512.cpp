@@ -104,37 +104,54 @@ QTK_VNNI void vnni_rows(int64_t kquads, const uint32_t* a, Src b, const VnniFix&
   }
 }
 
-// The direct conv's pair of panels: rows <= 8 of A against two 16-pixel
-// panels side by side (the second 64 bytes after the first in the quad
-// image), so that each broadcast weight word feeds two vpdpbusd: ten loads
-// per sixteen of them, not seventeen. Only row_const and keep_lanes of the
-// fixes apply (all the direct conv sets).
-template <int ROWS>
-QTK_VNNI void vnni_rows_pair(int64_t kquads, const uint32_t* a, TapB b, const VnniFix& fix0, const VnniFix& fix1,
-                             int32_t* acc0, int32_t* acc1) {
-  __m512i c0[ROWS], c1[ROWS];
+// The direct conv's run of PANELS 16-pixel panels side by side (panel j's
+// quads 64·j bytes after the first's in the quad image) against rows <= 8 of
+// A: each broadcast weight word feeds PANELS vpdpbusd, so the loads per
+// vpdpbusd fall from 17/16 (one panel, 16 rows) to (PANELS + 8) / (8·PANELS).
+// Only row_const and keep_lanes of the fixes apply (all the direct conv sets).
+template <int ROWS, int PANELS>
+QTK_VNNI void vnni_rows_panels(int64_t kquads, const uint32_t* a, TapB b, const VnniFix* fix, int32_t* const* acc) {
+  __m512i c[PANELS][ROWS];
 #pragma GCC unroll 8
-  for (int i = 0; i < ROWS; ++i) c0[i] = c1[i] = _mm512_setzero_si512();
+  for (int i = 0; i < ROWS; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < PANELS; ++j) c[j][i] = _mm512_setzero_si512();
 #pragma GCC unroll 2
   for (int64_t q = 0; q < kquads; ++q) {
-    const __m512i b0 = b.load(q), b1 = _mm512_loadu_si512(b.base + b.tap[q] + 4 * kQgemmNR);
+    __m512i bv[PANELS];
+#pragma GCC unroll 4
+    for (int j = 0; j < PANELS; ++j) bv[j] = _mm512_loadu_si512(b.base + b.tap[q] + 4 * kQgemmNR * j);
 #pragma GCC unroll 8
     for (int i = 0; i < ROWS; ++i) {
       const __m512i av = _mm512_set1_epi32(static_cast<int32_t>(a[i]));
-      c0[i] = _mm512_dpbusd_epi32(c0[i], b0, av);
-      c1[i] = _mm512_dpbusd_epi32(c1[i], b1, av);
+#pragma GCC unroll 4
+      for (int j = 0; j < PANELS; ++j) c[j][i] = _mm512_dpbusd_epi32(c[j][i], bv[j], av);
     }
     a += kQgemmVnniMR;
   }
-  const __mmask16 keep0 = static_cast<__mmask16>(fix0.keep_lanes), keep1 = static_cast<__mmask16>(fix1.keep_lanes);
 #pragma GCC unroll 8
   for (int i = 0; i < ROWS; ++i) {
-    const __m512i rc = fix0.row_const ? _mm512_set1_epi32(fix0.row_const[i]) : _mm512_setzero_si512();
-    __m512i v0 = _mm512_add_epi32(c0[i], rc), v1 = _mm512_add_epi32(c1[i], rc);
-    if (keep0 != 0xFFFF) v0 = _mm512_maskz_compress_epi32(keep0, v0);
-    if (keep1 != 0xFFFF) v1 = _mm512_maskz_compress_epi32(keep1, v1);
-    _mm512_store_si512(acc0 + i * kQgemmNR, v0);
-    _mm512_store_si512(acc1 + i * kQgemmNR, v1);
+    const __m512i rc = fix[0].row_const ? _mm512_set1_epi32(fix[0].row_const[i]) : _mm512_setzero_si512();
+#pragma GCC unroll 4
+    for (int j = 0; j < PANELS; ++j) {
+      __m512i v = _mm512_add_epi32(c[j][i], rc);
+      const __mmask16 keep = static_cast<__mmask16>(fix[j].keep_lanes);
+      if (keep != 0xFFFF) v = _mm512_maskz_compress_epi32(keep, v);
+      _mm512_store_si512(acc[j] + i * kQgemmNR, v);
+    }
+  }
+}
+
+template <int PANELS>
+QTK_VNNI void vnni_panels_dispatch(int rows, int64_t kquads, const uint32_t* a, TapB b, const VnniFix* fix,
+                                   int32_t* const* acc) {
+  switch (rows) {
+#define QTK_VNNI_PANELS(n) \
+  case n: return vnni_rows_panels<n, PANELS>(kquads, a, b, fix, acc);
+    QTK_VNNI_PANELS(1) QTK_VNNI_PANELS(2) QTK_VNNI_PANELS(3) QTK_VNNI_PANELS(4) QTK_VNNI_PANELS(5)
+    QTK_VNNI_PANELS(6) QTK_VNNI_PANELS(7)
+#undef QTK_VNNI_PANELS
+    default: return vnni_rows_panels<8, PANELS>(kquads, a, b, fix, acc);
   }
 }
 
@@ -498,18 +515,11 @@ void qconv_pack_panel_quad_image(const QconvQuadPanel& s, uint8_t* panel, int32_
   pack_panel_quads(s, panel, col_sum);
 }
 
-void qconv_vnni_ukernel_taps_pair(int rows, int64_t kquads, const uint32_t* a, const uint8_t* base,
-                                  const int64_t* tap, const VnniFix& fix0, const VnniFix& fix1, int32_t* acc0,
-                                  int32_t* acc1) {
-  const TapB b{base, tap};
-  switch (rows) {
-#define QTK_VNNI_PAIR(n) \
-  case n: return vnni_rows_pair<n>(kquads, a, b, fix0, fix1, acc0, acc1);
-    QTK_VNNI_PAIR(1) QTK_VNNI_PAIR(2) QTK_VNNI_PAIR(3) QTK_VNNI_PAIR(4) QTK_VNNI_PAIR(5) QTK_VNNI_PAIR(6)
-    QTK_VNNI_PAIR(7)
-#undef QTK_VNNI_PAIR
-    default: return vnni_rows_pair<8>(kquads, a, b, fix0, fix1, acc0, acc1);
-  }
+void qconv_vnni_ukernel_taps_panels(int panels, int rows, int64_t kquads, const uint32_t* a, const uint8_t* base,
+                                    const int64_t* tap, const VnniFix* fix, int32_t* const* acc) {
+  static_assert(kQconvMaxPanels == 2, "one instance per panel count");
+  (void)panels;
+  vnni_panels_dispatch<2>(rows, kquads, a, TapB{base, tap}, fix, acc);
 }
 
 void qconv_fill_quad_image(const QconvGeometry& g, const QconvQuadImage& l, const uint8_t* x, int64_t channels,
@@ -529,8 +539,8 @@ void qconv_vnni_ukernel_taps(int, int64_t, const uint32_t*, const uint8_t*, cons
                              int32_t*) {}
 void qgemm_epilogue_avx512(const int32_t*, int, int, int64_t, int64_t, const QgemmOutput&) {}
 void qconv_pack_panel_quad_image(const QconvQuadPanel&, uint8_t*, int32_t*) {}
-void qconv_vnni_ukernel_taps_pair(int, int64_t, const uint32_t*, const uint8_t*, const int64_t*, const VnniFix&,
-                                  const VnniFix&, int32_t*, int32_t*) {}
+void qconv_vnni_ukernel_taps_panels(int, int, int64_t, const uint32_t*, const uint8_t*, const int64_t*,
+                                    const VnniFix*, int32_t* const*) {}
 void qconv_fill_quad_image(const QconvGeometry&, const QconvQuadImage&, const uint8_t*, int64_t, bool, uint8_t,
                            uint8_t*) {}
 void qconv_fill_tap_quad_image(const QconvGeometry&, const QconvQuadImage&, const uint8_t*, bool, uint8_t, uint8_t*,
