@@ -8,6 +8,7 @@
 
 #include "runtime/kernels/ref/approx_math.h"
 #include "runtime/kernels/ref/elementwise_common.h"
+#include "runtime/kernels/x86/row_stats.h"
 #include "runtime/kernels/x86/vector_math.h"
 #include "runtime/op_registry.h"
 
@@ -277,24 +278,11 @@ T softmax_exp(T v, SoftKind kind) {
 // time; no branch per element.
 void softmax_row_f32(const float* x, float* y, int64_t n) {
   if (n == 0) return;
-  const auto larger = [](float a, float b) { return a > b ? a : b; };
-  float top[8];
-  for (int k = 0; k < 8; ++k) top[k] = x[k < n ? k : 0];
-  int64_t j = 8;
-  for (; j + 8 <= n; j += 8)
-    for (int k = 0; k < 8; ++k) top[k] = larger(x[j + k], top[k]);
-  for (int k = 0; j < n; ++j, ++k) top[k] = larger(x[j], top[k]);
-  const float mx = larger(larger(larger(top[0], top[1]), larger(top[2], top[3])),
-                          larger(larger(top[4], top[5]), larger(top[6], top[7])));
-  for (j = 0; j < n; ++j) y[j] = x[j] - mx;
+  const float mx = x86::row_max_f32(x, n);
+  for (int64_t j = 0; j < n; ++j) y[j] = x[j] - mx;
   x86::exp_f32(y, y, n);
-  double part[8] = {};
-  for (j = 0; j + 8 <= n; j += 8)
-    for (int k = 0; k < 8; ++k) part[k] += y[j + k];
-  for (int k = 0; j < n; ++j, ++k) part[k] += y[j];
-  const double sum = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
-  const float inv = static_cast<float>(1.0 / sum);
-  for (j = 0; j < n; ++j) y[j] *= inv;
+  const float inv = static_cast<float>(1.0 / x86::row_sum_f32(y, n));
+  for (int64_t j = 0; j < n; ++j) y[j] *= inv;
 }
 
 template <class T>
