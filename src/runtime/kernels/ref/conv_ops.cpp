@@ -93,7 +93,6 @@ float* pooled_conv_scratch(int64_t floats) {
   return buf.get(floats);
 }
 
-
 // The calling thread's padded-image buffer (im2col.h) and the plan whose
 // layout it holds (0: none or unknown): the next image of the same plan then
 // copies just its rows, the zeros around them being in place already.
@@ -485,9 +484,11 @@ Status ConvKernel::run(KernelContext& ctx) {
   const PaddedImage& layout = plan->layout;
   const int64_t gemm_cols = layout.grid_cols, images = layout.images;
   const int64_t pad_floats = layout.floats(Cg);
-  // A residual nobody reads later takes the output: one block's activations
-  // fewer alive (the join reads each addend value just before it writes the
-  // sum there; summed over several K blocks, the first would overwrite it).
+  // With a fused pool each task's output goes to a scratch buffer, then
+  // pooled. Else a residual nobody reads later takes the output: one block's
+  // activations fewer alive (the join reads each addend value just before it
+  // writes the sum there; summed over several K blocks, the first would
+  // overwrite it).
   if (pool_per_task) {
     pooled = Tensor::uninitialized(DType::kFloat32, {N, M, g.out[0] / 2, g.out[1] / 2});
   } else if (z != nullptr && ctx.input_reusable(3) && x86::sconv_single_k_block(K, layout.k_off.data(), nr)) {
