@@ -34,7 +34,7 @@ std::vector<float> row(std::mt19937& rng, int64_t n, int kind) {
 }
 
 TEST(RowStats, VectorFormsEqualTheScalarOrderBitForBit) {
-  if (!cpu_has_avx512f()) GTEST_SKIP() << "no AVX-512F: only the scalar forms run";
+  if (!cpu_has_avx512f() || env_flag_set("QTK_VMATH_SCALAR")) GTEST_SKIP() << "no AVX-512F: only the scalar forms run";
   std::mt19937 rng(31);
   for (int64_t n = 0; n <= 70; ++n)
     for (int kind = 0; kind < 5; ++kind) {
@@ -59,14 +59,17 @@ TEST(RowStats, VectorFormsEqualTheScalarOrderBitForBit) {
 }
 
 // The scalar order itself: element i goes to chain i % 8, chains joined
-// pairwise (a sum that would lose 1e8 - 1e8 + 7 in one chain keeps it).
+// pairwise. In one chain 1e17 + 1 + ... + 1 - 1e17 loses the ones (double's
+// step at 1e17 is 16) and gives 0; in eight chains 1e17 and -1e17 meet in
+// chain 0 and the seven ones survive.
 TEST(RowStats, ScalarOrderIsEightChains) {
   std::vector<float> x(20);
   for (int i = 0; i < 20; ++i) x[i] = static_cast<float>((i * 7) % 20);
   EXPECT_EQ(x86::scalar_rows::row_max_f32(x.data(), 20), 19.f);
   EXPECT_EQ(x86::scalar_rows::row_max_f32(x.data(), 3), 14.f);
-  std::vector<float> big = {1e8f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f, -1e8f};
-  EXPECT_EQ(x86::scalar_rows::row_sum_f32(big.data(), 9), 7.0);  // chain 0: 1e8 - 1e8, exact in double
+  std::vector<float> big = {1e17f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f, -1e17f};
+  EXPECT_EQ(x86::scalar_rows::row_sum_f32(big.data(), 9), 7.0);
+  EXPECT_EQ(x86::row_sum_f32(big.data(), 9), 7.0);
 }
 
 }  // namespace

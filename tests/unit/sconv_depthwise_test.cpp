@@ -104,7 +104,7 @@ TEST(SconvDepthwise, ChannelVectorsEqualReferenceBitForBit) {
     g.out_h = (g.in_h + g.p_h + pad_bottom - eh) / g.s_h + 1;
     g.out_w = (g.in_w + g.p_w + pad_right - ew) / g.s_w + 1;
     const int64_t channels = pick({1, 5, 16, 17, 31, 40, 64}), taps = g.k_h * g.k_w;
-    const int64_t c_begin = rng() % channels, c_count = 1 + rng() % (channels - c_begin);
+    const int64_t c_begin = rng() % ((channels + 15) / 16) * 16, c_count = 1 + rng() % (channels - c_begin);
     const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
     std::vector<float> x(static_cast<size_t>(c_count * in_plane)), w(static_cast<size_t>(channels * taps)),
         bias(static_cast<size_t>(channels));

@@ -532,7 +532,7 @@ Status ConvKernel::run(KernelContext& ctx) {
       }
     }
   });
-  if (no_memory) return scratch_error(pad_floats);
+  if (no_memory) return scratch_error(pad_floats + (pool_per_task ? images * M * P : 0));
   return finish();
 }
 

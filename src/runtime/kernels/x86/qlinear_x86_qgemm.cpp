@@ -40,11 +40,12 @@ class QGemmKernel final : public Kernel {
       if (!codes) return false;
       zp = *codes;
     }
-    b_source_ = *b;  // shared storage: packed_ reads its codes
     // On the VNNI tier the codes are let go below: when nothing else needs
     // them, the packing lets each packed panel's pages go as it moves on.
+    // (Asked before b_source_ shares the storage: a second owner keeps it.)
     const bool vnni = qgemm_resolve_path(QgemmPath::kAuto) == QgemmPath::kAvx512Vnni && init.release_constant;
     void* consumable = vnni && init.consumable_constant ? init.consumable_constant(3) : nullptr;
+    b_source_ = *b;  // shared storage: packed_ reads its codes
     qgemm_pack_b({b_source_.raw(), b->dtype() == DType::kInt8, trans_b ? 1 : n_, trans_b ? k_ : 1}, k_, n_, zp, packed_,
                  consumable);
     // On the VNNI tier qgemm reads the quads alone (packed now): the codes

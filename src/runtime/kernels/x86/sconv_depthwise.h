@@ -32,8 +32,9 @@ struct SconvDepthwiseChannels {
 // w: channels x k_h x k_w; bias: one per channel, or null.
 void sconv_depthwise_channels_prepare(const float* w, const float* bias, int64_t channels, const DepthwisePlane& g,
                                       SconvDepthwiseChannels& out);
-// Channels [c_begin, c_begin + c_count) of one image: x their input planes,
-// y their output planes, plane after plane.
+// Channels [c_begin, c_begin + c_count) of one image (c_begin a multiple of
+// 16: a block's weights are read 16 at a time from there): x their input
+// planes, y their output planes, plane after plane.
 void sconv_depthwise_channels_avx512(const SconvDepthwiseChannels& prep, const float* x, int64_t c_begin,
                                      int64_t c_count, float* y);
 // Whether the channel-vector kernel is the faster one for this plane

@@ -41,32 +41,28 @@ constexpr int64_t kBlockFloats = 8192;
 // (measured: resnet20's batch-1 convs, 1.8M each, ran 1.65x slower split in two).
 constexpr int64_t kParallelMinMacs = 1 << 22;
 
-// The epilogue on len values at dst (addend at z, which may be null).
-inline void finish_scalar(float* dst, const float* z, int len, const Epilogue& e) {
-  if (z != nullptr)
-    for (int j = 0; j < len; ++j) dst[j] += z[j];
-  if (e.clamp)
-    for (int j = 0; j < len; ++j) {
-      const float v = dst[j] < e.lo ? e.lo : dst[j];
-      dst[j] = e.hi < v ? e.hi : v;
-    }
-}
-
-// Writes row i of a tile, spilled to acc[0:NR], through its runs.
+// Writes row i of a tile, spilled to acc[0:NR], through its runs: each
+// value's sum, then (last K block) + its addend and the clamp, stored once.
+// The addend is read before the value is stored: the output may be the
+// addend's storage (sconv_single_k_block).
 inline void store_runs(const float* acc, float* c, const SconvRun* runs, int nruns, const float* bias, int i,
                        bool accumulate, const Epilogue* epi, int64_t ldc) {
+  const float b0 = bias != nullptr ? bias[i] : 0.f;
   for (int r = 0; r < nruns; ++r) {
     float* dst = c + runs[r].offset;
     const float* src = acc + runs[r].lane0;
+    const float* z = epi != nullptr && epi->z != nullptr ? epi->z + i * ldc + runs[r].offset : nullptr;
+    const bool clamp = epi != nullptr && epi->clamp;
     const int len = runs[r].lane1 - runs[r].lane0;
-    if (accumulate) {
-      for (int j = 0; j < len; ++j) dst[j] += src[j];
-    } else {
-      const float b0 = bias != nullptr ? bias[i] : 0.f;
-      for (int j = 0; j < len; ++j) dst[j] = b0 + src[j];
+    for (int j = 0; j < len; ++j) {
+      float v = accumulate ? dst[j] + src[j] : b0 + src[j];
+      if (z != nullptr) v = v + z[j];
+      if (clamp) {
+        v = v < epi->lo ? epi->lo : v;
+        v = epi->hi < v ? epi->hi : v;
+      }
+      dst[j] = v;
     }
-    if (epi != nullptr)
-      finish_scalar(dst, epi->z != nullptr ? epi->z + i * ldc + runs[r].offset : nullptr, len, *epi);
   }
 }
 
