@@ -236,7 +236,7 @@ TEST(QDepthwiseConv, MobileNetShapes) {
       Tensor b(DType::kInt32, {ch});
       for (int64_t i = 0; i < ch; ++i) b.data<int32_t>()[i] = static_cast<int32_t>(i * 1000 - 8000);
       c.inputs[8] = b;
-      for (Path path : {Path::kAvx2, Path::kAvx512}) {
+      for (Path path : {Path::kAvx2, Path::kAvx512, Path::kAvx512Channels}) {
         SCOPED_TRACE("stride " + std::to_string(stride) + " pad " + std::to_string(pad) + " path " +
                      rt::qdw::path_name(path) + ": " + c.text);
         check_case(c, path, 1, all_constant());
@@ -335,6 +335,100 @@ TEST(QDepthwiseConv, Avx512FlatBlocksAcrossRowEnds) {
         if (::testing::Test::HasFatalFailure()) return;
         ++n;
       }
+}
+
+// The channels-last path (16 channels per vector, small planes), forced:
+// channel counts around multiples of 16, planes 1x1..14x14 (and some to
+// 30x30), stride 1 and 2 (and stride_h 3, dilation_h 2), pads, 3x3 / 5x5 and
+// other kernels, zero points, per-channel and per-tensor scales, uint8/int8
+// in and out, parameters as initializers and at run time, 1 and 2 threads.
+// Symmetric weights on most cases (the path needs w - w_zp in int8; the
+// others check the hand-over to the per-plane paths).
+TEST(QDepthwiseConv, ChannelsLastSmallPlanesMatchReference) {
+  if (!rt::qdw::avx512_supported()) GTEST_SKIP() << "CPU without AVX-512 VNNI (the path falls back to AVX2)";
+  const uint32_t seed = 977;
+  std::mt19937 rng(seed);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  const int64_t channel_counts[] = {1, 3, 15, 16, 17, 31, 33, 48, 64, 77};
+  const int64_t kernels[][2] = {{3, 3}, {3, 3}, {5, 5}, {1, 1}, {2, 3}, {3, 5}, {7, 7}};
+  for (int n = 0; n < 160; ++n) {
+    Case c = random_case(rng, n % 7 == 6);
+    const auto& k = kernels[pick(0, 6)];
+    const int64_t ch = channel_counts[pick(0, 9)];
+    const int64_t sw = pick(1, 2), sh = pick(0, 5) == 0 ? 3 : pick(1, 2), dh = pick(0, 5) == 0 ? 2 : 1;
+    // Mostly the planes the rule sends here, some up to 30x30 (forced).
+    const int64_t h = n % 10 == 9 ? pick(15, 30) : pick(1, 14), w = n % 10 == 9 ? pick(15, 30) : pick(1, 14);
+    const int64_t ext_h = (k[0] - 1) * dh + 1;
+    // Enough pads that the window fits, some more.
+    const int64_t pt = pick(0, 2), pl = pick(0, 2);
+    const int64_t pb = std::max<int64_t>(ext_h - h - pt, pick(0, 2)), pr = std::max<int64_t>(k[1] - w - pl, pick(0, 2));
+    c.x_shape = {pick(1, 3), ch, h, w};
+    c.k_h = k[0], c.k_w = k[1];
+    c.attrs = {ir::attr_int("group", ch), ir::attr_ints("strides", {sh, sw}), ir::attr_ints("dilations", {dh, 1}),
+               ir::attr_ints("pads", {pt, pl, pb, pr})};
+    const bool xs = c.inputs[0].dtype() == DType::kInt8, ws = c.inputs[3].dtype() == DType::kInt8;
+    c.inputs[0] = codes_tensor(xs, c.x_shape, rng);
+    c.inputs[3] = codes_tensor(ws, {ch, 1, k[0], k[1]}, rng);
+    const int64_t wn = pick(0, 1) ? 1 : ch;
+    Tensor wsc(DType::kFloat32, {wn});
+    for (int64_t i = 0; i < wn; ++i) wsc.data<float>()[i] = std::uniform_real_distribution<float>(0.001f, 0.03f)(rng);
+    c.inputs[4] = wsc;
+    const bool symmetric = n % 8 != 7;
+    c.inputs[5] = !symmetric ? zero_point(ws, {wn}, rng)
+                             : (ws ? Tensor::from_vector<int8_t>({wn}, std::vector<int8_t>(wn, 0))
+                                   : Tensor::from_vector<uint8_t>({wn}, std::vector<uint8_t>(wn, 128)));
+    if (c.inputs[8].defined()) {
+      Tensor b(DType::kInt32, {ch});
+      std::uniform_int_distribution<int32_t> bias(-30000, 30000);
+      for (int64_t i = 0; i < ch; ++i) b.data<int32_t>()[i] = bias(rng);
+      c.inputs[8] = b;
+    }
+    std::vector<bool> constants = all_constant();
+    if (n % 5 == 4) constants = {false, false, false, true, false, true, false, false, false};
+    std::ostringstream os;
+    os << "seed " << seed << " case " << n << ": x " << shape_to_string(c.x_shape) << " k " << k[0] << "x" << k[1]
+       << " s " << sh << "," << sw << " d " << dh << ",1 pads " << pt << "," << pl << "," << pb << "," << pr
+       << (xs ? " x s8" : " x u8") << (ws ? " w s8" : " w u8")
+       << (c.inputs[7].dtype() == DType::kInt8 ? " y s8" : " y u8") << (wn == 1 ? " per-tensor" : " per-channel")
+       << (symmetric ? " symmetric w" : "") << (n % 5 == 4 ? " params at run time" : "") << " x_zp "
+       << c.inputs[2].get_as_int64(0) << " y_zp " << c.inputs[7].get_as_int64(0);
+    SCOPED_TRACE(os.str());
+    check_case(c, Path::kAvx512Channels, 1 + n % 2, constants);
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+}
+
+// The automatic choice (per-plane or channels-last by the plane-size rule) on
+// the depthwise convs of mobilenetv2_fm (28x28 inputs), symmetric int8
+// weights, against the reference.
+TEST(QDepthwiseConv, AutoChoiceOnMobileNetV2SmallPlanes) {
+  std::mt19937 rng(29);
+  struct Geo {
+    int64_t c, hw, stride;
+  };
+  const Geo geos[] = {{8, 14, 1}, {32, 14, 2}, {64, 7, 1}, {64, 7, 2}, {128, 4, 1}};
+  for (const Geo& g : geos)
+    for (bool x_signed : {false, true}) {
+      Case c = random_case(rng, false);
+      c.x_shape = {3, g.c, g.hw, g.hw};
+      c.k_h = c.k_w = 3;
+      c.attrs = {ir::attr_int("group", g.c), ir::attr_ints("strides", {g.stride, g.stride}),
+                 ir::attr_ints("pads", {1, 1, 1, 1})};
+      c.inputs[0] = codes_tensor(x_signed, c.x_shape, rng);
+      c.inputs[2] = zero_point(x_signed, {}, rng);
+      c.inputs[3] = codes_tensor(true, {g.c, 1, 3, 3}, rng);
+      Tensor ws(DType::kFloat32, {g.c});
+      for (int64_t i = 0; i < g.c; ++i) ws.data<float>()[i] = std::uniform_real_distribution<float>(0.002f, 0.02f)(rng);
+      c.inputs[4] = ws;
+      c.inputs[5] = Tensor::from_vector<int8_t>({g.c}, std::vector<int8_t>(g.c, 0));
+      Tensor b(DType::kInt32, {g.c});
+      for (int64_t i = 0; i < g.c; ++i) b.data<int32_t>()[i] = static_cast<int32_t>(i * 300 - 9000);
+      c.inputs[8] = b;
+      SCOPED_TRACE("c " + std::to_string(g.c) + " " + std::to_string(g.hw) + "x" + std::to_string(g.hw) + " stride " +
+                   std::to_string(g.stride) + (x_signed ? " x s8" : " x u8") + ": " + c.text);
+      check_case(c, Path::kAuto, 2, all_constant());
+      if (::testing::Test::HasFatalFailure()) return;
+    }
 }
 
 TEST(QDepthwiseConv, DeclinesWhatItDoesNotHandle) {

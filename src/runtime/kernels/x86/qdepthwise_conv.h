@@ -3,7 +3,9 @@
 // computed once, at session build time; each (image, channel) plane is then
 // one task on the session's pool. An AVX-512 path (int16 x int16 -> int32
 // with vpdpwssd, exact) runs when the CPU has AVX-512 VNNI, else an AVX2 path
-// (vpmaddwd) when it has AVX2; a scalar path always builds.
+// (vpmaddwd) when it has AVX2; a scalar path always builds. On small planes
+// the AVX-512 tier runs one task per image and block of 16 channels instead,
+// the vector lanes being channels (qdepthwise_conv_channels_avx512.cpp).
 // Results equal the reference QLinearConv bit for bit
 // (docs/integer-semantics.md), including the int32 clamp of acc + bias.
 #pragma once
@@ -28,7 +30,11 @@ enum class Path {
             // QTK_QDW_NO_AVX512=1 stops at AVX2
   kScalar,  // portable C++
   kAvx2,    // AVX2; falls back to scalar on CPUs without it
-  kAvx512,  // AVX-512 VNNI; falls back to AVX2, then scalar
+  kAvx512,  // AVX-512 VNNI planes only; falls back to AVX2, then scalar
+  // AVX-512 VNNI, channels-last for every conv that path can take (kAuto
+  // takes it by a rule on the plane size; QTK_QDW_CHANNELS=0 never, =1
+  // always); else as kAvx512
+  kAvx512Channels,
 };
 
 bool avx2_supported();

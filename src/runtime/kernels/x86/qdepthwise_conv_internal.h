@@ -69,6 +69,20 @@ struct PlaneScratch {
     return codes.data();
   }
 
+  // The channels-last path's quad vectors (qdepthwise_conv_channels_avx512.cpp).
+  std::vector<uint8_t> wide;
+
+  uint8_t* wide_buf(size_t bytes) {
+    if (wide.size() < bytes) wide.resize(bytes);
+    return wide.data();
+  }
+  // And its per-column blend masks.
+  std::vector<uint64_t> masks;
+  uint64_t* masks_buf(size_t n) {
+    if (masks.size() < n) masks.resize(n);
+    return masks.data();
+  }
+
   // An 8-bit padded plane (the AVX-512 vpdpbusd planes): padding holds the
   // input zero point `fill` (which `k` must include), written once per key.
   std::vector<uint8_t> bytes;
@@ -145,6 +159,57 @@ inline bool int8_weight_quads(int64_t k_h, int64_t k_w, const int16_t* w, int32_
     }
   return true;
 }
+
+// ---------------------------------------------------------------------------
+// Channels-last path (AVX-512 VNNI, qdepthwise_conv_channels_avx512.cpp): for
+// small planes, where the per-plane paths' fixed costs outweigh their
+// arithmetic. One task is one image and a block of 16 channels; the vector
+// lanes are the channels. See the comment at the top of that file.
+constexpr int64_t kChannelBlock = 16;
+
+// Per block of 16 channels (lanes past the last channel zero), for one input
+// type (the zero point's correction rides in `round`, as in the vpdpbusd
+// planes): the rescale r = ((acc << pre) * mult + round) >> (32 + post) per
+// lane, the 64-bit `round` split into even and odd lanes.
+struct ChannelBlock {
+  int32_t mult[kChannelBlock] = {};
+  int64_t round_even[kChannelBlock / 2] = {}, round_odd[kChannelBlock / 2] = {};
+  int32_t pre[kChannelBlock] = {}, post[kChannelBlock] = {};
+  bool has_pre = false;
+};
+
+// Everything the channels-last path needs of one conv, for one input type.
+struct ChannelsPrepared {
+  int64_t kwq = 0;                  // weight quads per kernel row
+  std::vector<ChannelBlock> blocks;  // ceil(C / 16)
+  // [block][k_h * kwq][16 lanes]: channel lane's weight quad (0 past C).
+  std::vector<int32_t> quads;
+};
+
+// Whether the channels-last path can take this geometry (stride 1 or 2 along
+// W, no dilation along W).
+inline bool channels_geometry_ok(const Geometry& g) { return (g.stride_w == 1 || g.stride_w == 2) && g.dil_w == 1; }
+
+// Whether every channel can take the channels-last path's arithmetic: the
+// vpdpbusd planes' condition (weights w - w_zp in int8, sum x w over u8 x
+// shifted by pre_shift fits int32) and vector_exact. Then `out` gets the
+// blocks for input codes of that signedness.
+bool prepare_channels(int64_t channels, int64_t k_h, int64_t k_w, const int32_t* quads, const uint8_t* quads_fit,
+                      const int64_t* w_sum, const int64_t* w_abs, const ChannelParams* params, int32_t x_zero_point,
+                      bool x_signed, ChannelsPrepared& out);
+
+// One image's channels [16 * block, 16 * block + 16) (clipped to C): x and y
+// point at the image (NCHW). Only with avx512_supported().
+struct ChannelsJob {
+  const Geometry* g = nullptr;
+  const ChannelsPrepared* prep = nullptr;
+  int64_t channels = 0;
+  int32_t x_zero_point = 0;  // as given (int8 codes are shifted by 128 inside)
+  bool x_signed = false;
+  int32_t y_zero_point = 0;
+  bool y_signed = false;
+};
+void run_channels_avx512(const ChannelsJob& job, const uint8_t* x, uint8_t* y, int64_t block, PlaneScratch& scratch);
 
 void run_plane_scalar(const Geometry& g, const PlaneJob& job, PlaneScratch& scratch);
 // Only with avx2_supported() and job.params->vector_exact.
