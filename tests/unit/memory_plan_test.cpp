@@ -318,29 +318,7 @@ namespace {
 // kernels'. (Checked: with the release test removed from input_reusable,
 // the outputs differ.)
 TEST(MemoryPlan, Int8ResidualJoinKeepsAResidualStillNeeded) {
-  ir::Model m;
-  m.opsets = {{"", 17}};
-  ir::Graph& g = m.graph;
-  ir::ValueInfo x = testing::float_info("x");
-  g.inputs.push_back(x);
-  g.outputs.push_back(testing::float_info("y"));
-  g.outputs.push_back(testing::float_info("t"));
-  auto conv = [&](const std::string& in, const std::string& out, int k) {
-    const std::string w = out + "_w", b = out + "_b";
-    g.initializers[w] = testing::uniform_tensor({4, 4, 3, 3}, 20 + static_cast<uint32_t>(k), -0.3f, 0.3f);
-    g.initializers[b] = testing::uniform_tensor({4}, 40 + static_cast<uint32_t>(k), -0.1f, 0.1f);
-    ir::Node n = testing::op_node("Conv", {in, w, b}, out);
-    n.set_attr(ir::attr_ints("pads", {1, 1, 1, 1}));
-    return n;
-  };
-  g.nodes = {conv("x", "a", 1),
-             testing::op_node("Relu", {"a"}, "r"),
-             conv("r", "c2", 2),
-             testing::op_node("Add", {"c2", "r"}, "s"),
-             conv("s", "c3", 3),
-             testing::op_node("Add", {"c3", "s"}, "y"),
-             testing::op_node("Add", {"r", "s"}, "rs"),
-             conv("rs", "t", 4)};
+  const ir::Model m = testing::residual_still_needed_model();
   CalibrationData calib;
   calib.inputs.push_back(testing::uniform_tensor({8, 4, 6, 6}, 5, -1.f, 1.f));
   auto q = quantize(m, QuantConfig{}, calib);

@@ -151,17 +151,24 @@ TEST(PackedConstantReleaseInt8, QLinearConvNeverReadsItsLetGoWeights) {
   }
 }
 
+// A QGemm node reading in0..in8 (A, its scale and zero point, B, its scale
+// and zero point, C, y's scale and zero point).
+ir::Node qgemm_node(bool trans_b) {
+  ir::Node n;
+  n.name = "qgemm";
+  n.op_type = "QGemm";
+  n.domain = "com.microsoft";
+  for (int i = 0; i < 9; ++i) n.inputs.push_back("in" + std::to_string(i));
+  n.outputs = {"y"};
+  n.attrs = {ir::attr_int("transB", trans_b ? 1 : 0)};
+  return n;
+}
+
 TEST(PackedConstantReleaseInt8, QGemmNeverReadsItsLetGoWeights) {
   if (!vnni()) GTEST_SKIP() << "no AVX-512 VNNI: the kernel keeps its weights";
   for (bool trans_b : {false, true}) {
     for (DType bt : {DType::kInt8, DType::kUInt8}) {
-      ir::Node n;
-      n.name = "qgemm";
-      n.op_type = "QGemm";
-      n.domain = "com.microsoft";
-      for (int i = 0; i < 9; ++i) n.inputs.push_back("in" + std::to_string(i));
-      n.outputs = {"y"};
-      n.attrs = {ir::attr_int("transB", trans_b ? 1 : 0)};
+      const ir::Node n = qgemm_node(trans_b);
       const int64_t m = 3, k = 37, nn = 21;
       std::vector<Tensor> in = {random_codes(DType::kUInt8, {m, k}, 1), Tensor::scalar<float>(0.05f),
                                 scalar_code(DType::kUInt8, 120),
@@ -186,13 +193,7 @@ TEST(PackedConstantReleaseInt8, QGemmNeverReadsItsLetGoWeights) {
 // are still the reference's on the original codes.
 TEST(PackedConstantReleaseInt8, QGemmConsumesItsTransposedWeightsWhilePacking) {
   if (!vnni()) GTEST_SKIP() << "no AVX-512 VNNI: the kernel keeps its weights";
-  ir::Node n;
-  n.name = "qgemm";
-  n.op_type = "QGemm";
-  n.domain = "com.microsoft";
-  for (int i = 0; i < 9; ++i) n.inputs.push_back("in" + std::to_string(i));
-  n.outputs = {"y"};
-  n.attrs = {ir::attr_int("transB", 1)};
+  const ir::Node n = qgemm_node(true);
   const int64_t m = 5, k = 3000, nn = 40;  // B^T: 120 KB, 30 pages
   std::vector<Tensor> in = {random_codes(DType::kUInt8, {m, k}, 1), Tensor::scalar<float>(0.05f),
                             scalar_code(DType::kUInt8, 120), random_codes(DType::kInt8, {nn, k}, 2),

@@ -62,6 +62,36 @@ inline Tensor uniform_tensor(const Shape& shape, uint32_t seed, float lo, float 
   return t;
 }
 
+// Residual joins where a residual is still needed after a join (outputs y
+// and t): r is read again by an Add that needs s (the join of conv c2 and r),
+// and s is both the next joining conv's input and its residual. 4 channels,
+// 3x3 convs with pads 1; input x [N, 4, H, W].
+inline ir::Model residual_still_needed_model() {
+  ir::Model m;
+  m.opsets = {{"", 17}};
+  ir::Graph& g = m.graph;
+  g.inputs.push_back(float_info("x"));
+  g.outputs.push_back(float_info("y"));
+  g.outputs.push_back(float_info("t"));
+  auto conv = [&](const std::string& in, const std::string& out, int k) {
+    const std::string w = out + "_w", b = out + "_b";
+    g.initializers[w] = uniform_tensor({4, 4, 3, 3}, 20 + static_cast<uint32_t>(k), -0.3f, 0.3f);
+    g.initializers[b] = uniform_tensor({4}, 40 + static_cast<uint32_t>(k), -0.1f, 0.1f);
+    ir::Node n = op_node("Conv", {in, w, b}, out);
+    n.set_attr(ir::attr_ints("pads", {1, 1, 1, 1}));
+    return n;
+  };
+  g.nodes = {conv("x", "a", 1),
+             op_node("Relu", {"a"}, "r"),
+             conv("r", "c2", 2),
+             op_node("Add", {"c2", "r"}, "s"),
+             conv("s", "c3", 3),
+             op_node("Add", {"c3", "s"}, "y"),
+             op_node("Add", {"r", "s"}, "rs"),
+             conv("rs", "t", 4)};
+  return m;
+}
+
 // Three well-separated classes in `dim` features (class c lights every third
 // feature from c), plus Gaussian noise: a data set small nets learn fast.
 inline data::Dataset blobs(int64_t n, int64_t dim, uint32_t seed, float noise_sd = 0.3f) {
