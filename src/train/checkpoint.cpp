@@ -68,7 +68,6 @@ Expected<std::optional<TrainState>> take_train_state(ir::Model& model) {
   s.epoch = static_cast<int64_t>(epoch);
   s.step = static_cast<int64_t>(step);
   QTK_ASSIGN_OR_RETURN(s.optimizer.kind, parse_optimizer(meta[kOptimizer]));
-  s.optimizer.steps = s.step;
   for (const auto& name : buffers) {
     const Tensor* t = model.graph.find_initializer(name);
     if (t->dtype() != DType::kFloat32)

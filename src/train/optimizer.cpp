@@ -49,6 +49,8 @@ void Optimizer::update(Param& p, size_t i, int64_t b, int64_t e, float lr, doubl
   const float* g = p.grad.data<float>();
   float* m = m_[i].data();
   const float wd = p.decay ? cfg_.weight_decay : 0.f;
+  if (!cfg_.lr_factor.empty())
+    if (auto it = cfg_.lr_factor.find(p.name); it != cfg_.lr_factor.end()) lr *= it->second;
   if (cfg_.kind == OptimizerKind::kSgd) {
     // torch.optim.SGD: the first step seeds the buffer with the gradient.
     for (int64_t j = b; j < e; ++j) {
@@ -71,7 +73,6 @@ void Optimizer::update(Param& p, size_t i, int64_t b, int64_t e, float lr, doubl
 OptimizerState Optimizer::state(const std::vector<Param>& params) const {
   OptimizerState s;
   s.kind = cfg_.kind;
-  s.steps = t_;
   if (m_.size() != params.size()) return s;  // no step taken yet
   for (size_t i = 0; i < params.size(); ++i) {
     s.m[params[i].name] = m_[i];
@@ -80,15 +81,15 @@ OptimizerState Optimizer::state(const std::vector<Param>& params) const {
   return s;
 }
 
-Status Optimizer::restore(const OptimizerState& s, const std::vector<Param>& params) {
+Status Optimizer::restore(const OptimizerState& s, const std::vector<Param>& params, int64_t steps) {
   auto name = [](OptimizerKind k) { return k == OptimizerKind::kSgd ? "sgd" : "adamw"; };
   if (s.kind != cfg_.kind)
     return invalid_argument(std::string("optimizer state is for ") + name(s.kind) + ", not " + name(cfg_.kind));
-  if (s.steps < 0) return invalid_argument("optimizer state has a negative step count");
+  if (steps < 0) return invalid_argument("optimizer state has a negative step count");
   m_.clear();
   v_.clear();
-  t_ = s.steps;
-  if (s.steps == 0 && s.m.empty() && s.v.empty()) return Status::Ok();
+  t_ = steps;
+  if (steps == 0 && s.m.empty() && s.v.empty()) return Status::Ok();
   const bool adamw = cfg_.kind == OptimizerKind::kAdamW;
   if (s.m.size() != params.size() || (adamw && s.v.size() != params.size()))
     return invalid_argument("optimizer state holds buffers for " + std::to_string(s.m.size()) +

@@ -26,15 +26,17 @@ struct OptimizerConfig {
   // SGD: L2 added to the gradient (torch.optim.SGD); AdamW: decoupled,
   // w *= 1 - lr * wd (torch.optim.AdamW). Only params with decay = true.
   float weight_decay = 0.f;
+  // Per-param learning-rate factors by name (1 for params not listed): QAT
+  // gives its quantization scales their own rate (0 keeps them fixed).
+  std::map<std::string, float> lr_factor;
 };
 
-// What an optimizer carries from one step to the next (for checkpoints):
-// the step count (AdamW's bias correction; SGD seeds its buffer on step 1)
-// and the buffers of every param by name: SGD's momentum in m, AdamW's
-// first and second moments in m and v. Empty maps before the first step.
+// What an optimizer carries from one step to the next (for checkpoints),
+// besides its step count (which TrainState::step holds): the buffers of
+// every param by name: SGD's momentum in m, AdamW's first and second moments
+// in m and v. Empty maps before the first step.
 struct OptimizerState {
   OptimizerKind kind = OptimizerKind::kAdamW;
-  int64_t steps = 0;
   std::map<std::string, std::vector<float>> m, v;
 };
 
@@ -45,12 +47,14 @@ class Optimizer {
   // Elements are independent, so splitting them over `pool` gives the same
   // values as one thread.
   void step(std::vector<Param>& params, float lr, rt::ThreadPool* pool = nullptr);
+  // Steps taken: AdamW's bias correction; SGD seeds its buffer on step 1.
   int64_t steps() const { return t_; }
   // The buffers of `params` (the list step() is given) and their
-  // restoration; restore fails naming the param when the state was written
-  // by the other optimizer kind or does not match a param's name or size.
+  // restoration after `steps` steps; restore fails naming the param when the
+  // state was written by the other optimizer kind or does not match a
+  // param's name or size.
   OptimizerState state(const std::vector<Param>& params) const;
-  Status restore(const OptimizerState& s, const std::vector<Param>& params);
+  Status restore(const OptimizerState& s, const std::vector<Param>& params, int64_t steps);
 
  private:
   OptimizerConfig cfg_;

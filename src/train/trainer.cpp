@@ -163,12 +163,12 @@ Expected<TrainReport> train_classifier(TrainGraph& graph, const data::Dataset& t
     if (r->epoch < 1 || r->epoch >= o.epochs)
       return invalid_argument("cannot resume after epoch " + std::to_string(r->epoch) + " of a run of " +
                               std::to_string(o.epochs) + " epochs");
-    if (r->step != r->epoch * steps_per_epoch || r->optimizer.steps != r->step)
+    if (r->step != r->epoch * steps_per_epoch)
       return invalid_argument("the checkpoint took " + std::to_string(r->step) + " steps in " +
                               std::to_string(r->epoch) + " epochs; this run takes " +
                               std::to_string(steps_per_epoch) +
                               " per epoch (resume with the data and batch size it was written with)");
-    QTK_RETURN_IF_ERROR(opt.restore(r->optimizer, graph.params()));
+    QTK_RETURN_IF_ERROR(opt.restore(r->optimizer, graph.params(), r->step));
     rng = Rng(r->rng);
     step = r->step;
     first_epoch = r->epoch + 1;

@@ -29,7 +29,7 @@ struct EpochStats {
 // statistics, enough to continue it exactly as if it had not stopped.
 struct TrainState {
   int64_t epoch = 0;  // epochs completed
-  int64_t step = 0;   // optimizer steps taken (the schedule's position)
+  int64_t step = 0;   // optimizer steps taken (the schedule's position and the optimizer's count)
   uint64_t rng = 0;   // state of the shuffling and augmentation generator
   OptimizerState optimizer;
 };

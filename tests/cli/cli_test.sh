@@ -559,10 +559,11 @@ if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "$
   [ "$rc" -eq 0 ] || fail "qat W4A4 on the MLP: exit $rc, stderr: $(cat "$TMP/err")"
   json_check "qat reports PTQ and QAT accuracy" "$TMP/out" 'j.ptq_accuracy > 0.7 && j.qat_accuracy > 0.7 &&
      j.history.length === 1 && j.format === "qdq" && j.weights === "int4" && Math.abs(j.lr - 1e-4) < 1e-7 &&
-     j.teacher === "self" && j.alpha === 1 && j.temperature === 4 && j.warmup_steps === 0'
+     j.teacher === "self" && j.alpha === 1 && j.temperature === 4 && j.warmup_steps === 0 && j.scale_lr === 0'
   # 10% held out by default; the written weights do at least as well there as PTQ's.
   json_check "qat picks the weights on held-out samples" "$TMP/out" 'j.holdout === 100 && j.samples === 900 &&
      j.selected_epoch >= 0 && j.selected_epoch <= 1 && j.holdout_accuracy >= j.holdout_ptq_accuracy &&
+     j.holdout_float_accuracy > 0.7 &&
      j.history[0].holdout_accuracy >= 0 && !("val_accuracy" in j.history[0]) &&
      (j.selected_epoch === 0 || j.holdout_z >= 1.645) && j.holdout_best_epoch === 1 &&
      j.holdout_wins + j.holdout_losses <= 100'
@@ -573,7 +574,7 @@ if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "$
   [ "$rc" -eq 0 ] || fail "qat --calib fashion-mnist:test: exit $rc, stderr: $(cat "$TMP/err")"
   json_check "qat calibrates on --calib" "$TMP/out" 'j.calib === "fashion-mnist:test" && j.calib_samples === 100 &&
      j.samples === 300 && j.holdout === 0 && !("selected_epoch" in j) && Math.abs(j.lr - 1e-3) < 1e-7 &&
-     !("teacher" in j) && j.warmup_steps === 2'
+     !("teacher" in j) && j.warmup_steps === 2 && j.scale_lr === 1'
   expect_error "qat: --holdout takes every sample" 2 "leaves nothing to train on" qat "$MLP" -o "$QA/h.onnx" \
     --data fashion-mnist:train --limit 100 --holdout 100
   expect_error "qat: --calib array of the wrong shape" 1 "x_shape.npy" qat "$MLP" -o "$QA/calib2.onnx" \
@@ -581,13 +582,15 @@ if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "$
   expect_error "qat: output exists" 1 "already exists" qat "$MLP" -o "$QA/q.onnx" --data fashion-mnist:train
   checks=$((checks + 1))
   run_qtk qat "$MLP" -o "$QA/kd.onnx" --data fashion-mnist:train --limit 500 --epochs 1 --weights int4 \
-    --method rtn --calib-samples 64 --teacher self --alpha 0.7 --json
+    --method rtn --calib-samples 64 --teacher self --alpha 0.7 --scale-lr 0.5 --json
   [ "$rc" -eq 0 ] || fail "qat --teacher self: exit $rc, stderr: $(cat "$TMP/err")"
-  json_check "qat reports its teacher" "$TMP/out" 'j.teacher === "self" && Math.abs(j.alpha - 0.7) < 1e-6'
+  json_check "qat reports its teacher" "$TMP/out" 'j.teacher === "self" && Math.abs(j.alpha - 0.7) < 1e-6 && j.scale_lr === 0.5'
 fi
 expect_error "qat: --alpha with --teacher none" 2 "--teacher none" qat "$MLP" -o "$QA/x.onnx" \
   --data fashion-mnist:train --teacher none --alpha 0.5
 expect_error "qat: --warmup above 1" 2 "--warmup" qat "$MLP" -o "$QA/x.onnx" --data fashion-mnist:train --warmup 2
+expect_error "qat: negative --scale-lr" 2 "--scale-lr" qat "$MLP" -o "$QA/x.onnx" --data fashion-mnist:train \
+  --scale-lr -1
 
 # Pruning and weight clustering.
 P="$TMP/prune"

@@ -69,6 +69,29 @@ TEST(TrainOptimizer, NoDecayParamsKeepTheirValueWithZeroGrad) {
   EXPECT_EQ(ps[0].value.data<float>()[0], 3.f);
 }
 
+TEST(TrainOptimizer, LrFactorScalesOneParamsSteps) {
+  for (OptimizerKind kind : {OptimizerKind::kSgd, OptimizerKind::kAdamW}) {
+    OptimizerConfig cfg;
+    cfg.kind = kind;
+    cfg.weight_decay = 0.1f;
+    cfg.lr_factor = {{"half", 0.5f}, {"frozen", 0.f}};
+    Optimizer opt(cfg);
+    std::vector<Param> ps;
+    for (const char* name : {"w", "half", "frozen"}) {
+      ps.push_back(one_param(1.f)[0]);
+      ps.back().name = name;
+      ps.back().grad.data<float>()[0] = 0.4f;
+    }
+    opt.step(ps, 0.1f);
+    const float full = 1.f - ps[0].value.data<float>()[0];
+    EXPECT_GT(full, 0.f);
+    // One step from the same start and gradient: the move (weight decay
+    // included) is linear in the lr, so half the factor moves half as far.
+    EXPECT_NEAR(1.f - ps[1].value.data<float>()[0], 0.5f * full, 1e-6f) << static_cast<int>(kind);
+    EXPECT_EQ(ps[2].value.data<float>()[0], 1.f) << static_cast<int>(kind);  // neither gradient nor decay moves it
+  }
+}
+
 TEST(TrainOptimizer, Schedules) {
   EXPECT_FLOAT_EQ(scheduled_lr(ScheduleKind::kConstant, 0.1f, 7, 10), 0.1f);
   EXPECT_FLOAT_EQ(scheduled_lr(ScheduleKind::kCosine, 0.1f, 0, 10), 0.1f);

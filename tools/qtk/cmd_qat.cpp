@@ -64,6 +64,8 @@ constexpr OptionSpec kOptions[] = {
     {"--temperature", "T", "softmax temperature of the teacher's soft targets (default 4)"},
     {"--alpha", "A", "weight of the teacher's soft targets, 1 - A on the labels (default 1: the teacher alone)"},
     {"--warmup", "F", "fraction of the steps over which the learning rate ramps up linearly (default 0)"},
+    {"--scale-lr", "F", "learning rate of the weight and activation scales as a fraction of --lr (LSQ); 0 keeps "
+                        "the PTQ scales (default 1 for 2-bit weights, else 0)"},
     QTK_QUANT_SCHEME_OPTIONS,
     QTK_QUANT_EXPORT_OPTIONS,
     {"--threads", "N", "threads for the kernels (default: physical cores)"},
@@ -147,6 +149,13 @@ Outcome run_qat(const ParsedArgs& args) {
   if (quant::traits(cfg.weight_format).bits <= 2) o.lr = 1e-3f;
   double lr = o.lr;
   QTK_CLI_RETURN_IF_FAILED(real_option(args, "--lr", 1e-12, 1e6, lr));
+  // Learned scales (LSQ) help where the weights are coarsest and hurt at
+  // W4A4: with them, resnet20 W4A4's held-out accuracy fell after the first
+  // epoch and no epoch beat PTQ; with PTQ's scales kept it beat PTQ beyond
+  // chance (z 2.83). With 2-bit weights, keeping PTQ's scales lost 0.7 test
+  // points on mobilenetv2_fm W2A8 (README, QAT section).
+  double scale_lr = quant::traits(cfg.weight_format).bits <= 2 ? 1.0 : 0.0;
+  QTK_CLI_RETURN_IF_FAILED(real_option(args, "--scale-lr", 0, 1e3, scale_lr));
   o.lr = static_cast<float>(lr);
   // Distillation from the float model by default: the quantized model's
   // target is the float model's function, not the labels the float model
@@ -219,9 +228,18 @@ Outcome run_qat(const ParsedArgs& args) {
   if (!qat.ok()) return Outcome::failure(qat.status().with_context("preparing QAT"));
   auto graph = train::TrainGraph::create(qat->model);
   if (!graph.ok()) return Outcome::failure(graph.status().with_context("preparing QAT"));
+  for (const auto& t : qat->tensors)
+    if (t.kind != train::QatTensor::Kind::kBias && scale_lr != 1.0)
+      o.optimizer.lr_factor[t.scale] = static_cast<float>(scale_lr);
 
   rt::ThreadPool pool(static_cast<int>(threads));
   o.pool = &pool;
+  // The float model's held-out accuracy: what distillation from it aims at.
+  double float_holdout = -1;
+  if (holdout > 0) {
+    QTK_CLI_ASSIGN_OR_FAIL(std::vector<uint8_t> fc, train::correct_predictions(*float_graph, holdout_ds, 256, &pool));
+    float_holdout = train::share_correct(fc);
+  }
   // Knowledge distillation: the quantized student learns from the float
   // model itself ('self') or another float model.
   std::optional<train::TrainGraph> teacher_graph;
@@ -260,7 +278,8 @@ Outcome run_qat(const ParsedArgs& args) {
   if (holdout > 0) {
     QTK_CLI_ASSIGN_OR_FAIL(ptq_correct, train::correct_predictions(*graph, holdout_ds, 256, &pool));
     best_holdout = train::share_correct(ptq_correct);
-    std::fprintf(stderr, "PTQ: held-out accuracy %.4f (%lld samples)\n", best_holdout, static_cast<long long>(holdout));
+    std::fprintf(stderr, "PTQ: held-out accuracy %.4f (float %.4f, %lld samples)\n", best_holdout, float_holdout,
+                 static_cast<long long>(holdout));
   }
   const double ptq_holdout = best_holdout;
   double candidate_holdout = -1;
@@ -331,7 +350,7 @@ Outcome run_qat(const ParsedArgs& args) {
         ptq->report.method);
     w.key("format").value(qoperator ? "qoperator" : "qdq");
     w.key("epochs").value(static_cast<int64_t>(report->epochs.size())).key("lr").value(static_cast<double>(o.lr));
-    w.key("warmup_steps").value(o.warmup_steps);
+    w.key("warmup_steps").value(o.warmup_steps).key("scale_lr").value(scale_lr);
     w.key("seconds").value(seconds);
     if (teacher_spec)
       w.key("teacher").value(*teacher_spec).key("temperature").value(static_cast<double>(o.kd_temperature)).key(
@@ -339,8 +358,8 @@ Outcome run_qat(const ParsedArgs& args) {
     if (val_spec) w.key("val").value(*val_spec).key("ptq_accuracy").value(ptq_acc).key("qat_accuracy").value(qat_acc);
     w.key("holdout").value(holdout);
     if (holdout > 0)
-      w.key("holdout_ptq_accuracy").value(ptq_holdout).key("holdout_accuracy").value(best_holdout).key(
-          "selected_epoch").value(best_epoch).key("holdout_best_epoch").value(candidate_epoch).key(
+      w.key("holdout_float_accuracy").value(float_holdout).key("holdout_ptq_accuracy").value(ptq_holdout).key(
+          "holdout_accuracy").value(best_holdout).key("selected_epoch").value(best_epoch).key("holdout_best_epoch").value(candidate_epoch).key(
           "holdout_wins").value(vs_ptq.wins).key("holdout_losses").value(vs_ptq.losses).key("holdout_z").value(
           vs_ptq.z);
     w.key("history").begin_array();
@@ -357,8 +376,8 @@ Outcome run_qat(const ParsedArgs& args) {
                      std::to_string(train_ds.labels.size()) + " samples)\n";
   text += "calibrated  on " + std::to_string(calibrated_on) + " samples of " + calib_source + "\n";
   text += "scheme      " + st.weights + " weights, " + st.activations + " activations, " + ptq->report.method + "\n";
-  std::snprintf(buf, sizeof buf, "trained     %lld epochs, lr %g, %.1f s\n",
-                static_cast<long long>(report->epochs.size()), static_cast<double>(o.lr), seconds);
+  std::snprintf(buf, sizeof buf, "trained     %lld epochs, lr %g (scales %g x lr), %.1f s\n",
+                static_cast<long long>(report->epochs.size()), static_cast<double>(o.lr), scale_lr, seconds);
   text += buf;
   if (holdout > 0) {
     if (best_epoch > 0)
@@ -399,9 +418,10 @@ const CommandSpec kQatCommand = {
     "quantization-aware training: quantize, then fine-tune with fake quantization",
     "Quantizes the float ONNX MODEL like qtk quantize (calibrating on --calib, as qtk quantize\n"
     "does, or else on a fixed subset of the --data images), then fine-tunes it with fake\n"
-    "quantization: weights start from the PTQ-rounded values,\n"
-    "every weight and activation scale is learned (LSQ), biases train in float and are re-quantized\n"
-    "to int32 at s_x*s_w. BatchNormalization is folded before quantization (frozen statistics).\n"
+    "quantization: weights start from the PTQ-rounded values and biases train in float (re-quantized\n"
+    "to int32 at s_x*s_w); the weight and activation scales are learned (LSQ) for 2-bit weights and\n"
+    "keep their PTQ values otherwise (--scale-lr). BatchNormalization is folded before quantization\n"
+    "(frozen statistics).\n"
     "By default the quantized model learns from its own float version (knowledge distillation,\n"
     "KL at temperature 4, --teacher self); --teacher T.onnx names another float model, --teacher\n"
     "none trains on the labels. A held-out part of --data (--holdout) picks the weights written:\n"
