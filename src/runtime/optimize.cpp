@@ -187,9 +187,61 @@ Expected<int> fuse_conv_epilogues(ir::Model& m) {
   return fused;
 }
 
+Expected<int> fuse_matmul_bias(ir::Model& m) {
+  ir::Graph& g = m.graph;
+  QTK_RETURN_IF_ERROR(ir::topological_sort(g));
+  auto reads = ir::count_reads(g);
+  std::unordered_map<std::string, size_t> producer;
+  for (size_t i = 0; i < g.nodes.size(); ++i)
+    for (const auto& o : g.nodes[i].outputs)
+      if (!o.empty()) producer[o] = i;
+  std::vector<bool> erase(g.nodes.size(), false);
+  int fused = 0;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const ir::Node& add = g.nodes[i];
+    if (add.op_type != "Add" || !ir::is_default_domain(add.domain) || add.inputs.size() != 2 ||
+        add.outputs.size() != 1 || add.outputs[0].empty())
+      continue;
+    for (int k = 0; k < 2; ++k) {
+      const std::string& y = add.inputs[k];
+      const Tensor* bias = g.find_initializer(add.inputs[1 - k]);
+      auto it = producer.find(y);
+      if (bias == nullptr || y.empty() || it == producer.end() || erase[it->second] || reads[y] != 1) continue;
+      ir::Node& mm = g.nodes[it->second];
+      if (mm.op_type != "MatMul" || !ir::is_default_domain(mm.domain) || mm.inputs.size() != 2 ||
+          mm.outputs.size() != 1)
+        continue;
+      const Tensor* b = g.find_initializer(mm.inputs[1]);
+      if (b == nullptr || b->dtype() != DType::kFloat32 || b->rank() != 2 || bias->dtype() != DType::kFloat32 ||
+          bias->rank() != 1 || bias->numel() != b->dim(1))  // [N]: the product's shape stays
+        continue;
+      mm.inputs.push_back(add.inputs[1 - k]);
+      mm.set_attr(ir::attr_int(kFusedBiasAttr, 1));
+      const std::string old = mm.outputs[0];
+      mm.outputs[0] = add.outputs[0];
+      producer[mm.outputs[0]] = it->second;
+      std::erase_if(g.value_infos, [&](const ir::ValueInfo& v) { return v.name == old; });
+      producer.erase(old);
+      erase[i] = true;
+      ++fused;
+      break;
+    }
+  }
+  if (fused > 0) {
+    std::vector<ir::Node> kept;
+    kept.reserve(g.nodes.size());
+    for (size_t i = 0; i < g.nodes.size(); ++i)
+      if (!erase[i]) kept.push_back(std::move(g.nodes[i]));
+    g.nodes = std::move(kept);
+    QTK_RETURN_IF_ERROR(ir::topological_sort(g));
+  }
+  return fused;
+}
+
 Status optimize_for_session(ir::Model& m) {
   QTK_RETURN_IF_ERROR(optimize_model(m));
-  return fuse_conv_epilogues(m).status();
+  QTK_RETURN_IF_ERROR(fuse_conv_epilogues(m).status());
+  return fuse_matmul_bias(m).status();
 }
 
 }  // namespace qtk::rt

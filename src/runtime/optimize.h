@@ -74,6 +74,18 @@ inline constexpr const char* kFusedPoolAttr = "qtk_fused_max_pool_2x2";
 // graph sorted.
 Expected<int> fuse_conv_epilogues(ir::Model& m);
 
+// A float MatMul that absorbed the Add of a constant bias after it (see
+// fuse_matmul_bias): input 2 (N values, broadcast over the rows) is added
+// to each row of the product, bit for bit the separate Add.
+inline constexpr const char* kFusedBiasAttr = "qtk_fused_bias";
+
+// Folds into a MatMul (default domain) with a constant 2-D float B [K, N],
+// whose output nobody else reads, the Add that follows it when the Add's
+// other operand is a float constant of shape [N] (Linear's bias). The
+// MatMul takes the Add's output name. Returns the number folded; leaves the
+// graph sorted.
+Expected<int> fuse_matmul_bias(ir::Model& m);
+
 // What Session::create runs: optimize_model, then the session-only fusions.
 Status optimize_for_session(ir::Model& m);
 

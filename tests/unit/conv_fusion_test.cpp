@@ -276,6 +276,50 @@ TEST(ConvFusion, LeavesSharedOutputsAndRuntimeBoundsAlone) {
   EXPECT_EQ(fused_count(b.m), 0);
 }
 
+// MatMul + Add of a constant [N] bias (Linear layers on 3-D activations):
+// the bias added to the product's rows inside the MatMul, bit for bit the
+// Add, either operand order. Not fused: a [1, N] bias (it could change the
+// product's shape), a runtime addend, a product read twice.
+TEST(ConvFusion, MatMulBiasMatchesSeparateOps) {
+  Builder b;
+  b.input("x");
+  b.input("runtime");
+  b.node("MatMul", {"x", b.weight("w0", {12, 20})}, "m0");
+  b.node("Add", {"m0", b.weight("b0", {20})}, "a0");
+  b.node("MatMul", {"a0", b.weight("w1", {20, 8})}, "m1");
+  b.node("Add", {b.weight("b1", {8}), "m1"}, "a1");  // bias first
+  b.node("MatMul", {"a1", b.weight("w2", {8, 8})}, "m2");
+  b.node("Add", {"m2", b.weight("b2", {1, 8})}, "a2");  // [1, N]: left alone
+  b.node("MatMul", {"a2", b.weight("w3", {8, 8})}, "m3");
+  b.node("Add", {"m3", "runtime"}, "a3");  // runtime addend: left alone
+  b.node("MatMul", {"a3", b.weight("w4", {8, 8})}, "m4");
+  b.node("Add", {"m4", b.weight("b4", {8})}, "y");
+  b.node("Relu", {"m4"}, "r4");  // m4 read twice: left alone
+  b.output("y");
+  b.output("r4");
+  ir::Model m = b.m;
+  ASSERT_TRUE(rt::optimize_model(m).ok());
+  auto n = rt::fuse_matmul_bias(m);
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  EXPECT_EQ(*n, 2);
+  const Tensor x = input({3, 5, 12}, 29), addend = testing::uniform_tensor({8}, 31, -1.f, 1.f);
+  for (int threads : {1, 2}) {
+    SessionOptions fused_o, plain_o;
+    fused_o.threads = plain_o.threads = threads;
+    plain_o.optimize = false;
+    auto fused = Session::create(b.m, fused_o);
+    auto plain = Session::create(b.m, plain_o);
+    ASSERT_TRUE(fused.ok() && plain.ok());
+    auto a = (*fused)->run(std::vector<Tensor>{x, addend});
+    auto p = (*plain)->run(std::vector<Tensor>{x, addend});
+    ASSERT_TRUE(a.ok() && p.ok());
+    for (size_t i = 0; i < a->size(); ++i) {
+      ASSERT_EQ((*a)[i].shape(), (*p)[i].shape());
+      EXPECT_EQ(std::memcmp((*a)[i].raw(), (*p)[i].raw(), (*a)[i].nbytes()), 0) << "output " << i;
+    }
+  }
+}
+
 // Whole models (ResNet residual joins, MobileNetV2's Clip(0, 6) after
 // depthwise and pointwise Convs, the CNN): optimized first so that BN
 // folding is not what differs, then run with and without the fusion.

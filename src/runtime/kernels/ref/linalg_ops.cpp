@@ -10,6 +10,7 @@
 #include "runtime/kernels/ref/common.h"
 #include "runtime/kernels/ref/sgemm.h"
 #include "runtime/op_registry.h"
+#include "runtime/optimize.h"
 #include "runtime/thread_pool.h"
 
 namespace qtk::rt {
@@ -207,6 +208,23 @@ KernelFactory gemm_factory() {
 // column [K, 1], with that dim dropped from the result; leading (batch) dims
 // broadcast.
 
+// A fused bias (runtime/optimize.h kFusedBiasAttr): y's rows + bias, in
+// place, as the Add it replaces rounds them.
+Status add_fused_bias(const Tensor& bias, Tensor& y, ThreadPool* pool) {
+  const int64_t n = y.rank() > 0 ? y.shape().back() : 1;
+  if (bias.dtype() != DType::kFloat32 || y.dtype() != DType::kFloat32 || bias.numel() != n)
+    return invalid_argument("fused bias of shape " + shape_to_string(bias.shape()) + " (" +
+                            dtype_name(bias.dtype()) + ") does not fit the product " + shape_to_string(y.shape()));
+  const float* b = bias.data<float>();
+  float* yp = y.data<float>();
+  const int64_t rows = n > 0 ? y.numel() / n : 0;
+  pool->parallel_for(rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t j = 0; j < n; ++j) yp[r * n + j] = yp[r * n + j] + b[j];
+  }, std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(n, 1)));
+  return Status::Ok();
+}
+
 Status run_matmul(const PackedB& packed_b, KernelContext& ctx) {
   QTK_RETURN_IF_ERROR(expect_inputs(ctx, 2));
   const Tensor& A = ctx.input(0);
@@ -300,7 +318,13 @@ void register_linalg_ops(OpRegistry& r) {
     if (init.constant_input) {
       if (const Tensor* b = init.constant_input(1)) packed->pack(*b, false, init, 1);
     }
-    return make_fn_kernel([packed](KernelContext& ctx) { return run_matmul(*packed, ctx); });
+    if (init.node.attr_int(kFusedBiasAttr, 0) == 0)
+      return make_fn_kernel([packed](KernelContext& ctx) { return run_matmul(*packed, ctx); });
+    return make_fn_kernel([packed](KernelContext& ctx) -> Status {
+      if (!ctx.has_input(2)) return invalid_argument("fused MatMul has no bias (input 2)");
+      QTK_RETURN_IF_ERROR(run_matmul(*packed, ctx));
+      return add_fused_bias(ctx.input(2), ctx.outputs[0], ctx.pool);
+    });
   });
 }
 
