@@ -328,6 +328,9 @@ U8Layout u8_layout_of(const Geometry& g) {
 // Whether the vpdpbusd planes can take this plane (see above).
 bool u8_usable(const Geometry& g, const PlaneJob& job) {
   if (job.w_quads == nullptr || g.stride_w > 2 || g.dil_w != 1) return false;
+  // Padding bytes hold the zero point as an unsigned code: it must be one.
+  const int32_t zp_u8 = job.x_zero_point + (job.x_signed ? 128 : 0);
+  if (zp_u8 < 0 || zp_u8 > 255) return false;
   // sum x w over u8 x: |.| <= 255 * sum |w|, shifted by pre_shift, must not
   // wrap int32.
   const int64_t bound = 255 * job.w_abs_sum;

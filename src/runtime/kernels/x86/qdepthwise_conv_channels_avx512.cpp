@@ -57,8 +57,10 @@ bool prepare_channels(int64_t channels, int64_t k_h, int64_t k_w, const int32_t*
   out.kwq = kwq;
   out.blocks.assign(static_cast<size_t>(blocks), ChannelBlock{});
   out.quads.assign(static_cast<size_t>(blocks * kq * kChannelBlock), 0);
-  // In the unsigned codes, [0, 255].
+  // In the unsigned codes, [0, 255]: padding bytes hold it (a zero point
+  // outside its type's range would wrap there; the per-plane paths take it).
   const int64_t xzp = static_cast<int64_t>(x_zero_point) + (x_signed ? 128 : 0);
+  if (xzp < 0 || xzp > 255) return false;
   for (int64_t ch = 0; ch < channels; ++ch) {
     const int64_t b = ch / kChannelBlock, lane = ch % kChannelBlock;
     const ChannelParams& p = params[ch];
