@@ -98,41 +98,64 @@ bool is_plain_2x2_max_pool(const ir::Node& n) {
   return (auto_pad == "NOTSET" || auto_pad == "VALID") && n.attr_int("ceil_mode", 0) == 0;
 }
 
+// The session fusions' bookkeeping: who writes each value, how often it is
+// read, which nodes are folded away.
+struct Absorber {
+  ir::Graph& g;
+  std::unordered_map<std::string, int> reads;
+  std::unordered_map<std::string, size_t> producer;
+  std::vector<bool> erase;
+
+  explicit Absorber(ir::Graph& graph) : g(graph), reads(ir::count_reads(graph)), erase(graph.nodes.size(), false) {
+    for (size_t i = 0; i < g.nodes.size(); ++i)
+      for (const auto& o : g.nodes[i].outputs)
+        if (!o.empty()) producer[o] = i;
+  }
+  // The node writing x when x has that one reader (no graph output, no
+  // subgraph) and the node is not folded away; else null.
+  ir::Node* sole_producer(const std::string& x) {
+    auto it = producer.find(x);
+    if (x.empty() || it == producer.end() || erase[it->second] || reads[x] != 1) return nullptr;
+    return &g.nodes[it->second];
+  }
+  // p now writes node i's output, in its place; node i goes.
+  void absorb(ir::Node& p, size_t i) {
+    const std::string old = p.outputs[0];
+    p.outputs[0] = g.nodes[i].outputs[0];
+    producer[p.outputs[0]] = producer[old];
+    producer.erase(old);
+    std::erase_if(g.value_infos, [&](const ir::ValueInfo& v) { return v.name == old; });
+    erase[i] = true;
+  }
+  // Drops the folded nodes and sorts again (an absorbed operand may be
+  // written after the node that took it).
+  Status finish() {
+    std::vector<ir::Node> kept;
+    kept.reserve(g.nodes.size());
+    for (size_t i = 0; i < g.nodes.size(); ++i)
+      if (!erase[i]) kept.push_back(std::move(g.nodes[i]));
+    g.nodes = std::move(kept);
+    return ir::topological_sort(g);
+  }
+};
+
 }  // namespace
 
 Expected<int> fuse_conv_epilogues(ir::Model& m) {
   ir::Graph& g = m.graph;
   QTK_RETURN_IF_ERROR(ir::topological_sort(g));
-  auto reads = ir::count_reads(g);
-  std::unordered_map<std::string, size_t> producer;
-  for (size_t i = 0; i < g.nodes.size(); ++i)
-    for (const auto& o : g.nodes[i].outputs)
-      if (!o.empty()) producer[o] = i;
+  Absorber ab(g);
   const int64_t opset = m.opset("");
 
-  // The Conv that writes `x` and may absorb the node reading it: x read only
-  // once (not a graph output), and no clamp fused yet (the Add must come
-  // before the clamp, as the kernel applies them).
-  std::vector<bool> erase(g.nodes.size(), false);
+  // The Conv that writes `x` and may absorb the node reading it (x read only
+  // there); nothing may follow a fused pool.
   auto fusable_conv = [&](const std::string& x) -> ir::Node* {
-    auto it = producer.find(x);
-    if (x.empty() || it == producer.end() || erase[it->second] || reads[x] != 1) return nullptr;
-    ir::Node& c = g.nodes[it->second];
-    if (c.op_type != "Conv" || !ir::is_default_domain(c.domain) || c.outputs.size() != 1 || c.inputs.size() < 2 ||
-        c.has_attr(kFusedPoolAttr))
+    ir::Node* c = ab.sole_producer(x);
+    if (c == nullptr || c->op_type != "Conv" || !ir::is_default_domain(c->domain) || c->outputs.size() != 1 ||
+        c->inputs.size() < 2 || c->has_attr(kFusedPoolAttr))
       return nullptr;
-    return &c;
+    return c;
   };
-  // c now writes n's output, in n's place.
-  auto absorb = [&](ir::Node& c, size_t i) {
-    const std::string old = c.outputs[0];
-    c.outputs[0] = g.nodes[i].outputs[0];
-    producer[c.outputs[0]] = producer[old];
-    producer.erase(old);
-    std::erase_if(g.value_infos, [&](const ir::ValueInfo& v) { return v.name == old; });
-    erase[i] = true;
-  };
-
   int fused = 0;
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const ir::Node& n = g.nodes[i];
@@ -149,7 +172,7 @@ Expected<int> fuse_conv_epilogues(ir::Model& m) {
         c->inputs.resize(4);  // an absent bias stays ""
         c->inputs[3] = z;
         c->set_attr(ir::attr_int(kFusedAddAttr, 1));
-        absorb(*c, i);
+        ab.absorb(*c, i);
         ++fused;
         break;
       }
@@ -163,7 +186,7 @@ Expected<int> fuse_conv_epilogues(ir::Model& m) {
       if (!bounds) continue;
       c->set_attr(ir::attr_float(kFusedMinAttr, bounds->first));
       c->set_attr(ir::attr_float(kFusedMaxAttr, bounds->second));
-      absorb(*c, i);
+      ab.absorb(*c, i);
       ++fused;
       continue;
     }
@@ -171,31 +194,18 @@ Expected<int> fuse_conv_epilogues(ir::Model& m) {
       ir::Node* c = fusable_conv(n.inputs[0]);
       if (c == nullptr || c->attr_int("group", 1) != 1) continue;
       c->set_attr(ir::attr_int(kFusedPoolAttr, 1));
-      absorb(*c, i);
+      ab.absorb(*c, i);
       ++fused;
     }
   }
-  if (fused > 0) {
-    std::vector<ir::Node> kept;
-    kept.reserve(g.nodes.size());
-    for (size_t i = 0; i < g.nodes.size(); ++i)
-      if (!erase[i]) kept.push_back(std::move(g.nodes[i]));
-    g.nodes = std::move(kept);
-    // A fused Add's other operand may be written after the Conv.
-    QTK_RETURN_IF_ERROR(ir::topological_sort(g));
-  }
+  if (fused > 0) QTK_RETURN_IF_ERROR(ab.finish());
   return fused;
 }
 
 Expected<int> fuse_matmul_bias(ir::Model& m) {
   ir::Graph& g = m.graph;
   QTK_RETURN_IF_ERROR(ir::topological_sort(g));
-  auto reads = ir::count_reads(g);
-  std::unordered_map<std::string, size_t> producer;
-  for (size_t i = 0; i < g.nodes.size(); ++i)
-    for (const auto& o : g.nodes[i].outputs)
-      if (!o.empty()) producer[o] = i;
-  std::vector<bool> erase(g.nodes.size(), false);
+  Absorber ab(g);
   int fused = 0;
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const ir::Node& add = g.nodes[i];
@@ -203,38 +213,23 @@ Expected<int> fuse_matmul_bias(ir::Model& m) {
         add.outputs.size() != 1 || add.outputs[0].empty())
       continue;
     for (int k = 0; k < 2; ++k) {
-      const std::string& y = add.inputs[k];
       const Tensor* bias = g.find_initializer(add.inputs[1 - k]);
-      auto it = producer.find(y);
-      if (bias == nullptr || y.empty() || it == producer.end() || erase[it->second] || reads[y] != 1) continue;
-      ir::Node& mm = g.nodes[it->second];
-      if (mm.op_type != "MatMul" || !ir::is_default_domain(mm.domain) || mm.inputs.size() != 2 ||
-          mm.outputs.size() != 1)
+      ir::Node* mm = bias != nullptr ? ab.sole_producer(add.inputs[k]) : nullptr;
+      if (mm == nullptr || mm->op_type != "MatMul" || !ir::is_default_domain(mm->domain) || mm->inputs.size() != 2 ||
+          mm->outputs.size() != 1)
         continue;
-      const Tensor* b = g.find_initializer(mm.inputs[1]);
+      const Tensor* b = g.find_initializer(mm->inputs[1]);
       if (b == nullptr || b->dtype() != DType::kFloat32 || b->rank() != 2 || bias->dtype() != DType::kFloat32 ||
           bias->rank() != 1 || bias->numel() != b->dim(1))  // [N]: the product's shape stays
         continue;
-      mm.inputs.push_back(add.inputs[1 - k]);
-      mm.set_attr(ir::attr_int(kFusedBiasAttr, 1));
-      const std::string old = mm.outputs[0];
-      mm.outputs[0] = add.outputs[0];
-      producer[mm.outputs[0]] = it->second;
-      std::erase_if(g.value_infos, [&](const ir::ValueInfo& v) { return v.name == old; });
-      producer.erase(old);
-      erase[i] = true;
+      mm->inputs.push_back(add.inputs[1 - k]);
+      mm->set_attr(ir::attr_int(kFusedBiasAttr, 1));
+      ab.absorb(*mm, i);
       ++fused;
       break;
     }
   }
-  if (fused > 0) {
-    std::vector<ir::Node> kept;
-    kept.reserve(g.nodes.size());
-    for (size_t i = 0; i < g.nodes.size(); ++i)
-      if (!erase[i]) kept.push_back(std::move(g.nodes[i]));
-    g.nodes = std::move(kept);
-    QTK_RETURN_IF_ERROR(ir::topological_sort(g));
-  }
+  if (fused > 0) QTK_RETURN_IF_ERROR(ab.finish());
   return fused;
 }
 
