@@ -27,8 +27,8 @@
 #include "runtime/kernels/ref/elementwise_common.h"
 #include "runtime/kernels/ref/depthwise_plane.h"
 #include "runtime/kernels/ref/im2col.h"
-#include "runtime/kernels/ref/max_pool_2x2.h"
 #include "runtime/kernels/ref/sgemm.h"
+#include "runtime/kernels/x86/max_pool_2x2.h"
 #include "runtime/kernels/x86/sconv_depthwise.h"
 #include "runtime/kernels/x86/sconv_implicit_gemm.h"
 #include "runtime/op_registry.h"
@@ -139,7 +139,7 @@ Tensor max_pool_2x2_planes(const Tensor& y, ThreadPool* pool) {
   const float* src = y.data<float>();
   float* dst = out.data<float>();
   pool->parallel_for(planes, [&](int64_t b, int64_t e) {
-    for (int64_t pl = b; pl < e; ++pl) max_pool_2x2_plane(h, w, src + pl * h * w, dst + pl * (h / 2) * (w / 2));
+    x86::max_pool_2x2_planes_f32(src + b * h * w, e - b, h, w, dst + b * (h / 2) * (w / 2));
   }, work_grain(h * w));
   return out;
 }
@@ -527,8 +527,7 @@ Status ConvKernel::run(KernelContext& ctx) {
                                bias != nullptr ? bias + grp * Mg : nullptr, out, inner, path_);
       if (pool_per_task) {
         float* dst = pooled.data<float>() + n * M * pooled_plane;
-        for (int64_t pl = 0; pl < images * M; ++pl)
-          max_pool_2x2_plane(g.out[0], g.out[1], task_y + pl * P, dst + pl * pooled_plane);
+        x86::max_pool_2x2_planes_f32(task_y, images * M, g.out[0], g.out[1], dst);
       }
     }
   });

@@ -12,6 +12,7 @@
 #include "runtime/kernels/ref/common.h"
 #include "runtime/kernels/ref/im2col.h"
 #include "runtime/kernels/ref/max_pool_2x2.h"
+#include "runtime/kernels/x86/max_pool_2x2.h"
 #include "runtime/op_registry.h"
 #include "runtime/thread_pool.h"
 
@@ -240,7 +241,12 @@ Status run_pool(const PoolAttrs& a, KernelContext& ctx) {
     };
     if (a.kind == PoolKind::kMax && !want_indices && is_plain_2x2_pool(g)) {
       ctx.pool->parallel_for(planes, [&](int64_t b, int64_t e) {
-        for (int64_t pl = b; pl < e; ++pl) max_pool_2x2_plane(g.in[0], g.in[1], x + pl * in_plane, y + pl * out_plane);
+        if constexpr (std::is_same_v<T, float>) {
+          x86::max_pool_2x2_planes_f32(x + b * in_plane, e - b, g.in[0], g.in[1], y + b * out_plane);
+        } else {
+          for (int64_t pl = b; pl < e; ++pl)
+            max_pool_2x2_plane(g.in[0], g.in[1], x + pl * in_plane, y + pl * out_plane);
+        }
       }, planes_grain(out_plane * 4));
     } else if (a.kind == PoolKind::kMax && want_indices) planes_with(pool_plane<T, PoolKind::kMax, true>);
     else if (a.kind == PoolKind::kMax) planes_with(pool_plane<T, PoolKind::kMax, false>);
