@@ -239,6 +239,7 @@ struct ConvPlan {
   PaddedImage layout;  // layout.images images side by side
   std::vector<x86::SconvRun> runs;  // grid columns -> output positions
   std::vector<int64_t> tile_runs;
+  std::vector<int64_t> k_bounds;  // x86::sconv_k_blocks of the layout's offsets
 };
 
 // Grid columns the micro-kernels compute for a grid of `cols`: whole tiles
@@ -292,6 +293,7 @@ std::shared_ptr<const ConvPlan> make_conv_plan(Shape key, const ConvGeometry& g,
   for (size_t q = 0; q < out_off.size(); ++q)
     out_off[q] = static_cast<int64_t>(q) % l.images * y_image + static_cast<int64_t>(q) / l.images * l.ow_n;
   x86::sconv_grid_runs(l.row_off, out_off, l.ow_n, l.grid_cols, nr, plan->runs, plan->tile_runs);
+  x86::sconv_k_blocks(static_cast<int64_t>(l.k_off.size()), l.k_off.data(), nr, plan->k_bounds);
   return plan;
 }
 
@@ -491,7 +493,7 @@ Status ConvKernel::run(KernelContext& ctx) {
   // overwrite it).
   if (pool_per_task) {
     pooled = Tensor::uninitialized(DType::kFloat32, {N, M, g.out[0] / 2, g.out[1] / 2});
-  } else if (z != nullptr && ctx.input_reusable(3) && x86::sconv_single_k_block(K, layout.k_off.data(), nr)) {
+  } else if (z != nullptr && ctx.input_reusable(3) && plan->k_bounds.size() == 2) {
     Y = ctx.input(3);
     y = Y.data<float>();
   } else {
@@ -523,7 +525,7 @@ Status ConvKernel::run(KernelContext& ctx) {
       out.clamp = inline_clamp;
       out.lo = a.lo;
       out.hi = a.hi;
-      x86::sconv_implicit_gemm(Mg, gemm_cols, K, packed_w + grp * w_floats, {pad, layout.k_off.data(), nr},
+      x86::sconv_implicit_gemm(Mg, gemm_cols, K, packed_w + grp * w_floats, {pad, layout.k_off.data(), nr, &plan->k_bounds},
                                bias != nullptr ? bias + grp * Mg : nullptr, out, inner, path_);
       if (pool_per_task) {
         float* dst = pooled.data<float>() + n * M * pooled_plane;

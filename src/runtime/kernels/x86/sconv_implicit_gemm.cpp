@@ -335,10 +335,8 @@ void k_blocks(int64_t k, const int64_t* k_off, int64_t nr, std::vector<int64_t>&
 
 }  // namespace
 
-bool sconv_single_k_block(int64_t k, const int64_t* k_off, int64_t nr) {
-  std::vector<int64_t> bounds;
+void sconv_k_blocks(int64_t k, const int64_t* k_off, int64_t nr, std::vector<int64_t>& bounds) {
   k_blocks(k, k_off, nr, bounds);
-  return bounds.size() == 2;
 }
 
 SconvTile sconv_tile(SgemmPath path) {
@@ -393,8 +391,9 @@ void sconv_implicit_gemm(int64_t m, int64_t n, int64_t k, const float* packed_w,
   const TileKernel kern = tile_kernel(path);
   const int64_t mr = kern.mr, nr = kern.nr, tiles = (n + nr - 1) / nr;
   // Balanced K blocks (a packed K = 288 runs as 2 x 144, not 256 + 32).
-  std::vector<int64_t> bounds;
-  k_blocks(k, b.k_off, nr, bounds);
+  std::vector<int64_t> local;
+  if (b.k_bounds == nullptr) k_blocks(k, b.k_off, nr, local);
+  const std::vector<int64_t>& bounds = b.k_bounds != nullptr ? *b.k_bounds : local;
   const size_t kblocks = bounds.size() - 1;
   static const int64_t kNoTaps = 0;
   const bool has_epilogue = out.addend != nullptr || out.clamp;

@@ -41,6 +41,9 @@ struct SconvB {
   const float* base;
   const int64_t* k_off;  // K entries
   int64_t tile_stride;
+  // sconv_k_blocks of these offsets, when the caller keeps them (a conv
+  // plan); null: computed per call.
+  const std::vector<int64_t>* k_bounds = nullptr;
 };
 
 // Where column j of the product lands. Plain (runs == nullptr): at
@@ -68,10 +71,11 @@ struct SconvOut {
   float lo = 0.f, hi = 0.f;
 };
 
-// Whether sconv_implicit_gemm sums K in one block: each output value is then
-// written once, with its addend read just before at the same place, so the
-// output may overwrite the addend (a residual nobody reads later).
-bool sconv_single_k_block(int64_t k, const int64_t* k_off, int64_t nr);
+// The K blocks sconv_implicit_gemm sums in turn: their starts, then k. One
+// block (bounds.size() == 2): each output value is written once, with its
+// addend read just before at the same place, so the output may overwrite
+// the addend (a residual nobody reads later).
+void sconv_k_blocks(int64_t k, const int64_t* k_off, int64_t nr, std::vector<int64_t>& bounds);
 
 // The runs of a grid of grid_cols padded positions of which output row r is
 // positions [row_off[r], row_off[r] + row_len), written as output positions
