@@ -180,6 +180,16 @@ Shape conv_out(const ConvCase& c) {
   return out;
 }
 
+// The reference Conv of case c on x, w and b (b only when c.bias), with the
+// output spatial shape `out` (conv_out).
+std::vector<float> reference_conv(const ConvCase& c, const Tensor& x, const Tensor& w, const Tensor& b,
+                                  const Shape& out) {
+  const size_t r = c.x.size() - 2;
+  return ref_conv(x, w, c.bias ? b.data<float>() : nullptr, c.group,
+                  make_win(Shape(c.x.begin() + 2, c.x.end()), out, Shape(c.w.begin() + 2, c.w.end()), c.strides,
+                           c.dilations, Shape(c.pads.begin(), c.pads.begin() + r)));
+}
+
 TEST(ConvOps, ConvMatchesDirectLoopAcrossRanksGroupsAndThreads) {
   const ConvCase cases[] = {
       // 2-D, the CNN shapes: 3x3 pad 1, and a strided layer.
@@ -212,18 +222,14 @@ TEST(ConvOps, ConvMatchesDirectLoopAcrossRanksGroupsAndThreads) {
   for (const ConvCase& c : cases) {
     Tensor x = random_tensor(c.x, rng), w = random_tensor(c.w, rng), b = random_tensor({c.w[0]}, rng);
     const Shape out = conv_out(c);
-    const size_t r = c.x.size() - 2;
-    const Shape pb(c.pads.begin(), c.pads.begin() + r);
-    const Shape kernel(c.w.begin() + 2, c.w.end());
-    const std::vector<float> want =
-        ref_conv(x, w, c.bias ? b.data<float>() : nullptr, c.group, make_win(Shape(c.x.begin() + 2, c.x.end()), out,
-                                                                              kernel, c.strides, c.dilations, pb));
+    const std::vector<float> want = reference_conv(c, x, w, b, out);
     Shape y_shape = {c.x[0], c.w[0]};
     y_shape.insert(y_shape.end(), out.begin(), out.end());
     for (int threads : {1, 2, 3}) {
       std::vector<ir::Attribute> attrs = {attr_i("group", c.group), attr_ints("strides", c.strides),
                                           attr_ints("dilations", c.dilations), attr_ints("pads", c.pads)};
-      if (index % 2 == 0) attrs.push_back(attr_ints("kernel_shape", kernel));  // optional: inferred from W
+      // kernel_shape is optional: inferred from W.
+      if (index % 2 == 0) attrs.push_back(attr_ints("kernel_shape", Shape(c.w.begin() + 2, c.w.end())));
       auto res = c.bias ? run_node("Conv", {"x", "w", "b"}, {x, w, b}, attrs, 1, threads)
                         : run_node("Conv", {"x", "w"}, {x, w}, attrs, 1, threads);
       ASSERT_TRUE(res.ok()) << "case " << index << ": " << res.status().message();
@@ -252,11 +258,7 @@ TEST(ConvOps, ConvWithConstantWeightsMatchesDirectLoop) {
     if (index == 2) c = {{2, 16, 9, 9}, {20, 16, 1, 1}, 1, {1, 1}, {1, 1}, {0, 0, 0, 0}, false};  // pointwise
     Tensor x = random_tensor(c.x, rng), w = random_tensor(c.w, rng), b = random_tensor({c.w[0]}, rng);
     const Shape out = conv_out(c);
-    const Shape kernel(c.w.begin() + 2, c.w.end());
-    const std::vector<float> want =
-        ref_conv(x, w, c.bias ? b.data<float>() : nullptr, c.group,
-                 make_win(Shape(c.x.begin() + 2, c.x.end()), out, kernel, c.strides, c.dilations,
-                          Shape(c.pads.begin(), c.pads.begin() + 2)));
+    const std::vector<float> want = reference_conv(c, x, w, b, out);
     const Shape y_shape = {c.x[0], c.w[0], out[0], out[1]};
     const std::string what = "x " + shape_to_string(c.x) + " w " + shape_to_string(c.w) + " group " +
                              std::to_string(G) + " strides " + shape_to_string(c.strides) + " dilations " +
@@ -306,11 +308,7 @@ TEST(ConvOps, BatchOfSmallImagesMatchesImagesOneAtATime) {
                              shape_to_string(c.pads) + " bias " + std::to_string(c.bias);
     Tensor x = random_tensor(c.x, rng), w = random_tensor(c.w, rng), b = random_tensor({c.w[0]}, rng);
     const Shape out = conv_out(c);
-    const Shape kernel(c.w.begin() + 2, c.w.end());
-    const std::vector<float> want =
-        ref_conv(x, w, c.bias ? b.data<float>() : nullptr, c.group,
-                 make_win(Shape(c.x.begin() + 2, c.x.end()), out, kernel, c.strides, c.dilations,
-                          Shape(c.pads.begin(), c.pads.begin() + rank)));
+    const std::vector<float> want = reference_conv(c, x, w, b, out);
     Shape y_shape = {N, c.w[0]};
     y_shape.insert(y_shape.end(), out.begin(), out.end());
     const std::vector<ir::Attribute> attrs = {attr_i("group", c.group), attr_ints("strides", c.strides),
