@@ -44,7 +44,7 @@ constexpr int64_t kParallelMinMacs = 1 << 22;
 // Writes row i of a tile, spilled to acc[0:NR], through its runs: each
 // value's sum, then (last K block) + its addend and the clamp, stored once.
 // The addend is read before the value is stored: the output may be the
-// addend's storage (sconv_single_k_block).
+// addend's storage (sconv_k_blocks: one block).
 inline void store_runs(const float* acc, float* c, const SconvRun* runs, int nruns, const float* bias, int i,
                        bool accumulate, const Epilogue* epi, int64_t ldc) {
   const float b0 = bias != nullptr ? bias[i] : 0.f;
