@@ -136,6 +136,7 @@ struct Layout {
   int64_t hph = 0, wph = 0, plane = 0, phases = 1;
   int64_t bytes = 0;                // per (image, group) copy, slack included
   std::vector<int64_t> tap_offset;  // per k = (c, kh, kw)
+  std::vector<bool> read_phase;     // phases some tap reads (a 1x1 stride-2 conv: one of four)
 };
 
 Layout make_layout(const QconvGeometry& g) {
@@ -156,24 +157,27 @@ Layout make_layout(const QconvGeometry& g) {
   l.plane = l.hph * l.wph;
   l.phases = g.stride_h * g.stride_w;
   l.bytes = kSlack + l.phases * cg * l.plane + kSlack;
+  l.read_phase.assign(static_cast<size_t>(l.phases), false);
   for (int64_t c = 0; c < cg; ++c)
     for (int64_t kh = 0; kh < g.kernel_h; ++kh)
       for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
         const int64_t th = kh * g.dilation_h, tw = kw * g.dilation_w;
         const int64_t phase = (th % g.stride_h) * g.stride_w + tw % g.stride_w;
+        l.read_phase[static_cast<size_t>(phase)] = true;
         l.tap_offset[static_cast<size_t>((c * g.kernel_h + kh) * g.kernel_w + kw)] =
             kSlack + (phase * cg + c) * l.plane + (th / g.stride_h) * l.wph + tw / g.stride_w;
       }
   return l;
 }
 
-// The phase images of `channels` input planes (8-bit codes), pads = zero point.
+// The phase images of `channels` input planes (8-bit codes), pads = zero
+// point; phases no tap reads stay all zero point.
 void fill_phases(const QconvGeometry& g, const Layout& l, const uint8_t* x, int64_t channels, uint8_t pad,
                  uint8_t* dst) {
   std::memset(dst, pad, static_cast<size_t>(l.bytes));
   for (int64_t ph = 0; ph < g.stride_h; ++ph)
     for (int64_t pw = 0; pw < g.stride_w; ++pw)
-      for (int64_t c = 0; c < channels; ++c) {
+      for (int64_t c = 0; c < channels && l.read_phase[static_cast<size_t>(ph * g.stride_w + pw)]; ++c) {
         uint8_t* plane = dst + kSlack + ((ph * g.stride_w + pw) * channels + c) * l.plane;
         const uint8_t* src = x + c * g.in_h * g.in_w;
         // Phase columns col hold padded columns col*sw + pw = input column col*sw + pw - pad_left.

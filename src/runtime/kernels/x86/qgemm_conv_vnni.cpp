@@ -218,15 +218,19 @@ void qconv_vnni(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
   l.bytes = QconvQuadImage::front + l.phases * l.c4 * l.hph * l.wph * 4 + (l.wph + 2 * kQgemmNR) * 4 + 64;
   const int64_t kquads = g.kernel_h * g.kernel_w * l.c4;
   std::vector<int64_t> tap(static_cast<size_t>(kquads));
+  std::vector<bool> read_phases(static_cast<size_t>(l.phases));
   for (int64_t kh = 0; kh < g.kernel_h; ++kh)
     for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
       const int64_t th = kh * g.dilation_h, tw = kw * g.dilation_w;
       const int64_t phase = (th % g.stride_h) * g.stride_w + tw % g.stride_w;
+      read_phases.at(static_cast<size_t>(phase)) = true;
       for (int64_t cq = 0; cq < l.c4; ++cq)
         tap[static_cast<size_t>((kh * g.kernel_w + kw) * l.c4 + cq)] =
             QconvQuadImage::front + (((phase * l.c4 + cq) * l.hph + th / g.stride_h) * l.wph + tw / g.stride_w) * 4;
     }
 
+  for (int64_t p = 0; p < std::min<int64_t>(l.phases, 64); ++p)
+    if (!read_phases[static_cast<size_t>(p)]) l.unread_phases |= uint64_t{1} << p;
   const uint32_t zx = static_cast<uint32_t>(x_zero_point + (x_signed ? 128 : 0));
   std::vector<int32_t> row_const(static_cast<size_t>(g.out_c));
   bool col_sums = false;

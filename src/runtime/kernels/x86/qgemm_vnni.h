@@ -81,6 +81,9 @@ void qgemm_vnni(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const Qgem
 struct QconvQuadImage {
   static constexpr int64_t front = 64;
   int64_t hph = 0, wph = 0, c4 = 0, phases = 1, bytes = 0;
+  // Phases no tap reads (bit p: phase p, p < 64): left at the zero point,
+  // not filled from the input (a 1x1 stride-2 conv reads one of its four).
+  uint64_t unread_phases = 0;
 };
 void qconv_fill_quad_image(const QconvGeometry& g, const QconvQuadImage& l, const uint8_t* x, int64_t channels,
                            bool x_signed, uint8_t zero_point_u8, uint8_t* dst);

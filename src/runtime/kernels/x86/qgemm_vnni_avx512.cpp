@@ -258,6 +258,8 @@ QTK_VNNI void fill_quad_plane(const QconvGeometry& g, const QconvQuadImage& l, c
 
 QTK_VNNI void fill_quad_image(const QconvGeometry& g, const QconvQuadImage& l, const uint8_t* x, int64_t channels,
                               bool x_signed, uint8_t zp, uint8_t* dst) {
+  // All of it, unread phases too: with stride_w 1 a window past a plane's
+  // last row reads the next plane's first left pads.
   std::memset(dst, zp, static_cast<size_t>(l.bytes));
   const uint8_t flip = x_signed ? 0x80 : 0;
   const __m512i vflip = _mm512_set1_epi8(static_cast<char>(flip));
@@ -267,6 +269,8 @@ QTK_VNNI void fill_quad_image(const QconvGeometry& g, const QconvQuadImage& l, c
   const int64_t plane = l.hph * l.wph * 4, sw = g.stride_w, chw = g.in_h * g.in_w;
   for (int64_t ph = 0; ph < g.stride_h; ++ph)
     for (int64_t pw = 0; pw < sw; ++pw) {
+      const int64_t phase = ph * sw + pw;
+      if (phase < 64 && (l.unread_phases >> phase & 1) != 0) continue;
       const auto rspan = phase_span(g.pad_top, g.in_h, ph, g.stride_h, l.hph);
       const auto cspan = phase_span(g.pad_left, g.in_w, pw, sw, l.wph);
       for (int64_t cq = 0; cq < l.c4; ++cq) {
