@@ -192,20 +192,29 @@ QTK_VNNI void pack_panel_quads(const QconvQuadPanel& s, uint8_t* panel, int32_t*
   if (col_sum) _mm512_storeu_si512(col_sum, sum);
 }
 
+// Block t (1..3) of v replaced by x.
+QTK_VNNI inline __m512i insert_block(__m512i v, __m128i x, int t) {
+  return t == 1 ? _mm512_inserti32x4(v, x, 1) : t == 2 ? _mm512_inserti32x4(v, x, 2) : _mm512_inserti32x4(v, x, 3);
+}
+
+// Four channel rows of 16 pixels as the zmm's blocks -> 16 pixels of 4
+// bytes (interleave4's transpose).
+QTK_VNNI inline __m512i quads_by_pixel(__m512i v) {
+  const __m512i by_quad = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const __m512i by_pixel = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
+  return _mm512_shuffle_epi8(_mm512_permutexvar_epi32(by_quad, v), by_pixel);
+}
+
 // n (<= 16) pixels of 4 channel rows -> 4n bytes, 4 per pixel, each byte
 // xor `flip`: the rows as the zmm's four 128-bit blocks, a dword transpose
 // (block j: pixels 4j..4j+3 of every channel), then bytes regrouped by pixel
 // inside each block; one store.
 QTK_VNNI inline void interleave4(__m128i r0, __m128i r1, __m128i r2, __m128i r3, int64_t n, __m512i flip,
                                  uint8_t* dst) {
-  __m512i v = _mm512_inserti32x4(_mm512_castsi128_si512(r0), r1, 1);
-  v = _mm512_inserti32x4(_mm512_inserti32x4(v, r2, 2), r3, 3);
-  v = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), v);
-  const __m128i by_pixel = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-  v = _mm512_shuffle_epi8(v, _mm512_broadcast_i32x4(by_pixel));
-  v = _mm512_xor_si512(v, flip);
-  if (n == 16) _mm512_storeu_si512(dst, v);
-  else _mm512_mask_storeu_epi8(dst, (__mmask64{1} << (4 * n)) - 1, v);
+  const __m512i v = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(r0), r1, 1), r2, 2), r3, 3);
+  const __m512i q = _mm512_xor_si512(quads_by_pixel(v), flip);
+  if (n == 16) _mm512_storeu_si512(dst, q);
+  else _mm512_mask_storeu_epi8(dst, (__mmask64{1} << (4 * n)) - 1, q);
 }
 
 // Columns ic, ic + s, ..., ic + (n - 1)s of an input row (n <= 16, s = 1 or
@@ -239,10 +248,36 @@ QTK_VNNI void fill_quad_plane(const QconvGeometry& g, const QconvQuadImage& l, c
                               const int64_t* rs, int64_t ph, int64_t pw, std::pair<int64_t, int64_t> rspan,
                               std::pair<int64_t, int64_t> cspan, __m512i vflip, uint8_t* out) {
   const auto [col_begin, col_end] = cspan;
+  if (rspan.first >= rspan.second || col_begin >= col_end) return;
+  // The row pointers step by stride_h rows (no multiplications per row).
+  const int64_t ir0 = rspan.first * g.stride_h + ph - g.pad_top;
+  const uint8_t* row[4] = {rows[0] + ir0 * rs[0], rows[1] + ir0 * rs[1], rows[2] + ir0 * rs[2], rows[3] + ir0 * rs[3]};
+  const int64_t step[4] = {g.stride_h * rs[0], g.stride_h * rs[1], g.stride_h * rs[2], g.stride_h * rs[3]};
+  uint8_t* out_row = out + rspan.first * l.wph * 4;
+  const int64_t ic0 = col_begin * SW + pw - g.pad_left;
+  if (SW == 1 && col_end - col_begin <= 32) {
+    // Rows of at most 32 pixels (small planes): one or two chunks each,
+    // their masks fixed; the last chunk holds n pixels.
+    const int64_t width = col_end - col_begin, n = width > 16 ? width - 16 : width;
+    const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
+    const __mmask64 store = n == 16 ? ~__mmask64{0} : (__mmask64{1} << (4 * n)) - 1;
+    const int64_t last = width > 16 ? 16 : 0;  // the last chunk's first pixel
+    uint8_t* dst = out_row + col_begin * 4;
+    for (int64_t r = rspan.first; r < rspan.second; ++r) {
+      if (last != 0) {
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row[0] + ic0)));
+        for (int t = 1; t < 4; ++t) v = insert_block(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row[t] + ic0)), t);
+        _mm512_storeu_si512(dst, _mm512_xor_si512(quads_by_pixel(v), vflip));
+      }
+      __m512i v = _mm512_castsi128_si512(_mm_maskz_loadu_epi8(m, row[0] + ic0 + last));
+      for (int t = 1; t < 4; ++t) v = insert_block(v, _mm_maskz_loadu_epi8(m, row[t] + ic0 + last), t);
+      _mm512_mask_storeu_epi8(dst + last * 4, store, _mm512_xor_si512(quads_by_pixel(v), vflip));
+      for (int t = 0; t < 4; ++t) row[t] += step[t];
+      dst += l.wph * 4;
+    }
+    return;
+  }
   for (int64_t r = rspan.first; r < rspan.second; ++r) {
-    const int64_t ir = r * g.stride_h + ph - g.pad_top;
-    const uint8_t* row[4] = {rows[0] + ir * rs[0], rows[1] + ir * rs[1], rows[2] + ir * rs[2], rows[3] + ir * rs[3]};
-    uint8_t* out_row = out + r * l.wph * 4;
     for (int64_t col = col_begin; col < col_end; col += 16) {
       const int64_t n = std::min<int64_t>(16, col_end - col), ic = col * SW + pw - g.pad_left;
       __m128i v[4];
@@ -253,6 +288,8 @@ QTK_VNNI void fill_quad_plane(const QconvGeometry& g, const QconvQuadImage& l, c
       }
       interleave4(v[0], v[1], v[2], v[3], n, vflip, out_row + col * 4);
     }
+    for (int t = 0; t < 4; ++t) row[t] += step[t];
+    out_row += l.wph * 4;
   }
 }
 
