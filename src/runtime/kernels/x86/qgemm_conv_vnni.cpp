@@ -103,6 +103,7 @@ void qconv_vnni_direct(const QconvGeometry& g, const QconvQuadImage& l, const st
                        QgemmOutput out, size_t out_esize, ThreadPool* pool) {
   const int64_t pixels = g.out_h * g.out_w, ocg = g.out_c / g.group;
   if (fold_bias(out, groups[0].k, g.out_c, row_const)) out.bias = nullptr;
+  if (!tap_quads && qconv_vnni_images(g, l, xb, x_signed, zx, groups, row_const, out, pool)) return;
   const int64_t vpanels = (g.out_h * l.wph + kQgemmNR - 1) / kQgemmNR;
   const int64_t units = g.batch * g.group * vpanels, kquads = static_cast<int64_t>(tap.size());
   // Which of each panel's 16 virtual pixels are real, and the first one's index.
@@ -198,6 +199,24 @@ void qconv_vnni_direct(const QconvGeometry& g, const QconvQuadImage& l, const st
 
 }  // namespace
 
+std::vector<int64_t> qconv_quad_taps(const QconvGeometry& g, QconvQuadImage& l) {
+  std::vector<int64_t> tap(static_cast<size_t>(g.kernel_h * g.kernel_w * l.c4));
+  std::vector<bool> read_phases(static_cast<size_t>(l.phases));
+  for (int64_t kh = 0; kh < g.kernel_h; ++kh)
+    for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+      const int64_t th = kh * g.dilation_h, tw = kw * g.dilation_w;
+      const int64_t phase = (th % g.stride_h) * g.stride_w + tw % g.stride_w;
+      read_phases.at(static_cast<size_t>(phase)) = true;
+      for (int64_t cq = 0; cq < l.c4; ++cq)
+        tap[static_cast<size_t>((kh * g.kernel_w + kw) * l.c4 + cq)] =
+            QconvQuadImage::front + (((phase * l.c4 + cq) * l.hph + th / g.stride_h) * l.wph + tw / g.stride_w) * 4;
+    }
+  l.unread_phases = 0;
+  for (int64_t p = 0; p < std::min<int64_t>(l.phases, 64); ++p)
+    if (!read_phases[static_cast<size_t>(p)]) l.unread_phases |= uint64_t{1} << p;
+  return tap;
+}
+
 void qconv_vnni(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_point, const QconvWeights& w,
                 const QgemmOutput& out, ThreadPool* pool) {
   const int64_t pixels = g.out_h * g.out_w, panels = (pixels + kQgemmNR - 1) / kQgemmNR;
@@ -217,20 +236,7 @@ void qconv_vnni(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
   // direct path's virtual pixels past the last output row.
   l.bytes = QconvQuadImage::front + l.phases * l.c4 * l.hph * l.wph * 4 + (l.wph + 2 * kQgemmNR) * 4 + 64;
   const int64_t kquads = g.kernel_h * g.kernel_w * l.c4;
-  std::vector<int64_t> tap(static_cast<size_t>(kquads));
-  std::vector<bool> read_phases(static_cast<size_t>(l.phases));
-  for (int64_t kh = 0; kh < g.kernel_h; ++kh)
-    for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-      const int64_t th = kh * g.dilation_h, tw = kw * g.dilation_w;
-      const int64_t phase = (th % g.stride_h) * g.stride_w + tw % g.stride_w;
-      read_phases.at(static_cast<size_t>(phase)) = true;
-      for (int64_t cq = 0; cq < l.c4; ++cq)
-        tap[static_cast<size_t>((kh * g.kernel_w + kw) * l.c4 + cq)] =
-            QconvQuadImage::front + (((phase * l.c4 + cq) * l.hph + th / g.stride_h) * l.wph + tw / g.stride_w) * 4;
-    }
-
-  for (int64_t p = 0; p < std::min<int64_t>(l.phases, 64); ++p)
-    if (!read_phases[static_cast<size_t>(p)]) l.unread_phases |= uint64_t{1} << p;
+  const std::vector<int64_t> tap = qconv_quad_taps(g, l);
   const uint32_t zx = static_cast<uint32_t>(x_zero_point + (x_signed ? 128 : 0));
   std::vector<int32_t> row_const(static_cast<size_t>(g.out_c));
   bool col_sums = false;

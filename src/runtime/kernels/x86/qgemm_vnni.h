@@ -58,6 +58,21 @@ void qconv_vnni_ukernel_taps_panels(int panels, int rows, int64_t kquads, const 
 // qgemm_epilogue_avx2 on 16-lane registers (identical results).
 void qgemm_epilogue_avx512(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0, const QgemmOutput& out);
 
+// Where a conv panel's 16 lanes go when its pixels come from several images
+// or output rows (qconv_vnni_images): run r's lanes (the bits of mask[r]) of
+// output row m are stored at out.out + m·ldo + offset[r] + lane, offsets in
+// elements from image 0's start. The runs' lanes are disjoint.
+struct QconvLaneRuns {
+  static constexpr int kMax = 3;
+  int count = 0;
+  uint16_t mask[kMax] = {};
+  int64_t offset[kMax] = {};
+};
+// qgemm_epilogue_avx512 into those runs, for code output by row (convs) with
+// a per-row bias (bias_cs 0) or none.
+void qconv_epilogue_runs_avx512(const int32_t* acc, int mr, int64_t m0, const QconvLaneRuns& runs,
+                                const QgemmOutput& out);
+
 // Rows [m0, m0 + rows) of A as one tile of unsigned words (a' = a or a + 128);
 // row_sum[i] = Σ_k a' when row_sum is not null.
 void qgemm_vnni_pack_a_tile(const QgemmCodes& a, int64_t m0, int rows, int64_t k, uint32_t* tile,
@@ -85,8 +100,22 @@ struct QconvQuadImage {
   // not filled from the input (a 1x1 stride-2 conv reads one of its four).
   uint64_t unread_phases = 0;
 };
+// clear = false: dst's pads already hold the zero point (the caller cleared a
+// buffer holding several images side by side, qconv_vnni_images).
 void qconv_fill_quad_image(const QconvGeometry& g, const QconvQuadImage& l, const uint8_t* x, int64_t channels,
-                           bool x_signed, uint8_t zero_point_u8, uint8_t* dst);
+                           bool x_signed, uint8_t zero_point_u8, uint8_t* dst, bool clear = true);
+// The direct conv path (no weight zero points) with several images side by
+// side in each row of the quad image, on small planes where that uses more
+// of each panel's lanes (qgemm_conv_vnni_images.cpp); `single` is one
+// image's layout and row_const has the bias folded in when it could be.
+// false: not taken (geometry, output kind, or no gain), nothing done.
+bool qconv_vnni_images(const QconvGeometry& g, const QconvQuadImage& single, const uint8_t* xb, bool x_signed,
+                       uint8_t zx, const std::vector<QgemmQuadA>& groups, const std::vector<int32_t>& row_const,
+                       const QgemmOutput& out, ThreadPool* pool);
+
+// Tap quad q's byte offset in that copy (k = (kh, kw, channel quad)); sets
+// l.unread_phases.
+std::vector<int64_t> qconv_quad_taps(const QconvGeometry& g, QconvQuadImage& l);
 
 // Single-channel convs with stride 1 and no dilation read a different copy:
 // pixel i (o = i, in the layout above with c4 = 1, phases = 1) holds the 4

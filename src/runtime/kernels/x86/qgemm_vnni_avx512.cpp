@@ -294,10 +294,10 @@ QTK_VNNI void fill_quad_plane(const QconvGeometry& g, const QconvQuadImage& l, c
 }
 
 QTK_VNNI void fill_quad_image(const QconvGeometry& g, const QconvQuadImage& l, const uint8_t* x, int64_t channels,
-                              bool x_signed, uint8_t zp, uint8_t* dst) {
+                              bool x_signed, uint8_t zp, uint8_t* dst, bool clear) {
   // All of it, unread phases too: with stride_w 1 a window past a plane's
   // last row reads the next plane's first left pads.
-  std::memset(dst, zp, static_cast<size_t>(l.bytes));
+  if (clear) std::memset(dst, zp, static_cast<size_t>(l.bytes));
   const uint8_t flip = x_signed ? 0x80 : 0;
   const __m512i vflip = _mm512_set1_epi8(static_cast<char>(flip));
   // Absent channels (the last quad's) read this row: zp after the flip.
@@ -415,8 +415,7 @@ QTK_VNNI inline __m512i residual_half(__m512i x, __m512i y, const ResidualLanes&
   return _mm512_min_epi64(_mm512_max_epi64(_mm512_sra_epi64(s, p.n), p.lo), p.hi);
 }
 
-QTK_VNNI inline __m512i add_residual16(__m512i c, const uint8_t* res, __mmask16 keep, const ResidualLanes& p) {
-  const __m128i bytes = _mm_maskz_loadu_epi8(keep, res);
+QTK_VNNI inline __m512i add_residual16(__m512i c, __m128i bytes, const ResidualLanes& p) {
   const __m512i rv = p.is_signed ? _mm512_cvtepi8_epi32(bytes) : _mm512_cvtepu8_epi32(bytes);
   const __m512i da = _mm512_sub_epi32(c, p.a_zp), db = _mm512_sub_epi32(rv, p.b_zp);
   const __m512i e = residual_half(da, db, p);
@@ -424,9 +423,11 @@ QTK_VNNI inline __m512i add_residual16(__m512i c, const uint8_t* res, __mmask16 
   return _mm512_add_epi32(_mm512_mask_blend_epi32(0xAAAA, e, _mm512_slli_epi64(o, 32)), p.c_zp);
 }
 
-template <bool kBelowOne, bool kBias, bool kResidual>
-QTK_VNNI void epilogue_row_codes(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0, const QgemmOutput& out) {
-  const __mmask16 keep = static_cast<__mmask16>((1u << nr) - 1);
+// kRuns: the lanes go out in runs.count runs; else one run, lanes from 0.
+template <bool kBelowOne, bool kBias, bool kResidual, bool kRuns>
+QTK_VNNI void epilogue_row_codes(const int32_t* acc, int mr, int64_t m0, int64_t n0, const QconvLaneRuns& runs,
+                                 const QgemmOutput& out) {
+  const int count = kRuns ? runs.count : 1;
   const QgemmRequant& r = *out.requant;
   const __m512i zp = _mm512_set1_epi32(r.zero_point), lo = _mm512_set1_epi32(r.qmin - r.zero_point),
                 hi = _mm512_set1_epi32(r.qmax - r.zero_point);
@@ -462,38 +463,58 @@ QTK_VNNI void epilogue_row_codes(const int32_t* acc, int mr, int nr, int64_t m0,
       o = _mm512_add_epi64(_mm512_min_epi64(_mm512_max_epi64(o, l64), h64), off);
       c = _mm512_mask_blend_epi32(0xAAAA, e, _mm512_slli_epi64(o, 32));
     }
-    const int64_t at = static_cast<int64_t>(m) * out.ldo + n0;
+    const int64_t row = static_cast<int64_t>(m) * out.ldo;
     // The residual was written a whole batch ago (L2/L3): fetch the line the
     // panel after next reads, so the wait is off the critical path.
     if constexpr (kResidual) {
-      const uint8_t* rp = static_cast<const uint8_t*>(out.residual->codes) + at;
-      _mm_prefetch(reinterpret_cast<const char*>(rp + 2 * kQgemmNR), _MM_HINT_T0);
-      c = add_residual16(c, rp, keep, res);
+      const uint8_t* rp = static_cast<const uint8_t*>(out.residual->codes) + row;
+      _mm_prefetch(reinterpret_cast<const char*>(rp + runs.offset[0] + 2 * kQgemmNR), _MM_HINT_T0);
+      __m128i bytes = _mm_maskz_loadu_epi8(runs.mask[0], rp + runs.offset[0]);
+      for (int k = 1; k < count; ++k) bytes = _mm_mask_loadu_epi8(bytes, runs.mask[k], rp + runs.offset[k]);
+      c = add_residual16(c, bytes, res);
     }
-    _mm_mask_storeu_epi8(static_cast<uint8_t*>(out.out) + at, keep, _mm512_cvtepi32_epi8(c));
+    const __m128i codes = _mm512_cvtepi32_epi8(c);
+    uint8_t* op = static_cast<uint8_t*>(out.out) + row;
+    for (int k = 0; k < count; ++k) _mm_mask_storeu_epi8(op + runs.offset[k], runs.mask[k], codes);
   }
 }
 
-template <bool kBelowOne, bool kBias>
-QTK_VNNI void epilogue_row_codes(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0, const QgemmOutput& out) {
-  if (out.residual) epilogue_row_codes<kBelowOne, kBias, true>(acc, mr, nr, m0, n0, out);
-  else epilogue_row_codes<kBelowOne, kBias, false>(acc, mr, nr, m0, n0, out);
+template <bool kBelowOne, bool kBias, bool kRuns>
+QTK_VNNI void epilogue_row_codes(const int32_t* acc, int mr, int64_t m0, int64_t n0, const QconvLaneRuns& runs,
+                                 const QgemmOutput& out) {
+  if (out.residual) epilogue_row_codes<kBelowOne, kBias, true, kRuns>(acc, mr, m0, n0, runs, out);
+  else epilogue_row_codes<kBelowOne, kBias, false, kRuns>(acc, mr, m0, n0, runs, out);
+}
+
+template <bool kRuns>
+QTK_VNNI void epilogue_codes_by_row(const int32_t* acc, int mr, int64_t m0, int64_t n0, const QconvLaneRuns& runs,
+                                    const QgemmOutput& out) {
+  const bool bias = out.bias != nullptr;
+  if (out.requant->below_one) {
+    bias ? epilogue_row_codes<true, true, kRuns>(acc, mr, m0, n0, runs, out)
+         : epilogue_row_codes<true, false, kRuns>(acc, mr, m0, n0, runs, out);
+  } else {
+    bias ? epilogue_row_codes<false, true, kRuns>(acc, mr, m0, n0, runs, out)
+         : epilogue_row_codes<false, false, kRuns>(acc, mr, m0, n0, runs, out);
+  }
 }
 
 }  // namespace
+
+QTK_VNNI void qconv_epilogue_runs_avx512(const int32_t* acc, int mr, int64_t m0, const QconvLaneRuns& runs,
+                                         const QgemmOutput& out) {
+  epilogue_codes_by_row<true>(acc, mr, m0, 0, runs, out);
+}
 
 QTK_VNNI void qgemm_epilogue_avx512(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0,
                                     const QgemmOutput& out) {
   const bool by_row = out.channel_is_row;
   if (out.kind == QgemmOutputKind::kCodes && by_row) {
-    const bool bias = out.bias != nullptr;
-    if (out.requant->below_one) {
-      bias ? epilogue_row_codes<true, true>(acc, mr, nr, m0, n0, out)
-           : epilogue_row_codes<true, false>(acc, mr, nr, m0, n0, out);
-    } else {
-      bias ? epilogue_row_codes<false, true>(acc, mr, nr, m0, n0, out)
-           : epilogue_row_codes<false, false>(acc, mr, nr, m0, n0, out);
-    }
+    QconvLaneRuns runs;  // one run: lanes [0, nr) at n0
+    runs.count = 1;
+    runs.mask[0] = static_cast<uint16_t>((1u << nr) - 1);
+    runs.offset[0] = n0;
+    epilogue_codes_by_row<false>(acc, mr, m0, n0, runs, out);
     return;
   }
   const __mmask16 keep = static_cast<__mmask16>((1u << nr) - 1);
@@ -564,8 +585,8 @@ void qconv_vnni_ukernel_taps_panels(int panels, int rows, int64_t kquads, const 
 }
 
 void qconv_fill_quad_image(const QconvGeometry& g, const QconvQuadImage& l, const uint8_t* x, int64_t channels,
-                           bool x_signed, uint8_t zero_point_u8, uint8_t* dst) {
-  fill_quad_image(g, l, x, channels, x_signed, zero_point_u8, dst);
+                           bool x_signed, uint8_t zero_point_u8, uint8_t* dst, bool clear) {
+  fill_quad_image(g, l, x, channels, x_signed, zero_point_u8, dst, clear);
 }
 
 void qconv_fill_tap_quad_image(const QconvGeometry& g, const QconvQuadImage& l, const uint8_t* x, bool x_signed,
@@ -583,7 +604,8 @@ void qconv_pack_panel_quad_image(const QconvQuadPanel&, uint8_t*, int32_t*) {}
 void qconv_vnni_ukernel_taps_panels(int, int, int64_t, const uint32_t*, const uint8_t*, const int64_t*,
                                     const VnniFix*, int32_t* const*) {}
 void qconv_fill_quad_image(const QconvGeometry&, const QconvQuadImage&, const uint8_t*, int64_t, bool, uint8_t,
-                           uint8_t*) {}
+                           uint8_t*, bool) {}
+void qconv_epilogue_runs_avx512(const int32_t*, int, int64_t, const QconvLaneRuns&, const QgemmOutput&) {}
 void qconv_fill_tap_quad_image(const QconvGeometry&, const QconvQuadImage&, const uint8_t*, bool, uint8_t, uint8_t*,
                                uint8_t*) {}
 
