@@ -5,6 +5,7 @@
 #include <new>
 #include <optional>
 #include <set>
+#include <string_view>
 #include <tuple>
 #include <utility>
 #include <unordered_map>
@@ -105,7 +106,7 @@ Tensor inaccessible_like(const Tensor& t) {
 class ConstantReleases {
  public:
   ConstantReleases(const ir::Graph& g, const std::vector<std::string>& outer_names) {
-    for (const auto& [name, t] : g.initializers) uses_[name];
+    for (const auto& [name, t] : g.initializers) uses_[std::string_view(name)];
     for (const auto& v : g.inputs)  // a feed may replace it: not a constant of the session's life
       if (auto it = uses_.find(v.name); it != uses_.end()) it->second.fixed = false;
     for (const auto& o : g.outputs) pin(o.name);
@@ -150,7 +151,7 @@ class ConstantReleases {
       const bool let_go = std::any_of(declared.begin(), declared.end(), [&](const auto& d) { return d.first == i; });
       if (!let_go) u.kept = true;
       if (u.reads_left > 0 || u.kept || !u.fixed) continue;
-      Tensor& t = g.initializers.at(it->first);
+      Tensor& t = g.initializers.at(node.inputs[i]);
       if (t.nbytes() < kMinReleasedBytes) continue;
       Tensor stand_in = inaccessible_like(t);
       if (!stand_in.defined()) continue;
@@ -175,7 +176,7 @@ class ConstantReleases {
         }
       }
       u.kept = true;            // once
-      released_.push_back(it->first);
+      released_.emplace_back(it->first);
     }
   }
   const std::vector<std::string>& released() const { return released_; }
@@ -189,7 +190,9 @@ class ConstantReleases {
   void pin(const std::string& name) {
     if (auto it = uses_.find(name); it != uses_.end()) it->second.kept = true;
   }
-  std::unordered_map<std::string, Use> uses_;
+  // Keyed by views of the graph's initializer names (the graph outlives
+  // this), not copies.
+  std::unordered_map<std::string_view, Use> uses_;
   std::vector<std::string> released_;
   uint64_t untrimmed_ = 0;  // bytes freed since the last malloc_trim
 };
@@ -335,31 +338,49 @@ Expected<std::unique_ptr<GraphExecutor>> GraphExecutor::create(ir::Graph&& graph
                                                                bool release_constants) {
   auto ex = std::unique_ptr<GraphExecutor>(new GraphExecutor());
   ex->planning_enabled_ = plan_memory;
-  auto owned = std::make_shared<ir::Graph>(std::move(graph));
-  ex->graph_copy_ = owned;
-  const ir::Graph& g = *owned;
+  ir::Graph owned = std::move(graph);  // let go once the kernels are built (see the end)
+  const ir::Graph& g = owned;
 
-  std::set<std::string> known;
+  // Per slot: the value is defined by this point of the build (a feed, an
+  // initializer, an outer value or an earlier node's output). Flags, not a
+  // second set of the names: the build's short-lived copies would fill the
+  // holes the kernels' long-lived state could use.
+  std::vector<char> defined;
+  auto define = [&](int s) {
+    if (static_cast<size_t>(s) >= defined.size()) defined.resize(static_cast<size_t>(s) + 1, 0);
+    defined[static_cast<size_t>(s)] = 1;
+  };
+  auto is_defined = [&](const std::string& name) {
+    auto it = ex->slots_.find(name);
+    return it != ex->slots_.end() && static_cast<size_t>(it->second) < defined.size() && defined[it->second];
+  };
   for (const auto& v : g.inputs) {
     ex->input_slots_.push_back(ex->slot(v.name));
-    known.insert(v.name);
+    define(ex->input_slots_.back());
   }
-  for (const auto& [name, t] : g.initializers) {
-    ex->slot(name);
-    known.insert(name);
-  }
+  for (const auto& [name, t] : g.initializers) define(ex->slot(name));
   for (const auto& n : outer_names)
-    if (!known.count(n)) {
+    if (!is_defined(n)) {
       ex->outer_slots_.push_back(ex->slot(n));
-      known.insert(n);
+      define(ex->outer_slots_.back());
     }
 
   const OpRegistry& registry = registry_or_null ? *registry_or_null : OpRegistry::global();
-  // Names visible inside subgraphs of this graph: everything known here.
-  std::vector<std::string> visible(known.begin(), known.end());
-  for (const auto& n : g.nodes)
-    for (const auto& o : n.outputs)
-      if (!o.empty()) visible.push_back(o);
+  // Names visible inside subgraphs of this graph: the inputs, initializers
+  // and outer values (sorted, once each), then every node output. Made on
+  // the first subgraph only: most graphs have none.
+  std::vector<std::string> visible;
+  auto visible_names = [&]() -> const std::vector<std::string>& {
+    if (!visible.empty()) return visible;
+    std::set<std::string> start(outer_names.begin(), outer_names.end());
+    for (const auto& v : g.inputs) start.insert(v.name);
+    for (const auto& [name, t] : g.initializers) start.insert(name);
+    visible.assign(start.begin(), start.end());
+    for (const auto& n : g.nodes)
+      for (const auto& o : n.outputs)
+        if (!o.empty()) visible.push_back(o);
+    return visible;
+  };
 
   ConstantReleases releases(g, outer_names);
 
@@ -372,9 +393,9 @@ Expected<std::unique_ptr<GraphExecutor>> GraphExecutor::create(ir::Graph&& graph
                          ") is not supported by qtk");
     }
     KernelInit init{node, opset,
-                    [&opsets, &visible, &registry, plan_memory](const ir::Graph& sub) {
+                    [&opsets, &visible_names, &registry, plan_memory](const ir::Graph& sub) {
                       // A body's weights are shared with the parent's attribute: never freed.
-                      return GraphExecutor::create(sub, opsets, visible, &registry, plan_memory,
+                      return GraphExecutor::create(sub, opsets, visible_names(), &registry, plan_memory,
                                                    /*release_constants=*/false);
                     },
                     [&g, &node](size_t i) -> const Tensor* {
@@ -400,25 +421,25 @@ Expected<std::unique_ptr<GraphExecutor>> GraphExecutor::create(ir::Graph&& graph
     for (const auto& [i, packed_bytes] : declared) ex->packed_bytes_ += packed_bytes;
     // Constants this node was the last reader of go now, before the next
     // kernel packs its own: the build holds all weights once, not twice.
-    releases.node_built(node, declared, *owned, ex->released_bytes_);
+    releases.node_built(node, declared, owned, ex->released_bytes_);
     Step step{&node, std::move(kernel).value(), {}, {}, {}};
     for (const auto& in : node.inputs) {
       if (in.empty()) {
         step.inputs.push_back(-1);
         continue;
       }
-      if (!known.count(in))
+      if (!is_defined(in))
         return invalid_argument(node.describe() + " reads tensor '" + in + "', which is not defined before it");
       step.inputs.push_back(ex->slot(in));
     }
     for (const auto& out : node.outputs) {
       step.outputs.push_back(out.empty() ? -1 : ex->slot(out));
-      if (!out.empty()) known.insert(out);
+      if (!out.empty()) define(step.outputs.back());
     }
     ex->steps_.push_back(std::move(step));
   }
   for (const auto& o : g.outputs) {
-    if (!known.count(o.name)) return invalid_argument("graph output '" + o.name + "' is never produced");
+    if (!is_defined(o.name)) return invalid_argument("graph output '" + o.name + "' is never produced");
     ex->output_slots_.push_back(ex->slot(o.name));
   }
 
@@ -429,6 +450,7 @@ Expected<std::unique_ptr<GraphExecutor>> GraphExecutor::create(ir::Graph&& graph
 
   // Free each intermediate after its last reader (never inputs, constants or outputs).
   std::vector<int> last_reader(ex->slot_names_.size(), -1);
+  bool has_subgraphs = false;
   for (size_t s = 0; s < ex->steps_.size(); ++s) {
     for (int i : ex->steps_[s].inputs)
       if (i >= 0) last_reader[i] = static_cast<int>(s);
@@ -436,6 +458,7 @@ Expected<std::unique_ptr<GraphExecutor>> GraphExecutor::create(ir::Graph&& graph
     for (const auto& a : ex->steps_[s].node->attrs) {
       std::vector<std::shared_ptr<ir::Graph>> subs = a.graphs;
       if (a.g) subs.push_back(a.g);
+      has_subgraphs |= !subs.empty();
       for (const auto& sg : subs)
         for (const auto& fv : ir::free_variables(*sg)) {
           auto it = ex->slots_.find(fv);
@@ -458,7 +481,42 @@ Expected<std::unique_ptr<GraphExecutor>> GraphExecutor::create(ir::Graph&& graph
                          std::count(step.inputs.begin(), step.inputs.end(), s) == 1;
     }
   }
+
+  // The kernels are built and keep what they parsed: of the graph, run()
+  // reads only each step's name, op_type and domain (errors, profiles). The
+  // rest (attributes, value names, initializer map, value infos; a few
+  // hundred bytes a node) goes now, and the name map with it where no
+  // subgraph looks values up (SlotScope).
+  ex->nodes_.resize(ex->steps_.size());
+  for (size_t s = 0; s < ex->steps_.size(); ++s) {
+    ir::Node& from = owned.nodes[s];  // steps_[s].node
+    ex->nodes_[s].name = std::move(from.name);
+    ex->nodes_[s].op_type = std::move(from.op_type);
+    ex->nodes_[s].domain = std::move(from.domain);
+    ex->steps_[s].node = &ex->nodes_[s];
+  }
+  if (!has_subgraphs) std::unordered_map<std::string, int>().swap(ex->slots_);
+  owned = ir::Graph();
+  // The slot names in one block, not a few hundred small strings spread
+  // among the graph's freed nodes, whose pages could then not go back to
+  // the OS.
+  for (int s : ex->outer_slots_) ex->outer_names_.push_back(ex->slot_names_[s]);
+  size_t chars = 0;
+  for (const auto& n : ex->slot_names_) chars += n.size();
+  ex->slot_name_chars_.reserve(chars);
+  ex->slot_name_ends_.reserve(ex->slot_names_.size());
+  for (const auto& n : ex->slot_names_) {
+    ex->slot_name_chars_ += n;
+    ex->slot_name_ends_.push_back(static_cast<uint32_t>(ex->slot_name_chars_.size()));
+  }
+  std::vector<std::string>().swap(ex->slot_names_);
+  ex->steps_.shrink_to_fit();
   return ex;
+}
+
+std::string GraphExecutor::slot_name(int s) const {
+  const size_t begin = s == 0 ? 0 : slot_name_ends_[static_cast<size_t>(s) - 1];
+  return slot_name_chars_.substr(begin, slot_name_ends_[static_cast<size_t>(s)] - begin);
 }
 
 uint64_t GraphExecutor::constant_bytes() const {
@@ -514,9 +572,9 @@ Expected<std::vector<Tensor>> GraphExecutor::run(const std::vector<Tensor>& feed
   std::vector<Tensor> values = constants_;
   for (size_t i = 0; i < feeds.size(); ++i)
     if (feeds[i].defined()) values[input_slots_[i]] = feeds[i];
-  for (int s : outer_slots_) {
-    const Tensor* t = outer ? outer->lookup(slot_names_[s]) : nullptr;
-    if (t) values[s] = *t;
+  for (size_t i = 0; i < outer_slots_.size(); ++i) {
+    const Tensor* t = outer ? outer->lookup(outer_names_[i]) : nullptr;
+    if (t) values[outer_slots_[i]] = *t;
   }
 
   // This run either follows a plan for its input shapes, records one (the
@@ -592,7 +650,7 @@ Expected<std::vector<Tensor>> GraphExecutor::run(const std::vector<Tensor>& feed
       int s = step.inputs[i];
       if (s < 0) continue;
       if (!values[s].defined())
-        return invalid_argument(step.node->describe() + ": input '" + slot_names_[s] + "' has no value");
+        return invalid_argument(step.node->describe() + ": input '" + slot_name(s) + "' has no value");
       ctx.inputs[i] = &values[s];
     }
     ctx.outputs.assign(step.outputs.size(), Tensor());

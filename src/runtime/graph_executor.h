@@ -107,9 +107,21 @@ class GraphExecutor {
 
   int slot(const std::string& name);
 
-  std::shared_ptr<const ir::Graph> graph_copy_;  // executor owns the nodes it points to
+  // Per step, what run() and profiles read of its node once the kernels are
+  // built: name, op_type and domain (the graph, attributes and value names
+  // included, is let go at the end of create(); kernels keep what they parsed).
+  std::vector<ir::Node> nodes_;
+  // Name -> slot: for subgraphs' lookups (SlotScope); emptied after the build
+  // when no step runs a subgraph.
   std::unordered_map<std::string, int> slots_;
+  // Slot names while building; after it, all of them in one block (slot
+  // s's name ends at slot_name_ends_[s]), read only for errors, and the outer
+  // slots' names, looked up in the outer scope on every run.
   std::vector<std::string> slot_names_;
+  std::string slot_name_chars_;
+  std::vector<uint32_t> slot_name_ends_;
+  std::vector<std::string> outer_names_;  // per outer_slots_ entry
+  std::string slot_name(int s) const;
   std::vector<Tensor> constants_;  // initializer values by slot (undefined elsewhere)
   std::vector<char> released_;     // per slot: constants_ holds a stand-in, its storage freed
   uint64_t released_bytes_ = 0;    // what the stand-ins replaced

@@ -18,23 +18,38 @@ void OpRegistry::add(const std::string& op_type, KernelFactory f, const std::str
   std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
 }
 
-const KernelFactory* OpRegistry::find(const std::string& domain, const std::string& op_type, int64_t opset) const {
+const OpRegistry::Versions* OpRegistry::versions(const std::string& domain, const std::string& op_type) const {
   auto it = ops_.find({ir::is_default_domain(domain) ? "" : domain, op_type});
-  if (it == ops_.end()) return nullptr;
+  return it == ops_.end() ? nullptr : &it->second;
+}
+
+const KernelFactory* OpRegistry::find(const std::string& domain, const std::string& op_type, int64_t opset) const {
   const KernelFactory* best = nullptr;
-  for (const auto& [since, f] : it->second)
-    if (since <= opset || opset <= 0) best = &f;
+  int best_since = 0;
+  // The base's first, so that an override of the same since_version wins.
+  for (const OpRegistry* r : {base_, this}) {
+    if (r == nullptr) continue;
+    const Versions* v = r->versions(domain, op_type);
+    if (v == nullptr) continue;
+    for (const auto& [since, f] : *v)
+      if ((since <= opset || opset <= 0) && (best == nullptr || since >= best_since)) {
+        best = &f;
+        best_since = since;
+      }
+  }
   return best;
 }
 
 bool OpRegistry::supports(const std::string& domain, const std::string& op_type) const {
-  return ops_.count({ir::is_default_domain(domain) ? "" : domain, op_type}) > 0;
+  return versions(domain, op_type) != nullptr || (base_ != nullptr && base_->supports(domain, op_type));
 }
 
 std::vector<std::string> OpRegistry::op_types(const std::string& domain) const {
-  std::vector<std::string> r;
+  std::vector<std::string> r = base_ ? base_->op_types(domain) : std::vector<std::string>{};
   for (const auto& [k, v] : ops_)
     if (k.first == domain) r.push_back(k.second);
+  std::sort(r.begin(), r.end());
+  r.erase(std::unique(r.begin(), r.end()), r.end());
   return r;
 }
 
@@ -70,7 +85,7 @@ const OpRegistry& OpRegistry::reference() {
 const OpRegistry& OpRegistry::global() {
   static const OpRegistry registry = [] {
     OpRegistry r;
-    register_reference_ops(r);
+    r.base_ = &reference();
     register_x86_qlinear_ops(r);
     register_x86_qelementwise_ops(r);
     register_x86_matmul_nbits_op(r);

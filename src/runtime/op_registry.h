@@ -23,14 +23,21 @@ class OpRegistry {
   std::vector<std::string> op_types(const std::string& domain = "") const;
 
   // The reference kernels plus the optimized ones that override them (the
-  // default for sessions).
+  // default for sessions). It holds the overrides only and finds the rest in
+  // reference(), which every optimized kernel needs for its fallback anyway:
+  // a process then keeps one copy of the reference table, not two.
   static const OpRegistry& global();
   // The reference kernels only: the golden semantics that optimized kernels
   // are tested against and fall back to (SessionOptions::reference_kernels).
   static const OpRegistry& reference();
 
  private:
-  std::map<std::pair<std::string, std::string>, std::vector<std::pair<int, KernelFactory>>> ops_;
+  using Versions = std::vector<std::pair<int, KernelFactory>>;  // by since_version, ascending
+  const Versions* versions(const std::string& domain, const std::string& op_type) const;
+  std::map<std::pair<std::string, std::string>, Versions> ops_;
+  // Looked up after ops_ (global(): the reference kernels under the
+  // overrides); an entry of ops_ replaces the base's of the same since_version.
+  const OpRegistry* base_ = nullptr;
 };
 
 // Kernel families (src/runtime/kernels/ref/*.cpp).
