@@ -286,6 +286,8 @@ TEST(Qconv, BothPathsMatchPlainLoop) {
     g.out_h = (hp - eh) / g.stride_h + 1;
     g.out_w = (wp - ew) / g.stride_w + 1;
     const bool x_signed = rng() % 2, w_signed = rng() % 2, int32_out = rng() % 3 == 0;
+    const bool y_signed = !int32_out && rng() % 2;  // int8 output codes (and residual codes)
+    const int32_t y_min = y_signed ? -128 : 0, y_max = y_signed ? 127 : 255;
     const int64_t k = cg * g.kernel_h * g.kernel_w;
     const auto x = random_bytes(g.batch * g.in_c * g.in_h * g.in_w, rng);
     const auto w = random_bytes(g.out_c * k, rng);
@@ -304,7 +306,7 @@ TEST(Qconv, BothPathsMatchPlainLoop) {
     owned.reset();
     std::vector<quant::FixedPointMultiplier> mult(static_cast<size_t>(g.out_c));
     for (auto& f : mult) f = random_multiplier(rng, rng() % 2);
-    const QgemmRequant requant = qgemm_make_requant(mult, g.out_c, random_zp(false, rng), 0, 255);
+    const QgemmRequant requant = qgemm_make_requant(mult, g.out_c, random_zp(y_signed, rng), y_min, y_max);
     std::vector<int32_t> bias(static_cast<size_t>(g.out_c));
     // Now and then a bias near the int32 limits: acc + bias saturates.
     const bool extreme_bias = rng() % 6 == 0;
@@ -316,6 +318,7 @@ TEST(Qconv, BothPathsMatchPlainLoop) {
     QgemmOutput out;
     out.kind = int32_out ? QgemmOutputKind::kInt32 : QgemmOutputKind::kCodes;
     out.channel_is_row = true;
+    out.codes_signed = y_signed;
     out.bias = bias.data();
     out.bias_rs = 1;
     out.requant = &requant;
@@ -329,8 +332,10 @@ TEST(Qconv, BothPathsMatchPlainLoop) {
     QgemmResidualAdd residual;
     residual.codes = residual_codes.data();
     residual.a_zp = requant.zero_point;
-    residual.b_zp = random_zp(false, rng);
-    residual.c_zp = random_zp(false, rng);
+    residual.b_zp = random_zp(y_signed, rng);
+    residual.c_zp = random_zp(y_signed, rng);
+    residual.qmin = y_min;
+    residual.qmax = y_max;
     residual.ma = shared->ma, residual.mb = shared->mb, residual.n = shared->n;
     if (residual_add) out.residual = &residual;
     SCOPED_TRACE("seed " + std::to_string(seed) + " iter " + std::to_string(iter) + " batch " +
@@ -363,10 +368,13 @@ TEST(Qconv, BothPathsMatchPlainLoop) {
             const int32_t v = static_cast<int32_t>(std::clamp<int64_t>(
                 acc + bias[static_cast<size_t>(oc)], INT32_MIN, INT32_MAX));  // the runtime's saturating add
             const size_t o = static_cast<size_t>(((b * g.out_c + oc) * g.out_h + oh) * g.out_w + ow);
-            want[o] = int32_out ? v : quant::requantize_to_code(v, mult[static_cast<size_t>(oc)], requant.zero_point, 0, 255);
+            want[o] = int32_out ? v
+                                : quant::requantize_to_code(v, mult[static_cast<size_t>(oc)], requant.zero_point,
+                                                            y_min, y_max);
             if (residual_add)
-              want[o] = quant::add_to_code(want[o] - residual.a_zp, residual_codes[o] - residual.b_zp, *shared,
-                                           residual.c_zp, 0, 255);
+              want[o] = quant::add_to_code(want[o] - residual.a_zp,
+                                           code_of(residual_codes, static_cast<int64_t>(o), y_signed) - residual.b_zp,
+                                           *shared, residual.c_zp, y_min, y_max);
           }
     for (QgemmPath p : paths())
       for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2})
@@ -380,12 +388,64 @@ TEST(Qconv, BothPathsMatchPlainLoop) {
         SCOPED_TRACE(in_place ? "in place" : "separate output");
         qconv(g, x.data(), x_signed, x_zp, packed, out, pool, p);
         for (int64_t i = 0; i < total; ++i) {
-          const int32_t got = int32_out ? reinterpret_cast<const int32_t*>(y.data())[i] : y[static_cast<size_t>(i)];
+          const int32_t got = int32_out ? reinterpret_cast<const int32_t*>(y.data())[i] : code_of(y, i, y_signed);
           ASSERT_EQ(got, want[static_cast<size_t>(i)]) << "element " << i << " path " << qgemm_path_name(p);
         }
       }
   }
   EXPECT_GE(tested, 120);  // most random geometries fit
+}
+
+// The VNNI direct path with images side by side on a 7x7 plane (2 per row)
+// at an odd batch: the last row group half empty, two threads splitting a
+// row group, int8 codes, the residual join written over the residual. The
+// scalar path (checked against a plain loop above) is the reference.
+TEST(Qconv, ImagesSideBySideMatchTheScalarPath) {
+  ThreadPool pool2(2);
+  std::mt19937 rng(77);
+  QconvGeometry g;
+  g.batch = 37;
+  g.in_c = g.out_c = 16;
+  g.in_h = g.in_w = g.out_h = g.out_w = 7;
+  g.kernel_h = g.kernel_w = 3;
+  g.pad_top = g.pad_left = 1;
+  const int64_t k = g.in_c * 9, total = g.batch * g.out_c * 49;
+  const auto x = random_bytes(g.batch * g.in_c * 49, rng), w = random_bytes(g.out_c * k, rng);
+  QconvWeights packed;
+  qconv_pack_weights({w.data(), true, k, 1}, g.out_c, g.in_c, 3, 3, 1, {0}, packed);  // symmetric: the direct path
+  std::vector<quant::FixedPointMultiplier> mult(static_cast<size_t>(g.out_c));
+  for (auto& f : mult) f = random_multiplier(rng, true);
+  const QgemmRequant requant = qgemm_make_requant(mult, g.out_c, random_zp(true, rng), -128, 127);
+  std::vector<int32_t> bias(static_cast<size_t>(g.out_c));
+  for (auto& b : bias) b = static_cast<int32_t>(rng() % 20001) - 10000;
+  const auto shared = quant::shared_shift_multipliers(0.7, 1.3);
+  ASSERT_TRUE(shared.has_value());
+  const auto residual_codes = random_bytes(total, rng);
+  QgemmResidualAdd residual;
+  residual.a_zp = requant.zero_point;
+  residual.b_zp = random_zp(true, rng);
+  residual.c_zp = random_zp(true, rng);
+  residual.qmin = -128;
+  residual.qmax = 127;
+  residual.ma = shared->ma, residual.mb = shared->mb, residual.n = shared->n;
+  QgemmOutput out;
+  out.kind = QgemmOutputKind::kCodes;
+  out.channel_is_row = true;
+  out.codes_signed = true;
+  out.bias = bias.data();
+  out.bias_rs = 1;
+  out.requant = &requant;
+  out.ldo = 49;
+  out.residual = &residual;
+  std::vector<uint8_t> want(static_cast<size_t>(total)), got = residual_codes;
+  residual.codes = residual_codes.data();
+  out.out = want.data();
+  qconv(g, x.data(), true, 3, packed, out, nullptr, QgemmPath::kScalar);
+  residual.codes = got.data();  // in place, as a session does with a dead residual
+  out.out = got.data();
+  qconv(g, x.data(), true, 3, packed, out, &pool2);
+  for (int64_t i = 0; i < total; ++i)
+    ASSERT_EQ(got[static_cast<size_t>(i)], want[static_cast<size_t>(i)]) << "element " << i << " image " << i / (16 * 49);
 }
 
 }  // namespace

@@ -252,8 +252,9 @@ inline constexpr int64_t kQgemmMinParallelMacs = int64_t{1} << 21;
 // also builds its own copy of the padded input image, and two threads were
 // measured slower than one (int8 cnn batch 1: 0.050 vs 0.035 ms).
 inline constexpr int64_t kQconvMinParallelMacs = int64_t{1} << 23;
-// With at least one image per thread the split falls between images and
-// no copy is built twice: smaller convs pay (mobilenetv2_fm int8 batch 64
+// With at least one image (a row group, for convs that put several images
+// in one copy) per thread the split falls between copies and no copy is
+// built twice: smaller convs pay (mobilenetv2_fm int8 batch 64
 // on 2 threads: 2.17 -> 1.70 ms, its 1x1 convs are 1.6-6M multiply-adds).
 inline constexpr int64_t kQconvMinParallelMacsPerImageSplit = int64_t{1} << 21;
 inline bool qconv_split_over_threads(int threads, int64_t batch, int64_t macs) {

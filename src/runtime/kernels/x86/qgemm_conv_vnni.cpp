@@ -96,7 +96,8 @@ bool fold_bias(const QgemmOutput& out, int64_t k_padded, int64_t rows, std::vect
 // reads the quad image itself: 16 virtual pixels o = oh * wph + ow at a time,
 // the columns ow >= out_w dropped (compressed away) before the epilogue. The
 // kept lanes are consecutive output pixels, since the dropped ones sit
-// between rows.
+// between rows. Small planes first try qconv_vnni_images (several images per
+// copy, lanes stored in runs instead of compressed).
 void qconv_vnni_direct(const QconvGeometry& g, const QconvQuadImage& l, const std::vector<int64_t>& tap,
                        const uint8_t* xb, int64_t cg, bool x_signed, uint8_t zx,
                        const std::vector<QgemmQuadA>& groups, bool tap_quads, std::vector<int32_t> row_const,

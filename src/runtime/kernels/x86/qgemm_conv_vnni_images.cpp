@@ -61,17 +61,22 @@ bool plan_panels(const QconvGeometry& g, int64_t unit_w, int64_t k, std::vector<
   return true;
 }
 
-// Images per row: the k in [1, 16] (at most the batch) with the fewest panels
-// over the whole batch, the smallest on ties; 1 unless k saves 10% (the
-// runs' extra stores ate a 6% saving on 14x14, measured).
-int64_t images_per_row(const QconvGeometry& g, int64_t unit_w) {
-  const auto panels = [&](int64_t k) {
+// Images per row: the k in [2, 16] (at most the batch) with the fewest
+// panels over the whole batch (the smallest on ties) among those that cut
+// them by 10% and whose panels need at most QconvLaneRuns::kMax runs, with
+// its panels' runs; 1 if none (the runs' extra stores ate a 6% saving on
+// 14x14, measured).
+int64_t images_per_row(const QconvGeometry& g, int64_t unit_w, std::vector<SlotRuns>& panels) {
+  const auto count = [&](int64_t k) {
     return (g.batch + k - 1) / k * ((g.out_h * k * unit_w + kQgemmNR - 1) / kQgemmNR);
   };
-  int64_t best = 1;
+  std::vector<int64_t> ks;
   for (int64_t k = 2; k <= std::min<int64_t>(g.batch, 16); ++k)
-    if (panels(k) < panels(best)) best = k;
-  return panels(best) * 100 <= panels(1) * 90 ? best : 1;
+    if (count(k) * 100 <= count(1) * 90) ks.push_back(k);
+  std::stable_sort(ks.begin(), ks.end(), [&](int64_t a, int64_t b) { return count(a) < count(b); });
+  for (int64_t k : ks)
+    if (plan_panels(g, unit_w, k, panels)) return k;
+  return 1;
 }
 
 }  // namespace
@@ -82,9 +87,9 @@ bool qconv_vnni_images(const QconvGeometry& g, const QconvQuadImage& single, con
   if (g.group != 1 || g.stride_w != 1 || g.batch < 2 || out.kind != QgemmOutputKind::kCodes ||
       !out.channel_is_row || (out.bias && out.bias_cs != 0))
     return false;
-  const int64_t k = images_per_row(g, single.wph);
   std::vector<SlotRuns> panels;
-  if (k < 2 || !plan_panels(g, single.wph, k, panels)) return false;
+  const int64_t k = images_per_row(g, single.wph, panels);
+  if (k < 2) return false;
   QconvQuadImage l = single;
   l.wph = k * single.wph;
   l.bytes = QconvQuadImage::front + l.phases * l.c4 * l.hph * l.wph * 4 + (l.wph + 2 * kQgemmNR) * 4 + 64;
@@ -156,7 +161,7 @@ bool qconv_vnni_images(const QconvGeometry& g, const QconvQuadImage& single, con
     }
   };
   const int64_t macs = g.batch * g.out_c * wq.k * g.out_h * g.out_w;
-  if (pool == nullptr || !qconv_split_over_threads(pool->size(), g.batch, macs)) {
+  if (pool == nullptr || !qconv_split_over_threads(pool->size(), (g.batch + k - 1) / k, macs)) {
     work(0, units);
     return true;
   }

@@ -100,8 +100,9 @@ struct QconvQuadImage {
   // not filled from the input (a 1x1 stride-2 conv reads one of its four).
   uint64_t unread_phases = 0;
 };
-// clear = false: dst's pads already hold the zero point (the caller cleared a
-// buffer holding several images side by side, qconv_vnni_images).
+// clear = false: the caller has set all of l.bytes from dst on (pads, the
+// planes of unread phases, the slack) to the zero point, as qconv_vnni_images
+// does for a buffer holding several images side by side.
 void qconv_fill_quad_image(const QconvGeometry& g, const QconvQuadImage& l, const uint8_t* x, int64_t channels,
                            bool x_signed, uint8_t zero_point_u8, uint8_t* dst, bool clear = true);
 // The direct conv path (no weight zero points) with several images side by

@@ -465,7 +465,8 @@ QTK_VNNI void epilogue_row_codes(const int32_t* acc, int mr, int64_t m0, int64_t
     }
     const int64_t row = static_cast<int64_t>(m) * out.ldo;
     // The residual was written a whole batch ago (L2/L3): fetch the line the
-    // panel after next reads, so the wait is off the critical path.
+    // panel after next reads (with runs: the same image's), so the wait is
+    // off the critical path.
     if constexpr (kResidual) {
       const uint8_t* rp = static_cast<const uint8_t*>(out.residual->codes) + row;
       _mm_prefetch(reinterpret_cast<const char*>(rp + runs.offset[0] + 2 * kQgemmNR), _MM_HINT_T0);
