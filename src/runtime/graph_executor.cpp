@@ -489,7 +489,7 @@ Expected<std::unique_ptr<GraphExecutor>> GraphExecutor::create(ir::Graph&& graph
   // subgraph looks values up (SlotScope).
   ex->nodes_.resize(ex->steps_.size());
   for (size_t s = 0; s < ex->steps_.size(); ++s) {
-    ir::Node& from = owned.nodes[s];  // steps_[s].node
+    ir::Node& from = owned.nodes[static_cast<size_t>(ex->steps_[s].node - owned.nodes.data())];
     ex->nodes_[s].name = std::move(from.name);
     ex->nodes_[s].op_type = std::move(from.op_type);
     ex->nodes_[s].domain = std::move(from.domain);

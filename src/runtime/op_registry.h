@@ -35,8 +35,9 @@ class OpRegistry {
   using Versions = std::vector<std::pair<int, KernelFactory>>;  // by since_version, ascending
   const Versions* versions(const std::string& domain, const std::string& op_type) const;
   std::map<std::pair<std::string, std::string>, Versions> ops_;
-  // Looked up after ops_ (global(): the reference kernels under the
-  // overrides); an entry of ops_ replaces the base's of the same since_version.
+  // Searched with ops_ (global(): the reference kernels under the
+  // overrides); an entry of ops_ wins over the base's of the same
+  // since_version.
   const OpRegistry* base_ = nullptr;
 };
 

@@ -176,8 +176,9 @@ void fill_phases(const QconvGeometry& g, const Layout& l, const uint8_t* x, int6
                  uint8_t* dst) {
   std::memset(dst, pad, static_cast<size_t>(l.bytes));
   for (int64_t ph = 0; ph < g.stride_h; ++ph)
-    for (int64_t pw = 0; pw < g.stride_w; ++pw)
-      for (int64_t c = 0; c < channels && l.read_phase[static_cast<size_t>(ph * g.stride_w + pw)]; ++c) {
+    for (int64_t pw = 0; pw < g.stride_w; ++pw) {
+      if (!l.read_phase[static_cast<size_t>(ph * g.stride_w + pw)]) continue;
+      for (int64_t c = 0; c < channels; ++c) {
         uint8_t* plane = dst + kSlack + ((ph * g.stride_w + pw) * channels + c) * l.plane;
         const uint8_t* src = x + c * g.in_h * g.in_w;
         // Phase columns col hold padded columns col*sw + pw = input column col*sw + pw - pad_left.
@@ -198,6 +199,7 @@ void fill_phases(const QconvGeometry& g, const Layout& l, const uint8_t* x, int6
           }
         }
       }
+    }
 }
 
 }  // namespace

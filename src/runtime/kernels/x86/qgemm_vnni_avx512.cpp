@@ -192,17 +192,21 @@ QTK_VNNI void pack_panel_quads(const QconvQuadPanel& s, uint8_t* panel, int32_t*
   if (col_sum) _mm512_storeu_si512(col_sum, sum);
 }
 
-// Block t (1..3) of v replaced by x.
-QTK_VNNI inline __m512i insert_block(__m512i v, __m128i x, int t) {
-  return t == 1 ? _mm512_inserti32x4(v, x, 1) : t == 2 ? _mm512_inserti32x4(v, x, 2) : _mm512_inserti32x4(v, x, 3);
-}
-
 // Four channel rows of 16 pixels as the zmm's blocks -> 16 pixels of 4
 // bytes (interleave4's transpose).
 QTK_VNNI inline __m512i quads_by_pixel(__m512i v) {
   const __m512i by_quad = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   const __m512i by_pixel = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
   return _mm512_shuffle_epi8(_mm512_permutexvar_epi32(by_quad, v), by_pixel);
+}
+
+// The 16-pixel chunk at column ic of four channel rows (the bytes of mask m
+// read, the rest zero), transposed to 16 pixels of 4 bytes.
+QTK_VNNI inline __m512i chunk_by_pixel(const uint8_t* const* row, int64_t ic, __mmask16 m) {
+  __m512i v = _mm512_castsi128_si512(_mm_maskz_loadu_epi8(m, row[0] + ic));
+  v = _mm512_inserti32x4(v, _mm_maskz_loadu_epi8(m, row[1] + ic), 1);
+  v = _mm512_inserti32x4(v, _mm_maskz_loadu_epi8(m, row[2] + ic), 2);
+  return quads_by_pixel(_mm512_inserti32x4(v, _mm_maskz_loadu_epi8(m, row[3] + ic), 3));
 }
 
 // n (<= 16) pixels of 4 channel rows -> 4n bytes, 4 per pixel, each byte
@@ -264,14 +268,8 @@ QTK_VNNI void fill_quad_plane(const QconvGeometry& g, const QconvQuadImage& l, c
     const int64_t last = width > 16 ? 16 : 0;  // the last chunk's first pixel
     uint8_t* dst = out_row + col_begin * 4;
     for (int64_t r = rspan.first; r < rspan.second; ++r) {
-      if (last != 0) {
-        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row[0] + ic0)));
-        for (int t = 1; t < 4; ++t) v = insert_block(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row[t] + ic0)), t);
-        _mm512_storeu_si512(dst, _mm512_xor_si512(quads_by_pixel(v), vflip));
-      }
-      __m512i v = _mm512_castsi128_si512(_mm_maskz_loadu_epi8(m, row[0] + ic0 + last));
-      for (int t = 1; t < 4; ++t) v = insert_block(v, _mm_maskz_loadu_epi8(m, row[t] + ic0 + last), t);
-      _mm512_mask_storeu_epi8(dst + last * 4, store, _mm512_xor_si512(quads_by_pixel(v), vflip));
+      if (last != 0) _mm512_storeu_si512(dst, _mm512_xor_si512(chunk_by_pixel(row, ic0, 0xFFFF), vflip));
+      _mm512_mask_storeu_epi8(dst + last * 4, store, _mm512_xor_si512(chunk_by_pixel(row, ic0 + last, m), vflip));
       for (int t = 0; t < 4; ++t) row[t] += step[t];
       dst += l.wph * 4;
     }
