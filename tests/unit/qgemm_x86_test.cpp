@@ -448,5 +448,70 @@ TEST(Qconv, ImagesSideBySideMatchTheScalarPath) {
     ASSERT_EQ(got[static_cast<size_t>(i)], want[static_cast<size_t>(i)]) << "element " << i << " image " << i / (16 * 49);
 }
 
+// The fused residual join on the VNNI tier takes 16-bit products when its
+// multipliers split into int16 halves and 16 <= n <= 36, else 64-bit lanes:
+// both against the scalar path at their limits, with extreme zero points.
+TEST(Qconv, ResidualJoinMatchesTheScalarPathAtItsLimits) {
+  struct Case {
+    int64_t ma, mb;
+    int n;
+    const char* what;
+  };
+  const auto typical = quant::shared_shift_multipliers(0.7, 1.3), tiny = quant::shared_shift_multipliers(0.001, 0.0003);
+  ASSERT_TRUE(typical.has_value() && tiny.has_value());
+  const Case cases[] = {
+      {typical->ma, typical->mb, typical->n, "typical"},
+      {tiny->ma, tiny->mb, tiny->n, "n above 36"},
+      {(int64_t{1} << 31) - 1, int64_t{1} << 30, 31, "ma's high half 32768"},
+      {(int64_t{1} << 31) - (int64_t{1} << 15) - 1, 12345, 36, "largest high half, n 36"},
+      {(int64_t{1} << 30) + 777, (int64_t{1} << 31) - (int64_t{1} << 16) + 5, 16, "n 16"},
+      {(int64_t{1} << 30) + 777, 3, 15, "n 15"},
+  };
+  std::mt19937 rng(4242);
+  QconvGeometry g;
+  g.batch = 3;
+  g.in_c = g.out_c = 16;
+  g.in_h = g.in_w = g.out_h = g.out_w = 9;
+  g.kernel_h = g.kernel_w = 3;
+  g.pad_top = g.pad_left = 1;
+  const int64_t k = g.in_c * 9, plane = 81, total = g.batch * g.out_c * plane;
+  const auto x = random_bytes(g.batch * g.in_c * plane, rng), w = random_bytes(g.out_c * k, rng);
+  QconvWeights packed;
+  qconv_pack_weights({w.data(), true, k, 1}, g.out_c, g.in_c, 3, 3, 1, {0}, packed);
+  std::vector<quant::FixedPointMultiplier> mult(static_cast<size_t>(g.out_c));
+  for (auto& f : mult) f = random_multiplier(rng, true);
+  for (const bool is_signed : {false, true}) {
+    const int32_t qmin = is_signed ? -128 : 0, qmax = is_signed ? 127 : 255;
+    const QgemmRequant requant = qgemm_make_requant(mult, g.out_c, random_zp(is_signed, rng), qmin, qmax);
+    for (const Case& c : cases) {
+      for (const int32_t zp : {qmin, qmax}) {
+        SCOPED_TRACE(std::string(c.what) + (is_signed ? " int8" : " uint8") + " zero points " + std::to_string(zp));
+        const auto residual_codes = random_bytes(total, rng);
+        QgemmResidualAdd residual;
+        residual.a_zp = requant.zero_point;
+        residual.b_zp = zp;
+        residual.c_zp = is_signed ? qmin + qmax - zp : zp;
+        residual.qmin = qmin;
+        residual.qmax = qmax;
+        residual.ma = c.ma, residual.mb = c.mb, residual.n = c.n;
+        QgemmOutput out;
+        out.kind = QgemmOutputKind::kCodes;
+        out.channel_is_row = true;
+        out.codes_signed = is_signed;
+        out.requant = &requant;
+        out.ldo = plane;
+        out.residual = &residual;
+        std::vector<uint8_t> want(static_cast<size_t>(total)), got(static_cast<size_t>(total));
+        residual.codes = residual_codes.data();
+        out.out = want.data();
+        qconv(g, x.data(), true, 3, packed, out, nullptr, QgemmPath::kScalar);
+        out.out = got.data();
+        qconv(g, x.data(), true, 3, packed, out, nullptr);
+        for (int64_t i = 0; i < total; ++i) ASSERT_EQ(got[static_cast<size_t>(i)], want[static_cast<size_t>(i)]) << "element " << i;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace qtk::rt::x86

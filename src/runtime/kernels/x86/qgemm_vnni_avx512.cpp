@@ -4,6 +4,7 @@
 // only when qgemm_avx512_vnni_supported().
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -421,16 +422,65 @@ QTK_VNNI inline __m512i add_residual16(__m512i c, __m128i bytes, const ResidualL
   return _mm512_add_epi32(_mm512_mask_blend_epi32(0xAAAA, e, _mm512_slli_epi64(o, 32)), p.c_zp);
 }
 
+// The same join from 16-bit products: with ma = ha·2^16 + la (la the
+// signed low half) and likewise mb, one vpmaddwd on the (c, r) int16 pairs
+// gives c·ha + r·hb, another c·la + r·lb (each below 2^24), and with the
+// constant q = 2^(n-1) - a_zp·ma - b_zp·mb + c_zp·2^n = qh·2^16 + ql
+// (0 <= ql < 2^16) the code is, exactly (nested floors),
+//   (c·ha + r·hb + qh + ((c·la + r·lb + ql) >> 16)) >> (n - 16)
+// clamped: twelve lane operations where the 64-bit join takes about twenty.
+// Needs ha, hb <= 32767 and 16 <= n <= 36 (the sum then stays below 2^30).
+struct ResidualPairs {
+  __m512i high, low, qh, ql, lo, hi;
+  __m128i shift;
+  bool is_signed;
+};
+
+inline bool residual_pairs_fit(const QgemmResidualAdd& r) {
+  auto high_half = [](int64_t m) { return (m - static_cast<int16_t>(m & 0xFFFF)) >> 16; };
+  return r.n >= 16 && r.n <= 36 && r.ma >= 0 && r.mb >= 0 && high_half(r.ma) <= INT16_MAX &&
+         high_half(r.mb) <= INT16_MAX;
+}
+
+// (a, b) as the int16 halves of every 32-bit lane, a low.
+QTK_VNNI inline __m512i int16_pair(int16_t a, int16_t b) {
+  return _mm512_set1_epi32(static_cast<int32_t>(static_cast<uint16_t>(a) | static_cast<uint32_t>(static_cast<uint16_t>(b)) << 16));
+}
+
+QTK_VNNI inline ResidualPairs residual_pairs(const QgemmResidualAdd& r, bool is_signed) {
+  const int16_t la = static_cast<int16_t>(r.ma & 0xFFFF), lb = static_cast<int16_t>(r.mb & 0xFFFF);
+  const auto ha = static_cast<int16_t>((r.ma - la) >> 16), hb = static_cast<int16_t>((r.mb - lb) >> 16);
+  const int64_t q = (int64_t{1} << (r.n - 1)) - r.a_zp * r.ma - r.b_zp * r.mb + r.c_zp * (int64_t{1} << r.n);
+  return {int16_pair(ha, hb),
+          int16_pair(la, lb),
+          _mm512_set1_epi32(static_cast<int32_t>(q >> 16)),
+          _mm512_set1_epi32(static_cast<int32_t>(q & 0xFFFF)),
+          _mm512_set1_epi32(r.qmin),
+          _mm512_set1_epi32(r.qmax),
+          _mm_cvtsi32_si128(r.n - 16),
+          is_signed};
+}
+
+QTK_VNNI inline __m512i add_residual16(__m512i c, __m128i bytes, const ResidualPairs& p) {
+  const __m512i rv = p.is_signed ? _mm512_cvtepi8_epi32(bytes) : _mm512_cvtepu8_epi32(bytes);
+  // (c & 0xFFFF) | r << 16: the pair (c, r) as two int16.
+  const __m512i cr = _mm512_ternarylogic_epi32(c, _mm512_slli_epi32(rv, 16), _mm512_set1_epi32(0xFFFF), 0xEC);
+  const __m512i low = _mm512_srai_epi32(_mm512_add_epi32(_mm512_madd_epi16(cr, p.low), p.ql), 16);
+  const __m512i t = _mm512_add_epi32(_mm512_add_epi32(_mm512_madd_epi16(cr, p.high), p.qh), low);
+  return _mm512_min_epi32(_mm512_max_epi32(_mm512_sra_epi32(t, p.shift), p.lo), p.hi);
+}
+
 // kRuns: the lanes go out in runs.count runs; else one run, lanes from 0.
-template <bool kBelowOne, bool kBias, bool kResidual, bool kRuns>
+template <bool kBelowOne, bool kBias, bool kResidual, bool kRuns, class Residual = ResidualLanes>
 QTK_VNNI void epilogue_row_codes(const int32_t* acc, int mr, int64_t m0, int64_t n0, const QconvLaneRuns& runs,
                                  const QgemmOutput& out) {
   const int count = kRuns ? runs.count : 1;
   const QgemmRequant& r = *out.requant;
   const __m512i zp = _mm512_set1_epi32(r.zero_point), lo = _mm512_set1_epi32(r.qmin - r.zero_point),
                 hi = _mm512_set1_epi32(r.qmax - r.zero_point);
-  ResidualLanes res{};
-  if constexpr (kResidual) res = residual_lanes(*out.residual, out.codes_signed);
+  Residual res{};
+  if constexpr (kResidual && std::is_same_v<Residual, ResidualPairs>) res = residual_pairs(*out.residual, out.codes_signed);
+  else if constexpr (kResidual) res = residual_lanes(*out.residual, out.codes_signed);
   for (int i = 0; i < mr; ++i) {
     const uint64_t m = static_cast<uint64_t>(m0 + i);
     __m512i v = _mm512_load_si512(acc + i * kQgemmNR);
@@ -481,7 +531,9 @@ QTK_VNNI void epilogue_row_codes(const int32_t* acc, int mr, int64_t m0, int64_t
 template <bool kBelowOne, bool kBias, bool kRuns>
 QTK_VNNI void epilogue_row_codes(const int32_t* acc, int mr, int64_t m0, int64_t n0, const QconvLaneRuns& runs,
                                  const QgemmOutput& out) {
-  if (out.residual) epilogue_row_codes<kBelowOne, kBias, true, kRuns>(acc, mr, m0, n0, runs, out);
+  if (out.residual && residual_pairs_fit(*out.residual))
+    epilogue_row_codes<kBelowOne, kBias, true, kRuns, ResidualPairs>(acc, mr, m0, n0, runs, out);
+  else if (out.residual) epilogue_row_codes<kBelowOne, kBias, true, kRuns>(acc, mr, m0, n0, runs, out);
   else epilogue_row_codes<kBelowOne, kBias, false, kRuns>(acc, mr, m0, n0, runs, out);
 }
 
