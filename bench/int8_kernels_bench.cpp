@@ -33,7 +33,9 @@
 #include <vector>
 
 #include "runtime/kernel.h"
+#include "quant/schemes/fixed_point.h"
 #include "runtime/kernels/x86/qgemm.h"
+#include "runtime/kernels/x86/qgemm_vnni.h"
 #include "runtime/op_registry.h"
 #include "runtime/thread_pool.h"
 
@@ -279,6 +281,54 @@ void BM_matmul_nbits(benchmark::State& state) {
                  x86::qgemm_path_name(x86::qgemm_resolve_path(x86::QgemmPath::kAuto)));
 }
 
+// ---------------------------------------------------------------------------
+// The int8 conv output stage on the AVX-512 VNNI tier alone: 16 rows (output
+// channels) of 16 int32 sums -> requantized uint8 codes, as the direct conv
+// calls it (two 8-row halves per 14-pixel panel of a 28x28 plane, batch 64),
+// without and with the fused residual join. Counter: ns per 16-lane row.
+
+void BM_conv_output_stage(benchmark::State& state) {
+  if (!x86::qgemm_avx512_vnni_supported()) {
+    state.SkipWithError("no AVX-512 VNNI on this CPU");
+    return;
+  }
+  const bool residual_join = state.range(0) != 0;
+  const int64_t plane = 784, images = 64, channels = 16;
+  std::vector<quant::FixedPointMultiplier> mult(channels);
+  for (int64_t c = 0; c < channels; ++c) mult[static_cast<size_t>(c)] = quant::quantize_multiplier(0.0007 * (1 + c % 3));
+  const x86::QgemmRequant requant = x86::qgemm_make_requant(mult, channels, 3, 0, 255);
+  alignas(64) int32_t acc[16 * 16];
+  std::mt19937 rng(7);
+  for (auto& a : acc) a = static_cast<int32_t>(rng() % 200001) - 100000;
+  std::vector<uint8_t> out(static_cast<size_t>(images * channels * plane)), codes = random_bytes(static_cast<int64_t>(out.size()), 8);
+  const auto shared = quant::shared_shift_multipliers(0.7, 1.3);
+  x86::QgemmResidualAdd residual;
+  residual.a_zp = 3, residual.b_zp = 5, residual.c_zp = 2;
+  residual.ma = shared->ma, residual.mb = shared->mb, residual.n = shared->n;
+  x86::QgemmOutput o;
+  o.kind = x86::QgemmOutputKind::kCodes;
+  o.channel_is_row = true;
+  o.requant = &requant;
+  o.ldo = plane;
+  if (residual_join) o.residual = &residual;
+  int64_t rows = 0;
+  for (auto _ : state) {
+    for (int64_t b = 0; b < images; ++b) {
+      o.out = out.data() + b * channels * plane;
+      residual.codes = codes.data() + b * channels * plane;
+      for (int64_t p = 0; p + 14 <= plane; p += 14) {
+        x86::detail::qgemm_epilogue_avx512(acc, 8, 14, 0, p, o);
+        x86::detail::qgemm_epilogue_avx512(acc + 8 * 16, 8, 14, 8, p, o);
+        rows += 16;
+      }
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["ns_per_row"] =
+      benchmark::Counter(static_cast<double>(rows), benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.SetLabel(residual_join ? "with the fused residual join" : "requantization only");
+}
+
 void thread_args(benchmark::internal::Benchmark* b) {
   b->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
 }
@@ -299,6 +349,7 @@ BENCHMARK(BM_gemm)
     ->UseRealTime();
 BENCHMARK_CAPTURE(BM_qlinear_conv, conv3x3_64x56x56_to_64, ConvBench{64, 56, 56, 64, 1})->Apply(thread_args);
 BENCHMARK_CAPTURE(BM_qlinear_conv, depthwise3x3_144x56x56, ConvBench{144, 56, 56, 144, 144})->Apply(thread_args);
+BENCHMARK(BM_conv_output_stage)->ArgName("residual")->Arg(0)->Arg(1);
 BENCHMARK(BM_matmul_nbits)
     ->ArgNames({"M", "N", "K", "bits", "threads"})
     ->Args({1, 1024, 1024, 4, 1})
