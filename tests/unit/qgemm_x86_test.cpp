@@ -449,23 +449,27 @@ TEST(Qconv, ImagesSideBySideMatchTheScalarPath) {
 }
 
 // The fused residual join on the VNNI tier takes 16-bit products when its
-// multipliers split into int16 halves and 16 <= n <= 36, else 64-bit lanes:
-// both against the scalar path at their limits, with extreme zero points.
+// multipliers split into int16 halves, its zero points are codes and
+// 16 <= n <= 38, else 64-bit lanes: both at their limits, with the zero
+// points at the ends of the type (and beyond), against the scalar conv
+// followed by quant::add_to_code.
 TEST(Qconv, ResidualJoinMatchesTheScalarPathAtItsLimits) {
+  if (!qgemm_avx512_vnni_supported()) GTEST_SKIP() << "no AVX-512 VNNI: the join is not fused";
   struct Case {
     int64_t ma, mb;
     int n;
     const char* what;
   };
-  const auto typical = quant::shared_shift_multipliers(0.7, 1.3), tiny = quant::shared_shift_multipliers(0.001, 0.0003);
-  ASSERT_TRUE(typical.has_value() && tiny.has_value());
+  constexpr int64_t kMaxSplit = 0x7FFF7FFF;  // the largest multiplier with an int16 high half
+  const auto typical = quant::shared_shift_multipliers(0.7, 1.3);
+  ASSERT_TRUE(typical.has_value());
   const Case cases[] = {
       {typical->ma, typical->mb, typical->n, "typical"},
-      {tiny->ma, tiny->mb, tiny->n, "n above 36"},
-      {(int64_t{1} << 31) - 1, int64_t{1} << 30, 31, "ma's high half 32768"},
-      {(int64_t{1} << 31) - (int64_t{1} << 15) - 1, 12345, 36, "largest high half, n 36"},
-      {(int64_t{1} << 30) + 777, (int64_t{1} << 31) - (int64_t{1} << 16) + 5, 16, "n 16"},
-      {(int64_t{1} << 30) + 777, 3, 15, "n 15"},
+      {kMaxSplit, kMaxSplit, 38, "largest halves, n 38"},
+      {kMaxSplit, kMaxSplit, 39, "n 39: 64-bit"},
+      {kMaxSplit + 1, int64_t{1} << 30, 31, "a high half of 32768: 64-bit"},
+      {40000, 65535, 16, "n 16, negative low halves"},
+      {40000, 65535, 15, "n 15: 64-bit"},
   };
   std::mt19937 rng(4242);
   QconvGeometry g;
@@ -478,36 +482,54 @@ TEST(Qconv, ResidualJoinMatchesTheScalarPathAtItsLimits) {
   const auto x = random_bytes(g.batch * g.in_c * plane, rng), w = random_bytes(g.out_c * k, rng);
   QconvWeights packed;
   qconv_pack_weights({w.data(), true, k, 1}, g.out_c, g.in_c, 3, 3, 1, {0}, packed);
-  std::vector<quant::FixedPointMultiplier> mult(static_cast<size_t>(g.out_c));
-  for (auto& f : mult) f = random_multiplier(rng, true);
+  std::vector<int32_t> bias(static_cast<size_t>(g.out_c));
+  for (auto& b : bias) b = static_cast<int32_t>(rng() % 20001) - 10000;
   for (const bool is_signed : {false, true}) {
     const int32_t qmin = is_signed ? -128 : 0, qmax = is_signed ? 127 : 255;
-    const QgemmRequant requant = qgemm_make_requant(mult, g.out_c, random_zp(is_signed, rng), qmin, qmax);
-    for (const Case& c : cases) {
-      for (const int32_t zp : {qmin, qmax}) {
-        SCOPED_TRACE(std::string(c.what) + (is_signed ? " int8" : " uint8") + " zero points " + std::to_string(zp));
-        const auto residual_codes = random_bytes(total, rng);
-        QgemmResidualAdd residual;
-        residual.a_zp = requant.zero_point;
-        residual.b_zp = zp;
-        residual.c_zp = is_signed ? qmin + qmax - zp : zp;
-        residual.qmin = qmin;
-        residual.qmax = qmax;
-        residual.ma = c.ma, residual.mb = c.mb, residual.n = c.n;
-        QgemmOutput out;
-        out.kind = QgemmOutputKind::kCodes;
-        out.channel_is_row = true;
-        out.codes_signed = is_signed;
-        out.requant = &requant;
-        out.ldo = plane;
-        out.residual = &residual;
-        std::vector<uint8_t> want(static_cast<size_t>(total)), got(static_cast<size_t>(total));
-        residual.codes = residual_codes.data();
-        out.out = want.data();
-        qconv(g, x.data(), true, 3, packed, out, nullptr, QgemmPath::kScalar);
-        out.out = got.data();
-        qconv(g, x.data(), true, 3, packed, out, nullptr);
-        for (int64_t i = 0; i < total; ++i) ASSERT_EQ(got[static_cast<size_t>(i)], want[static_cast<size_t>(i)]) << "element " << i;
+    for (const bool below_one : {true, false}) {  // the output stage's two requantizations
+      std::vector<quant::FixedPointMultiplier> mult(static_cast<size_t>(g.out_c));
+      for (auto& f : mult) f = below_one ? random_multiplier(rng, true) : quant::quantize_multiplier(1.5);
+      for (const int32_t a_zp : {qmin, qmax}) {
+        const QgemmRequant requant = qgemm_make_requant(mult, g.out_c, a_zp, qmin, qmax);
+        for (const Case& c : cases)
+          for (const int32_t b_zp : {qmin, qmax, 200000})  // no code (a corrupt fused node): 64-bit
+            for (const int32_t c_zp : {qmin, qmax, 3000}) {
+              SCOPED_TRACE(std::string(c.what) + (is_signed ? " int8" : " uint8") + (below_one ? "" : " multiplier 1.5") +
+                           " zero points " + std::to_string(a_zp) + " " + std::to_string(b_zp) + " " +
+                           std::to_string(c_zp));
+              const auto residual_codes = random_bytes(total, rng);
+              QgemmResidualAdd residual;
+              residual.a_zp = a_zp, residual.b_zp = b_zp, residual.c_zp = c_zp;
+              residual.qmin = qmin;
+              residual.qmax = qmax;
+              residual.ma = c.ma, residual.mb = c.mb, residual.n = c.n;
+              QgemmOutput out;
+              out.kind = QgemmOutputKind::kCodes;
+              out.channel_is_row = true;
+              out.codes_signed = is_signed;
+              out.requant = &requant;
+              out.bias = below_one ? nullptr : bias.data();  // the with-bias instances too
+              out.bias_rs = 1;
+              out.ldo = plane;
+              out.residual = &residual;
+              std::vector<uint8_t> want(static_cast<size_t>(total)), got(static_cast<size_t>(total));
+              residual.codes = residual_codes.data();
+              out.residual = nullptr;  // the plain conv's codes, then the join of fixed_point.h
+              out.out = want.data();
+              qconv(g, x.data(), true, 3, packed, out, nullptr, QgemmPath::kScalar);
+              const quant::SharedShiftMultipliers m{c.ma, c.mb, c.n};
+              const auto as_int = [&](uint8_t v) { return is_signed ? int32_t{static_cast<int8_t>(v)} : int32_t{v}; };
+              for (int64_t i = 0; i < total; ++i) {
+                const size_t e = static_cast<size_t>(i);
+                want[e] = static_cast<uint8_t>(
+                    quant::add_to_code(as_int(want[e]) - a_zp, as_int(residual_codes[e]) - b_zp, m, c_zp, qmin, qmax));
+              }
+              out.residual = &residual;
+              out.out = got.data();
+              qconv(g, x.data(), true, 3, packed, out, nullptr, QgemmPath::kAvx512Vnni);
+              for (int64_t i = 0; i < total; ++i)
+                ASSERT_EQ(got[static_cast<size_t>(i)], want[static_cast<size_t>(i)]) << "element " << i;
+            }
       }
     }
   }

@@ -429,22 +429,27 @@ QTK_VNNI inline __m512i add_residual16(__m512i c, __m128i bytes, const ResidualL
 // (0 <= ql < 2^16) the code is, exactly (nested floors),
 //   (c·ha + r·hb + qh + ((c·la + r·lb + ql) >> 16)) >> (n - 16)
 // clamped: twelve lane operations where the 64-bit join takes about twenty.
-// Needs ha, hb <= 32767 and 16 <= n <= 36 (the sum then stays below 2^30).
+// Needs ha, hb <= 32767 (ma, mb <= 0x7FFF7FFF), 8-bit zero points and
+// 16 <= n <= 38: qh, whose c_zp·2^(n-16) term grows with n, then fits int32
+// with the sums (below 1.1e9 at n = 38; a checker compared every code pair
+// with add_to_code at extreme multipliers and zero points).
 struct ResidualPairs {
-  __m512i high, low, qh, ql, lo, hi;
+  __m512i m_high, m_low, qh, ql, qmin, qmax;
   __m128i shift;
   bool is_signed;
 };
 
 inline bool residual_pairs_fit(const QgemmResidualAdd& r) {
-  auto high_half = [](int64_t m) { return (m - static_cast<int16_t>(m & 0xFFFF)) >> 16; };
-  return r.n >= 16 && r.n <= 36 && r.ma >= 0 && r.mb >= 0 && high_half(r.ma) <= INT16_MAX &&
-         high_half(r.mb) <= INT16_MAX;
+  const auto code = [&](int32_t zp) { return zp >= r.qmin && zp <= r.qmax; };
+  constexpr int64_t kMaxSplit = 0x7FFF7FFF;  // the largest m whose high half (m - signed low) >> 16 is an int16
+  return r.n >= 16 && r.n <= 38 && r.ma >= 0 && r.mb >= 0 && r.ma <= kMaxSplit && r.mb <= kMaxSplit &&
+         r.qmin >= -128 && r.qmax <= 255 && code(r.a_zp) && code(r.b_zp) && code(r.c_zp);
 }
 
 // (a, b) as the int16 halves of every 32-bit lane, a low.
 QTK_VNNI inline __m512i int16_pair(int16_t a, int16_t b) {
-  return _mm512_set1_epi32(static_cast<int32_t>(static_cast<uint16_t>(a) | static_cast<uint32_t>(static_cast<uint16_t>(b)) << 16));
+  return _mm512_set1_epi32(
+      static_cast<int32_t>(static_cast<uint16_t>(a) | static_cast<uint32_t>(static_cast<uint16_t>(b)) << 16));
 }
 
 QTK_VNNI inline ResidualPairs residual_pairs(const QgemmResidualAdd& r, bool is_signed) {
@@ -453,7 +458,7 @@ QTK_VNNI inline ResidualPairs residual_pairs(const QgemmResidualAdd& r, bool is_
   const int64_t q = (int64_t{1} << (r.n - 1)) - r.a_zp * r.ma - r.b_zp * r.mb + r.c_zp * (int64_t{1} << r.n);
   return {int16_pair(ha, hb),
           int16_pair(la, lb),
-          _mm512_set1_epi32(static_cast<int32_t>(q >> 16)),
+          _mm512_set1_epi32(static_cast<int32_t>(q >> 16)),  // floor: C++20's >> on a negative q
           _mm512_set1_epi32(static_cast<int32_t>(q & 0xFFFF)),
           _mm512_set1_epi32(r.qmin),
           _mm512_set1_epi32(r.qmax),
@@ -465,9 +470,9 @@ QTK_VNNI inline __m512i add_residual16(__m512i c, __m128i bytes, const ResidualP
   const __m512i rv = p.is_signed ? _mm512_cvtepi8_epi32(bytes) : _mm512_cvtepu8_epi32(bytes);
   // (c & 0xFFFF) | r << 16: the pair (c, r) as two int16.
   const __m512i cr = _mm512_ternarylogic_epi32(c, _mm512_slli_epi32(rv, 16), _mm512_set1_epi32(0xFFFF), 0xEC);
-  const __m512i low = _mm512_srai_epi32(_mm512_add_epi32(_mm512_madd_epi16(cr, p.low), p.ql), 16);
-  const __m512i t = _mm512_add_epi32(_mm512_add_epi32(_mm512_madd_epi16(cr, p.high), p.qh), low);
-  return _mm512_min_epi32(_mm512_max_epi32(_mm512_sra_epi32(t, p.shift), p.lo), p.hi);
+  const __m512i low_sum = _mm512_srai_epi32(_mm512_add_epi32(_mm512_madd_epi16(cr, p.m_low), p.ql), 16);
+  const __m512i t = _mm512_add_epi32(_mm512_add_epi32(_mm512_madd_epi16(cr, p.m_high), p.qh), low_sum);
+  return _mm512_min_epi32(_mm512_max_epi32(_mm512_sra_epi32(t, p.shift), p.qmin), p.qmax);
 }
 
 // kRuns: the lanes go out in runs.count runs; else one run, lanes from 0.
@@ -479,7 +484,8 @@ QTK_VNNI void epilogue_row_codes(const int32_t* acc, int mr, int64_t m0, int64_t
   const __m512i zp = _mm512_set1_epi32(r.zero_point), lo = _mm512_set1_epi32(r.qmin - r.zero_point),
                 hi = _mm512_set1_epi32(r.qmax - r.zero_point);
   Residual res{};
-  if constexpr (kResidual && std::is_same_v<Residual, ResidualPairs>) res = residual_pairs(*out.residual, out.codes_signed);
+  if constexpr (kResidual && std::is_same_v<Residual, ResidualPairs>)
+    res = residual_pairs(*out.residual, out.codes_signed);
   else if constexpr (kResidual) res = residual_lanes(*out.residual, out.codes_signed);
   for (int i = 0; i < mr; ++i) {
     const uint64_t m = static_cast<uint64_t>(m0 + i);

@@ -191,6 +191,8 @@ class QConvKernel final : public Kernel {
     if (!ctx.has_input(9) || !ctx.has_input(10) || !ctx.has_input(12)) return false;
     const Tensor& codes = ctx.input(9);
     if (codes.dtype() != y_type || codes.shape() != y_shape) return false;
+    for (size_t i : {11, 13})  // zero points of the output's type, as the unfused QLinearAdd takes them
+      if (ctx.has_input(i) && (ctx.input(i).dtype() != y_type || ctx.input(i).numel() != 1)) return false;
     const double ys = ctx.input(6).get_as_double(0), rs = ctx.input(10).get_as_double(0),
                  cs = ctx.input(12).get_as_double(0);
     if (!(ys > 0 && rs > 0 && cs > 0) || !std::isfinite(ys / cs) || !std::isfinite(rs / cs)) return false;
