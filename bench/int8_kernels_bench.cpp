@@ -173,7 +173,7 @@ void BM_gemm(benchmark::State& state) {
   x86::qgemm_pack_b({b.data(), true, n, 1}, k, n, {0}, packed);
   std::vector<quant::FixedPointMultiplier> mult;
   for (int64_t j = 0; j < n; ++j) mult.push_back(quant::quantize_multiplier(1e-4 * (1 + j % 7)));
-  const x86::QgemmRequant requant = x86::qgemm_make_requant(mult, n, 128, 0, 255);
+  const x86::QgemmRequant requant = x86::qgemm_make_requant(mult, n, 128, 0, 255, x86::QgemmRequantFor::kColumns);
   std::vector<uint8_t> y(static_cast<size_t>(m * n));
   x86::QgemmOutput out;
   out.kind = x86::QgemmOutputKind::kCodes;
@@ -296,7 +296,7 @@ void BM_conv_output_stage(benchmark::State& state) {
   const int64_t plane = 784, images = 64, channels = 16;
   std::vector<quant::FixedPointMultiplier> mult(channels);
   for (int64_t c = 0; c < channels; ++c) mult[static_cast<size_t>(c)] = quant::quantize_multiplier(0.0007 * (1 + c % 3));
-  const x86::QgemmRequant requant = x86::qgemm_make_requant(mult, channels, 3, 0, 255);
+  const x86::QgemmRequant requant = x86::qgemm_make_requant(mult, channels, 3, 0, 255, x86::QgemmRequantFor::kRows);
   alignas(64) int32_t acc[16 * 16];
   std::mt19937 rng(7);
   for (auto& a : acc) a = static_cast<int32_t>(rng() % 200001) - 100000;

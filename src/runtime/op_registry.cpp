@@ -1,53 +1,101 @@
 #include "runtime/op_registry.h"
 
 #include <algorithm>
+#include <tuple>
 
 #include "runtime/kernels/x86/qelementwise_x86_ops.h"
 #include "runtime/kernels/x86/qnbits_ops.h"
 
 namespace qtk::rt {
 
-void OpRegistry::add(const std::string& op_type, KernelFactory f, const std::string& domain, int since_version) {
-  auto& v = ops_[{domain, op_type}];
-  for (auto& [since, existing] : v)
-    if (since == since_version) {
-      existing = std::move(f);
-      return;
-    }
-  v.emplace_back(since_version, std::move(f));
-  std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+size_t OpRegistry::first_of(std::string_view domain, std::string_view op_type) const {
+  auto it = std::lower_bound(entries_.begin(), entries_.end(), std::pair(domain, op_type),
+                             [this](const Entry& e, const std::pair<std::string_view, std::string_view>& key) {
+                               return std::pair(domain_of(e), op_of(e)) < key;
+                             });
+  if (it == entries_.end() || domain_of(*it) != domain || op_of(*it) != op_type) return entries_.size();
+  return static_cast<size_t>(it - entries_.begin());
 }
 
-const OpRegistry::Versions* OpRegistry::versions(const std::string& domain, const std::string& op_type) const {
-  auto it = ops_.find({ir::is_default_domain(domain) ? "" : domain, op_type});
-  return it == ops_.end() ? nullptr : &it->second;
+void OpRegistry::add(const std::string& op_type, KernelFactory f, const std::string& domain, int since_version) {
+  const auto key = std::pair(std::string_view(domain), std::string_view(op_type));
+  const auto versioned = std::tuple(key.first, key.second, since_version);
+  auto it = std::lower_bound(entries_.begin(), entries_.end(), versioned,
+                             [this](const Entry& e, const std::tuple<std::string_view, std::string_view, int>& k) {
+                               return std::tuple(domain_of(e), op_of(e), e.since) < k;
+                             });
+  if (it != entries_.end() && std::tuple(domain_of(*it), op_of(*it), it->since) == versioned) {
+    factories_[it->factory] = std::move(f);
+    return;
+  }
+  Entry e;
+  e.since = since_version;
+  e.factory = static_cast<uint32_t>(factories_.size());
+  // Names already in the table are shared (an op's other versions, a domain's other ops).
+  const size_t at = static_cast<size_t>(it - entries_.begin());
+  bool have_op = false, have_domain = false;
+  for (size_t n : {at, at - 1})
+    if (n < entries_.size() && std::pair(domain_of(entries_[n]), op_of(entries_[n])) == key) {
+      const Entry& same = entries_[n];
+      e = Entry{same.domain, same.domain_len, same.op, same.op_len, since_version, e.factory};
+      have_op = have_domain = true;
+      break;
+    }
+  for (size_t n = 0; !have_domain && n < entries_.size(); ++n)
+    if (domain_of(entries_[n]) == key.first) {
+      e.domain = entries_[n].domain;
+      e.domain_len = entries_[n].domain_len;
+      have_domain = true;
+    }
+  if (!have_domain) {
+    e.domain = static_cast<uint32_t>(names_.size());
+    e.domain_len = static_cast<uint32_t>(domain.size());
+    names_ += domain;
+  }
+  if (!have_op) {
+    e.op = static_cast<uint32_t>(names_.size());
+    e.op_len = static_cast<uint32_t>(op_type.size());
+    names_ += op_type;
+  }
+  factories_.push_back(std::move(f));
+  entries_.insert(entries_.begin() + static_cast<std::ptrdiff_t>(at), e);
+}
+
+void OpRegistry::shrink() {
+  names_.shrink_to_fit();
+  entries_.shrink_to_fit();
+  factories_.shrink_to_fit();
 }
 
 const KernelFactory* OpRegistry::find(const std::string& domain, const std::string& op_type, int64_t opset) const {
+  const std::string_view d = ir::is_default_domain(domain) ? std::string_view() : std::string_view(domain);
   const KernelFactory* best = nullptr;
   int best_since = 0;
   // The base's first, so that an override of the same since_version wins.
   for (const OpRegistry* r : {base_, this}) {
     if (r == nullptr) continue;
-    const Versions* v = r->versions(domain, op_type);
-    if (v == nullptr) continue;
-    for (const auto& [since, f] : *v)
-      if ((since <= opset || opset <= 0) && (best == nullptr || since >= best_since)) {
-        best = &f;
-        best_since = since;
+    for (size_t i = r->first_of(d, op_type); i < r->entries_.size() && r->domain_of(r->entries_[i]) == d &&
+                                             r->op_of(r->entries_[i]) == op_type;
+         ++i) {
+      const Entry& e = r->entries_[i];
+      if ((e.since <= opset || opset <= 0) && (best == nullptr || e.since >= best_since)) {
+        best = &r->factories_[e.factory];
+        best_since = e.since;
       }
+    }
   }
   return best;
 }
 
 bool OpRegistry::supports(const std::string& domain, const std::string& op_type) const {
-  return versions(domain, op_type) != nullptr || (base_ != nullptr && base_->supports(domain, op_type));
+  const std::string_view d = ir::is_default_domain(domain) ? std::string_view() : std::string_view(domain);
+  return first_of(d, op_type) < entries_.size() || (base_ != nullptr && base_->supports(domain, op_type));
 }
 
 std::vector<std::string> OpRegistry::op_types(const std::string& domain) const {
   std::vector<std::string> r = base_ ? base_->op_types(domain) : std::vector<std::string>{};
-  for (const auto& [k, v] : ops_)
-    if (k.first == domain) r.push_back(k.second);
+  for (const Entry& e : entries_)
+    if (domain_of(e) == domain) r.emplace_back(op_of(e));
   std::sort(r.begin(), r.end());
   r.erase(std::unique(r.begin(), r.end()), r.end());
   return r;
@@ -77,6 +125,7 @@ const OpRegistry& OpRegistry::reference() {
   static const OpRegistry registry = [] {
     OpRegistry r;
     register_reference_ops(r);
+    r.shrink();
     return r;
   }();
   return registry;
@@ -89,6 +138,7 @@ const OpRegistry& OpRegistry::global() {
     register_x86_qlinear_ops(r);
     register_x86_qelementwise_ops(r);
     register_x86_matmul_nbits_op(r);
+    r.shrink();
     return r;
   }();
   return registry;

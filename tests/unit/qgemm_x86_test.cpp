@@ -115,7 +115,9 @@ void run_case(const Case& c, uint32_t seed, QgemmPath path, ThreadPool* pool) {
     qmax = hi - 30;
   }
   const int32_t y_zp = random_zp(c.codes_signed, rng);
-  const QgemmRequant requant = qgemm_make_requant(mult, channels, y_zp, qmin, qmax);
+  // For the stage that reads it, as kernels make it: by row only the row tables.
+  const QgemmRequantFor use = c.channel_is_row ? QgemmRequantFor::kRows : QgemmRequantFor::kColumns;
+  const QgemmRequant requant = qgemm_make_requant(mult, channels, y_zp, qmin, qmax, use);
   std::vector<float> scale(static_cast<size_t>(std::max<int64_t>(channels, padded_n)));
   std::uniform_real_distribution<float> sd(1e-4f, 1.f);
   for (auto& s : scale) s = sd(rng);
@@ -190,6 +192,75 @@ TEST(Qgemm, RandomShapesMatchPlainLoop) {
       run_case(c, seed, p, nullptr);
       if (iter % 4 == 0) run_case(c, seed, p, &pool2);
       if (::testing::Test::HasFatalFailure()) return;
+    }
+  }
+}
+
+// The per-channel constants of the vector output stages
+// (qgemm_requant_channel): their arithmetic, done here in scalar, gives
+// requantize_to_code's code for any accumulator; a requant made for rows
+// holds them in its row tables (the clamps only at or above one), one made
+// for columns in its lane tables, and neither carries the other's.
+TEST(Qgemm, RequantTablesHoldTheChannelConstantsForTheirReaders) {
+  std::mt19937 rng(99);
+  const int32_t accs[] = {0, 1, -1, 2, -2, 1000, -1000, 1 << 20, -(1 << 20), INT32_MAX, INT32_MIN, INT32_MAX - 1,
+                          INT32_MIN + 1};
+  for (int iter = 0; iter < 200; ++iter) {
+    const bool per_channel = iter % 3 != 0, is_signed = iter % 2;
+    const int64_t channels = 1 + static_cast<int64_t>(rng() % 40);
+    std::vector<quant::FixedPointMultiplier> mult(per_channel ? static_cast<size_t>(channels) : 1);
+    const bool below_one = rng() % 2;
+    for (auto& f : mult) f = random_multiplier(rng, below_one);
+    // The edges: n = 62 (2^-32), a multiplier that rounds to 0, just below 1, n = 1 (clamped to 2^30).
+    if (iter % 7 == 0) mult[0] = quant::quantize_multiplier(std::exp2(-32.0));
+    if (iter % 9 == 0) mult[0] = quant::quantize_multiplier(std::exp2(-45.0));
+    if (iter % 11 == 0) mult[0] = quant::quantize_multiplier(0.99999999);
+    if (iter % 13 == 0) mult[0] = quant::quantize_multiplier(std::exp2(40.0));
+    const int32_t lo = is_signed ? -128 : 0, hi = is_signed ? 127 : 255;
+    const bool narrow = iter % 5 == 0;  // a fused Relu / Clip
+    const int32_t zp = random_zp(is_signed, rng), qmin = narrow ? lo + 7 : lo, qmax = narrow ? hi - 9 : hi;
+    const QgemmRequant rows = qgemm_make_requant(mult, channels, zp, qmin, qmax, QgemmRequantFor::kRows);
+    const QgemmRequant cols = qgemm_make_requant(mult, channels, zp, qmin, qmax, QgemmRequantFor::kColumns);
+    EXPECT_TRUE(rows.lanes.empty() && rows.round_offset.empty());
+    EXPECT_TRUE(cols.rows.empty() && cols.row_clamps.empty());
+    ASSERT_EQ(rows.below_one, cols.below_one);
+    ASSERT_EQ(rows.rows.size(), static_cast<size_t>(channels));
+    ASSERT_EQ(rows.row_clamps.size(), rows.below_one ? 0u : static_cast<size_t>(channels));
+    std::uniform_int_distribution<int32_t> any(INT32_MIN, INT32_MAX);
+    for (int64_t c = 0; c < channels; ++c) {
+      const QgemmRequantChannel k = qgemm_requant_channel(rows, c);
+      const QgemmRequantRow& row = rows.rows[static_cast<size_t>(c)];
+      ASSERT_EQ(row.mult, k.mult);
+      ASSERT_EQ(row.add, k.add);
+      ASSERT_EQ(row.shift, k.shift);
+      ASSERT_EQ(row.round_offset, k.round_offset);
+      if (!rows.below_one) {
+        const QgemmRequantRowClamp& cl = rows.row_clamps[static_cast<size_t>(c)];
+        ASSERT_EQ(cl.lo, k.lo);
+        ASSERT_EQ(cl.hi, k.hi);
+        ASSERT_EQ(cl.off, k.off);
+      }
+      const int64_t* g = &cols.lanes[static_cast<size_t>((c / 8) * 48 + (c % 2) * 4 + (c % 8) / 2)];
+      ASSERT_EQ(g[0], k.mult);
+      ASSERT_EQ(g[8], k.add);
+      ASSERT_EQ(g[16], k.shift);
+      ASSERT_EQ(g[24], k.lo);
+      ASSERT_EQ(g[32], k.hi);
+      ASSERT_EQ(g[40], k.off);
+      ASSERT_EQ(cols.round_offset[static_cast<size_t>(c)], k.round_offset);
+      const quant::FixedPointMultiplier f = mult[per_channel ? static_cast<size_t>(c) : 0];
+      for (int t = 0; t < 40; ++t) {
+        const int32_t acc = t < static_cast<int>(std::size(accs)) ? accs[t] : any(rng);
+        // The vector path: a 32x32-bit product plus add, shifted right as unsigned.
+        const uint64_t u = static_cast<uint64_t>(int64_t{acc} * row.mult + row.add) >> row.shift;
+        const int32_t want = quant::requantize_to_code(acc, f, zp, qmin, qmax);
+        ASSERT_EQ(std::clamp(static_cast<int64_t>(u), k.lo, k.hi) + k.off, want)
+            << "channel " << c << " acc " << acc << " shift " << f.shift;
+        if (rows.below_one) {  // the 32-bit finish
+          const int32_t r = static_cast<int32_t>(static_cast<uint32_t>(u) + static_cast<uint32_t>(row.round_offset));
+          ASSERT_EQ(std::clamp(r, qmin - zp, qmax - zp) + zp, want) << "channel " << c << " acc " << acc;
+        }
+      }
     }
   }
 }
@@ -306,7 +377,8 @@ TEST(Qconv, BothPathsMatchPlainLoop) {
     owned.reset();
     std::vector<quant::FixedPointMultiplier> mult(static_cast<size_t>(g.out_c));
     for (auto& f : mult) f = random_multiplier(rng, rng() % 2);
-    const QgemmRequant requant = qgemm_make_requant(mult, g.out_c, random_zp(y_signed, rng), y_min, y_max);
+    const QgemmRequant requant =
+        qgemm_make_requant(mult, g.out_c, random_zp(y_signed, rng), y_min, y_max, QgemmRequantFor::kRows);
     std::vector<int32_t> bias(static_cast<size_t>(g.out_c));
     // Now and then a bias near the int32 limits: acc + bias saturates.
     const bool extreme_bias = rng() % 6 == 0;
@@ -415,7 +487,8 @@ TEST(Qconv, ImagesSideBySideMatchTheScalarPath) {
   qconv_pack_weights({w.data(), true, k, 1}, g.out_c, g.in_c, 3, 3, 1, {0}, packed);  // symmetric: the direct path
   std::vector<quant::FixedPointMultiplier> mult(static_cast<size_t>(g.out_c));
   for (auto& f : mult) f = random_multiplier(rng, true);
-  const QgemmRequant requant = qgemm_make_requant(mult, g.out_c, random_zp(true, rng), -128, 127);
+  const QgemmRequant requant =
+      qgemm_make_requant(mult, g.out_c, random_zp(true, rng), -128, 127, QgemmRequantFor::kRows);
   std::vector<int32_t> bias(static_cast<size_t>(g.out_c));
   for (auto& b : bias) b = static_cast<int32_t>(rng() % 20001) - 10000;
   const auto shared = quant::shared_shift_multipliers(0.7, 1.3);
@@ -490,7 +563,7 @@ TEST(Qconv, ResidualJoinMatchesTheScalarPathAtItsLimits) {
       std::vector<quant::FixedPointMultiplier> mult(static_cast<size_t>(g.out_c));
       for (auto& f : mult) f = below_one ? random_multiplier(rng, true) : quant::quantize_multiplier(1.5);
       for (const int32_t a_zp : {qmin, qmax}) {
-        const QgemmRequant requant = qgemm_make_requant(mult, g.out_c, a_zp, qmin, qmax);
+        const QgemmRequant requant = qgemm_make_requant(mult, g.out_c, a_zp, qmin, qmax, QgemmRequantFor::kRows);
         for (const Case& c : cases)
           for (const int32_t b_zp : {qmin, qmax, 200000})  // no code (a corrupt fused node): 64-bit
             for (const int32_t c_zp : {qmin, qmax, 3000}) {

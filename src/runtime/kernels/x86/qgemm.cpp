@@ -294,43 +294,59 @@ void qgemm_pack_a(const QgemmCodes& a, int64_t m, int64_t k, const std::vector<i
                               zero_points.data(), zero_points.size() > 1, dst + t * out.kpairs * kQgemmMR);
 }
 
+QgemmRequantChannel qgemm_requant_channel(const QgemmRequant& r, int64_t c) {
+  const quant::FixedPointMultiplier f = r.mult[r.mult.size() == 1 || c >= r.channels ? 0 : static_cast<size_t>(c)];
+  const int n = std::clamp(31 - f.shift, 1, 62);
+  const int64_t bias = int64_t{1} << (62 - n);
+  return {f.multiplier,
+          (int64_t{1} << 62) + (int64_t{1} << (n - 1)),
+          n,
+          r.qmin - r.zero_point + bias,
+          r.qmax - r.zero_point + bias,
+          r.zero_point - bias,
+          static_cast<int32_t>(static_cast<uint32_t>(-bias))};  // -2^(62-n) mod 2^32 (n >= 31 when below one)
+}
+
 QgemmRequant qgemm_make_requant(const std::vector<quant::FixedPointMultiplier>& mult, int64_t channels,
-                                int32_t zero_point, int32_t qmin, int32_t qmax) {
+                                int32_t zero_point, int32_t qmin, int32_t qmax, QgemmRequantFor use) {
   QgemmRequant r;
   r.channels = channels;
   r.mult = mult;
   r.zero_point = zero_point;
   r.qmin = qmin;
   r.qmax = qmax;
+  r.below_one = true;
+  for (const auto& f : mult) r.below_one = r.below_one && f.shift <= 0;
   // Per channel, for requantize_fixed_point's  r = (acc·m + 2^(n-1)) >> n
   // without a 64-bit arithmetic shift (AVX2 has none): with the offset 2^62,
   // u = acc·m + 2^62 + 2^(n-1) is never negative, and u >>> n = r + 2^(62-n)
   // exactly (2^62 is a multiple of 2^n). Clamping u >>> n to
-  // [qmin - zp, qmax - zp] + 2^(62-n) and adding zp - 2^(62-n) gives the code.
+  // [qmin - zp, qmax - zp] + 2^(62-n) and adding zp - 2^(62-n) gives the code
+  // (qgemm_requant_channel).
+  if (use == QgemmRequantFor::kRows) {
+    r.rows.resize(static_cast<size_t>(std::max<int64_t>(channels, 1)));
+    if (!r.below_one) r.row_clamps.resize(r.rows.size());
+    for (size_t c = 0; c < r.rows.size(); ++c) {
+      const QgemmRequantChannel k = qgemm_requant_channel(r, static_cast<int64_t>(c));
+      r.rows[c] = {k.add, k.shift, static_cast<int32_t>(k.mult), k.round_offset};
+      if (!r.below_one) r.row_clamps[c] = {k.lo, k.hi, k.off};
+    }
+    return r;
+  }
   const int64_t groups = (std::max<int64_t>(channels, 1) + kQgemmNR - 1) / kQgemmNR * (kQgemmNR / 8);
   r.lanes.assign(static_cast<size_t>(groups * 48), 0);
-  for (int64_t c = 0; c < groups * 8; ++c) {
-    const quant::FixedPointMultiplier f = mult[mult.size() == 1 || c >= channels ? 0 : c];
-    int n = 31 - f.shift;
-    n = std::clamp(n, 1, 62);
-    const int64_t bias = int64_t{1} << (62 - n);
-    int64_t* g = &r.lanes[(c / 8) * 48];
-    const int lane = static_cast<int>((c % 2) * 4 + (c % 8) / 2);
-    g[0 * 8 + lane] = f.multiplier;
-    g[1 * 8 + lane] = (int64_t{1} << 62) + (int64_t{1} << (n - 1));
-    g[2 * 8 + lane] = n;
-    g[3 * 8 + lane] = qmin - zero_point + bias;
-    g[4 * 8 + lane] = qmax - zero_point + bias;
-    g[5 * 8 + lane] = zero_point - bias;
-  }
-  r.below_one = true;
-  for (const auto& f : mult) r.below_one = r.below_one && f.shift <= 0;
   r.round_offset.assign(static_cast<size_t>(groups * 8), 0);
   for (int64_t c = 0; c < groups * 8; ++c) {
-    const quant::FixedPointMultiplier f = mult[mult.size() == 1 || c >= channels ? 0 : c];
-    const int n = std::clamp(31 - f.shift, 1, 62);
-    // -2^(62-n) mod 2^32 (n >= 31 when below_one)
-    r.round_offset[static_cast<size_t>(c)] = static_cast<int32_t>(static_cast<uint32_t>(-(int64_t{1} << (62 - n))));
+    const QgemmRequantChannel k = qgemm_requant_channel(r, c);
+    int64_t* g = &r.lanes[(c / 8) * 48];
+    const int lane = static_cast<int>((c % 2) * 4 + (c % 8) / 2);
+    g[0 * 8 + lane] = k.mult;
+    g[1 * 8 + lane] = k.add;
+    g[2 * 8 + lane] = k.shift;
+    g[3 * 8 + lane] = k.lo;
+    g[4 * 8 + lane] = k.hi;
+    g[5 * 8 + lane] = k.off;
+    r.round_offset[static_cast<size_t>(c)] = k.round_offset;
   }
   return r;
 }

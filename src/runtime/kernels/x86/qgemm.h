@@ -154,24 +154,58 @@ struct QgemmPackedA {
 void qgemm_pack_a(const QgemmCodes& a, int64_t m, int64_t k, const std::vector<int32_t>& zero_points,
                   QgemmPackedA& out);
 
+// Channel c's constants of the vector output stage (qgemm_requant_channel):
+// r = (acc·m + 2^(n-1)) >> n computed as u = acc·mult + add (never
+// negative), u >>> shift = r + 2^(62-n); clamped to [lo, hi], plus off, it
+// is the code; below one, u >>> shift plus round_offset (mod 2^32) is r.
+struct QgemmRequantChannel {
+  int64_t mult, add, shift, lo, hi, off;
+  int32_t round_offset;
+};
+
+// What an output stage with one channel per row (convs) reads of a channel,
+// broadcast from memory: 24 bytes, where the column tables take 52. The
+// clamp constants (lo, hi, off) only where a multiplier is 1 or more (rare:
+// the 32-bit finish clamps with the zero point and range instead).
+struct QgemmRequantRow {
+  int64_t add, shift;
+  int32_t mult, round_offset;
+};
+struct QgemmRequantRowClamp {
+  int64_t lo, hi, off;
+};
+
 // Fixed-point requantization per output channel, prepared once:
 // code = clamp(requantize_fixed_point(acc, mult[c]) + zero_point, qmin, qmax).
 struct QgemmRequant {
   int64_t channels = 0;
   std::vector<quant::FixedPointMultiplier> mult;  // per channel (the scalar path)
   int32_t zero_point = 0, qmin = 0, qmax = 255;
-  // The vector path's constants, 8 channels per group in lane order
-  // (channels 0,2,4,6 then 1,3,5,7): see qgemm_make_requant.
-  std::vector<int64_t> lanes;
   // Every multiplier below 1 (shift <= 0): the rescaled value then fits
   // int32, and the vector path finishes in 32-bit lanes with round_offset
-  // (per channel, natural order) instead of clamping in 64 bits.
+  // instead of clamping in 64 bits.
   bool below_one = false;
+  // By column (QgemmOutput::channel_is_row false): the vector path's
+  // constants, 8 channels per group in lane order (channels 0,2,4,6 then
+  // 1,3,5,7), and round_offset per channel, natural order; see
+  // qgemm_make_requant. Empty in a requant made for rows.
+  std::vector<int64_t> lanes;
   std::vector<int32_t> round_offset;
+  // By row (channel_is_row): per channel; row_clamps empty when below_one.
+  // Empty in a requant made for columns.
+  std::vector<QgemmRequantRow> rows;
+  std::vector<QgemmRequantRowClamp> row_clamps;
 };
-// mult: 1 value (per tensor) or `channels` values.
+enum class QgemmRequantFor { kColumns, kRows };
+// mult: 1 value (per tensor) or `channels` values. `use`: which output
+// stage reads it: kRows for channel_is_row (convs), else kColumns; each
+// lays out only the tables its readers need.
 QgemmRequant qgemm_make_requant(const std::vector<quant::FixedPointMultiplier>& mult, int64_t channels,
-                                int32_t zero_point, int32_t qmin, int32_t qmax);
+                                int32_t zero_point, int32_t qmin, int32_t qmax,
+                                QgemmRequantFor use);
+// Channel c's constants (c past the channels: channel 0's), from which
+// qgemm_make_requant fills the tables.
+QgemmRequantChannel qgemm_requant_channel(const QgemmRequant& r, int64_t c);
 
 enum class QgemmOutputKind {
   kInt32,  // acc (+ bias)
@@ -203,7 +237,9 @@ struct QgemmOutput {
   int64_t bias_rs = 0, bias_cs = 0;
   // true: int64 sum clamped to int32 (QLinearConv); false: int32 wrap (QGemm's C).
   bool bias_saturates = true;
-  const QgemmRequant* requant = nullptr;  // kCodes
+  // kCodes: made for the stage that reads it (QgemmRequantFor::kRows with
+  // channel_is_row, else kColumns): the other's tables are empty.
+  const QgemmRequant* requant = nullptr;
   bool codes_signed = false;              // kCodes: int8, else uint8
   const float* scale = nullptr;           // kFloat: per channel, readable to a multiple of NR
   void* out = nullptr;

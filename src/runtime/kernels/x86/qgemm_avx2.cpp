@@ -141,11 +141,18 @@ QTK_AVX2 inline __m256i requant8_below_one(__m256i v, const Lanes4& even, const 
   return _mm256_add_epi32(r, f.zp);
 }
 
-// One channel's constants in every lane.
+// One channel's constants in every lane (a requant made for rows); the
+// clamp constants only where not below one.
 QTK_AVX2 inline Lanes4 broadcast_lanes(const QgemmRequant& r, int64_t ch) {
-  const int64_t* g = &r.lanes[(ch / 8) * 48 + (ch % 2) * 4 + (ch % 8) / 2];
-  return {_mm256_set1_epi64x(g[0]),  _mm256_set1_epi64x(g[8]),  _mm256_set1_epi64x(g[16]),
-          _mm256_set1_epi64x(g[24]), _mm256_set1_epi64x(g[32]), _mm256_set1_epi64x(g[40])};
+  const QgemmRequantRow& k = r.rows[static_cast<size_t>(ch)];
+  Lanes4 p{_mm256_set1_epi64x(k.mult), _mm256_set1_epi64x(k.add), _mm256_set1_epi64x(k.shift), {}, {}, {}};
+  if (!r.below_one) {
+    const QgemmRequantRowClamp& c = r.row_clamps[static_cast<size_t>(ch)];
+    p.lo = _mm256_set1_epi64x(c.lo);
+    p.hi = _mm256_set1_epi64x(c.hi);
+    p.off = _mm256_set1_epi64x(c.off);
+  }
+  return p;
 }
 
 // Two vectors of 8 codes (columns 0-7, 8-15) -> 16 bytes in column order.
@@ -311,7 +318,7 @@ QTK_AVX2 void qgemm_epilogue_avx2(const int32_t* acc, int mr, int nr, int64_t m0
                            _mm256_set1_epi32(r.zero_point)};
           if (by_row) {
             const Lanes4 p = broadcast_lanes(r, m);
-            const __m256i offset = _mm256_set1_epi32(r.round_offset[static_cast<size_t>(m)]);
+            const __m256i offset = _mm256_set1_epi32(r.rows[static_cast<size_t>(m)].round_offset);
             c[0] = requant8_below_one(v[0], p, p, offset, f);
             c[1] = requant8_below_one(v[1], p, p, offset, f);
           } else {

@@ -502,17 +502,19 @@ QTK_VNNI void epilogue_row_codes(const int32_t* acc, int mr, int64_t m0, int64_t
         v = s;
       }
     }
-    const int64_t* g = &r.lanes[(m >> 3) * 48 + (m & 1) * 4 + ((m & 7) >> 1)];
-    const __m512i mult = _mm512_set1_epi64(g[0]), add = _mm512_set1_epi64(g[8]), shift = _mm512_set1_epi64(g[16]);
+    const QgemmRequantRow& k = r.rows[m];
+    // The 32-bit multiplier in both halves of each 64-bit lane: the product reads the low one.
+    const __m512i mult = _mm512_set1_epi32(k.mult), add = _mm512_set1_epi64(k.add), shift = _mm512_set1_epi64(k.shift);
     __m512i e = _mm512_srlv_epi64(_mm512_add_epi64(_mm512_mul_epi32(v, mult), add), shift);
     __m512i o = _mm512_srlv_epi64(_mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(v, 32), mult), add), shift);
     __m512i c;
     if constexpr (kBelowOne) {
       c = _mm512_add_epi32(_mm512_mask_blend_epi32(0xAAAA, e, _mm512_slli_epi64(o, 32)),
-                           _mm512_set1_epi32(r.round_offset[m]));
+                           _mm512_set1_epi32(k.round_offset));
       c = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(c, lo), hi), zp);
     } else {
-      const __m512i l64 = _mm512_set1_epi64(g[24]), h64 = _mm512_set1_epi64(g[32]), off = _mm512_set1_epi64(g[40]);
+      const QgemmRequantRowClamp& cl = r.row_clamps[m];
+      const __m512i l64 = _mm512_set1_epi64(cl.lo), h64 = _mm512_set1_epi64(cl.hi), off = _mm512_set1_epi64(cl.off);
       e = _mm512_add_epi64(_mm512_min_epi64(_mm512_max_epi64(e, l64), h64), off);
       o = _mm512_add_epi64(_mm512_min_epi64(_mm512_max_epi64(o, l64), h64), off);
       c = _mm512_mask_blend_epi32(0xAAAA, e, _mm512_slli_epi64(o, 32));

@@ -219,7 +219,8 @@ class QConvKernel final : public Kernel {
     // The session's fused output clamp narrows the type's range (as the reference does).
     const int32_t lo = static_cast<int32_t>(std::max<int64_t>(qmin_of(y_zp.dtype()), out_min_));
     const int32_t hi = static_cast<int32_t>(std::min<int64_t>(qmax_of(y_zp.dtype()), out_max_));
-    return qgemm_make_requant(mult, out_c_, static_cast<int32_t>(y_zp.get_as_int64(0)), lo, hi);
+    // Convs' output stages read a channel per row: the row tables only.
+    return qgemm_make_requant(mult, out_c_, static_cast<int32_t>(y_zp.get_as_int64(0)), lo, hi, QgemmRequantFor::kRows);
   }
 
   std::unique_ptr<Kernel> ref_;

@@ -84,7 +84,7 @@ std::optional<QgemmRequant> matmul_requant(const Tensor& a_scale, const Tensor& 
   std::vector<quant::FixedPointMultiplier> mult;
   for (float s : bs) mult.push_back(quant::quantize_multiplier(static_cast<double>(as) * s / ys));
   return qgemm_make_requant(mult, n, static_cast<int32_t>(y_zp.get_as_int64(0)), qmin_of(y_zp.dtype()),
-                            qmax_of(y_zp.dtype()));
+                            qmax_of(y_zp.dtype()), QgemmRequantFor::kColumns);
 }
 
 class QLinearMatMulKernel final : public Kernel {

@@ -115,7 +115,7 @@ class QGemmKernel final : public Kernel {
   QgemmRequant make_requant(double as, double ys, int32_t yz, DType out_type) const {
     std::vector<quant::FixedPointMultiplier> mult;
     for (float s : b_scale_) mult.push_back(quant::quantize_multiplier(static_cast<double>(alpha_) * as * s / ys));
-    return qgemm_make_requant(mult, n_, yz, qmin_of(out_type), qmax_of(out_type));
+    return qgemm_make_requant(mult, n_, yz, qmin_of(out_type), qmax_of(out_type), QgemmRequantFor::kColumns);
   }
 
   // As the reference: alpha·a_scale·b_scale[n] in float, padded to whole panels.
