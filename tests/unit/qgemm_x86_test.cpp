@@ -468,6 +468,17 @@ TEST(Qconv, BothPathsMatchPlainLoop) {
   EXPECT_GE(tested, 120);  // most random geometries fit
 }
 
+// A 3x3 conv with pad 1 on side x side planes, channels in and out.
+QconvGeometry square_conv3x3(int64_t batch, int64_t channels, int64_t side) {
+  QconvGeometry g;
+  g.batch = batch;
+  g.in_c = g.out_c = channels;
+  g.in_h = g.in_w = g.out_h = g.out_w = side;
+  g.kernel_h = g.kernel_w = 3;
+  g.pad_top = g.pad_left = 1;
+  return g;
+}
+
 // The VNNI direct path with images side by side on a 7x7 plane (2 per row)
 // at an odd batch: the last row group half empty, two threads splitting a
 // row group, int8 codes, the residual join written over the residual. The
@@ -475,12 +486,7 @@ TEST(Qconv, BothPathsMatchPlainLoop) {
 TEST(Qconv, ImagesSideBySideMatchTheScalarPath) {
   ThreadPool pool2(2);
   std::mt19937 rng(77);
-  QconvGeometry g;
-  g.batch = 37;
-  g.in_c = g.out_c = 16;
-  g.in_h = g.in_w = g.out_h = g.out_w = 7;
-  g.kernel_h = g.kernel_w = 3;
-  g.pad_top = g.pad_left = 1;
+  const QconvGeometry g = square_conv3x3(37, 16, 7);
   const int64_t k = g.in_c * 9, total = g.batch * g.out_c * 49;
   const auto x = random_bytes(g.batch * g.in_c * 49, rng), w = random_bytes(g.out_c * k, rng);
   QconvWeights packed;
@@ -545,12 +551,7 @@ TEST(Qconv, ResidualJoinMatchesTheScalarPathAtItsLimits) {
       {40000, 65535, 15, "n 15: 64-bit"},
   };
   std::mt19937 rng(4242);
-  QconvGeometry g;
-  g.batch = 3;
-  g.in_c = g.out_c = 16;
-  g.in_h = g.in_w = g.out_h = g.out_w = 9;
-  g.kernel_h = g.kernel_w = 3;
-  g.pad_top = g.pad_left = 1;
+  const QconvGeometry g = square_conv3x3(3, 16, 9);
   const int64_t k = g.in_c * 9, plane = 81, total = g.batch * g.out_c * plane;
   const auto x = random_bytes(g.batch * g.in_c * plane, rng), w = random_bytes(g.out_c * k, rng);
   QconvWeights packed;
