@@ -201,6 +201,25 @@ TEST(Qgemm, RandomShapesMatchPlainLoop) {
 // requantize_to_code's code for any accumulator; a requant made for rows
 // holds them in its row tables (the clamps only at or above one), one made
 // for columns in its lane tables, and neither carries the other's.
+// A requant read by the other output stage would index its empty tables:
+// qgemm and qconv stop first (a caller's bug, so an abort with a message).
+TEST(QgemmDeathTest, ARequantMadeForTheOtherOutputStageAborts) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const std::vector<quant::FixedPointMultiplier> mult{quant::quantize_multiplier(0.01)};
+  const QgemmRequant cols = qgemm_make_requant(mult, 4, 0, 0, 255, QgemmRequantFor::kColumns);
+  const QgemmRequant rows = qgemm_make_requant(mult, 4, 0, 0, 255, QgemmRequantFor::kRows);
+  QgemmOutput out;
+  out.kind = QgemmOutputKind::kCodes;
+  out.requant = &cols;
+  detail::check_requant_layout(out);  // columns for the column stage: fine
+  out.channel_is_row = true;
+  EXPECT_DEATH(detail::check_requant_layout(out), "made for columns read by the row output stage");
+  out.requant = &rows;
+  detail::check_requant_layout(out);
+  out.channel_is_row = false;
+  EXPECT_DEATH(detail::check_requant_layout(out), "made for rows read by the column output stage");
+}
+
 TEST(Qgemm, RequantTablesHoldTheChannelConstantsForTheirReaders) {
   std::mt19937 rng(99);
   const int32_t accs[] = {0, 1, -1, 2, -2, 1000, -1000, 1 << 20, -(1 << 20), INT32_MAX, INT32_MIN, INT32_MAX - 1,
@@ -252,7 +271,9 @@ TEST(Qgemm, RequantTablesHoldTheChannelConstantsForTheirReaders) {
       for (int t = 0; t < 40; ++t) {
         const int32_t acc = t < static_cast<int>(std::size(accs)) ? accs[t] : any(rng);
         // The vector path: a 32x32-bit product plus add, shifted right as unsigned.
-        const uint64_t u = static_cast<uint64_t>(int64_t{acc} * row.mult + row.add) >> row.shift;
+        // (the sum in unsigned: it passes INT64_MAX for n near 62 and acc near INT32_MAX)
+        const uint64_t u =
+            (static_cast<uint64_t>(int64_t{acc} * row.mult) + static_cast<uint64_t>(row.add)) >> row.shift;
         const int32_t want = quant::requantize_to_code(acc, f, zp, qmin, qmax);
         ASSERT_EQ(std::clamp(static_cast<int64_t>(u), k.lo, k.hi) + k.off, want)
             << "channel " << c << " acc " << acc << " shift " << f.shift;

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <mutex>
@@ -307,10 +309,25 @@ QgemmRequantChannel qgemm_requant_channel(const QgemmRequant& r, int64_t c) {
           static_cast<int32_t>(static_cast<uint32_t>(-bias))};  // -2^(62-n) mod 2^32 (n >= 31 when below one)
 }
 
+namespace detail {
+
+void check_requant_layout(const QgemmOutput& out) {
+  if (out.kind != QgemmOutputKind::kCodes || out.requant == nullptr) return;
+  const QgemmRequantFor want = out.channel_is_row ? QgemmRequantFor::kRows : QgemmRequantFor::kColumns;
+  if (out.requant->use == want) return;
+  std::fprintf(stderr, "qtk: internal error: a requantization made for %s read by the %s output stage\n",
+               out.requant->use == QgemmRequantFor::kRows ? "rows" : "columns",
+               out.channel_is_row ? "row" : "column");
+  std::abort();
+}
+
+}  // namespace detail
+
 QgemmRequant qgemm_make_requant(const std::vector<quant::FixedPointMultiplier>& mult, int64_t channels,
                                 int32_t zero_point, int32_t qmin, int32_t qmax, QgemmRequantFor use) {
   QgemmRequant r;
   r.channels = channels;
+  r.use = use;
   r.mult = mult;
   r.zero_point = zero_point;
   r.qmin = qmin;
@@ -361,6 +378,7 @@ constexpr int64_t kABlockBytes = 192 * 1024;
 
 void qgemm(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const QgemmPackedB& b, const QgemmOutput& out,
            ThreadPool* pool, QgemmPath path) {
+  detail::check_requant_layout(out);
   if (m <= 0 || b.n <= 0) return;
   const QgemmPath resolved = qgemm_resolve_path(path);
   if (resolved == QgemmPath::kAvx512Vnni) return detail::qgemm_vnni(m, a, a_zero_point, b, out, pool);

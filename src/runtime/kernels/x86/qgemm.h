@@ -175,10 +175,16 @@ struct QgemmRequantRowClamp {
   int64_t lo, hi, off;
 };
 
+enum class QgemmRequantFor { kColumns, kRows };
+
 // Fixed-point requantization per output channel, prepared once:
 // code = clamp(requantize_fixed_point(acc, mult[c]) + zero_point, qmin, qmax).
 struct QgemmRequant {
   int64_t channels = 0;
+  // Which output stage it was made for: qgemm and qconv refuse (abort) a
+  // QgemmOutput whose channel_is_row disagrees, since the vector stages
+  // would read the other layout's empty tables.
+  QgemmRequantFor use = QgemmRequantFor::kColumns;
   std::vector<quant::FixedPointMultiplier> mult;  // per channel (the scalar path)
   int32_t zero_point = 0, qmin = 0, qmax = 255;
   // Every multiplier below 1 (shift <= 0): the rescaled value then fits
@@ -196,7 +202,6 @@ struct QgemmRequant {
   std::vector<QgemmRequantRow> rows;
   std::vector<QgemmRequantRowClamp> row_clamps;
 };
-enum class QgemmRequantFor { kColumns, kRows };
 // mult: 1 value (per tensor) or `channels` values. `use`: which output
 // stage reads it: kRows for channel_is_row (convs), else kColumns; each
 // lays out only the tables its readers need.
@@ -254,6 +259,10 @@ void qgemm(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const QgemmPack
            ThreadPool* pool, QgemmPath path = QgemmPath::kAuto);
 
 namespace detail {
+
+// Aborts (a caller's bug, not bad input) when out's requant was made for the
+// other output stage (QgemmRequant::use vs channel_is_row).
+void check_requant_layout(const QgemmOutput& out);
 // acc[i * NR + j] = Σ_q lo(a[q*MR + i])·b[q*2NR + 2j] + hi(a[q*MR + i])·b[q*2NR + 2j + 1]
 // for i < rows <= MR, j < NR, q < kpairs (int32, wrapping), where lo/hi are
 // the two int16 halves of the packed word.

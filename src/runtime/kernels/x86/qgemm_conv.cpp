@@ -227,6 +227,7 @@ bool qconv_fuses_residual(const QconvWeights& w, const QgemmOutput& out, QgemmPa
 
 void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_point, const QconvWeights& w,
            const QgemmOutput& out, ThreadPool* pool, QgemmPath path) {
+  detail::check_requant_layout(out);
   const int64_t pixels = g.out_h * g.out_w, panels = (pixels + kQgemmNR - 1) / kQgemmNR;
   const int64_t units = g.batch * g.group * panels;
   if (units == 0 || g.out_c == 0) return;
