@@ -11,9 +11,9 @@ namespace qtk::rt {
 size_t OpRegistry::first_of(std::string_view domain, std::string_view op_type) const {
   auto it = std::lower_bound(entries_.begin(), entries_.end(), std::pair(domain, op_type),
                              [this](const Entry& e, const std::pair<std::string_view, std::string_view>& key) {
-                               return std::pair(domain_of(e), op_of(e)) < key;
+                               return key_of(e) < key;
                              });
-  if (it == entries_.end() || domain_of(*it) != domain || op_of(*it) != op_type) return entries_.size();
+  if (it == entries_.end() || key_of(*it) != std::pair(domain, op_type)) return entries_.size();
   return static_cast<size_t>(it - entries_.begin());
 }
 
@@ -31,30 +31,24 @@ void OpRegistry::add(const std::string& op_type, KernelFactory f, const std::str
   Entry e;
   e.since = since_version;
   e.factory = static_cast<uint32_t>(factories_.size());
-  // Names already in the table are shared (an op's other versions, a domain's other ops).
   const size_t at = static_cast<size_t>(it - entries_.begin());
-  bool have_op = false, have_domain = false;
-  for (size_t n : {at, at - 1})
-    if (n < entries_.size() && std::pair(domain_of(entries_[n]), op_of(entries_[n])) == key) {
-      const Entry& same = entries_[n];
-      e = Entry{same.domain, same.domain_len, same.op, same.op_len, since_version, e.factory};
-      have_op = have_domain = true;
-      break;
+  // Names already in the table are shared: another version of this op sits
+  // next to the insertion point; a domain's other ops anywhere.
+  const Entry* same_op = nullptr;
+  if (at < entries_.size() && key_of(entries_[at]) == key) same_op = &entries_[at];
+  else if (at > 0 && key_of(entries_[at - 1]) == key) same_op = &entries_[at - 1];
+  if (same_op != nullptr) {
+    e.domain = same_op->domain, e.domain_len = same_op->domain_len, e.op = same_op->op, e.op_len = same_op->op_len;
+  } else {
+    const auto same_domain = std::find_if(entries_.begin(), entries_.end(),
+                                          [&](const Entry& x) { return domain_of(x) == key.first; });
+    if (same_domain != entries_.end()) {
+      e.domain = same_domain->domain, e.domain_len = same_domain->domain_len;
+    } else {
+      e.domain = static_cast<uint32_t>(names_.size()), e.domain_len = static_cast<uint32_t>(domain.size());
+      names_ += domain;
     }
-  for (size_t n = 0; !have_domain && n < entries_.size(); ++n)
-    if (domain_of(entries_[n]) == key.first) {
-      e.domain = entries_[n].domain;
-      e.domain_len = entries_[n].domain_len;
-      have_domain = true;
-    }
-  if (!have_domain) {
-    e.domain = static_cast<uint32_t>(names_.size());
-    e.domain_len = static_cast<uint32_t>(domain.size());
-    names_ += domain;
-  }
-  if (!have_op) {
-    e.op = static_cast<uint32_t>(names_.size());
-    e.op_len = static_cast<uint32_t>(op_type.size());
+    e.op = static_cast<uint32_t>(names_.size()), e.op_len = static_cast<uint32_t>(op_type.size());
     names_ += op_type;
   }
   factories_.push_back(std::move(f));
@@ -74,9 +68,8 @@ const KernelFactory* OpRegistry::find(const std::string& domain, const std::stri
   // The base's first, so that an override of the same since_version wins.
   for (const OpRegistry* r : {base_, this}) {
     if (r == nullptr) continue;
-    for (size_t i = r->first_of(d, op_type); i < r->entries_.size() && r->domain_of(r->entries_[i]) == d &&
-                                             r->op_of(r->entries_[i]) == op_type;
-         ++i) {
+    const auto key = std::pair(d, std::string_view(op_type));
+    for (size_t i = r->first_of(d, op_type); i < r->entries_.size() && r->key_of(r->entries_[i]) == key; ++i) {
       const Entry& e = r->entries_[i];
       if ((e.since <= opset || opset <= 0) && (best == nullptr || e.since >= best_since)) {
         best = &r->factories_[e.factory];

@@ -45,6 +45,7 @@ class OpRegistry {
   };
   std::string_view domain_of(const Entry& e) const { return std::string_view(names_).substr(e.domain, e.domain_len); }
   std::string_view op_of(const Entry& e) const { return std::string_view(names_).substr(e.op, e.op_len); }
+  std::pair<std::string_view, std::string_view> key_of(const Entry& e) const { return {domain_of(e), op_of(e)}; }
   // The first entry of (domain, op_type) (entries_.size() when none).
   size_t first_of(std::string_view domain, std::string_view op_type) const;
   // Capacity down to size once every kernel is added (global(), reference()).
