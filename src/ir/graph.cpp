@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <functional>
 #include <set>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -142,16 +143,28 @@ int64_t Model::opset(const std::string& domain) const {
 }
 
 namespace {
-// Names a node reads, including the free variables of its subgraphs.
-std::vector<std::string> node_reads(const Node& n) {
-  std::vector<std::string> r;
+// Calls f(name) for each name a node reads, including the free variables of
+// its subgraphs: views of the node's own strings, or of `scratch` (which
+// keeps the subgraphs' free variables alive while the caller's views live).
+template <class F>
+void for_each_read(const Node& n, std::vector<std::string>& scratch, F&& f) {
   for (const auto& i : n.inputs)
-    if (!i.empty()) r.push_back(i);
+    if (!i.empty()) f(std::string_view(i));
+  auto add_free = [&](const Graph& sg) {
+    for (auto& v : free_variables(sg)) scratch.push_back(std::move(v));
+  };
+  const size_t first = scratch.size();
   for (const auto& a : n.attrs) {
-    if (a.g) for (auto& v : free_variables(*a.g)) r.push_back(v);
+    if (a.g) add_free(*a.g);
     for (const auto& sg : a.graphs)
-      if (sg) for (auto& v : free_variables(*sg)) r.push_back(v);
+      if (sg) add_free(*sg);
   }
+  for (size_t k = first; k < scratch.size(); ++k) f(std::string_view(scratch[k]));
+}
+
+std::vector<std::string> node_reads(const Node& n) {
+  std::vector<std::string> scratch, r;
+  for_each_read(n, scratch, [&](std::string_view v) { r.emplace_back(v); });
   return r;
 }
 }  // namespace
@@ -171,8 +184,11 @@ std::vector<std::string> free_variables(const Graph& g) {
   return {free.begin(), free.end()};
 }
 
+// The maps hold views of the graph's strings (no copies: the sort runs on
+// every rewrite of a session build, whose temporaries count in its peak
+// memory); the nodes move only after the last lookup.
 Status topological_sort(Graph& g, const std::vector<std::string>& outer_scope) {
-  std::unordered_map<std::string, size_t> producer;
+  std::unordered_map<std::string_view, size_t> producer;
   for (size_t i = 0; i < g.nodes.size(); ++i)
     for (const auto& o : g.nodes[i].outputs) {
       if (o.empty()) continue;
@@ -180,7 +196,7 @@ Status topological_sort(Graph& g, const std::vector<std::string>& outer_scope) {
         return invalid_argument("tensor '" + o + "' is produced twice (by " + g.nodes[producer[o]].describe() +
                                 " and " + g.nodes[i].describe() + ")");
     }
-  std::unordered_set<std::string> available(outer_scope.begin(), outer_scope.end());
+  std::unordered_set<std::string_view> available(outer_scope.begin(), outer_scope.end());
   for (const auto& v : g.inputs) available.insert(v.name);
   for (const auto& [k, v] : g.initializers) available.insert(k);
 
@@ -188,18 +204,24 @@ Status topological_sort(Graph& g, const std::vector<std::string>& outer_scope) {
   const size_t n = g.nodes.size();
   std::vector<std::vector<size_t>> consumers(n);
   std::vector<size_t> pending(n, 0);
+  std::vector<std::string> scratch;  // subgraphs' free variables
   for (size_t i = 0; i < n; ++i) {
-    for (const auto& r : node_reads(g.nodes[i])) {
+    scratch.clear();
+    Status bad = Status::Ok();
+    for_each_read(g.nodes[i], scratch, [&](std::string_view r) {
+      if (!bad.ok()) return;
       auto it = producer.find(r);
       if (it != producer.end()) {
-        if (it->second == i) return invalid_argument(g.nodes[i].describe() + " reads its own output '" + r + "' (cycle)");
+        if (it->second == i)
+          bad = invalid_argument(g.nodes[i].describe() + " reads its own output '" + std::string(r) + "' (cycle)");
         consumers[it->second].push_back(i);
         ++pending[i];
       } else if (!available.count(r)) {
-        return invalid_argument(g.nodes[i].describe() + " reads tensor '" + r +
-                                "', which is not a graph input, initializer or node output");
+        bad = invalid_argument(g.nodes[i].describe() + " reads tensor '" + std::string(r) +
+                               "', which is not a graph input, initializer or node output");
       }
-    }
+    });
+    if (!bad.ok()) return bad;
   }
   std::vector<size_t> order;
   order.reserve(n);
@@ -220,6 +242,8 @@ Status topological_sort(Graph& g, const std::vector<std::string>& outer_scope) {
   for (const auto& o : g.outputs)
     if (!producer.count(o.name) && !available.count(o.name))
       return invalid_argument("graph output '" + o.name + "' is not produced by any node");
+  producer.clear();  // views of strings about to move
+  available.clear();
   std::vector<Node> sorted;
   sorted.reserve(n);
   for (size_t i : order) sorted.push_back(std::move(g.nodes[i]));

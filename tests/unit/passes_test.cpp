@@ -461,6 +461,57 @@ TEST(Passes, IdentityRemovalKeepsGraphOutputNames) {
   expect_same_outputs(raw, m, {Tensor::from_vector<float>({4}, {-1.f, 0.f, 0.5f, 2.f})}, 0);
 }
 
+// ---- topological sort ----
+
+std::vector<std::string> op_order(const Model& m) {
+  std::vector<std::string> ops;
+  for (const auto& n : m.graph.nodes) ops.push_back(n.outputs.empty() ? n.op_type : n.outputs[0]);
+  return ops;
+}
+
+TEST(Passes, TopologicalSortIsStableAndFollowsSubgraphReads) {
+  Model m = new_model();
+  m.graph.inputs.push_back(value_info("X", {4}));
+  m.graph.outputs.push_back(untyped_output("Y"));
+  m.graph.set_initializer("w", Tensor::from_vector<float>({4}, {1.f, 2.f, 3.f, 4.f}));
+  // "c" reads "late" only through its subgraph (a free variable).
+  ir::Graph body;
+  body.outputs.push_back(untyped_output("late"));
+  add_node(m, "Identity", {"X"}, {"c"}, {ir::attr_graph("then_branch", body)});
+  add_node(m, "Add", {"b", "w"}, {"Y"});
+  add_node(m, "Relu", {"X"}, {"b"});
+  add_node(m, "Sigmoid", {"X"}, {"late"});
+  add_node(m, "Neg", {"X"}, {"free"});  // ready from the start: keeps its place among ready nodes
+  ASSERT_TRUE(ir::topological_sort(m.graph).ok());
+  EXPECT_EQ(op_order(m), (std::vector<std::string>{"b", "Y", "late", "c", "free"}));
+}
+
+TEST(Passes, TopologicalSortNamesTheBadNodeAndTensor) {
+  auto error_of = [](std::vector<std::tuple<std::string, std::vector<std::string>, std::vector<std::string>>> nodes,
+                     std::string output = "Y") {
+    Model m = new_model();
+    m.graph.inputs.push_back(value_info("X", {4}));
+    m.graph.outputs.push_back(untyped_output(output));
+    for (auto& [op, in, out] : nodes) add_node(m, op, in, out);
+    const Status st = ir::topological_sort(m.graph);
+    return st.ok() ? std::string("ok") : st.message();
+  };
+  EXPECT_EQ(error_of({{"Relu", {"X"}, {"Y"}}}), "ok");
+  const std::string twice = error_of({{"Relu", {"X"}, {"Y"}}, {"Neg", {"X"}, {"Y"}}});
+  EXPECT_NE(twice.find("tensor 'Y' is produced twice"), std::string::npos) << twice;
+  EXPECT_NE(twice.find("Relu_0"), std::string::npos) << twice;
+  EXPECT_NE(twice.find("Neg_1"), std::string::npos) << twice;
+  const std::string self = error_of({{"Add", {"X", "Y"}, {"Y"}}});
+  EXPECT_NE(self.find("Add_0"), std::string::npos) << self;
+  EXPECT_NE(self.find("reads its own output 'Y' (cycle)"), std::string::npos) << self;
+  const std::string cycle = error_of({{"Relu", {"b"}, {"a"}}, {"Neg", {"a"}, {"b"}}, {"Relu", {"X"}, {"Y"}}});
+  EXPECT_NE(cycle.find("graph has a cycle through node 'Relu_0' (Relu)"), std::string::npos) << cycle;
+  const std::string dangling = error_of({{"Add", {"X", "nowhere"}, {"Y"}}});
+  EXPECT_NE(dangling.find("reads tensor 'nowhere', which is not a graph input"), std::string::npos) << dangling;
+  const std::string output = error_of({{"Relu", {"X"}, {"Y"}}}, "Z");
+  EXPECT_NE(output.find("graph output 'Z' is not produced by any node"), std::string::npos) << output;
+}
+
 // ---- (e) dead nodes ----
 
 TEST(Passes, DeadNodesAndUnusedInitializersAreRemoved) {
