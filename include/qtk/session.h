@@ -28,6 +28,11 @@ struct SessionOptions {
   // Run every op with the plain reference kernels (src/runtime/kernels/ref),
   // never the optimized ones: the golden semantics, for tests and debugging.
   bool reference_kernels = false;
+  // In an integer session, an 8-bit elementwise region (DequantizeLinear →
+  // float ops on scalar constants → QuantizeLinear, one 8-bit input) becomes
+  // one 256-entry table lookup with the same bits (runtime/code_tables.h).
+  // Not with reference_kernels, which run the graph as written.
+  bool code_tables = true;
   // Place activations at offsets planned from their lifetimes, in one arena
   // per run (see runtime/graph_executor.h). Off: each value gets its own
   // block, as before; outputs are the same either way.

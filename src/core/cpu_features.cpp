@@ -30,11 +30,17 @@ bool cpu_has_avx512_vnni() {
                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
   return ok;
 }
+bool cpu_has_avx512_vbmi() {
+  static const bool ok = cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vbmi");
+  return ok;
+}
 #else
 bool cpu_has_avx2() { return false; }
 bool cpu_has_avx2_fma() { return false; }
 bool cpu_has_avx512f() { return false; }
 bool cpu_has_avx512_vnni() { return false; }
+bool cpu_has_avx512_vbmi() { return false; }
 #endif
 
 bool env_flag_set(const char* name) {

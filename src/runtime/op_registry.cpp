@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <tuple>
 
+#include "runtime/kernels/ref/code_table_op.h"
+#include "runtime/kernels/x86/code_table_x86.h"
 #include "runtime/kernels/x86/qelementwise_x86_ops.h"
 #include "runtime/kernels/x86/qnbits_ops.h"
 
@@ -111,6 +113,7 @@ void register_reference_ops(OpRegistry& r) {
   register_quant_ops(r);
   register_qlinear_ops(r);
   register_qlinear_contrib_ops(r);
+  register_code_table_op(r);
 }
 }  // namespace
 
@@ -131,6 +134,7 @@ const OpRegistry& OpRegistry::global() {
     register_x86_qlinear_ops(r);
     register_x86_qelementwise_ops(r);
     register_x86_matmul_nbits_op(r);
+    register_x86_code_table_op(r);
     r.shrink();
     return r;
   }();

@@ -7,6 +7,7 @@
 #include "quant/graph/param_check.h"
 #include "quant/graph/qoperator_writer.h"
 #include "quant/graph/residual_add_fusion.h"
+#include "runtime/code_tables.h"
 #include "runtime/graph_executor.h"
 #include "runtime/op_registry.h"
 #include "runtime/optimize.h"
@@ -82,6 +83,9 @@ Expected<std::unique_ptr<Session>> Session::create(ir::Model&& model, const Sess
     QTK_RETURN_IF_ERROR(quant::fuse_residual_adds(m.graph).status());
   }
   if (options.optimize) QTK_RETURN_IF_ERROR(rt::optimize_for_session(m));
+  const rt::OpRegistry& registry = options.reference_kernels ? rt::OpRegistry::reference() : rt::OpRegistry::global();
+  if (options.integer && options.code_tables && !options.reference_kernels)
+    QTK_RETURN_IF_ERROR(rt::fuse_code_tables(m, registry).status());
   rt::OpsetMap opsets;
   for (const auto& o : m.opsets) opsets.versions[ir::is_default_domain(o.domain) ? "" : o.domain] = o.version;
   auto s = std::unique_ptr<Session>(new Session());
@@ -90,7 +94,6 @@ Expected<std::unique_ptr<Session>> Session::create(ir::Model&& model, const Sess
   // The executor is fed runtime inputs only: drop initializer-backed inputs.
   ir::Graph& g = m.graph;
   std::erase_if(g.inputs, [&](const ir::ValueInfo& v) { return g.initializers.count(v.name) > 0; });
-  const rt::OpRegistry& registry = options.reference_kernels ? rt::OpRegistry::reference() : rt::OpRegistry::global();
   // The executor takes the graph: weights it frees while building are gone.
   QTK_ASSIGN_OR_RETURN(s->executor_, rt::GraphExecutor::create(std::move(g), opsets, {}, &registry, options.plan_memory));
   s->pool_ = std::make_unique<rt::ThreadPool>(options.threads);
