@@ -1,6 +1,7 @@
 // Packing, the output-stage parameters, the scalar kernels and the threaded
 // driver of the int8 GEMM (qgemm.h). The AVX2 kernels are in qgemm_avx2.cpp.
 #include "runtime/kernels/x86/qgemm.h"
+#include "runtime/kernels/x86/qgemm_pack_quads.h"
 #include "core/alloc_hook.h"
 #include "core/cpu_features.h"
 
@@ -263,6 +264,17 @@ const QgemmQuadB& QgemmPackedB::quads() const {
     // Column col is a contiguous row of the source (B given transposed):
     // the panels done so far are the source's first bytes.
     const bool consume = consumable != nullptr && source.stride_i == 1 && source.stride_j == k;
+    if (!consume && source.stride_j == 1 && n > 0 && qgemm_resolve_path(QgemmPath::kAuto) == QgemmPath::kAvx512Vnni) {
+      // Rows of contiguous columns (an activation B): 16 columns × 4 rows a step.
+      detail::qgemm_pack_quads_rows_avx512(static_cast<const uint8_t*>(source.data), source.stride_i, is_signed, k, n,
+                                           panels, panel_len, dst, q.colsum.data());
+      for (int64_t col = 0; col < n; ++col) {
+        const int32_t zp = zero_points[static_cast<size_t>(col)];
+        q.zero_point[static_cast<size_t>(col)] = zp - shift;
+        q.any_zero_point = q.any_zero_point || zp != shift;
+      }
+      return;
+    }
     for (int64_t col = 0; col < n; ++col) {
       if (col % kQgemmNR == 0) {  // a panel's bytes, zero where no code lands (k and n padding)
         std::memset(dst + (col / kQgemmNR) * panel_len, 0, static_cast<size_t>(panel_len));
