@@ -155,6 +155,28 @@ TEST(CodeTables, GeluRegionIsOneTableWithTheSameBits) {
   }
 }
 
+// SiLU as other exporters write it: one DequantizeLinear read by both the
+// Sigmoid and the float Mul.
+TEST(CodeTables, SharedDequantizeIsPartOfTheRegion) {
+  const DType t = DType::kUInt8;
+  Builder b;
+  b.input("x", t);
+  const std::string d = b.dq("x", 0.05f, t, 100);
+  const std::string s = b.dq(b.q(b.node("Sigmoid", {d}), 1.f / 256, t, 0), 1.f / 256, t, 0);
+  b.output(b.q(b.node("Mul", {d, s}), 0.04f, t, 20));
+  ir::Model fused = b.m;
+  auto stats = fuse_code_tables(fused, OpRegistry::global());
+  ASSERT_TRUE(stats.ok()) << stats.status().message();
+  EXPECT_EQ(stats->regions, 1);
+  EXPECT_EQ(stats->nodes_replaced, 6);
+  std::vector<std::string> ops;
+  auto out = run_variants(b.m, random_codes(t, {2, 300}, 5), &ops);
+  ASSERT_EQ(out.size(), 3u);
+  expect_same_bytes(out[0], out[1]);
+  expect_same_bytes(out[0], out[2]);
+  EXPECT_EQ(ops, (std::vector<std::string>{"CodeTable"}));
+}
+
 TEST(CodeTables, OnlyFunctionsOfOneCodeBecomeTables) {
   const DType t = DType::kUInt8;
   auto regions = [](ir::Model m) {
