@@ -8,6 +8,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "ir/passes.h"
 #include "runtime/graph_executor.h"
 #include "runtime/op_registry.h"
 #include "runtime/thread_pool.h"
@@ -37,11 +38,18 @@ bool is_qlinear_binary(const ir::Node& n) {
 class Finder {
  public:
   Finder(const ir::Graph& g) : g_(g) {
-    for (size_t i = 0; i < g.nodes.size(); ++i) {
+    for (size_t i = 0; i < g.nodes.size(); ++i)
       for (const auto& o : g.nodes[i].outputs)
         if (!o.empty()) producer_[o] = i;
+    for (size_t i = 0; i < g.nodes.size(); ++i) {
       for (const auto& in : g.nodes[i].inputs)
         if (!in.empty()) readers_[in].push_back(i);
+      // An If/Loop body reads outer values without naming them as inputs.
+      for (const auto& a : g.nodes[i].attrs) {
+        if (a.g) note_subgraph_reads(*a.g, i);
+        for (const auto& sg : a.graphs)
+          if (sg) note_subgraph_reads(*sg, i);
+      }
     }
     for (const auto& o : g.outputs) graph_outputs_.insert(o.name);
   }
@@ -164,6 +172,12 @@ class Finder {
 
  private:
   static bool is_qdq(const ir::Node& n) { return n.op_type == "QuantizeLinear" || n.op_type == "DequantizeLinear"; }
+  void note_subgraph_reads(const ir::Graph& sg, size_t node) {
+    for (auto& v : ir::free_variables(sg)) {
+      auto it = producer_.find(v);  // keys view the graph's strings, not these copies
+      if (it != producer_.end()) readers_[it->first].push_back(node);
+    }
+  }
 
   const ir::Graph& g_;
   std::unordered_map<std::string_view, size_t> producer_;
@@ -241,6 +255,7 @@ Expected<CodeTableStats> fuse_code_tables(ir::Model& m, const OpRegistry& regist
   for (const auto& o : m.opsets) opsets.versions[ir::is_default_domain(o.domain) ? "" : o.domain] = o.version;
   ir::Graph& g = m.graph;
   std::set<std::string> tried;  // roots that gave no region (or a failed evaluation)
+  std::set<std::string> region_constants;  // initializers the replaced nodes read
   for (bool changed = true; changed;) {
     changed = false;
     const Finder f(g);
@@ -271,6 +286,9 @@ Expected<CodeTableStats> fuse_code_tables(ir::Model& m, const OpRegistry& regist
         lut.outputs = {r->y};
         lut.attrs.push_back(ir::attr_int("input_signed", r->x_dtype == DType::kInt8 ? 1 : 0));
         lut.attrs.push_back(ir::attr_string("fused", fused_ops(g, *r)));
+        for (size_t k : r->nodes)
+          for (const auto& in : g.nodes[k].inputs)
+            if (!in.empty() && g.find_initializer(in)) region_constants.insert(in);
         std::vector<ir::Node> nodes;
         nodes.reserve(g.nodes.size());
         std::vector<bool> drop(g.nodes.size(), false);
@@ -288,15 +306,11 @@ Expected<CodeTableStats> fuse_code_tables(ir::Model& m, const OpRegistry& regist
     }
   }
   if (stats.regions > 0) {
-    // Constants only the replaced nodes read go with them.
-    std::unordered_set<std::string> read;
-    for (const auto& n : g.nodes)
-      for (const auto& in : n.inputs) read.insert(in);
-    for (const auto& o : g.outputs) read.insert(o.name);
-    std::vector<std::string> unused;
-    for (const auto& [name, t] : g.initializers)
-      if (!read.count(name) && !g.is_graph_input(name)) unused.push_back(name);
-    for (const auto& name : unused) g.remove_initializer(name);
+    // Constants only the replaced nodes read go with them (reads counted
+    // with subgraphs' free variables and graph outputs).
+    const auto reads = ir::count_reads(g);
+    for (const auto& name : region_constants)
+      if (!reads.count(name) && !g.is_graph_input(name) && g.find_initializer(name)) g.remove_initializer(name);
     if (m.opset(kCodeTableDomain) == 0) m.opsets.push_back({kCodeTableDomain, 1});
   }
   return stats;

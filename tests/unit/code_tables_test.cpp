@@ -228,6 +228,59 @@ TEST(CodeTables, OnlyFunctionsOfOneCodeBecomeTables) {
   }
 }
 
+// An If body reads outer values without listing them as inputs: a value
+// it reads is no region's inside, and a constant it reads stays.
+TEST(CodeTables, SubgraphReadsAreSeen) {
+  const DType t = DType::kUInt8;
+  for (bool reads_inner_value : {true, false}) {
+    SCOPED_TRACE(reads_inner_value ? "body reads the region's DequantizeLinear" : "body reads its scale");
+    Builder b;
+    b.input("x", t);
+    b.input("cond", DType::kBool);
+    const std::string scale = b.scalar(0.05f);
+    const std::string d = b.node("DequantizeLinear", {"x", scale, b.zero_point(t, 100)});
+    b.output(b.q(b.node("Tanh", {d}), 1.f / 128, t, 128));
+    ir::Graph body;
+    ir::Node id;
+    id.name = "read_outer";
+    id.op_type = "Identity";
+    id.inputs = {reads_inner_value ? d : scale};
+    id.outputs = {"o"};
+    body.nodes.push_back(id);
+    ir::ValueInfo o;
+    o.name = "o";
+    body.outputs.push_back(o);
+    ir::Node cond;
+    cond.name = "if";
+    cond.op_type = "If";
+    cond.inputs = {"cond"};
+    cond.outputs = {"z"};
+    cond.attrs = {ir::attr_graph("then_branch", body), ir::attr_graph("else_branch", body)};
+    b.m.graph.nodes.push_back(cond);
+    b.output("z");
+    ir::Model fused = b.m;
+    auto stats = fuse_code_tables(fused, OpRegistry::global());
+    ASSERT_TRUE(stats.ok()) << stats.status().message();
+    EXPECT_EQ(stats->regions, reads_inner_value ? 0 : 1);
+    EXPECT_NE(fused.graph.find_initializer(scale), nullptr);
+    std::vector<Tensor> outs[2];
+    for (int tables = 0; tables < 2; ++tables) {
+      SessionOptions so;
+      so.integer = true;
+      so.code_tables = tables == 1;
+      auto s = Session::create(b.m, so);
+      ASSERT_TRUE(s.ok()) << s.status().message();
+      Tensor c(DType::kBool, {});
+      *static_cast<bool*>(c.raw()) = true;
+      auto y = (*s)->run(std::vector<Tensor>{random_codes(t, {5, 9}, 3), c});
+      ASSERT_TRUE(y.ok()) << y.status().message();
+      outs[tables] = *y;
+    }
+    expect_same_bytes(outs[0][0], outs[1][0]);
+    expect_same_bytes(outs[0][1], outs[1][1]);
+  }
+}
+
 TEST(CodeTables, BadCodeTableNodesAreRejected) {
   auto session_of = [](Tensor table, int input_signed) {
     ir::Model m;
