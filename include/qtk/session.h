@@ -30,8 +30,10 @@ struct SessionOptions {
   bool reference_kernels = false;
   // In an integer session, an 8-bit elementwise region (DequantizeLinear →
   // float ops on scalar constants → QuantizeLinear, one 8-bit input) becomes
-  // one 256-entry table lookup with the same bits (runtime/code_tables.h).
-  // Not with reference_kernels, which run the graph as written.
+  // one 256-entry table lookup with the same bits (runtime/code_tables.h),
+  // and a Linear layer's DequantizeLinear → Add(bias) → QuantizeLinear one
+  // pass (runtime/bias_requant_fusion.h). Not with reference_kernels, which
+  // run the graph as written.
   bool code_tables = true;
   // Place activations at offsets planned from their lifetimes, in one arena
   // per run (see runtime/graph_executor.h). Off: each value gets its own

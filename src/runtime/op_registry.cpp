@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <tuple>
 
+#include "runtime/kernels/ref/bias_requant_op.h"
 #include "runtime/kernels/ref/code_table_op.h"
+#include "runtime/kernels/x86/bias_requant_x86.h"
 #include "runtime/kernels/x86/code_table_x86.h"
 #include "runtime/kernels/x86/qelementwise_x86_ops.h"
 #include "runtime/kernels/x86/qnbits_ops.h"
@@ -114,6 +116,7 @@ void register_reference_ops(OpRegistry& r) {
   register_qlinear_ops(r);
   register_qlinear_contrib_ops(r);
   register_code_table_op(r);
+  register_bias_requant_op(r);
 }
 }  // namespace
 
@@ -135,6 +138,7 @@ const OpRegistry& OpRegistry::global() {
     register_x86_qelementwise_ops(r);
     register_x86_matmul_nbits_op(r);
     register_x86_code_table_op(r);
+    register_x86_bias_requant_op(r);
     r.shrink();
     return r;
   }();

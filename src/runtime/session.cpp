@@ -7,6 +7,7 @@
 #include "quant/graph/param_check.h"
 #include "quant/graph/qoperator_writer.h"
 #include "quant/graph/residual_add_fusion.h"
+#include "runtime/bias_requant_fusion.h"
 #include "runtime/code_tables.h"
 #include "runtime/graph_executor.h"
 #include "runtime/op_registry.h"
@@ -84,8 +85,10 @@ Expected<std::unique_ptr<Session>> Session::create(ir::Model&& model, const Sess
   }
   if (options.optimize) QTK_RETURN_IF_ERROR(rt::optimize_for_session(m));
   const rt::OpRegistry& registry = options.reference_kernels ? rt::OpRegistry::reference() : rt::OpRegistry::global();
-  if (options.integer && options.code_tables && !options.reference_kernels)
+  if (options.integer && options.code_tables && !options.reference_kernels) {
     QTK_RETURN_IF_ERROR(rt::fuse_code_tables(m, registry).status());
+    QTK_RETURN_IF_ERROR(rt::fuse_bias_requantize(m).status());
+  }
   rt::OpsetMap opsets;
   for (const auto& o : m.opsets) opsets.versions[ir::is_default_domain(o.domain) ? "" : o.domain] = o.version;
   auto s = std::unique_ptr<Session>(new Session());

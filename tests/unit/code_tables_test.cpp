@@ -334,6 +334,7 @@ TEST(CodeTables, VitInt8GivesTheReferenceBits) {
   expect_same_bytes(out[0], out[2]);
   EXPECT_GE(std::count(ops.begin(), ops.end(), "CodeTable"), 2);
   EXPECT_EQ(std::count(ops.begin(), ops.end(), "Erf"), 0);
+  EXPECT_GE(std::count(ops.begin(), ops.end(), "BiasRequantize"), 6);  // the Linear layers' bias adds
 }
 
 }  // namespace

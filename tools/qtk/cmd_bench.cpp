@@ -32,7 +32,7 @@ constexpr OptionSpec kOptions[] = {
     {"--warmup", "W", "untimed runs first (default 3)"},
     {"--integer", "", "integer session: QDQ patterns run as int8 kernels (SessionOptions::integer)"},
     {"--no-memory-plan", "", "give each activation its own block instead of the planned arena (SessionOptions::plan_memory)"},
-    {"--no-code-tables", "", "with --integer: keep 8-bit elementwise regions as written instead of one table lookup each (SessionOptions::code_tables)"},
+    {"--no-code-tables", "", "with --integer: keep 8-bit elementwise regions and bias adds between quantizations as written, not fused (SessionOptions::code_tables)"},
     {"--profile", "", "time every node: ms per run by op type and the slowest nodes (JSON: profile, per node)"},
     {"--json", "", "print one JSON object instead of text"},
 };
