@@ -123,24 +123,29 @@ class Finder {
     return z != nullptr && is_8bit(z->dtype()) ? z->dtype() : DType::kUndefined;
   }
 
-  // The nodes that read only x and their own outputs, from x forward (in order).
-  std::vector<size_t> closure(const std::string& x) const {
+  // The nodes that read only x and their own outputs, from x forward (in
+  // order): a worklist over readers, lowest index first (producers come
+  // first in a sorted graph), so the cost is the region's, not the graph's.
+  std::vector<size_t> closure(const std::string& x, const std::vector<char>& dead) const {
     std::unordered_set<std::string_view> values = {x};
     std::vector<size_t> out;
-    auto first = readers_.find(x);
-    if (first == readers_.end()) return out;
-    const size_t start = *std::min_element(first->second.begin(), first->second.end());
-    for (size_t i = start; i < g_.nodes.size(); ++i) {
+    std::set<size_t> pending;
+    auto push_readers = [&](std::string_view v) {
+      if (auto it = readers_.find(v); it != readers_.end()) pending.insert(it->second.begin(), it->second.end());
+    };
+    push_readers(x);
+    while (!pending.empty()) {
+      const size_t i = *pending.begin();
+      pending.erase(pending.begin());
       const ir::Node& n = g_.nodes[i];
-      bool reads = false, only = true;
-      for (const auto& in : n.inputs) {
-        if (!is_value(in)) continue;
-        if (values.count(in)) reads = true;
-        else only = false;
-      }
-      if (!reads || !only || !eligible(n)) continue;
+      if (dead[i] || !eligible(n)) continue;
+      bool only = true;
+      for (const auto& in : n.inputs)
+        if (is_value(in) && !values.count(in)) only = false;
+      if (!only) continue;
       out.push_back(i);
       values.insert(n.outputs[0]);
+      push_readers(n.outputs[0]);
     }
     return out;
   }
@@ -225,8 +230,9 @@ Expected<Tensor> evaluate(const ir::Graph& g, const Region& r, const OpsetMap& o
 }
 
 // The largest region from root x (by node count), or none.
-std::optional<Region> best_region(const Finder& f, const ir::Graph& g, const std::string& x) {
-  const std::vector<size_t> closure = f.closure(x);
+std::optional<Region> best_region(const Finder& f, const ir::Graph& g, const std::string& x,
+                                  const std::vector<char>& dead) {
+  const std::vector<size_t> closure = f.closure(x, dead);
   std::optional<Region> best;
   for (auto it = closure.rbegin(); it != closure.rend(); ++it) {
     const ir::Node& yn = g.nodes[*it];
@@ -256,54 +262,53 @@ Expected<CodeTableStats> fuse_code_tables(ir::Model& m, const OpRegistry& regist
   ir::Graph& g = m.graph;
   std::set<std::string> tried;  // roots that gave no region (or a failed evaluation)
   std::set<std::string> region_constants;  // initializers the replaced nodes read
-  for (bool changed = true; changed;) {
-    changed = false;
-    const Finder f(g);
-    // Roots: the non-constant 8-bit-looking inputs of eligible nodes, in order.
-    for (size_t i = 0; i < g.nodes.size() && !changed; ++i) {
-      if (!f.eligible(g.nodes[i])) continue;
-      for (const auto& x : g.nodes[i].inputs) {
-        if (!f.is_value(x) || tried.count(x)) continue;
-        std::optional<Region> r = best_region(f, g, x);
-        if (!r) {
-          tried.insert(x);
-          continue;
-        }
-        Expected<Tensor> table = evaluate(g, *r, opsets, registry);
-        if (!table.ok()) {
-          tried.insert(x);
-          continue;
-        }
-        const size_t y_node = r->nodes.back();
-        ir::Node lut;
-        lut.name = g.nodes[y_node].name + "_CodeTable";
-        lut.op_type = kCodeTableOp;
-        lut.domain = kCodeTableDomain;
-        std::string table_name = r->y + "_code_table";
-        for (int k = 1; g.find_initializer(table_name) != nullptr; ++k) table_name = r->y + "_code_table_" + std::to_string(k);
-        g.set_initializer(table_name, std::move(*table));
-        lut.inputs = {r->x, table_name};
-        lut.outputs = {r->y};
-        lut.attrs.push_back(ir::attr_int("input_signed", r->x_dtype == DType::kInt8 ? 1 : 0));
-        lut.attrs.push_back(ir::attr_string("fused", fused_ops(g, *r)));
-        for (size_t k : r->nodes)
-          for (const auto& in : g.nodes[k].inputs)
-            if (!in.empty() && g.find_initializer(in)) region_constants.insert(in);
-        std::vector<ir::Node> nodes;
-        nodes.reserve(g.nodes.size());
-        std::vector<bool> drop(g.nodes.size(), false);
-        for (size_t k : r->nodes) drop[k] = true;
-        for (size_t k = 0; k < g.nodes.size(); ++k) {
-          if (k == y_node) nodes.push_back(std::move(lut));
-          else if (!drop[k]) nodes.push_back(std::move(g.nodes[k]));
-        }
-        g.nodes = std::move(nodes);
-        ++stats.regions;
-        stats.nodes_replaced += static_cast<int>(r->nodes.size());
-        changed = true;
-        break;
+  // One index of the graph as it was: replaced nodes are marked dead and a
+  // table stands in y's producer's place once every root is done, so no
+  // view into the nodes' strings moves while the index lives.
+  const Finder f(g);
+  ir::NameTable names(g);
+  std::vector<char> dead(g.nodes.size(), 0);
+  std::map<size_t, ir::Node> tables;  // by the replaced producer of y
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    if (dead[i] || !f.eligible(g.nodes[i])) continue;
+    // Roots: the non-constant inputs of eligible nodes, in order.
+    for (const auto& x : g.nodes[i].inputs) {
+      if (!f.is_value(x) || tried.count(x)) continue;
+      tried.insert(x);
+      std::optional<Region> r = best_region(f, g, x, dead);
+      if (!r) continue;
+      Expected<Tensor> table = evaluate(g, *r, opsets, registry);
+      if (!table.ok()) continue;
+      const size_t y_node = r->nodes.back();
+      ir::Node lut;
+      lut.name = g.nodes[y_node].name + "_CodeTable";
+      lut.op_type = kCodeTableOp;
+      lut.domain = kCodeTableDomain;
+      const std::string table_name = names.fresh(r->y + "_code_table");
+      g.set_initializer(table_name, std::move(*table));
+      lut.inputs = {r->x, table_name};
+      lut.outputs = {r->y};
+      lut.attrs.push_back(ir::attr_int("input_signed", r->x_dtype == DType::kInt8 ? 1 : 0));
+      lut.attrs.push_back(ir::attr_string("fused", fused_ops(g, *r)));
+      for (size_t k : r->nodes) {
+        dead[k] = 1;
+        for (const auto& in : g.nodes[k].inputs)
+          if (!in.empty() && g.find_initializer(in)) region_constants.insert(in);
       }
+      tables.emplace(y_node, std::move(lut));
+      ++stats.regions;
+      stats.nodes_replaced += static_cast<int>(r->nodes.size());
+      if (dead[i]) break;  // this node went into the table: its other inputs are inside it or constants
     }
+  }
+  if (!tables.empty()) {
+    std::vector<ir::Node> nodes;
+    nodes.reserve(g.nodes.size());
+    for (size_t k = 0; k < g.nodes.size(); ++k) {
+      if (auto t = tables.find(k); t != tables.end()) nodes.push_back(std::move(t->second));
+      else if (!dead[k]) nodes.push_back(std::move(g.nodes[k]));
+    }
+    g.nodes = std::move(nodes);
   }
   if (stats.regions > 0) {
     // Constants only the replaced nodes read go with them (reads counted

@@ -281,6 +281,43 @@ TEST(CodeTables, SubgraphReadsAreSeen) {
   }
 }
 
+// The table's initializer takes a name nothing else in the graph uses (an
+// input called like it stays the user's input), and many regions in one
+// graph each become a table in one pass.
+TEST(CodeTables, TableNamesAreFreshAndRegionsMany) {
+  const DType t = DType::kUInt8;
+  Builder b;
+  b.input("x", t);
+  std::vector<std::string> ys;
+  for (int k = 0; k < 200; ++k) {
+    // Softmax between blocks: each block is a region of its own.
+    const std::string in = k == 0 ? "x" : b.q(b.node("Softmax", {b.dq(ys.back(), 0.02f, t, 128)}), 1.f / 256, t, 0);
+    ys.push_back(b.q(b.node("Tanh", {b.dq(in, 0.03f, t, 120)}), 1.f / 128, t, 128));
+  }
+  b.output(ys.back());
+  b.input(ys.back() + "_code_table", DType::kFloat32);  // the name a table of the last block would take
+  b.output(b.node("Relu", {ys.back() + "_code_table"}));
+  ir::Model fused = b.m;
+  auto stats = fuse_code_tables(fused, OpRegistry::global());
+  ASSERT_TRUE(stats.ok()) << stats.status().message();
+  EXPECT_EQ(stats->regions, 200);
+  EXPECT_EQ(fused.graph.find_initializer(ys.back() + "_code_table"), nullptr);
+  std::vector<Tensor> outs[2];
+  for (int tables = 0; tables < 2; ++tables) {
+    SessionOptions so;
+    so.integer = true;
+    so.code_tables = tables == 1;
+    auto s = Session::create(b.m, so);
+    ASSERT_TRUE(s.ok()) << s.status().message();
+    ASSERT_EQ((*s)->inputs().size(), 2u);
+    auto y = (*s)->run(std::vector<Tensor>{random_codes(t, {4, 33}, 9), Tensor::from_vector<float>({2}, {-1.f, 2.f})});
+    ASSERT_TRUE(y.ok()) << y.status().message();
+    outs[tables] = *y;
+  }
+  expect_same_bytes(outs[0][0], outs[1][0]);
+  expect_same_bytes(outs[0][1], outs[1][1]);
+}
+
 TEST(CodeTables, BadCodeTableNodesAreRejected) {
   auto session_of = [](Tensor table, int input_signed) {
     ir::Model m;

@@ -41,7 +41,7 @@ class BiasRequantKernel final : public Kernel {
     const int64_t n = static_cast<int64_t>(bias_.size());
     if (x.rank() < 1 || x.dim(-1) != n)
       return invalid_argument("input " + shape_to_string(x.shape()) + " must end in the bias's " + std::to_string(n));
-    Tensor y(p_.y_signed ? DType::kInt8 : DType::kUInt8, x.shape());
+    Tensor y = Tensor::uninitialized(p_.y_signed ? DType::kInt8 : DType::kUInt8, x.shape());  // every byte written
     const auto* src = static_cast<const uint8_t*>(x.raw());
     auto* dst = static_cast<uint8_t*>(y.raw());
     const int64_t rows = n == 0 ? 0 : x.numel() / n;

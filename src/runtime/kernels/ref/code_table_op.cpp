@@ -24,7 +24,7 @@ class CodeTableKernel final : public Kernel {
     const Tensor& x = ctx.input(0);
     if (x.dtype() != in_)
       return invalid_argument("input must be " + std::string(dtype_name(in_)) + ", got " + dtype_name(x.dtype()));
-    Tensor y(out_, x.shape());
+    Tensor y = Tensor::uninitialized(out_, x.shape());  // every byte written
     const auto* src = static_cast<const uint8_t*>(x.raw());
     auto* dst = static_cast<uint8_t*>(y.raw());
     const uint8_t flip = in_ == DType::kInt8 ? 0x80 : 0;
