@@ -101,7 +101,7 @@ TEST(BiasRequant, SessionGivesTheBitsOfTheThreeOps) {
   ASSERT_TRUE(count.ok()) << count.status().message();
   EXPECT_EQ(*count, 1);
   std::mt19937 rng(8);
-  Tensor x(DType::kUInt8, {2, 5, k});
+  Tensor x(DType::kUInt8, {2, 1000, k});  // rows in several chunks on two threads
   for (int64_t i = 0; i < x.numel(); ++i) x.data<uint8_t>()[i] = static_cast<uint8_t>(rng());
   std::vector<Tensor> outs;
   std::vector<std::string> ops;
@@ -111,6 +111,7 @@ TEST(BiasRequant, SessionGivesTheBitsOfTheThreeOps) {
     o.reference_kernels = variant == 0;
     o.code_tables = variant == 2;
     o.profile = true;
+    o.threads = 2;
     auto s = Session::create(m, o);
     ASSERT_TRUE(s.ok()) << s.status().message();
     auto y = (*s)->run(std::vector<Tensor>{x});
