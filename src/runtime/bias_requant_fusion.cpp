@@ -14,8 +14,10 @@ namespace {
 bool is_op(const ir::Node& n, const char* op) { return n.op_type == op && ir::is_default_domain(n.domain); }
 bool is_8bit(DType t) { return t == DType::kUInt8 || t == DType::kInt8; }
 
-// A per-tensor (scale, zero point) pair of constants at inputs i, i + 1.
+// A per-tensor (scale, zero point) pair of constants at inputs i, i + 1 (a
+// block_size makes one value a per-block layout, which the kernels check).
 bool per_tensor_params(const ir::Graph& g, const ir::Node& n, size_t i) {
+  if (n.attr_int("block_size", 0) != 0) return false;
   if (n.inputs.size() <= i + 1 || n.inputs[i].empty() || n.inputs[i + 1].empty()) return false;
   const Tensor *s = g.find_initializer(n.inputs[i]), *z = g.find_initializer(n.inputs[i + 1]);
   return s && z && s->dtype() == DType::kFloat32 && s->numel() == 1 && s->rank() <= 1 && z->numel() == 1 &&

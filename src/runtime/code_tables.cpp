@@ -65,6 +65,8 @@ class Finder {
     if (!n.attrs.empty())
       for (const auto& a : n.attrs)
         if (a.g || !a.graphs.empty()) return false;
+    // Blocked scales are a layout the 256-code evaluation need not meet.
+    if (is_qdq(n) && n.attr_int("block_size", 0) != 0) return false;
     bool any_value = false;
     for (size_t k = 0; k < n.inputs.size(); ++k) {
       const std::string& in = n.inputs[k];

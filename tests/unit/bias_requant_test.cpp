@@ -38,7 +38,7 @@ TEST(BiasRequant, Avx512RowsMatchScalar) {
     p.qmax = p.y_signed ? 127 : 255;
     std::vector<float> bias(static_cast<size_t>(n));
     for (auto& b : bias) b = std::uniform_real_distribution<float>(-3.f, 3.f)(rng);
-    if (trial % 7 == 0) bias[static_cast<size_t>(trial % n)] = specials[trial % 7 == 0 ? (trial / 7) % 7 : 0];
+    if (trial % 7 == 0) bias[static_cast<size_t>(trial % n)] = specials[(trial / 7) % 7];
     std::vector<uint8_t> x(static_cast<size_t>(rows * n)), want(x.size()), got(x.size());
     for (auto& v : x) v = static_cast<uint8_t>(rng());
     bias_requant_scalar(x.data(), rows, n, bias.data(), p, want.data());
@@ -137,6 +137,12 @@ TEST(BiasRequant, OnlyTheLinearBiasPatternIsTaken) {
   EXPECT_EQ(count(linear_model(8, 16, {16, 16})), 0);      // the same, with a first dimension of N
   EXPECT_EQ(count(linear_model(8, 16, {8})), 0);           // not the matmul's N
   EXPECT_EQ(count(linear_model(8, 16, {16}, true)), 0);    // the dequantized value is also an output
+  for (const char* op : {"DequantizeLinear", "QuantizeLinear"}) {  // blocked scales: the kernels check them
+    ir::Model m = linear_model(8, 16, {16});
+    for (auto& n : m.graph.nodes)
+      if (n.op_type == op && n.outputs[0] != "out") n.attrs.push_back(ir::attr_int("block_size", 4));
+    EXPECT_EQ(count(m), 0) << op;
+  }
 }
 
 }  // namespace

@@ -215,6 +215,13 @@ TEST(CodeTables, OnlyFunctionsOfOneCodeBecomeTables) {
     b.output(b.q(b.node("Add", {b.dq("x", 0.1f, t, 128), "w"}), 0.1f, t, 128));
     EXPECT_EQ(regions(b.m), 0);
   }
+  {  // blocked scales: a layout the 256-code evaluation need not meet
+    Builder b;
+    b.input("x", t);
+    b.output(b.q(b.dq("x", 0.1f, t, 128), 0.05f, t, 100));
+    b.m.graph.nodes[0].attrs.push_back(ir::attr_int("block_size", 512));
+    EXPECT_EQ(regions(b.m), 0);
+  }
   {  // Softmax mixes elements
     Builder b;
     b.input("x", t);
