@@ -219,7 +219,10 @@ TEST(CodeTables, OnlyFunctionsOfOneCodeBecomeTables) {
     Builder b;
     b.input("x", t);
     b.output(b.q(b.dq("x", 0.1f, t, 128), 0.05f, t, 100));
-    b.m.graph.nodes[0].attrs.push_back(ir::attr_int("block_size", 512));
+    // One block of 512 along axis 0 covers the 256 codes the evaluation feeds.
+    b.m.graph.set_initializer("block_scale", Tensor::from_vector<float>({1}, {0.1f}));
+    b.m.graph.nodes[0].inputs[1] = "block_scale";
+    b.m.graph.nodes[0].attrs = {ir::attr_int("axis", 0), ir::attr_int("block_size", 512)};
     EXPECT_EQ(regions(b.m), 0);
   }
   {  // Softmax mixes elements
