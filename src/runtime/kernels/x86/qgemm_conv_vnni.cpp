@@ -96,14 +96,17 @@ bool fold_bias(const QgemmOutput& out, int64_t k_padded, int64_t rows, std::vect
 // reads the quad image itself: 16 virtual pixels o = oh * wph + ow at a time,
 // the columns ow >= out_w dropped (compressed away) before the epilogue. The
 // kept lanes are consecutive output pixels, since the dropped ones sit
-// between rows. Small planes first try qconv_vnni_images (several images per
-// copy, lanes stored in runs instead of compressed).
+// between rows. Convs whose input is stride (1 or 2) times the output first
+// try qconv_vnni_dense (no pad lanes at all), small planes then
+// qconv_vnni_images (several images per copy, lanes stored in runs instead
+// of compressed).
 void qconv_vnni_direct(const QconvGeometry& g, const QconvQuadImage& l, const std::vector<int64_t>& tap,
                        const uint8_t* xb, int64_t cg, bool x_signed, uint8_t zx,
                        const std::vector<QgemmQuadA>& groups, bool tap_quads, std::vector<int32_t> row_const,
                        QgemmOutput out, size_t out_esize, ThreadPool* pool) {
   const int64_t pixels = g.out_h * g.out_w, ocg = g.out_c / g.group;
   if (fold_bias(out, groups[0].k, g.out_c, row_const)) out.bias = nullptr;
+  if (!tap_quads && qconv_vnni_dense(g, xb, x_signed, zx, groups, row_const, out, pool)) return;
   if (!tap_quads && qconv_vnni_images(g, l, xb, x_signed, zx, groups, row_const, out, pool)) return;
   const int64_t vpanels = (g.out_h * l.wph + kQgemmNR - 1) / kQgemmNR;
   const int64_t units = g.batch * g.group * vpanels, kquads = static_cast<int64_t>(tap.size());

@@ -114,6 +114,16 @@ bool qconv_vnni_images(const QconvGeometry& g, const QconvQuadImage& single, con
                        uint8_t zx, const std::vector<QgemmQuadA>& groups, const std::vector<int32_t>& row_const,
                        const QgemmOutput& out, ThreadPool* pool);
 
+// The direct conv path for one group, no dilation and input planes stride
+// times the output's (stride 1 or 2; stride 1: "same" convs) on a copy
+// without pads: every lane an output pixel, the pads' terms added back per
+// lane class (qgemm_conv_vnni_dense.cpp); row_const has the bias folded in
+// when it could be. false: not taken (geometry, output kind, or no lanes
+// saved), nothing done.
+bool qconv_vnni_dense(const QconvGeometry& g, const uint8_t* xb, bool x_signed, uint8_t zx,
+                      const std::vector<QgemmQuadA>& groups, const std::vector<int32_t>& row_const,
+                      const QgemmOutput& out, ThreadPool* pool);
+
 // Tap quad q's byte offset in that copy (k = (kh, kw, channel quad)); sets
 // l.unread_phases.
 std::vector<int64_t> qconv_quad_taps(const QconvGeometry& g, QconvQuadImage& l);
