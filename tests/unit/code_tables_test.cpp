@@ -136,6 +136,24 @@ void expect_same_bytes(const Tensor& a, const Tensor& b) {
     ASSERT_EQ(static_cast<const uint8_t*>(a.raw())[i], static_cast<const uint8_t*>(b.raw())[i]) << "byte " << i;
 }
 
+// The outputs of an integer session without and with tables, on `feeds`.
+void expect_tables_change_nothing(const ir::Model& m, const std::vector<Tensor>& feeds, size_t inputs) {
+  std::vector<Tensor> outs[2];
+  for (int tables = 0; tables < 2; ++tables) {
+    SessionOptions so;
+    so.integer = true;
+    so.code_tables = tables == 1;
+    auto s = Session::create(m, so);
+    ASSERT_TRUE(s.ok()) << s.status().message();
+    ASSERT_EQ((*s)->inputs().size(), inputs);
+    auto y = (*s)->run(feeds);
+    ASSERT_TRUE(y.ok()) << y.status().message();
+    outs[tables] = *y;
+  }
+  ASSERT_EQ(outs[0].size(), outs[1].size());
+  for (size_t i = 0; i < outs[0].size(); ++i) expect_same_bytes(outs[0][i], outs[1][i]);
+}
+
 TEST(CodeTables, GeluRegionIsOneTableWithTheSameBits) {
   for (DType t : {DType::kUInt8, DType::kInt8}) {
     SCOPED_TRACE(dtype_name(t));
@@ -274,21 +292,9 @@ TEST(CodeTables, SubgraphReadsAreSeen) {
     ASSERT_TRUE(stats.ok()) << stats.status().message();
     EXPECT_EQ(stats->regions, reads_inner_value ? 0 : 1);
     EXPECT_NE(fused.graph.find_initializer(scale), nullptr);
-    std::vector<Tensor> outs[2];
-    for (int tables = 0; tables < 2; ++tables) {
-      SessionOptions so;
-      so.integer = true;
-      so.code_tables = tables == 1;
-      auto s = Session::create(b.m, so);
-      ASSERT_TRUE(s.ok()) << s.status().message();
-      Tensor c(DType::kBool, {});
-      *static_cast<bool*>(c.raw()) = true;
-      auto y = (*s)->run(std::vector<Tensor>{random_codes(t, {5, 9}, 3), c});
-      ASSERT_TRUE(y.ok()) << y.status().message();
-      outs[tables] = *y;
-    }
-    expect_same_bytes(outs[0][0], outs[1][0]);
-    expect_same_bytes(outs[0][1], outs[1][1]);
+    Tensor c(DType::kBool, {});
+    *static_cast<bool*>(c.raw()) = true;
+    expect_tables_change_nothing(b.m, {random_codes(t, {5, 9}, 3), c}, 2);
   }
 }
 
@@ -313,20 +319,7 @@ TEST(CodeTables, TableNamesAreFreshAndRegionsMany) {
   ASSERT_TRUE(stats.ok()) << stats.status().message();
   EXPECT_EQ(stats->regions, 200);
   EXPECT_EQ(fused.graph.find_initializer(ys.back() + "_code_table"), nullptr);
-  std::vector<Tensor> outs[2];
-  for (int tables = 0; tables < 2; ++tables) {
-    SessionOptions so;
-    so.integer = true;
-    so.code_tables = tables == 1;
-    auto s = Session::create(b.m, so);
-    ASSERT_TRUE(s.ok()) << s.status().message();
-    ASSERT_EQ((*s)->inputs().size(), 2u);
-    auto y = (*s)->run(std::vector<Tensor>{random_codes(t, {4, 33}, 9), Tensor::from_vector<float>({2}, {-1.f, 2.f})});
-    ASSERT_TRUE(y.ok()) << y.status().message();
-    outs[tables] = *y;
-  }
-  expect_same_bytes(outs[0][0], outs[1][0]);
-  expect_same_bytes(outs[0][1], outs[1][1]);
+  expect_tables_change_nothing(b.m, {random_codes(t, {4, 33}, 9), Tensor::from_vector<float>({2}, {-1.f, 2.f})}, 2);
 }
 
 TEST(CodeTables, BadCodeTableNodesAreRejected) {
