@@ -20,6 +20,7 @@
 #include "quant/schemes/fixed_point.h"
 #include "runtime/kernels/x86/qgemm.h"
 #include "runtime/kernels/x86/qgemm_conv.h"
+#include "runtime/kernels/x86/qgemm_vnni.h"
 #include "runtime/thread_pool.h"
 
 namespace qtk::rt::x86 {
@@ -41,6 +42,7 @@ TEST(QconvDense, MatchesTheScalarPath) {
   const uint32_t seed = 2026;
   std::mt19937 rng(seed);
   auto pick = [&](std::vector<int64_t> v) { return v[rng() % v.size()]; };
+  const uint64_t taken_before = detail::qconv_vnni_dense_taken();
   for (int iter = 0; iter < 240; ++iter) {
     QconvGeometry g;
     g.batch = pick({1, 2, 3, 5, 16, 17});
@@ -123,6 +125,8 @@ TEST(QconvDense, MatchesTheScalarPath) {
               << "element " << i << (pool ? " 2 threads" : " 1 thread") << (in_place ? " in place" : "");
       }
   }
+  // The comparisons above were with the dense path, not only its fallbacks.
+  EXPECT_GE(detail::qconv_vnni_dense_taken() - taken_before, 200u);
 }
 
 }  // namespace

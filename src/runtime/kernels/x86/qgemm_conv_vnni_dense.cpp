@@ -19,6 +19,7 @@
 // saved on 28x28 planes, measured).
 // All sums wrap in int32 as the padded path's do: the same codes, bit for bit.
 #include <algorithm>
+#include <atomic>
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -399,6 +400,12 @@ QTK_VNNI void fill_dense(const QconvGeometry& g, const uint8_t* x, int64_t image
 
 }  // namespace
 
+namespace {
+std::atomic<uint64_t> g_dense_taken{0};  // calls the path took (tests check it is reached)
+}  // namespace
+
+uint64_t qconv_vnni_dense_taken() { return g_dense_taken.load(std::memory_order_relaxed); }
+
 bool qconv_vnni_dense(const QconvGeometry& g, const uint8_t* xb, bool x_signed, uint8_t zx,
                       const std::vector<QgemmQuadA>& groups, const std::vector<int32_t>& row_const,
                       const QgemmOutput& out, ThreadPool* pool) {
@@ -513,6 +520,7 @@ bool qconv_vnni_dense(const QconvGeometry& g, const uint8_t* xb, bool x_signed, 
     }
   };
   const int64_t macs = g.batch * g.out_c * wq.k * hw;
+  g_dense_taken.fetch_add(1, std::memory_order_relaxed);
   if (pool == nullptr || !qconv_split_over_threads(pool->size(), blocks, macs)) {
     work(0, units);
     return true;

@@ -123,6 +123,8 @@ bool qconv_vnni_images(const QconvGeometry& g, const QconvQuadImage& single, con
 bool qconv_vnni_dense(const QconvGeometry& g, const uint8_t* xb, bool x_signed, uint8_t zx,
                       const std::vector<QgemmQuadA>& groups, const std::vector<int32_t>& row_const,
                       const QgemmOutput& out, ThreadPool* pool);
+// How many calls qconv_vnni_dense has taken in this process (for tests).
+uint64_t qconv_vnni_dense_taken();
 
 // Tap quad q's byte offset in that copy (k = (kh, kw, channel quad)); sets
 // l.unread_phases.
