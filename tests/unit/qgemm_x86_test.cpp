@@ -333,6 +333,23 @@ TEST(Qgemm, ExtremeCodesAreExact) {
 
 // The implicit-GEMM convolution on both paths against a plain loop: odd
 // sizes, strides, dilations, pads, groups, 1x1 direct reads, int32 output.
+// The threads' blocks: the largest as small as can be; on a tie, fewer
+// threads, then rows split rather than columns (column blocks pack the same
+// rows of A and write the same output lines).
+TEST(Qgemm, GridSplitsRowsOnTies) {
+  auto grid = [](int64_t tiles, int64_t panels, int threads) {
+    const auto g = detail::qgemm_choose_grid(tiles, panels, threads);
+    return std::pair<int64_t, int64_t>(g.tm, g.tn);
+  };
+  EXPECT_EQ(grid(200, 4, 2), std::make_pair(int64_t{2}, int64_t{1}));  // vit_fm's Linear layers: was (1, 2)
+  EXPECT_EQ(grid(4, 8, 2), std::make_pair(int64_t{2}, int64_t{1}));
+  EXPECT_EQ(grid(1, 8, 2), std::make_pair(int64_t{1}, int64_t{2}));    // one row tile: columns it is
+  EXPECT_EQ(grid(3, 1, 4), std::make_pair(int64_t{3}, int64_t{1}));
+  EXPECT_EQ(grid(5, 5, 4), std::make_pair(int64_t{2}, int64_t{2}));    // 3 x 3 beats 2 x 5 and 5 x 2
+  EXPECT_EQ(grid(2, 2, 3), std::make_pair(int64_t{2}, int64_t{1}));    // 3 threads cannot beat 2 here
+  EXPECT_EQ(grid(7, 3, 1), std::make_pair(int64_t{1}, int64_t{1}));
+}
+
 TEST(Qconv, BothPathsMatchPlainLoop) {
   ThreadPool pool2(2);
   const uint32_t seed = 4321;
