@@ -1,7 +1,6 @@
 #include "runtime/code_tables.h"
 
 #include <algorithm>
-#include <cstring>
 #include <map>
 #include <set>
 #include <string_view>
@@ -62,9 +61,8 @@ class Finder {
     if (n.outputs.size() != 1 || n.outputs[0].empty()) return false;
     const bool qlinear = is_qlinear_binary(n);
     if (!qlinear && !(ir::is_default_domain(n.domain) && elementwise_ops().count(n.op_type))) return false;
-    if (!n.attrs.empty())
-      for (const auto& a : n.attrs)
-        if (a.g || !a.graphs.empty()) return false;
+    for (const auto& a : n.attrs)
+      if (a.g || !a.graphs.empty()) return false;
     // Blocked scales are a layout the 256-code evaluation need not meet.
     if (is_qdq(n) && n.attr_int("block_size", 0) != 0) return false;
     bool any_value = false;
@@ -226,9 +224,7 @@ Expected<Tensor> evaluate(const ir::Graph& g, const Region& r, const OpsetMap& o
   QTK_ASSIGN_OR_RETURN(auto outs, executor->run({codes}, pool));
   if (outs.size() != 1 || outs[0].dtype() != r.y_dtype || outs[0].numel() != 256)
     return internal_error("code table of '" + r.y + "': the region did not map 256 codes to 256 codes");
-  Tensor table(r.y_dtype, {256});
-  std::memcpy(table.raw(), outs[0].raw(), 256);
-  return table;
+  return std::move(outs[0]);  // [256], its own storage (no memory plan here)
 }
 
 // The largest region from root x (by node count), or none.
@@ -259,8 +255,7 @@ std::string fused_ops(const ir::Graph& g, const Region& r) {
 
 Expected<CodeTableStats> fuse_code_tables(ir::Model& m, const OpRegistry& registry) {
   CodeTableStats stats;
-  OpsetMap opsets;
-  for (const auto& o : m.opsets) opsets.versions[ir::is_default_domain(o.domain) ? "" : o.domain] = o.version;
+  const OpsetMap opsets = OpsetMap::of(m);
   ir::Graph& g = m.graph;
   std::set<std::string> tried;  // roots that gave no region (or a failed evaluation)
   std::set<std::string> region_constants;  // initializers the replaced nodes read

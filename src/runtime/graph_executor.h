@@ -36,6 +36,12 @@ struct OpsetMap {
     auto it = versions.find(ir::is_default_domain(domain) ? "" : domain);
     return it == versions.end() ? 0 : it->second;
   }
+  // The versions a model imports.
+  static OpsetMap of(const ir::Model& m) {
+    OpsetMap o;
+    for (const auto& i : m.opsets) o.versions[ir::is_default_domain(i.domain) ? "" : i.domain] = i.version;
+    return o;
+  }
 };
 
 class OpRegistry;

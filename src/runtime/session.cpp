@@ -89,8 +89,7 @@ Expected<std::unique_ptr<Session>> Session::create(ir::Model&& model, const Sess
     QTK_RETURN_IF_ERROR(rt::fuse_code_tables(m, registry).status());
     QTK_RETURN_IF_ERROR(rt::fuse_bias_requantize(m).status());
   }
-  rt::OpsetMap opsets;
-  for (const auto& o : m.opsets) opsets.versions[ir::is_default_domain(o.domain) ? "" : o.domain] = o.version;
+  const rt::OpsetMap opsets = rt::OpsetMap::of(m);
   auto s = std::unique_ptr<Session>(new Session());
   for (const auto* v : m.graph.runtime_inputs()) s->inputs_.push_back(to_info(*v));
   for (const auto& v : m.graph.outputs) s->outputs_.push_back(to_info(v));

@@ -22,6 +22,7 @@
 #include "runtime/kernels/x86/qgemm_conv.h"
 #include "runtime/kernels/x86/qgemm_vnni.h"
 #include "runtime/thread_pool.h"
+#include "residual_join.h"
 
 namespace qtk::rt::x86 {
 namespace {
@@ -93,13 +94,8 @@ TEST(QconvDense, MatchesTheScalarPath) {
     const auto residual_codes = bytes_of(total, rng);
     const auto shared = quant::shared_shift_multipliers(0.6, 1.7);
     ASSERT_TRUE(shared.has_value());
-    QgemmResidualAdd residual;
-    residual.a_zp = requant.zero_point;
-    residual.b_zp = zero_point(y_signed, rng);
-    residual.c_zp = zero_point(y_signed, rng);
-    residual.qmin = y_min;
-    residual.qmax = y_max;
-    residual.ma = shared->ma, residual.mb = shared->mb, residual.n = shared->n;
+    const int32_t b_zp = zero_point(y_signed, rng), c_zp = zero_point(y_signed, rng);
+    QgemmResidualAdd residual = residual_join(nullptr, requant.zero_point, b_zp, c_zp, y_min, y_max, *shared);
     if (residual_add) out.residual = &residual;
     SCOPED_TRACE("seed " + std::to_string(seed) + " iter " + std::to_string(iter) + " batch " +
                  std::to_string(g.batch) + " c " + std::to_string(g.in_c) + " " + std::to_string(g.in_h) + "x" +

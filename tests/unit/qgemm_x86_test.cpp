@@ -18,6 +18,7 @@
 #include "runtime/kernels/x86/qgemm.h"
 #include "runtime/kernels/x86/qgemm_conv.h"
 #include "runtime/thread_pool.h"
+#include "residual_join.h"
 
 namespace qtk::rt::x86 {
 namespace {
@@ -439,14 +440,9 @@ TEST(Qconv, BothPathsMatchPlainLoop) {
     std::uniform_real_distribution<double> ratio(0.05, 3.0);
     const auto shared = quant::shared_shift_multipliers(ratio(rng), ratio(rng));
     ASSERT_TRUE(shared.has_value());
-    QgemmResidualAdd residual;
-    residual.codes = residual_codes.data();
-    residual.a_zp = requant.zero_point;
-    residual.b_zp = random_zp(y_signed, rng);
-    residual.c_zp = random_zp(y_signed, rng);
-    residual.qmin = y_min;
-    residual.qmax = y_max;
-    residual.ma = shared->ma, residual.mb = shared->mb, residual.n = shared->n;
+    const int32_t b_zp = random_zp(y_signed, rng), c_zp = random_zp(y_signed, rng);
+    QgemmResidualAdd residual =
+        residual_join(residual_codes.data(), requant.zero_point, b_zp, c_zp, y_min, y_max, *shared);
     if (residual_add) out.residual = &residual;
     SCOPED_TRACE("seed " + std::to_string(seed) + " iter " + std::to_string(iter) + " batch " +
                  std::to_string(g.batch) + " c " + std::to_string(g.in_c) + " " + std::to_string(g.in_h) + "x" +
@@ -538,13 +534,8 @@ TEST(Qconv, ImagesSideBySideMatchTheScalarPath) {
   const auto shared = quant::shared_shift_multipliers(0.7, 1.3);
   ASSERT_TRUE(shared.has_value());
   const auto residual_codes = random_bytes(total, rng);
-  QgemmResidualAdd residual;
-  residual.a_zp = requant.zero_point;
-  residual.b_zp = random_zp(true, rng);
-  residual.c_zp = random_zp(true, rng);
-  residual.qmin = -128;
-  residual.qmax = 127;
-  residual.ma = shared->ma, residual.mb = shared->mb, residual.n = shared->n;
+  const int32_t b_zp = random_zp(true, rng), c_zp = random_zp(true, rng);
+  QgemmResidualAdd residual = residual_join(nullptr, requant.zero_point, b_zp, c_zp, -128, 127, *shared);
   QgemmOutput out;
   out.kind = QgemmOutputKind::kCodes;
   out.channel_is_row = true;
