@@ -324,9 +324,10 @@ TEST(CodeTables, TableNamesAreFreshAndRegionsMany) {
 
 TEST(CodeTables, BadCodeTableNodesAreRejected) {
   auto session_of = [](Tensor table, int input_signed) {
-    ir::Model m;
-    m.opsets = {{"", 17}, {kCodeTableDomain, 1}};
-    m.graph.set_initializer("table", std::move(table));
+    Builder b;
+    b.m.opsets.push_back({kCodeTableDomain, 1});
+    b.m.graph.set_initializer("table", std::move(table));
+    b.input("x", DType::kUInt8);
     ir::Node n;
     n.name = "lut";
     n.op_type = kCodeTableOp;
@@ -334,15 +335,9 @@ TEST(CodeTables, BadCodeTableNodesAreRejected) {
     n.inputs = {"x", "table"};
     n.outputs = {"y"};
     n.attrs = {ir::attr_int("input_signed", input_signed)};
-    m.graph.nodes.push_back(n);
-    ir::ValueInfo x;
-    x.name = "x";
-    x.dtype = DType::kUInt8;
-    m.graph.inputs.push_back(x);
-    ir::ValueInfo y;
-    y.name = "y";
-    m.graph.outputs.push_back(y);
-    return Session::create(m, SessionOptions{});
+    b.m.graph.nodes.push_back(n);
+    b.output("y");
+    return Session::create(b.m, SessionOptions{});
   };
   auto short_table = session_of(Tensor(DType::kUInt8, {255}), 0);
   ASSERT_FALSE(short_table.ok());
@@ -350,6 +345,7 @@ TEST(CodeTables, BadCodeTableNodesAreRejected) {
       << short_table.status().message();
   auto float_table = session_of(Tensor(DType::kFloat32, {256}), 0);
   ASSERT_FALSE(float_table.ok());
+  EXPECT_NE(float_table.status().message().find("got float32 [256]"), std::string::npos) << float_table.status().message();
   auto wants_int8 = session_of(Tensor(DType::kUInt8, {256}), 1);
   ASSERT_TRUE(wants_int8.ok()) << wants_int8.status().message();
   auto y = (*wants_int8)->run(std::vector<Tensor>{Tensor(DType::kUInt8, {4})});
