@@ -40,6 +40,8 @@ enum class DType : int32_t {
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);
 bool dtype_is_known(int32_t onnx_type);
+// uint8 or int8: the integer kernels' code types.
+inline constexpr bool is_8bit(DType t) { return t == DType::kUInt8 || t == DType::kInt8; }
 
 template <class T> struct DTypeOf;
 template <> struct DTypeOf<float> { static constexpr DType value = DType::kFloat32; };

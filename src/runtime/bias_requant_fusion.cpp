@@ -12,7 +12,6 @@ namespace qtk::rt {
 namespace {
 
 bool is_op(const ir::Node& n, const char* op) { return n.op_type == op && ir::is_default_domain(n.domain); }
-bool is_8bit(DType t) { return t == DType::kUInt8 || t == DType::kInt8; }
 
 // A per-tensor (scale, zero point) pair of constants at inputs i, i + 1 (a
 // block_size makes one value a per-block layout, which the kernels check).

@@ -16,7 +16,6 @@ namespace qtk::rt {
 
 namespace {
 
-bool is_8bit(DType t) { return t == DType::kUInt8 || t == DType::kInt8; }
 
 // Ops that map each element on its own (given scalar constants), so that a
 // region of them is a function of one code. Default domain.

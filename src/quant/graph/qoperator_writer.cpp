@@ -19,7 +19,6 @@ namespace {
 
 constexpr const char* kMsDomain = "com.microsoft";
 
-bool is_8bit(DType t) { return t == DType::kUInt8 || t == DType::kInt8; }
 int32_t qmin_of(DType t) { return t == DType::kUInt8 ? 0 : -128; }
 int32_t qmax_of(DType t) { return t == DType::kUInt8 ? 255 : 127; }
 

@@ -72,9 +72,8 @@ Expected<std::unique_ptr<Kernel>> make_bias_requant_kernel(const KernelInit& ini
     return invalid_argument("takes (x, x_scale, x_zero_point, bias, y_scale, y_zero_point) and gives y");
   const Tensor *xs = one_value(init, 1), *xz = one_value(init, 2), *ys = one_value(init, 4), *yz = one_value(init, 5);
   const Tensor* bias = init.constant_input(3);
-  auto is_8bit = [](const Tensor* t) { return t->dtype() == DType::kUInt8 || t->dtype() == DType::kInt8; };
-  if (!xs || !xz || !ys || !yz || xs->dtype() != DType::kFloat32 || ys->dtype() != DType::kFloat32 || !is_8bit(xz) ||
-      !is_8bit(yz))
+  if (!xs || !xz || !ys || !yz || xs->dtype() != DType::kFloat32 || ys->dtype() != DType::kFloat32 || !is_8bit(xz->dtype()) ||
+      !is_8bit(yz->dtype()))
     return invalid_argument("scales must be float32 and zero points 8-bit constants of one value");
   if (!bias || bias->dtype() != DType::kFloat32 || bias->rank() != 1)
     return invalid_argument("the bias must be a float32 constant of rank 1");

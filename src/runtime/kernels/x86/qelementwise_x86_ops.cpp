@@ -112,7 +112,6 @@ namespace {
 constexpr const char* kMsDomain = "com.microsoft";
 constexpr int64_t kGrain = 16384;  // elements per task: enough to pay for waking a thread
 
-bool is_8bit(DType t) { return t == DType::kUInt8 || t == DType::kInt8; }
 
 // [0, n) in kGrain chunks (multiples of 32, the vector rows' step) over the pool.
 template <class F>

@@ -27,7 +27,6 @@ inline bool node_has_input(const KernelInit& init, size_t i) {
   return i < init.node.inputs.size() && !init.node.inputs[i].empty();
 }
 
-inline bool is_8bit(DType t) { return t == DType::kUInt8 || t == DType::kInt8; }
 inline int32_t qmin_of(DType t) { return t == DType::kUInt8 ? 0 : -128; }
 inline int32_t qmax_of(DType t) { return t == DType::kUInt8 ? 255 : 127; }
 
