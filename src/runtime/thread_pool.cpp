@@ -37,8 +37,12 @@ struct InParallelFor {
 };
 }  // namespace
 
-ThreadPool::ThreadPool(int threads) : threads_(std::max(1, threads)) {
-  for (int i = 1; i < threads_; ++i) workers_.emplace_back([this, i] { worker(i); });
+// claim_'s fields.
+constexpr uint64_t kChunkBits = 16, kChunkMask = (uint64_t{1} << kChunkBits) - 1;
+constexpr int kMaxThreads = 1 << 15;
+
+ThreadPool::ThreadPool(int threads) : threads_(std::clamp(threads, 1, kMaxThreads)) {
+  for (int i = 1; i < threads_; ++i) workers_.emplace_back([this] { worker(); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -50,34 +54,45 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::worker(int index) {
+void ThreadPool::run_chunks() {
+  uint64_t v = claim_.load(std::memory_order_acquire);
+  for (;;) {
+    const uint64_t chunks = (v >> kChunkBits) & kChunkMask, c = v & kChunkMask;
+    if (c >= chunks) return;
+    // Acquire: job_ and n_ of the loop v belongs to are visible once this succeeds.
+    if (!claim_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+    run_chunk(static_cast<int64_t>(c), static_cast<int64_t>(chunks));
+    v = claim_.load(std::memory_order_acquire);
+  }
+}
+
+void ThreadPool::run_chunk(int64_t i, int64_t chunks) {
+  {
+    InParallelFor guard;
+    (*job_)(n_ * i / chunks, n_ * (i + 1) / chunks);
+  }
+  if (completed_.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks) {
+    std::lock_guard<std::mutex> lk(mu_);  // the caller may be about to wait
+    done_cv_.notify_one();
+  }
+}
+
+void ThreadPool::worker() {
   uint64_t seen = 0;
   for (;;) {
-    spin_until([&] { return stop_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; });
-    std::pair<int64_t, int64_t> range;
-    const std::function<void(int64_t, int64_t)>* job;
-    {
+    if (!spin_until([&] { return stop_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; })) {
       std::unique_lock<std::mutex> lk(mu_);
       start_cv_.wait(lk, [&] { return stop_.load() || generation_.load() != seen; });
-      if (stop_.load()) return;
-      seen = generation_.load();
-      job = job_;
-      range = static_cast<size_t>(index) < ranges_.size() ? ranges_[index] : std::make_pair<int64_t, int64_t>(0, 0);
     }
-    if (range.first < range.second) {
-      InParallelFor guard;
-      (*job)(range.first, range.second);
-    }
-    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      std::lock_guard<std::mutex> lk(mu_);  // the caller may be about to wait
-      done_cv_.notify_one();
-    }
+    if (stop_.load()) return;
+    seen = generation_.load(std::memory_order_acquire);
+    run_chunks();
   }
 }
 
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {
   if (n <= 0) return;
-  int64_t chunks = std::min<int64_t>(threads_, (n + std::max<int64_t>(grain, 1) - 1) / std::max<int64_t>(grain, 1));
+  const int64_t chunks = std::min<int64_t>(threads_, (n + std::max<int64_t>(grain, 1) - 1) / std::max<int64_t>(grain, 1));
   if (chunks <= 1 || t_in_parallel_for) {
     fn(0, n);
     return;
@@ -87,22 +102,24 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     fn(0, n);
     return;
   }
+  // The previous loop's chunks have all finished: nobody reads these now.
+  job_ = &fn;
+  n_ = n;
+  completed_.store(0, std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> lk(mu_);
-    ranges_.assign(threads_, {0, 0});
-    for (int64_t c = 0; c < chunks; ++c) ranges_[c] = {n * c / chunks, n * (c + 1) / chunks};
-    job_ = &fn;
-    pending_.store(threads_ - 1, std::memory_order_release);
-    generation_.fetch_add(1, std::memory_order_acq_rel);
+    const uint64_t generation = generation_.load(std::memory_order_relaxed) + 1;
+    // Chunk 0 is the caller's, as before claiming existed: the values an op
+    // writes there stay in the cache of the thread whose chunk 0 reads them next.
+    claim_.store((generation << 32) | (static_cast<uint64_t>(chunks) << kChunkBits) | 1, std::memory_order_release);
+    generation_.store(generation, std::memory_order_release);
   }
   start_cv_.notify_all();
-  {
-    InParallelFor guard;
-    fn(ranges_[0].first, ranges_[0].second);
-  }
-  if (spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; })) return;
+  run_chunk(0, chunks);
+  run_chunks();
+  if (spin_until([&] { return completed_.load(std::memory_order_acquire) == chunks; })) return;
   std::unique_lock<std::mutex> lk(mu_);
-  done_cv_.wait(lk, [&] { return pending_.load() == 0; });
+  done_cv_.wait(lk, [&] { return completed_.load() == chunks; });
 }
 
 }  // namespace qtk::rt
