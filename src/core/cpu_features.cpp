@@ -25,6 +25,11 @@ bool cpu_has_avx512f() {
   static const bool ok = cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f");
   return ok;
 }
+bool cpu_has_avx512bw() {
+  static const bool ok = cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vl");
+  return ok;
+}
 bool cpu_has_avx512_vnni() {
   static const bool ok = cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
@@ -39,6 +44,7 @@ bool cpu_has_avx512_vbmi() {
 bool cpu_has_avx2() { return false; }
 bool cpu_has_avx2_fma() { return false; }
 bool cpu_has_avx512f() { return false; }
+bool cpu_has_avx512bw() { return false; }
 bool cpu_has_avx512_vnni() { return false; }
 bool cpu_has_avx512_vbmi() { return false; }
 #endif

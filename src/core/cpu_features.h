@@ -7,6 +7,7 @@ namespace qtk {
 bool cpu_has_avx2();         // AVX2
 bool cpu_has_avx2_fma();     // AVX2 and FMA
 bool cpu_has_avx512f();      // AVX-512F (and the OS saves zmm state), with AVX2+FMA
+bool cpu_has_avx512bw();    // AVX-512 F/BW/VL (Skylake-SP on), with AVX2
 bool cpu_has_avx512_vnni();  // AVX-512 F/BW/VL/VNNI, with AVX2
 bool cpu_has_avx512_vbmi();  // AVX-512 F/BW/VBMI (byte permutes), with AVX2
 

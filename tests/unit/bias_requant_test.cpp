@@ -20,7 +20,7 @@ namespace qtk::rt {
 namespace {
 
 TEST(BiasRequant, Avx512RowsMatchScalar) {
-  if (!cpu_has_avx512_vnni()) GTEST_SKIP() << "no AVX-512 BW/VL here";
+  if (!cpu_has_avx512bw()) GTEST_SKIP() << "no AVX-512 BW/VL here";
   std::mt19937 rng(99);
   const float specials[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
                             -std::numeric_limits<float>::infinity(), 1e30f, -1e30f, 0.5f, -0.5f};

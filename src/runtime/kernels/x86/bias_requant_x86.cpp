@@ -44,7 +44,7 @@ void register_x86_bias_requant_op(OpRegistry& r) {
   r.add(
       kBiasRequantizeOp,
       [](const KernelInit& init) {
-        const bool vector = cpu_has_avx512_vnni() && !env_flag_set("QTK_BIAS_REQUANT_SCALAR");  // F/BW/VL among them
+        const bool vector = cpu_has_avx512bw() && !env_flag_set("QTK_BIAS_REQUANT_SCALAR");
         return make_bias_requant_kernel(init, vector ? bias_requant_avx512 : bias_requant_scalar);
       },
       kCodeTableDomain);
