@@ -222,6 +222,55 @@ TEST(QLinearX86, ConvIntegerMatchesReference) {
   }
 }
 
+// 1-D convs (Conv1d: audio, sequence models) run on the 2-D kernel as height
+// 1: the kernel must take them (the reference is ~50x slower) and match it,
+// with strides, dilations, explicit and automatic pads, groups and depthwise.
+TEST(QLinearX86, Conv1dMatchesReference) {
+  const uint32_t seed = 1313;
+  std::mt19937 rng(seed);
+  auto pick = [&](std::vector<int64_t> v) { return v[rng() % v.size()]; };
+  for (int iter = 0; iter < 40; ++iter) {
+    const int64_t group = pick({1, 1, 2, 4}), cg = pick({1, 3, 8}), ocg = pick({1, 5, 16});
+    const int64_t n = pick({1, 2}), c = cg * group, oc = ocg * group, k = pick({1, 3, 5, 9});
+    const int64_t len = pick({4, 13, 64, 100}), stride = pick({1, 1, 2}), dilation = pick({1, 2, 4});
+    const std::string auto_pad = iter % 5 == 4 ? "SAME_UPPER" : "NOTSET";
+    std::vector<int64_t> pads;
+    if (auto_pad == "NOTSET") pads = {pick({0, 1, 4}), pick({0, 2, 4})};
+    const int64_t room = len + (pads.empty() ? 0 : pads[0] + pads[1]) - (dilation * (k - 1) + 1);
+    if (room < 0 && auto_pad == "NOTSET") continue;
+    const bool qlinear = iter % 3 != 2;
+    const DType xt = pick_type(rng), wt = pick_type(rng), yt = pick_type(rng);
+    NodeCase cs;
+    cs.node.op_type = qlinear ? "QLinearConv" : "ConvInteger";
+    cs.node.attrs = {ir::attr_ints("strides", {stride}), ir::attr_ints("dilations", {dilation}),
+                     ir::attr_int("group", group), ir::attr_string("auto_pad", auto_pad)};
+    if (!pads.empty()) cs.node.attrs.push_back(ir::attr_ints("pads", pads));
+    if (qlinear) {
+      cs.add(codes(xt, {n, c, len}, rng), false);
+      cs.add(scales(0, rng), true);
+      cs.add(zero_points(xt, 0, rng), true);
+      cs.add(codes(wt, {oc, cg, k}, rng), true);
+      cs.add(scales(oc, rng), true);
+      cs.add(zero_points(wt, oc, rng), true);
+      cs.add(scales(0, rng, 0.05f, 0.5f), true);
+      cs.add(zero_points(yt, 0, rng), true);
+      cs.add(int32_values({oc}, rng), true);
+    } else {
+      cs.add(codes(xt, {n, c, len}, rng), false);
+      cs.add(codes(wt, {oc, cg, k}, rng), true);
+      cs.add(zero_points(xt, 0, rng), false);
+      cs.add(zero_points(wt, 0, rng), true);
+    }
+    cs.node.outputs = {"y"};
+    cs.describe = "x[" + std::to_string(n) + "," + std::to_string(c) + "," + std::to_string(len) + "] oc " +
+                  std::to_string(oc) + " k " + std::to_string(k) + " group " + std::to_string(group) + " stride " +
+                  std::to_string(stride) + " dilation " + std::to_string(dilation) + " " + auto_pad + " seed " +
+                  std::to_string(seed) + " iter " + std::to_string(iter);
+    expect_as_reference(cs, qlinear ? x86::try_make_qlinear_conv_kernel : x86::try_make_conv_integer_kernel);
+    if (HasFatalFailure()) return;
+  }
+}
+
 // A realistic layer size (tile and panel edges, two threads, several panel blocks).
 TEST(QLinearX86, LargerConvsMatchReference) {
   std::mt19937 rng(5);
@@ -292,6 +341,31 @@ TEST(QLinearX86, MatMulsMatchReference) {
     expect_as_reference(mi, x86::try_make_matmul_integer_kernel);
     if (HasFatalFailure()) return;
   }
+}
+
+// Threads for batched products with an activation B: a short sequence's
+// attention heads (4 x 10x8x10 multiply-adds) stay on one thread, where
+// handing them to a second one cost 8x their run time (encoder layer, 2
+// threads); large matrices split one per thread, and still match the reference.
+TEST(QLinearX86, BatchedMatMulGrainKeepsSmallProductsOnOneThread) {
+  EXPECT_GE(x86::batched_matmul_grain(10, 10, 8), 4 * 8);  // 8 sequences x 4 heads: one chunk
+  EXPECT_EQ(x86::batched_matmul_grain(64, 64, 64), 1);
+  EXPECT_EQ(x86::batched_matmul_grain(0, 0, 0), x86::batched_matmul_grain(1, 1, 1));  // no division by zero
+  for (int64_t s : {4, 16, 64, 256}) EXPECT_GE(x86::batched_matmul_grain(s, s, 16), x86::batched_matmul_grain(2 * s, 2 * s, 16));
+  std::mt19937 rng(31);
+  NodeCase q;
+  q.node.op_type = "QLinearMatMul";
+  q.add(codes(DType::kUInt8, {6, 64, 64}, rng), false);
+  q.add(scales(0, rng), true);
+  q.add(zero_points(DType::kUInt8, 0, rng), true);
+  q.add(codes(DType::kInt8, {6, 64, 64}, rng), false);
+  q.add(scales(0, rng), true);
+  q.add(zero_points(DType::kInt8, 0, rng), true);
+  q.add(scales(0, rng, 0.05f, 0.5f), true);
+  q.add(zero_points(DType::kUInt8, 0, rng), true);
+  q.node.outputs = {"y"};
+  q.describe = "6 x 64x64x64, one matrix per thread";
+  expect_as_reference(q, x86::try_make_qlinear_matmul_kernel);
 }
 
 // B an activation (attention's Q·Kᵀ, P·V): packed per matrix at run time.

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <random>
 
+#include "ir/graph.h"
 #include "qtk/model.h"
 #include "qtk/quantize.h"
 #include "qtk/session.h"
@@ -89,6 +90,96 @@ INSTANTIATE_TEST_SUITE_P(Models, QuantizeUnseen,
                            std::string n = info.param.file;
                            return n.substr(0, n.find('.'));
                          });
+
+}  // namespace
+}  // namespace qtk
+
+namespace qtk {
+namespace {
+
+// 4-bit types raise the opset to 21. PyTorch exports chunk()/GLU at opset
+// 13-17 as a Split with neither a split input nor num_outputs (equal parts);
+// from opset 18 Split needs one of them (ONNX Runtime refuses the model), and
+// Reduce* ops other than ReduceSum take their axes as an input. The raised
+// model must say both in the opset-21 form and still compute the same.
+TEST(QuantizeUnseenOpsetRaise, SplitAndReduceAreRewrittenForOpset21) {
+  ir::Model m;
+  m.opsets = {{"", 17}};
+  ir::Graph& g = m.graph;
+  auto value = [](const std::string& name) {
+    ir::ValueInfo v;
+    v.name = name;
+    v.dtype = DType::kFloat32;
+    return v;
+  };
+  g.inputs.push_back(value("x"));
+  g.outputs.push_back(value("y"));
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(-0.5f, 0.5f);
+  auto weight = [&](const std::string& name, Shape shape) {
+    Tensor t(DType::kFloat32, std::move(shape));
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
+    g.initializers[name] = t;
+    g.initializer_order.push_back(name);
+  };
+  weight("w1", {16, 32});
+  weight("w2", {16, 8});
+  auto node = [&](const std::string& op, std::vector<std::string> in, std::vector<std::string> out,
+                  std::vector<ir::Attribute> attrs = {}) {
+    ir::Node n;
+    n.name = op + "_" + out[0];
+    n.op_type = op;
+    n.inputs = std::move(in);
+    n.outputs = std::move(out);
+    n.attrs = std::move(attrs);
+    g.nodes.push_back(std::move(n));
+  };
+  node("MatMul", {"x", "w1"}, {"h"});
+  node("Split", {"h"}, {"a", "b"}, {ir::attr_int("axis", 1)});  // no split input: two equal parts
+  node("Sigmoid", {"b"}, {"gate"});
+  node("Mul", {"a", "gate"}, {"glu"});
+  node("MatMul", {"glu", "w2"}, {"z"});
+  node("ReduceMean", {"z"}, {"mean"}, {ir::attr_ints("axes", {1}), ir::attr_int("keepdims", 1)});
+  node("Sub", {"z", "mean"}, {"y"});
+
+  const Tensor calib_x = random_input({64, 16}, 1, false), x = random_input({8, 16}, 2, false);
+  auto float_session = Session::create(m);
+  ASSERT_TRUE(float_session.ok()) << float_session.status().message();
+  auto want = (*float_session)->run(std::vector<Tensor>{x});
+  ASSERT_TRUE(want.ok()) << want.status().message();
+
+  QuantConfig c;
+  c.weight_format = quant::QFormat::kInt4;
+  c.method = WeightMethod::kRtn;
+  auto q = quantize(m, c, CalibrationData{{calib_x}});
+  ASSERT_TRUE(q.ok()) << q.status().message();
+  ASSERT_EQ(q->model.opset(), 21);
+  int splits = 0, reduces = 0;
+  for (const auto& n : q->model.graph.nodes) {
+    if (n.op_type == "Split") {
+      ++splits;
+      const bool split_input = n.inputs.size() > 1 && !n.inputs[1].empty();
+      EXPECT_TRUE(split_input || n.has_attr("num_outputs")) << n.name << " has neither split nor num_outputs";
+      if (!split_input) EXPECT_EQ(n.attr_int("num_outputs", 0), 2);
+    }
+    if (n.op_type == "ReduceMean") {
+      ++reduces;
+      EXPECT_FALSE(n.has_attr("axes"));
+      EXPECT_EQ(n.inputs.size(), 2u);
+    }
+  }
+  EXPECT_EQ(splits, 1);
+  EXPECT_EQ(reduces, 1);
+  for (bool integer : {false, true}) {
+    SessionOptions so;
+    so.integer = integer;
+    auto s = Session::create(q->model, so);
+    ASSERT_TRUE(s.ok()) << s.status().message();
+    auto got = (*s)->run(std::vector<Tensor>{x});
+    ASSERT_TRUE(got.ok()) << got.status().message();
+    EXPECT_GT(sqnr_db((*want)[0], (*got)[0]), 10.0) << (integer ? "integer" : "float-simulated");
+  }
+}
 
 }  // namespace
 }  // namespace qtk

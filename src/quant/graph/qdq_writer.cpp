@@ -376,6 +376,13 @@ class QdqWriter {
         n.remove_attr("axes");
         n.inputs.resize(1);
         n.inputs.push_back(an);
+      } else if (n.op_type == "Split" && from < 18 && (n.inputs.size() < 2 || n.inputs[1].empty()) &&
+                 !n.has_attr("num_outputs")) {
+        // Split-18 needs the split input or num_outputs (ONNX Runtime refuses
+        // the node without either); before 18 no split meant equal parts,
+        // which num_outputs = the output count gives (equal when divisible).
+        n.inputs.resize(1);
+        n.attrs.push_back(ir::attr_int("num_outputs", static_cast<int64_t>(n.outputs.size())));
       } else if (n.op_type == "GroupNormalization") {
         return unsupported(n.describe() + " changed meaning at opset 21; cannot upgrade for per-group export");
       }

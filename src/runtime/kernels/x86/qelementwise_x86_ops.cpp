@@ -194,14 +194,35 @@ Expected<bool> run_dequantize(KernelContext& ctx, int64_t block, bool avx2) {
 
 // Inputs A, A_scale, A_zp?, B, B_scale, B_zp?, C_scale, C_zp? as the
 // reference reads them; nullopt for anything it would reject or that is not
-// a same-shape / one-scalar-side pair.
+// a same-shape / one-scalar-side / one-side-repeated pair.
 struct Binary {
   double a_scale, b_scale, c_scale;
   int32_t a_zp, b_zp, c_zp;
   DType type;
   int64_t a_step, b_step, n;
   Shape shape;
+  // > 0: one side's codes each repeat over `inner` consecutive outputs (a
+  // squeeze-excitation gate [N, C, 1, 1] times [N, C, H, W]); a_repeats says which.
+  int64_t inner = 0;
+  bool a_repeats = false;
 };
+
+// Elements of `full` each code of `part` covers when part's shape is full's
+// leading dims followed by 1s (the same rank once padded on the left); 0 when
+// it is not.
+int64_t repeat_length(const Shape& part, const Shape& full) {
+  if (part.size() > full.size()) return 0;
+  Shape p(full.size() - part.size(), 1);
+  p.insert(p.end(), part.begin(), part.end());
+  size_t last = p.size();
+  while (last > 0 && p[last - 1] == 1) --last;
+  int64_t inner = 1;
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (i < last && p[i] != full[i]) return 0;
+    if (i >= last) inner *= full[i];
+  }
+  return inner;
+}
 
 std::optional<Binary> read_binary(const KernelContext& ctx) {
   for (size_t i : {0, 1, 3, 4, 6})
@@ -222,6 +243,9 @@ std::optional<Binary> read_binary(const KernelContext& ctx) {
   if (a.shape() == r.shape && b.shape() == r.shape) r.a_step = r.b_step = 1;
   else if (a.shape() == r.shape && b.numel() == 1) r.a_step = 1, r.b_step = 0;
   else if (b.shape() == r.shape && a.numel() == 1) r.a_step = 0, r.b_step = 1;
+  else if (a.shape() == r.shape && (r.inner = repeat_length(b.shape(), r.shape)) > 1) r.a_step = 1, r.b_step = 0;
+  else if (b.shape() == r.shape && (r.inner = repeat_length(a.shape(), r.shape)) > 1)
+    r.a_step = 0, r.b_step = 1, r.a_repeats = true;
   else return std::nullopt;
   return r;
 }
@@ -254,17 +278,28 @@ Expected<bool> run_binary(KernelContext& ctx, bool avx2) {
   const auto* a = static_cast<const uint8_t*>(ctx.input(0).raw());
   const auto* b = static_cast<const uint8_t*>(ctx.input(3).raw());
   auto* o = static_cast<uint8_t*>(c.raw());
-  for_chunks(*ctx.pool, in->n, [&](int64_t s, int64_t e) {
-    const uint8_t* pa = a + s * in->a_step;
-    const uint8_t* pb = b + s * in->b_step;
+  auto span = [&](const uint8_t* pa, int64_t as, const uint8_t* pb, int64_t bs, int64_t len, uint8_t* out) {
     if constexpr (kAdd) {
-      if (avx2) qadd_avx2(pa, in->a_step, pb, in->b_step, e - s, ap, o + s);
-      else qadd_scalar(pa, in->a_step, pb, in->b_step, e - s, ap, o + s);
+      if (avx2) qadd_avx2(pa, as, pb, bs, len, ap, out);
+      else qadd_scalar(pa, as, pb, bs, len, ap, out);
     } else {
-      if (avx2) qmul_avx2(pa, in->a_step, pb, in->b_step, e - s, mp, o + s);
-      else qmul_scalar(pa, in->a_step, pb, in->b_step, e - s, mp, o + s);
+      if (avx2) qmul_avx2(pa, as, pb, bs, len, mp, out);
+      else qmul_scalar(pa, as, pb, bs, len, mp, out);
     }
-  });
+  };
+  if (in->inner > 0) {  // each repeated code against a run of `inner` codes
+    const int64_t inner = in->inner;
+    ctx.pool->parallel_for(in->n / inner, [&](int64_t j0, int64_t j1) {
+      for (int64_t j = j0; j < j1; ++j) {
+        if (in->a_repeats) span(a + j, 0, b + j * inner, 1, inner, o + j * inner);
+        else span(a + j * inner, 1, b + j, 0, inner, o + j * inner);
+      }
+    }, std::max<int64_t>(1, kGrain / inner));
+  } else {
+    for_chunks(*ctx.pool, in->n, [&](int64_t s, int64_t e) {
+      span(a + s * in->a_step, in->a_step, b + s * in->b_step, in->b_step, e - s, o + s);
+    });
+  }
   ctx.outputs[0] = std::move(c);
   return true;
 }
@@ -303,6 +338,16 @@ Expected<bool> run_global_average_pool(KernelContext& ctx, bool channels_last, b
 }
 
 }  // namespace
+
+bool binary_shapes_taken(const Shape& a, const Shape& b) {
+  auto shape = ref::broadcast_shapes(a, b);
+  if (!shape.ok()) return false;
+  const Shape& r = *shape;
+  const int64_t an = shape_numel(a), bn = shape_numel(b);
+  if (a == r) return b == r || bn == 1 || repeat_length(b, r) > 1;
+  if (b == r) return an == 1 || repeat_length(a, r) > 1;
+  return false;
+}
 
 Expected<std::unique_ptr<Kernel>> make_kernel(const KernelInit& init, Path path) {
   const ir::Node& node = init.node;

@@ -1,7 +1,9 @@
 // Optimized kernels for the 8-bit element-wise and pooling ops of integer
 // sessions: QuantizeLinear / DequantizeLinear (per tensor, float32 <-> 8-bit),
 // MaxPool on 8-bit 2-D images, and the com.microsoft QLinearAdd, QLinearMul
-// (same shapes or one scalar side) and QLinearGlobalAveragePool (NCHW).
+// (same shapes, one scalar side, or one side of the other's leading dims
+// followed by 1s: a gate [N, C, 1, 1] on [N, C, H, W]) and
+// QLinearGlobalAveragePool (NCHW).
 // AVX2 when the CPU has it, else their scalar twins; every other case
 // (types, layouts, broadcasts, per-axis parameters, bad parameters and their
 // errors) runs the reference kernel. Results equal the reference bit for bit.
@@ -33,6 +35,10 @@ const char* path_name(Path p);
 // This file's kernel for the node (one of the ops above), with a forced path
 // (tests, benchmarks).
 Expected<std::unique_ptr<Kernel>> make_kernel(const KernelInit& init, Path path);
+
+// Whether QLinearAdd / QLinearMul with inputs of these shapes run here rather
+// than on the reference kernel (tests).
+bool binary_shapes_taken(const Shape& a, const Shape& b);
 
 }  // namespace qew
 

@@ -2,10 +2,11 @@
 // convolution (qgemm_conv.h). Constant weights are packed once at session
 // build, with the requantization multipliers and the bias when those are
 // constant too. Depthwise QLinearConvs go to the depthwise kernel
-// (qdepthwise_conv.h) first. Other cases (non-constant weights, 1-D/3-D,
-// per-tensor parameters given per channel, zero points outside the data type,
-// errors) run the reference kernel. Results equal the reference bit for bit,
-// including the int32 saturation of acc + bias.
+// (qdepthwise_conv.h) first. A 1-D conv (Conv1d: x [N, C, L], w [M, C/g, K])
+// runs as the 2-D one of height 1 (same memory layout). Other cases
+// (non-constant weights, 3-D, per-tensor parameters given per channel, zero
+// points outside the data type, errors) run the reference kernel. Results
+// equal the reference bit for bit, including the int32 saturation of acc + bias.
 #include <cmath>
 #include <optional>
 
@@ -46,13 +47,15 @@ class QConvKernel final : public Kernel {
     out_max_ = n.attr_int(quant::kOutputMaxAttr, INT32_MAX);
     residual_add_ = n.attr_int(quant::kResidualAddAttr, 0) != 0;
     const Tensor* w = init.constant_input(in_.w);
-    if (!w || w->rank() != 4 || !is_8bit(w->dtype()) || group_ < 1) return false;
+    if (!w || (w->rank() != 4 && w->rank() != 3) || !is_8bit(w->dtype()) || group_ < 1) return false;
     if (node_has_input(init, in_.w_zp) && !init.constant_input(in_.w_zp)) return false;
+    one_d_ = w->rank() == 3;
+    if (one_d_ && !lift_1d_attributes()) return false;
     out_c_ = w->dim(0);
     if (out_c_ % group_ != 0) return false;
     cg_ = w->dim(1);
-    kh_ = w->dim(2);
-    kw_ = w->dim(3);
+    kh_ = one_d_ ? 1 : w->dim(2);
+    kw_ = w->dim(one_d_ ? 2 : 3);
     const auto zp = zero_point_codes(init.constant_input(in_.w_zp), w->dtype());
     if (!zp || (zp->size() != 1 && static_cast<int64_t>(zp->size()) != out_c_)) return false;
     const int64_t k = cg_ * kh_ * kw_;
@@ -109,22 +112,22 @@ class QConvKernel final : public Kernel {
     for (size_t i = 0; i < required; ++i)
       if (!ctx.has_input(i)) return run_reference(ctx);
     const Tensor& x = ctx.input(in_.x);
-    if (!is_8bit(x.dtype()) || x.rank() != 4 || x.dim(1) != cg_ * group_) return run_reference(ctx);
+    if (!is_8bit(x.dtype()) || x.rank() != (one_d_ ? 3 : 4) || x.dim(1) != cg_ * group_) return run_reference(ctx);
     const Tensor* xzp = optional_input(ctx, in_.x_zp);
     if (xzp && xzp->numel() > 1) return run_reference(ctx);
     const auto xz = zero_point_codes(xzp, x.dtype());
     if (!xz) return run_reference(ctx);
 
     ref::ConvGeometry geo;
-    geo.in = {x.dim(2), x.dim(3)};
+    geo.in = {one_d_ ? 1 : x.dim(2), x.dim(x.rank() - 1)};
     geo.kernel = {kh_, kw_};
     if (!ref::resolve_window_geometry(auto_pad_, strides_, dilations_, pads_, false, geo).ok()) return run_reference(ctx);
     if (geo.pads_begin[0] < 0 || geo.pads_begin[1] < 0) return run_reference(ctx);
     QconvGeometry g;
     g.batch = x.dim(0);
     g.in_c = x.dim(1);
-    g.in_h = x.dim(2);
-    g.in_w = x.dim(3);
+    g.in_h = geo.in[0];
+    g.in_w = geo.in[1];
     g.out_c = out_c_;
     g.out_h = geo.out[0];
     g.out_w = geo.out[1];
@@ -165,7 +168,7 @@ class QConvKernel final : public Kernel {
         out.bias_saturates = true;
       }
     }
-    const Shape y_shape{g.batch, out_c_, g.out_h, g.out_w};
+    const Shape y_shape = one_d_ ? Shape{g.batch, out_c_, g.out_w} : Shape{g.batch, out_c_, g.out_h, g.out_w};
     QgemmResidualAdd residual;
     if (residual_add_) {
       if (!qlinear_ || !residual_params(ctx, out_type, y_shape, residual)) return run_reference(ctx);
@@ -185,6 +188,17 @@ class QConvKernel final : public Kernel {
   }
 
  private:
+  // A 1-D conv's attributes as the 2-D conv of height 1 it runs as: stride
+  // and dilation 1 and no padding along the height. false: malformed (the
+  // reference kernel reports it).
+  bool lift_1d_attributes() {
+    if (strides_.size() > 1 || dilations_.size() > 1 || (!pads_.empty() && pads_.size() != 2)) return false;
+    if (!strides_.empty()) strides_ = {1, strides_[0]};
+    if (!dilations_.empty()) dilations_ = {1, dilations_[0]};
+    if (!pads_.empty()) pads_ = {0, pads_[0], 0, pads_[1]};
+    return true;
+  }
+
   // The fused residual join's parameters (quant/graph/residual_add_fusion.h);
   // false leaves the node to the reference kernel (which reports bad input).
   static bool residual_params(const KernelContext& ctx, DType y_type, const Shape& y_shape, QgemmResidualAdd& r) {
@@ -229,6 +243,7 @@ class QConvKernel final : public Kernel {
   ref::AutoPad auto_pad_ = ref::AutoPad::kNotSet;
   std::vector<int64_t> strides_, dilations_, pads_;
   int64_t group_ = 1, out_c_ = 0, cg_ = 0, kh_ = 0, kw_ = 0;
+  bool one_d_ = false;  // x [N, C, L], run as [N, C, 1, L]
   bool residual_add_ = false;
   int64_t out_min_ = INT32_MIN, out_max_ = INT32_MAX;
   QconvWeights weights_;

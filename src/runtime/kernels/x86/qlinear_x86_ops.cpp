@@ -122,6 +122,18 @@ class QLinearMatMulKernel final : public Kernel {
   std::optional<QgemmRequant> cached_;
 };
 
+}  // namespace
+
+int64_t batched_matmul_grain(int64_t m, int64_t n, int64_t k) {
+  // An eighth of qgemm's split threshold: whole matrices per thread share
+  // no packed panel, so splitting them pays off before one GEMM's would.
+  constexpr int64_t kMinMacsPerThread = detail::kQgemmMinParallelMacs / 8;
+  const int64_t macs = std::max<int64_t>(m * n * std::max<int64_t>(k, 1), 1);
+  return (kMinMacsPerThread + macs - 1) / macs;
+}
+
+namespace {
+
 // QLinearMatMul with an activation B: A [..., M, K] · B [..., K, N], the
 // same batch dimensions on both (no broadcasting), per-tensor parameters.
 // Each matrix of B is packed where it is used; batches go to the threads
@@ -177,9 +189,15 @@ class QLinearBatchedMatMulKernel final : public Kernel {
     if (batches < ctx.pool->size()) {
       for (int64_t i = 0; i < batches; ++i) one(i, ctx.pool);
     } else {
-      ctx.pool->parallel_for(batches, [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) one(i, nullptr);
-      });
+      // Enough matrices per thread to pay for the hand-off: a short
+      // sequence's attention heads are a few thousand multiply-adds each,
+      // and splitting them cost more than they take.
+      ctx.pool->parallel_for(
+          batches,
+          [&](int64_t i0, int64_t i1) {
+            for (int64_t i = i0; i < i1; ++i) one(i, nullptr);
+          },
+          batched_matmul_grain(m, n, k));
     }
     ctx.outputs[0] = std::move(y);
     return Status::Ok();

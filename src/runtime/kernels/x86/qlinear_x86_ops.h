@@ -18,7 +18,11 @@ namespace qtk::rt::x86 {
 Expected<std::unique_ptr<Kernel>> try_make_qlinear_matmul_kernel(const KernelInit& init);
 Expected<std::unique_ptr<Kernel>> try_make_matmul_integer_kernel(const KernelInit& init);
 Expected<std::unique_ptr<Kernel>> try_make_qgemm_kernel(const KernelInit& init);  // com.microsoft QGemm
-// 2-D QLinearConv / ConvInteger (the caller tries the depthwise kernel first).
+// Batches of a QLinearMatMul with an activation B (M x K x N each) that
+// each thread takes at least: 2^18 multiply-adds, so small attention
+// products stay on one thread.
+int64_t batched_matmul_grain(int64_t m, int64_t n, int64_t k);
+// 1-D and 2-D QLinearConv / ConvInteger (the caller tries the depthwise kernel first).
 Expected<std::unique_ptr<Kernel>> try_make_qlinear_conv_kernel(const KernelInit& init);
 Expected<std::unique_ptr<Kernel>> try_make_conv_integer_kernel(const KernelInit& init);
 
