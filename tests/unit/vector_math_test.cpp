@@ -58,6 +58,33 @@ TEST(VectorMath, ErfMatchesItsScalarReferenceBitForBit) {
   expect_same_bits(probe_values(), x86::erf_f32, approx::erf_f32, "erf");
 }
 
+// The vector erf packs the 1 <= |x| < 4 lanes of a block (1024 elements)
+// and puts their results back: every length around the block edges, with
+// none, some, and all lanes in that range, in place too, equal bit for bit.
+TEST(VectorMath, ErfPackedLanesLandInPlaceBitForBit) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.f, 1.5f);
+  std::uniform_real_distribution<float> mid(1.f, 4.f), tiny(-0.9f, 0.9f);
+  for (int64_t n : {1, 16, 31, 1000, 1023, 1024, 1025, 2053, 5000})
+    for (int mix = 0; mix < 4; ++mix) {
+      std::vector<float> x(static_cast<size_t>(n));
+      for (auto& v : x) {
+        if (mix == 0) v = normal(rng);
+        else if (mix == 1) v = (rng() % 2 ? 1.f : -1.f) * mid(rng);  // every lane packed
+        else if (mix == 2) v = tiny(rng);                            // none packed
+        else v = rng() % 9 == 0 ? mid(rng) : tiny(rng) * 0.5f;       // a few
+      }
+      if (mix == 0 && n > 10) x[3] = std::numeric_limits<float>::quiet_NaN(), x[n - 1] = -2.5f;
+      std::vector<float> y(x.size(), -7.f), in_place = x;
+      x86::erf_f32(x.data(), y.data(), n);
+      x86::erf_f32(in_place.data(), in_place.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_EQ(bits(y[i]), bits(approx::erf_f32(x[i]))) << "n " << n << " mix " << mix << " i " << i;
+        ASSERT_EQ(bits(in_place[i]), bits(y[i])) << "in place, n " << n << " mix " << mix << " i " << i;
+      }
+    }
+}
+
 TEST(VectorMath, ExpIsWithinTwoUlpOfLibm) {
   for (float x = -87.f; x < 88.f; x += 0.0137f) {
     const float got = approx::exp_f32(x), want = std::exp(x);

@@ -8,7 +8,7 @@
 
 #include "runtime/kernels/ref/approx_math.h"
 #include "runtime/kernels/ref/elementwise_common.h"
-#include "runtime/kernels/x86/row_stats.h"
+#include "runtime/kernels/x86/softmax_rows.h"
 #include "runtime/kernels/x86/vector_math.h"
 #include "runtime/op_registry.h"
 
@@ -273,32 +273,17 @@ T softmax_exp(T v, SoftKind kind) {
   return std::exp(v);
 }
 
-// One float32 Softmax row: the maximum and the sum as eight independent
-// chains (element j into chain j % 8, joined pairwise), exp 16 lanes at a
-// time; no branch per element.
-void softmax_row_f32(const float* x, float* y, int64_t n) {
-  if (n == 0) return;
-  const float mx = x86::row_max_f32(x, n);
-  for (int64_t j = 0; j < n; ++j) y[j] = x[j] - mx;
-  x86::exp_f32(y, y, n);
-  const float inv = static_cast<float>(1.0 / x86::row_sum_f32(y, n));
-  for (int64_t j = 0; j < n; ++j) y[j] *= inv;
-}
-
 template <class T>
 void softmax_rows(const T* x, T* y, int64_t rows, int64_t n, SoftKind kind, ThreadPool* pool) {
   parallel_range(
       pool, rows,
       [&](int64_t b, int64_t e) {
+        if constexpr (std::is_same_v<T, float>) {
+          if (kind == SoftKind::kSoftmax) return x86::softmax_rows_f32(x + b * n, y + b * n, e - b, n);
+        }
         for (int64_t r = b; r < e; ++r) {
           const T* xr = x + r * n;
           T* yr = y + r * n;
-          if constexpr (std::is_same_v<T, float>) {
-            if (kind == SoftKind::kSoftmax) {
-              softmax_row_f32(xr, yr, n);
-              continue;
-            }
-          }
           T mx = xr[0];
           int64_t arg = 0;
           for (int64_t j = 1; j < n; ++j)

@@ -3,6 +3,8 @@
 // see CMakeLists.txt), the branches as blends.
 #include "runtime/kernels/x86/vector_math.h"
 
+#include <algorithm>
+
 #include "core/cpu_features.h"
 #include "runtime/kernels/ref/approx_math.h"
 
@@ -55,26 +57,79 @@ QTK_AVX512 inline __attribute__((always_inline)) __m512 exp16(__m512 x) {
   return _mm512_mask_mov_ps(y, nan, x);
 }
 
-QTK_AVX512 inline __attribute__((always_inline)) __m512 erf16(__m512 x) {
+// erf16 in two parts, so the costly 1 <= |x| < 4 branch (a division, two
+// polynomials and exp) runs only on the lanes that take it, gathered from
+// many vectors (erf_avx512). Each lane gets the same operations as in
+// ref/approx_math.h; a lane's result does not depend on its neighbours.
+//
+// Every lane but 1 <= |x| < 4 (its result there is a placeholder); `mid`
+// gets those lanes.
+QTK_AVX512 inline __attribute__((always_inline)) __m512 erf16_outer(__m512 x, __mmask16& mid) {
   const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
   const __m512 z = _mm512_abs_ps(x), one = _mm512_set1_ps(1.f);
   const __mmask16 small = _mm512_cmp_ps_mask(z, one, _CMP_LT_OQ);
-  const __mmask16 mid = _mm512_cmp_ps_mask(z, _mm512_set1_ps(4.f), _CMP_LT_OQ) & ~small;
+  mid = _mm512_cmp_ps_mask(z, _mm512_set1_ps(4.f), _CMP_LT_OQ) & ~small;
   // |x| < 1: the series.
   const __m512 z2 = _mm512_mul_ps(x, x);
   __m512 s = _mm512_set1_ps(approx::kErfSeries[0]);
   for (int i = 1; i < 11; ++i) s = _mm512_add_ps(_mm512_mul_ps(s, z2), _mm512_set1_ps(approx::kErfSeries[i]));
   const __m512 series = _mm512_mul_ps(s, x);
-  // 1 <= |x| < 4: 1 - erfc; else 1; then the sign.
+  // |x| >= 4: 1; then the sign.
+  const __mmask16 negative = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
+  __m512 y = _mm512_mask_sub_ps(one, negative, _mm512_setzero_ps(), one);
+  y = _mm512_mask_mov_ps(y, small, series);
+  return _mm512_mask_mov_ps(y, nan, x);
+}
+
+// 1 <= |x| < 4 (every lane): 1 - erfc, then the sign.
+QTK_AVX512 inline __attribute__((always_inline)) __m512 erf16_mid(__m512 x) {
+  const __m512 z = _mm512_abs_ps(x), one = _mm512_set1_ps(1.f);
   const __m512 t = _mm512_div_ps(one, _mm512_add_ps(one, _mm512_mul_ps(_mm512_set1_ps(0.5f), z)));
   __m512 p = _mm512_set1_ps(approx::kErfcPoly[0]);
   for (int i = 1; i < 10; ++i) p = _mm512_add_ps(_mm512_mul_ps(p, t), _mm512_set1_ps(approx::kErfcPoly[i]));
-  const __m512 tail = _mm512_sub_ps(one, _mm512_mul_ps(t, exp16(_mm512_sub_ps(p, _mm512_mul_ps(z, z)))));
-  __m512 y = _mm512_mask_mov_ps(one, mid, tail);
+  const __m512 y = _mm512_sub_ps(one, _mm512_mul_ps(t, exp16(_mm512_sub_ps(p, _mm512_mul_ps(z, z)))));
   const __mmask16 negative = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
-  y = _mm512_mask_sub_ps(y, negative, _mm512_setzero_ps(), y);
-  y = _mm512_mask_mov_ps(y, small, series);
-  return _mm512_mask_mov_ps(y, nan, x);
+  return _mm512_mask_sub_ps(y, negative, _mm512_setzero_ps(), y);
+}
+
+// Per block: every lane's outer result, and the 1 <= |x| < 4 lanes packed
+// (compress); then erf16_mid on the packed lanes only; then those results
+// put back in place (expand). Register compress/expand, not the memory
+// forms (slow on some cores).
+QTK_AVX512 void erf_avx512(const float* x, float* y, int64_t n) {
+  constexpr int64_t kBlock = 1024;  // x, y and the packed lanes stay in L1
+  alignas(64) float packed[kBlock + 16];
+  __mmask16 mids[kBlock / 16];
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t m = std::min(kBlock, n - b);
+    const float* xb = x + b;
+    float* yb = y + b;
+    int64_t count = 0;
+    for (int64_t i = 0, v = 0; i < m; i += 16, ++v) {
+      const __mmask16 live = i + 16 <= m ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (m - i)) - 1);
+      const __m512 xv = _mm512_maskz_loadu_ps(live, xb + i);
+      __mmask16 mid;
+      _mm512_mask_storeu_ps(yb + i, live, erf16_outer(xv, mid));
+      mid &= live;
+      mids[v] = mid;
+      _mm512_storeu_ps(packed + count, _mm512_maskz_compress_ps(mid, xv));
+      count += __builtin_popcount(mid);
+    }
+    for (int64_t i = 0; i < count; i += 16) {
+      const __mmask16 live =
+          i + 16 <= count ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (count - i)) - 1);
+      _mm512_mask_storeu_ps(packed + i, live, erf16_mid(_mm512_maskz_loadu_ps(live, packed + i)));
+    }
+    int64_t next = 0;
+    for (int64_t i = 0, v = 0; i < m; i += 16, ++v) {
+      const __mmask16 mid = mids[v];
+      if (mid == 0) continue;
+      const int k = __builtin_popcount(mid);
+      const __m512 lanes = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << k) - 1), packed + next);
+      _mm512_mask_storeu_ps(yb + i, mid, _mm512_maskz_expand_ps(mid, lanes));
+      next += k;
+    }
+  }
 }
 
 template <__m512 (*F)(__m512)>
@@ -88,7 +143,6 @@ QTK_AVX512 void map16(const float* x, float* y, int64_t n) {
 }
 
 QTK_AVX512 void exp_avx512(const float* x, float* y, int64_t n) { map16<exp16>(x, y, n); }
-QTK_AVX512 void erf_avx512(const float* x, float* y, int64_t n) { map16<erf16>(x, y, n); }
 #endif
 
 }  // namespace
