@@ -67,9 +67,12 @@ void ThreadPool::run_chunks() {
 }
 
 void ThreadPool::run_chunk(int64_t i, int64_t chunks) {
-  {
+  try {
     InParallelFor guard;
     (*job_)(n_ * i / chunks, n_ * (i + 1) / chunks);
+  } catch (...) {  // counted done all the same; parallel_for rethrows it once every chunk has ended
+    std::lock_guard<std::mutex> lk(mu_);
+    if (!error_) error_ = std::current_exception();
   }
   if (completed_.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks) {
     std::lock_guard<std::mutex> lk(mu_);  // the caller may be about to wait
@@ -117,9 +120,16 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   start_cv_.notify_all();
   run_chunk(0, chunks);
   run_chunks();
-  if (spin_until([&] { return completed_.load(std::memory_order_acquire) == chunks; })) return;
-  std::unique_lock<std::mutex> lk(mu_);
-  done_cv_.wait(lk, [&] { return completed_.load() == chunks; });
+  if (!spin_until([&] { return completed_.load(std::memory_order_acquire) == chunks; })) {
+    std::unique_lock<std::mutex> lk(mu_);
+    done_cv_.wait(lk, [&] { return completed_.load() == chunks; });
+  }
+  std::exception_ptr error;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    std::swap(error, error_);
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace qtk::rt

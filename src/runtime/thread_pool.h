@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <exception>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -27,6 +28,8 @@ class ThreadPool {
 
   int size() const { return threads_; }
   // fn(begin, end) over contiguous ranges; grain: smallest range worth a task.
+  // If a chunk throws, the others still run, and the first exception is
+  // rethrown here once all have ended.
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1);
 
  private:
@@ -50,6 +53,7 @@ class ThreadPool {
   std::atomic<int64_t> completed_{0};    // chunks of the current loop finished
   std::atomic<uint64_t> generation_{0};  // written under mu_, read spinning without it
   std::atomic<bool> stop_{false};
+  std::exception_ptr error_;  // the first chunk's exception of the current loop (under mu_)
   std::mutex run_mu_;  // one parallel_for at a time (nested calls run inline)
 };
 

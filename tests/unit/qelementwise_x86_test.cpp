@@ -184,6 +184,7 @@ TEST(QElementwiseX86, DequantizeLinearMatchesReference) {
 // (reference path), and scale ratios that reach every branch of the formulas.
 void binary_cases(const std::string& op, uint32_t seed) {
   std::mt19937 rng(seed);
+  int repeats_here = 0;  // cases the x86 kernel runs as repeated codes (not the reference)
   for (int i = 0; i < 80; ++i) {
     Case c;
     const bool is_signed = pick(rng, 0, 1);
@@ -197,6 +198,7 @@ void binary_cases(const std::string& op, uint32_t seed) {
       Shape g = s;
       for (size_t d = static_cast<size_t>(pick(rng, 0, static_cast<int>(s.size()) - 1)); d < g.size(); ++d) g[d] = 1;
       (form == 3 ? sb : sa) = g;
+      repeats_here += g != s && shape_numel(g) > 1 && rt::qew::binary_shapes_taken(sa, sb);
     }
     // Ratios of input to output scale: typical, tiny (rounding shift > 46)
     // and large (shift < 15 for Add, < 17 for Mul).
@@ -218,6 +220,7 @@ void binary_cases(const std::string& op, uint32_t seed) {
     check(c);
     if (::testing::Test::HasFatalFailure()) return;
   }
+  EXPECT_GE(repeats_here, 4) << "too few repeated-code cases reach the x86 path";
 }
 
 // A squeeze-excitation gate [N, C, 1, 1] times the features [N, C, H, W]
@@ -232,6 +235,9 @@ TEST(QElementwiseX86, RepeatedCodesRunHere) {
   EXPECT_FALSE(rt::qew::binary_shapes_taken({8, 16, 14, 14}, {1, 16, 1, 1}));  // a leading broadcast: reference
   EXPECT_FALSE(rt::qew::binary_shapes_taken({8, 16, 14, 14}, {14}));
   EXPECT_FALSE(rt::qew::binary_shapes_taken({8, 1, 14}, {8, 16, 1}));
+  // Too few elements per repeated code: a vector call each costs more than the reference.
+  EXPECT_FALSE(rt::qew::binary_shapes_taken({8, 16, 1, 2}, {8, 16, 1, 1}));
+  EXPECT_TRUE(rt::qew::binary_shapes_taken({8, 16, 1, 16}, {8, 16, 1, 1}));
 }
 
 TEST(QElementwiseX86, QLinearAddMatchesReference) { binary_cases("QLinearAdd", 303); }

@@ -229,6 +229,7 @@ TEST(QLinearX86, Conv1dMatchesReference) {
   const uint32_t seed = 1313;
   std::mt19937 rng(seed);
   auto pick = [&](std::vector<int64_t> v) { return v[rng() % v.size()]; };
+  const uint64_t fallbacks = x86::qconv_reference_runs();
   for (int iter = 0; iter < 40; ++iter) {
     const int64_t group = pick({1, 1, 2, 4}), cg = pick({1, 3, 8}), ocg = pick({1, 5, 16});
     const int64_t n = pick({1, 2}), c = cg * group, oc = ocg * group, k = pick({1, 3, 5, 9});
@@ -269,6 +270,7 @@ TEST(QLinearX86, Conv1dMatchesReference) {
     expect_as_reference(cs, qlinear ? x86::try_make_qlinear_conv_kernel : x86::try_make_conv_integer_kernel);
     if (HasFatalFailure()) return;
   }
+  EXPECT_EQ(x86::qconv_reference_runs(), fallbacks) << "1-D convs ran on the reference kernel";
 }
 
 // A realistic layer size (tile and panel edges, two threads, several panel blocks).

@@ -181,5 +181,88 @@ TEST(QuantizeUnseenOpsetRaise, SplitAndReduceAreRewrittenForOpset21) {
   }
 }
 
+// The same rewrites reach If bodies, on copies: the caller's model keeps its own.
+TEST(QuantizeUnseenOpsetRaise, IfBodiesAreRewrittenOnCopies) {
+  ir::Model m;
+  m.opsets = {{"", 17}};
+  ir::Graph& g = m.graph;
+  auto value = [](const std::string& name) {
+    ir::ValueInfo v;
+    v.name = name;
+    v.dtype = DType::kFloat32;
+    return v;
+  };
+  auto node = [](const std::string& op, std::vector<std::string> in, std::vector<std::string> out,
+                 std::vector<ir::Attribute> attrs = {}) {
+    ir::Node n;
+    n.name = op + "_" + out[0];
+    n.op_type = op;
+    n.inputs = std::move(in);
+    n.outputs = std::move(out);
+    n.attrs = std::move(attrs);
+    return n;
+  };
+  g.inputs.push_back(value("x"));
+  g.outputs.push_back(value("y"));
+  Tensor w(DType::kFloat32, {16, 8});
+  std::mt19937 rng(5);
+  for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = std::uniform_real_distribution<float>(-0.5f, 0.5f)(rng);
+  g.initializers["w"] = w;
+  g.initializer_order.push_back("w");
+  Tensor cond(DType::kBool, {});
+  cond.data<bool>()[0] = true;
+  g.initializers["cond"] = cond;
+  g.initializer_order.push_back("cond");
+  g.nodes.push_back(node("MatMul", {"x", "w"}, {"z"}));
+  ir::Graph then_body, else_body;
+  then_body.outputs.push_back(value("t"));
+  then_body.nodes.push_back(node("Split", {"z"}, {"p", "q"}, {ir::attr_int("axis", 1)}));
+  then_body.nodes.push_back(node("ReduceMean", {"p"}, {"r"}, {ir::attr_ints("axes", {1}), ir::attr_int("keepdims", 1)}));
+  then_body.nodes.push_back(node("Mul", {"q", "r"}, {"t"}));
+  else_body.outputs.push_back(value("e"));
+  else_body.nodes.push_back(node("Split", {"z"}, {"p2", "q2"}, {ir::attr_int("axis", 1)}));
+  else_body.nodes.push_back(node("Identity", {"q2"}, {"e"}));
+  g.nodes.push_back(node("If", {"cond"}, {"y"},
+                         {ir::attr_graph("then_branch", then_body), ir::attr_graph("else_branch", else_body)}));
+
+  QuantConfig c;
+  c.weight_format = quant::QFormat::kInt4;
+  c.method = WeightMethod::kRtn;
+  auto q = quantize(m, c, CalibrationData{{random_input({64, 16}, 1, false)}});
+  ASSERT_TRUE(q.ok()) << q.status().message();
+  ASSERT_EQ(q->model.opset(), 21);
+  int splits = 0, reduces = 0;
+  for (const auto& n : q->model.graph.nodes)
+    for (const auto& a : n.attrs) {
+      if (!a.g) continue;
+      for (const auto& b : a.g->nodes) {
+        if (b.op_type == "Split") {
+          ++splits;
+          EXPECT_EQ(b.attr_int("num_outputs", 0), 2) << b.name;
+        }
+        if (b.op_type == "ReduceMean") {
+          ++reduces;
+          EXPECT_FALSE(b.has_attr("axes"));
+          EXPECT_EQ(b.inputs.size(), 2u);
+        }
+      }
+    }
+  EXPECT_EQ(splits, 2);
+  EXPECT_EQ(reduces, 1);
+  for (const auto& a : m.graph.nodes.back().attrs)  // the input model's bodies are untouched
+    for (const auto& b : a.g->nodes) {
+      EXPECT_FALSE(b.has_attr("num_outputs")) << b.name;
+      if (b.op_type == "ReduceMean") EXPECT_TRUE(b.has_attr("axes"));
+    }
+  const Tensor x = random_input({8, 16}, 2, false);
+  auto want = (*Session::create(m))->run(std::vector<Tensor>{x});
+  ASSERT_TRUE(want.ok()) << want.status().message();
+  auto s = Session::create(q->model);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  auto got = (*s)->run(std::vector<Tensor>{x});
+  ASSERT_TRUE(got.ok()) << got.status().message();
+  EXPECT_GT(sqnr_db((*want)[0], (*got)[0]), 10.0);
+}
+
 }  // namespace
 }  // namespace qtk

@@ -5,8 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <atomic>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -102,6 +105,27 @@ TEST(ThreadPool, LoopsAfterTheWorkersSleptStillComplete) {
     const auto ranges = ranges_of(pool, 100, 1, hits);
     ASSERT_EQ(ranges.size(), 4u);
     ASSERT_TRUE(std::all_of(hits.begin(), hits.end(), [](int h) { return h == 1; }));
+  }
+}
+
+TEST(ThreadPool, AThrowingChunkIsRethrownAfterEveryChunkEnded) {
+  ThreadPool pool(3);
+  for (int64_t bad : {0, 2}) {  // the caller's chunk, a worker's
+    std::atomic<int> ended{0};
+    bool caught = false;
+    try {
+      pool.parallel_for(3, [&](int64_t b, int64_t) {
+        if (b == bad) throw std::runtime_error("chunk failed");
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        ++ended;
+      });
+    } catch (const std::runtime_error& e) {
+      caught = std::string(e.what()) == "chunk failed";
+    }
+    EXPECT_TRUE(caught) << "chunk " << bad;
+    EXPECT_EQ(ended.load(), 2) << "chunk " << bad;  // the others finished before the throw reached here
+    std::vector<int> hits;  // and the pool still works
+    EXPECT_EQ(ranges_of(pool, 9, 1, hits).size(), 3u);
   }
 }
 

@@ -365,7 +365,29 @@ class QdqWriter {
     if (from < 13)
       return unsupported("4-bit types and per-group export need opset 21; models below opset 13 are not upgraded "
                          "(--int8-containers avoids 4-bit types)");
-    for (auto& n : g_.nodes) {
+    QTK_RETURN_IF_ERROR(upgrade_nodes(g_.nodes, from));
+    for (auto& o : m_.opsets)
+      if (ir::is_default_domain(o.domain)) o.version = target;
+    if (m_.ir_version < 10) m_.ir_version = 10;
+    return Status::Ok();
+  }
+
+  // The rewrites of raise_opset for `nodes` and, the opset being the
+  // model's, every If/Loop/Scan body inside them (copied first: bodies are
+  // shared with the caller's model). A body's Reduce axes become an outer
+  // initializer, which the body sees by name.
+  Status upgrade_nodes(std::vector<ir::Node>& nodes, int64_t from) {
+    for (auto& n : nodes) {
+      for (auto& a : n.attrs) {
+        if (a.g) {
+          a.g = std::make_shared<ir::Graph>(*a.g);
+          QTK_RETURN_IF_ERROR(upgrade_nodes(a.g->nodes, from));
+        }
+        for (auto& body : a.graphs) {
+          body = std::make_shared<ir::Graph>(*body);
+          QTK_RETURN_IF_ERROR(upgrade_nodes(body->nodes, from));
+        }
+      }
       if (!ir::is_default_domain(n.domain)) continue;
       const bool reduce = n.op_type.rfind("Reduce", 0) == 0 && n.op_type != "ReduceSum";
       if (reduce && from < 18 && n.has_attr("axes")) {
@@ -387,9 +409,6 @@ class QdqWriter {
         return unsupported(n.describe() + " changed meaning at opset 21; cannot upgrade for per-group export");
       }
     }
-    for (auto& o : m_.opsets)
-      if (ir::is_default_domain(o.domain)) o.version = target;
-    if (m_.ir_version < 10) m_.ir_version = 10;
     return Status::Ok();
   }
 

@@ -7,6 +7,7 @@
 // (non-constant weights, 3-D, per-tensor parameters given per channel, zero
 // points outside the data type, errors) run the reference kernel. Results
 // equal the reference bit for bit, including the int32 saturation of acc + bias.
+#include <atomic>
 #include <cmath>
 #include <optional>
 
@@ -22,6 +23,8 @@
 namespace qtk::rt {
 namespace x86 {
 namespace {
+
+std::atomic<uint64_t> g_reference_runs{0};  // QConvKernel runs handed to the reference kernel
 
 // Input positions of the two ops: QLinearConv (x, x_scale, x_zp, w, w_scale,
 // w_zp, y_scale, y_zp, B) and ConvInteger (x, w, x_zp, w_zp).
@@ -93,6 +96,7 @@ class QConvKernel final : public Kernel {
 
   // The reference kernel, with the weights rebuilt when they were let go.
   Status run_reference(KernelContext& ctx) {
+    g_reference_runs.fetch_add(1, std::memory_order_relaxed);
     if (!released_) return ref_->run(ctx);
     Tensor w;
     {
@@ -263,6 +267,8 @@ Expected<std::unique_ptr<Kernel>> try_make_conv(const KernelInit& init, bool qli
 }
 
 }  // namespace
+
+uint64_t qconv_reference_runs() { return g_reference_runs.load(std::memory_order_relaxed); }
 
 Expected<std::unique_ptr<Kernel>> try_make_qlinear_conv_kernel(const KernelInit& init) { return try_make_conv(init, true); }
 Expected<std::unique_ptr<Kernel>> try_make_conv_integer_kernel(const KernelInit& init) { return try_make_conv(init, false); }

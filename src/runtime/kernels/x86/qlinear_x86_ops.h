@@ -25,5 +25,7 @@ int64_t batched_matmul_grain(int64_t m, int64_t n, int64_t k);
 // 1-D and 2-D QLinearConv / ConvInteger (the caller tries the depthwise kernel first).
 Expected<std::unique_ptr<Kernel>> try_make_qlinear_conv_kernel(const KernelInit& init);
 Expected<std::unique_ptr<Kernel>> try_make_conv_integer_kernel(const KernelInit& init);
+// How many runs of those kernels fell back to the reference kernel in this process (for tests).
+uint64_t qconv_reference_runs();
 
 }  // namespace qtk::rt::x86
