@@ -27,6 +27,15 @@ Tensor random_input(Shape shape, uint64_t seed, bool unit_interval) {
   return t;
 }
 
+// The model's first output on x, in the float-simulated or the integer session.
+Expected<Tensor> first_output(const ir::Model& model, const Tensor& x, bool integer) {
+  SessionOptions so;
+  so.integer = integer;
+  QTK_ASSIGN_OR_RETURN(auto s, Session::create(model, so));
+  QTK_ASSIGN_OR_RETURN(auto out, s->run(std::vector<Tensor>{x}));
+  return out[0];
+}
+
 // Signal-to-quantization-noise ratio of b against a, in dB.
 double sqnr_db(const Tensor& a, const Tensor& b) {
   double signal = 0, noise = 0;
@@ -70,16 +79,12 @@ TEST_P(QuantizeUnseen, EveryModeRunsAndStaysCloseToFloat) {
         c.format = format;
         auto q = quantize(*model, c, calib);
         ASSERT_TRUE(q.ok()) << q.status().message();
-        SessionOptions so;
-        so.integer = integer;
-        auto s = Session::create(q->model, so);
-        ASSERT_TRUE(s.ok()) << s.status().message();
-        auto got = (*s)->run(std::vector<Tensor>{x});
+        auto got = first_output(q->model, x, integer);
         ASSERT_TRUE(got.ok()) << got.status().message();
-        ASSERT_EQ((*got)[0].shape(), (*want)[0].shape());
+        ASSERT_EQ(got->shape(), (*want)[0].shape());
         // 8-bit weights and activations: ~40 dB per tensor; a few layers deep
         // the output keeps well over 20 dB.
-        EXPECT_GT(sqnr_db((*want)[0], (*got)[0]), 20.0);
+        EXPECT_GT(sqnr_db((*want)[0], *got), 20.0);
       }
 }
 
@@ -97,6 +102,41 @@ INSTANTIATE_TEST_SUITE_P(Models, QuantizeUnseen,
 namespace qtk {
 namespace {
 
+ir::ValueInfo float_value(const std::string& name) {
+  ir::ValueInfo v;
+  v.name = name;
+  v.dtype = DType::kFloat32;
+  return v;
+}
+
+ir::Node make_node(const std::string& op, std::vector<std::string> in, std::vector<std::string> out,
+                   std::vector<ir::Attribute> attrs = {}) {
+  ir::Node n;
+  n.name = op + "_" + out[0];
+  n.op_type = op;
+  n.inputs = std::move(in);
+  n.outputs = std::move(out);
+  n.attrs = std::move(attrs);
+  return n;
+}
+
+// Checks `nodes` hold Split and ReduceMean in their opset-18+ forms, counting them.
+void expect_opset21_forms(const std::vector<ir::Node>& nodes, int& splits, int& reduces) {
+  for (const auto& n : nodes) {
+    if (n.op_type == "Split") {
+      ++splits;
+      const bool split_input = n.inputs.size() > 1 && !n.inputs[1].empty();
+      EXPECT_TRUE(split_input || n.has_attr("num_outputs")) << n.name << " has neither split nor num_outputs";
+      if (!split_input) EXPECT_EQ(n.attr_int("num_outputs", 0), 2);
+    }
+    if (n.op_type == "ReduceMean") {
+      ++reduces;
+      EXPECT_FALSE(n.has_attr("axes"));
+      EXPECT_EQ(n.inputs.size(), 2u);
+    }
+  }
+}
+
 // 4-bit types raise the opset to 21. PyTorch exports chunk()/GLU at opset
 // 13-17 as a Split with neither a split input nor num_outputs (equal parts);
 // from opset 18 Split needs one of them (ONNX Runtime refuses the model), and
@@ -106,14 +146,8 @@ TEST(QuantizeUnseenOpsetRaise, SplitAndReduceAreRewrittenForOpset21) {
   ir::Model m;
   m.opsets = {{"", 17}};
   ir::Graph& g = m.graph;
-  auto value = [](const std::string& name) {
-    ir::ValueInfo v;
-    v.name = name;
-    v.dtype = DType::kFloat32;
-    return v;
-  };
-  g.inputs.push_back(value("x"));
-  g.outputs.push_back(value("y"));
+  g.inputs.push_back(float_value("x"));
+  g.outputs.push_back(float_value("y"));
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> u(-0.5f, 0.5f);
   auto weight = [&](const std::string& name, Shape shape) {
@@ -126,13 +160,7 @@ TEST(QuantizeUnseenOpsetRaise, SplitAndReduceAreRewrittenForOpset21) {
   weight("w2", {16, 8});
   auto node = [&](const std::string& op, std::vector<std::string> in, std::vector<std::string> out,
                   std::vector<ir::Attribute> attrs = {}) {
-    ir::Node n;
-    n.name = op + "_" + out[0];
-    n.op_type = op;
-    n.inputs = std::move(in);
-    n.outputs = std::move(out);
-    n.attrs = std::move(attrs);
-    g.nodes.push_back(std::move(n));
+    g.nodes.push_back(make_node(op, std::move(in), std::move(out), std::move(attrs)));
   };
   node("MatMul", {"x", "w1"}, {"h"});
   node("Split", {"h"}, {"a", "b"}, {ir::attr_int("axis", 1)});  // no split input: two equal parts
@@ -155,29 +183,13 @@ TEST(QuantizeUnseenOpsetRaise, SplitAndReduceAreRewrittenForOpset21) {
   ASSERT_TRUE(q.ok()) << q.status().message();
   ASSERT_EQ(q->model.opset(), 21);
   int splits = 0, reduces = 0;
-  for (const auto& n : q->model.graph.nodes) {
-    if (n.op_type == "Split") {
-      ++splits;
-      const bool split_input = n.inputs.size() > 1 && !n.inputs[1].empty();
-      EXPECT_TRUE(split_input || n.has_attr("num_outputs")) << n.name << " has neither split nor num_outputs";
-      if (!split_input) EXPECT_EQ(n.attr_int("num_outputs", 0), 2);
-    }
-    if (n.op_type == "ReduceMean") {
-      ++reduces;
-      EXPECT_FALSE(n.has_attr("axes"));
-      EXPECT_EQ(n.inputs.size(), 2u);
-    }
-  }
+  expect_opset21_forms(q->model.graph.nodes, splits, reduces);
   EXPECT_EQ(splits, 1);
   EXPECT_EQ(reduces, 1);
   for (bool integer : {false, true}) {
-    SessionOptions so;
-    so.integer = integer;
-    auto s = Session::create(q->model, so);
-    ASSERT_TRUE(s.ok()) << s.status().message();
-    auto got = (*s)->run(std::vector<Tensor>{x});
+    auto got = first_output(q->model, x, integer);
     ASSERT_TRUE(got.ok()) << got.status().message();
-    EXPECT_GT(sqnr_db((*want)[0], (*got)[0]), 10.0) << (integer ? "integer" : "float-simulated");
+    EXPECT_GT(sqnr_db((*want)[0], *got), 10.0) << (integer ? "integer" : "float-simulated");
   }
 }
 
@@ -186,21 +198,10 @@ TEST(QuantizeUnseenOpsetRaise, IfBodiesAreRewrittenOnCopies) {
   ir::Model m;
   m.opsets = {{"", 17}};
   ir::Graph& g = m.graph;
-  auto value = [](const std::string& name) {
-    ir::ValueInfo v;
-    v.name = name;
-    v.dtype = DType::kFloat32;
-    return v;
-  };
-  auto node = [](const std::string& op, std::vector<std::string> in, std::vector<std::string> out,
-                 std::vector<ir::Attribute> attrs = {}) {
-    ir::Node n;
-    n.name = op + "_" + out[0];
-    n.op_type = op;
-    n.inputs = std::move(in);
-    n.outputs = std::move(out);
-    n.attrs = std::move(attrs);
-    return n;
+  const auto value = float_value;
+  const auto node = [](const std::string& op, std::vector<std::string> in, std::vector<std::string> out,
+                       std::vector<ir::Attribute> attrs = {}) {
+    return make_node(op, std::move(in), std::move(out), std::move(attrs));
   };
   g.inputs.push_back(value("x"));
   g.outputs.push_back(value("y"));
@@ -234,18 +235,7 @@ TEST(QuantizeUnseenOpsetRaise, IfBodiesAreRewrittenOnCopies) {
   int splits = 0, reduces = 0;
   for (const auto& n : q->model.graph.nodes)
     for (const auto& a : n.attrs) {
-      if (!a.g) continue;
-      for (const auto& b : a.g->nodes) {
-        if (b.op_type == "Split") {
-          ++splits;
-          EXPECT_EQ(b.attr_int("num_outputs", 0), 2) << b.name;
-        }
-        if (b.op_type == "ReduceMean") {
-          ++reduces;
-          EXPECT_FALSE(b.has_attr("axes"));
-          EXPECT_EQ(b.inputs.size(), 2u);
-        }
-      }
+      if (a.g) expect_opset21_forms(a.g->nodes, splits, reduces);
     }
   EXPECT_EQ(splits, 2);
   EXPECT_EQ(reduces, 1);
@@ -257,11 +247,9 @@ TEST(QuantizeUnseenOpsetRaise, IfBodiesAreRewrittenOnCopies) {
   const Tensor x = random_input({8, 16}, 2, false);
   auto want = (*Session::create(m))->run(std::vector<Tensor>{x});
   ASSERT_TRUE(want.ok()) << want.status().message();
-  auto s = Session::create(q->model);
-  ASSERT_TRUE(s.ok()) << s.status().message();
-  auto got = (*s)->run(std::vector<Tensor>{x});
+  auto got = first_output(q->model, x, false);
   ASSERT_TRUE(got.ok()) << got.status().message();
-  EXPECT_GT(sqnr_db((*want)[0], (*got)[0]), 10.0);
+  EXPECT_GT(sqnr_db((*want)[0], *got), 10.0);
 }
 
 }  // namespace
