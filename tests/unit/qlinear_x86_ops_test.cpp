@@ -349,25 +349,34 @@ TEST(QLinearX86, MatMulsMatchReference) {
 // attention heads (4 x 10x8x10 multiply-adds) stay on one thread, where
 // handing them to a second one cost 8x their run time (encoder layer, 2
 // threads); large matrices split one per thread, and still match the reference.
+// QLinearMatMul of two activations (B not a constant), per-tensor
+// parameters, uint8 output.
+NodeCase activation_matmul(DType at, const Shape& a, DType bt, const Shape& b, std::mt19937& rng,
+                           std::string describe) {
+  NodeCase q;
+  q.node.op_type = "QLinearMatMul";
+  q.add(codes(at, a, rng), false);
+  q.add(scales(0, rng), true);
+  q.add(zero_points(at, 0, rng), true);
+  q.add(codes(bt, b, rng), false);
+  q.add(scales(0, rng), true);
+  q.add(zero_points(bt, 0, rng), true);
+  q.add(scales(0, rng, 0.05f, 0.5f), true);
+  q.add(zero_points(DType::kUInt8, 0, rng), true);
+  q.node.outputs = {"y"};
+  q.describe = std::move(describe);
+  return q;
+}
+
 TEST(QLinearX86, BatchedMatMulGrainKeepsSmallProductsOnOneThread) {
   EXPECT_GE(x86::batched_matmul_grain(10, 10, 8), 4 * 8);  // 8 sequences x 4 heads: one chunk
   EXPECT_EQ(x86::batched_matmul_grain(64, 64, 64), 1);
   EXPECT_EQ(x86::batched_matmul_grain(0, 0, 0), x86::batched_matmul_grain(1, 1, 1));  // no division by zero
   for (int64_t s : {4, 16, 64, 256}) EXPECT_GE(x86::batched_matmul_grain(s, s, 16), x86::batched_matmul_grain(2 * s, 2 * s, 16));
   std::mt19937 rng(31);
-  NodeCase q;
-  q.node.op_type = "QLinearMatMul";
-  q.add(codes(DType::kUInt8, {6, 64, 64}, rng), false);
-  q.add(scales(0, rng), true);
-  q.add(zero_points(DType::kUInt8, 0, rng), true);
-  q.add(codes(DType::kInt8, {6, 64, 64}, rng), false);
-  q.add(scales(0, rng), true);
-  q.add(zero_points(DType::kInt8, 0, rng), true);
-  q.add(scales(0, rng, 0.05f, 0.5f), true);
-  q.add(zero_points(DType::kUInt8, 0, rng), true);
-  q.node.outputs = {"y"};
-  q.describe = "6 x 64x64x64, one matrix per thread";
-  expect_as_reference(q, x86::try_make_qlinear_matmul_kernel);
+  expect_as_reference(activation_matmul(DType::kUInt8, {6, 64, 64}, DType::kInt8, {6, 64, 64}, rng,
+                                        "6 x 64x64x64, one matrix per thread"),
+                      x86::try_make_qlinear_matmul_kernel);
 }
 
 // B an activation (attention's Q·Kᵀ, P·V): packed per matrix at run time.
@@ -401,35 +410,14 @@ TEST(QLinearX86, BatchedMatMulsWithActivationBMatchReference) {
   }
   // Empty dimensions: an empty output, or (K = 0) the requantized zero sums.
   for (const Shape& mkn : {Shape{0, 3, 4}, Shape{3, 0, 4}, Shape{3, 4, 0}}) {
-    NodeCase e;
-    e.node.op_type = "QLinearMatMul";
-    e.add(codes(DType::kUInt8, {2, mkn[0], mkn[1]}, rng), false);
-    e.add(scales(0, rng), true);
-    e.add(zero_points(DType::kUInt8, 0, rng), true);
-    e.add(codes(DType::kInt8, {2, mkn[1], mkn[2]}, rng), false);
-    e.add(scales(0, rng), true);
-    e.add(zero_points(DType::kInt8, 0, rng), true);
-    e.add(scales(0, rng, 0.05f, 0.5f), true);
-    e.add(zero_points(DType::kUInt8, 0, rng), true);
-    e.node.outputs = {"y"};
-    e.describe = "empty " + shape_to_string(mkn);
-    expect_as_reference(e, x86::try_make_qlinear_matmul_kernel);
+    expect_as_reference(activation_matmul(DType::kUInt8, {2, mkn[0], mkn[1]}, DType::kInt8, {2, mkn[1], mkn[2]}, rng,
+                                          "empty " + shape_to_string(mkn)),
+                        x86::try_make_qlinear_matmul_kernel);
     if (HasFatalFailure()) return;
   }
   // Broadcast batch dimensions and per-column B scales go to the reference (same results, same errors).
-  NodeCase bc;
-  bc.node.op_type = "QLinearMatMul";
-  bc.add(codes(DType::kUInt8, {2, 3, 4}, rng), false);
-  bc.add(scales(0, rng), true);
-  bc.add(zero_points(DType::kUInt8, 0, rng), true);
-  bc.add(codes(DType::kUInt8, {1, 4, 5}, rng), false);
-  bc.add(scales(0, rng), true);
-  bc.add(zero_points(DType::kUInt8, 0, rng), true);
-  bc.add(scales(0, rng, 0.05f, 0.5f), true);
-  bc.add(zero_points(DType::kUInt8, 0, rng), true);
-  bc.node.outputs = {"y"};
-  bc.describe = "broadcast batch";
-  expect_as_reference(bc, x86::try_make_qlinear_matmul_kernel);
+  expect_as_reference(activation_matmul(DType::kUInt8, {2, 3, 4}, DType::kUInt8, {1, 4, 5}, rng, "broadcast batch"),
+                      x86::try_make_qlinear_matmul_kernel);
 }
 
 TEST(QLinearX86, QGemmMatchesReference) {

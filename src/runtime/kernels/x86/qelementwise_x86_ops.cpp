@@ -112,7 +112,6 @@ namespace {
 constexpr const char* kMsDomain = "com.microsoft";
 constexpr int64_t kGrain = 16384;  // elements per task: enough to pay for waking a thread
 
-
 // [0, n) in kGrain chunks (multiples of 32, the vector rows' step) over the pool.
 template <class F>
 void for_chunks(ThreadPool& pool, int64_t n, F&& f) {
@@ -192,21 +191,6 @@ Expected<bool> run_dequantize(KernelContext& ctx, int64_t block, bool avx2) {
   return true;
 }
 
-// Inputs A, A_scale, A_zp?, B, B_scale, B_zp?, C_scale, C_zp? as the
-// reference reads them; nullopt for anything it would reject or that is not
-// a same-shape / one-scalar-side / one-side-repeated pair.
-struct Binary {
-  double a_scale, b_scale, c_scale;
-  int32_t a_zp, b_zp, c_zp;
-  DType type;
-  int64_t a_step, b_step, n;
-  Shape shape;
-  // > 0: one side's codes each repeat over `inner` consecutive outputs (a
-  // squeeze-excitation gate [N, C, 1, 1] times [N, C, H, W]); a_repeats says which.
-  int64_t inner = 0;
-  bool a_repeats = false;
-};
-
 // Elements of `full` each code of `part` covers when part's shape is full's
 // leading dims followed by 1s (the same rank once padded on the left); 0 when
 // it is not.
@@ -234,7 +218,10 @@ constexpr int64_t kMinRepeat = 16;
 // the reference kernel broadcasts instead. The kernel and
 // binary_shapes_taken both ask this.
 struct Walk {
-  int64_t a_step = 1, b_step = 1, inner = 0;
+  int64_t a_step = 1, b_step = 1;
+  // > 0: one side's codes each repeat over `inner` consecutive outputs (a
+  // squeeze-excitation gate [N, C, 1, 1] times [N, C, H, W]); a_repeats says which.
+  int64_t inner = 0;
   bool a_repeats = false;
 };
 std::optional<Walk> walk_of(const Shape& a, const Shape& b, const Shape& r) {
@@ -247,6 +234,18 @@ std::optional<Walk> walk_of(const Shape& a, const Shape& b, const Shape& r) {
   if (b == r && (w.inner = repeat_length(a, r)) >= kMinRepeat) return w.a_step = 0, w.a_repeats = true, w;
   return std::nullopt;
 }
+
+// Inputs A, A_scale, A_zp?, B, B_scale, B_zp?, C_scale, C_zp? as the
+// reference reads them; nullopt for anything it would reject or that is not
+// a same-shape / one-scalar-side / one-side-repeated pair.
+struct Binary {
+  double a_scale, b_scale, c_scale;
+  int32_t a_zp, b_zp, c_zp;
+  DType type;
+  int64_t n;
+  Shape shape;
+  Walk walk;
+};
 
 std::optional<Binary> read_binary(const KernelContext& ctx) {
   for (size_t i : {0, 1, 3, 4, 6})
@@ -266,7 +265,7 @@ std::optional<Binary> read_binary(const KernelContext& ctx) {
   r.n = shape_numel(r.shape);
   const auto walk = walk_of(a.shape(), b.shape(), r.shape);
   if (!walk) return std::nullopt;
-  r.a_step = walk->a_step, r.b_step = walk->b_step, r.inner = walk->inner, r.a_repeats = walk->a_repeats;
+  r.walk = *walk;
   return r;
 }
 
@@ -307,17 +306,18 @@ Expected<bool> run_binary(KernelContext& ctx, bool avx2) {
       else qmul_scalar(pa, as, pb, bs, len, mp, out);
     }
   };
-  if (in->inner > 0) {  // each repeated code against a run of `inner` codes
-    const int64_t inner = in->inner;
+  const Walk& w = in->walk;
+  if (w.inner > 0) {  // each repeated code against a run of `inner` codes
+    const int64_t inner = w.inner;
     ctx.pool->parallel_for(in->n / inner, [&](int64_t j0, int64_t j1) {
       for (int64_t j = j0; j < j1; ++j) {
-        if (in->a_repeats) span(a + j, 0, b + j * inner, 1, inner, o + j * inner);
+        if (w.a_repeats) span(a + j, 0, b + j * inner, 1, inner, o + j * inner);
         else span(a + j * inner, 1, b + j, 0, inner, o + j * inner);
       }
     }, std::max<int64_t>(1, kGrain / inner));
   } else {
     for_chunks(*ctx.pool, in->n, [&](int64_t s, int64_t e) {
-      span(a + s * in->a_step, in->a_step, b + s * in->b_step, in->b_step, e - s, o + s);
+      span(a + s * w.a_step, w.a_step, b + s * w.b_step, w.b_step, e - s, o + s);
     });
   }
   ctx.outputs[0] = std::move(c);

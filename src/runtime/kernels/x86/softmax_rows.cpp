@@ -130,8 +130,8 @@ void softmax_rows_f32(const float* x, float* y, int64_t rows, int64_t n) {
 }
 
 void softmax_row_by_row_f32(const float* x, float* y, int64_t rows, int64_t n) {
+  if (n <= 0) return;
   for (int64_t r = 0; r < rows; ++r) {
-    if (n == 0) return;
     const float* xr = x + r * n;
     float* yr = y + r * n;
     subtract_max(xr, yr, n);
