@@ -185,15 +185,21 @@ TEST(QElementwiseX86, DequantizeLinearMatchesReference) {
 void binary_cases(const std::string& op, uint32_t seed) {
   std::mt19937 rng(seed);
   int repeats_here = 0;  // cases the x86 kernel runs as repeated codes (not the reference)
+  int padded_here = 0;   // cases with one side's shape padded by leading 1s, run as same-shape
   for (int i = 0; i < 80; ++i) {
     Case c;
     const bool is_signed = pick(rng, 0, 1);
     const Shape s = random_shape(rng);
     Shape sa = s, sb = s;
-    const int form = pick(rng, 0, 5);
+    const int form = pick(rng, 0, 6);
     if (form == 0) sb = {};
     if (form == 1) sa = {1};
     if (form == 2) sb = {s.back()};  // broadcast along the last axis: the reference's case
+    if (form == 6) {                 // [1, C, H, W] against [C, H, W], either side
+      Shape& side = pick(rng, 0, 1) ? sa : sb;
+      side.insert(side.begin(), 1);
+      padded_here += rt::qew::binary_shapes_taken(sa, sb);
+    }
     if (form == 3 || form == 4) {    // leading dims then 1s: each code repeats (squeeze-excitation gates)
       Shape g = s;
       for (size_t d = static_cast<size_t>(pick(rng, 0, static_cast<int>(s.size()) - 1)); d < g.size(); ++d) g[d] = 1;
@@ -221,6 +227,7 @@ void binary_cases(const std::string& op, uint32_t seed) {
     if (::testing::Test::HasFatalFailure()) return;
   }
   EXPECT_GE(repeats_here, 4) << "too few repeated-code cases reach the x86 path";
+  EXPECT_GE(padded_here, 4) << "too few leading-1 cases reach the x86 path";
 }
 
 // A squeeze-excitation gate [N, C, 1, 1] times the features [N, C, H, W]
@@ -232,6 +239,9 @@ TEST(QElementwiseX86, RepeatedCodesRunHere) {
   EXPECT_TRUE(rt::qew::binary_shapes_taken({1, 16, 14, 14}, {16, 1, 1}));
   EXPECT_TRUE(rt::qew::binary_shapes_taken({4, 5}, {4, 5}));
   EXPECT_TRUE(rt::qew::binary_shapes_taken({4, 5}, {}));
+  EXPECT_TRUE(rt::qew::binary_shapes_taken({1, 16, 14, 14}, {16, 14, 14}));   // leading 1s only
+  EXPECT_TRUE(rt::qew::binary_shapes_taken({5}, {1, 1, 5}));
+  EXPECT_FALSE(rt::qew::binary_shapes_taken({16, 1, 14}, {1, 16, 14}));  // same count, a real broadcast
   EXPECT_FALSE(rt::qew::binary_shapes_taken({8, 16, 14, 14}, {1, 16, 1, 1}));  // a leading broadcast: reference
   EXPECT_FALSE(rt::qew::binary_shapes_taken({8, 16, 14, 14}, {14}));
   EXPECT_FALSE(rt::qew::binary_shapes_taken({8, 1, 14}, {8, 16, 1}));

@@ -225,13 +225,16 @@ struct Walk {
   bool a_repeats = false;
 };
 std::optional<Walk> walk_of(const Shape& a, const Shape& b, const Shape& r) {
-  const int64_t an = shape_numel(a), bn = shape_numel(b);
+  const int64_t an = shape_numel(a), bn = shape_numel(b), rn = shape_numel(r);
+  // A side that broadcasts to r with as many elements differs from r only
+  // by 1s ([C,H,W] against [1,C,H,W]): its codes are r's, in r's order.
+  const bool a_full = an == rn, b_full = bn == rn;
   Walk w;
-  if (a == r && b == r) return w;
-  if (a == r && bn == 1) return w.b_step = 0, w;
-  if (b == r && an == 1) return w.a_step = 0, w;
-  if (a == r && (w.inner = repeat_length(b, r)) >= kMinRepeat) return w.b_step = 0, w;
-  if (b == r && (w.inner = repeat_length(a, r)) >= kMinRepeat) return w.a_step = 0, w.a_repeats = true, w;
+  if (a_full && b_full) return w;
+  if (a_full && bn == 1) return w.b_step = 0, w;
+  if (b_full && an == 1) return w.a_step = 0, w;
+  if (a_full && (w.inner = repeat_length(b, r)) >= kMinRepeat) return w.b_step = 0, w;
+  if (b_full && (w.inner = repeat_length(a, r)) >= kMinRepeat) return w.a_step = 0, w.a_repeats = true, w;
   return std::nullopt;
 }
 
