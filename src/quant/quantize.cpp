@@ -170,7 +170,12 @@ Expected<QuantResult> quantize(const Model& float_model, const QuantConfig& conf
   const auto tc = std::chrono::steady_clock::now();
   if (!todo.empty() || !moments.empty()) {
     auto cal = quant::calibrate(m, todo, calib, config, moments, own_format);
-    if (!cal.ok()) return cal.status().with_context("calibration");
+    // Without static ranges to choose, the pass only weighs the weighted
+    // layers' inputs for the clipping search: say so, not "calibration".
+    if (!cal.ok())
+      return cal.status().with_context(todo.empty() ? "running the float model on the calibration data (input "
+                                                      "importance for the weight search)"
+                                                    : "calibration");
     for (auto& [k, v] : cal->ranges) (own_format.count(k) ? own_ranges : result.ranges)[k] = v;
     facts.samples = std::move(cal->first_batch);
     facts.importance = std::move(cal->channel_sq_mean);

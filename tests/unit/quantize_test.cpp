@@ -156,6 +156,16 @@ TEST_F(QuantizeMlp, BadCalibrationDataIsAnError) {
   EXPECT_FALSE(quantize(*model, c, CalibrationData{{Tensor(DType::kFloat32, {4, 3, 28, 28})}}).ok());
   EXPECT_FALSE(quantize(*model, c, CalibrationData{{Tensor(DType::kInt64, {4, 1, 28, 28})}}).ok());
   EXPECT_FALSE(quantize(*model, c, CalibrationData{{calib->inputs[0], calib->inputs[0]}}).ok());
+  // The error says which pass failed: static ranges are "calibration"; with
+  // dynamic activations the run only weighs the layers' inputs.
+  auto st = quantize(*model, c, CalibrationData{{Tensor(DType::kFloat32, {4, 3, 28, 28})}});
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.status().message().rfind("calibration:", 0), 0u) << st.status().message();
+  c.activations = ActivationMode::kDynamic;
+  auto dyn = quantize(*model, c, CalibrationData{{Tensor(DType::kFloat32, {4, 3, 28, 28})}});
+  ASSERT_FALSE(dyn.ok());
+  EXPECT_EQ(dyn.status().message().find("calibration:"), std::string::npos) << dyn.status().message();
+  EXPECT_NE(dyn.status().message().find("input importance"), std::string::npos) << dyn.status().message();
 }
 
 TEST_F(QuantizeMlp, ExcludeKeepsNodesFloatAndWarnsOnNoMatch) {
