@@ -81,4 +81,19 @@ Expected<std::optional<TrainState>> take_train_state(ir::Model& model) {
   return std::optional<TrainState>(std::move(s));
 }
 
+Status restore_weights(TrainGraph& graph, const ir::Model& checkpoint) {
+  std::map<std::string, Tensor> snap = graph.snapshot();
+  for (auto& [name, t] : snap) {
+    const Tensor* c = checkpoint.graph.find_initializer(name);
+    if (c == nullptr) return invalid_argument("checkpoint lacks the parameter '" + name + "' (another model or scheme?)");
+    if (c->dtype() != t.dtype() || c->shape() != t.shape())
+      return invalid_argument("checkpoint parameter '" + name + "' is " + dtype_name(c->dtype()) + " " +
+                              shape_to_string(c->shape()) + ", the model's " + dtype_name(t.dtype()) + " " +
+                              shape_to_string(t.shape()) + " (another model or scheme?)");
+    t = *c;
+  }
+  graph.restore(snap);
+  return Status::Ok();
+}
+
 }  // namespace qtk::train

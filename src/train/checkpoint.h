@@ -28,4 +28,10 @@ Status save_checkpoint(const TrainGraph& graph, const TrainState& state, const s
 // malformed one, naming what is wrong).
 Expected<std::optional<TrainState>> take_train_state(ir::Model& model);
 
+// Copies a checkpoint's parameters (and running statistics) into `graph`,
+// which must hold the same ones (names, dtypes, shapes; an error naming the
+// first that differs): a run rebuilt from its inputs, as qtk qat rebuilds
+// its training graph from PTQ, continues from the checkpoint's weights.
+Status restore_weights(TrainGraph& graph, const ir::Model& checkpoint);
+
 }  // namespace qtk::train

@@ -557,10 +557,15 @@ if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "$
   run_qtk qat "$MLP" -o "$QA/q.onnx" --data fashion-mnist:train --limit 1000 --val fashion-mnist:test --epochs 1 \
     --weights int4 --activations uint4 --method rtn --calib-samples 128 --json
   [ "$rc" -eq 0 ] || fail "qat W4A4 on the MLP: exit $rc, stderr: $(cat "$TMP/err")"
+  # Defaults: the labels, lr 1e-3, PTQ's scales kept at 4 bits, the last epoch written.
   json_check "qat reports PTQ and QAT accuracy" "$TMP/out" 'j.ptq_accuracy > 0.7 && j.qat_accuracy > 0.7 &&
-     j.history.length === 1 && j.format === "qdq" && j.weights === "int4" && Math.abs(j.lr - 1e-4) < 1e-7 &&
-     j.teacher === "self" && j.alpha === 1 && j.temperature === 4 && j.warmup_steps === 0 && j.scale_lr === 0'
-  # 10% held out by default; the written weights do at least as well there as PTQ's.
+     j.history.length === 1 && j.format === "qdq" && j.weights === "int4" && Math.abs(j.lr - 1e-3) < 1e-7 &&
+     !("teacher" in j) && j.warmup_steps === 0 && j.scale_lr === 0 && j.holdout === 0 && j.samples === 1000 &&
+     !("selected_epoch" in j)'
+  run_qtk qat "$MLP" -o "$QA/held.onnx" --data fashion-mnist:train --limit 1000 --val fashion-mnist:test --epochs 1 \
+    --weights int4 --activations uint4 --method rtn --calib-samples 128 --holdout 100 --json
+  [ "$rc" -eq 0 ] || fail "qat --holdout 100: exit $rc, stderr: $(cat "$TMP/err")"
+  # The written weights do at least as well on the held-out samples as PTQ's.
   json_check "qat picks the weights on held-out samples" "$TMP/out" 'j.holdout === 100 && j.samples === 900 &&
      j.selected_epoch >= 0 && j.selected_epoch <= 1 && j.holdout_accuracy >= j.holdout_ptq_accuracy &&
      j.holdout_float_accuracy > 0.7 &&
@@ -580,6 +585,31 @@ if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "$
   expect_error "qat: --calib array of the wrong shape" 1 "x_shape.npy" qat "$MLP" -o "$QA/calib2.onnx" \
     --data fashion-mnist:train --limit 100 --calib "$TMP/x_shape.npy"
   expect_error "qat: output exists" 1 "already exists" qat "$MLP" -o "$QA/q.onnx" --data fashion-mnist:train
+  # Stopped after epoch 1 and resumed: the same bytes as the straight run.
+  QAT_ARGS=(--data fashion-mnist:train --limit 400 --epochs 2 --batch 100 --method rtn --calib-samples 64 --threads 1)
+  checks=$((checks + 1))
+  run_qtk qat "$MLP" -o "$QA/straight.onnx" "${QAT_ARGS[@]}" --weights int2
+  [ "$rc" -eq 0 ] || fail "qat 2 epochs: exit $rc, stderr: $(cat "$TMP/err")"
+  [ -e "$QA/straight.onnx.checkpoint" ] && fail "qat left its checkpoint after finishing"
+  checks=$((checks + 1))
+  run_qtk qat "$MLP" -o "$QA/resumed.onnx" "${QAT_ARGS[@]}" --weights int2 --stop-after 1 --json
+  [ "$rc" -eq 0 ] || fail "qat --stop-after 1: exit $rc, stderr: $(cat "$TMP/err")"
+  json_check "qat --stop-after reports the checkpoint" "$TMP/out" 'j.stopped_after === 1 &&
+     j.checkpoint.endsWith("resumed.onnx.checkpoint") && !("output" in j)'
+  [ -e "$QA/resumed.onnx" ] && fail "qat --stop-after wrote the output model"
+  expect_error "qat: --resume with another scheme" 1 "another run" qat "$MLP" -o "$QA/resumed.onnx" \
+    "${QAT_ARGS[@]}" --weights int4 --resume
+  expect_error "qat: --resume with --holdout" 2 "--holdout 0" qat "$MLP" -o "$QA/resumed.onnx" \
+    "${QAT_ARGS[@]}" --weights int2 --holdout 50 --resume
+  checks=$((checks + 1))
+  run_qtk qat "$MLP" -o "$QA/resumed.onnx" "${QAT_ARGS[@]}" --weights int2 --resume --json
+  [ "$rc" -eq 0 ] || fail "qat --resume: exit $rc, stderr: $(cat "$TMP/err")"
+  grep -q "resuming from .*after epoch 1" "$TMP/err" || fail "qat --resume does not say where it resumes: $(cat "$TMP/err")"
+  json_check "qat --resume runs epoch 2" "$TMP/out" 'j.history.length === 1 && j.history[0].epoch === 2'
+  cmp -s "$QA/straight.onnx" "$QA/resumed.onnx" || fail "stopped and resumed QAT differs from the straight run"
+  [ -e "$QA/resumed.onnx.checkpoint" ] && fail "qat left its checkpoint after resuming"
+  expect_error "qat: --resume without a checkpoint" 1 "no checkpoint" qat "$MLP" -o "$QA/resumed.onnx" \
+    "${QAT_ARGS[@]}" --weights int2 --resume --force
   checks=$((checks + 1))
   run_qtk qat "$MLP" -o "$QA/kd.onnx" --data fashion-mnist:train --limit 500 --epochs 1 --weights int4 \
     --method rtn --calib-samples 64 --teacher self --alpha 0.7 --scale-lr 0.5 --json

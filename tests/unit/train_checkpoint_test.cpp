@@ -255,6 +255,37 @@ TEST(TrainCheckpoint, CheckpointModelStripsBackToThePlainModel) {
   EXPECT_NE(bad.status().message().find("qtk.train.rng"), std::string::npos) << bad.status().message();
 }
 
+// restore_weights: a graph rebuilt from the same model takes a checkpoint's
+// weights; one with other parameters is refused, naming the parameter.
+TEST(TrainCheckpoint, RestoreWeightsIntoARebuiltGraph) {
+  auto m = build_architecture("mlp:6,16,3", 1);
+  auto trained = TrainGraph::create(*m);
+  auto rebuilt = TrainGraph::create(*m);
+  ASSERT_TRUE(trained.ok() && rebuilt.ok());
+  for (const auto& [name, t] : trained->snapshot()) {  // move every weight away from the start
+    Tensor moved = t.clone();
+    for (int64_t i = 0; i < moved.numel(); ++i) moved.data<float>()[i] += 0.5f + static_cast<float>(i);
+    trained->restore({{name, moved}});
+  }
+  ASSERT_FALSE(same_state(*trained, *rebuilt));
+  TrainState s;
+  const ir::Model ck = checkpoint_model(*trained, s);
+  ASSERT_TRUE(restore_weights(*rebuilt, ck).ok());
+  expect_same_state(*trained, *rebuilt);
+
+  auto other = TrainGraph::create(*build_architecture("mlp:6,8,3", 1));  // same names, other shapes
+  ASSERT_TRUE(other.ok());
+  const Status st = restore_weights(*other, ck);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("is float32 [16], the model's float32 [8]"), std::string::npos) << st.message();
+  ir::Model missing = ck;
+  const std::string first = trained->params().front().name;
+  missing.graph.remove_initializer(first);
+  const Status lacks = restore_weights(*rebuilt, missing);
+  ASSERT_FALSE(lacks.ok());
+  EXPECT_NE(lacks.message().find("lacks the parameter '" + first + "'"), std::string::npos) << lacks.message();
+}
+
 TEST(TrainCheckpoint, ResumeWithAnotherBatchSizeOrOptimizerIsAnError) {
   auto m = build_architecture("mlp:6,16,3", 1);
   const data::Dataset ds = testing::blobs(60, 6, 1);
