@@ -9,6 +9,7 @@
 #include "quant/graph/residual_add_fusion.h"
 #include "runtime/bias_requant_fusion.h"
 #include "runtime/code_tables.h"
+#include "runtime/gather_quantized.h"
 #include "runtime/graph_executor.h"
 #include "runtime/op_registry.h"
 #include "runtime/optimize.h"
@@ -82,6 +83,10 @@ Expected<std::unique_ptr<Session>> Session::create(ir::Model&& model, const Sess
     QTK_RETURN_IF_ERROR(quant::qdq_to_qoperator(m, qo));
     // Residual joins inside the conv before them (quant/graph/residual_add_fusion.h).
     QTK_RETURN_IF_ERROR(quant::fuse_residual_adds(m.graph).status());
+    // An embedding's Gather picks codes, then only those rows are dequantized
+    // (runtime/gather_quantized.h). After the QOperator rewrite, which thus
+    // picks the same ops as for the graph as written. Not with reference kernels.
+    if (!options.reference_kernels) QTK_RETURN_IF_ERROR(rt::gather_before_dequantize(m).status());
   }
   if (options.optimize) QTK_RETURN_IF_ERROR(rt::optimize_for_session(m));
   const rt::OpRegistry& registry = options.reference_kernels ? rt::OpRegistry::reference() : rt::OpRegistry::global();

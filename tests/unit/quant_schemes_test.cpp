@@ -6,6 +6,7 @@
 #include "quant/schemes/fixed_point.h"
 #include "quant/schemes/linear.h"
 #include "quant/schemes/packing.h"
+#include "quant/schemes/param_layout.h"
 #include "quant/schemes/qformat.h"
 
 namespace qtk::quant {
@@ -136,6 +137,42 @@ TEST(Packing, RoundTripsSignedAndUnsigned) {
   // Layout: first element in the low nibble.
   int32_t two[2] = {1, -1};
   EXPECT_EQ(pack_4bit(two, 2)[0], 0xF1);
+}
+
+}  // namespace
+}  // namespace qtk::quant
+
+namespace qtk::quant {
+namespace {
+
+// for_each_stretch: the stretches cover every element once, in order, and
+// every element of one has the stretch's parameter; per-axis layouts give
+// one stretch per inner block.
+TEST(ParamLayoutStretches, CoverEveryElementWithItsParameter) {
+  std::mt19937 rng(7);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  for (int c = 0; c < 300; ++c) {
+    Shape s;
+    for (int d = pick(1, 4); d > 0; --d) s.push_back(pick(1, 7));
+    const int axis = pick(0, static_cast<int>(s.size()) - 1);
+    const int kind = pick(0, 2);
+    const ParamLayout l = kind == 0 ? ParamLayout::per_tensor()
+                          : kind == 1 ? ParamLayout::per_axis(s, axis)
+                                      : ParamLayout::per_block(s, axis, pick(1, 4));
+    const int64_t n = shape_numel(s);
+    int64_t next = 0, stretches = 0;
+    for_each_stretch(l, n, [&](int64_t p, int64_t begin, int64_t end) {
+      ASSERT_EQ(begin, next);
+      ASSERT_LT(begin, end);
+      for (int64_t j = begin; j < end; ++j)
+        ASSERT_EQ(l.index_of(j), p) << "case " << c << " shape " << shape_to_string(s) << " axis " << axis
+                                    << " kind " << kind << " element " << j;
+      next = end;
+      ++stretches;
+    });
+    EXPECT_EQ(next, n);
+    if (kind == 1 && l.count > 1) EXPECT_EQ(stretches, n / l.inner) << "per axis: one stretch per inner block";
+  }
 }
 
 }  // namespace

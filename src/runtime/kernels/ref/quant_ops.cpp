@@ -20,12 +20,15 @@ Tensor quantize_to(const Tensor& x, const ref::ScaleZp& sz, DType type = dtype_o
   Tensor y(type, x.shape());
   const float* in = x.data<float>();
   Q* out = y.data<Q>();
-  for (int64_t i = 0; i < x.numel(); ++i) {
-    const int64_t c = sz.index_of(i);
-    const float v = std::nearbyint(in[i] / sz.scale[c]);
-    const double q = std::isnan(v) ? sz.zero_point[c] : static_cast<double>(v) + sz.zero_point[c];
-    out[i] = static_cast<Q>(std::clamp(q, lo, hi));
-  }
+  quant::for_each_stretch(sz.layout, x.numel(), [&](int64_t c, int64_t begin, int64_t end) {
+    const float scale = sz.scale[c];
+    const double zp = static_cast<double>(sz.zero_point[c]);
+    for (int64_t i = begin; i < end; ++i) {
+      const float v = std::nearbyint(in[i] / scale);
+      const double q = std::isnan(v) ? zp : static_cast<double>(v) + zp;
+      out[i] = static_cast<Q>(std::clamp(q, lo, hi));
+    }
+  });
   return y;
 }
 
@@ -33,10 +36,11 @@ template <class Q>
 void dequantize_from(const Tensor& x, const ref::ScaleZp& sz, Tensor& y) {
   const Q* in = x.data<Q>();
   float* out = y.data<float>();
-  for (int64_t i = 0; i < x.numel(); ++i) {
-    const int64_t c = sz.index_of(i);
-    out[i] = static_cast<float>(static_cast<int64_t>(in[i]) - sz.zero_point[c]) * sz.scale[c];
-  }
+  quant::for_each_stretch(sz.layout, x.numel(), [&](int64_t c, int64_t begin, int64_t end) {
+    const float scale = sz.scale[c];
+    const int64_t zp = sz.zero_point[c];
+    for (int64_t i = begin; i < end; ++i) out[i] = static_cast<float>(static_cast<int64_t>(in[i]) - zp) * scale;
+  });
 }
 
 Expected<std::unique_ptr<Kernel>> make_quantize(const KernelInit& init) {
