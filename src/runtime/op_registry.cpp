@@ -5,6 +5,7 @@
 
 #include "runtime/kernels/ref/bias_requant_op.h"
 #include "runtime/kernels/ref/code_table_op.h"
+#include "runtime/kernels/ref/einsum.h"
 #include "runtime/kernels/x86/bias_requant_x86.h"
 #include "runtime/kernels/x86/code_table_x86.h"
 #include "runtime/kernels/x86/qelementwise_x86_ops.h"
@@ -103,6 +104,7 @@ void register_reference_ops(OpRegistry& r) {
   register_elementwise_ops(r);
   register_activation_ops(r);
   register_linalg_ops(r);
+  register_einsum_op(r);
   register_conv_ops(r);
   register_pool_ops(r);
   register_norm_ops(r);
