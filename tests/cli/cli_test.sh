@@ -587,28 +587,39 @@ if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "$
   expect_error "qat: output exists" 1 "already exists" qat "$MLP" -o "$QA/q.onnx" --data fashion-mnist:train
   # Stopped after epoch 1 and resumed: the same bytes as the straight run.
   QAT_ARGS=(--data fashion-mnist:train --limit 400 --epochs 2 --batch 100 --method rtn --calib-samples 64 --threads 1)
+  cp "$MLP" "$QA/m.onnx"
   checks=$((checks + 1))
-  run_qtk qat "$MLP" -o "$QA/straight.onnx" "${QAT_ARGS[@]}" --weights int2
+  run_qtk qat "$QA/m.onnx" -o "$QA/straight.onnx" "${QAT_ARGS[@]}" --weights int2
   [ "$rc" -eq 0 ] || fail "qat 2 epochs: exit $rc, stderr: $(cat "$TMP/err")"
   [ -e "$QA/straight.onnx.checkpoint" ] && fail "qat left its checkpoint after finishing"
   checks=$((checks + 1))
-  run_qtk qat "$MLP" -o "$QA/resumed.onnx" "${QAT_ARGS[@]}" --weights int2 --stop-after 1 --json
+  run_qtk qat "$QA/m.onnx" -o "$QA/resumed.onnx" "${QAT_ARGS[@]}" --weights int2 --stop-after 1 --json
   [ "$rc" -eq 0 ] || fail "qat --stop-after 1: exit $rc, stderr: $(cat "$TMP/err")"
   json_check "qat --stop-after reports the checkpoint" "$TMP/out" 'j.stopped_after === 1 &&
-     j.checkpoint.endsWith("resumed.onnx.checkpoint") && !("output" in j)'
+     j.checkpoint.endsWith("resumed.onnx.checkpoint") && !("output" in j) && j.history.length === 1'
   [ -e "$QA/resumed.onnx" ] && fail "qat --stop-after wrote the output model"
-  expect_error "qat: --resume with another scheme" 1 "another run" qat "$MLP" -o "$QA/resumed.onnx" \
+  expect_error "qat: --resume with another scheme" 1 "another run" qat "$QA/m.onnx" -o "$QA/resumed.onnx" \
     "${QAT_ARGS[@]}" --weights int4 --resume
-  expect_error "qat: --resume with --holdout" 2 "--holdout 0" qat "$MLP" -o "$QA/resumed.onnx" \
+  expect_error "qat: --resume with --holdout" 2 "--holdout 0" qat "$QA/m.onnx" -o "$QA/resumed.onnx" \
     "${QAT_ARGS[@]}" --weights int2 --holdout 50 --resume
+  expect_error "qat: --stop-after at --epochs" 2 "must be below --epochs" qat "$QA/m.onnx" -o "$QA/x.onnx" \
+    "${QAT_ARGS[@]}" --weights int2 --stop-after 2
+  # The same path with other contents (here: other weights) is another run.
+  run_qtk train --model "$QA/m.onnx" -o "$QA/m2.onnx" --data fashion-mnist:train --limit 200 --epochs 1
+  [ "$rc" -eq 0 ] || fail "train another mlp: exit $rc, stderr: $(cat "$TMP/err")"
+  cp "$QA/m.onnx" "$QA/m.orig.onnx" && cp "$QA/m2.onnx" "$QA/m.onnx"
+  expect_error "qat: --resume after the model changed" 1 "another run" qat "$QA/m.onnx" -o "$QA/resumed.onnx" \
+    "${QAT_ARGS[@]}" --weights int2 --resume
+  cp "$QA/m.orig.onnx" "$QA/m.onnx"
   checks=$((checks + 1))
-  run_qtk qat "$MLP" -o "$QA/resumed.onnx" "${QAT_ARGS[@]}" --weights int2 --resume --json
+  # --lr 0.001 is the default given explicitly: the same run.
+  run_qtk qat "$QA/m.onnx" -o "$QA/resumed.onnx" "${QAT_ARGS[@]}" --weights int2 --lr 0.001 --resume --json
   [ "$rc" -eq 0 ] || fail "qat --resume: exit $rc, stderr: $(cat "$TMP/err")"
   grep -q "resuming from .*after epoch 1" "$TMP/err" || fail "qat --resume does not say where it resumes: $(cat "$TMP/err")"
   json_check "qat --resume runs epoch 2" "$TMP/out" 'j.history.length === 1 && j.history[0].epoch === 2'
   cmp -s "$QA/straight.onnx" "$QA/resumed.onnx" || fail "stopped and resumed QAT differs from the straight run"
   [ -e "$QA/resumed.onnx.checkpoint" ] && fail "qat left its checkpoint after resuming"
-  expect_error "qat: --resume without a checkpoint" 1 "no checkpoint" qat "$MLP" -o "$QA/resumed.onnx" \
+  expect_error "qat: --resume without a checkpoint" 1 "no checkpoint" qat "$QA/m.onnx" -o "$QA/resumed.onnx" \
     "${QAT_ARGS[@]}" --weights int2 --resume --force
   checks=$((checks + 1))
   run_qtk qat "$MLP" -o "$QA/kd.onnx" --data fashion-mnist:train --limit 500 --epochs 1 --weights int4 \

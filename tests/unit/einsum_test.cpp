@@ -255,6 +255,31 @@ TEST(Einsum, MatrixProductsMatchBruteForce) {
   check_equation("bij,bjk,bd->bikd", {"bij", "bjk", "bd"}, "bikd", s, ++seed);
 }
 
+// The products above run on sgemm, not only on the loop (which the
+// brute-force comparison would accept as well).
+TEST(Einsum, MatrixProductsTakeTheSgemmPath) {
+  const std::map<char, int64_t> size = {{'b', 2}, {'h', 3}, {'i', 9}, {'j', 17}, {'d', 7}, {'k', 5}};
+  for (const std::string eq : {"bhid,bhjd->bhij", "bhij,bhjd->bhid", "bij,bjk->bik", "ji,jk->ik", "ij,kj->ik",
+                               "ij,jk->ki", "bij,jk->bik", "idj,jk->ikd", "bji,hbjk->bhki"}) {
+    const size_t comma = eq.find(','), arrow = eq.find("->");
+    const std::string terms[2] = {eq.substr(0, comma), eq.substr(comma + 1, arrow - comma - 1)};
+    std::vector<Shape> shapes(2);
+    std::vector<Tensor> x;
+    for (int t = 0; t < 2; ++t) {
+      for (char l : terms[t]) shapes[t].push_back(size.at(l));
+      x.emplace_back(DType::kFloat32, shapes[t]);
+    }
+    auto spec = rt::ref::parse_einsum(eq);
+    ASSERT_TRUE(spec.ok()) << spec.status().message();
+    auto plan = rt::ref::plan_einsum(*spec, shapes);
+    ASSERT_TRUE(plan.ok()) << plan.status().message();
+    Tensor y(DType::kFloat32, plan->output_shape);
+    EXPECT_TRUE(rt::ref::detail::einsum_gemm(x[0].data<float>(), plan->operands[0], x[1].data<float>(),
+                                             plan->operands[1], plan->output, plan->sizes, y.data<float>(), nullptr))
+        << eq << " did not take the sgemm path";
+  }
+}
+
 TEST(Einsum, DiagonalsTracesAndSums) {
   const std::map<char, int64_t> s = {{'b', 3}, {'i', 4}, {'j', 5}};
   check_equation("ii->i", {"ii"}, "i", s, 1);

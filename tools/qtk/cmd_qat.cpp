@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <tuple>
@@ -72,7 +73,8 @@ constexpr OptionSpec kOptions[] = {
     QTK_QUANT_EXPORT_OPTIONS,
     {"--resume", "", "continue from OUT.onnx.checkpoint (written after every epoch, removed at the end); PTQ is "
                      "redone from the same inputs, then the checkpoint's weights and optimizer state are loaded"},
-    {"--stop-after", "K", "stop after epoch K, keeping the checkpoint (continue later with --resume)"},
+    {"--stop-after", "K", "stop after epoch K (below --epochs), keeping the checkpoint and writing no OUT.onnx "
+                          "(continue later with --resume; needs --holdout 0)"},
     {"--threads", "N", "threads for the kernels (default: physical cores)"},
     {"--seed", "S", "seed for shuffling and the calibration subset (default 0)"},
     {"--json", "", "print one JSON object instead of text"},
@@ -112,16 +114,43 @@ std::pair<data::Dataset, data::Dataset> split_off(const data::Dataset& ds, int64
   return {part(rest), part(held)};
 }
 
-// Checkpoint metadata: the options that shape the run, so --resume refuses
-// a checkpoint of another model, scheme, data or schedule.
+// Checkpoint metadata: what shapes the run, so --resume refuses a
+// checkpoint of another model, scheme, data or schedule.
 constexpr const char* kRunKey = "qtk.qat.run";
-std::string run_signature(const ParsedArgs& args) {
-  static const std::set<std::string, std::less<>> kFree = {"--resume", "--stop-after", "--force", "--threads",
-                                                          "--json",   "--output",     "--val"};
-  std::string key = args.positionals[0];
+
+// A file's contents as a fingerprint (FNV-1a 64 and size), so a model or
+// data file replaced at the same path does not pass; a spec that names no
+// file (fashion-mnist:train) stands for itself.
+std::string content_key(const std::string& spec) {
+  std::error_code ec;
+  if (!fs::is_regular_file(spec, ec)) return spec;
+  std::ifstream f(spec, std::ios::binary);
+  uint64_t h = 1469598103934665603ull, n = 0;
+  std::vector<char> buf(1 << 16);
+  while (f) {
+    f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const auto got = static_cast<size_t>(f.gcount());
+    for (size_t i = 0; i < got; ++i) h = (h ^ static_cast<unsigned char>(buf[i])) * 1099511628211ull;
+    n += got;
+  }
+  char out[48];
+  std::snprintf(out, sizeof out, "%016llx:%llu", static_cast<unsigned long long>(h), static_cast<unsigned long long>(n));
+  return out;
+}
+
+// The scheme options as given (their effect on PTQ has no other summary
+// here), everything else by its effective value, so `--lr 0.001` matches the
+// default and a future default change does not silently continue a run.
+std::string run_signature(const ParsedArgs& args, const std::vector<std::pair<std::string, std::string>>& effective) {
+  static const std::set<std::string, std::less<>> kNotScheme = {
+      "--resume", "--stop-after", "--force", "--threads", "--json", "--output", "--val", "--data", "--calib",
+      "--teacher", "--holdout", "--epochs", "--batch", "--lr", "--limit", "--calib-samples", "--temperature",
+      "--alpha", "--warmup", "--scale-lr", "--seed"};
+  std::string key;
+  for (const auto& [name, value] : effective) key += name + "=" + value + " ";
   for (const auto& [name, values] : args.values)
-    if (!kFree.count(name))
-      for (const auto& v : values) key += " " + name + (v.empty() ? "" : "=" + v);
+    if (!kNotScheme.count(name))
+      for (const auto& v : values) key += name + (v.empty() ? "" : "=" + v) + " ";
   return key;
 }
 
@@ -192,7 +221,10 @@ Outcome run_qat(const ParsedArgs& args) {
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--seed", 0, INT64_MAX, seed));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--calib-samples", 0, INT64_MAX, calib_samples));
   QTK_CLI_RETURN_IF_FAILED(int_option(args, "--holdout", 0, INT64_MAX, holdout));
-  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--stop-after", 1, o.epochs, o.stop_after_epoch));
+  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--stop-after", 1, INT64_MAX, o.stop_after_epoch));
+  if (args.has("--stop-after") && o.stop_after_epoch >= o.epochs)
+    return Outcome::usage("--stop-after " + std::to_string(o.stop_after_epoch) + " must be below --epochs " +
+                          std::to_string(o.epochs));
   // The selection compares every epoch with PTQ on the held-out samples; a
   // resumed run has not seen the epochs before the checkpoint.
   if (holdout > 0 && (args.has("--resume") || args.has("--stop-after")))
@@ -227,14 +259,30 @@ Outcome run_qat(const ParsedArgs& args) {
   if (same_file(in_path, *out_path))
     return Outcome::usage("refusing to write the trained model over its input " + in_path);
   std::error_code ec;
-  if (fs::exists(*out_path, ec) && !args.has("--force"))
+  // A run stopped early (--stop-after) writes no OUT.onnx.
+  if (fs::exists(*out_path, ec) && !args.has("--force") && !args.has("--stop-after"))
     return Outcome::failure(*out_path + " already exists (use --force to overwrite it)");
 
   const std::string checkpoint = *out_path + ".checkpoint";
-  const std::string run_key = run_signature(args);
+  const auto number = [](double v) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.9g", v);
+    return std::string(b);
+  };
+  const std::string run_key = run_signature(
+      args, {{"model", content_key(in_path)}, {"data", content_key(*spec)}, {"limit", std::to_string(limit)},
+             {"calib", calib_spec ? content_key(*calib_spec) : "-"}, {"calib-samples", std::to_string(calib_samples)},
+             {"teacher", teacher_spec ? (*teacher_spec == "self" ? "self" : content_key(*teacher_spec)) : "none"},
+             {"temperature", number(kd_t)}, {"alpha", number(kd_a)}, {"epochs", std::to_string(o.epochs)},
+             {"batch", std::to_string(o.batch)}, {"lr", number(o.lr)}, {"warmup", number(warmup)},
+             {"scale-lr", number(scale_lr)}, {"seed", std::to_string(seed)}, {"weights", st.weights},
+             {"granularity", st.granularity}, {"activations", st.activations}, {"method", st.method},
+             {"calibrate", st.calibrate}, {"symmetric", st.weight_symmetric ? "1" : "0"}});
   std::optional<Resume> resume;
   if (args.has("--resume")) {
     QTK_CLI_ASSIGN_OR_FAIL(resume, load_resume(checkpoint, run_key, o));
+  } else if (holdout == 0 && fs::exists(checkpoint, ec)) {
+    print_warning(checkpoint + " (an earlier run's) will be replaced; --resume continues it instead");
   }
   QTK_CLI_ASSIGN_OR_FAIL(Model model, load_model(in_path));
   QTK_CLI_ASSIGN_OR_FAIL(data::Dataset train_ds, train::load_labelled_data(*spec, limit));
@@ -382,7 +430,8 @@ Outcome run_qat(const ParsedArgs& args) {
   const data::Dataset* epoch_val = holdout > 0 ? nullptr : (val_spec ? &val_ds : nullptr);
   std::map<std::string, Tensor> ptq_weights;
   if (holdout > 0) ptq_weights = graph->snapshot();
-  o.on_checkpoint = [&](const train::TrainState& state) {
+  // No checkpoints with held-out selection: such a run cannot be resumed.
+  if (holdout == 0) o.on_checkpoint = [&](const train::TrainState& state) {
     ir::Model ck = train::checkpoint_model(*graph, state);
     ck.metadata.push_back({kRunKey, run_key});
     const Status saved = save_model(ck, checkpoint);
@@ -398,7 +447,13 @@ Outcome run_qat(const ParsedArgs& args) {
       w.begin_object().key("model").value(in_path).key("stopped_after").value(last).key("checkpoint").value(
           checkpoint);
       if (val_spec) w.key("val").value(*val_spec).key("ptq_accuracy").value(ptq_acc);
-      w.end_object();
+      w.key("history").begin_array();
+      for (const auto& e : report->epochs) {
+        w.begin_object(true).key("epoch").value(e.epoch).key("loss").value(e.loss).key("accuracy").value(e.accuracy);
+        if (e.val_accuracy >= 0) w.key("val_accuracy").value(e.val_accuracy);
+        w.key("seconds").value(e.seconds).end_object();
+      }
+      w.end_array().end_object();
       return print_out(w.str());
     }
     return print_out("stopped     after epoch " + std::to_string(last) + " of " + std::to_string(o.epochs) + "; " +
@@ -517,9 +572,9 @@ const CommandSpec kQatCommand = {
     "T.onnx from another float model. With --holdout N, N samples of --data pick the weights\n"
     "written: the best epoch's when it beats PTQ on them beyond chance (paired test, one-sided\n"
     "95%), else PTQ's. Writes a standard QDQ model (or QOperator with --format qoperator) and,\n"
-    "with --val, reports the accuracy of the PTQ model and of the written QAT model. A checkpoint\n"
-    "(OUT.onnx.checkpoint) is written after every epoch; --resume continues an interrupted run\n"
-    "with the same options and ends in the same bytes.\n"
+    "with --val, reports the accuracy of the PTQ model and of the written QAT model. Without\n"
+    "--holdout, a checkpoint (OUT.onnx.checkpoint) is written after every epoch; --resume\n"
+    "continues an interrupted run with the same options and files and ends in the same bytes.\n"
     "MODEL is never modified.",
     kOptions,
     run_qat,

@@ -7,8 +7,6 @@
 
 #include <algorithm>
 #include <cstdint>
-
-#include <cstdint>
 #include <vector>
 
 #include "qtk/tensor.h"

@@ -1,7 +1,8 @@
 // Einsum (ONNX opset 12+): the equation grammar (einsum_parse.cpp) and the
 // contraction (einsum.cpp). Semantics follow numpy.einsum, which ONNX's
 // reference uses: implicit output = the '...' dims, then the labels that
-// appear once, in ASCII order (upper case before lower case); a label
+// appear once, in ASCII order (upper case before lower case; ONNX Runtime
+// may order or refuse mixed-case implicit outputs otherwise); a label
 // repeated within a term takes a diagonal (its dims must be equal); a dim of
 // 1 stretches to the other operands' size of its label (letters and '...'
 // dims alike, as in numpy and ONNX Runtime), '...' dims right-aligned;
