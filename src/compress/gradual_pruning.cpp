@@ -52,6 +52,14 @@ Status GradualPruner::start() {
   return remask(cubic_sparsity(0.0, target_.sparsity, 0, ramp_steps_));
 }
 
+Status GradualPruner::resume_at(int64_t step) {
+  step_ = std::max<int64_t>(step, 0);
+  if (target_.method == PruneMethod::kNofM) return remask(target_.sparsity);
+  // after_step updates at multiples of update_every_ and at ramp_steps_.
+  const int64_t last = step_ >= ramp_steps_ ? ramp_steps_ : step_ / update_every_ * update_every_;
+  return remask(cubic_sparsity(0.0, target_.sparsity, last, ramp_steps_));
+}
+
 Status GradualPruner::after_step() {
   ++step_;
   if (target_.method == PruneMethod::kMagnitude && step_ <= ramp_steps_ &&

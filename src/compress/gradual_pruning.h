@@ -29,6 +29,10 @@ class GradualPruner {
 
   // Masks at step 0, applied.
   Status start();
+  // Instead of start() when training resumes after `step` optimizer steps
+  // (a checkpoint): the masks of the last update before it, recomputed from
+  // the checkpoint's weights, whose pruned entries are the zeros.
+  Status resume_at(int64_t step);
   // For train::TrainOptions::after_step.
   Status after_step();
   // The target masks computed from the current weights and applied: the

@@ -680,7 +680,27 @@ if [ -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "$
   json_check "centroid fine-tuning recovers accuracy" "$TMP/out" 'j.steps.length === 3 &&
      j.steps[1].step === "clustered" && j.steps[2].step === "cluster-ft" &&
      j.steps[2].accuracy > j.steps[1].accuracy + 0.02'
+  # The pruning fine-tune stopped mid-ramp and resumed: the same bytes as the straight run.
+  PRUNE_ARGS=(--data fashion-mnist:train --limit 600 --epochs 3 --batch 100 --sparsity 0.5 --threads 1)
+  expect_ok "prune 3 epochs" prune "$MLP" -o "$P/straight.onnx" "${PRUNE_ARGS[@]}" --json
+  [ -e "$P/straight.onnx.checkpoint" ] && fail "prune left its checkpoint after finishing"
+  expect_ok "prune --stop-after 1" prune "$MLP" -o "$P/resumed.onnx" "${PRUNE_ARGS[@]}" --stop-after 1 --json
+  json_check "prune --stop-after reports the checkpoint" "$TMP/out" 'j.stopped_after === 1 &&
+     j.checkpoint.endsWith("resumed.onnx.checkpoint") && !("output" in j)'
+  [ -e "$P/resumed.onnx" ] && fail "prune --stop-after wrote the output model"
+  expect_error "prune: --resume with another sparsity" 1 "another run" prune "$MLP" -o "$P/resumed.onnx" \
+    --data fashion-mnist:train --limit 600 --epochs 3 --batch 100 --sparsity 0.6 --threads 1 --resume
+  expect_error "prune: --stop-after at --epochs" 2 "must be below --epochs" prune "$MLP" -o "$P/x.onnx" \
+    "${PRUNE_ARGS[@]}" --stop-after 3
+  checks=$((checks + 1))
+  run_qtk prune "$MLP" -o "$P/resumed.onnx" "${PRUNE_ARGS[@]}" --resume --json
+  [ "$rc" -eq 0 ] || fail "prune --resume: exit $rc, stderr: $(cat "$TMP/err")"
+  grep -q "resuming from .*after epoch 1" "$TMP/err" || fail "prune --resume does not say where it resumes: $(cat "$TMP/err")"
+  cmp -s "$P/straight.onnx" "$P/resumed.onnx" || fail "stopped and resumed pruning differs from the straight run"
+  [ -e "$P/resumed.onnx.checkpoint" ] && fail "prune left its checkpoint after resuming"
 fi
+expect_error "prune: --stop-after without fine-tuning" 2 "pruning fine-tune" prune "$MLP" -o "$P/y.onnx" \
+  --sparsity 0.5 --stop-after 1
 
 echo "cli_test: $checks checks, $failures failed"
 [ "$failures" -eq 0 ]

@@ -345,6 +345,37 @@ TEST(Prune, MasksSurviveFineTuning) {
   EXPECT_GT(moved, 0);
 }
 
+// resume_at(step): the masks of the last update before `step` (at its
+// sparsity), recomputed from the weights as they stand, whose pruned
+// entries are the zeros; for N:M the pattern of the start.
+TEST(Prune, ResumeAtRecomputesTheMasksOfTheLastUpdate) {
+  ir::Model m = arch("cnn-small");
+  const auto layers = compress::prunable_weights(m.graph);
+  for (const bool n_of_m : {false, true}) {
+    SCOPED_TRACE(n_of_m ? "2:4" : "magnitude");
+    auto graph = train::TrainGraph::create(m);
+    ASSERT_TRUE(graph.ok()) << graph.status().message();
+    MaskOptions o;
+    o.sparsity = 0.5;
+    if (n_of_m) o.method = compress::PruneMethod::kNofM, o.n = 2, o.m = 4;
+    // Ramp over 10 steps, masks updated every 3: after 5 steps the last update was step 3.
+    compress::GradualPruner pruner(*graph, layers, o, 10, 3);
+    ASSERT_TRUE(pruner.start().ok());
+    for (int k = 0; k < 5; ++k) ASSERT_TRUE(pruner.after_step().ok());
+    compress::GradualPruner resumed(*graph, layers, o, 10, 3);
+    ASSERT_TRUE(resumed.resume_at(5).ok());
+    EXPECT_EQ(resumed.steps(), 5);
+    EXPECT_DOUBLE_EQ(resumed.current_sparsity(), pruner.current_sparsity());
+    if (!n_of_m) EXPECT_LT(pruner.current_sparsity(), 0.5);
+    EXPECT_EQ(resumed.masks(), pruner.masks());
+    // Both continue alike: the next update (step 6) at the same sparsity.
+    ASSERT_TRUE(pruner.after_step().ok());
+    ASSERT_TRUE(resumed.after_step().ok());
+    EXPECT_DOUBLE_EQ(resumed.current_sparsity(), pruner.current_sparsity());
+    EXPECT_EQ(resumed.masks(), pruner.masks());
+  }
+}
+
 TEST(Prune, ClusteringLeavesAtMostTwoToTheBitsValues) {
   ir::Model m = arch("cnn-small");
   MaskOptions o;

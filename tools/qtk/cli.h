@@ -77,6 +77,10 @@ Outcome real_option(const ParsedArgs& args, std::string_view name, double lo, do
 // True when a and b name the same file, whether or not b exists yet
 // (symlinks, "./", hard links): outputs must never overwrite inputs.
 bool same_file(const std::string& a, const std::string& b);
+// A file's contents as a fingerprint (FNV-1a 64 and size), for checkpoints
+// to tell whether a model or data file changed at the same path; a spec
+// that names no file (fashion-mnist:train) stands for itself.
+std::string content_key(const std::string& spec);
 // Labelled data for training commands: a known data set (fashion-mnist:train)
 // or FILE.npz; a usage error naming `option` and the known sets otherwise.
 Outcome check_labelled_data_spec(const std::string& option, const std::string& spec);

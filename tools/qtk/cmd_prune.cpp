@@ -25,6 +25,7 @@
 #include "qtk/model.h"
 #include "qtk/session.h"
 #include "runtime/thread_pool.h"
+#include "train/checkpoint.h"
 #include "train/labelled_data.h"
 #include "train/trainer.h"
 
@@ -52,6 +53,10 @@ constexpr OptionSpec kOptions[] = {
     {"--threads", "N", "threads (default: physical cores)"},
     {"--seed", "S", "seed for shuffling (default 0)"},
     {"--json", "", "print one JSON object instead of text"},
+    {"--resume", "", "continue the pruning fine-tune from OUT.onnx.checkpoint (written after every epoch, removed "
+                     "at the end; the pruning before it is redone from the same inputs)"},
+    {"--stop-after", "K", "stop the pruning fine-tune after epoch K (below --epochs), keeping the checkpoint and "
+                          "writing no OUT.onnx (continue later with --resume)"},
     {"--force", "", "overwrite OUT.onnx if it exists"},
 };
 
@@ -60,6 +65,9 @@ struct StepRow {
   compress::ModelSize size;
   double accuracy = -1;
 };
+
+// Checkpoint metadata: the run's options and files (see run_prune).
+constexpr const char* kPruneRunKey = "qtk.prune.run";
 
 Outcome run_prune(const ParsedArgs& args) {
   const std::string& in_path = args.positionals[0];
@@ -113,8 +121,47 @@ Outcome run_prune(const ParsedArgs& args) {
 
   if (same_file(in_path, *out_path)) return Outcome::usage("output " + *out_path + " is the input model; choose another -o");
   std::error_code ec;
-  if (fs::exists(*out_path, ec) && !args.has("--force"))
+  int64_t stop_after = 0;
+  QTK_CLI_RETURN_IF_FAILED(int_option(args, "--stop-after", 1, INT64_MAX, stop_after));
+  if ((args.has("--stop-after") || args.has("--resume")) && !(data_spec && mo.sparsity > 0))
+    return Outcome::usage("--resume and --stop-after apply to the pruning fine-tune (--data and a positive --sparsity)");
+  if (stop_after >= epochs)
+    return Outcome::usage("--stop-after " + std::to_string(stop_after) + " must be below --epochs " +
+                          std::to_string(epochs));
+  // A run stopped early (--stop-after) writes no OUT.onnx.
+  if (fs::exists(*out_path, ec) && !args.has("--force") && stop_after == 0)
     return Outcome::failure(*out_path + " already exists (use --force to overwrite it)");
+  // Checkpoints of the pruning fine-tune, keyed on what shapes it.
+  const std::string checkpoint = *out_path + ".checkpoint";
+  char settings[256];
+  std::snprintf(settings, sizeof settings, " sparsity=%.9g edge=%.9g epochs=%lld lr=%.9g batch=%lld ramp=%.9g seed=%lld",
+                mo.sparsity, mo.edge_sparsity, static_cast<long long>(epochs), lr, static_cast<long long>(batch), ramp,
+                static_cast<long long>(seed));
+  const std::string run_key = "model=" + content_key(in_path) + " data=" + (data_spec ? content_key(*data_spec) : "-") +
+                              " limit=" + std::to_string(limit) + " method=" + method_text + settings;
+  std::optional<train::TrainState> resume_state;
+  Model resume_model;
+  if (args.has("--resume")) {
+    if (!fs::exists(checkpoint, ec))
+      return Outcome::failure("--resume: no checkpoint " + checkpoint + " (it is written after each epoch)");
+    QTK_CLI_ASSIGN_OR_FAIL(resume_model, load_model(checkpoint));
+    std::string key;
+    for (const auto& [k, v] : resume_model.metadata)
+      if (k == kPruneRunKey) key = v;
+    if (key != run_key)
+      return Outcome::failure(checkpoint + (key.empty() ? " is not a qtk prune checkpoint"
+                                                        : " was written by another run ('" + key +
+                                                              "'); resume with the same options and files"));
+    auto state = train::take_train_state(resume_model);
+    if (!state.ok()) return Outcome::failure(state.status().with_context(checkpoint));
+    if (!*state) return Outcome::failure(checkpoint + " holds no training state");
+    if ((*state)->epoch >= epochs || (stop_after > 0 && stop_after <= (*state)->epoch))
+      return Outcome::usage(checkpoint + " ends after epoch " + std::to_string((*state)->epoch) +
+                            ": nothing left to run before --epochs / --stop-after");
+    resume_state = std::move(**state);
+  } else if (fs::exists(checkpoint, ec) && data_spec && mo.sparsity > 0) {
+    print_warning(checkpoint + " (an earlier run's) will be replaced; --resume continues it instead");
+  }
 
   QTK_CLI_ASSIGN_OR_FAIL(Model model, load_model(in_path));
   data::Dataset train_ds, val_ds;
@@ -181,10 +228,13 @@ Outcome run_prune(const ParsedArgs& args) {
   rt::ThreadPool pool(static_cast<int>(threads));
   // Fine-tuning on --data: `hooks` installs the step hooks on the graph
   // made from `model`; `extra` is appended to the live progress line.
+  // With `checkpointed` (the pruning fine-tune), a checkpoint after every
+  // epoch, --resume and --stop-after (`stopped` then says so).
+  bool stopped = false;
   auto fine_tune = [&](int64_t n_epochs, const std::string& step, const std::string& label,
                        const std::function<Status(train::TrainGraph&, train::TrainOptions&)>& hooks,
                        const std::function<std::string()>& extra,
-                       const std::function<Status()>& finish) -> Outcome {
+                       const std::function<Status()>& finish, bool checkpointed) -> Outcome {
     auto graph = train::TrainGraph::create(model);
     if (!graph.ok()) return Outcome::failure(graph.status().with_context(in_path));
     train::TrainOptions o;
@@ -193,6 +243,23 @@ Outcome run_prune(const ParsedArgs& args) {
     o.lr = static_cast<float>(lr);
     o.seed = static_cast<uint64_t>(seed);
     o.pool = &pool;
+    if (checkpointed) {
+      if (resume_state) {  // before the hooks: the pruner recomputes its masks from these weights
+        if (Status s = train::restore_weights(*graph, resume_model); !s.ok())
+          return Outcome::failure(s.with_context(checkpoint));
+        resume_model = Model();
+        o.resume = &*resume_state;
+        std::fprintf(stderr, "resuming from %s after epoch %lld\n", checkpoint.c_str(),
+                     static_cast<long long>(resume_state->epoch));
+      }
+      o.stop_after_epoch = stop_after;
+      o.on_checkpoint = [&](const train::TrainState& state) {
+        ir::Model ck = train::checkpoint_model(*graph, state);
+        ck.metadata.push_back({kPruneRunKey, run_key});
+        const Status saved = save_model(ck, checkpoint);
+        if (!saved.ok()) print_warning("could not write checkpoint: " + saved.message());
+      };
+    }
     if (Status s = hooks(*graph, o); !s.ok()) return Outcome::failure(s.with_context(in_path));
     TrainProgress progress(label, n_epochs, tty);
     o.progress = [&](int64_t epoch, int64_t done, int64_t total, double loss, double acc) {
@@ -203,6 +270,10 @@ Outcome run_prune(const ParsedArgs& args) {
     };
     auto report = train::train_classifier(*graph, train_ds, nullptr, o);
     if (!report.ok()) return Outcome::failure(report.status().with_context(in_path));
+    if (!report->diverged && !report->epochs.empty() && report->epochs.back().epoch < n_epochs) {
+      stopped = true;  // --stop-after: the checkpoint holds the run
+      return Outcome::ok();
+    }
     if (Status s = finish(); !s.ok()) return Outcome::failure(s);
     if (report->diverged) notes.push_back(report->divergence);
     model = graph->to_model();
@@ -217,7 +288,7 @@ Outcome run_prune(const ParsedArgs& args) {
       if (mo.method == compress::PruneMethod::kChannels) return Status::Ok();
       pruner.emplace(g, layers, mo, ramp_steps, std::max<int64_t>(1, ramp_steps / 50));
       o.after_step = [&] { return pruner->after_step(); };
-      return pruner->start();
+      return resume_state ? pruner->resume_at(resume_state->step) : pruner->start();
     };
     auto extra = [&] {
       char sparsity[40];
@@ -225,7 +296,18 @@ Outcome run_prune(const ParsedArgs& args) {
       return std::string(sparsity);
     };
     auto finish = [&] { return pruner ? pruner->finish() : Status::Ok(); };
-    QTK_CLI_RETURN_IF_FAILED(fine_tune(epochs, "fine-tuned", "fine-tune epoch", hooks, extra, finish));
+    QTK_CLI_RETURN_IF_FAILED(fine_tune(epochs, "fine-tuned", "fine-tune epoch", hooks, extra, finish, true));
+    if (stopped) {
+      if (args.has("--json")) {
+        JsonWriter w;
+        w.begin_object().key("model").value(in_path).key("stopped_after").value(stop_after).key("checkpoint").value(
+            checkpoint);
+        w.end_object();
+        return print_out(w.str());
+      }
+      return print_out("stopped     after epoch " + std::to_string(stop_after) + " of " + std::to_string(epochs) +
+                       "; " + checkpoint + " holds the run (continue with --resume)\n");
+    }
   }
   if (bits > 0) {
     compress::ClusterOptions co;
@@ -246,10 +328,11 @@ Outcome run_prune(const ParsedArgs& args) {
       };
       QTK_CLI_RETURN_IF_FAILED(fine_tune(
           cluster_epochs, "cluster-ft", "centroid epoch", hooks, [] { return std::string(); },
-          [] { return Status::Ok(); }));
+          [] { return Status::Ok(); }, false));
     }
   }
   if (Status s = save_model(model, *out_path); !s.ok()) return Outcome::failure(s);
+  fs::remove(checkpoint, ec);
 
   if (args.has("--json")) {
     JsonWriter w;

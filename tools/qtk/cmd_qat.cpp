@@ -9,7 +9,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <optional>
 #include <tuple>
@@ -117,26 +116,6 @@ std::pair<data::Dataset, data::Dataset> split_off(const data::Dataset& ds, int64
 // Checkpoint metadata: what shapes the run, so --resume refuses a
 // checkpoint of another model, scheme, data or schedule.
 constexpr const char* kRunKey = "qtk.qat.run";
-
-// A file's contents as a fingerprint (FNV-1a 64 and size), so a model or
-// data file replaced at the same path does not pass; a spec that names no
-// file (fashion-mnist:train) stands for itself.
-std::string content_key(const std::string& spec) {
-  std::error_code ec;
-  if (!fs::is_regular_file(spec, ec)) return spec;
-  std::ifstream f(spec, std::ios::binary);
-  uint64_t h = 1469598103934665603ull, n = 0;
-  std::vector<char> buf(1 << 16);
-  while (f) {
-    f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    const auto got = static_cast<size_t>(f.gcount());
-    for (size_t i = 0; i < got; ++i) h = (h ^ static_cast<unsigned char>(buf[i])) * 1099511628211ull;
-    n += got;
-  }
-  char out[48];
-  std::snprintf(out, sizeof out, "%016llx:%llu", static_cast<unsigned long long>(h), static_cast<unsigned long long>(n));
-  return out;
-}
 
 // The scheme options as given (their effect on PTQ has no other summary
 // here), everything else by its effective value, so `--lr 0.001` matches the

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <vector>
 
 #include "cli.h"
 #include "data/dataset.h"
@@ -134,6 +136,23 @@ Outcome real_option(const ParsedArgs& args, std::string_view name, double lo, do
   }
   value = v;
   return Outcome::ok();
+}
+
+std::string content_key(const std::string& spec) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(spec, ec)) return spec;
+  std::ifstream f(spec, std::ios::binary);
+  uint64_t h = 1469598103934665603ull, n = 0;
+  std::vector<char> buf(1 << 16);
+  while (f) {
+    f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const auto got = static_cast<size_t>(f.gcount());
+    for (size_t i = 0; i < got; ++i) h = (h ^ static_cast<unsigned char>(buf[i])) * 1099511628211ull;
+    n += got;
+  }
+  char out[48];
+  std::snprintf(out, sizeof out, "%016llx:%llu", static_cast<unsigned long long>(h), static_cast<unsigned long long>(n));
+  return out;
 }
 
 bool same_file(const std::string& a, const std::string& b) {
