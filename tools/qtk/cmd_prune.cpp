@@ -128,17 +128,19 @@ Outcome run_prune(const ParsedArgs& args) {
   if (stop_after >= epochs)
     return Outcome::usage("--stop-after " + std::to_string(stop_after) + " must be below --epochs " +
                           std::to_string(epochs));
-  // A run stopped early (--stop-after) writes no OUT.onnx.
-  if (fs::exists(*out_path, ec) && !args.has("--force") && stop_after == 0)
+  // (Also with --stop-after: the run it begins ends by writing OUT.onnx.)
+  if (fs::exists(*out_path, ec) && !args.has("--force"))
     return Outcome::failure(*out_path + " already exists (use --force to overwrite it)");
   // Checkpoints of the pruning fine-tune, keyed on what shapes it.
   const std::string checkpoint = *out_path + ".checkpoint";
+  const bool checkpointed = data_spec && mo.sparsity > 0;  // only the pruning fine-tune keeps one
   char settings[256];
   std::snprintf(settings, sizeof settings, " sparsity=%.9g edge=%.9g epochs=%lld lr=%.9g batch=%lld ramp=%.9g seed=%lld",
                 mo.sparsity, mo.edge_sparsity, static_cast<long long>(epochs), lr, static_cast<long long>(batch), ramp,
                 static_cast<long long>(seed));
-  const std::string run_key = "model=" + content_key(in_path) + " data=" + (data_spec ? content_key(*data_spec) : "-") +
-                              " limit=" + std::to_string(limit) + " method=" + method_text + settings;
+  const std::string run_key = !checkpointed ? std::string()
+                                            : "model=" + content_key(in_path) + " data=" + content_key(*data_spec) +
+                                                  " limit=" + std::to_string(limit) + " method=" + method_text + settings;
   std::optional<train::TrainState> resume_state;
   Model resume_model;
   if (args.has("--resume")) {
@@ -159,7 +161,7 @@ Outcome run_prune(const ParsedArgs& args) {
       return Outcome::usage(checkpoint + " ends after epoch " + std::to_string((*state)->epoch) +
                             ": nothing left to run before --epochs / --stop-after");
     resume_state = std::move(**state);
-  } else if (fs::exists(checkpoint, ec) && data_spec && mo.sparsity > 0) {
+  } else if (checkpointed && fs::exists(checkpoint, ec)) {
     print_warning(checkpoint + " (an earlier run's) will be replaced; --resume continues it instead");
   }
 
@@ -228,13 +230,13 @@ Outcome run_prune(const ParsedArgs& args) {
   rt::ThreadPool pool(static_cast<int>(threads));
   // Fine-tuning on --data: `hooks` installs the step hooks on the graph
   // made from `model`; `extra` is appended to the live progress line.
-  // With `checkpointed` (the pruning fine-tune), a checkpoint after every
+  // With `with_checkpoints` (the pruning fine-tune), a checkpoint after every
   // epoch, --resume and --stop-after (`stopped` then says so).
   bool stopped = false;
   auto fine_tune = [&](int64_t n_epochs, const std::string& step, const std::string& label,
                        const std::function<Status(train::TrainGraph&, train::TrainOptions&)>& hooks,
                        const std::function<std::string()>& extra,
-                       const std::function<Status()>& finish, bool checkpointed) -> Outcome {
+                       const std::function<Status()>& finish, bool with_checkpoints) -> Outcome {
     auto graph = train::TrainGraph::create(model);
     if (!graph.ok()) return Outcome::failure(graph.status().with_context(in_path));
     train::TrainOptions o;
@@ -243,7 +245,7 @@ Outcome run_prune(const ParsedArgs& args) {
     o.lr = static_cast<float>(lr);
     o.seed = static_cast<uint64_t>(seed);
     o.pool = &pool;
-    if (checkpointed) {
+    if (with_checkpoints) {
       if (resume_state) {  // before the hooks: the pruner recomputes its masks from these weights
         if (Status s = train::restore_weights(*graph, resume_model); !s.ok())
           return Outcome::failure(s.with_context(checkpoint));
@@ -253,7 +255,10 @@ Outcome run_prune(const ParsedArgs& args) {
                      static_cast<long long>(resume_state->epoch));
       }
       o.stop_after_epoch = stop_after;
-      o.on_checkpoint = [&](const train::TrainState& state) {
+      o.on_checkpoint = [&, n_epochs](const train::TrainState& state) {
+        // None after the last epoch: if what follows fails, the previous
+        // epoch's stays, which --resume can continue.
+        if (state.epoch >= n_epochs) return;
         ir::Model ck = train::checkpoint_model(*graph, state);
         ck.metadata.push_back({kPruneRunKey, run_key});
         const Status saved = save_model(ck, checkpoint);
@@ -332,7 +337,7 @@ Outcome run_prune(const ParsedArgs& args) {
     }
   }
   if (Status s = save_model(model, *out_path); !s.ok()) return Outcome::failure(s);
-  fs::remove(checkpoint, ec);
+  if (checkpointed) fs::remove(checkpoint, ec);  // another command's at this path stays
 
   if (args.has("--json")) {
     JsonWriter w;

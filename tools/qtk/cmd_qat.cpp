@@ -238,8 +238,8 @@ Outcome run_qat(const ParsedArgs& args) {
   if (same_file(in_path, *out_path))
     return Outcome::usage("refusing to write the trained model over its input " + in_path);
   std::error_code ec;
-  // A run stopped early (--stop-after) writes no OUT.onnx.
-  if (fs::exists(*out_path, ec) && !args.has("--force") && !args.has("--stop-after"))
+  // (Also with --stop-after: the run it begins ends by writing OUT.onnx.)
+  if (fs::exists(*out_path, ec) && !args.has("--force"))
     return Outcome::failure(*out_path + " already exists (use --force to overwrite it)");
 
   const std::string checkpoint = *out_path + ".checkpoint";
@@ -411,6 +411,9 @@ Outcome run_qat(const ParsedArgs& args) {
   if (holdout > 0) ptq_weights = graph->snapshot();
   // No checkpoints with held-out selection: such a run cannot be resumed.
   if (holdout == 0) o.on_checkpoint = [&](const train::TrainState& state) {
+    // None after the last epoch: if the export fails, the previous epoch's
+    // stays, which --resume can continue.
+    if (state.epoch >= o.epochs) return;
     ir::Model ck = train::checkpoint_model(*graph, state);
     ck.metadata.push_back({kRunKey, run_key});
     const Status saved = save_model(ck, checkpoint);
