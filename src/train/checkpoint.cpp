@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <filesystem>
 
 #include "qtk/model.h"
 
@@ -45,8 +46,38 @@ ir::Model checkpoint_model(const TrainGraph& graph, const TrainState& state) {
   return m;
 }
 
-Status save_checkpoint(const TrainGraph& graph, const TrainState& state, const std::string& path) {
-  return save_model(checkpoint_model(graph, state), path);
+Status save_checkpoint(const TrainGraph& graph, const TrainState& state, const std::string& path,
+                       const std::pair<std::string, std::string>& run_key) {
+  ir::Model m = checkpoint_model(graph, state);
+  if (!run_key.first.empty()) m.metadata.push_back(run_key);
+  return save_model(m, path);
+}
+
+Expected<ResumeCheckpoint> load_resume_checkpoint(const std::string& path, const std::string& command,
+                                                  const std::pair<std::string, std::string>& run_key, int64_t epochs,
+                                                  int64_t stop_after) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec))
+    return not_found("--resume: no checkpoint " + path + " (it is written after each epoch)");
+  QTK_ASSIGN_OR_RETURN(ir::Model m, load_model(path));
+  std::string key;
+  for (const auto& [k, v] : m.metadata)
+    if (k == run_key.first) key = v;
+  if (key.empty()) return invalid_argument(path + " is not a " + command + " checkpoint");
+  if (key != run_key.second)
+    return invalid_argument(path + " was written by another run ('" + key +
+                            "'); resume with the same options and files");
+  auto state = take_train_state(m);
+  if (!state.ok()) return state.status().with_context(path);
+  if (!*state) return invalid_argument(path + " holds no training state");
+  const int64_t done = (*state)->epoch;
+  if (done >= epochs)
+    return invalid_argument(path + " already holds " + std::to_string(done) + " epochs of the " +
+                            std::to_string(epochs) + " asked for");
+  if (stop_after > 0 && stop_after <= done)
+    return invalid_argument("--stop-after " + std::to_string(stop_after) + " is not after epoch " +
+                            std::to_string(done) + ", where " + path + " ends");
+  return ResumeCheckpoint{std::move(m), std::move(**state)};
 }
 
 Expected<std::optional<TrainState>> take_train_state(ir::Model& model) {

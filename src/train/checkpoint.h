@@ -10,6 +10,7 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "ir/graph.h"
 #include "qtk/status.h"
@@ -20,8 +21,24 @@ namespace qtk::train {
 
 // The graph's model with `state` attached.
 ir::Model checkpoint_model(const TrainGraph& graph, const TrainState& state);
-// checkpoint_model written to `path` (atomically).
-Status save_checkpoint(const TrainGraph& graph, const TrainState& state, const std::string& path);
+// checkpoint_model written to `path` (atomically), with `run_key` (when
+// given) as metadata `run_key->first`: what shaped the run, so a resume can
+// refuse a checkpoint of another one.
+Status save_checkpoint(const TrainGraph& graph, const TrainState& state, const std::string& path,
+                       const std::pair<std::string, std::string>& run_key = {});
+
+// A checkpoint to resume from: its model (weights for restore_weights) and
+// state. load_resume_checkpoint refuses, naming the reason, a missing file,
+// one whose metadata `key_name` is not `run_key` (written by `command` with
+// other options or files), one without training state, and one with no
+// epoch left before `epochs` or `stop_after` (0: none).
+struct ResumeCheckpoint {
+  ir::Model model;
+  TrainState state;
+};
+Expected<ResumeCheckpoint> load_resume_checkpoint(const std::string& path, const std::string& command,
+                                                  const std::pair<std::string, std::string>& run_key, int64_t epochs,
+                                                  int64_t stop_after);
 
 // Removes the training state from a loaded checkpoint and returns it;
 // nullopt when the model holds none (an error when it holds a partial or

@@ -10,6 +10,8 @@
 #include <filesystem>
 #include <random>
 
+#include <unistd.h>
+
 #include "qtk/model.h"
 #include "train/arch.h"
 #include "train/checkpoint.h"
@@ -284,6 +286,35 @@ TEST(TrainCheckpoint, RestoreWeightsIntoARebuiltGraph) {
   const Status lacks = restore_weights(*rebuilt, missing);
   ASSERT_FALSE(lacks.ok());
   EXPECT_NE(lacks.message().find("lacks the parameter '" + first + "'"), std::string::npos) << lacks.message();
+}
+
+// load_resume_checkpoint: the run key and the epochs left decide; each
+// refusal says why.
+TEST(TrainCheckpoint, ResumeCheckpointMustBeThisRunsWithAnEpochLeft) {
+  auto m = build_architecture("mlp:6,16,3", 1);
+  auto tg = TrainGraph::create(*m);
+  ASSERT_TRUE(tg.ok());
+  TrainState s;
+  s.epoch = 2;
+  s.step = 8;
+  const fs::path file = fs::temp_directory_path() / ("qtk_resume_ck_" + std::to_string(::getpid()) + ".onnx");
+  ASSERT_TRUE(save_checkpoint(*tg, s, file.string(), {"test.run", "a b"}).ok());
+  auto ok = load_resume_checkpoint(file.string(), "test", {"test.run", "a b"}, 3, 0);
+  ASSERT_TRUE(ok.ok()) << ok.status().message();
+  EXPECT_EQ(ok->state.epoch, 2);
+  EXPECT_EQ(ok->state.step, 8);
+  EXPECT_TRUE(restore_weights(*tg, ok->model).ok());
+  auto why = [&](const std::string& key_name, const std::string& key, int64_t epochs, int64_t stop_after) {
+    auto r = load_resume_checkpoint(file.string(), "test", {key_name, key}, epochs, stop_after);
+    return r.ok() ? std::string("accepted") : r.status().message();
+  };
+  EXPECT_NE(why("test.run", "a c", 3, 0).find("another run ('a b')"), std::string::npos);
+  EXPECT_NE(why("other.run", "a b", 3, 0).find("is not a test checkpoint"), std::string::npos);
+  EXPECT_NE(why("test.run", "a b", 2, 0).find("already holds 2 epochs of the 2"), std::string::npos);
+  EXPECT_NE(why("test.run", "a b", 5, 2).find("--stop-after 2 is not after epoch 2"), std::string::npos);
+  EXPECT_EQ(why("test.run", "a b", 5, 3), "accepted");
+  fs::remove(file);
+  EXPECT_NE(why("test.run", "a b", 3, 0).find("no checkpoint"), std::string::npos);
 }
 
 TEST(TrainCheckpoint, ResumeWithAnotherBatchSizeOrOptimizerIsAnError) {

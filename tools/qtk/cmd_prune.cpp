@@ -141,26 +141,10 @@ Outcome run_prune(const ParsedArgs& args) {
   const std::string run_key = !checkpointed ? std::string()
                                             : "model=" + content_key(in_path) + " data=" + content_key(*data_spec) +
                                                   " limit=" + std::to_string(limit) + " method=" + method_text + settings;
-  std::optional<train::TrainState> resume_state;
-  Model resume_model;
+  std::optional<train::ResumeCheckpoint> resume;
   if (args.has("--resume")) {
-    if (!fs::exists(checkpoint, ec))
-      return Outcome::failure("--resume: no checkpoint " + checkpoint + " (it is written after each epoch)");
-    QTK_CLI_ASSIGN_OR_FAIL(resume_model, load_model(checkpoint));
-    std::string key;
-    for (const auto& [k, v] : resume_model.metadata)
-      if (k == kPruneRunKey) key = v;
-    if (key != run_key)
-      return Outcome::failure(checkpoint + (key.empty() ? " is not a qtk prune checkpoint"
-                                                        : " was written by another run ('" + key +
-                                                              "'); resume with the same options and files"));
-    auto state = train::take_train_state(resume_model);
-    if (!state.ok()) return Outcome::failure(state.status().with_context(checkpoint));
-    if (!*state) return Outcome::failure(checkpoint + " holds no training state");
-    if ((*state)->epoch >= epochs || (stop_after > 0 && stop_after <= (*state)->epoch))
-      return Outcome::usage(checkpoint + " ends after epoch " + std::to_string((*state)->epoch) +
-                            ": nothing left to run before --epochs / --stop-after");
-    resume_state = std::move(**state);
+    QTK_CLI_ASSIGN_OR_FAIL(resume,
+                           train::load_resume_checkpoint(checkpoint, "qtk prune", {kPruneRunKey, run_key}, epochs, stop_after));
   } else if (checkpointed && fs::exists(checkpoint, ec)) {
     print_warning(checkpoint + " (an earlier run's) will be replaced; --resume continues it instead");
   }
@@ -246,22 +230,20 @@ Outcome run_prune(const ParsedArgs& args) {
     o.seed = static_cast<uint64_t>(seed);
     o.pool = &pool;
     if (with_checkpoints) {
-      if (resume_state) {  // before the hooks: the pruner recomputes its masks from these weights
-        if (Status s = train::restore_weights(*graph, resume_model); !s.ok())
+      if (resume) {  // before the hooks: the pruner recomputes its masks from these weights
+        if (Status s = train::restore_weights(*graph, resume->model); !s.ok())
           return Outcome::failure(s.with_context(checkpoint));
-        resume_model = Model();
-        o.resume = &*resume_state;
+        resume->model = Model();
+        o.resume = &resume->state;
         std::fprintf(stderr, "resuming from %s after epoch %lld\n", checkpoint.c_str(),
-                     static_cast<long long>(resume_state->epoch));
+                     static_cast<long long>(resume->state.epoch));
       }
       o.stop_after_epoch = stop_after;
       o.on_checkpoint = [&, n_epochs](const train::TrainState& state) {
         // None after the last epoch: if what follows fails, the previous
         // epoch's stays, which --resume can continue.
         if (state.epoch >= n_epochs) return;
-        ir::Model ck = train::checkpoint_model(*graph, state);
-        ck.metadata.push_back({kPruneRunKey, run_key});
-        const Status saved = save_model(ck, checkpoint);
+        const Status saved = train::save_checkpoint(*graph, state, checkpoint, {kPruneRunKey, run_key});
         if (!saved.ok()) print_warning("could not write checkpoint: " + saved.message());
       };
     }
@@ -293,7 +275,7 @@ Outcome run_prune(const ParsedArgs& args) {
       if (mo.method == compress::PruneMethod::kChannels) return Status::Ok();
       pruner.emplace(g, layers, mo, ramp_steps, std::max<int64_t>(1, ramp_steps / 50));
       o.after_step = [&] { return pruner->after_step(); };
-      return resume_state ? pruner->resume_at(resume_state->step) : pruner->start();
+      return resume ? pruner->resume_at(resume->state.step) : pruner->start();
     };
     auto extra = [&] {
       char sparsity[40];

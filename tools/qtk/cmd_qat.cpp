@@ -133,36 +133,6 @@ std::string run_signature(const ParsedArgs& args, const std::vector<std::pair<st
   return key;
 }
 
-// An interrupted run's checkpoint, checked against this run's options
-// before PTQ is redone: its model (whose weights go into the rebuilt
-// training graph) and its optimizer and schedule state.
-struct Resume {
-  Model checkpoint;
-  train::TrainState state;
-};
-Expected<Resume> load_resume(const std::string& checkpoint, const std::string& run_key, const train::TrainOptions& o) {
-  std::error_code ec;
-  if (!fs::exists(checkpoint, ec))
-    return not_found("--resume: no checkpoint " + checkpoint + " (it is written after each epoch)");
-  QTK_ASSIGN_OR_RETURN(Model ck, load_model(checkpoint));
-  std::string key;
-  for (const auto& [k, v] : ck.metadata)
-    if (k == kRunKey) key = v;
-  if (key.empty()) return invalid_argument(checkpoint + " is not a qtk qat checkpoint");
-  if (key != run_key)
-    return invalid_argument(checkpoint + " was written by another run ('" + key + "'); resume with the same options");
-  auto state = train::take_train_state(ck);
-  if (!state.ok()) return state.status().with_context(checkpoint);
-  if (!*state) return invalid_argument(checkpoint + " holds no training state");
-  if ((*state)->epoch >= o.epochs)
-    return invalid_argument(checkpoint + " already holds " + std::to_string((*state)->epoch) + " epochs of the " +
-                            std::to_string(o.epochs) + " asked for");
-  if (o.stop_after_epoch > 0 && o.stop_after_epoch <= (*state)->epoch)
-    return invalid_argument("--stop-after " + std::to_string(o.stop_after_epoch) + " is not after epoch " +
-                            std::to_string((*state)->epoch) + ", where " + checkpoint + " ends");
-  return Resume{std::move(ck), std::move(**state)};
-}
-
 Outcome run_qat(const ParsedArgs& args) {
   const std::string& in_path = args.positionals[0];
   const std::string* spec = args.get("--data");
@@ -257,9 +227,11 @@ Outcome run_qat(const ParsedArgs& args) {
              {"scale-lr", number(scale_lr)}, {"seed", std::to_string(seed)}, {"weights", st.weights},
              {"granularity", st.granularity}, {"activations", st.activations}, {"method", st.method},
              {"calibrate", st.calibrate}, {"symmetric", st.weight_symmetric ? "1" : "0"}});
-  std::optional<Resume> resume;
+  // Checked before PTQ is redone; the weights go into the rebuilt training graph.
+  std::optional<train::ResumeCheckpoint> resume;
   if (args.has("--resume")) {
-    QTK_CLI_ASSIGN_OR_FAIL(resume, load_resume(checkpoint, run_key, o));
+    QTK_CLI_ASSIGN_OR_FAIL(
+        resume, train::load_resume_checkpoint(checkpoint, "qtk qat", {kRunKey, run_key}, o.epochs, o.stop_after_epoch));
   } else if (holdout == 0 && fs::exists(checkpoint, ec)) {
     print_warning(checkpoint + " (an earlier run's) will be replaced; --resume continues it instead");
   }
@@ -317,9 +289,9 @@ Outcome run_qat(const ParsedArgs& args) {
   auto graph = train::TrainGraph::create(qat->model);
   if (!graph.ok()) return Outcome::failure(graph.status().with_context("preparing QAT"));
   if (resume) {
-    if (Status s = train::restore_weights(*graph, resume->checkpoint); !s.ok())
+    if (Status s = train::restore_weights(*graph, resume->model); !s.ok())
       return Outcome::failure(s.with_context(checkpoint));
-    resume->checkpoint = Model();  // the weights are in the graph now
+    resume->model = Model();  // the weights are in the graph now
     o.resume = &resume->state;
     std::fprintf(stderr, "resuming from %s after epoch %lld\n", checkpoint.c_str(),
                  static_cast<long long>(resume->state.epoch));
@@ -414,9 +386,7 @@ Outcome run_qat(const ParsedArgs& args) {
     // None after the last epoch: if the export fails, the previous epoch's
     // stays, which --resume can continue.
     if (state.epoch >= o.epochs) return;
-    ir::Model ck = train::checkpoint_model(*graph, state);
-    ck.metadata.push_back({kRunKey, run_key});
-    const Status saved = save_model(ck, checkpoint);
+    const Status saved = train::save_checkpoint(*graph, state, checkpoint, {kRunKey, run_key});
     if (!saved.ok()) print_warning("could not write checkpoint: " + saved.message());
   };
   auto report = train::train_classifier(*graph, train_ds, epoch_val, o);
