@@ -407,7 +407,8 @@ TEST(Qconv, BothPathsMatchPlainLoop) {
     const bool symmetric = single_channel || rng() % 2;
     for (auto& z : w_zp) z = symmetric ? (w_signed ? 0 : 128) : random_zp(w_signed, rng);
     // Half the time the codes outlive the packing (as in a session): the
-    // int16-pair layout is then packed on first use, on a VNNI CPU.
+    // 8-bit tiles of the AVX2 and scalar tiers are then packed on first
+    // use, on a VNNI CPU.
     QconvWeights packed;
     auto owned = std::make_shared<const std::vector<uint8_t>>(w);
     const bool deferred_pairs = rng() % 2;

@@ -164,6 +164,24 @@ void qgemm_epilogue_scalar(const int32_t* acc, int mr, int nr, int64_t m0, int64
   }
 }
 
+void qgemm_expand_a_scalar(const QgemmNarrowA& a, int64_t t0, int64_t t1, int32_t* out) {
+  const int64_t len = a.kpairs * 2 * kQgemmMR;  // bytes of a tile, int16 of its expansion
+  auto* dst = reinterpret_cast<uint16_t*>(out);
+  for (int64_t t = t0; t < t1; ++t) {
+    const uint8_t* src = a.tile(t);
+    const int32_t* zp = a.zero_points.data() + t * kQgemmMR;
+    uint16_t* d = dst + (t - t0) * len;
+    for (int64_t j = 0; j < len; ++j) {
+      const int32_t v = a.is_signed ? static_cast<int8_t>(src[j]) : src[j];
+      d[j] = static_cast<uint16_t>(v - zp[(j / 2) % kQgemmMR]);
+    }
+  }
+}
+
+QgemmExpandA qgemm_expand_a(QgemmPath resolved) {
+  return resolved == QgemmPath::kScalar ? qgemm_expand_a_scalar : qgemm_expand_a_avx2;
+}
+
 QgemmUkernel qgemm_ukernel(QgemmPath resolved) {
   return resolved == QgemmPath::kScalar ? qgemm_ukernel_scalar : qgemm_ukernel_avx2;
 }
@@ -215,14 +233,25 @@ void qgemm_pack_b(const QgemmCodes& b, int64_t k, int64_t n, const std::vector<i
     out.zero_points[static_cast<size_t>(j)] = zero_points[zero_points.size() > 1 ? j : 0];
     out.any_zero_point = out.any_zero_point || out.zero_points[static_cast<size_t>(j)] != 0;
   }
-  // The layout the best tier reads, now (prepare time).
-  if (qgemm_resolve_path(QgemmPath::kAuto) == QgemmPath::kAvx512Vnni) {
-    out.consumable = consumable;
-    out.quads();
-    out.consumable = nullptr;
-  } else {
-    out.pairs();
+  // The layout the automatic tier reads, now (prepare time).
+  switch (qgemm_resolve_path(QgemmPath::kAuto)) {
+    case QgemmPath::kAvx512Vnni:
+      out.consumable = consumable;
+      out.quads();
+      out.consumable = nullptr;
+      break;
+    case QgemmPath::kAvx2:
+      out.consumable = consumable;
+      out.narrow();
+      out.consumable = nullptr;
+      break;
+    default: out.pairs(); break;
   }
+}
+
+uint64_t QgemmPackedB::narrow_bytes() const {
+  return static_cast<uint64_t>(std::max<int64_t>(panels * kpairs * 2 * kQgemmNR, 1)) +
+         zero_points.size() * sizeof(int32_t);
 }
 
 const int16_t* QgemmPackedB::pairs() const {
@@ -245,7 +274,11 @@ const uint8_t* QgemmPackedB::narrow() const {
     const int64_t panel_len = kpairs * 2 * kQgemmNR, len = std::max<int64_t>(panels * panel_len, 1);
     uint8_t* dst = lazy->narrow.get(len);
     std::memset(dst, 0, static_cast<size_t>(len));
+    // Column col is a contiguous row of the source (B given transposed):
+    // the panels done so far are the source's first bytes (as in quads()).
+    const bool consume = consumable != nullptr && source.stride_i == 1 && source.stride_j == k;
     for (int64_t col = 0; col < n; ++col) {
+      if (consume && col > 0 && col % kQgemmNR == 0) core::discard_pages(consumable, static_cast<size_t>(col * k));
       // Past k: zeros (A is zero there too).
       uint8_t* d = dst + (col / kQgemmNR) * panel_len + 2 * (col % kQgemmNR);
       for (int64_t kk = 0; kk < k; ++kk)
@@ -253,6 +286,18 @@ const uint8_t* QgemmPackedB::narrow() const {
     }
   });
   return lazy->narrow.data();
+}
+
+void qgemm_unpack_narrow_b(const QgemmPackedB& b, bool transposed, void* out) {
+  // Column j in panel j / NR at byte 2 * (j % NR), k in pairs of 2 rows.
+  const uint8_t* codes = b.narrow();
+  const int64_t panel_len = b.kpairs * 2 * kQgemmNR;
+  auto* dst = static_cast<uint8_t*>(out);
+  for (int64_t j = 0; j < b.n; ++j) {
+    const uint8_t* col = codes + (j / kQgemmNR) * panel_len + 2 * (j % kQgemmNR);
+    for (int64_t kk = 0; kk < b.k; ++kk)
+      dst[transposed ? j * b.k + kk : kk * b.n + j] = col[(kk / 2) * 2 * kQgemmNR + kk % 2];
+  }
 }
 
 const QgemmQuadB& QgemmPackedB::quads() const {
@@ -312,6 +357,47 @@ void qgemm_pack_a(const QgemmCodes& a, int64_t m, int64_t k, const std::vector<i
   for (int64_t t = 0; t < out.tiles; ++t)
     detail::qgemm_pack_a_tile(a, t * kQgemmMR, static_cast<int>(std::min<int64_t>(kQgemmMR, m - t * kQgemmMR)), k,
                               zero_points.data(), zero_points.size() > 1, dst + t * out.kpairs * kQgemmMR);
+}
+
+void qgemm_pack_narrow_a(const QgemmCodes& a, int64_t m, int64_t k, const std::vector<int32_t>& zero_points,
+                         QgemmNarrowA& out) {
+  out.m = m;
+  out.k = k;
+  out.kpairs = qgemm_kpairs(k);
+  out.tiles = (m + kQgemmMR - 1) / kQgemmMR;
+  out.is_signed = a.is_signed;
+  const int64_t len = out.kpairs * 2 * kQgemmMR, bytes = out.tiles * len + kQgemmExpandSlack;
+  uint8_t* dst = out.codes.get(bytes);
+  std::memset(dst, 0, static_cast<size_t>(bytes));
+  out.zero_points.assign(static_cast<size_t>(out.tiles * kQgemmMR), 0);
+  out.any_zero_point = false;
+  const int32_t lo = a.is_signed ? -128 : 0, hi = a.is_signed ? 127 : 255;
+  for (int64_t i = 0; i < m; ++i) {
+    const int32_t z = zero_points[zero_points.size() > 1 ? static_cast<size_t>(i) : 0];
+    if (z < lo || z > hi) {  // the pad byte could not hold it
+      std::fprintf(stderr, "qtk: internal error: zero point %d is no %s code\n", z, a.is_signed ? "int8" : "uint8");
+      std::abort();
+    }
+    out.zero_points[static_cast<size_t>(i)] = z;
+    out.any_zero_point = out.any_zero_point || z != 0;
+    uint8_t* row = dst + (i / kQgemmMR) * len + 2 * (i % kQgemmMR);
+    for (int64_t j = 0; j < k; ++j) row[(j / 2) * 2 * kQgemmMR + j % 2] = static_cast<uint8_t>(a.at(i, j));
+    if (k % 2) row[(k / 2) * 2 * kQgemmMR + 1] = static_cast<uint8_t>(z);  // expands to z - z = 0
+  }
+}
+
+void qgemm_unpack_narrow_a(const QgemmNarrowA& a, void* out) {
+  const int64_t len = a.kpairs * 2 * kQgemmMR;
+  auto* dst = static_cast<uint8_t*>(out);
+  for (int64_t i = 0; i < a.m; ++i) {
+    const uint8_t* row = a.codes.data() + (i / kQgemmMR) * len + 2 * (i % kQgemmMR);
+    for (int64_t j = 0; j < a.k; ++j) dst[i * a.k + j] = row[(j / 2) * 2 * kQgemmMR + j % 2];
+  }
+}
+
+uint64_t QgemmNarrowA::bytes() const {
+  return static_cast<uint64_t>(tiles * kpairs * 2 * kQgemmMR + kQgemmExpandSlack) +
+         zero_points.size() * sizeof(int32_t);
 }
 
 QgemmRequantChannel qgemm_requant_channel(const QgemmRequant& r, int64_t c) {
@@ -410,14 +496,17 @@ void qgemm(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const QgemmPack
   const detail::QgemmGrid grid = detail::qgemm_choose_grid(tiles, b.panels, threads);
   const int64_t block_tiles = std::max<int64_t>(1, kABlockBytes / std::max<int64_t>(tile_len * 4, 1));
 
-  // Few rows: read B's 8-bit copy (half the bytes; B-bandwidth bound).
-  const uint8_t* narrow = resolved == QgemmPath::kAvx2 && m <= kQgemmNarrowMaxRows ? b.narrow() : nullptr;
+  // The AVX2 tier reads B's 8-bit codes (QgemmPackedB::narrow), the scalar
+  // tier the int16 pairs.
+  const uint8_t* narrow = resolved == QgemmPath::kAvx2 ? b.narrow() : nullptr;
   const int16_t* pairs = narrow ? nullptr : b.pairs();
+  const int64_t panel_len = kpairs * 2 * kQgemmNR;
   auto run_block = [&](int64_t index) {
     const int64_t bi = index / grid.tn, bj = index % grid.tn;
     const int64_t t_begin = tiles * bi / grid.tm, t_end = tiles * (bi + 1) / grid.tm;
     const int64_t p_begin = b.panels * bj / grid.tn, p_end = b.panels * (bj + 1) / grid.tn;
     thread_local AlignedBuffer<int32_t> a_buffer;
+    thread_local AlignedBuffer<int16_t> panel_buffer;
     alignas(64) int32_t acc[kQgemmMR * kQgemmNR];
     for (int64_t t0 = t_begin; t0 < t_end; t0 += block_tiles) {
       const int64_t t1 = std::min(t_end, t0 + block_tiles);
@@ -425,33 +514,31 @@ void qgemm(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const QgemmPack
       for (int64_t t = t0; t < t1; ++t)
         pack_a(a, t * kQgemmMR, static_cast<int>(std::min<int64_t>(kQgemmMR, m - t * kQgemmMR)), b.k, &a_zero_point,
                false, packed + (t - t0) * tile_len);
-      if (narrow) {  // m <= kQgemmNarrowMaxRows: one tile
-        const int rows = static_cast<int>(m);
-        int32_t row_sum[kQgemmMR] = {};  // Σ_k (a - a_zp) per row, for the B zero points
-        if (b.any_zero_point)
-          for (int64_t q = 0; q < kpairs; ++q)
-            for (int i = 0; i < rows; ++i) {
-              const uint32_t w = static_cast<uint32_t>(packed[q * kQgemmMR + i]);
-              row_sum[i] += static_cast<int16_t>(w & 0xffff) + static_cast<int16_t>(w >> 16);
-            }
+      if (narrow && t1 - t0 == 1) {
+        // One tile (few rows: bound by reading B): the micro-kernel widens
+        // the codes in registers, the zero points come out as
+        // acc -= zp[n] · Σ_k (a - a_zp).
+        const int rows = static_cast<int>(std::min<int64_t>(kQgemmMR, m - t0 * kQgemmMR));
+        int32_t sums[kQgemmMR];
+        if (b.any_zero_point) detail::qgemm_tile_row_sums_avx2(kpairs, packed, sums);
         for (int64_t p = p_begin; p < p_end; ++p) {
           const int nr = static_cast<int>(std::min<int64_t>(kQgemmNR, b.n - p * kQgemmNR));
-          detail::qgemm_ukernel_narrow_avx2(rows, kpairs, packed, narrow + p * kpairs * 2 * kQgemmNR, b.is_signed,
+          detail::qgemm_ukernel_narrow_avx2(rows, kpairs, packed, narrow + p * panel_len, b.is_signed,
+                                           b.any_zero_point ? b.zero_points.data() + p * kQgemmNR : nullptr, sums,
                                            acc);
-          if (b.any_zero_point)
-            for (int i = 0; i < rows; ++i)
-              for (int j = 0; j < kQgemmNR; ++j)
-                acc[i * kQgemmNR + j] = static_cast<int32_t>(
-                    static_cast<uint32_t>(acc[i * kQgemmNR + j]) -
-                    static_cast<uint32_t>(b.zero_points[static_cast<size_t>(p * kQgemmNR + j)]) *
-                        static_cast<uint32_t>(row_sum[i]));
-          epilogue(acc, rows, nr, 0, p * kQgemmNR, out);
+          epilogue(acc, rows, nr, t0 * kQgemmMR, p * kQgemmNR, out);
         }
         continue;
       }
+      // Several tiles: each panel widened once (minus its zero points) into
+      // an L1-resident int16 copy that every tile of the block reads.
+      int16_t* widened = narrow ? panel_buffer.get(panel_len) : nullptr;
       for (int64_t p = p_begin; p < p_end; ++p) {
-        const int16_t* panel = pairs + p * kpairs * 2 * kQgemmNR;
         const int nr = static_cast<int>(std::min<int64_t>(kQgemmNR, b.n - p * kQgemmNR));
+        const int16_t* panel = pairs ? pairs + p * panel_len : widened;
+        if (narrow)
+          detail::qgemm_expand_b_panel_avx2(narrow + p * panel_len, kpairs, b.is_signed,
+                                            b.any_zero_point ? b.zero_points.data() + p * kQgemmNR : nullptr, widened);
         for (int64_t t = t0; t < t1; ++t) {
           const int rows = static_cast<int>(std::min<int64_t>(kQgemmMR, m - t * kQgemmMR));
           ukernel(rows, kpairs, packed + (t - t0) * tile_len, panel, acc);

@@ -110,15 +110,15 @@ struct QgemmQuadA {
 };
 
 // B [K x N], a constant operand, in the layouts the tiers read:
-//   pairs(): int16 values minus zero points (scalar and AVX2 tiers);
-//   narrow(): the raw codes in the same panel layout (AVX2 products with
-//     few rows, bound by reading B: half the bytes, widened in registers; the
-//     zero points then come out as acc -= zp[n] · Σ_k (a[m, k] - a_zp));
+//   pairs(): int16 values minus zero points (the scalar tier);
+//   narrow(): the raw codes in the same panel layout (the AVX2 tier: half
+//     the bytes, widened in registers; the zero points then come out as
+//     acc -= zp[n] · Σ_k (a[m, k] - a_zp));
 //   quads(): the VNNI tier's signed quads.
-// qgemm_pack_b builds the layout the CPU's best tier reads; any other is
+// qgemm_pack_b builds the layout the automatic tier reads; any other is
 // made from the source codes on first use (once, thread-safe), so the source
-// must stay alive as long as the packed B (kernels keep the initializer).
-inline constexpr int kQgemmNarrowMaxRows = 4;
+// must stay alive as long as the packed B unless the caller only ever runs
+// the automatic tier (kernels that do let the initializer go).
 struct QgemmPackedB {
   int64_t k = 0, n = 0, kpairs = 0, panels = 0;
   bool is_signed = false;
@@ -131,16 +131,22 @@ struct QgemmPackedB {
   // Panel p at narrow() + p * kpairs * 2 * NR bytes.
   const uint8_t* narrow() const;
   const QgemmQuadB& quads() const;
+  // Bytes the narrow layout holds (its codes and the zero points).
+  uint64_t narrow_bytes() const;
 
   struct Lazy;  // the layouts, each made once (qgemm.cpp)
   std::shared_ptr<Lazy> lazy;
   void* consumable = nullptr;  // qgemm_pack_b's, while it packs
 };
+// B's codes back from the narrow panels (made from the source first if need
+// be): (k, n) at out[k * N + n], or at out[n * K + k] when transposed.
+void qgemm_unpack_narrow_b(const QgemmPackedB& b, bool transposed, void* out);
 // codes: (i, j) = (k, n). zero_points: 1 value or n values.
 // consumable: b's storage when the caller will let it go right after (and
 // never read it again: KernelInit::consumable_constant); where the VNNI
-// quads are packed now from columns that are contiguous rows of it, each
-// packed panel's pages are let go as the packing moves on.
+// quads or the AVX2 tier's 8-bit panels are packed now from columns that are
+// contiguous rows of it, each packed panel's pages are let go as the packing
+// moves on.
 void qgemm_pack_b(const QgemmCodes& b, int64_t k, int64_t n, const std::vector<int32_t>& zero_points,
                   QgemmPackedB& out, void* consumable = nullptr);
 
@@ -153,6 +159,32 @@ struct QgemmPackedA {
 // codes: (i, j) = (m, k). zero_points: 1 value or m values.
 void qgemm_pack_a(const QgemmCodes& a, int64_t m, int64_t k, const std::vector<int32_t>& zero_points,
                   QgemmPackedA& out);
+
+// A [M x K] held as its 8-bit codes in QgemmPackedA's tile order (conv
+// weights on the AVX2 and scalar tiers: half the bytes of the pairs, a
+// quarter with the source gone): tile t, k pair q, row i: the codes of
+// k = 2q and 2q + 1 at bytes (t·kpairs + q)·2MR + 2i and 2i + 1. An odd K's
+// pad byte is the row's zero point, rows past M are code 0 with zero point
+// 0: both expand to 0. detail::qgemm_expand_a makes the int16 pairs of a few
+// tiles right before the micro-kernel reads them.
+struct QgemmNarrowA {
+  int64_t m = 0, k = 0, kpairs = 0, tiles = 0;
+  bool is_signed = false;
+  AlignedBuffer<uint8_t> codes;      // kQgemmExpandSlack bytes of slack after the last tile
+  std::vector<int32_t> zero_points;  // per row, padded to whole tiles
+  bool any_zero_point = false;
+  const uint8_t* tile(int64_t t) const { return codes.data() + t * kpairs * 2 * kQgemmMR; }
+  uint64_t bytes() const;  // what it holds: codes (slack included) and zero points
+};
+// Bytes past the end that the vector expansion may read (codes) and write
+// (its output, as int16): each tile is expanded in 48-byte steps.
+inline constexpr int64_t kQgemmExpandSlack = 48;
+// codes: (i, j) = (m, k). zero_points: 1 value or m values, codes of a's
+// type (the pad byte holds them; anything else aborts: a caller's bug).
+void qgemm_pack_narrow_a(const QgemmCodes& a, int64_t m, int64_t k, const std::vector<int32_t>& zero_points,
+                         QgemmNarrowA& out);
+// The codes back, row-major: out[i * k + j], one byte each.
+void qgemm_unpack_narrow_a(const QgemmNarrowA& a, void* out);
 
 // Channel c's constants of the vector output stage (qgemm_requant_channel):
 // r = (acc·m + 2^(n-1)) >> n computed as u = acc·mult + add (never
@@ -270,9 +302,27 @@ using QgemmUkernel = void (*)(int rows, int64_t kpairs, const int32_t* a, const 
 void qgemm_ukernel_scalar(int rows, int64_t kpairs, const int32_t* a, const int16_t* b, int32_t* acc);
 void qgemm_ukernel_avx2(int rows, int64_t kpairs, const int32_t* a, const int16_t* b, int32_t* acc);
 // The same product with B given as raw 8-bit codes (QgemmPackedB::narrow),
-// rows <= kQgemmNarrowMaxRows; no zero point applied.
+// rows <= MR. With b_zp (NR values, the panel's column zero points) it
+// then subtracts b_zp[j] · a_sum[i] (int32, wrapping), a_sum[i] = Σ_k of
+// row i of A (its codes minus their zero point): the product with B minus
+// its zero points.
 void qgemm_ukernel_narrow_avx2(int rows, int64_t kpairs, const int32_t* a, const uint8_t* b, bool b_signed,
-                               int32_t* acc);
+                               const int32_t* b_zp, const int32_t* a_sum, int32_t* acc);
+// One panel of QgemmPackedB::narrow (kpairs · 2NR codes) as int16 minus the
+// column zero points (zp: NR values, or null for none): the pairs() panel,
+// except that an odd K's pad is -zp (A is 0 there: the same products).
+void qgemm_expand_b_panel_avx2(const uint8_t* codes, int64_t kpairs, bool is_signed, const int32_t* zp,
+                               int16_t* out);
+// a_sum[i] = Σ_q lo(a[q*MR + i]) + hi(a[q*MR + i]) for i < MR (one packed tile).
+void qgemm_tile_row_sums_avx2(int64_t kpairs, const int32_t* a, int32_t* a_sum);
+
+// Tiles [t0, t1) of a in QgemmPackedA's int16-pair layout (what
+// qgemm_pack_a makes of the same codes), (t1 - t0) · kpairs · MR words at
+// out; the vector version may write kQgemmExpandSlack int16 past them.
+using QgemmExpandA = void (*)(const QgemmNarrowA& a, int64_t t0, int64_t t1, int32_t* out);
+void qgemm_expand_a_scalar(const QgemmNarrowA& a, int64_t t0, int64_t t1, int32_t* out);
+void qgemm_expand_a_avx2(const QgemmNarrowA& a, int64_t t0, int64_t t1, int32_t* out);
+QgemmExpandA qgemm_expand_a(QgemmPath resolved);
 
 // Writes the mr x nr corner of acc (row stride NR) as output rows m0.., columns n0..
 using QgemmEpilogue = void (*)(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0, const QgemmOutput& out);

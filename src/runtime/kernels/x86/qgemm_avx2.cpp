@@ -46,11 +46,13 @@ QTK_AVX2 void ukernel_rows(int64_t kpairs, const int32_t* a, const int16_t* b, i
   }
 }
 
-// As ukernel_rows, B read as 8-bit codes and widened (half the bytes).
+// As ukernel_rows, B read as 8-bit codes and widened (half the bytes); with
+// b_zp, B's zero points taken out at the end: acc -= b_zp[j] · a_sum[i].
 template <int ROWS, bool kSigned>
-QTK_AVX2 void ukernel_narrow_rows(int64_t kpairs, const int32_t* a, const uint8_t* b, int32_t* acc) {
+QTK_AVX2 void ukernel_narrow_rows(int64_t kpairs, const int32_t* a, const uint8_t* b, const int32_t* b_zp,
+                                  const int32_t* a_sum, int32_t* acc) {
   __m256i c[ROWS][2];
-#pragma GCC unroll 4
+#pragma GCC unroll 6
   for (int i = 0; i < ROWS; ++i) c[i][0] = c[i][1] = _mm256_setzero_si256();
 #pragma GCC unroll 2
   for (int64_t q = 0; q < kpairs; ++q) {
@@ -58,7 +60,7 @@ QTK_AVX2 void ukernel_narrow_rows(int64_t kpairs, const int32_t* a, const uint8_
     const __m128i r1 = _mm_load_si128(reinterpret_cast<const __m128i*>(b + 16));
     const __m256i b0 = kSigned ? _mm256_cvtepi8_epi16(r0) : _mm256_cvtepu8_epi16(r0);
     const __m256i b1 = kSigned ? _mm256_cvtepi8_epi16(r1) : _mm256_cvtepu8_epi16(r1);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int i = 0; i < ROWS; ++i) {
       const __m256i av = _mm256_set1_epi32(a[i]);
       c[i][0] = _mm256_add_epi32(c[i][0], _mm256_madd_epi16(av, b0));
@@ -67,7 +69,17 @@ QTK_AVX2 void ukernel_narrow_rows(int64_t kpairs, const int32_t* a, const uint8_
     a += kQgemmMR;
     b += 2 * kQgemmNR;
   }
-#pragma GCC unroll 4
+  if (b_zp) {
+    const __m256i z0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b_zp));
+    const __m256i z1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b_zp + 8));
+#pragma GCC unroll 6
+    for (int i = 0; i < ROWS; ++i) {
+      const __m256i s = _mm256_set1_epi32(a_sum[i]);
+      c[i][0] = _mm256_sub_epi32(c[i][0], _mm256_mullo_epi32(z0, s));
+      c[i][1] = _mm256_sub_epi32(c[i][1], _mm256_mullo_epi32(z1, s));
+    }
+  }
+#pragma GCC unroll 6
   for (int i = 0; i < ROWS; ++i) {
     _mm256_store_si256(reinterpret_cast<__m256i*>(acc + i * kQgemmNR), c[i][0]);
     _mm256_store_si256(reinterpret_cast<__m256i*>(acc + i * kQgemmNR + 8), c[i][1]);
@@ -75,13 +87,60 @@ QTK_AVX2 void ukernel_narrow_rows(int64_t kpairs, const int32_t* a, const uint8_
 }
 
 template <bool kSigned>
-QTK_AVX2 void ukernel_narrow(int rows, int64_t kpairs, const int32_t* a, const uint8_t* b, int32_t* acc) {
-  static_assert(kQgemmNarrowMaxRows == 4, "one instance per row count");
+QTK_AVX2 void ukernel_narrow(int rows, int64_t kpairs, const int32_t* a, const uint8_t* b, const int32_t* b_zp,
+                             const int32_t* a_sum, int32_t* acc) {
+  static_assert(kQgemmMR == 6, "one instance per row count");
   switch (rows) {
-    case 1: ukernel_narrow_rows<1, kSigned>(kpairs, a, b, acc); break;
-    case 2: ukernel_narrow_rows<2, kSigned>(kpairs, a, b, acc); break;
-    case 3: ukernel_narrow_rows<3, kSigned>(kpairs, a, b, acc); break;
-    default: ukernel_narrow_rows<4, kSigned>(kpairs, a, b, acc); break;
+    case 1: ukernel_narrow_rows<1, kSigned>(kpairs, a, b, b_zp, a_sum, acc); break;
+    case 2: ukernel_narrow_rows<2, kSigned>(kpairs, a, b, b_zp, a_sum, acc); break;
+    case 3: ukernel_narrow_rows<3, kSigned>(kpairs, a, b, b_zp, a_sum, acc); break;
+    case 4: ukernel_narrow_rows<4, kSigned>(kpairs, a, b, b_zp, a_sum, acc); break;
+    case 5: ukernel_narrow_rows<5, kSigned>(kpairs, a, b, b_zp, a_sum, acc); break;
+    default: ukernel_narrow_rows<6, kSigned>(kpairs, a, b, b_zp, a_sum, acc); break;
+  }
+}
+
+// 16 codes widened to int16 (sign- or zero-extended).
+template <bool kSigned>
+QTK_AVX2 inline __m256i widen16(const uint8_t* p) {
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return kSigned ? _mm256_cvtepi8_epi16(bytes) : _mm256_cvtepu8_epi16(bytes);
+}
+
+// qgemm_expand_a_avx2: a tile's bytes in order are its int16 values in
+// order, minus the zero point of row (j / 2) % MR: a pattern of period 12
+// int16, three vectors per 48 (a tile is a multiple of 12 long; the last
+// step reads and writes up to 36 past it, into the next tile or the slack).
+template <bool kSigned>
+QTK_AVX2 void expand_a(const QgemmNarrowA& a, int64_t t0, int64_t t1, int32_t* out) {
+  static_assert(kQgemmMR == 6 && kQgemmExpandSlack >= 36, "a period of 12 int16, 48 a step");
+  const int64_t len = a.kpairs * 2 * kQgemmMR;
+  auto* dst = reinterpret_cast<int16_t*>(out);
+  if (!a.any_zero_point) {  // the tiles are one run of widened codes
+    const uint8_t* src = a.tile(t0);
+    const int64_t n = (t1 - t0) * len;
+    for (int64_t j = 0; j < n; j += 16)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j), widen16<kSigned>(src + j));
+    return;
+  }
+  for (int64_t t = t0; t < t1; ++t) {
+    // Row i's zero point in both halves of a pair word, rows 0-5 three times.
+    alignas(32) int32_t zw[3 * kQgemmMR];
+    const int32_t* zp = a.zero_points.data() + t * kQgemmMR;
+    for (int i = 0; i < 3 * kQgemmMR; ++i)
+      zw[i] = static_cast<int32_t>((static_cast<uint32_t>(zp[i % kQgemmMR]) & 0xffff) * 0x10001u);
+    const __m256i p0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(zw));
+    const __m256i p1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(zw + 2));
+    const __m256i p2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(zw + 4));
+    const uint8_t* src = a.tile(t);
+    int16_t* d = dst + (t - t0) * len;
+    for (int64_t j = 0; j < len; j += 48) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + j), _mm256_sub_epi16(widen16<kSigned>(src + j), p0));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + j + 16),
+                          _mm256_sub_epi16(widen16<kSigned>(src + j + 16), p1));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + j + 32),
+                          _mm256_sub_epi16(widen16<kSigned>(src + j + 32), p2));
+    }
   }
 }
 
@@ -256,9 +315,58 @@ QTK_AVX2 void qgemm_ukernel_avx2(int rows, int64_t kpairs, const int32_t* a, con
 }
 
 QTK_AVX2 void qgemm_ukernel_narrow_avx2(int rows, int64_t kpairs, const int32_t* a, const uint8_t* b, bool b_signed,
-                                        int32_t* acc) {
-  if (b_signed) ukernel_narrow<true>(rows, kpairs, a, b, acc);
-  else ukernel_narrow<false>(rows, kpairs, a, b, acc);
+                                        const int32_t* b_zp, const int32_t* a_sum, int32_t* acc) {
+  if (b_signed) ukernel_narrow<true>(rows, kpairs, a, b, b_zp, a_sum, acc);
+  else ukernel_narrow<false>(rows, kpairs, a, b, b_zp, a_sum, acc);
+}
+
+QTK_AVX2 void qgemm_tile_row_sums_avx2(int64_t kpairs, const int32_t* a, int32_t* a_sum) {
+  // Four k pairs are 24 words: rows 0-5,0-1 | 2-5,0-3 | 4-5,0-5; vpmaddwd
+  // by ones sums each word's two halves.
+  static_assert(kQgemmMR == 6, "three vectors hold four k pairs");
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0;
+  int64_t q = 0;
+  for (; q + 4 <= kpairs; q += 4, a += 4 * kQgemmMR) {
+    s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)), ones));
+    s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 8)), ones));
+    s2 = _mm256_add_epi32(s2, _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 16)), ones));
+  }
+  alignas(32) int32_t lanes[3 * 8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), s0);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes + 8), s1);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes + 16), s2);
+  for (int i = 0; i < kQgemmMR; ++i) a_sum[i] = 0;
+  for (int l = 0; l < 24; ++l) a_sum[l % kQgemmMR] += lanes[l];
+  for (; q < kpairs; ++q, a += kQgemmMR)
+    for (int i = 0; i < kQgemmMR; ++i) {
+      const uint32_t w = static_cast<uint32_t>(a[i]);
+      a_sum[i] += static_cast<int16_t>(w & 0xffff) + static_cast<int16_t>(w >> 16);
+    }
+}
+
+QTK_AVX2 void qgemm_expand_b_panel_avx2(const uint8_t* codes, int64_t kpairs, bool is_signed, const int32_t* zp,
+                                        int16_t* out) {
+  static_assert(kQgemmNR == 16, "a k pair is two vectors of 16 int16");
+  // Element e of a k pair is column e / 2's: zero points doubled, in order.
+  alignas(32) int16_t z[2 * kQgemmNR];
+  for (int e = 0; e < 2 * kQgemmNR; ++e) z[e] = zp ? static_cast<int16_t>(zp[e / 2]) : 0;
+  const __m256i z0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(z));
+  const __m256i z1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(z + 16));
+  for (int64_t q = 0; q < kpairs; ++q, codes += 2 * kQgemmNR, out += 2 * kQgemmNR) {
+    const __m128i r0 = _mm_load_si128(reinterpret_cast<const __m128i*>(codes));
+    const __m128i r1 = _mm_load_si128(reinterpret_cast<const __m128i*>(codes + 16));
+    const __m256i b0 = is_signed ? _mm256_cvtepi8_epi16(r0) : _mm256_cvtepu8_epi16(r0);
+    const __m256i b1 = is_signed ? _mm256_cvtepi8_epi16(r1) : _mm256_cvtepu8_epi16(r1);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out), _mm256_sub_epi16(b0, z0));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out + 16), _mm256_sub_epi16(b1, z1));
+  }
+}
+
+QTK_AVX2 void qgemm_expand_a_avx2(const QgemmNarrowA& a, int64_t t0, int64_t t1, int32_t* out) {
+  if (t1 <= t0) return;
+  if (a.is_signed) expand_a<true>(a, t0, t1, out);
+  else expand_a<false>(a, t0, t1, out);
 }
 
 QTK_AVX2 void qgemm_epilogue_avx2(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0,
@@ -367,9 +475,19 @@ void qgemm_epilogue_avx2(const int32_t* acc, int mr, int nr, int64_t m0, int64_t
   qgemm_epilogue_scalar(acc, mr, nr, m0, n0, out);
 }
 void qgemm_ukernel_narrow_avx2(int rows, int64_t kpairs, const int32_t* a, const uint8_t* b, bool b_signed,
-                               int32_t* acc) {
+                               const int32_t* b_zp, const int32_t* a_sum, int32_t* acc) {
   // Never called without AVX2 (qgemm only reads the narrow copy on that path).
-  (void)rows, (void)kpairs, (void)a, (void)b, (void)b_signed, (void)acc;
+  (void)rows, (void)kpairs, (void)a, (void)b, (void)b_signed, (void)b_zp, (void)a_sum, (void)acc;
+}
+void qgemm_tile_row_sums_avx2(int64_t kpairs, const int32_t* a, int32_t* a_sum) {
+  (void)kpairs, (void)a, (void)a_sum;  // as above
+}
+void qgemm_expand_b_panel_avx2(const uint8_t* codes, int64_t kpairs, bool is_signed, const int32_t* zp,
+                               int16_t* out) {
+  (void)codes, (void)kpairs, (void)is_signed, (void)zp, (void)out;  // as above
+}
+void qgemm_expand_a_avx2(const QgemmNarrowA& a, int64_t t0, int64_t t1, int32_t* out) {
+  qgemm_expand_a_scalar(a, t0, t1, out);
 }
 
 #endif

@@ -3,6 +3,7 @@
 #include "runtime/kernels/x86/qgemm_conv.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include "runtime/kernels/x86/qelementwise_x86_internal.h"
@@ -10,9 +11,16 @@
 
 namespace qtk::rt::x86 {
 
-struct QconvWeights::Pairs {
+namespace {
+std::atomic<uint64_t> g_narrow_ids{0};
+}  // namespace
+
+struct QconvWeights::Narrow {
+  // Names these weights for the threads' expanded copies (never reused).
+  const uint64_t id = g_narrow_ids.fetch_add(1, std::memory_order_relaxed) + 1;
   std::once_flag once;
-  std::vector<QgemmPackedA> groups;
+  std::atomic<bool> packed{false};
+  std::vector<QgemmNarrowA> groups;
   QgemmCodes source;
   std::vector<int32_t> zero_points;
   std::shared_ptr<const void> owner;
@@ -34,22 +42,25 @@ std::vector<int32_t> group_zero_points(const std::vector<int32_t>& zero_points, 
 
 }  // namespace
 
-const QgemmPackedA& QconvWeights::pairs(int64_t gi) const {
-  Pairs& p = *pairs_;
+const QgemmNarrowA& QconvWeights::narrow(int64_t gi) const {
+  Narrow& p = *narrow_;
   std::call_once(p.once, [&] {
     const int64_t oc_per_group = out_c / group;
-    p.groups = std::vector<QgemmPackedA>(static_cast<size_t>(group));
+    p.groups = std::vector<QgemmNarrowA>(static_cast<size_t>(group));
     for (int64_t g = 0; g < group; ++g)
-      qgemm_pack_a(group_codes(p.source, oc_per_group, g), oc_per_group, k,
-                   group_zero_points(p.zero_points, oc_per_group, g), p.groups[static_cast<size_t>(g)]);
+      qgemm_pack_narrow_a(group_codes(p.source, oc_per_group, g), oc_per_group, k,
+                          group_zero_points(p.zero_points, oc_per_group, g), p.groups[static_cast<size_t>(g)]);
     p.owner.reset();  // packed: the codes are no longer needed here
+    p.packed.store(true, std::memory_order_release);
   });
   return p.groups[static_cast<size_t>(gi)];
 }
 
+bool QconvWeights::narrow_packed() const { return narrow_ && narrow_->packed.load(std::memory_order_acquire); }
+
 void qconv_pack_weights(const QgemmCodes& w, int64_t out_c, int64_t in_c_per_group, int64_t kernel_h,
                         int64_t kernel_w, int64_t group, const std::vector<int32_t>& zero_points, QconvWeights& out,
-                        std::shared_ptr<const void> source_owner) {
+                        std::shared_ptr<const void> source_owner, QconvLayouts layouts) {
   const int64_t k_per_group = in_c_per_group * kernel_h * kernel_w;
   out.out_c = out_c;
   out.group = group;
@@ -57,7 +68,8 @@ void qconv_pack_weights(const QgemmCodes& w, int64_t out_c, int64_t in_c_per_gro
   out.in_c = in_c_per_group;
   out.kernel_h = kernel_h;
   out.kernel_w = kernel_w;
-  const bool vnni = qgemm_avx512_vnni_supported();
+  const bool vnni_auto = qgemm_resolve_path(QgemmPath::kAuto) == QgemmPath::kAvx512Vnni;
+  const bool vnni = qgemm_avx512_vnni_supported() && (layouts == QconvLayouts::kEvery || vnni_auto);
   out.quad_groups = std::vector<QgemmQuadA>(vnni ? static_cast<size_t>(group) : 0);
   out.tap_quad_groups = std::vector<QgemmQuadA>(vnni && in_c_per_group == 1 ? static_cast<size_t>(group) : 0);
   const int64_t oc_per_group = out_c / group;
@@ -71,18 +83,33 @@ void qconv_pack_weights(const QgemmCodes& w, int64_t out_c, int64_t in_c_per_gro
       detail::qconv_pack_tap_quad_weights(sub, oc_per_group, kernel_h, kernel_w, zp,
                                           out.tap_quad_groups[static_cast<size_t>(gi)]);
   }
-  out.pairs_ = std::make_shared<QconvWeights::Pairs>();
-  out.pairs_->source = w;
-  out.pairs_->zero_points = zero_points;
-  out.pairs_->owner = std::move(source_owner);
-  const bool deferred = out.pairs_->owner && qgemm_resolve_path(QgemmPath::kAuto) == QgemmPath::kAvx512Vnni;
-  if (!deferred) out.pairs(0);
+  out.narrow_ = std::make_shared<QconvWeights::Narrow>();
+  out.narrow_->source = w;
+  out.narrow_->zero_points = zero_points;
+  out.narrow_->owner = std::move(source_owner);
+  // On the VNNI tier the 8-bit tiles serve only a forced path: made on
+  // first use where the codes outlive this call, never for a session.
+  const bool deferred = vnni_auto && (out.narrow_->owner || layouts == QconvLayouts::kAutomatic);
+  if (!deferred) out.narrow(0);
 }
 
 void qconv_release_source(QconvWeights& w) {
-  if (!w.pairs_) return;
-  w.pairs_->owner.reset();
-  w.pairs_->source.data = nullptr;
+  if (!w.narrow_) return;
+  w.narrow_->owner.reset();
+  w.narrow_->source.data = nullptr;
+}
+
+void qconv_unpack_narrow_weights(const QconvWeights& w, void* codes) {
+  const int64_t ocg = w.out_c / w.group;
+  for (int64_t gi = 0; gi < w.group; ++gi)
+    qgemm_unpack_narrow_a(w.narrow(gi), static_cast<uint8_t*>(codes) + gi * ocg * w.k);
+}
+
+uint64_t qconv_narrow_bytes(const QconvWeights& w) {
+  if (!w.narrow_packed()) return 0;
+  uint64_t n = 0;
+  for (const QgemmNarrowA& a : w.narrow_->groups) n += a.bytes();
+  return n;
 }
 
 // The inverse of detail::qconv_pack_quad_weights (qgemm_conv_vnni.cpp): row
@@ -130,6 +157,16 @@ namespace {
 
 constexpr int64_t kSlack = 32;  // bytes before and after the phase images (>= one 16-byte read)
 constexpr int64_t kPanelBlockBytes = 80 * 1024;  // packed panels a thread keeps per block
+// The AVX2 and scalar tiers widen the weights' 8-bit tiles to int16 pairs
+// per thread. A group's weights up to kHeldGroupBytes widened stay so for
+// the thread's next blocks (the next images, the next panels): widened
+// again per block of 4 panels, a 64-channel 3x3 conv on 56x56 ran 4-7%
+// slower than from a kept int16 copy, and 256 channels on 14x14 (1 panel a
+// block) 10%; held, as fast. The held copy is scratch (per thread, the
+// largest group's), not per weight. Larger groups are widened in chunks of
+// kExpandedChunkBytes once per block.
+constexpr int64_t kHeldGroupBytes = 2 * 1024 * 1024;
+constexpr int64_t kExpandedChunkBytes = 96 * 1024;
 
 struct Layout {
   bool direct = false;  // 1x1, stride 1, no padding: read the input itself
@@ -260,6 +297,12 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
   const int64_t cg = g.in_c / g.group, ocg = g.out_c / g.group, kpairs = qgemm_kpairs(w.k);
   const int64_t panel_bytes = kpairs * 4 * kQgemmNR;  // int16 pairs
   const int64_t block_panels = std::clamp<int64_t>(kPanelBlockBytes / std::max<int64_t>(panel_bytes, 1), 1, 64);
+  const detail::QgemmExpandA expand = detail::qgemm_expand_a(resolved);
+  const int64_t tile_words = kpairs * kQgemmMR, tiles = (ocg + kQgemmMR - 1) / kQgemmMR;
+  const int64_t chunk_tiles =
+      tiles * tile_words * 4 <= kHeldGroupBytes
+          ? std::max<int64_t>(tiles, 1)
+          : std::clamp<int64_t>(kExpandedChunkBytes / std::max<int64_t>(tile_words * 4, 1), 1, tiles);
   const size_t out_esize = out.kind == QgemmOutputKind::kCodes ? 1 : 4;
   const uint8_t* xb = static_cast<const uint8_t*>(x);
   const uint8_t pad = static_cast<uint8_t>(x_zero_point);  // the code's byte (int8 or uint8)
@@ -267,8 +310,15 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
   auto work = [&](int64_t begin, int64_t end) {
     thread_local AlignedBuffer<uint8_t> image_buffer;
     thread_local AlignedBuffer<uint8_t> panel_buffer;
+    thread_local AlignedBuffer<int32_t> tile_buffer;
     alignas(64) int32_t acc[kQgemmMR * kQgemmNR];
     uint8_t* panel_mem = panel_buffer.get(block_panels * panel_bytes);
+    // Which group's weights the buffer holds whole, expanded (id 0: none).
+    thread_local uint64_t held_id = 0;
+    thread_local int64_t held_group = -1;
+    thread_local const int32_t* held_at = nullptr;
+    int32_t* expanded = tile_buffer.get(chunk_tiles * tile_words + kQgemmExpandSlack / 2);
+    if (expanded != held_at) held_id = 0;  // a new buffer: nothing in it
     int64_t current = -1;
     detail::QconvPanelSource src;
     src.is_signed = x_signed;
@@ -315,15 +365,28 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
       }
       QgemmOutput ob = out;
       ob.out = static_cast<uint8_t*>(out.out) + static_cast<size_t>(b * g.out_c * pixels) * out_esize;
-      // Each panel stays in L1 while every weight tile (from L2) passes over it.
-      const QgemmPackedA& wg = w.pairs(gi);
-      for (int64_t p = p_first; p < p_end; ++p) {
-        const int nr = static_cast<int>(std::min<int64_t>(kQgemmNR, pixels - p * kQgemmNR));
-        const uint8_t* panel = panel_mem + (p - p_first) * panel_bytes;
-        for (int64_t t = 0; t < wg.tiles; ++t) {
-          const int rows = static_cast<int>(std::min<int64_t>(kQgemmMR, ocg - t * kQgemmMR));
-          ukernel(rows, kpairs, wg.tile(t), reinterpret_cast<const int16_t*>(panel), acc);
-          epilogue(acc, rows, nr, gi * ocg + t * kQgemmMR, p * kQgemmNR, ob);
+      // The weights' 8-bit tiles, a chunk at a time widened to int16 pairs;
+      // each panel stays in L1 while the chunk's tiles pass over it.
+      const QgemmNarrowA& wg = w.narrow(gi);
+      for (int64_t c0 = 0; c0 < wg.tiles; c0 += chunk_tiles) {
+        const int64_t c1 = std::min(wg.tiles, c0 + chunk_tiles);
+        if (c0 == 0 && c1 == wg.tiles) {  // the whole group
+          if (held_id != w.narrow_->id || held_group != gi) {
+            expand(wg, c0, c1, expanded);
+            held_id = w.narrow_->id, held_group = gi, held_at = expanded;
+          }
+        } else {
+          expand(wg, c0, c1, expanded);
+          held_id = 0;
+        }
+        for (int64_t p = p_first; p < p_end; ++p) {
+          const int nr = static_cast<int>(std::min<int64_t>(kQgemmNR, pixels - p * kQgemmNR));
+          const uint8_t* panel = panel_mem + (p - p_first) * panel_bytes;
+          for (int64_t t = c0; t < c1; ++t) {
+            const int rows = static_cast<int>(std::min<int64_t>(kQgemmMR, ocg - t * kQgemmMR));
+            ukernel(rows, kpairs, expanded + (t - c0) * tile_words, reinterpret_cast<const int16_t*>(panel), acc);
+            epilogue(acc, rows, nr, gi * ocg + t * kQgemmMR, p * kQgemmNR, ob);
+          }
         }
       }
       u += p_end - p_first;

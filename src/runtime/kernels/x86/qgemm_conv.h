@@ -2,8 +2,9 @@
 // per image and group, Y_g[OC_g, P] = W_g[OC_g, K] · col[K, P] with
 // K = C_g·KH·KW (k = (c, kh, kw), the ONNX weight order) and P = OH·OW.
 //
-// Weights are the A operand, packed once (minus their zero points) into
-// MR-row tiles; the column matrix is the B operand, built per call in
+// Weights are the A operand, packed once into MR-row tiles (on the AVX2 and
+// scalar tiers as 8-bit codes, widened minus their zero points a chunk of
+// tiles at a time); the column matrix is the B operand, built per call in
 // 16-pixel panels straight from the image — so output rows are output
 // channels and each tile row is 16 contiguous NCHW pixels (vector stores).
 //
@@ -36,8 +37,12 @@ struct QconvGeometry {
   int64_t group = 1;
 };
 
-// Weights [OC, C/group, KH, KW] minus zero points (one, or one per output
-// channel), one packed A per group.
+// Weights [OC, C/group, KH, KW] and their zero points (one, or one per
+// output channel), one packed A per group.
+//
+// The AVX2 and scalar tiers hold them as 8-bit codes in MR-row tiles
+// (QgemmNarrowA) and widen a few tiles at a time to the int16 pairs the
+// micro-kernel reads, right before it reads them.
 //
 // The VNNI tier (CPUs with AVX-512 VNNI) reads its own layout: k ordered
 // (kh, kw, c) with the group's channels padded to a multiple of 4, so that a
@@ -47,34 +52,46 @@ struct QconvGeometry {
 struct QconvWeights {
   int64_t out_c = 0, group = 1, k = 0;  // k: per group, C/group * KH * KW
   int64_t in_c = 0, kernel_h = 1, kernel_w = 1;  // in_c: per group
-  // Group gi in the int16-pair layout of the AVX2 and scalar tiers. Packed
+  // Group gi in the 8-bit tile layout of the AVX2 and scalar tiers. Packed
   // at build where one of those tiers is the automatic choice; on a VNNI CPU
   // only on first use (a forced path), when the caller lets the weights'
-  // codes outlive the packing (qconv_pack_weights' source_owner) — the
-  // layout is twice the codes' size and most sessions never read it.
-  const QgemmPackedA& pairs(int64_t gi) const;
-  struct Pairs;  // qgemm_conv.cpp
-  std::shared_ptr<Pairs> pairs_;
+  // codes outlive the packing (qconv_pack_weights' source_owner).
+  const QgemmNarrowA& narrow(int64_t gi) const;
+  // Whether narrow() is packed (it then needs no source).
+  bool narrow_packed() const;
+  struct Narrow;  // qgemm_conv.cpp
+  std::shared_ptr<Narrow> narrow_;
   std::vector<QgemmQuadA> quad_groups;  // the VNNI layout, when the CPU has it
   // Single-channel groups on the VNNI tier: quads of 4 taps of one kernel row
   // (k ordered (kh, kw padded to 4)), for stride-1 convs (qgemm_vnni.h).
   std::vector<QgemmQuadA> tap_quad_groups;
 };
+// Which layouts qconv_pack_weights makes.
+enum class QconvLayouts {
+  kEvery,      // every tier the CPU has may run (tests, tools): the VNNI quads where it has them, and the
+               // 8-bit tiles (on a VNNI CPU with source_owner: on first use)
+  kAutomatic,  // only the automatic tier's (a session's kernel, which always runs QgemmPath::kAuto)
+};
 // source_owner, when given, keeps w's codes alive as long as `out` (the
-// pair layout may then be packed later, from them).
+// 8-bit tiles may then be packed later, from them).
 void qconv_pack_weights(const QgemmCodes& w, int64_t out_c, int64_t in_c_per_group, int64_t kernel_h,
                         int64_t kernel_w, int64_t group, const std::vector<int32_t>& zero_points, QconvWeights& out,
-                        std::shared_ptr<const void> source_owner = nullptr);
+                        std::shared_ptr<const void> source_owner = nullptr,
+                        QconvLayouts layouts = QconvLayouts::kEvery);
 
 // Lets the codes w was packed from go (qconv_pack_weights' source_owner):
-// for a caller that only runs the automatic path on a VNNI CPU, which reads
-// quad_groups alone. The int16-pair layout can then no longer be made; a
-// path that needs it faults on the null codes.
+// for a caller that only runs the automatic path, whose layout is packed
+// (the VNNI quads, or the 8-bit tiles). A layout not packed yet can then no
+// longer be made; a path that needs it faults on the null codes.
 void qconv_release_source(QconvWeights& w);
 // The codes w was packed from, rebuilt from quad_groups (the VNNI layout):
 // out_c x in_c x kernel_h x kernel_w bytes (int8 when is_signed, else uint8),
 // for a caller that let the source go and still needs the plain weights.
 void qconv_unpack_quad_weights(const QconvWeights& w, bool is_signed, void* codes);
+// The same from the 8-bit tiles (narrow_packed() must be true).
+void qconv_unpack_narrow_weights(const QconvWeights& w, void* codes);
+// Bytes held by the 8-bit tiles of every group (0 when not packed).
+uint64_t qconv_narrow_bytes(const QconvWeights& w);
 
 // y = conv(x - x_zp, w) through `out`, whose rows are the output channels
 // (channel_is_row = true) and whose columns are the pixels of one image:

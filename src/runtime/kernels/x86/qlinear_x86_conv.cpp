@@ -63,7 +63,7 @@ class QConvKernel final : public Kernel {
     if (!zp || (zp->size() != 1 && static_cast<int64_t>(zp->size()) != out_c_)) return false;
     const int64_t k = cg_ * kh_ * kw_;
     qconv_pack_weights({w->raw(), w->dtype() == DType::kInt8, k, 1}, out_c_, cg_, kh_, kw_, group_, *zp, weights_,
-                       std::make_shared<const Tensor>(*w));
+                       std::make_shared<const Tensor>(*w), QconvLayouts::kAutomatic);
     if (qlinear_) {
       const Tensor *xs = init.constant_input(1), *ws = init.constant_input(4), *ys = init.constant_input(6),
                    *yz = init.constant_input(7);
@@ -73,11 +73,15 @@ class QConvKernel final : public Kernel {
         if (b && b->dtype() == DType::kInt32 && b->numel() == out_c_) bias_.assign(b->data<int32_t>(), b->data<int32_t>() + out_c_);
       }
     }
-    // On the VNNI tier the automatic path reads quad_groups alone: the codes
-    // can go (the session then holds the weights once); the reference
-    // kernel, for the cases the packed path does not take, gets them unpacked.
-    if (!weights_.quad_groups.empty() && qgemm_resolve_path(QgemmPath::kAuto) == QgemmPath::kAvx512Vnni &&
-        init.release_constant && init.release_constant(in_.w, quad_bytes())) {
+    // The automatic path reads one layout, packed now: quad_groups on the
+    // VNNI tier, the 8-bit tiles on the others. The codes can then go (the
+    // session holds the weights once); the reference kernel, for the cases
+    // the packed path does not take, gets them unpacked.
+    const bool vnni = qgemm_resolve_path(QgemmPath::kAuto) == QgemmPath::kAvx512Vnni;
+    from_quads_ = vnni && !weights_.quad_groups.empty();
+    const bool packed = from_quads_ || (!vnni && weights_.narrow_packed());
+    if (packed && init.release_constant &&
+        init.release_constant(in_.w, from_quads_ ? quad_bytes() : qconv_narrow_bytes(weights_))) {
       qconv_release_source(weights_);
       w_dtype_ = w->dtype();
       w_shape_ = w->shape();
@@ -103,7 +107,8 @@ class QConvKernel final : public Kernel {
       core::ScopedAllocationHook unplanned(nullptr);  // scratch, not an output the run's plan knows
       w = Tensor::uninitialized(w_dtype_, w_shape_);
     }
-    qconv_unpack_quad_weights(weights_, w_dtype_ == DType::kInt8, w.raw());
+    if (from_quads_) qconv_unpack_quad_weights(weights_, w_dtype_ == DType::kInt8, w.raw());
+    else qconv_unpack_narrow_weights(weights_, w.raw());
     KernelContext c = ctx;
     c.inputs[in_.w] = &w;
     QTK_RETURN_IF_ERROR(ref_->run(c));
@@ -254,6 +259,7 @@ class QConvKernel final : public Kernel {
   std::optional<QgemmRequant> requant_;
   std::vector<int32_t> bias_;
   bool released_ = false;  // the executor may have freed W: rebuild it for the reference kernel
+  bool from_quads_ = false;  // ... from the VNNI quads, else from the 8-bit tiles
   DType w_dtype_ = DType::kUndefined;
   Shape w_shape_;
 };

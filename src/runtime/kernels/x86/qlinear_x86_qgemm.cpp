@@ -40,22 +40,29 @@ class QGemmKernel final : public Kernel {
       if (!codes) return false;
       zp = *codes;
     }
-    // On the VNNI tier the codes are let go below: when nothing else needs
-    // them, the packing lets each packed panel's pages go as it moves on.
-    // (Asked before b_source_ shares the storage: a second owner keeps it.)
-    const bool vnni = qgemm_resolve_path(QgemmPath::kAuto) == QgemmPath::kAvx512Vnni && init.release_constant;
-    void* consumable = vnni && init.consumable_constant ? init.consumable_constant(3) : nullptr;
+    // On the VNNI and AVX2 tiers the codes are let go below: when nothing
+    // else needs them, the packing lets each packed panel's pages go as it
+    // moves on. (Asked before b_source_ shares the storage: a second owner
+    // keeps it.)
+    const QgemmPath tier = qgemm_resolve_path(QgemmPath::kAuto);
+    const bool vnni = tier == QgemmPath::kAvx512Vnni && init.release_constant;
+    const bool narrow = tier == QgemmPath::kAvx2 && init.release_constant;
+    void* consumable = (vnni || narrow) && init.consumable_constant ? init.consumable_constant(3) : nullptr;
     b_source_ = *b;  // shared storage: packed_ reads its codes
     qgemm_pack_b({b_source_.raw(), b->dtype() == DType::kInt8, trans_b ? 1 : n_, trans_b ? k_ : 1}, k_, n_, zp, packed_,
                  consumable);
-    // On the VNNI tier qgemm reads the quads alone (packed now): the codes
-    // can go (the session then holds B once); the reference kernel, for the
-    // cases the packed path does not take, gets them unpacked.
-    // (The automatic tier is resolved once per process: it stays VNNI.)
-    if (vnni) {
-      const QgemmQuadB& q = packed_.quads();
-      const uint64_t bytes = static_cast<uint64_t>(packed_.panels * q.kquads * 4 * kQgemmNR) +
-                             (q.colsum.size() + q.zero_point.size()) * sizeof(int32_t);
+    // qgemm then reads one layout (packed now): the VNNI tier the quads, the
+    // AVX2 tier the 8-bit panels. The codes can go (the session then holds B
+    // once); the reference kernel, for the cases the packed path does not
+    // take, gets them unpacked. (The automatic tier is resolved once per
+    // process: it stays what it is.)
+    if (vnni || narrow) {
+      uint64_t bytes = packed_.narrow_bytes();
+      if (vnni) {
+        const QgemmQuadB& q = packed_.quads();
+        bytes = static_cast<uint64_t>(packed_.panels * q.kquads * 4 * kQgemmNR) +
+                (q.colsum.size() + q.zero_point.size()) * sizeof(int32_t);
+      }
       if (init.release_constant(3, bytes)) {
         b_dtype_ = b->dtype();
         b_shape_ = b->shape();
@@ -84,7 +91,8 @@ class QGemmKernel final : public Kernel {
     return true;
   }
 
-  // The reference kernel, with B rebuilt from the quads when it was let go.
+  // The reference kernel, with B rebuilt from the layout the tier packed
+  // (the VNNI quads or the AVX2 tier's 8-bit panels) when it was let go.
   Status run_reference(KernelContext& ctx) {
     if (b_source_.defined() || b_dtype_ == DType::kUndefined) return ref_->run(ctx);
     Tensor b;
@@ -92,17 +100,21 @@ class QGemmKernel final : public Kernel {
       core::ScopedAllocationHook unplanned(nullptr);  // scratch, not an output the run's plan knows
       b = Tensor::uninitialized(b_dtype_, b_shape_);
     }
-    // qgemm.cpp's QgemmPackedB::quads(): column j in panel j / NR at byte
-    // 4 * (j % NR), k in quads of 4 rows; codes made signed (u8 - 128).
-    const QgemmQuadB& q = packed_.quads();
-    const int shift = b_dtype_ == DType::kInt8 ? 0 : 128;
-    const int64_t panel_len = q.kquads * 4 * kQgemmNR;
     auto* dst = static_cast<uint8_t*>(b.raw());
-    for (int64_t j = 0; j < n_; ++j) {
-      const int8_t* col = q.codes.data() + (j / kQgemmNR) * panel_len + 4 * (j % kQgemmNR);
-      for (int64_t kk = 0; kk < k_; ++kk)
-        dst[trans_b_ ? j * k_ + kk : kk * n_ + j] =
-            static_cast<uint8_t>(col[(kk / 4) * 4 * kQgemmNR + kk % 4] + shift);
+    if (qgemm_resolve_path(QgemmPath::kAuto) == QgemmPath::kAvx512Vnni) {
+      // qgemm.cpp's QgemmPackedB::quads(): column j in panel j / NR at byte
+      // 4 * (j % NR), k in quads of 4 rows; codes made signed (u8 - 128).
+      const QgemmQuadB& q = packed_.quads();
+      const int shift = b_dtype_ == DType::kInt8 ? 0 : 128;
+      const int64_t panel_len = q.kquads * 4 * kQgemmNR;
+      for (int64_t j = 0; j < n_; ++j) {
+        const int8_t* col = q.codes.data() + (j / kQgemmNR) * panel_len + 4 * (j % kQgemmNR);
+        for (int64_t kk = 0; kk < k_; ++kk)
+          dst[trans_b_ ? j * k_ + kk : kk * n_ + j] =
+              static_cast<uint8_t>(col[(kk / 4) * 4 * kQgemmNR + kk % 4] + shift);
+      }
+    } else {
+      qgemm_unpack_narrow_b(packed_, trans_b_, dst);
     }
     KernelContext c = ctx;
     c.inputs[3] = &b;
