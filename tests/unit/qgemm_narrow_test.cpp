@@ -425,55 +425,6 @@ TEST(QgemmNarrowB, TheQGemmKernelLetsItsWeightsGoExceptOnTheScalarTier) {
     }
 }
 
-// B given transposed and consumable: on the AVX2 tier too (as on the VNNI
-// one) the packing lets the packed panels' pages go as it moves on (they
-// read zero after), and the kernel's results are still the reference's on
-// the original codes.
-TEST(QgemmNarrowB, TheQGemmKernelConsumesItsTransposedWeightsWhilePacking) {
-  if (qgemm_resolve_path(QgemmPath::kAuto) == QgemmPath::kScalar) GTEST_SKIP() << "the scalar tier keeps B";
-  const int64_t m = 5, k = 3000, n = 40;  // B^T: 120 KB, 30 pages
-  std::vector<Tensor> in = {random_tensor(DType::kUInt8, {m, k}, 1), Tensor::scalar<float>(0.05f),
-                            scalar_code(DType::kUInt8, 120), random_tensor(DType::kInt8, {n, k}, 2),
-                            Tensor::scalar<float>(0.002f), scalar_code(DType::kInt8, 0), Tensor(DType::kInt32, {n}),
-                            Tensor::scalar<float>(0.3f), scalar_code(DType::kUInt8, 100)};
-  for (int64_t i = 0; i < n; ++i) in[6].data<int32_t>()[i] = static_cast<int32_t>(i * 51 - 400);
-  for (int64_t i = 0; i < in[3].numel(); ++i)  // no zero code: a discarded page shows
-    if (in[3].data<int8_t>()[i] == 0) in[3].data<int8_t>()[i] = 1;
-  Tensor consumed = in[3].clone();
-  const ir::Node node = node_of("QGemm", "com.microsoft", 9, {ir::attr_int("transB", 1)});
-  bool released = false;
-  KernelInit init{node, 19, {}, [&](size_t i) -> const Tensor* {
-                    if (i == 3) return &consumed;
-                    return i != 0 && i < in.size() ? &in[i] : nullptr;
-                  }};
-  init.consumable_constant = [&](size_t i) -> void* { return i == 3 ? consumed.raw() : nullptr; };
-  init.release_constant = [&](size_t, uint64_t) { return released = true; };
-  const KernelFactory* f = OpRegistry::global().find(node.domain, node.op_type, 19);
-  ASSERT_NE(f, nullptr);
-  auto kernel = (*f)(init);
-  ASSERT_TRUE(kernel.ok()) << kernel.status().message();
-  ASSERT_TRUE(released);
-  int64_t zeros = 0;
-  for (int64_t i = 0; i < consumed.numel(); ++i) zeros += consumed.data<int8_t>()[i] == 0;
-  EXPECT_GE(zeros, 16 * 4096) << "the packed panels' pages were not let go";
-  const KernelFactory* rf = OpRegistry::reference().find(node.domain, node.op_type, 19);
-  ASSERT_NE(rf, nullptr);
-  KernelInit rinit{node, 19, {}, [](size_t) -> const Tensor* { return nullptr; }};
-  auto ref = (*rf)(rinit);
-  ASSERT_TRUE(ref.ok());
-  ThreadPool pool(1);
-  KernelContext a, b;
-  for (const auto& t : in) b.inputs.push_back(&t);
-  a.inputs = b.inputs;
-  a.inputs[3] = &consumed;  // what is left of it: never read
-  a.outputs.resize(1);
-  b.outputs.resize(1);
-  a.pool = b.pool = &pool;
-  ASSERT_TRUE((*kernel)->run(a).ok());
-  ASSERT_TRUE((*ref)->run(b).ok());
-  ASSERT_EQ(a.outputs[0].shape(), b.outputs[0].shape());
-  EXPECT_EQ(std::memcmp(a.outputs[0].raw(), b.outputs[0].raw(), a.outputs[0].nbytes()), 0);
-}
 
 }  // namespace
 }  // namespace qtk::rt::x86
