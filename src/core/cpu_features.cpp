@@ -11,10 +11,26 @@
 
 namespace qtk {
 
+namespace {
+// QTK_ISA=avx2 makes this process see an AVX2-only CPU (no AVX-512 of any
+// kind), QTK_ISA=scalar one without AVX2: how the target machines and
+// old CPUs are measured and tested on a newer one. Unset or "native": the CPU.
+int isa_cap() {
+  static const int cap = [] {
+    const char* env = std::getenv("QTK_ISA");
+    const std::string v = env ? env : "";
+    if (v == "avx2") return 1;
+    if (v == "scalar") return 0;
+    return 2;
+  }();
+  return cap;
+}
+}  // namespace
+
 #if defined(__x86_64__) || defined(__i386__)
 // __builtin_cpu_supports also checks that the OS saves the wider register state.
 bool cpu_has_avx2() {
-  static const bool ok = __builtin_cpu_supports("avx2");
+  static const bool ok = isa_cap() >= 1 && __builtin_cpu_supports("avx2");
   return ok;
 }
 bool cpu_has_avx2_fma() {
@@ -22,21 +38,21 @@ bool cpu_has_avx2_fma() {
   return ok;
 }
 bool cpu_has_avx512f() {
-  static const bool ok = cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f");
+  static const bool ok = isa_cap() >= 2 && cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f");
   return ok;
 }
 bool cpu_has_avx512bw() {
-  static const bool ok = cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+  static const bool ok = isa_cap() >= 2 && cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                          __builtin_cpu_supports("avx512vl");
   return ok;
 }
 bool cpu_has_avx512_vnni() {
-  static const bool ok = cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+  static const bool ok = isa_cap() >= 2 && cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
   return ok;
 }
 bool cpu_has_avx512_vbmi() {
-  static const bool ok = cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+  static const bool ok = isa_cap() >= 2 && cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                          __builtin_cpu_supports("avx512vbmi");
   return ok;
 }
@@ -48,6 +64,13 @@ bool cpu_has_avx512bw() { return false; }
 bool cpu_has_avx512_vnni() { return false; }
 bool cpu_has_avx512_vbmi() { return false; }
 #endif
+
+const char* cpu_instruction_set() {
+  if (cpu_has_avx512_vnni()) return "avx512_vnni";
+  if (cpu_has_avx512f()) return "avx512";
+  if (cpu_has_avx2_fma()) return "avx2";
+  return "scalar";
+}
 
 bool env_flag_set(const char* name) {
   const char* env = std::getenv(name);

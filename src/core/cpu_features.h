@@ -11,6 +11,10 @@ bool cpu_has_avx512bw();    // AVX-512 F/BW/VL (Skylake-SP on), with AVX2
 bool cpu_has_avx512_vnni();  // AVX-512 F/BW/VL/VNNI, with AVX2
 bool cpu_has_avx512_vbmi();  // AVX-512 F/BW/VBMI (byte permutes), with AVX2
 
+// The widest instruction set the kernels use here, after QTK_ISA: "avx512_vnni",
+// "avx512", "avx2" or "scalar" (what `qtk bench` reports as cpu_isa).
+const char* cpu_instruction_set();
+
 // Physical cores this process may run on (hyper-threads of one core count
 // once): the CLI's default thread count. At least 1.
 int physical_core_count();

@@ -382,6 +382,13 @@ json_check "bench --json" "$TMP/bench.json" \
    j.latency_ms.min <= j.latency_ms.p10 && j.samples_per_second > 0 && j.build_ms >= 0 && j.load_ms >= 0 &&
    j.weight_bytes === 4 * 235146 && j.peak_rss_bytes > 0 && j.rss_before_session_bytes > 0 &&
    j.activation_peak_bytes >= 4 * 784 * 4 && j.activation_peak_bytes < 4 * 784 * 4 * 4'
+# QTK_ISA caps the instruction set the kernels may use (how an AVX2-only
+# machine is measured on a newer one); bench reports the tier it ran.
+json_check "bench reports cpu_isa" "$TMP/bench.json" '["avx512_vnni", "avx512", "avx2", "scalar"].includes(j.cpu_isa)'
+for isa in avx2 scalar; do
+  QTK_ISA=$isa expect_ok "bench QTK_ISA=$isa" bench "$MLP" --runs 3 --warmup 0 --json
+  json_check "bench QTK_ISA=$isa" "$TMP/out" "j.cpu_isa === \"$isa\" || (\"$isa\" === \"avx2\" && j.cpu_isa === \"scalar\")"
+done
 expect_ok "bench default runs" bench "$MLP" --json
 cp "$TMP/out" "$TMP/bench_auto.json"
 json_check "bench picks at least 10 runs" "$TMP/bench_auto.json" 'j.runs >= 10 && j.batch === 1 && j.warmup === 3'

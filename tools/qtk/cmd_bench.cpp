@@ -233,12 +233,12 @@ std::string render_text(const Report& r) {
   for (const auto& in : r.inputs) out += "input       " + in.name + " " + dtype_name(in.dtype) + " " + format_shape(in.shape) + "\n";
   char buf[320];
   std::snprintf(buf, sizeof buf,
-                "runs        %lld timed after %lld warm-up, batch %lld, %lld thread%s\n"
+                "runs        %lld timed after %lld warm-up, batch %lld, %lld thread%s, %s kernels\n"
                 "load        %.2f ms\nbuild       %.2f ms (session create)\n"
                 "latency     median %.3f ms  p10 %.3f  p90 %.3f  min %.3f  max %.3f\n"
                 "throughput  %.1f samples/s (batch / median latency)\n",
                 static_cast<long long>(r.runs), static_cast<long long>(r.warmup), static_cast<long long>(r.batch),
-                static_cast<long long>(r.threads), r.threads == 1 ? "" : "s", r.load_ms, r.build_ms, r.latency.median,
+                static_cast<long long>(r.threads), r.threads == 1 ? "" : "s", cpu_instruction_set(), r.load_ms, r.build_ms, r.latency.median,
                 r.latency.p10, r.latency.p90, r.latency.min, r.latency.max,
                 static_cast<double>(r.batch) * 1e3 / r.latency.median);
   out += buf;
@@ -260,6 +260,7 @@ std::string render_json(const Report& r) {
   JsonWriter w;
   w.begin_object();
   w.key("model").value(r.model).key("integer").value(r.integer).key("threads").value(r.threads);
+  w.key("cpu_isa").value(cpu_instruction_set());  // after QTK_ISA
   w.key("batch").value(r.batch).key("warmup").value(r.warmup).key("runs").value(r.runs);
   w.key("inputs").begin_array();
   for (const auto& in : r.inputs) {
