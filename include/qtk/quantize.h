@@ -32,7 +32,7 @@ enum class ExportFormat { kQDQ, kQOperator };
 //              inverse Hessian of the layer's calibration inputs;
 //   kAdaRound  AdaRound (Nagel et al. 2020): learned up/down rounding that
 //              reconstructs each layer's calibration outputs;
-//   kAuto      kRtn for weights of 8 bits and more, the measured best choice
+//   kAuto      kRtn for weights of 7 bits and more, the measured best choice
 //              below (see resolve_weight_method).
 enum class WeightMethod { kAuto, kRtn, kGptq, kAdaRound };
 

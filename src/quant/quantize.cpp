@@ -97,7 +97,8 @@ WeightMethod resolve_weight_method(const QuantConfig& c) {
   if (c.method != WeightMethod::kAuto) return c.method;
   // 8-bit rounding error is far below what the models notice; only narrow
   // grids gain from choosing roundings.
-  if (c.fp16_weights || quant::traits(c.weight_format).bits >= 8 || c.mapping != Mapping::kLinear)
+  if (c.fp16_weights || quant::traits(c.weight_format).bits >= quant::kAutoRoundToNearestBits ||
+      c.mapping != Mapping::kLinear)
     return WeightMethod::kRtn;
   // Measured (bench/quant_accuracy.sh, the --method rows; output SQNR of
   // the test models in adaround_test.cpp): on every shared model AdaRound
@@ -204,7 +205,7 @@ Expected<QuantResult> quantize(const Model& float_model, const QuantConfig& conf
   if (config.method == WeightMethod::kAuto && method == WeightMethod::kRtn && !config.fp16_weights &&
       config.mapping == Mapping::kLinear &&
       std::any_of(plan.weights.begin(), plan.weights.end(),
-                  [](const quant::WeightUse& u) { return quant::traits(u.format).bits < 8; }))
+                  [](const quant::WeightUse& u) { return quant::traits(u.format).bits < quant::kAutoRoundToNearestBits; }))
     method = WeightMethod::kAdaRound;
   if (method != WeightMethod::kRtn && config.fp16_weights)
     result.report.warnings.push_back(std::string(weight_method_name(method)) + " does not apply to fp16 weights");

@@ -426,6 +426,10 @@ expect_ok "quantize --method rtn" quantize "$MLP" -o "$Q/rtn.onnx" "${CAL[@]}" -
 cp "$TMP/out" "$Q/rtn.json"
 json_check "quantize --method rtn" "$Q/rtn.json" 'j.settings.method === "rtn" && j.method === "rtn" &&
    j.tensors.filter(t => t.kind === "weight").every(t => t.method === "rtn")'
+# int7 weights: auto rounds to nearest, as at 8 bits.
+expect_ok "quantize --weights int7" quantize "$MLP" -o "$Q/int7.onnx" "${CAL[@]}" --weights int7 --json
+json_check "quantize --weights int7" "$TMP/out" 'j.settings.weights === "int7" && j.method === "rtn" &&
+   j.tensors.filter(t => t.kind === "weight").length === 3'
 expect_warning "quantize --method gptq (32 rows for 784 columns)" "rank-deficient" \
   quantize "$MLP" -o "$Q/gptq.onnx" "${CAL[@]}" --weights int4 --method gptq --json
 cp "$TMP/out" "$Q/gptq.json"

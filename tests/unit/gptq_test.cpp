@@ -358,6 +358,8 @@ TEST(GptqPipeline, MlpInt4ReportsGptqPerLayerAndKeepsAccuracy) {
   a.mapping = Mapping::kLinear;
   a.weight_format = QFormat::kInt8;
   EXPECT_EQ(resolve_weight_method(a), WeightMethod::kRtn);
+  a.weight_format = QFormat::kInt7;
+  EXPECT_EQ(resolve_weight_method(a), WeightMethod::kRtn);
   // Explicit GPTQ without calibration data is an error, not a silent fallback.
   auto none = quantize(*model, c, CalibrationData{});
   EXPECT_FALSE(none.ok());

@@ -90,6 +90,28 @@ TEST_F(QuantizeMlp, LowBitFormatsDegradeInOrder) {
   }
 }
 
+// int7 weights (AVX2's exact vpmaddubsw path needs |w0| + |w1| <= 128 for
+// every pair): codes in [-64, 63] in int8 tensors, accuracy as at 8 bits.
+TEST_F(QuantizeMlp, Int7WeightsStayInSevenBits) {
+  QuantConfig c;
+  c.weight_format = quant::QFormat::kInt7;
+  auto r = quantize(*model, c, *calib);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  int weights = 0, at_edge = 0;
+  for (const auto& [name, t] : r->model.graph.initializers) {
+    if (t.dtype() != DType::kInt8 || t.numel() < 100) continue;  // the weight codes, not zero points
+    ++weights;
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      const int v = t.data<int8_t>()[i];
+      ASSERT_TRUE(v >= -64 && v <= 63) << name << "[" << i << "] = " << v;
+      at_edge += v == -64 || v == 63;
+    }
+  }
+  EXPECT_GE(weights, 3);
+  EXPECT_GT(at_edge, 0);  // the grid is used to its ends, not squeezed further
+  EXPECT_NEAR(accuracy(r->model, *test), float_acc, 0.003);
+}
+
 TEST_F(QuantizeMlp, GroupLog2AndFp16Weights) {
   QuantConfig g;
   g.weight_format = quant::QFormat::kInt4;

@@ -364,7 +364,7 @@ Expected<AlgoWeights> run_weight_method(const ir::Model& model, const QuantPlan&
   std::vector<QFormat> formats;
   for (auto& t : targets) {
     const QFormat f = format_of.count(t.node) ? format_of[t.node] : config.weight_format;
-    if (method == WeightMethod::kAuto && traits(f).bits >= 8) continue;  // auto: RTN at 8 bits
+    if (method == WeightMethod::kAuto && traits(f).bits >= kAutoRoundToNearestBits) continue;  // auto: RTN
     kept.push_back(std::move(t));
     formats.push_back(f);
   }
