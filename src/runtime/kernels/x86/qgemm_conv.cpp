@@ -243,14 +243,38 @@ void fill_phases(const QconvGeometry& g, const Layout& l, const uint8_t* x, int6
 
 namespace detail {
 
-void qconv_add_residual(const QconvGeometry& g, const QgemmOutput& out) {
-  const QgemmResidualAdd& r = *out.residual;
+namespace {
+qew::AddParams add_params(const QgemmResidualAdd& r, bool is_signed) {
   qew::AddParams p;
   p.a_zp = r.a_zp, p.b_zp = r.b_zp, p.c_zp = r.c_zp, p.ma = r.ma, p.mb = r.mb, p.n = r.n;
-  p.is_signed = out.codes_signed;
+  p.is_signed = is_signed;
+  return p;
+}
+void add_codes(const void* a, const void* b, int64_t n, const qew::AddParams& p, void* c) {
+  if (qew::avx2_supported()) qew::qadd_avx2(a, 1, b, 1, n, p, c);
+  else qew::qadd_scalar(a, 1, b, 1, n, p, c);
+}
+}  // namespace
+
+void qconv_add_residual(const QconvGeometry& g, const QgemmOutput& out) {
   const int64_t n = g.batch * g.out_c * g.out_h * g.out_w;  // the output is dense (ldo = OH·OW)
-  if (qew::avx2_supported()) qew::qadd_avx2(out.out, 1, r.codes, 1, n, p, out.out);
-  else qew::qadd_scalar(out.out, 1, r.codes, 1, n, p, out.out);
+  add_codes(out.out, out.residual->codes, n, add_params(*out.residual, out.codes_signed), out.out);
+}
+
+void qconv_keep_residual(const QgemmResidualAdd& r, int64_t ldo, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
+                         uint8_t* kept) {
+  const auto* residual = static_cast<const uint8_t*>(r.codes);
+  for (int64_t m = m0; m < m1; ++m) std::memcpy(kept + (m - m0) * (n1 - n0), residual + m * ldo + n0, n1 - n0);
+}
+
+void qconv_join_residual(const QgemmOutput& out, const QgemmResidualAdd& r, int64_t m0, int64_t m1, int64_t n0,
+                         int64_t n1, const uint8_t* kept) {
+  const qew::AddParams p = add_params(r, out.codes_signed);
+  auto* y = static_cast<uint8_t*>(out.out);
+  for (int64_t m = m0; m < m1; ++m) {
+    uint8_t* row = y + m * out.ldo + n0;
+    add_codes(row, kept + (m - m0) * (n1 - n0), n1 - n0, p, row);
+  }
 }
 
 }  // namespace detail
@@ -258,8 +282,10 @@ void qconv_add_residual(const QconvGeometry& g, const QgemmOutput& out) {
 bool qconv_fuses_residual(const QconvWeights& w, const QgemmOutput& out, QgemmPath path) {
   const QgemmResidualAdd* r = out.residual;
   constexpr int64_t kMaxMult = int64_t{1} << 31;
-  return r != nullptr && qgemm_resolve_path(path) == QgemmPath::kAvx512Vnni && !w.quad_groups.empty() &&
-         out.kind == QgemmOutputKind::kCodes && r->ma >= 0 && r->ma < kMaxMult && r->mb >= 0 && r->mb < kMaxMult;
+  if (r == nullptr || out.kind != QgemmOutputKind::kCodes) return false;
+  // The VNNI output stage adds in 32-bit lanes; the int16 tiers join each tile with qadd.
+  if (qgemm_resolve_path(path) != QgemmPath::kAvx512Vnni || w.quad_groups.empty()) return true;
+  return r->ma >= 0 && r->ma < kMaxMult && r->mb >= 0 && r->mb < kMaxMult;
 }
 
 void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_point, const QconvWeights& w,
@@ -311,6 +337,7 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
     thread_local AlignedBuffer<uint8_t> image_buffer;
     thread_local AlignedBuffer<uint8_t> panel_buffer;
     thread_local AlignedBuffer<int32_t> tile_buffer;
+    thread_local AlignedBuffer<uint8_t> residual_buffer;
     alignas(64) int32_t acc[kQgemmMR * kQgemmNR];
     uint8_t* panel_mem = panel_buffer.get(block_panels * panel_bytes);
     // Which group's weights the buffer holds whole, expanded (id 0: none).
@@ -365,6 +392,15 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
       }
       QgemmOutput ob = out;
       ob.out = static_cast<uint8_t*>(out.out) + static_cast<size_t>(b * g.out_c * pixels) * out_esize;
+      ob.residual = nullptr;
+      QgemmResidualAdd rb;  // this image's residual (codes: out_esize is 1)
+      if (out.residual) {
+        rb = *out.residual;
+        rb.codes = static_cast<const uint8_t*>(rb.codes) + b * g.out_c * pixels;
+      }
+      const int64_t n0 = p_first * kQgemmNR, n1 = std::min(p_end * kQgemmNR, pixels);
+      uint8_t* kept = out.residual ? residual_buffer.get(ocg * (n1 - n0)) : nullptr;
+      if (kept) detail::qconv_keep_residual(rb, pixels, gi * ocg, (gi + 1) * ocg, n0, n1, kept);
       // The weights' 8-bit tiles, a chunk at a time widened to int16 pairs;
       // each panel stays in L1 while the chunk's tiles pass over it.
       const QgemmNarrowA& wg = w.narrow(gi);
@@ -389,6 +425,7 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
           }
         }
       }
+      if (kept) detail::qconv_join_residual(ob, rb, gi * ocg, (gi + 1) * ocg, n0, n1, kept);
       u += p_end - p_first;
     }
   };

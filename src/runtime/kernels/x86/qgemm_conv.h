@@ -100,11 +100,11 @@ uint64_t qconv_narrow_bytes(const QconvWeights& w);
 void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_point, const QconvWeights& w,
            const QgemmOutput& out, ThreadPool* pool, QgemmPath path = QgemmPath::kAuto);
 
-// Whether qconv adds out.residual inside its output stage (the VNNI tier,
-// code output, multipliers below 2^31): then each residual code is read just
-// before the output code at its place is written, and the output may be the
-// residual's own storage at no cost. Elsewhere the join is a pass after the
-// conv, which must first copy a residual it would overwrite.
+// Whether qconv adds out.residual as it writes each output tile (code
+// output; on the VNNI tier, multipliers below 2^31): then each residual code
+// is read just before the output code at its place is written, and the
+// output may be the residual's own storage at no cost. Otherwise the join is
+// a pass after the conv, which must first copy a residual it would overwrite.
 bool qconv_fuses_residual(const QconvWeights& w, const QgemmOutput& out, QgemmPath path = QgemmPath::kAuto);
 
 namespace detail {
@@ -112,6 +112,15 @@ namespace detail {
 // The fused residual join as a pass over a finished conv output (codes, dense
 // NCHW): for the paths whose output stage does not add it.
 void qconv_add_residual(const QconvGeometry& g, const QgemmOutput& out);
+// The AVX2 / scalar tiers' fused join, one block of output channels
+// [m0, m1) x pixels [n0, n1) of one image at a time (r and out: that image's;
+// rows ldo apart): keep the block's residual codes before the block's tiles
+// write their outputs (out may be the residual's storage), then add them as
+// qconv_add_residual would. Same bits, while the block is still in cache.
+void qconv_keep_residual(const QgemmResidualAdd& r, int64_t ldo, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
+                         uint8_t* kept);
+void qconv_join_residual(const QgemmOutput& out, const QgemmResidualAdd& r, int64_t m0, int64_t m1, int64_t n0,
+                         int64_t n1, const uint8_t* kept);
 
 // Where a 16-pixel panel reads its lanes: lane j of k-row k is
 // src[tap_offset[k] + lane_offset[j]] minus the zero point.
