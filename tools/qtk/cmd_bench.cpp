@@ -21,6 +21,7 @@
 #include "core/json.h"
 #include "qtk/model.h"
 #include "qtk/session.h"
+#include "rss_probe.h"
 
 namespace qtk::cli {
 namespace {
@@ -95,44 +96,6 @@ Expected<Tensor> random_input(const TensorInfo& info, const Shape& shape, std::m
   return t;
 }
 
-// A "VmRSS:" / "VmHWM:" line of /proc/self/status in bytes; 0 when unavailable.
-uint64_t proc_status_bytes(const char* key) {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind(key, 0) == 0) return std::strtoull(line.c_str() + std::strlen(key), nullptr, 10) * 1024;
-  return 0;
-}
-
-// Maps in every page of the process's file-backed mappings (the program's
-// code and read-only data, the shared libraries), so that the code a session
-// runs for the first time is resident before the "before" reading: the
-// session's growth is then the memory it allocated, not kernel code that any
-// process running these ops pays once (about 3 MB of qtk's code otherwise).
-void prefault_file_mappings() {
-#ifdef MADV_POPULATE_READ
-  std::ifstream maps("/proc/self/maps");
-  std::string line;
-  while (std::getline(maps, line)) {
-    unsigned long lo = 0, hi = 0;
-    char perms[8] = {};
-    int path_at = 0;
-    if (std::sscanf(line.c_str(), "%lx-%lx %7s %*s %*s %*s %n", &lo, &hi, perms, &path_at) < 3) continue;
-    if (perms[0] != 'r' || path_at <= 0 || line.c_str()[path_at] != '/') continue;
-    madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_POPULATE_READ);  // pages past a file's end: refused, fine
-  }
-#endif
-}
-
-// Resets VmHWM to the current RSS (Linux >= 4.0), so that the next VmHWM
-// reading is the peak of what follows. False when the kernel refuses.
-bool reset_peak_rss() {
-  std::ofstream f("/proc/self/clear_refs");
-  f << "5";
-  f.flush();
-  return static_cast<bool>(f);
-}
-
 struct Stats {
   double median = 0, p10 = 0, p90 = 0, min = 0, max = 0, mean = 0;
 };
@@ -162,7 +125,8 @@ struct Report {
   Stats latency;  // ms
   uint64_t weight_bytes = 0;          // the file's initializers
   uint64_t session_weight_bytes = 0;  // Session::weight_bytes: after BN folding / QDQ rewriting
-  uint64_t rss_before = 0, peak_rss = 0;
+  uint64_t rss_before = 0, peak_rss = 0;  // peak_rss: the larger of VmHWM and the sampled peak
+  uint64_t sampled_peak_rss = 0;          // the RSS sampler's largest reading (build and warm-up)
   // VmRSS once the model the session is handed (graph copy and its own
   // weights) exists, before Session::create: the floor of the session's growth.
   uint64_t rss_model_copy = 0;
@@ -279,6 +243,7 @@ std::string render_json(const Report& r) {
   w.key("weight_bytes").value(r.weight_bytes);
   w.key("rss_before_session_bytes").value(r.rss_before);
   w.key("peak_rss_bytes").value(r.peak_rss);
+  w.key("sampled_peak_rss_bytes").value(r.sampled_peak_rss);
   w.key("session_peak_rss_bytes");
   if (r.peak_is_session && r.peak_rss >= r.rss_before) w.value(r.peak_rss - r.rss_before);
   else w.null();
@@ -328,6 +293,9 @@ Outcome run_bench(const ParsedArgs& args) {
   options.code_tables = !args.has("--no-code-tables");
   options.profile = args.has("--profile");
   prefault_file_mappings();
+  // Samples the RSS through the build and the warm-up runs (peaks VmHWM
+  // does not see); stopped before the timed runs, which it would slow.
+  RssSampler sampler;
   // The loader's freed heap (file bytes, protobuf) would otherwise stay
   // resident and the session would grow into it unseen.
   core::release_free_heap_pages();
@@ -375,6 +343,7 @@ Outcome run_bench(const ParsedArgs& args) {
     runs = std::clamp<int64_t>(static_cast<int64_t>(2000.0 / std::max(warm_ms, 1e-3)), 10, 100'000);
   }
   r.runs = runs;
+  r.sampled_peak_rss = sampler.stop();
   session->reset_profile();
   std::vector<double> times;
   times.reserve(static_cast<size_t>(runs));
@@ -383,7 +352,7 @@ Outcome run_bench(const ParsedArgs& args) {
     times.push_back(ms);
   }
   r.latency = stats_of(std::move(times));
-  r.peak_rss = proc_status_bytes("VmHWM:");
+  r.peak_rss = std::max(proc_status_bytes("VmHWM:"), r.sampled_peak_rss);
   r.activation_bytes = session->peak_activation_bytes();
   r.activation_pair_bytes = session->largest_activation_pair_bytes();
   r.arena_bytes = session->activation_arena_bytes();
@@ -405,7 +374,8 @@ const CommandSpec kBenchCommand = {
     "set to --batch; floats uniform in [0, 1), integers in [0, 10)), runs it --warmup times\n"
     "untimed and then --runs times, and reports the median, 10th and 90th percentile latency\n"
     "(wall time of Session::run), throughput (batch / median), the session build time, the\n"
-    "process's peak resident memory (VmHWM; with the part the session added over the RSS before\n"
+    "process's peak resident memory (the larger of VmHWM and the RSS sampled every 50 us through the\n"
+    "build and warm-up runs; with the part the session added over the RSS before\n"
     "it, where the kernel lets the peak be reset; the program's code is mapped in before that\n"
     "reading, so the growth is what the session allocated), the weights the session holds (and\n"
     "the file's), and the activations' needs: the largest pair of values alive at once, the\n"

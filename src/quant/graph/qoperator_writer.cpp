@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <limits>
 #include <map>
 #include <optional>
 #include <set>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -84,6 +86,11 @@ class Rewriter {
       if (removed_[i] || !ir::is_default_domain(g_.nodes[i].domain)) continue;
       rewrite(i);
     }
+    // The indexes view the nodes' strings, which move below: drop them now
+    // (also the build's peak memory: they are the rewrite's largest temporaries).
+    drop_index();
+    node_names_ = {};
+    owned_names_ = {};
     std::vector<ir::Node> nodes;
     nodes.reserve(n);
     for (size_t i = 0; i < n; ++i) {
@@ -102,16 +109,40 @@ class Rewriter {
  private:
   // ---- graph queries ----
 
-  void index() {
-    producer_.clear();
-    readers_.clear();
-    for (size_t i = 0; i < g_.nodes.size(); ++i) {
+  // Who writes and who reads each value. Keys view the graph's own strings
+  // (copies of every name were most of a session build's temporary memory):
+  // g_.nodes must not change while they are used. With readers = false only
+  // the producers (keyed by node outputs, which renaming reads leaves alone).
+  void index(bool readers = true) {
+    drop_index();
+    for (size_t i = 0; i < g_.nodes.size(); ++i)
       for (const auto& o : g_.nodes[i].outputs)
         if (!o.empty()) producer_[o] = i;
-      for (const auto& in : g_.nodes[i].inputs)
-        if (!in.empty()) readers_[in].push_back(i);
+    if (!readers) return;
+    for (size_t i = 0; i < g_.nodes.size(); ++i) {
+      const ir::Node& node = g_.nodes[i];
+      for (const auto& in : node.inputs)
+        if (!in.empty()) {
+          readers_[in].push_back(i);
+          ++reads_[in];
+        }
+      for (const auto& a : node.attrs) {  // a subgraph's reads of this graph's values
+        if (a.g) count_free_variables(*a.g);
+        for (const auto& sg : a.graphs)
+          if (sg) count_free_variables(*sg);
+      }
     }
-    reads_ = ir::count_reads(g_);
+    for (const auto& o : g_.outputs) ++reads_[o.name];
+  }
+
+  void count_free_variables(const ir::Graph& sub) {
+    for (auto& v : ir::free_variables(sub)) ++reads_[owned_names_.emplace_back(std::move(v))];
+  }
+
+  void drop_index() {
+    producer_ = {};
+    readers_ = {};
+    reads_ = {};
   }
 
   const ir::Node* producer(const std::string& name) const {
@@ -306,7 +337,7 @@ class Rewriter {
   std::string fresh_node_name(const std::string& base) {
     std::string name = base;
     for (int k = 1; node_names_.count(name); ++k) name = base + "_" + std::to_string(k);
-    node_names_.insert(name);
+    node_names_.insert(owned_names_.emplace_back(name));
     return name;
   }
 
@@ -657,7 +688,7 @@ class Rewriter {
 
   // DQ(x) → Q with the same parameters is x itself.
   void remove_dq_q_pairs() {
-    index();
+    index(/*readers=*/false);  // rename_reads below rewrites node inputs
     std::vector<bool> drop(g_.nodes.size(), false);
     for (size_t k = 0; k < g_.nodes.size(); ++k) {
       const ir::Node& q = g_.nodes[k];
@@ -689,10 +720,13 @@ class Rewriter {
   ir::Graph& g_;
   QOperatorOptions opt_;
   ir::NameTable names_;
-  std::unordered_set<std::string> node_names_;
-  std::unordered_map<std::string, size_t> producer_;
-  std::unordered_map<std::string, std::vector<size_t>> readers_;
-  std::unordered_map<std::string, int> reads_;
+  // Views of the graph's strings, or of owned_names_ (names the graph does
+  // not hold: new node names, subgraphs' free variables).
+  std::unordered_set<std::string_view> node_names_;
+  std::unordered_map<std::string_view, size_t> producer_;
+  std::unordered_map<std::string_view, std::vector<size_t>> readers_;
+  std::unordered_map<std::string_view, int> reads_;
+  std::deque<std::string> owned_names_;
   std::vector<bool> removed_;
   std::vector<std::vector<ir::Node>> replacement_;
   QOperatorStats stats_;
