@@ -1,6 +1,6 @@
 // The int8 kernels that let their packed weights go (QLinearConv /
-// ConvInteger through the implicit-GEMM conv, QGemm; VNNI CPUs only): the
-// VNNI layout must give back the exact codes, the kernel must never read the
+// ConvInteger through the implicit-GEMM conv, QGemm, QLinearMatMul,
+// MatMulInteger; VNNI and AVX2 tiers): the VNNI layout must give back the exact codes, the kernel must never read the
 // weights it let go (it gets garbage here), and where it falls back to the
 // reference kernel the rebuilt weights must give the reference's result.
 #include <gtest/gtest.h>
@@ -130,7 +130,7 @@ ir::Node qlinear_conv_node(std::vector<int64_t> pads) {
 }
 
 TEST(PackedConstantReleaseInt8, QLinearConvNeverReadsItsLetGoWeights) {
-  if (!vnni()) GTEST_SKIP() << "no AVX-512 VNNI: the kernel keeps its weights";
+  if (x86::qgemm_resolve_path(x86::QgemmPath::kAuto) == x86::QgemmPath::kScalar) GTEST_SKIP() << "the scalar tier keeps W";
   for (DType wt : {DType::kInt8, DType::kUInt8}) {
     std::vector<Tensor> in = {random_codes(DType::kUInt8, {2, 8, 9, 9}, 1), Tensor::scalar<float>(0.05f),
                               scalar_code(DType::kUInt8, 120), random_codes(wt, {16, 8, 3, 3}, 2),
@@ -165,7 +165,7 @@ ir::Node qgemm_node(bool trans_b) {
 }
 
 TEST(PackedConstantReleaseInt8, QGemmNeverReadsItsLetGoWeights) {
-  if (!vnni()) GTEST_SKIP() << "no AVX-512 VNNI: the kernel keeps its weights";
+  if (x86::qgemm_resolve_path(x86::QgemmPath::kAuto) == x86::QgemmPath::kScalar) GTEST_SKIP() << "the scalar tier keeps B";
   for (bool trans_b : {false, true}) {
     for (DType bt : {DType::kInt8, DType::kUInt8}) {
       const ir::Node n = qgemm_node(trans_b);
@@ -231,6 +231,52 @@ TEST(PackedConstantReleaseInt8, QGemmConsumesItsTransposedWeightsWhilePacking) {
   ASSERT_TRUE((*ref)->run(b).ok());
   ASSERT_EQ(a.outputs[0].shape(), b.outputs[0].shape());
   EXPECT_EQ(std::memcmp(a.outputs[0].raw(), b.outputs[0].raw(), a.outputs[0].nbytes()), 0);
+}
+
+}  // namespace
+}  // namespace qtk::rt
+
+namespace qtk::rt {
+namespace {
+
+ir::Node node_of(const std::string& op, int inputs) {
+  ir::Node n;
+  n.name = op;
+  n.op_type = op;
+  for (int i = 0; i < inputs; ++i) n.inputs.push_back("in" + std::to_string(i));
+  n.outputs = {"y"};
+  return n;
+}
+
+// QLinearMatMul and MatMulInteger with a constant B hold it once packed on
+// the VNNI and AVX2 tiers (the scalar tier keeps the initializer).
+TEST(PackedConstantReleaseInt8, MatMulsNeverReadTheirLetGoWeights) {
+  if (x86::qgemm_resolve_path(x86::QgemmPath::kAuto) == x86::QgemmPath::kScalar) GTEST_SKIP() << "the scalar tier keeps B";
+  const int64_t m = 7, k = 45, nn = 19;
+  for (DType bt : {DType::kInt8, DType::kUInt8}) {
+    const std::string what = bt == DType::kInt8 ? "int8 B" : "uint8 B";
+    const Tensor a = random_codes(DType::kUInt8, {2, m, k}, 1), b = random_codes(bt, {k, nn}, 2);
+    const Tensor bzp = scalar_code(bt, bt == DType::kInt8 ? -3 : 131);
+    std::vector<Tensor> q = {a, Tensor::scalar<float>(0.05f), scalar_code(DType::kUInt8, 120), b,
+                             Tensor::scalar<float>(0.02f), bzp, Tensor::scalar<float>(0.3f), scalar_code(DType::kUInt8, 100)};
+    const std::vector<bool> qc = {false, true, true, true, true, true, true, true};
+    expect_let_go_matches_reference(node_of("QLinearMatMul", 8), q, qc, 3, "QLinearMatMul " + what + ", packed path");
+    // A whose inner size is not B's: the fallback, and the reference's error.
+    std::vector<Tensor> bad = q;
+    bad[0] = random_codes(DType::kUInt8, {m, k + 1}, 3);
+    expect_let_go_matches_reference(node_of("QLinearMatMul", 8), bad, qc, 3, "QLinearMatMul " + what + ", error path",
+                                    false);
+    std::vector<Tensor> mi = {a, b, scalar_code(DType::kUInt8, 7), bzp};
+    const std::vector<bool> mc = {false, true, false, true};
+    expect_let_go_matches_reference(node_of("MatMulInteger", 4), mi, mc, 1, "MatMulInteger " + what + ", packed path");
+    // Per-row A zero points: the packed path does not take them, the
+    // reference does, with B rebuilt from the packed layout.
+    std::vector<Tensor> per_row = mi;
+    per_row[0] = random_codes(DType::kUInt8, {m, k}, 4);
+    per_row[2] = random_codes(DType::kUInt8, {m}, 5);
+    expect_let_go_matches_reference(node_of("MatMulInteger", 4), per_row, mc, 1,
+                                    "MatMulInteger " + what + ", reference path");
+  }
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "runtime/kernels/x86/qdepthwise_conv.h"
 #include "runtime/kernels/x86/qlinear_x86_common.h"
 #include "runtime/kernels/x86/qlinear_x86_ops.h"
+#include "runtime/kernels/x86/qlinear_x86_released_b.h"
 #include "runtime/op_registry.h"
 #include "runtime/thread_pool.h"
 
@@ -22,14 +23,26 @@ namespace {
 
 // A constant 2-D B packed for the GEMM; null when B is not one we take.
 struct PackedWeight {
-  Tensor source;  // the initializer (shared storage): packed reads its codes
+  Tensor source;  // the initializer (shared storage): packed reads its codes, until released
   QgemmPackedB packed;
+  ReleasedB released;
+  size_t input = 0;  // B's input index
   bool is_signed = false;
   int64_t k = 0, n = 0;
   std::vector<int32_t> zero_points;
+
+  // The reference kernel, with B rebuilt when the session let it go.
+  Status run_reference(Kernel& ref, KernelContext& ctx) const {
+    if (!released.released()) return ref.run(ctx);
+    return run_with_input(ref, ctx, input, released.unpack(packed));
+  }
 };
 
-std::unique_ptr<PackedWeight> pack_weight(const Tensor* b, const Tensor* zp, bool zp_present, bool trans_b) {
+// B = input `input`, its zero point input `zp_input`.
+std::unique_ptr<PackedWeight> pack_weight(const KernelInit& init, size_t input, size_t zp_input) {
+  const Tensor* b = init.constant_input(input);
+  const Tensor* zp = init.constant_input(zp_input);
+  const bool zp_present = node_has_input(init, zp_input), trans_b = false;
   if (b == nullptr || b->rank() != 2 || !is_8bit(b->dtype())) return nullptr;
   if (zp_present && zp == nullptr) return nullptr;  // a zero point fed at run time
   auto w = std::make_unique<PackedWeight>();
@@ -42,6 +55,8 @@ std::unique_ptr<PackedWeight> pack_weight(const Tensor* b, const Tensor* zp, boo
   w->zero_points = *z;
   const QgemmCodes codes{w->source.raw(), w->is_signed, trans_b ? 1 : w->n, trans_b ? w->k : 1};
   qgemm_pack_b(codes, w->k, w->n, w->zero_points, w->packed);
+  w->input = input;
+  w->released.release(init, input, *b, trans_b, w->packed, w->source);
   return w;
 }
 
@@ -104,15 +119,15 @@ class QLinearMatMulKernel final : public Kernel {
 
   Status run(KernelContext& ctx) override {
     for (size_t i : {0, 1, 3, 4, 6, 7})
-      if (!ctx.has_input(i)) return ref_->run(ctx);
+      if (!ctx.has_input(i)) return w_->run_reference(*ref_, ctx);
     std::optional<QgemmRequant> local;
     const QgemmRequant* r = cached_ ? &*cached_ : nullptr;
     if (!r) {
       local = requant(ctx.input(1), ctx.input(4), ctx.input(6), ctx.input(7));
-      if (!local) return ref_->run(ctx);
+      if (!local) return w_->run_reference(*ref_, ctx);
       r = &*local;
     }
-    if (!run_packed_gemm(ctx, *w_, ctx.input(7).dtype(), r)) return ref_->run(ctx);
+    if (!run_packed_gemm(ctx, *w_, ctx.input(7).dtype(), r)) return w_->run_reference(*ref_, ctx);
     return Status::Ok();
   }
 
@@ -210,7 +225,7 @@ class QLinearBatchedMatMulKernel final : public Kernel {
 }  // namespace
 
 Expected<std::unique_ptr<Kernel>> try_make_qlinear_matmul_kernel(const KernelInit& init) {
-  auto w = pack_weight(init.constant_input(3), init.constant_input(5), node_has_input(init, 5), false);
+  auto w = pack_weight(init, 3, 5);
   if (!w) {
     if (init.constant_input(3)) return std::unique_ptr<Kernel>();  // a constant B the GEMM does not take
     QTK_ASSIGN_OR_RETURN(auto ref, make_reference_kernel(init));
@@ -232,8 +247,8 @@ class MatMulIntegerKernel final : public Kernel {
   MatMulIntegerKernel(std::unique_ptr<Kernel> ref, std::unique_ptr<PackedWeight> w) : ref_(std::move(ref)), w_(std::move(w)) {}
 
   Status run(KernelContext& ctx) override {
-    if (!ctx.has_input(0) || !ctx.has_input(1)) return ref_->run(ctx);
-    if (!run_packed_gemm(ctx, *w_, DType::kInt32, nullptr)) return ref_->run(ctx);
+    if (!ctx.has_input(0) || !ctx.has_input(1)) return w_->run_reference(*ref_, ctx);
+    if (!run_packed_gemm(ctx, *w_, DType::kInt32, nullptr)) return w_->run_reference(*ref_, ctx);
     return Status::Ok();
   }
 
@@ -245,7 +260,7 @@ class MatMulIntegerKernel final : public Kernel {
 }  // namespace
 
 Expected<std::unique_ptr<Kernel>> try_make_matmul_integer_kernel(const KernelInit& init) {
-  auto w = pack_weight(init.constant_input(1), init.constant_input(3), node_has_input(init, 3), false);
+  auto w = pack_weight(init, 1, 3);
   if (!w) return std::unique_ptr<Kernel>();
   QTK_ASSIGN_OR_RETURN(auto ref, make_reference_kernel(init));
   return std::unique_ptr<Kernel>(std::make_unique<MatMulIntegerKernel>(std::move(ref), std::move(w)));

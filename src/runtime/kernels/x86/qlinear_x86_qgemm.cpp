@@ -11,6 +11,7 @@
 #include "runtime/kernels/x86/qgemm.h"
 #include "runtime/kernels/x86/qlinear_x86_common.h"
 #include "runtime/kernels/x86/qlinear_x86_ops.h"
+#include "runtime/kernels/x86/qlinear_x86_released_b.h"
 
 namespace qtk::rt {
 namespace x86 {
@@ -51,26 +52,8 @@ class QGemmKernel final : public Kernel {
     b_source_ = *b;  // shared storage: packed_ reads its codes
     qgemm_pack_b({b_source_.raw(), b->dtype() == DType::kInt8, trans_b ? 1 : n_, trans_b ? k_ : 1}, k_, n_, zp, packed_,
                  consumable);
-    // qgemm then reads one layout (packed now): the VNNI tier the quads, the
-    // AVX2 tier the 8-bit panels. The codes can go (the session then holds B
-    // once); the reference kernel, for the cases the packed path does not
-    // take, gets them unpacked. (The automatic tier is resolved once per
-    // process: it stays what it is.)
-    if (vnni || narrow) {
-      uint64_t bytes = packed_.narrow_bytes();
-      if (vnni) {
-        const QgemmQuadB& q = packed_.quads();
-        bytes = static_cast<uint64_t>(packed_.panels * q.kquads * 4 * kQgemmNR) +
-                (q.colsum.size() + q.zero_point.size()) * sizeof(int32_t);
-      }
-      if (init.release_constant(3, bytes)) {
-        b_dtype_ = b->dtype();
-        b_shape_ = b->shape();
-        trans_b_ = trans_b;
-        b_source_ = Tensor();
-        packed_.source.data = nullptr;  // the other layouts can no longer be made (never on this tier)
-      }
-    }
+    // qgemm then reads one layout (packed now): the codes can go.
+    released_b_.release(init, 3, *b, trans_b, packed_, b_source_);
     quantized_out_ = node_has_input(init, 7);
     // Constant a_scale / y_scale / y_zero_point: the output stage once, now.
     const Tensor* as = init.constant_input(1);
@@ -94,33 +77,8 @@ class QGemmKernel final : public Kernel {
   // The reference kernel, with B rebuilt from the layout the tier packed
   // (the VNNI quads or the AVX2 tier's 8-bit panels) when it was let go.
   Status run_reference(KernelContext& ctx) {
-    if (b_source_.defined() || b_dtype_ == DType::kUndefined) return ref_->run(ctx);
-    Tensor b;
-    {
-      core::ScopedAllocationHook unplanned(nullptr);  // scratch, not an output the run's plan knows
-      b = Tensor::uninitialized(b_dtype_, b_shape_);
-    }
-    auto* dst = static_cast<uint8_t*>(b.raw());
-    if (qgemm_resolve_path(QgemmPath::kAuto) == QgemmPath::kAvx512Vnni) {
-      // qgemm.cpp's QgemmPackedB::quads(): column j in panel j / NR at byte
-      // 4 * (j % NR), k in quads of 4 rows; codes made signed (u8 - 128).
-      const QgemmQuadB& q = packed_.quads();
-      const int shift = b_dtype_ == DType::kInt8 ? 0 : 128;
-      const int64_t panel_len = q.kquads * 4 * kQgemmNR;
-      for (int64_t j = 0; j < n_; ++j) {
-        const int8_t* col = q.codes.data() + (j / kQgemmNR) * panel_len + 4 * (j % kQgemmNR);
-        for (int64_t kk = 0; kk < k_; ++kk)
-          dst[trans_b_ ? j * k_ + kk : kk * n_ + j] =
-              static_cast<uint8_t>(col[(kk / 4) * 4 * kQgemmNR + kk % 4] + shift);
-      }
-    } else {
-      qgemm_unpack_narrow_b(packed_, trans_b_, dst);
-    }
-    KernelContext c = ctx;
-    c.inputs[3] = &b;
-    QTK_RETURN_IF_ERROR(ref_->run(c));
-    ctx.outputs = std::move(c.outputs);
-    return Status::Ok();
+    if (!released_b_.released()) return ref_->run(ctx);
+    return run_with_input(*ref_, ctx, 3, released_b_.unpack(packed_));
   }
 
   // As the reference: M[n] = alpha·a_scale·b_scale[n]/y_scale in double.
@@ -219,9 +177,7 @@ class QGemmKernel final : public Kernel {
   int64_t k_ = 0, n_ = 0;
   std::vector<float> b_scale_;
   Tensor b_source_;
-  DType b_dtype_ = DType::kUndefined;  // set when B was let go (b_source_ undefined)
-  Shape b_shape_;
-  bool trans_b_ = false;
+  ReleasedB released_b_;
   bool quantized_out_ = false;
   // The output stage prepared from constant scales (checked against the
   // run-time values before use).
