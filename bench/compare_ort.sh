@@ -15,9 +15,13 @@
 #
 # usage: bench/compare_ort.sh [BUILD_DIR] [--models "mlp cnn resnet20"]
 #          [--batches "1 64"] [--threads "1 2"] [--runs N] [--iters N]
-#          [--warmup N] [--calib-samples N] [--rounds R] [--markdown]
+#          [--warmup N] [--calib-samples N] [--rounds R] [--weights W] [--markdown]
 # --rounds R repeats the four measurements of each row R times, interleaved,
 # and prints the median of the R medians (the machine is shared and noisy).
+# --weights W quantizes with `qtk quantize --weights W` (e.g. int7, which
+# qtk's AVX2 kernels multiply with vpmaddubsw exactly). QTK_ISA=avx2 in the
+# environment caps qtk's kernels at AVX2; ONNX Runtime has no such switch
+# and uses what the CPU has.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BUILD="$ROOT/build"
@@ -28,6 +32,7 @@ RUNS=50           # qtk: timed runs (median reported)
 ITERS=50          # ORT: timed runs (median reported)
 WARMUP=5          # both: untimed runs first
 CALIB_SAMPLES=128
+WEIGHTS=int8
 ROUNDS=1
 MARKDOWN=0
 while [ $# -gt 0 ]; do
@@ -40,8 +45,9 @@ while [ $# -gt 0 ]; do
     --warmup) WARMUP="$2"; shift 2 ;;
     --calib-samples) CALIB_SAMPLES="$2"; shift 2 ;;
     --rounds) ROUNDS="$2"; shift 2 ;;
+    --weights) WEIGHTS="$2"; shift 2 ;;
     --markdown) MARKDOWN=1; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) BUILD="$(cd "$1" && pwd)"; shift ;;
   esac
@@ -69,7 +75,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 for m in $MODELS; do
   "$QTK" quantize "$ROOT/models/$m.onnx" -o "$TMP/$m.int8.onnx" --calib fashion-mnist:train \
-    --calib-samples "$CALIB_SAMPLES" --force > "$TMP/quantize.log" 2>&1 \
+    --calib-samples "$CALIB_SAMPLES" --weights "$WEIGHTS" --force > "$TMP/quantize.log" 2>&1 \
     || { echo "qtk quantize $m failed:" >&2; cat "$TMP/quantize.log" >&2; exit 1; }
 done
 
