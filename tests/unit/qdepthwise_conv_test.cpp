@@ -431,6 +431,59 @@ TEST(QDepthwiseConv, AutoChoiceOnMobileNetV2SmallPlanes) {
     }
 }
 
+// The AVX2 planes' padded copy (stride 1 and 2 along W, no dilation along
+// W): one column span per plane, converted 16 columns at a time with the
+// last conversion moved back to end at the span's end, or column by column
+// below 16; rows the windows never read are left out. Widths around the
+// multiples of 16, pads of 0..3 on each side (so the span starts anywhere in
+// a cache line), heights whose last rows stride 2 skips, odd channel counts
+// (the scratch plane is reused, so a column left unwritten keeps the
+// previous plane's value), u8 / s8 input with random zero points. Forced to
+// the AVX2 tier (it runs there on an AVX-512 machine too), 1 and 2 threads.
+TEST(QDepthwiseConv, Avx2PaddedCopyMatchesReference) {
+  if (!rt::qdw::avx2_supported()) GTEST_SKIP() << "CPU without AVX2 (the path falls back to scalar)";
+  const uint32_t seed = 5309;
+  std::mt19937 rng(seed);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  const int widths[] = {1, 2, 7, 14, 15, 16, 17, 18, 30, 31, 32, 33, 47, 48, 49, 56, 63, 64, 65, 81};
+  for (int n = 0; n < 120; ++n) {
+    Case c = random_case(rng, false);
+    const int64_t ch = 2 * pick(0, 3) + 1, images = pick(1, 2);
+    const int64_t kh = pick(0, 4) == 0 ? 5 : 3, kw = pick(0, 4) == 0 ? pick(1, 2) * 2 : 3;
+    const int64_t sh = pick(1, 2), sw = pick(1, 2);
+    const int64_t w = widths[pick(0, static_cast<int>(std::size(widths)) - 1)], h = pick(1, 21);
+    const int64_t pt = pick(0, 3), pl = pick(0, 3);
+    // Enough padding at the bottom / right for one window.
+    const int64_t pb = std::max<int64_t>(kh - h - pt, pick(0, 3)), pr = std::max<int64_t>(kw - w - pl, pick(0, 3));
+    const bool x_signed = pick(0, 1), w_signed = pick(0, 1);
+    c.x_shape = {images, ch, h, w};
+    c.k_h = kh, c.k_w = kw;
+    c.attrs = {ir::attr_int("group", ch), ir::attr_ints("strides", {sh, sw}), ir::attr_ints("pads", {pt, pl, pb, pr})};
+    c.inputs[0] = codes_tensor(x_signed, c.x_shape, rng);
+    c.inputs[2] = zero_point(x_signed, {}, rng);
+    c.inputs[3] = codes_tensor(w_signed, {ch, 1, kh, kw}, rng);
+    Tensor ws(DType::kFloat32, {ch});
+    for (int64_t i = 0; i < ch; ++i) ws.data<float>()[i] = std::uniform_real_distribution<float>(0.002f, 0.02f)(rng);
+    c.inputs[4] = ws;
+    c.inputs[5] = zero_point(w_signed, {ch}, rng);
+    Tensor b(DType::kInt32, {ch});
+    for (int64_t i = 0; i < ch; ++i) b.data<int32_t>()[i] = std::uniform_int_distribution<int32_t>(-20000, 20000)(rng);
+    c.inputs[8] = b;
+    // y_scale near the typical |acc| (as in random_case) so the codes spread over the range.
+    const double typical = 128.0 * 64.0 * std::sqrt(static_cast<double>(kh * kw));
+    c.inputs[6] = Tensor::scalar(static_cast<float>(c.inputs[1].get_as_double(0) * 0.05 * typical / 100.0 *
+                                                    std::uniform_real_distribution<double>(0.3, 3.0)(rng)));
+    std::ostringstream os;
+    os << "seed " << seed << " case " << n << ": x " << shape_to_string(c.x_shape) << (x_signed ? " s8" : " u8")
+       << " x_zp " << c.inputs[2].get_as_int64(0) << " k " << kh << "x" << kw << " s " << sh << "," << sw
+       << " pads " << pt << "," << pl << "," << pb << "," << pr << " w " << (w_signed ? "s8" : "u8") << " y "
+       << (c.inputs[7].dtype() == DType::kInt8 ? "s8" : "u8") << " y_zp " << c.inputs[7].get_as_int64(0);
+    SCOPED_TRACE(os.str());
+    check_case(c, Path::kAvx2, 1 + n % 2, all_constant());
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+}
+
 TEST(QDepthwiseConv, DeclinesWhatItDoesNotHandle) {
   std::mt19937 rng(3);
   Case c = random_case(rng, false);
