@@ -16,6 +16,12 @@
 // kernels/x86/qnbits.h; block 32, float output): GEMV 1x1024x1024 and GEMM
 // 64x1024x1024, to set against the int8 GEMM rows of the same shapes.
 //
+// The _w7 variants (BM_gemm_w7, conv3x3_..._w7, depthwise3x3_..._w7) draw
+// their weights in [-64, 63]: on the AVX2 tier GEMM and conv then run the
+// exact u8 x s8 path (qgemm_u8s8.h, qgemm_conv_u8s8.h; the label says so),
+// and the _w7_int16 ones pack the same weights as QTK_QGEMM_NO_U8S8=1 does,
+// on the int16 path. (Depthwise convs have their own kernel: no u8 x s8.)
+//
 // Counters: GOP/s (2 ops per multiply-add) and pct_peak, the percentage of
 // the idiom probe's best GOP/s on the same number of threads. The label names
 // the kernel tier that ran (QTK_QGEMM_NO_VNNI=1 selects the AVX2 tier on a
@@ -28,7 +34,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -165,12 +173,18 @@ std::vector<uint8_t> random_bytes(int64_t n, uint32_t seed) {
 // ---------------------------------------------------------------------------
 // GEMM: uint8 A [M, K] x int8 B [K, N] (packed once) -> uint8 codes.
 
-void BM_gemm(benchmark::State& state) {
+// weight_bits 7: B's codes in [-64, 63] (on the AVX2 tier the u8 x s8 path,
+// qgemm_u8s8.h); no_u8s8: packed as with QTK_QGEMM_NO_U8S8=1 (the int16 path).
+void gemm_bench(benchmark::State& state, int weight_bits, bool no_u8s8) {
   const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
   const int threads = static_cast<int>(state.range(3));
-  const auto a = random_bytes(m * k, 1), b = random_bytes(k * n, 2);
+  auto a = random_bytes(m * k, 1), b = random_bytes(k * n, 2);
+  if (weight_bits == 7)
+    for (auto& v : b) v = static_cast<uint8_t>(static_cast<int8_t>(v) >> 1);
   x86::QgemmPackedB packed;
+  if (no_u8s8) setenv("QTK_QGEMM_NO_U8S8", "1", 1);  // read when B is packed
   x86::qgemm_pack_b({b.data(), true, n, 1}, k, n, {0}, packed);
+  if (no_u8s8) unsetenv("QTK_QGEMM_NO_U8S8");
   std::vector<quant::FixedPointMultiplier> mult;
   for (int64_t j = 0; j < n; ++j) mult.push_back(quant::quantize_multiplier(1e-4 * (1 + j % 7)));
   const x86::QgemmRequant requant = x86::qgemm_make_requant(mult, n, 128, 0, 255, x86::QgemmRequantFor::kColumns);
@@ -188,7 +202,14 @@ void BM_gemm(benchmark::State& state) {
     benchmark::DoNotOptimize(y.data());
   }
   report(state, 2.0 * m * n * k, threads, start);
+  if (weight_bits == 7)
+    state.SetLabel(std::string(x86::qgemm_path_name(x86::qgemm_resolve_path(x86::QgemmPath::kAuto))) +
+                   ", 7-bit weights" + (packed.u8s8 ? ", u8 x s8 path" : ""));
 }
+
+void BM_gemm(benchmark::State& state) { gemm_bench(state, 8, false); }
+void BM_gemm_w7(benchmark::State& state) { gemm_bench(state, 7, false); }
+void BM_gemm_w7_int16(benchmark::State& state) { gemm_bench(state, 7, true); }
 
 // Times `node`'s kernel as a session would build it (the global registry,
 // every input but the first a constant), `ops` operations per run.
@@ -224,6 +245,8 @@ void time_node(benchmark::State& state, const ir::Node& node, int64_t opset, std
 
 struct ConvBench {
   int64_t c, h, w, oc, group;
+  int weight_bits = 8;     // 7: random codes in [-64, 63] (the AVX2 tier's u8 x s8 path)
+  bool no_u8s8 = false;    // pack as if QTK_QGEMM_NO_U8S8=1 (the int16 path, for comparison)
 };
 
 void BM_qlinear_conv(benchmark::State& state, ConvBench cb) {
@@ -235,7 +258,9 @@ void BM_qlinear_conv(benchmark::State& state, ConvBench cb) {
   inputs[1] = Tensor::scalar<float>(0.02f);
   inputs[2] = Tensor::scalar<uint8_t>(0);
   inputs[3] = Tensor(DType::kInt8, {cb.oc, cb.c / cb.group, 3, 3});
-  const auto wb = random_bytes(inputs[3].numel(), 4);
+  auto wb = random_bytes(inputs[3].numel(), 4);
+  if (cb.weight_bits == 7)
+    for (auto& v : wb) v = static_cast<uint8_t>(static_cast<int8_t>(v) >> 1);  // [-64, 63]
   std::copy(wb.begin(), wb.end(), inputs[3].data<uint8_t>());
   inputs[4] = Tensor(DType::kFloat32, {cb.oc});
   for (int64_t i = 0; i < cb.oc; ++i) inputs[4].data<float>()[i] = 0.001f * (1 + i % 5);
@@ -248,8 +273,17 @@ void BM_qlinear_conv(benchmark::State& state, ConvBench cb) {
   for (int i = 0; i < 9; ++i) node.inputs.push_back("in" + std::to_string(i));
   node.outputs = {"y"};
   node.attrs = {ir::attr_ints("pads", {1, 1, 1, 1}), ir::attr_int("group", cb.group)};
+  if (cb.no_u8s8) setenv("QTK_QGEMM_NO_U8S8", "1", 1);  // read when the weights are packed
   time_node(state, node, 17, inputs, threads, 2.0 * cb.oc * (cb.c / cb.group) * 9 * cb.h * cb.w);
-  if (cb.group > 1) state.SetLabel("depthwise kernel (qdepthwise_conv.h)");
+  if (cb.no_u8s8) unsetenv("QTK_QGEMM_NO_U8S8");
+  const std::string weights = cb.weight_bits == 7 ? ", 7-bit weights" : "";
+  // The u8 x s8 path: the AVX2 tier, weights that fit (7-bit), not turned off.
+  const bool u8s8 = x86::qgemm_resolve_path(x86::QgemmPath::kAuto) == x86::QgemmPath::kAvx2 &&
+                    cb.weight_bits == 7 && !cb.no_u8s8 && !std::getenv("QTK_QGEMM_NO_U8S8");
+  if (cb.group > 1) state.SetLabel("depthwise kernel (qdepthwise_conv.h)" + weights);
+  else if (cb.weight_bits == 7)
+    state.SetLabel(std::string(x86::qgemm_path_name(x86::qgemm_resolve_path(x86::QgemmPath::kAuto))) + weights +
+                   (u8s8 ? ", u8 x s8 path" : ""));
 }
 
 // ---------------------------------------------------------------------------
@@ -347,8 +381,31 @@ BENCHMARK(BM_gemm)
     ->Args({1, 1024, 1024, 1})
     ->Args({1, 1024, 1024, 2})
     ->UseRealTime();
+// 7-bit B: on the AVX2 tier the u8 x s8 path, and the same B on the int16 path.
+BENCHMARK(BM_gemm_w7)
+    ->ArgNames({"M", "N", "K", "threads"})
+    ->Args({64, 1024, 1024, 1})
+    ->Args({64, 1024, 1024, 2})
+    ->Args({256, 256, 256, 1})
+    ->Args({256, 256, 256, 2})
+    ->Args({1, 1024, 1024, 1})
+    ->UseRealTime();
+BENCHMARK(BM_gemm_w7_int16)
+    ->ArgNames({"M", "N", "K", "threads"})
+    ->Args({64, 1024, 1024, 1})
+    ->Args({64, 1024, 1024, 2})
+    ->Args({256, 256, 256, 1})
+    ->Args({256, 256, 256, 2})
+    ->Args({1, 1024, 1024, 1})
+    ->UseRealTime();
 BENCHMARK_CAPTURE(BM_qlinear_conv, conv3x3_64x56x56_to_64, ConvBench{64, 56, 56, 64, 1})->Apply(thread_args);
 BENCHMARK_CAPTURE(BM_qlinear_conv, depthwise3x3_144x56x56, ConvBench{144, 56, 56, 144, 144})->Apply(thread_args);
+// 7-bit weights: on the AVX2 tier the u8 x s8 path (qgemm_conv_u8s8.h), and
+// the same weights on the int16 path.
+BENCHMARK_CAPTURE(BM_qlinear_conv, conv3x3_64x56x56_to_64_w7, ConvBench{64, 56, 56, 64, 1, 7})->Apply(thread_args);
+BENCHMARK_CAPTURE(BM_qlinear_conv, conv3x3_64x56x56_to_64_w7_int16, ConvBench{64, 56, 56, 64, 1, 7, true})
+    ->Apply(thread_args);
+BENCHMARK_CAPTURE(BM_qlinear_conv, depthwise3x3_144x56x56_w7, ConvBench{144, 56, 56, 144, 144, 7})->Apply(thread_args);
 BENCHMARK(BM_conv_output_stage)->ArgName("residual")->Arg(0)->Arg(1);
 BENCHMARK(BM_matmul_nbits)
     ->ArgNames({"M", "N", "K", "bits", "threads"})

@@ -253,10 +253,15 @@ ir::Node node_of(const std::string& op, int inputs) {
 TEST(PackedConstantReleaseInt8, MatMulsNeverReadTheirLetGoWeights) {
   if (x86::qgemm_resolve_path(x86::QgemmPath::kAuto) == x86::QgemmPath::kScalar) GTEST_SKIP() << "the scalar tier keeps B";
   const int64_t m = 7, k = 45, nn = 19;
-  for (DType bt : {DType::kInt8, DType::kUInt8}) {
-    const std::string what = bt == DType::kInt8 ? "int8 B" : "uint8 B";
-    const Tensor a = random_codes(DType::kUInt8, {2, m, k}, 1), b = random_codes(bt, {k, nn}, 2);
-    const Tensor bzp = scalar_code(bt, bt == DType::kInt8 ? -3 : 131);
+  for (int kind = 0; kind < 3; ++kind) {
+    // int8, 7-bit int8 with zero point 0 (the AVX2 tier's u8 x s8 layout), uint8.
+    const DType bt = kind < 2 ? DType::kInt8 : DType::kUInt8;
+    const std::string what = kind == 0 ? "int8 B" : kind == 1 ? "7-bit B" : "uint8 B";
+    const Tensor a = random_codes(DType::kUInt8, {2, m, k}, 1);
+    Tensor b = random_codes(bt, {k, nn}, 2);
+    if (kind == 1)
+      for (int64_t i = 0; i < b.numel(); ++i) b.data<int8_t>()[i] = static_cast<int8_t>(b.data<int8_t>()[i] / 2);
+    const Tensor bzp = scalar_code(bt, kind == 0 ? -3 : kind == 1 ? 0 : 131);
     std::vector<Tensor> q = {a, Tensor::scalar<float>(0.05f), scalar_code(DType::kUInt8, 120), b,
                              Tensor::scalar<float>(0.02f), bzp, Tensor::scalar<float>(0.3f), scalar_code(DType::kUInt8, 100)};
     const std::vector<bool> qc = {false, true, true, true, true, true, true, true};

@@ -13,6 +13,7 @@
 #include <limits>
 #include <mutex>
 
+#include "runtime/kernels/x86/qgemm_u8s8.h"
 #include "runtime/kernels/x86/qgemm_vnni.h"
 #include "runtime/thread_pool.h"
 
@@ -167,6 +168,18 @@ void qgemm_epilogue_scalar(const int32_t* acc, int mr, int nr, int64_t m0, int64
 void qgemm_expand_a_scalar(const QgemmNarrowA& a, int64_t t0, int64_t t1, int32_t* out) {
   const int64_t len = a.kpairs * 2 * kQgemmMR;  // bytes of a tile, int16 of its expansion
   auto* dst = reinterpret_cast<uint16_t*>(out);
+  if (a.quads) {  // int8, zero point 0: k pair p of row i is bytes 2(p % 2).. of its quad p / 2
+    for (int64_t t = t0; t < t1; ++t) {
+      const uint8_t* src = a.tile(t);
+      uint16_t* d = dst + (t - t0) * len;
+      for (int64_t p = 0; p < a.kpairs; ++p)
+        for (int i = 0; i < kQgemmMR; ++i)
+          for (int h = 0; h < 2; ++h)
+            d[(p * kQgemmMR + i) * 2 + h] =
+                static_cast<uint16_t>(static_cast<int8_t>(src[(p / 2) * 4 * kQgemmMR + 4 * i + 2 * (p % 2) + h]));
+    }
+    return;
+  }
   for (int64_t t = t0; t < t1; ++t) {
     const uint8_t* src = a.tile(t);
     const int32_t* zp = a.zero_points.data() + t * kQgemmMR;
@@ -218,7 +231,7 @@ struct QgemmPackedB::Lazy {
 };
 
 void qgemm_pack_b(const QgemmCodes& b, int64_t k, int64_t n, const std::vector<int32_t>& zero_points,
-                  QgemmPackedB& out, void* consumable) {
+                  QgemmPackedB& out, void* consumable, bool per_call) {
   out.k = k;
   out.n = n;
   out.kpairs = qgemm_kpairs(k);
@@ -233,6 +246,7 @@ void qgemm_pack_b(const QgemmCodes& b, int64_t k, int64_t n, const std::vector<i
     out.zero_points[static_cast<size_t>(j)] = zero_points[zero_points.size() > 1 ? j : 0];
     out.any_zero_point = out.any_zero_point || out.zero_points[static_cast<size_t>(j)] != 0;
   }
+  out.u8s8 = !per_call && detail::qgemm_u8s8_wanted(b, k, n, out.zero_points);
   // The layout the automatic tier reads, now (prepare time).
   switch (qgemm_resolve_path(QgemmPath::kAuto)) {
     case QgemmPath::kAvx512Vnni:
@@ -242,7 +256,8 @@ void qgemm_pack_b(const QgemmCodes& b, int64_t k, int64_t n, const std::vector<i
       break;
     case QgemmPath::kAvx2:
       out.consumable = consumable;
-      out.narrow();
+      if (out.u8s8) out.quads();
+      else out.narrow();
       out.consumable = nullptr;
       break;
     default: out.pairs(); break;
@@ -250,6 +265,9 @@ void qgemm_pack_b(const QgemmCodes& b, int64_t k, int64_t n, const std::vector<i
 }
 
 uint64_t QgemmPackedB::narrow_bytes() const {
+  if (u8s8)  // the quads, their column sums and zero points (QgemmQuadB), and zero_points
+    return static_cast<uint64_t>(std::max<int64_t>(panels * qgemm_kquads(k) * 4 * kQgemmNR, 1)) +
+           3 * zero_points.size() * sizeof(int32_t);
   return static_cast<uint64_t>(std::max<int64_t>(panels * kpairs * 2 * kQgemmNR, 1)) +
          zero_points.size() * sizeof(int32_t);
 }
@@ -289,6 +307,18 @@ const uint8_t* QgemmPackedB::narrow() const {
 }
 
 void qgemm_unpack_narrow_b(const QgemmPackedB& b, bool transposed, void* out) {
+  if (b.u8s8) {  // the quads: column j in panel j / NR at byte 4 * (j % NR), codes made signed (u8 - 128)
+    const QgemmQuadB& q = b.quads();
+    const int shift = b.is_signed ? 0 : 128;
+    const int64_t panel_len = q.kquads * 4 * kQgemmNR;
+    auto* dst = static_cast<uint8_t*>(out);
+    for (int64_t j = 0; j < b.n; ++j) {
+      const int8_t* col = q.codes.data() + (j / kQgemmNR) * panel_len + 4 * (j % kQgemmNR);
+      for (int64_t kk = 0; kk < b.k; ++kk)
+        dst[transposed ? j * b.k + kk : kk * b.n + j] = static_cast<uint8_t>(col[(kk / 4) * 4 * kQgemmNR + kk % 4] + shift);
+    }
+    return;
+  }
   // Column j in panel j / NR at byte 2 * (j % NR), k in pairs of 2 rows.
   const uint8_t* codes = b.narrow();
   const int64_t panel_len = b.kpairs * 2 * kQgemmNR;
@@ -389,6 +419,12 @@ void qgemm_pack_narrow_a(const QgemmCodes& a, int64_t m, int64_t k, const std::v
 void qgemm_unpack_narrow_a(const QgemmNarrowA& a, void* out) {
   const int64_t len = a.kpairs * 2 * kQgemmMR;
   auto* dst = static_cast<uint8_t*>(out);
+  if (a.quads) {
+    for (int64_t i = 0; i < a.m; ++i)
+      for (int64_t j = 0; j < a.k; ++j)
+        dst[i * a.k + j] = a.tile(i / kQgemmMR)[(j / 4) * 4 * kQgemmMR + 4 * (i % kQgemmMR) + j % 4];
+    return;
+  }
   for (int64_t i = 0; i < a.m; ++i) {
     const uint8_t* row = a.codes.data() + (i / kQgemmMR) * len + 2 * (i % kQgemmMR);
     for (int64_t j = 0; j < a.k; ++j) dst[i * a.k + j] = row[(j / 2) * 2 * kQgemmMR + j % 2];
@@ -396,8 +432,8 @@ void qgemm_unpack_narrow_a(const QgemmNarrowA& a, void* out) {
 }
 
 uint64_t QgemmNarrowA::bytes() const {
-  return static_cast<uint64_t>(tiles * kpairs * 2 * kQgemmMR + kQgemmExpandSlack) +
-         zero_points.size() * sizeof(int32_t);
+  return static_cast<uint64_t>(tiles * tile_bytes() + kQgemmExpandSlack) +
+         (zero_points.size() + row_sums.size()) * sizeof(int32_t);
 }
 
 QgemmRequantChannel qgemm_requant_channel(const QgemmRequant& r, int64_t c) {
@@ -486,6 +522,7 @@ void qgemm(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const QgemmPack
   if (m <= 0 || b.n <= 0) return;
   const QgemmPath resolved = qgemm_resolve_path(path);
   if (resolved == QgemmPath::kAvx512Vnni) return detail::qgemm_vnni(m, a, a_zero_point, b, out, pool);
+  if (resolved == QgemmPath::kAvx2 && b.u8s8) return detail::qgemm_u8s8(m, a, a_zero_point, b, out, pool);
   const detail::QgemmUkernel ukernel = detail::qgemm_ukernel(resolved);
   const detail::QgemmEpilogue epilogue = detail::qgemm_epilogue(resolved);
   const detail::QgemmPackATile pack_a =

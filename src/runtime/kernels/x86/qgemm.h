@@ -6,7 +6,9 @@
 // "Optimized x86 kernels").
 //
 // Why int16: vpmaddubsw (u8 × s8 pairs summed into a saturating int16) would
-// overflow on 8-bit data (255·127·2 > 32767). Both operands are instead packed
+// overflow on 8-bit data (255·127·2 > 32767); it is exact only for weights
+// whose k pairs satisfy |w0| + |w1| <= 128, which the AVX2 tier then uses
+// (qgemm_u8s8.h, qgemm_conv_u8s8.h). Both operands are otherwise packed
 // as int16 with their zero points already subtracted (|v| <= 255) and
 // multiplied with vpmaddwd (int16 pairs -> exact int32), k taken in pairs.
 //
@@ -40,7 +42,7 @@ inline constexpr int kQgemmNR = 16;
 enum class QgemmPath {
   kAuto,        // the best the CPU has; QTK_QGEMM_SCALAR=1 forces scalar, QTK_QGEMM_NO_VNNI=1 stops at AVX2
   kScalar,      // portable C++
-  kAvx2,        // AVX2 int16 kernels (scalar without AVX2)
+  kAvx2,        // AVX2 int16 kernels, u8 x s8 where the weights allow (qgemm_u8s8.h; QTK_QGEMM_NO_U8S8=1: never)
   kAvx512Vnni,  // AVX-512 VNNI kernels, qgemm_vnni.h (AVX2 without them)
 };
 bool qgemm_avx2_supported();
@@ -131,8 +133,14 @@ struct QgemmPackedB {
   // Panel p at narrow() + p * kpairs * 2 * NR bytes.
   const uint8_t* narrow() const;
   const QgemmQuadB& quads() const;
-  // Bytes the narrow layout holds (its codes and the zero points).
+  // Bytes the AVX2 tier's layout holds: the narrow codes and the zero
+  // points, or with u8s8 the quads, their sums and zero points.
   uint64_t narrow_bytes() const;
+  // The quads' signed codes fit vpmaddubsw (every k pair |b0| + |b1| <= 128,
+  // zero points 0 once made signed: int8 with 0, uint8 with 128): the AVX2
+  // tier then reads quads() instead of narrow() (qgemm_u8s8.h). Decided by
+  // qgemm_pack_b where the CPU has AVX2.
+  bool u8s8 = false;
 
   struct Lazy;  // the layouts, each made once (qgemm.cpp)
   std::shared_ptr<Lazy> lazy;
@@ -147,8 +155,10 @@ void qgemm_unpack_narrow_b(const QgemmPackedB& b, bool transposed, void* out);
 // quads or the AVX2 tier's 8-bit panels are packed now from columns that are
 // contiguous rows of it, each packed panel's pages are let go as the packing
 // moves on.
+// per_call: B is packed for one product (an activation B): never the u8s8
+// layout (its column-at-a-time packing would cost more than it saves).
 void qgemm_pack_b(const QgemmCodes& b, int64_t k, int64_t n, const std::vector<int32_t>& zero_points,
-                  QgemmPackedB& out, void* consumable = nullptr);
+                  QgemmPackedB& out, void* consumable = nullptr, bool per_call = false);
 
 // A [M x K] minus zero points (one, or one per row), packed once (conv weights).
 struct QgemmPackedA {
@@ -167,14 +177,24 @@ void qgemm_pack_a(const QgemmCodes& a, int64_t m, int64_t k, const std::vector<i
 // pad byte is the row's zero point, rows past M are code 0 with zero point
 // 0: both expand to 0. detail::qgemm_expand_a makes the int16 pairs of a few
 // tiles right before the micro-kernel reads them.
+//
+// quads: the same codes in k quads instead (the AVX2 tier's u8 x s8 conv
+// path, qgemm_conv_u8s8.h): tile t, quad q, row i: the codes of k = 4q..4q+3
+// at bytes (t·kquads + q)·4MR + 4i.. (pad 0), int8 with zero point 0 only,
+// and row_sums[i] = Σ_k of row i's codes (padded to whole tiles) in place of
+// zero_points (empty). Both tiers' expansions read either layout.
 struct QgemmNarrowA {
   int64_t m = 0, k = 0, kpairs = 0, tiles = 0;
   bool is_signed = false;
+  bool quads = false;
+  int64_t kquads = 0;                // quads only
   AlignedBuffer<uint8_t> codes;      // kQgemmExpandSlack bytes of slack after the last tile
   std::vector<int32_t> zero_points;  // per row, padded to whole tiles
   bool any_zero_point = false;
-  const uint8_t* tile(int64_t t) const { return codes.data() + t * kpairs * 2 * kQgemmMR; }
-  uint64_t bytes() const;  // what it holds: codes (slack included) and zero points
+  std::vector<int32_t> row_sums;     // quads only
+  int64_t tile_bytes() const { return quads ? kquads * 4 * kQgemmMR : kpairs * 2 * kQgemmMR; }
+  const uint8_t* tile(int64_t t) const { return codes.data() + t * tile_bytes(); }
+  uint64_t bytes() const;  // what it holds: codes (slack included), zero points, row sums
 };
 // Bytes past the end that the vector expansion may read (codes) and write
 // (its output, as int16): each tile is expanded in 48-byte steps.

@@ -365,6 +365,9 @@ QTK_AVX2 void qgemm_expand_b_panel_avx2(const uint8_t* codes, int64_t kpairs, bo
 
 QTK_AVX2 void qgemm_expand_a_avx2(const QgemmNarrowA& a, int64_t t0, int64_t t1, int32_t* out) {
   if (t1 <= t0) return;
+  // The quad layout runs its own kernel on this tier (qgemm_conv_u8s8.h);
+  // only a forced int16 path expands it.
+  if (a.quads) return qgemm_expand_a_scalar(a, t0, t1, out);
   if (a.is_signed) expand_a<true>(a, t0, t1, out);
   else expand_a<false>(a, t0, t1, out);
 }

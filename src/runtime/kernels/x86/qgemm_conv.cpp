@@ -1,6 +1,7 @@
 // Implicit-GEMM int8 convolution (qgemm_conv.h): the phase-split padded
 // image, panel sources, and the threaded loop over (image, group, panels).
 #include "runtime/kernels/x86/qgemm_conv.h"
+#include "runtime/kernels/x86/qgemm_conv_u8s8.h"
 
 #include <algorithm>
 #include <atomic>
@@ -47,9 +48,14 @@ const QgemmNarrowA& QconvWeights::narrow(int64_t gi) const {
   std::call_once(p.once, [&] {
     const int64_t oc_per_group = out_c / group;
     p.groups = std::vector<QgemmNarrowA>(static_cast<size_t>(group));
-    for (int64_t g = 0; g < group; ++g)
-      qgemm_pack_narrow_a(group_codes(p.source, oc_per_group, g), oc_per_group, k,
-                          group_zero_points(p.zero_points, oc_per_group, g), p.groups[static_cast<size_t>(g)]);
+    // Weights whose k pairs fit vpmaddubsw: k quads for the u8 x s8 path.
+    const bool quads = detail::qconv_u8s8_wanted(p.source, out_c, k, p.zero_points);
+    for (int64_t g = 0; g < group; ++g) {
+      QgemmNarrowA& dst = p.groups[static_cast<size_t>(g)];
+      if (quads) detail::qconv_pack_u8s8_a(group_codes(p.source, oc_per_group, g), oc_per_group, k, dst);
+      else qgemm_pack_narrow_a(group_codes(p.source, oc_per_group, g), oc_per_group, k,
+                               group_zero_points(p.zero_points, oc_per_group, g), dst);
+    }
     p.owner.reset();  // packed: the codes are no longer needed here
     p.packed.store(true, std::memory_order_release);
   });
@@ -168,13 +174,7 @@ constexpr int64_t kPanelBlockBytes = 80 * 1024;  // packed panels a thread keeps
 constexpr int64_t kHeldGroupBytes = 2 * 1024 * 1024;
 constexpr int64_t kExpandedChunkBytes = 96 * 1024;
 
-struct Layout {
-  bool direct = false;  // 1x1, stride 1, no padding: read the input itself
-  int64_t hph = 0, wph = 0, plane = 0, phases = 1;
-  int64_t bytes = 0;                // per (image, group) copy, slack included
-  std::vector<int64_t> tap_offset;  // per k = (c, kh, kw)
-  std::vector<bool> read_phase;     // phases some tap reads (a 1x1 stride-2 conv: one of four)
-};
+using Layout = detail::QconvLayout;
 
 Layout make_layout(const QconvGeometry& g) {
   Layout l;
@@ -242,6 +242,13 @@ void fill_phases(const QconvGeometry& g, const Layout& l, const uint8_t* x, int6
 }  // namespace
 
 namespace detail {
+
+QconvLayout qconv_make_layout(const QconvGeometry& g) { return make_layout(g); }
+
+void qconv_fill_phases(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x, int64_t channels, uint8_t pad,
+                       uint8_t* dst) {
+  fill_phases(g, l, x, channels, pad, dst);
+}
 
 namespace {
 qew::AddParams add_params(const QgemmResidualAdd& r, bool is_signed) {
@@ -315,6 +322,8 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
     }
   }
   if (vnni) return detail::qconv_vnni(g, x, x_signed, x_zero_point, w, out, pool);
+  if (resolved == QgemmPath::kAvx2 && w.narrow(0).quads)
+    return detail::qconv_u8s8(g, x, x_signed, x_zero_point, w, out, pool);
   const detail::QgemmUkernel ukernel = detail::qgemm_ukernel(resolved);
   const detail::QgemmEpilogue epilogue = detail::qgemm_epilogue(resolved);
   const detail::QconvPackPanel pack_panel =

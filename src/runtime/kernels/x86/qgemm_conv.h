@@ -42,7 +42,11 @@ struct QconvGeometry {
 //
 // The AVX2 and scalar tiers hold them as 8-bit codes in MR-row tiles
 // (QgemmNarrowA) and widen a few tiles at a time to the int16 pairs the
-// micro-kernel reads, right before it reads them.
+// micro-kernel reads, right before it reads them. Where the CPU has AVX2,
+// int8 weights with zero point 0 whose k pairs all fit vpmaddubsw
+// (|w0| + |w1| <= 128: 7-bit or 4-bit weights) are held as k quads in the
+// same bytes instead and run the AVX2 tier's u8 x s8 kernel
+// (qgemm_conv_u8s8.h); the scalar tier widens those quads.
 //
 // The VNNI tier (CPUs with AVX-512 VNNI) reads its own layout: k ordered
 // (kh, kw, c) with the group's channels padded to a multiple of 4, so that a
@@ -140,6 +144,20 @@ struct QconvPanelSource {
   int run_start[17] = {};
   bool contiguous_reads = false;
 };
+// The image the panels read (qgemm_conv.cpp): a zero-padded, stride-phase
+// split copy of one (image, group), or the input itself (direct).
+struct QconvLayout {
+  bool direct = false;  // 1x1, stride 1, no padding: read the input itself
+  int64_t hph = 0, wph = 0, plane = 0, phases = 1;
+  int64_t bytes = 0;                // per (image, group) copy, slack included
+  std::vector<int64_t> tap_offset;  // per k = (c, kh, kw)
+  std::vector<bool> read_phase;     // phases some tap reads (a 1x1 stride-2 conv: one of four)
+};
+QconvLayout qconv_make_layout(const QconvGeometry& g);
+// The phase images of `channels` input planes (8-bit codes), pads = `pad`.
+void qconv_fill_phases(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x, int64_t channels, uint8_t pad,
+                       uint8_t* dst);
+
 // panel: kpairs * 2 * NR int16 (qgemm.h's B panel layout).
 using QconvPackPanel = void (*)(const QconvPanelSource& s, int16_t* panel);
 void qconv_pack_panel_scalar(const QconvPanelSource& s, int16_t* panel);

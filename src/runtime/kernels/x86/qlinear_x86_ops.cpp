@@ -192,7 +192,7 @@ class QLinearBatchedMatMulKernel final : public Kernel {
     auto one = [&](int64_t i, ThreadPool* pool) {
       // One per thread, repacked per matrix: its buffers are reused.
       thread_local QgemmPackedB packed;
-      qgemm_pack_b({bp + i * k * n, b.dtype() == DType::kInt8, n, 1}, k, n, *bz, packed);
+      qgemm_pack_b({bp + i * k * n, b.dtype() == DType::kInt8, n, 1}, k, n, *bz, packed, nullptr, /*per_call=*/true);
       QgemmOutput out;
       out.kind = QgemmOutputKind::kCodes;
       out.requant = &*r;

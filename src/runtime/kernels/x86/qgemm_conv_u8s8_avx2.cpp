@@ -1,0 +1,179 @@
+// AVX2 kernels of the u8 x s8 convolution path (qgemm_conv_u8s8.h): the
+// pixel panels as u8 quads and the MR x 16 vpmaddubsw micro-kernel.
+#include "runtime/kernels/x86/qgemm_conv_u8s8.h"
+
+#include <cstring>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define QTK_QCONV_U8S8_X86 1
+#endif
+
+namespace qtk::rt::x86::detail {
+
+#ifdef QTK_QCONV_U8S8_X86
+
+namespace {
+
+#define QTK_AVX2 __attribute__((target("avx2")))
+
+// k-row k's 16 codes (one read per run of consecutive pixels, blended), xor
+// flip for int8 codes.
+template <bool kFlip>
+QTK_AVX2 inline __m128i load_row(const QconvPanelSource& s, int64_t k, const __m128i* masks, __m128i flip) {
+  const uint8_t* base = static_cast<const uint8_t*>(s.src) + s.tap_offset[k];
+  __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + s.lane_offset[0]));
+  for (int r = 1; r < s.runs; ++r) {
+    const int start = s.run_start[r];
+    const __m128i more = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + s.lane_offset[start] - start));
+    bytes = _mm_blendv_epi8(bytes, more, masks[r]);
+  }
+  return kFlip ? _mm_xor_si128(bytes, flip) : bytes;
+}
+
+// ROWS x 16 tile: 2 * ROWS accumulators, two panel vectors and one
+// broadcast weight quad per k quad; vpmaddubsw's pair sums are exact under
+// the pair bound, vpmaddwd by ones adds them into int32.
+template <int ROWS>
+QTK_AVX2 void ukernel_rows(int64_t kquads, const uint8_t* a, const uint8_t* b, const int32_t* corr, int32_t* acc) {
+  __m256i c[ROWS][2];
+#pragma GCC unroll 6
+  for (int i = 0; i < ROWS; ++i) c[i][0] = c[i][1] = _mm256_setzero_si256();
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t q = 0; q < kquads; ++q) {
+    const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b));
+    const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b + 32));
+#pragma GCC unroll 6
+    for (int i = 0; i < ROWS; ++i) {
+      int32_t word;
+      std::memcpy(&word, a + 4 * i, sizeof(word));
+      const __m256i av = _mm256_set1_epi32(word);
+      c[i][0] = _mm256_add_epi32(c[i][0], _mm256_madd_epi16(_mm256_maddubs_epi16(b0, av), ones));
+      c[i][1] = _mm256_add_epi32(c[i][1], _mm256_madd_epi16(_mm256_maddubs_epi16(b1, av), ones));
+    }
+    a += 4 * kQgemmMR;
+    b += 4 * kQgemmNR;
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < ROWS; ++i) {
+    const __m256i z = _mm256_set1_epi32(corr[i]);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(acc + i * kQgemmNR), _mm256_sub_epi32(c[i][0], z));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(acc + i * kQgemmNR + 8), _mm256_sub_epi32(c[i][1], z));
+  }
+}
+
+// ukernel_rows<6> in assembly: GCC (13) schedules the intrinsics version
+// with all six broadcasts and twelve vpmaddubsw first and spills ten of the
+// twelve accumulators to the stack (measured no faster than the int16 path).
+// Here: ymm0-11 the accumulators, ymm12-13 the panel, ymm14 the weight quad,
+// ymm15 the product; ones as a memory operand.
+#define QTK_U8S8_ROW(off, c0, c1)                                                        \
+  "vpbroadcastd " #off "(%[a]), %%ymm14\n\t"                                          \
+  "vpmaddubsw %%ymm14, %%ymm12, %%ymm15\n\t"                                          \
+  "vpmaddwd %[ones], %%ymm15, %%ymm15\n\t"                                            \
+  "vpaddd %%ymm15, %%" #c0 ", %%" #c0 "\n\t"                                          \
+  "vpmaddubsw %%ymm14, %%ymm13, %%ymm15\n\t"                                          \
+  "vpmaddwd %[ones], %%ymm15, %%ymm15\n\t"                                            \
+  "vpaddd %%ymm15, %%" #c1 ", %%" #c1 "\n\t"
+#define QTK_U8S8_STORE(off, c0, c1)                                                      \
+  "vpbroadcastd " #off "(%[corr]), %%ymm14\n\t"                                       \
+  "vpsubd %%ymm14, %%" #c0 ", %%" #c0 "\n\t"                                          \
+  "vpsubd %%ymm14, %%" #c1 ", %%" #c1 "\n\t"                                          \
+  "vmovdqa %%" #c0 ", 16*" #off "(%[acc])\n\t"                                        \
+  "vmovdqa %%" #c1 ", 16*" #off "+32(%[acc])\n\t"
+
+QTK_AVX2 void ukernel6(int64_t kquads, const uint8_t* a, const uint8_t* b, const int32_t* corr, int32_t* acc) {
+  static_assert(kQgemmMR == 6 && kQgemmNR == 16, "6 rows x 16 pixels");
+  alignas(32) static const int16_t ones[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+  __asm__ volatile(
+      "vpxor %%xmm0, %%xmm0, %%xmm0\n\t vpxor %%xmm1, %%xmm1, %%xmm1\n\t"
+      "vpxor %%xmm2, %%xmm2, %%xmm2\n\t vpxor %%xmm3, %%xmm3, %%xmm3\n\t"
+      "vpxor %%xmm4, %%xmm4, %%xmm4\n\t vpxor %%xmm5, %%xmm5, %%xmm5\n\t"
+      "vpxor %%xmm6, %%xmm6, %%xmm6\n\t vpxor %%xmm7, %%xmm7, %%xmm7\n\t"
+      "vpxor %%xmm8, %%xmm8, %%xmm8\n\t vpxor %%xmm9, %%xmm9, %%xmm9\n\t"
+      "vpxor %%xmm10, %%xmm10, %%xmm10\n\t vpxor %%xmm11, %%xmm11, %%xmm11\n\t"
+      "test %[n], %[n]\n\t"
+      "jle 2f\n\t"
+      "1:\n\t"
+      "vmovdqa (%[b]), %%ymm12\n\t"
+      "vmovdqa 32(%[b]), %%ymm13\n\t"
+      QTK_U8S8_ROW(0, ymm0, ymm1) QTK_U8S8_ROW(4, ymm2, ymm3) QTK_U8S8_ROW(8, ymm4, ymm5)
+      QTK_U8S8_ROW(12, ymm6, ymm7) QTK_U8S8_ROW(16, ymm8, ymm9) QTK_U8S8_ROW(20, ymm10, ymm11)
+      "add $24, %[a]\n\t"
+      "add $64, %[b]\n\t"
+      "dec %[n]\n\t"
+      "jnz 1b\n\t"
+      "2:\n\t"
+      QTK_U8S8_STORE(0, ymm0, ymm1) QTK_U8S8_STORE(4, ymm2, ymm3) QTK_U8S8_STORE(8, ymm4, ymm5)
+      QTK_U8S8_STORE(12, ymm6, ymm7) QTK_U8S8_STORE(16, ymm8, ymm9) QTK_U8S8_STORE(20, ymm10, ymm11)
+      "vzeroupper\n\t"
+      : [a] "+r"(a), [b] "+r"(b), [n] "+r"(kquads)
+      : [corr] "r"(corr), [acc] "r"(acc), [ones] "m"(ones)
+      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",
+        "xmm13", "xmm14", "xmm15", "memory", "cc");
+}
+#undef QTK_U8S8_ROW
+#undef QTK_U8S8_STORE
+
+template <bool kFlip>
+QTK_AVX2 void pack_panel(const QconvPanelSource& s, uint8_t flip, uint8_t* panel) {
+  __m128i masks[kQgemmNR + 1];
+  const __m128i lane = _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (int r = 1; r < s.runs; ++r) masks[r] = _mm_cmpgt_epi8(lane, _mm_set1_epi8(static_cast<char>(s.run_start[r] - 1)));
+  const __m128i f = _mm_set1_epi8(static_cast<char>(flip));
+  const int64_t kquads = qgemm_kquads(s.k);
+  for (int64_t q = 0; q < kquads; ++q) {
+    const int64_t k0 = 4 * q;
+    // Rows past k: zeros (their weights are 0 too).
+    const __m128i r0 = load_row<kFlip>(s, k0, masks, f);
+    const __m128i r1 = k0 + 1 < s.k ? load_row<kFlip>(s, k0 + 1, masks, f) : _mm_setzero_si128();
+    const __m128i r2 = k0 + 2 < s.k ? load_row<kFlip>(s, k0 + 2, masks, f) : _mm_setzero_si128();
+    const __m128i r3 = k0 + 3 < s.k ? load_row<kFlip>(s, k0 + 3, masks, f) : _mm_setzero_si128();
+    // Byte pairs (k0, k0+1) and (k0+2, k0+3) per pixel, then the quads.
+    const __m128i p01l = _mm_unpacklo_epi8(r0, r1), p01h = _mm_unpackhi_epi8(r0, r1);
+    const __m128i p23l = _mm_unpacklo_epi8(r2, r3), p23h = _mm_unpackhi_epi8(r2, r3);
+    uint8_t* dst = panel + q * 4 * kQgemmNR;
+    _mm_store_si128(reinterpret_cast<__m128i*>(dst), _mm_unpacklo_epi16(p01l, p23l));       // pixels 0-3
+    _mm_store_si128(reinterpret_cast<__m128i*>(dst + 16), _mm_unpackhi_epi16(p01l, p23l));  // 4-7
+    _mm_store_si128(reinterpret_cast<__m128i*>(dst + 32), _mm_unpacklo_epi16(p01h, p23h));  // 8-11
+    _mm_store_si128(reinterpret_cast<__m128i*>(dst + 48), _mm_unpackhi_epi16(p01h, p23h));  // 12-15
+  }
+}
+
+}  // namespace
+
+QTK_AVX2 void qconv_pack_panel_u8_avx2(const QconvPanelSource& s, uint8_t flip, uint8_t* panel) {
+  static_assert(kQgemmNR == 16, "a k row is 16 bytes");
+  // Lane-by-lane reads (no slack to read into, or a partial panel): rare, scalar.
+  if (!s.contiguous_reads) return qconv_pack_panel_u8_scalar(s, flip, panel);
+  if (flip) pack_panel<true>(s, flip, panel);
+  else pack_panel<false>(s, flip, panel);
+}
+
+QTK_AVX2 void qconv_ukernel_u8s8_avx2(int rows, int64_t kquads, const uint8_t* a, const uint8_t* panel,
+                                      const int32_t* corr, int32_t* acc) {
+  static_assert(kQgemmMR == 6, "one instance per row count");
+  // 5 rows take the 6-row kernel (the tile's sixth row is zeros): the
+  // intrinsics version spills at 10 accumulators.
+  switch (rows) {
+    case 1: ukernel_rows<1>(kquads, a, panel, corr, acc); break;
+    case 2: ukernel_rows<2>(kquads, a, panel, corr, acc); break;
+    case 3: ukernel_rows<3>(kquads, a, panel, corr, acc); break;
+    case 4: ukernel_rows<4>(kquads, a, panel, corr, acc); break;
+    default: ukernel6(kquads, a, panel, corr, acc); break;
+  }
+}
+
+#else  // no x86: qconv never takes this path (qgemm_avx2_supported() is false), but it must link.
+
+void qconv_pack_panel_u8_avx2(const QconvPanelSource& s, uint8_t flip, uint8_t* panel) {
+  qconv_pack_panel_u8_scalar(s, flip, panel);
+}
+void qconv_ukernel_u8s8_avx2(int rows, int64_t kquads, const uint8_t* a, const uint8_t* panel, const int32_t* corr,
+                             int32_t* acc) {
+  (void)rows, (void)kquads, (void)a, (void)panel, (void)corr, (void)acc;
+}
+
+#endif
+
+}  // namespace qtk::rt::x86::detail

@@ -1,0 +1,325 @@
+// The AVX2 tier's u8 x s8 conv path (qgemm_conv_u8s8.h) against a plain
+// int64 loop: weights whose k pairs fit vpmaddubsw (7-bit, 4-bit, pairs at
+// the bound) held as k quads, and weights that miss it by one pair falling
+// back to the int16 pair tiles. Random shapes (odd channels, every padding,
+// strides 1-3, dilations, groups), uint8 and int8 activations with random
+// zero points, int32 and code outputs, the residual join, one and two
+// threads, on every path the CPU has (kAvx2 runs the new kernel; kScalar
+// expands the quads). Bit-exact throughout.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "quant/schemes/fixed_point.h"
+#include "residual_join.h"
+#include "runtime/kernels/x86/qgemm.h"
+#include "runtime/kernels/x86/qgemm_conv.h"
+#include "runtime/kernels/x86/qgemm_conv_u8s8.h"
+#include "runtime/thread_pool.h"
+
+namespace qtk::rt::x86 {
+namespace {
+
+enum class Weights { k7Bit, k4Bit, kPairsAtTheBound, kOnePairOver, kFullRange };
+
+const char* name(Weights w) {
+  switch (w) {
+    case Weights::k7Bit: return "7-bit";
+    case Weights::k4Bit: return "4-bit";
+    case Weights::kPairsAtTheBound: return "pairs at the bound";
+    case Weights::kOnePairOver: return "one pair over the bound";
+    case Weights::kFullRange: return "full range";
+  }
+  return "?";
+}
+
+// rows x k int8 codes of the given kind.
+std::vector<uint8_t> make_weights(Weights kind, int64_t rows, int64_t k, std::mt19937& rng) {
+  std::vector<uint8_t> w(static_cast<size_t>(rows * k));
+  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < k; j += 2) {
+      int w0 = 0, w1 = 0;
+      switch (kind) {
+        case Weights::k7Bit: w0 = uniform(-64, 63), w1 = uniform(-64, 63); break;
+        case Weights::k4Bit: w0 = uniform(-8, 7), w1 = uniform(-8, 7); break;
+        case Weights::kPairsAtTheBound:
+        case Weights::kOnePairOver: {
+          // |w0| + |w1| == 128 mostly (-128 with 0, 127 with ±1, 64 with ±64, ...).
+          const int a = uniform(0, 128);
+          w0 = uniform(0, 1) ? a : -a;
+          w1 = uniform(0, 1) ? 128 - a : -(128 - a);
+          if (w0 == 128) w0 = -128;
+          if (w1 == 128) w1 = -128;
+          if (uniform(0, 3) == 0) w1 /= 2;
+          break;
+        }
+        case Weights::kFullRange: w0 = uniform(-128, 127), w1 = uniform(-128, 127); break;
+      }
+      w[static_cast<size_t>(i * k + j)] = static_cast<uint8_t>(w0);
+      if (j + 1 < k) w[static_cast<size_t>(i * k + j + 1)] = static_cast<uint8_t>(w1);
+      else if (w1 != 0 && kind == Weights::kPairsAtTheBound)  // the pad is 0: the lone code may be -128
+        w[static_cast<size_t>(i * k + j)] = static_cast<uint8_t>(-128);
+    }
+  if (kind == Weights::kOnePairOver && k >= 2) {  // one pair anywhere at 129
+    const int64_t i = uniform(0, static_cast<int>(rows - 1)), j = 2 * uniform(0, static_cast<int>(k / 2 - 1));
+    w[static_cast<size_t>(i * k + j)] = static_cast<uint8_t>(uniform(0, 1) ? 65 : -65);
+    w[static_cast<size_t>(i * k + j + 1)] = static_cast<uint8_t>(uniform(0, 1) ? 64 : -64);
+  }
+  return w;
+}
+
+int32_t code(const std::vector<uint8_t>& v, int64_t i, bool is_signed) {
+  return is_signed ? static_cast<int8_t>(v[static_cast<size_t>(i)]) : v[static_cast<size_t>(i)];
+}
+
+std::vector<QgemmPath> paths() {
+  std::vector<QgemmPath> p{QgemmPath::kScalar};
+  if (qgemm_avx2_supported()) p.push_back(QgemmPath::kAvx2);
+  if (qgemm_avx512_vnni_supported()) p.push_back(QgemmPath::kAvx512Vnni);
+  return p;
+}
+
+bool u8s8_enabled() { return qgemm_avx2_supported() && std::getenv("QTK_QGEMM_NO_U8S8") == nullptr; }
+
+TEST(QconvU8s8, PairBoundIsCheckedOverThePairsAsPacked) {
+  auto fits = [](std::vector<int8_t> row) {
+    return detail::qconv_u8s8_pairs_fit({row.data(), true, static_cast<int64_t>(row.size()), 1}, 1,
+                                        static_cast<int64_t>(row.size()));
+  };
+  EXPECT_TRUE(fits({64, 64, -64, -64}));
+  EXPECT_TRUE(fits({127, 1, -1, 127}));
+  EXPECT_TRUE(fits({-128, 0, 0, -128}));
+  EXPECT_TRUE(fits({5, 5, -128}));  // an odd k's last code pairs with a 0
+  EXPECT_FALSE(fits({64, 65}));
+  EXPECT_FALSE(fits({0, 0, -65, -64}));
+  EXPECT_FALSE(fits({-128, 1}));
+  // k = 1, 2 straddle pairs: (w1, w2) is no pair, (w0, w1) and (w2, w3) are.
+  EXPECT_TRUE(fits({0, 100, 100, 0}));
+  EXPECT_FALSE(fits({100, 100, 0, 0}));
+}
+
+TEST(QconvU8s8, LayoutFollowsTheWeights) {
+  if (!u8s8_enabled()) GTEST_SKIP() << "no AVX2 (or QTK_QGEMM_NO_U8S8): the quads are never packed";
+  std::mt19937 rng(7);
+  const int64_t oc = 13, c = 5, k = c * 9;
+  struct Want {
+    Weights kind;
+    bool is_signed;
+    std::vector<int32_t> zp;
+    bool quads;
+  };
+  const std::vector<Want> cases = {
+      {Weights::k7Bit, true, {0}, true},
+      {Weights::k4Bit, true, std::vector<int32_t>(oc, 0), true},
+      {Weights::kPairsAtTheBound, true, {0}, true},
+      {Weights::kOnePairOver, true, {0}, false},
+      {Weights::k7Bit, true, {1}, false},   // a zero point: the int16 path
+      {Weights::k7Bit, false, {0}, false},  // uint8 codes: the int16 path
+  };
+  for (const Want& want : cases) {
+    SCOPED_TRACE(std::string(name(want.kind)) + (want.is_signed ? " int8" : " uint8") + " zp " +
+                 std::to_string(want.zp[0]));
+    const auto w = make_weights(want.kind, oc, k, rng);
+    QconvWeights packed;
+    qconv_pack_weights({w.data(), want.is_signed, k, 1}, oc, c, 3, 3, 1, want.zp, packed);
+    ASSERT_EQ(packed.narrow(0).quads, want.quads);
+    // The codes come back from either layout, in no more bytes than the pair
+    // tiles plus an odd k pair's pad (2 bytes a row).
+    std::vector<uint8_t> back(w.size());
+    qconv_unpack_narrow_weights(packed, back.data());
+    EXPECT_EQ(back, w);
+    QgemmNarrowA pairs;
+    qgemm_pack_narrow_a({w.data(), want.is_signed, k, 1}, oc, k, want.zp, pairs);
+    EXPECT_LE(qconv_narrow_bytes(packed), pairs.bytes() + 2 * static_cast<uint64_t>(pairs.tiles * kQgemmMR));
+  }
+}
+
+// One random conv (seed, iter) against the plain loop on every path.
+void run_random_case(uint32_t seed, int iter, ThreadPool& pool2, int& tested) {
+  std::mt19937 rng(seed * 1000003u + static_cast<uint32_t>(iter));
+  auto pick = [&](std::vector<int64_t> v) { return v[rng() % v.size()]; };
+  const Weights kind = static_cast<Weights>(rng() % 4);  // never full range: that is qgemm_x86_test's
+  QconvGeometry g;
+  g.group = pick({1, 1, 2, 3});
+  const int64_t cg = pick({1, 2, 3, 5, 7, 16, 33}), ocg = pick({1, 5, 6, 7, 13, 19});
+  g.batch = pick({1, 2, 3});
+  g.in_c = cg * g.group;
+  g.out_c = ocg * g.group;
+  g.kernel_h = pick({1, 2, 3, 5});
+  g.kernel_w = rng() % 2 ? g.kernel_h : pick({1, 3});
+  g.stride_h = pick({1, 2, 3});
+  g.stride_w = pick({1, 2});
+  g.dilation_h = pick({1, 2});
+  g.dilation_w = pick({1, 2});
+  g.pad_top = pick({0, 1, 2});
+  g.pad_left = pick({0, 1, 3});
+  int64_t pad_bottom = pick({0, 1, 2}), pad_right = pick({0, 1, 3});
+  if (rng() % 4 == 0) {  // the 1x1 direct case (reads the input itself)
+    g.kernel_h = g.kernel_w = g.stride_h = g.stride_w = 1;
+    g.pad_top = g.pad_left = pad_bottom = pad_right = 0;
+  }
+  g.in_h = pick({1, 3, 6, 9, 17});
+  g.in_w = pick({1, 2, 5, 8, 16, 21, 35});
+  const int64_t eh = (g.kernel_h - 1) * g.dilation_h + 1, ew = (g.kernel_w - 1) * g.dilation_w + 1;
+  const int64_t hp = g.in_h + g.pad_top + pad_bottom, wp = g.in_w + g.pad_left + pad_right;
+  if (hp < eh || wp < ew) return;
+  ++tested;
+  g.out_h = (hp - eh) / g.stride_h + 1;
+  g.out_w = (wp - ew) / g.stride_w + 1;
+  const bool x_signed = rng() % 2, int32_out = rng() % 3 == 0, y_signed = !int32_out && rng() % 2;
+  const int32_t y_min = y_signed ? -128 : 0, y_max = y_signed ? 127 : 255;
+  const int64_t k = cg * g.kernel_h * g.kernel_w;
+  // Activations: uniform, or mostly the extremes (the largest pair sums).
+  const bool extremes = rng() % 2;
+  std::vector<uint8_t> x(static_cast<size_t>(g.batch * g.in_c * g.in_h * g.in_w));
+  for (auto& v : x) {
+    const uint32_t r = rng();
+    const int u = extremes && r % 4 ? (r % 8 < 4 ? 255 : 0) : static_cast<int>(r >> 8) & 255;
+    v = static_cast<uint8_t>(x_signed ? u - 128 : u);  // the u8 extremes of either type
+  }
+  const int32_t x_zp = x_signed ? static_cast<int32_t>(rng() % 256) - 128 : static_cast<int32_t>(rng() % 256);
+  const auto w = make_weights(kind, g.out_c, k, rng);
+  QconvWeights packed;
+  auto owned = std::make_shared<const std::vector<uint8_t>>(w);
+  const bool deferred = rng() % 2;  // on a VNNI CPU: the 8-bit tiles packed on first use
+  qconv_pack_weights({owned->data(), true, k, 1}, g.out_c, cg, g.kernel_h, g.kernel_w, g.group, {0}, packed,
+                     deferred ? owned : nullptr);
+  owned.reset();
+  std::vector<quant::FixedPointMultiplier> mult(static_cast<size_t>(g.out_c));
+  for (auto& f : mult) f = quant::quantize_multiplier(std::exp2(std::uniform_real_distribution<double>(-20, 1)(rng)));
+  const int32_t y_zp = y_signed ? static_cast<int32_t>(rng() % 256) - 128 : static_cast<int32_t>(rng() % 256);
+  const QgemmRequant requant = qgemm_make_requant(mult, g.out_c, y_zp, y_min, y_max, QgemmRequantFor::kRows);
+  std::vector<int32_t> bias(static_cast<size_t>(g.out_c));
+  for (auto& b : bias) b = static_cast<int32_t>(rng() % 200001) - 100000;
+  const int64_t plane = g.out_h * g.out_w, total = g.batch * g.out_c * plane;
+  QgemmOutput out;
+  out.kind = int32_out ? QgemmOutputKind::kInt32 : QgemmOutputKind::kCodes;
+  out.channel_is_row = true;
+  out.codes_signed = y_signed;
+  out.bias = bias.data();
+  out.bias_rs = 1;
+  out.requant = &requant;
+  out.ldo = plane;
+  const bool residual_add = !int32_out && rng() % 3 == 0;
+  std::vector<uint8_t> residual_codes(static_cast<size_t>(total));
+  for (auto& v : residual_codes) v = static_cast<uint8_t>(rng());
+  const auto shared = quant::shared_shift_multipliers(0.7, 1.3);
+  ASSERT_TRUE(shared.has_value());
+  QgemmResidualAdd residual = residual_join(residual_codes.data(), y_zp, y_signed ? -3 : 120,
+                                            y_signed ? 5 : 131, y_min, y_max, *shared);
+  if (residual_add) out.residual = &residual;
+  SCOPED_TRACE("seed " + std::to_string(seed) + " iter " + std::to_string(iter) + " weights " + name(kind) +
+               " batch " + std::to_string(g.batch) + " c " + std::to_string(g.in_c) + " " + std::to_string(g.in_h) +
+               "x" + std::to_string(g.in_w) + " oc " + std::to_string(g.out_c) + " k " + std::to_string(g.kernel_h) +
+               "x" + std::to_string(g.kernel_w) + " s " + std::to_string(g.stride_h) + "," +
+               std::to_string(g.stride_w) + " d " + std::to_string(g.dilation_h) + "," + std::to_string(g.dilation_w) +
+               " pads " + std::to_string(g.pad_top) + "," + std::to_string(g.pad_left) + "," +
+               std::to_string(pad_bottom) + "," + std::to_string(pad_right) + " group " + std::to_string(g.group) +
+               (x_signed ? " int8 x" : " uint8 x") + " x_zp " + std::to_string(x_zp) +
+               (extremes ? " extreme x" : "") + (int32_out ? " int32 out" : "") +
+               (residual_add ? " residual add" : ""));
+  const bool want_quads = u8s8_enabled() && (kind != Weights::kOnePairOver || k < 2);
+  EXPECT_EQ(packed.narrow(0).quads, want_quads);  // (not fatal: the outputs are checked too)
+
+  std::vector<int32_t> want(static_cast<size_t>(total));
+  for (int64_t b = 0; b < g.batch; ++b)
+    for (int64_t oc = 0; oc < g.out_c; ++oc)
+      for (int64_t oh = 0; oh < g.out_h; ++oh)
+        for (int64_t ow = 0; ow < g.out_w; ++ow) {
+          int64_t acc = 0;
+          const int64_t grp = oc / ocg;
+          for (int64_t c = 0; c < cg; ++c)
+            for (int64_t kh = 0; kh < g.kernel_h; ++kh)
+              for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+                const int64_t ih = oh * g.stride_h - g.pad_top + kh * g.dilation_h;
+                const int64_t iw = ow * g.stride_w - g.pad_left + kw * g.dilation_w;
+                if (ih < 0 || ih >= g.in_h || iw < 0 || iw >= g.in_w) continue;
+                acc += static_cast<int64_t>(code(x, ((b * g.in_c + grp * cg + c) * g.in_h + ih) * g.in_w + iw,
+                                                 x_signed) - x_zp) *
+                       code(w, oc * k + (c * g.kernel_h + kh) * g.kernel_w + kw, true);
+              }
+          const int32_t v = static_cast<int32_t>(acc + bias[static_cast<size_t>(oc)]);  // no saturation here
+          const size_t o = static_cast<size_t>(((b * g.out_c + oc) * g.out_h + oh) * g.out_w + ow);
+          want[o] = int32_out ? v
+                              : quant::requantize_to_code(v, mult[static_cast<size_t>(oc)], y_zp, y_min, y_max);
+          if (residual_add)
+            want[o] = quant::add_to_code(want[o] - residual.a_zp,
+                                         code(residual_codes, static_cast<int64_t>(o), y_signed) - residual.b_zp,
+                                         *shared, residual.c_zp, y_min, y_max);
+        }
+  for (QgemmPath p : paths())
+    for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2})
+      for (bool in_place : {false, true}) {
+        if (in_place && !residual_add) continue;
+        std::vector<uint8_t> y(static_cast<size_t>(total) * (int32_out ? 4 : 1), 0xCD);
+        if (in_place) y = residual_codes;
+        residual.codes = in_place ? y.data() : residual_codes.data();
+        out.out = y.data();
+        qconv(g, x.data(), x_signed, x_zp, packed, out, pool, p);
+        for (int64_t i = 0; i < total; ++i) {
+          const int32_t got = int32_out ? reinterpret_cast<const int32_t*>(y.data())[i] : code(y, i, y_signed);
+          ASSERT_EQ(got, want[static_cast<size_t>(i)])
+              << "element " << i << " path " << qgemm_path_name(p) << (pool ? " 2 threads" : " 1 thread")
+              << (in_place ? " in place" : "");
+        }
+      }
+}
+
+TEST(QconvU8s8, RandomShapesMatchPlainLoop) {
+  ThreadPool pool2(2);
+  const uint32_t seed = 2024;
+  int tested = 0;
+  for (int iter = 0; iter < 200; ++iter) {
+    run_random_case(seed, iter, pool2, tested);
+    if (HasFatalFailure()) return;
+  }
+  EXPECT_GE(tested, 120);  // most random geometries fit
+}
+
+// Large enough to split over two threads, the largest activations and pairs
+// at the bound everywhere (every vpmaddubsw sum at its largest).
+TEST(QconvU8s8, PairsAtTheBoundWithExtremeActivations) {
+  for (const bool x_signed : {false, true}) {
+    SCOPED_TRACE(x_signed ? "int8 x" : "uint8 x");
+    QconvGeometry g;
+    g.batch = 2;
+    g.in_c = 24, g.out_c = 20;
+    g.in_h = g.in_w = g.out_h = g.out_w = 20;
+    g.kernel_h = g.kernel_w = 3;
+    g.pad_top = g.pad_left = 1;
+    const int64_t k = g.in_c * 9;
+    std::vector<uint8_t> w(static_cast<size_t>(g.out_c * k));
+    for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<uint8_t>(i % 4 < 2 ? 64 : -64);  // quads (64 64 -64 -64)
+    std::vector<uint8_t> x(static_cast<size_t>(g.batch * g.in_c * g.in_h * g.in_w));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<uint8_t>((i / 400) % 2 ? 255 : 0) ^ (x_signed ? 0x80 : 0);
+    const int32_t x_zp = x_signed ? 17 : 3;
+    QconvWeights packed;
+    qconv_pack_weights({w.data(), true, k, 1}, g.out_c, g.in_c, 3, 3, 1, {0}, packed);
+    if (u8s8_enabled()) ASSERT_TRUE(packed.narrow(0).quads);
+    const int64_t total = g.batch * g.out_c * g.out_h * g.out_w;
+    QgemmOutput out;
+    out.channel_is_row = true;
+    out.ldo = g.out_h * g.out_w;
+    std::vector<int32_t> want(static_cast<size_t>(total)), got(static_cast<size_t>(total));
+    out.out = want.data();
+    qconv(g, x.data(), x_signed, x_zp, packed, out, nullptr, QgemmPath::kScalar);
+    ThreadPool pool2(2);
+    for (QgemmPath p : paths()) {
+      std::fill(got.begin(), got.end(), 0);
+      out.out = got.data();
+      qconv(g, x.data(), x_signed, x_zp, packed, out, &pool2, p);
+      ASSERT_EQ(got, want) << qgemm_path_name(p);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace qtk::rt::x86
