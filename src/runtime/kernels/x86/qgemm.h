@@ -372,9 +372,14 @@ inline constexpr int64_t kQconvMinParallelMacs = int64_t{1} << 23;
 // built twice: smaller convs pay (mobilenetv2_fm int8 batch 64
 // on 2 threads: 2.17 -> 1.70 ms, its 1x1 convs are 1.6-6M multiply-adds).
 inline constexpr int64_t kQconvMinParallelMacsPerImageSplit = int64_t{1} << 21;
-inline bool qconv_split_over_threads(int threads, int64_t batch, int64_t macs) {
+// int16_tier: the AVX2 / scalar loops (int16 or u8 x s8), whose multiply-adds
+// take 3-4x the VNNI tier's time: splitting pays from an eighth of the size
+// (QTK_ISA=avx2, 2 threads, batch 1: int8 resnet20 0.628 -> 0.489 ms, int7
+// 0.568 -> 0.463, cnn 0.077 -> 0.065; mobilenetv2_fm unchanged).
+inline bool qconv_split_over_threads(int threads, int64_t batch, int64_t macs, bool int16_tier = false) {
   if (threads <= 1) return false;
-  return macs >= (batch >= threads ? kQconvMinParallelMacsPerImageSplit : kQconvMinParallelMacs);
+  const int64_t least = batch >= threads ? kQconvMinParallelMacsPerImageSplit : kQconvMinParallelMacs;
+  return macs >= (int16_tier ? least / 8 : least);
 }
 // How a product's tiles x panels are split over threads: tm x tn rectangles,
 // the largest as small as possible (ties: fewer threads).

@@ -439,7 +439,7 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
     }
   };
   const int64_t macs = g.batch * g.out_c * w.k * pixels;
-  if (pool == nullptr || !detail::qconv_split_over_threads(pool->size(), g.batch, macs)) {
+  if (pool == nullptr || !detail::qconv_split_over_threads(pool->size(), g.batch, macs, /*int16_tier=*/true)) {
     work(0, units);
     return;
   }

@@ -172,7 +172,7 @@ void qconv_u8s8(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
     }
   };
   const int64_t macs = g.batch * g.out_c * w.k * pixels;
-  if (pool == nullptr || !qconv_split_over_threads(pool->size(), g.batch, macs)) {
+  if (pool == nullptr || !qconv_split_over_threads(pool->size(), g.batch, macs, /*int16_tier=*/true)) {
     work(0, units);
     return;
   }
