@@ -2,6 +2,7 @@
 
 #include <sched.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <set>
@@ -21,6 +22,8 @@ int isa_cap() {
     const std::string v = env ? env : "";
     if (v == "avx2") return 1;
     if (v == "scalar") return 0;
+    if (!v.empty() && v != "native")
+      std::fprintf(stderr, "qtk: warning: ignoring QTK_ISA=%s (use avx2, scalar or native)\n", v.c_str());
     return 2;
   }();
   return cap;

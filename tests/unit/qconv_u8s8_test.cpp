@@ -8,6 +8,8 @@
 // expands the quads). Bit-exact throughout.
 #include <gtest/gtest.h>
 
+#include "core/cpu_features.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -87,7 +89,7 @@ std::vector<QgemmPath> paths() {
   return p;
 }
 
-bool u8s8_enabled() { return qgemm_avx2_supported() && std::getenv("QTK_QGEMM_NO_U8S8") == nullptr; }
+bool u8s8_enabled() { return qgemm_avx2_supported() && !env_flag_set("QTK_QGEMM_NO_U8S8"); }
 
 TEST(QconvU8s8, PairBoundIsCheckedOverThePairsAsPacked) {
   auto fits = [](std::vector<int8_t> row) {

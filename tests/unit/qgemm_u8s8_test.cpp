@@ -8,6 +8,8 @@
 // path the CPU has (kAvx2 runs the new kernel). Bit-exact throughout.
 #include <gtest/gtest.h>
 
+#include "core/cpu_features.h"
+
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -36,7 +38,7 @@ const char* name(Kind w) {
   return "?";
 }
 
-bool u8s8_enabled() { return qgemm_avx2_supported() && std::getenv("QTK_QGEMM_NO_U8S8") == nullptr; }
+bool u8s8_enabled() { return qgemm_avx2_supported() && !env_flag_set("QTK_QGEMM_NO_U8S8"); }
 
 std::vector<QgemmPath> paths() {
   std::vector<QgemmPath> p{QgemmPath::kScalar};
@@ -162,9 +164,9 @@ TEST(QgemmU8s8, RandomShapesMatchPlainLoop) {
   }
 }
 
-// Large enough for two threads, pairs at the bound and A at its extremes.
+// Large enough for two threads (9M multiply-adds), pairs at the bound and A at its extremes.
 TEST(QgemmU8s8, PairsAtTheBoundWithExtremeActivations) {
-  const int64_t m = 37, n = 70, k = 300;
+  const int64_t m = 301, n = 90, k = 333;
   for (const bool a_signed : {false, true}) {
     SCOPED_TRACE(a_signed ? "int8 A" : "uint8 A");
     std::vector<uint8_t> b(static_cast<size_t>(k * n));

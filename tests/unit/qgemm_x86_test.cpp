@@ -557,6 +557,53 @@ TEST(Qconv, ImagesSideBySideMatchTheScalarPath) {
     ASSERT_EQ(got[static_cast<size_t>(i)], want[static_cast<size_t>(i)]) << "element " << i << " image " << i / (16 * 49);
 }
 
+// The AVX2 tier's per-block residual join written over the residual, with
+// two threads splitting the images, on both AVX2 paths: 7-bit weights (u8 x
+// s8) and full-range ones (int16). The scalar path is the reference.
+TEST(Qconv, Avx2ResidualJoinInPlaceOnTwoThreads) {
+  if (!qgemm_avx2_supported()) GTEST_SKIP() << "no AVX2";
+  ThreadPool pool2(2);
+  std::mt19937 rng(91);
+  const QconvGeometry g = square_conv3x3(5, 32, 14);  // 7.2M multiply-adds: split
+  const int64_t k = g.in_c * 9, total = g.batch * g.out_c * 196;
+  for (const bool seven_bit : {true, false}) {
+    SCOPED_TRACE(seven_bit ? "7-bit weights" : "int8 weights");
+    const auto x = random_bytes(g.batch * g.in_c * 196, rng);
+    auto w = random_bytes(g.out_c * k, rng);
+    if (seven_bit)
+      for (auto& v : w) v = static_cast<uint8_t>(static_cast<int8_t>(v) / 2);
+    QconvWeights packed;
+    qconv_pack_weights({w.data(), true, k, 1}, g.out_c, g.in_c, 3, 3, 1, {0}, packed);
+    std::vector<quant::FixedPointMultiplier> mult(static_cast<size_t>(g.out_c));
+    for (auto& f : mult) f = random_multiplier(rng, true);
+    const QgemmRequant requant = qgemm_make_requant(mult, g.out_c, random_zp(false, rng), 0, 255, QgemmRequantFor::kRows);
+    std::vector<int32_t> bias(static_cast<size_t>(g.out_c));
+    for (auto& b : bias) b = static_cast<int32_t>(rng() % 20001) - 10000;
+    const auto shared = quant::shared_shift_multipliers(0.8, 1.1);
+    ASSERT_TRUE(shared.has_value());
+    const auto residual_codes = random_bytes(total, rng);
+    QgemmResidualAdd residual =
+        residual_join(nullptr, requant.zero_point, random_zp(false, rng), random_zp(false, rng), 0, 255, *shared);
+    QgemmOutput out;
+    out.kind = QgemmOutputKind::kCodes;
+    out.channel_is_row = true;
+    out.bias = bias.data();
+    out.bias_rs = 1;
+    out.requant = &requant;
+    out.ldo = 196;
+    out.residual = &residual;
+    std::vector<uint8_t> want(static_cast<size_t>(total)), got = residual_codes;
+    residual.codes = residual_codes.data();
+    out.out = want.data();
+    qconv(g, x.data(), false, 17, packed, out, nullptr, QgemmPath::kScalar);
+    residual.codes = got.data();
+    out.out = got.data();
+    qconv(g, x.data(), false, 17, packed, out, &pool2, QgemmPath::kAvx2);
+    for (int64_t i = 0; i < total; ++i)
+      ASSERT_EQ(got[static_cast<size_t>(i)], want[static_cast<size_t>(i)]) << "element " << i;
+  }
+}
+
 // The fused residual join on the VNNI tier takes 16-bit products when its
 // multipliers split into int16 halves, its zero points are codes and
 // 16 <= n <= 38, else 64-bit lanes: both at their limits, with the zero

@@ -301,6 +301,7 @@ Outcome run_bench(const ParsedArgs& args) {
   core::release_free_heap_pages();
   r.rss_before = proc_status_bytes("VmRSS:");
   r.peak_is_session = reset_peak_rss();
+  sampler.rebase();
   t0 = Clock::now();
   std::unique_ptr<Session> session;
   {

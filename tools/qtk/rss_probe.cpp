@@ -73,6 +73,10 @@ RssSampler::RssSampler() {
   });
 }
 
+void RssSampler::rebase() {
+  if (fd_ >= 0) max_pages_.store(resident_pages(fd_), std::memory_order_relaxed);
+}
+
 uint64_t RssSampler::stop() {
   running_ = false;
   if (thread_.joinable()) thread_.join();

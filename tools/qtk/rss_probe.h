@@ -32,6 +32,9 @@ class RssSampler {
   ~RssSampler() { stop(); }
   RssSampler(const RssSampler&) = delete;
   RssSampler& operator=(const RssSampler&) = delete;
+  // Restarts the maximum from the RSS now (after the "before" reading: what
+  // was resident before it, e.g. heap freed since, must not count).
+  void rebase();
   // Ends sampling; the largest RSS seen in bytes (0 when unreadable).
   uint64_t stop();
 

@@ -306,19 +306,21 @@ const uint8_t* QgemmPackedB::narrow() const {
   return lazy->narrow.data();
 }
 
-void qgemm_unpack_narrow_b(const QgemmPackedB& b, bool transposed, void* out) {
-  if (b.u8s8) {  // the quads: column j in panel j / NR at byte 4 * (j % NR), codes made signed (u8 - 128)
-    const QgemmQuadB& q = b.quads();
-    const int shift = b.is_signed ? 0 : 128;
-    const int64_t panel_len = q.kquads * 4 * kQgemmNR;
-    auto* dst = static_cast<uint8_t*>(out);
-    for (int64_t j = 0; j < b.n; ++j) {
-      const int8_t* col = q.codes.data() + (j / kQgemmNR) * panel_len + 4 * (j % kQgemmNR);
-      for (int64_t kk = 0; kk < b.k; ++kk)
-        dst[transposed ? j * b.k + kk : kk * b.n + j] = static_cast<uint8_t>(col[(kk / 4) * 4 * kQgemmNR + kk % 4] + shift);
-    }
-    return;
+void qgemm_unpack_quads_b(const QgemmPackedB& b, bool transposed, void* out) {
+  // Column j in panel j / NR at byte 4 * (j % NR), k in quads of 4 rows; codes made signed (u8 - 128).
+  const QgemmQuadB& q = b.quads();
+  const int shift = b.is_signed ? 0 : 128;
+  const int64_t panel_len = q.kquads * 4 * kQgemmNR;
+  auto* dst = static_cast<uint8_t*>(out);
+  for (int64_t j = 0; j < b.n; ++j) {
+    const int8_t* col = q.codes.data() + (j / kQgemmNR) * panel_len + 4 * (j % kQgemmNR);
+    for (int64_t kk = 0; kk < b.k; ++kk)
+      dst[transposed ? j * b.k + kk : kk * b.n + j] = static_cast<uint8_t>(col[(kk / 4) * 4 * kQgemmNR + kk % 4] + shift);
   }
+}
+
+void qgemm_unpack_narrow_b(const QgemmPackedB& b, bool transposed, void* out) {
+  if (b.u8s8) return qgemm_unpack_quads_b(b, transposed, out);  // the AVX2 tier holds the quads
   // Column j in panel j / NR at byte 2 * (j % NR), k in pairs of 2 rows.
   const uint8_t* codes = b.narrow();
   const int64_t panel_len = b.kpairs * 2 * kQgemmNR;

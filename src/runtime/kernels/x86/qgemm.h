@@ -149,6 +149,8 @@ struct QgemmPackedB {
 // B's codes back from the narrow panels (made from the source first if need
 // be): (k, n) at out[k * N + n], or at out[n * K + k] when transposed.
 void qgemm_unpack_narrow_b(const QgemmPackedB& b, bool transposed, void* out);
+// The same from the quads (the VNNI layout, and the AVX2 tier's u8 x s8 one).
+void qgemm_unpack_quads_b(const QgemmPackedB& b, bool transposed, void* out);
 // codes: (i, j) = (k, n). zero_points: 1 value or n values.
 // consumable: b's storage when the caller will let it go right after (and
 // never read it again: KernelInit::consumable_constant); where the VNNI

@@ -30,22 +30,8 @@ Tensor ReleasedB::unpack(const QgemmPackedB& packed) const {
     core::ScopedAllocationHook unplanned(nullptr);  // scratch, not an output the run's plan knows
     b = Tensor::uninitialized(dtype_, shape_);
   }
-  auto* dst = static_cast<uint8_t*>(b.raw());
-  const int64_t k = packed.k, n = packed.n;
-  if (qgemm_resolve_path(QgemmPath::kAuto) == QgemmPath::kAvx512Vnni) {
-    // qgemm.cpp's QgemmPackedB::quads(): column j in panel j / NR at byte
-    // 4 * (j % NR), k in quads of 4 rows; codes made signed (u8 - 128).
-    const QgemmQuadB& q = packed.quads();
-    const int shift = dtype_ == DType::kInt8 ? 0 : 128;
-    const int64_t panel_len = q.kquads * 4 * kQgemmNR;
-    for (int64_t j = 0; j < n; ++j) {
-      const int8_t* col = q.codes.data() + (j / kQgemmNR) * panel_len + 4 * (j % kQgemmNR);
-      for (int64_t kk = 0; kk < k; ++kk)
-        dst[trans_b_ ? j * k + kk : kk * n + j] = static_cast<uint8_t>(col[(kk / 4) * 4 * kQgemmNR + kk % 4] + shift);
-    }
-  } else {
-    qgemm_unpack_narrow_b(packed, trans_b_, dst);
-  }
+  if (qgemm_resolve_path(QgemmPath::kAuto) == QgemmPath::kAvx512Vnni) qgemm_unpack_quads_b(packed, trans_b_, b.raw());
+  else qgemm_unpack_narrow_b(packed, trans_b_, b.raw());
   return b;
 }
 
