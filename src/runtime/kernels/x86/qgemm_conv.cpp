@@ -250,6 +250,30 @@ void qconv_fill_phases(const QconvGeometry& g, const QconvLayout& l, const uint8
   fill_phases(g, l, x, channels, pad, dst);
 }
 
+void qconv_set_panel_lanes(const QconvGeometry& g, const QconvLayout& l, int64_t p, QconvPanelSource& src) {
+  const int64_t pixels = g.out_h * g.out_w;
+  const int64_t p0 = p * kQgemmNR;
+  src.lanes = static_cast<int>(std::min<int64_t>(kQgemmNR, pixels - p0));
+  // Pixel (oh, ow) reads at oh * row_pitch + ow (no divisions per lane).
+  const int64_t row_pitch = l.direct ? g.out_w : l.wph;
+  int64_t oh = p0 / g.out_w, ow = p0 % g.out_w;
+  for (int j = 0; j < kQgemmNR; ++j) {
+    src.lane_offset[j] = j == 0 || j < src.lanes ? oh * row_pitch + ow
+                                                 : src.lane_offset[j - 1] + 1;  // junk lanes extend the last run
+    if (++ow == g.out_w) {
+      ow = 0;
+      ++oh;
+    }
+  }
+  src.runs = 1;
+  src.run_start[0] = 0;
+  for (int j = 1; j < kQgemmNR; ++j)
+    if (src.lane_offset[j] != src.lane_offset[j - 1] + 1) src.run_start[src.runs++] = j;
+  src.run_start[src.runs] = kQgemmNR;
+  // The input itself has no slack: its last partial panel is read lane by lane.
+  src.contiguous_reads = !l.direct || src.lanes == kQgemmNR;
+}
+
 namespace {
 qew::AddParams add_params(const QgemmResidualAdd& r, bool is_signed) {
   qew::AddParams p;
@@ -377,26 +401,7 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
         current = bg;
       }
       for (int64_t p = p_first; p < p_end; ++p) {
-        const int64_t p0 = p * kQgemmNR;
-        src.lanes = static_cast<int>(std::min<int64_t>(kQgemmNR, pixels - p0));
-        // Pixel (oh, ow) reads at oh * row_pitch + ow (no divisions per lane).
-        const int64_t row_pitch = layout.direct ? g.out_w : layout.wph;
-        int64_t oh = p0 / g.out_w, ow = p0 % g.out_w;
-        for (int j = 0; j < kQgemmNR; ++j) {
-          src.lane_offset[j] = j == 0 || j < src.lanes ? oh * row_pitch + ow
-                                                       : src.lane_offset[j - 1] + 1;  // junk lanes extend the last run
-          if (++ow == g.out_w) {
-            ow = 0;
-            ++oh;
-          }
-        }
-        src.runs = 1;
-        src.run_start[0] = 0;
-        for (int j = 1; j < kQgemmNR; ++j)
-          if (src.lane_offset[j] != src.lane_offset[j - 1] + 1) src.run_start[src.runs++] = j;
-        src.run_start[src.runs] = kQgemmNR;
-        // The input itself has no slack: its last partial panel is read lane by lane.
-        src.contiguous_reads = !layout.direct || src.lanes == kQgemmNR;
+        detail::qconv_set_panel_lanes(g, layout, p, src);
         pack_panel(src, reinterpret_cast<int16_t*>(panel_mem + (p - p_first) * panel_bytes));
       }
       QgemmOutput ob = out;

@@ -157,6 +157,9 @@ QconvLayout qconv_make_layout(const QconvGeometry& g);
 // The phase images of `channels` input planes (8-bit codes), pads = `pad`.
 void qconv_fill_phases(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x, int64_t channels, uint8_t pad,
                        uint8_t* dst);
+// Panel p's lanes (16 output pixels) in src: where each reads in the layout,
+// the runs of consecutive reads, and whether they may be read 16 at a time.
+void qconv_set_panel_lanes(const QconvGeometry& g, const QconvLayout& l, int64_t p, QconvPanelSource& src);
 
 // panel: kpairs * 2 * NR int16 (qgemm.h's B panel layout).
 using QconvPackPanel = void (*)(const QconvPanelSource& s, int16_t* panel);

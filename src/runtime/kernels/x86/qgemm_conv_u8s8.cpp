@@ -123,24 +123,7 @@ void qconv_u8s8(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
         current = bg;
       }
       for (int64_t p = p_first; p < p_end; ++p) {
-        // Lane offsets and runs as qconv's int16 loop sets them.
-        const int64_t p0 = p * kQgemmNR;
-        src.lanes = static_cast<int>(std::min<int64_t>(kQgemmNR, pixels - p0));
-        const int64_t row_pitch = layout.direct ? g.out_w : layout.wph;
-        int64_t oh = p0 / g.out_w, ow = p0 % g.out_w;
-        for (int j = 0; j < kQgemmNR; ++j) {
-          src.lane_offset[j] = j == 0 || j < src.lanes ? oh * row_pitch + ow : src.lane_offset[j - 1] + 1;
-          if (++ow == g.out_w) {
-            ow = 0;
-            ++oh;
-          }
-        }
-        src.runs = 1;
-        src.run_start[0] = 0;
-        for (int j = 1; j < kQgemmNR; ++j)
-          if (src.lane_offset[j] != src.lane_offset[j - 1] + 1) src.run_start[src.runs++] = j;
-        src.run_start[src.runs] = kQgemmNR;
-        src.contiguous_reads = !layout.direct || src.lanes == kQgemmNR;
+        qconv_set_panel_lanes(g, layout, p, src);
         qconv_pack_panel_u8_avx2(src, flip, panel_mem + (p - p_first) * panel_bytes);
       }
       QgemmOutput ob = out;
