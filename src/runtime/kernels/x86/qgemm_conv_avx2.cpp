@@ -6,6 +6,8 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+
+#include "runtime/kernels/x86/qgemm_conv_rows_avx2.h"
 #define QTK_QCONV_X86 1
 #endif
 
@@ -20,13 +22,7 @@ namespace {
 // k-row k as 16 int16 values (src - zero point).
 template <bool kSigned>
 QTK_AVX2 inline __m256i load_row(const QconvPanelSource& s, int64_t k, const __m128i* masks, __m256i zp) {
-  const uint8_t* base = static_cast<const uint8_t*>(s.src) + s.tap_offset[k];
-  __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + s.lane_offset[0]));
-  for (int r = 1; r < s.runs; ++r) {
-    const int start = s.run_start[r];
-    const __m128i more = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + s.lane_offset[start] - start));
-    bytes = _mm_blendv_epi8(bytes, more, masks[r]);
-  }
+  const __m128i bytes = qconv_row_bytes(s, k, masks);
   const __m256i wide = kSigned ? _mm256_cvtepi8_epi16(bytes) : _mm256_cvtepu8_epi16(bytes);
   return _mm256_sub_epi16(wide, zp);
 }
@@ -34,8 +30,7 @@ QTK_AVX2 inline __m256i load_row(const QconvPanelSource& s, int64_t k, const __m
 template <bool kSigned>
 QTK_AVX2 void pack_contiguous(const QconvPanelSource& s, int16_t* panel) {
   __m128i masks[kQgemmNR + 1];
-  const __m128i lane = _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  for (int r = 1; r < s.runs; ++r) masks[r] = _mm_cmpgt_epi8(lane, _mm_set1_epi8(static_cast<char>(s.run_start[r] - 1)));
+  qconv_run_masks(s, masks);
   const __m256i zp = _mm256_set1_epi16(static_cast<int16_t>(s.zero_point));
   const int64_t full = s.k / 2;
   for (int64_t q = 0; q < full; ++q) {

@@ -6,6 +6,8 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+
+#include "runtime/kernels/x86/qgemm_conv_rows_avx2.h"
 #define QTK_QCONV_U8S8_X86 1
 #endif
 
@@ -17,17 +19,10 @@ namespace {
 
 #define QTK_AVX2 __attribute__((target("avx2")))
 
-// k-row k's 16 codes (one read per run of consecutive pixels, blended), xor
-// flip for int8 codes.
+// k-row k's 16 codes, xor flip for int8 codes.
 template <bool kFlip>
 QTK_AVX2 inline __m128i load_row(const QconvPanelSource& s, int64_t k, const __m128i* masks, __m128i flip) {
-  const uint8_t* base = static_cast<const uint8_t*>(s.src) + s.tap_offset[k];
-  __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + s.lane_offset[0]));
-  for (int r = 1; r < s.runs; ++r) {
-    const int start = s.run_start[r];
-    const __m128i more = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + s.lane_offset[start] - start));
-    bytes = _mm_blendv_epi8(bytes, more, masks[r]);
-  }
+  const __m128i bytes = qconv_row_bytes(s, k, masks);
   return kFlip ? _mm_xor_si128(bytes, flip) : bytes;
 }
 
@@ -118,8 +113,7 @@ QTK_AVX2 void ukernel6(int64_t kquads, const uint8_t* a, const uint8_t* b, const
 template <bool kFlip>
 QTK_AVX2 void pack_panel(const QconvPanelSource& s, uint8_t flip, uint8_t* panel) {
   __m128i masks[kQgemmNR + 1];
-  const __m128i lane = _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  for (int r = 1; r < s.runs; ++r) masks[r] = _mm_cmpgt_epi8(lane, _mm_set1_epi8(static_cast<char>(s.run_start[r] - 1)));
+  qconv_run_masks(s, masks);
   const __m128i f = _mm_set1_epi8(static_cast<char>(flip));
   const int64_t kquads = qgemm_kquads(s.k);
   for (int64_t q = 0; q < kquads; ++q) {
