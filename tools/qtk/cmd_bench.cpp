@@ -380,7 +380,9 @@ const CommandSpec kBenchCommand = {
     "it, where the kernel lets the peak be reset; the program's code is mapped in before that\n"
     "reading, so the growth is what the session allocated), the weights the session holds (and\n"
     "the file's), and the activations' needs: the largest pair of values alive at once, the\n"
-    "peak of all alive at once, and the planned arena that holds them.",
+    "peak of all alive at once, and the planned arena that holds them. The kernels' instruction\n"
+    "set is reported too; QTK_ISA=avx2 (or scalar) in the environment caps it, to measure a CPU\n"
+    "without AVX-512 (or AVX2) on this one.",
     kOptions,
     run_bench,
 };
