@@ -427,6 +427,7 @@ expect_ok "quantize --method rtn" quantize "$MLP" -o "$Q/rtn.onnx" "${CAL[@]}" -
 cp "$TMP/out" "$Q/rtn.json"
 json_check "quantize --method rtn" "$Q/rtn.json" 'j.settings.method === "rtn" && j.method === "rtn" &&
    j.tensors.filter(t => t.kind === "weight").every(t => t.method === "rtn")'
+expect_error "quantize: int7 is no activation format" 2 "--activations.*uint8" quantize "$MLP" -o "$Q/a7.onnx" --activations int7
 # int7 weights: auto rounds to nearest, as at 8 bits.
 expect_ok "quantize --weights int7" quantize "$MLP" -o "$Q/int7.onnx" "${CAL[@]}" --weights int7 --json
 json_check "quantize --weights int7" "$TMP/out" 'j.settings.weights === "int7" && j.method === "rtn" &&

@@ -28,10 +28,12 @@ std::vector<std::string> weight_choices() {
 }
 
 // Static activation formats (below 8 bits: ONNX's 4-bit types, or codes
-// clamped in 8-bit tensors), plus the two modes.
+// clamped in 8-bit tensors), plus the two modes. int7 is a weight format
+// (what AVX2 multiplies exactly), not offered for activations.
 std::vector<std::string> activation_choices() {
   std::vector<std::string> names;
-  for (const auto& t : quant::kQFormats) names.push_back(t.name);
+  for (const auto& t : quant::kQFormats)
+    if (t.format != quant::QFormat::kInt7) names.push_back(t.name);
   names.push_back("dynamic");
   names.push_back("float");
   return names;
