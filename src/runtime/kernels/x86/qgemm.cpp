@@ -80,6 +80,22 @@ void pack_a_tile_typed(const T* base, int64_t stride_i, int64_t stride_j, int64_
 
 namespace detail {
 
+QgemmGrid qgemm_grid_for(int64_t m, const QgemmPackedB& b, int64_t tiles, ThreadPool* pool) {
+  const bool split = pool != nullptr && m * b.n * std::max<int64_t>(b.k, 1) >= kQgemmMinParallelMacs;
+  return qgemm_choose_grid(tiles, b.panels, split ? pool->size() : 1);
+}
+
+void qgemm_run_blocks(const QgemmGrid& grid, ThreadPool* pool, const std::function<void(int64_t)>& run_block) {
+  const int64_t blocks = grid.tm * grid.tn;
+  if (blocks == 1 || pool == nullptr) {
+    for (int64_t i = 0; i < blocks; ++i) run_block(i);
+    return;
+  }
+  pool->parallel_for(blocks, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) run_block(i);
+  });
+}
+
 QgemmGrid qgemm_choose_grid(int64_t tiles, int64_t panels, int threads) {
   // Splits tiles x panels into at most `threads` rectangles, minimising the
   // largest one; ties: fewer threads, then more row splits. Blocks side by
@@ -510,14 +526,6 @@ QgemmRequant qgemm_make_requant(const std::vector<quant::FixedPointMultiplier>& 
   return r;
 }
 
-namespace {
-
-constexpr int64_t kMinParallelMacs = detail::kQgemmMinParallelMacs;
-// Bytes of packed A a thread keeps per block (L2-resident, re-read per panel).
-constexpr int64_t kABlockBytes = 192 * 1024;
-
-}  // namespace
-
 void qgemm(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const QgemmPackedB& b, const QgemmOutput& out,
            ThreadPool* pool, QgemmPath path) {
   detail::check_requant_layout(out);
@@ -530,10 +538,8 @@ void qgemm(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const QgemmPack
   const detail::QgemmPackATile pack_a =
       resolved == QgemmPath::kAvx2 ? detail::qgemm_pack_a_tile_avx2 : detail::qgemm_pack_a_tile;
   const int64_t tiles = (m + kQgemmMR - 1) / kQgemmMR, kpairs = b.kpairs, tile_len = kpairs * kQgemmMR;
-  int threads = pool ? pool->size() : 1;
-  if (m * b.n * std::max<int64_t>(b.k, 1) < kMinParallelMacs) threads = 1;
-  const detail::QgemmGrid grid = detail::qgemm_choose_grid(tiles, b.panels, threads);
-  const int64_t block_tiles = std::max<int64_t>(1, kABlockBytes / std::max<int64_t>(tile_len * 4, 1));
+  const detail::QgemmGrid grid = detail::qgemm_grid_for(m, b, tiles, pool);
+  const int64_t block_tiles = std::max<int64_t>(1, detail::kQgemmABlockBytes / std::max<int64_t>(tile_len * 4, 1));
 
   // The AVX2 tier reads B's 8-bit codes (QgemmPackedB::narrow), the scalar
   // tier the int16 pairs.
@@ -541,9 +547,7 @@ void qgemm(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const QgemmPack
   const int16_t* pairs = narrow ? nullptr : b.pairs();
   const int64_t panel_len = kpairs * 2 * kQgemmNR;
   auto run_block = [&](int64_t index) {
-    const int64_t bi = index / grid.tn, bj = index % grid.tn;
-    const int64_t t_begin = tiles * bi / grid.tm, t_end = tiles * (bi + 1) / grid.tm;
-    const int64_t p_begin = b.panels * bj / grid.tn, p_end = b.panels * (bj + 1) / grid.tn;
+    const auto [t_begin, t_end, p_begin, p_end] = detail::qgemm_grid_block(grid, index, tiles, b.panels);
     thread_local AlignedBuffer<int32_t> a_buffer;
     thread_local AlignedBuffer<int16_t> panel_buffer;
     alignas(64) int32_t acc[kQgemmMR * kQgemmNR];
@@ -586,14 +590,7 @@ void qgemm(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const QgemmPack
       }
     }
   };
-  const int64_t blocks = grid.tm * grid.tn;
-  if (blocks == 1 || pool == nullptr) {
-    for (int64_t i = 0; i < blocks; ++i) run_block(i);
-    return;
-  }
-  pool->parallel_for(blocks, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) run_block(i);
-  });
+  detail::qgemm_run_blocks(grid, pool, run_block);
 }
 
 }  // namespace qtk::rt::x86

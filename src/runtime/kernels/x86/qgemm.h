@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -389,6 +390,22 @@ struct QgemmGrid {
   int64_t tm = 1, tn = 1;
 };
 QgemmGrid qgemm_choose_grid(int64_t tiles, int64_t panels, int threads);
+// The grid of an m-row product with b: one block below kQgemmMinParallelMacs
+// or without a pool, else qgemm_choose_grid over the pool's threads.
+QgemmGrid qgemm_grid_for(int64_t m, const QgemmPackedB& b, int64_t tiles, ThreadPool* pool);
+// Block `index` of the grid (row-major over tm x tn): A tiles [t_begin,
+// t_end) x B panels [p_begin, p_end).
+struct QgemmBlock {
+  int64_t t_begin, t_end, p_begin, p_end;
+};
+inline QgemmBlock qgemm_grid_block(const QgemmGrid& grid, int64_t index, int64_t tiles, int64_t panels) {
+  const int64_t bi = index / grid.tn, bj = index % grid.tn;
+  return {tiles * bi / grid.tm, tiles * (bi + 1) / grid.tm, panels * bj / grid.tn, panels * (bj + 1) / grid.tn};
+}
+// Runs run_block(i) for every block of the grid, over the pool when there are several.
+void qgemm_run_blocks(const QgemmGrid& grid, ThreadPool* pool, const std::function<void(int64_t)>& run_block);
+// Bytes of packed A a thread keeps per block (L2-resident, re-read per panel).
+inline constexpr int64_t kQgemmABlockBytes = 192 * 1024;
 QgemmEpilogue qgemm_epilogue(QgemmPath resolved);
 }  // namespace detail
 

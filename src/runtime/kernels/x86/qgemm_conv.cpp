@@ -245,9 +245,14 @@ namespace detail {
 
 QconvLayout qconv_make_layout(const QconvGeometry& g) { return make_layout(g); }
 
-void qconv_fill_phases(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x, int64_t channels, uint8_t pad,
-                       uint8_t* dst) {
-  fill_phases(g, l, x, channels, pad, dst);
+const uint8_t* qconv_group_image(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x, int64_t b, int64_t gi,
+                                 uint8_t pad, AlignedBuffer<uint8_t>& buffer) {
+  const int64_t cg = g.in_c / g.group;
+  const uint8_t* image = x + (b * g.in_c + gi * cg) * g.in_h * g.in_w;
+  if (l.direct) return image;
+  uint8_t* copy = buffer.get(l.bytes);
+  fill_phases(g, l, image, cg, pad, copy);
+  return copy;
 }
 
 void qconv_set_panel_lanes(const QconvGeometry& g, const QconvLayout& l, int64_t p, QconvPanelSource& src) {
@@ -353,7 +358,7 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
   const detail::QconvPackPanel pack_panel =
       resolved == QgemmPath::kScalar ? detail::qconv_pack_panel_scalar : detail::qconv_pack_panel_avx2;
   const Layout layout = make_layout(g);
-  const int64_t cg = g.in_c / g.group, ocg = g.out_c / g.group, kpairs = qgemm_kpairs(w.k);
+  const int64_t ocg = g.out_c / g.group, kpairs = qgemm_kpairs(w.k);
   const int64_t panel_bytes = kpairs * 4 * kQgemmNR;  // int16 pairs
   const int64_t block_panels = std::clamp<int64_t>(kPanelBlockBytes / std::max<int64_t>(panel_bytes, 1), 1, 64);
   const detail::QgemmExpandA expand = detail::qgemm_expand_a(resolved);
@@ -390,14 +395,7 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
       const int64_t p_end = std::min({panels, p_first + block_panels, p_first + (end - u)});
       const int64_t b = bg / g.group, gi = bg % g.group;
       if (bg != current) {
-        const uint8_t* image = xb + (b * g.in_c + gi * cg) * g.in_h * g.in_w;
-        if (layout.direct) {
-          src.src = image;
-        } else {
-          uint8_t* buf = image_buffer.get(layout.bytes);
-          fill_phases(g, layout, image, cg, pad, buf);
-          src.src = buf;
-        }
+        src.src = detail::qconv_group_image(g, layout, xb, b, gi, pad, image_buffer);
         current = bg;
       }
       for (int64_t p = p_first; p < p_end; ++p) {

@@ -154,9 +154,10 @@ struct QconvLayout {
   std::vector<bool> read_phase;     // phases some tap reads (a 1x1 stride-2 conv: one of four)
 };
 QconvLayout qconv_make_layout(const QconvGeometry& g);
-// The phase images of `channels` input planes (8-bit codes), pads = `pad`.
-void qconv_fill_phases(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x, int64_t channels, uint8_t pad,
-                       uint8_t* dst);
+// What the panels of image b, group gi read: the input itself (direct), or
+// its phase images (pads = `pad`, x: the whole NCHW input) made in buffer.
+const uint8_t* qconv_group_image(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x, int64_t b, int64_t gi,
+                                 uint8_t pad, AlignedBuffer<uint8_t>& buffer);
 // Panel p's lanes (16 output pixels) in src: where each reads in the layout,
 // the runs of consecutive reads, and whether they may be read 16 at a time.
 void qconv_set_panel_lanes(const QconvGeometry& g, const QconvLayout& l, int64_t p, QconvPanelSource& src);

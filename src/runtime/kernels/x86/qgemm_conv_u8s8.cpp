@@ -75,7 +75,7 @@ void qconv_u8s8(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
   const int64_t units = g.batch * g.group * panels;
   if (units == 0 || g.out_c == 0) return;
   const QconvLayout layout = qconv_make_layout(g);
-  const int64_t cg = g.in_c / g.group, ocg = g.out_c / g.group, kquads = qgemm_kquads(w.k);
+  const int64_t ocg = g.out_c / g.group, kquads = qgemm_kquads(w.k);
   const int64_t panel_bytes = kquads * 4 * kQgemmNR;
   const int64_t block_panels = std::clamp<int64_t>(kPanelBlockBytes / std::max<int64_t>(panel_bytes, 1), 1, 64);
   const size_t out_esize = out.kind == QgemmOutputKind::kCodes ? 1 : 4;
@@ -112,14 +112,7 @@ void qconv_u8s8(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
       const int64_t p_end = std::min({panels, p_first + block_panels, p_first + (end - u)});
       const int64_t b = bg / g.group, gi = bg % g.group;
       if (bg != current) {
-        const uint8_t* image = xb + (b * g.in_c + gi * cg) * g.in_h * g.in_w;
-        if (layout.direct) {
-          src.src = image;
-        } else {
-          uint8_t* buf = image_buffer.get(layout.bytes);
-          qconv_fill_phases(g, layout, image, cg, pad, buf);
-          src.src = buf;
-        }
+        src.src = qconv_group_image(g, layout, xb, b, gi, pad, image_buffer);
         current = bg;
       }
       for (int64_t p = p_first; p < p_end; ++p) {

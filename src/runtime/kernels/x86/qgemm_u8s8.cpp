@@ -66,10 +66,6 @@ void qgemm_u8s8_pack_a_tile(const QgemmCodes& a, int64_t m0, int rows, int64_t k
   }
 }
 
-namespace {
-constexpr int64_t kABlockBytes = 192 * 1024;  // packed A a thread keeps per block (qgemm.cpp's)
-}  // namespace
-
 void qgemm_u8s8(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const QgemmPackedB& b, const QgemmOutput& out,
                 ThreadPool* pool) {
   const QgemmQuadB& bq = b.quads();
@@ -83,14 +79,10 @@ void qgemm_u8s8(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const Qgem
   for (size_t j = 0; j < corr.size(); ++j) corr[j] = static_cast<int32_t>(za * static_cast<uint32_t>(bq.colsum[j]));
   const QgemmEpilogue epilogue = qgemm_epilogue(QgemmPath::kAvx2);
 
-  int threads = pool ? pool->size() : 1;
-  if (m * b.n * std::max<int64_t>(b.k, 1) < kQgemmMinParallelMacs) threads = 1;
-  const QgemmGrid grid = qgemm_choose_grid(tiles, b.panels, threads);
-  const int64_t block_tiles = std::max<int64_t>(1, kABlockBytes / std::max<int64_t>(tile_len, 1));
+  const QgemmGrid grid = qgemm_grid_for(m, b, tiles, pool);
+  const int64_t block_tiles = std::max<int64_t>(1, kQgemmABlockBytes / std::max<int64_t>(tile_len, 1));
   auto run_block = [&](int64_t index) {
-    const int64_t bi = index / grid.tn, bj = index % grid.tn;
-    const int64_t t_begin = tiles * bi / grid.tm, t_end = tiles * (bi + 1) / grid.tm;
-    const int64_t p_begin = b.panels * bj / grid.tn, p_end = b.panels * (bj + 1) / grid.tn;
+    const auto [t_begin, t_end, p_begin, p_end] = qgemm_grid_block(grid, index, tiles, b.panels);
     thread_local AlignedBuffer<uint8_t> a_buffer;
     alignas(64) int32_t acc[kQgemmMR * kQgemmNR];
     for (int64_t t0 = t_begin; t0 < t_end; t0 += block_tiles) {
@@ -110,14 +102,7 @@ void qgemm_u8s8(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const Qgem
       }
     }
   };
-  const int64_t blocks = grid.tm * grid.tn;
-  if (blocks == 1 || pool == nullptr) {
-    for (int64_t i = 0; i < blocks; ++i) run_block(i);
-    return;
-  }
-  pool->parallel_for(blocks, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) run_block(i);
-  });
+  qgemm_run_blocks(grid, pool, run_block);
 }
 
 }  // namespace qtk::rt::x86::detail
