@@ -306,6 +306,10 @@ struct QgemmOutput {
   int64_t ldo = 0;
   // kCodes with channel_is_row (convs): applied after requantization.
   const QgemmResidualAdd* residual = nullptr;
+  // The caller bounds |acc + bias| below 2^30 (qconv_acc_bound): adding the
+  // zero point cannot wrap, so where [qmin, qmax] is the whole 8-bit range
+  // the saturating packs clamp and the AVX2 output stage skips its own.
+  bool small_acc = false;
 };
 
 // One call: y = (A - a_zp) · packed B, through `out`. A (i, j) = (m, k).

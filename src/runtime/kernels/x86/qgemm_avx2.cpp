@@ -200,6 +200,15 @@ QTK_AVX2 inline __m256i requant8_below_one(__m256i v, const Lanes4& even, const 
   return _mm256_add_epi32(r, f.zp);
 }
 
+// requant8_below_one without its clamp, for pack_codes_saturated (which
+// clamps to the 8-bit range): the zero point rides in `offset_zp`.
+QTK_AVX2 inline __m256i requant8_below_one_unclamped(__m256i v, const Lanes4& p, __m256i offset_zp) {
+  const __m256i e = _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epi32(v, p.mult), p.add), p.shift);
+  const __m256i o =
+      _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(v, 32), p.mult), p.add), p.shift);
+  return _mm256_add_epi32(_mm256_blend_epi32(e, _mm256_slli_epi64(o, 32), 0xAA), offset_zp);
+}
+
 // One channel's constants in every lane (a requant made for rows); the
 // clamp constants only where not below one.
 QTK_AVX2 inline Lanes4 broadcast_lanes(const QgemmRequant& r, int64_t ch) {
@@ -219,6 +228,15 @@ QTK_AVX2 inline __m128i pack_codes(__m256i c0, __m256i c1, bool is_signed) {
   // packs work per 128-bit lane: words [0-3, 8-11 | 4-7, 12-15], bytes
   // repeat that; the dword permute restores 0-3, 4-7, 8-11, 12-15.
   const __m256i w = is_signed ? _mm256_packs_epi32(c0, c1) : _mm256_packus_epi32(c0, c1);
+  const __m256i bytes = is_signed ? _mm256_packs_epi16(w, w) : _mm256_packus_epi16(w, w);
+  const __m256i ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 0, 0, 0, 0));
+  return _mm256_castsi256_si128(ordered);
+}
+
+// pack_codes for unclamped int32 codes: the signed int16 pack first, so
+// that both packs saturate, together a clamp to the 8-bit type's range.
+QTK_AVX2 inline __m128i pack_codes_saturated(__m256i c0, __m256i c1, bool is_signed) {
+  const __m256i w = _mm256_packs_epi32(c0, c1);
   const __m256i bytes = is_signed ? _mm256_packs_epi16(w, w) : _mm256_packus_epi16(w, w);
   const __m256i ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 0, 0, 0, 0));
   return _mm256_castsi256_si128(ordered);
@@ -372,10 +390,64 @@ QTK_AVX2 void qgemm_expand_a_avx2(const QgemmNarrowA& a, int64_t t0, int64_t t1,
   else expand_a<false>(a, t0, t1, out);
 }
 
+namespace {
+
+// The convs' common case (codes, one channel per row, every multiplier below
+// 1) with what it reads of `out` in locals: the byte stores may alias
+// anything, so the general loop reloads `out` and its tables every row.
+// Same arithmetic as the general loop.
+QTK_AVX2 void epilogue_codes_by_row_below_one(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0,
+                                              const QgemmOutput& out) {
+  const QgemmRequant& r = *out.requant;
+  const QgemmRequantRow* rows = r.rows.data() + m0;
+  const Finish32 f{_mm256_set1_epi32(r.qmin - r.zero_point), _mm256_set1_epi32(r.qmax - r.zero_point),
+                   _mm256_set1_epi32(r.zero_point)};
+  const int32_t* bias = out.bias ? out.bias + m0 * out.bias_rs + n0 * out.bias_cs : nullptr;
+  const int64_t bias_rs = out.bias_rs, ldo = out.ldo;
+  const bool bias_columns = out.bias_cs != 0, saturate = out.bias_saturates, is_signed = out.codes_signed;
+  // With a small accumulator and the type's whole range, the packs clamp.
+  const bool packs_clamp = out.small_acc && r.qmin == (is_signed ? -128 : 0) && r.qmax == (is_signed ? 127 : 255);
+  uint8_t* dst = static_cast<uint8_t*>(out.out) + m0 * ldo + n0;  // int8 and uint8 share the byte layout
+  for (int i = 0; i < mr; ++i, dst += ldo) {
+    __m256i v0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(acc + i * kQgemmNR));
+    __m256i v1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(acc + i * kQgemmNR + 8));
+    if (bias) {
+      const int32_t* bp = bias + i * bias_rs;
+      const __m256i b0 = bias_columns ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp)) : _mm256_set1_epi32(bp[0]);
+      const __m256i b1 = bias_columns ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + 8)) : b0;
+      v0 = saturate ? add_saturate_epi32(v0, b0) : _mm256_add_epi32(v0, b0);
+      v1 = saturate ? add_saturate_epi32(v1, b1) : _mm256_add_epi32(v1, b1);
+    }
+    const QgemmRequantRow& k = rows[i];
+    const Lanes4 p{_mm256_set1_epi64x(k.mult), _mm256_set1_epi64x(k.add), _mm256_set1_epi64x(k.shift), {}, {}, {}};
+    __m128i bytes;
+    if (packs_clamp) {
+      const __m256i offset_zp = _mm256_set1_epi32(static_cast<int32_t>(static_cast<uint32_t>(k.round_offset) +
+                                                                       static_cast<uint32_t>(r.zero_point)));
+      bytes = pack_codes_saturated(requant8_below_one_unclamped(v0, p, offset_zp),
+                                   requant8_below_one_unclamped(v1, p, offset_zp), is_signed);
+    } else {
+      const __m256i offset = _mm256_set1_epi32(k.round_offset);
+      bytes = pack_codes(requant8_below_one(v0, p, p, offset, f), requant8_below_one(v1, p, p, offset, f), is_signed);
+    }
+    if (nr == kQgemmNR) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), bytes);
+    } else {
+      alignas(16) uint8_t t[kQgemmNR];
+      _mm_store_si128(reinterpret_cast<__m128i*>(t), bytes);
+      std::memcpy(dst, t, static_cast<size_t>(nr));
+    }
+  }
+}
+
+}  // namespace
+
 QTK_AVX2 void qgemm_epilogue_avx2(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0,
                                   const QgemmOutput& out) {
   static_assert(kQgemmNR == 16, "the output stage handles 16 columns as two vectors");
   const bool by_row = out.channel_is_row;
+  if (by_row && out.kind == QgemmOutputKind::kCodes && out.requant->below_one)
+    return epilogue_codes_by_row_below_one(acc, mr, nr, m0, n0, out);
   for (int i = 0; i < mr; ++i) {
     const int64_t m = m0 + i;
     __m256i v[2] = {_mm256_load_si256(reinterpret_cast<const __m256i*>(acc + i * kQgemmNR)),

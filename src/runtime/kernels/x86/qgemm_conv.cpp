@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #include "runtime/kernels/x86/qelementwise_x86_internal.h"
@@ -297,6 +299,14 @@ void qconv_add_residual(const QconvGeometry& g, const QgemmOutput& out) {
   add_codes(out.out, out.residual->codes, n, add_params(*out.residual, out.codes_signed), out.out);
 }
 
+int64_t qconv_acc_bound(const QgemmOutput& out, int64_t k_padded, int64_t rows) {
+  if (out.bias && out.bias_cs != 0) return INT64_MAX;  // a bias per column: not a conv's
+  int64_t bias = 0;
+  for (int64_t i = 0; out.bias && i < rows; ++i)
+    bias = std::max(bias, std::abs(static_cast<int64_t>(out.bias[i * out.bias_rs])));
+  return k_padded * 255 * 255 + bias;
+}
+
 void qconv_keep_residual(const QgemmResidualAdd& r, int64_t ldo, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                          uint8_t* kept) {
   const auto* residual = static_cast<const uint8_t*>(r.codes);
@@ -355,6 +365,11 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
     return detail::qconv_u8s8(g, x, x_signed, x_zero_point, w, out, pool);
   const detail::QgemmUkernel ukernel = detail::qgemm_ukernel(resolved);
   const detail::QgemmEpilogue epilogue = detail::qgemm_epilogue(resolved);
+  // Where acc + bias cannot leave int32 its saturating add is a plain one.
+  QgemmOutput out_bounded = out;
+  const int64_t acc_bound = detail::qconv_acc_bound(out, qgemm_kpairs(w.k) * 2, g.out_c);
+  if (acc_bound <= INT32_MAX) out_bounded.bias_saturates = false;
+  out_bounded.small_acc = acc_bound < (int64_t{1} << 30);
   const detail::QconvPackPanel pack_panel =
       resolved == QgemmPath::kScalar ? detail::qconv_pack_panel_scalar : detail::qconv_pack_panel_avx2;
   const Layout layout = make_layout(g);
@@ -402,7 +417,7 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
         detail::qconv_set_panel_lanes(g, layout, p, src);
         pack_panel(src, reinterpret_cast<int16_t*>(panel_mem + (p - p_first) * panel_bytes));
       }
-      QgemmOutput ob = out;
+      QgemmOutput ob = out_bounded;
       ob.out = static_cast<uint8_t*>(out.out) + static_cast<size_t>(b * g.out_c * pixels) * out_esize;
       ob.residual = nullptr;
       QgemmResidualAdd rb;  // this image's residual (codes: out_esize is 1)

@@ -116,6 +116,11 @@ namespace detail {
 // The fused residual join as a pass over a finished conv output (codes, dense
 // NCHW): for the paths whose output stage does not add it.
 void qconv_add_residual(const QconvGeometry& g, const QgemmOutput& out);
+// A bound on |acc + bias| of a conv whose k (padded) is k_padded: |acc| <=
+// k_padded·255·255, plus the largest per-row bias (rows of them). Where it
+// is at most INT32_MAX a per-row bias may join the row constants (the
+// epilogue's saturating add would change nothing); below 2^30, out.small_acc.
+int64_t qconv_acc_bound(const QgemmOutput& out, int64_t k_padded, int64_t rows);
 // The AVX2 / scalar tiers' fused join, one block of output channels
 // [m0, m1) x pixels [n0, n1) of one image at a time (r and out: that image's;
 // rows ldo apart): keep the block's residual codes before the block's tiles

@@ -93,6 +93,17 @@ void qconv_u8s8(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
       corr[static_cast<size_t>(gi * tiles * kQgemmMR + i)] =
           static_cast<int32_t>(zp_u * static_cast<uint32_t>(wg.row_sums[static_cast<size_t>(i)]));
   }
+  // A per-row bias joins corr where it cannot saturate (qconv_acc_bound).
+  const int64_t acc_bound = qconv_acc_bound(out, kquads * 4, g.out_c);
+  const bool fold = out.bias && acc_bound <= INT32_MAX;
+  for (int64_t gi = 0; fold && gi < g.group; ++gi)
+    for (int64_t i = 0; i < ocg; ++i)
+      corr[static_cast<size_t>(gi * tiles * kQgemmMR + i)] =
+          static_cast<int32_t>(static_cast<uint32_t>(corr[static_cast<size_t>(gi * tiles * kQgemmMR + i)]) -
+                               static_cast<uint32_t>(out.bias[(gi * ocg + i) * out.bias_rs]));
+  QgemmOutput out_folded = out;
+  if (fold) out_folded.bias = nullptr;
+  out_folded.small_acc = acc_bound < (int64_t{1} << 30);
   const QgemmEpilogue epilogue = qgemm_epilogue(QgemmPath::kAvx2);
 
   auto work = [&](int64_t begin, int64_t end) {
@@ -119,7 +130,7 @@ void qconv_u8s8(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
         qconv_set_panel_lanes(g, layout, p, src);
         qconv_pack_panel_u8_avx2(src, flip, panel_mem + (p - p_first) * panel_bytes);
       }
-      QgemmOutput ob = out;
+      QgemmOutput ob = out_folded;
       ob.out = static_cast<uint8_t*>(out.out) + static_cast<size_t>(b * g.out_c * pixels) * out_esize;
       ob.residual = nullptr;
       // A residual add joins per block, as in qconv's int16 loop (the output may be the residual's storage).

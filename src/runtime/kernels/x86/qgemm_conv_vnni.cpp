@@ -80,12 +80,9 @@ const QgemmResidualAdd* image_residual(const QgemmOutput& out, int64_t offset, Q
 }
 
 // A per-row bias joins the row constants when acc + bias cannot leave int32
-// (|acc| <= K'·255·255): then the epilogue's saturating add changes nothing.
+// (qconv_acc_bound): then the epilogue's saturating add changes nothing.
 bool fold_bias(const QgemmOutput& out, int64_t k_padded, int64_t rows, std::vector<int32_t>& row_const) {
-  if (!out.bias || out.bias_cs != 0) return false;
-  const int64_t acc_bound = k_padded * 255 * 255;
-  for (int64_t i = 0; i < rows; ++i)
-    if (acc_bound + std::abs(static_cast<int64_t>(out.bias[i * out.bias_rs])) > INT32_MAX) return false;
+  if (!out.bias || out.bias_cs != 0 || qconv_acc_bound(out, k_padded, rows) > INT32_MAX) return false;
   for (int64_t i = 0; i < rows; ++i)  // row_const is a wrapping sum term
     row_const[static_cast<size_t>(i)] = static_cast<int32_t>(static_cast<uint32_t>(row_const[static_cast<size_t>(i)]) +
                                                               static_cast<uint32_t>(out.bias[i * out.bias_rs]));
