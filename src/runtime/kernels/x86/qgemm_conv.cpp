@@ -201,15 +201,18 @@ Layout make_layout(const QconvGeometry& g) {
   l.phases = g.stride_h * g.stride_w;
   l.bytes = kSlack + l.phases * cg * l.plane + kSlack;
   l.read_phase.assign(static_cast<size_t>(l.phases), false);
-  for (int64_t c = 0; c < cg; ++c)
-    for (int64_t kh = 0; kh < g.kernel_h; ++kh)
-      for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-        const int64_t th = kh * g.dilation_h, tw = kw * g.dilation_w;
-        const int64_t phase = (th % g.stride_h) * g.stride_w + tw % g.stride_w;
-        l.read_phase[static_cast<size_t>(phase)] = true;
-        l.tap_offset[static_cast<size_t>((c * g.kernel_h + kh) * g.kernel_w + kw)] =
-            kSlack + (phase * cg + c) * l.plane + (th / g.stride_h) * l.wph + tw / g.stride_w;
-      }
+  // Per tap once (divisions), then per channel a plane further: at batch 1
+  // this runs once per conv per run.
+  const int64_t taps = g.kernel_h * g.kernel_w;
+  for (int64_t kh = 0; kh < g.kernel_h; ++kh)
+    for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+      const int64_t th = kh * g.dilation_h, tw = kw * g.dilation_w;
+      const int64_t phase = (th % g.stride_h) * g.stride_w + tw % g.stride_w;
+      l.read_phase[static_cast<size_t>(phase)] = true;
+      const int64_t at = kSlack + phase * cg * l.plane + (th / g.stride_h) * l.wph + tw / g.stride_w;
+      int64_t* dst = l.tap_offset.data() + kh * g.kernel_w + kw;
+      for (int64_t c = 0; c < cg; ++c) dst[c * taps] = at + c * l.plane;
+    }
   return l;
 }
 
