@@ -42,8 +42,8 @@ const char* name(Weights w) {
   return "?";
 }
 
-// rows x k int8 codes of the given kind.
-std::vector<uint8_t> make_weights(Weights kind, int64_t rows, int64_t k, std::mt19937& rng) {
+// rows x k int8 codes of the given kind; k = channels x taps, (c, tap) order.
+std::vector<uint8_t> make_weights(Weights kind, int64_t rows, int64_t k, std::mt19937& rng, int64_t taps = 1) {
   std::vector<uint8_t> w(static_cast<size_t>(rows * k));
   auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   for (int64_t i = 0; i < rows; ++i)
@@ -70,10 +70,15 @@ std::vector<uint8_t> make_weights(Weights kind, int64_t rows, int64_t k, std::mt
       else if (w1 != 0 && kind == Weights::kPairsAtTheBound)  // the pad is 0: the lone code may be -128
         w[static_cast<size_t>(i * k + j)] = static_cast<uint8_t>(-128);
     }
-  if (kind == Weights::kOnePairOver && k >= 2) {  // one pair anywhere at 129
-    const int64_t i = uniform(0, static_cast<int>(rows - 1)), j = 2 * uniform(0, static_cast<int>(k / 2 - 1));
-    w[static_cast<size_t>(i * k + j)] = static_cast<uint8_t>(uniform(0, 1) ? 65 : -65);
-    w[static_cast<size_t>(i * k + j + 1)] = static_cast<uint8_t>(uniform(0, 1) ? 64 : -64);
+  if (kind == Weights::kOnePairOver && k >= 2) {
+    // A -128 at tap 0 of an even channel c, beside a 1 in either packing
+    // order's pair: (c, tap 1) in (c, tap) order, (c + 1, tap 0) in (tap, c).
+    const int64_t channels = k / taps, i = uniform(0, static_cast<int>(rows - 1));
+    // (c + 1 exists, or one channel of several taps: k >= 2 either way.)
+    const int64_t c = channels >= 2 ? 2 * uniform(0, static_cast<int>((channels - 2) / 2)) : 0;
+    w[static_cast<size_t>(i * k + c * taps)] = static_cast<uint8_t>(-128);
+    if (taps > 1) w[static_cast<size_t>(i * k + c * taps + 1)] = 1;
+    if (c + 1 < channels) w[static_cast<size_t>(i * k + (c + 1) * taps)] = static_cast<uint8_t>(-1);
   }
   return w;
 }
@@ -111,12 +116,14 @@ TEST(QconvU8s8, PairBoundIsCheckedOverThePairsAsPacked) {
 TEST(QconvU8s8, LayoutFollowsTheWeights) {
   if (!u8s8_enabled()) GTEST_SKIP() << "no AVX2 (or QTK_QGEMM_NO_U8S8): the quads are never packed";
   std::mt19937 rng(7);
-  const int64_t oc = 13, c = 5, k = c * 9;
+  const int64_t oc = 13;
   struct Want {
     Weights kind;
     bool is_signed;
     std::vector<int32_t> zp;
     bool quads;
+    int64_t c = 5;
+    bool tap_major = false;  // channels in fours: quads of 4 channels of a tap
   };
   const std::vector<Want> cases = {
       {Weights::k7Bit, true, {0}, true},
@@ -125,14 +132,20 @@ TEST(QconvU8s8, LayoutFollowsTheWeights) {
       {Weights::kOnePairOver, true, {0}, false},
       {Weights::k7Bit, true, {1}, false},   // a zero point: the int16 path
       {Weights::k7Bit, false, {0}, false},  // uint8 codes: the int16 path
+      {Weights::k7Bit, true, {0}, true, 8, true},
+      {Weights::k4Bit, true, {0}, true, 12, true},
+      {Weights::kOnePairOver, true, {0}, false, 8, false},
+      {Weights::k7Bit, true, {1}, false, 8, false},
   };
   for (const Want& want : cases) {
     SCOPED_TRACE(std::string(name(want.kind)) + (want.is_signed ? " int8" : " uint8") + " zp " +
-                 std::to_string(want.zp[0]));
-    const auto w = make_weights(want.kind, oc, k, rng);
+                 std::to_string(want.zp[0]) + " channels " + std::to_string(want.c));
+    const int64_t c = want.c, k = c * 9;
+    const auto w = make_weights(want.kind, oc, k, rng, 9);
     QconvWeights packed;
     qconv_pack_weights({w.data(), want.is_signed, k, 1}, oc, c, 3, 3, 1, want.zp, packed);
     ASSERT_EQ(packed.narrow(0).quads, want.quads);
+    EXPECT_EQ(packed.tap_major(), want.tap_major);
     // The codes come back from either layout, in no more bytes than the pair
     // tiles plus an odd k pair's pad (2 bytes a row).
     std::vector<uint8_t> back(w.size());
@@ -151,7 +164,7 @@ void run_random_case(uint32_t seed, int iter, ThreadPool& pool2, int& tested) {
   const Weights kind = static_cast<Weights>(rng() % 4);  // never full range: that is qgemm_x86_test's
   QconvGeometry g;
   g.group = pick({1, 1, 2, 3});
-  const int64_t cg = pick({1, 2, 3, 5, 7, 16, 33}), ocg = pick({1, 5, 6, 7, 13, 19});
+  const int64_t cg = pick({1, 2, 3, 4, 5, 7, 8, 16, 33}), ocg = pick({1, 5, 6, 7, 13, 19});
   g.batch = pick({1, 2, 3});
   g.in_c = cg * g.group;
   g.out_c = ocg * g.group;
@@ -188,7 +201,7 @@ void run_random_case(uint32_t seed, int iter, ThreadPool& pool2, int& tested) {
     v = static_cast<uint8_t>(x_signed ? u - 128 : u);  // the u8 extremes of either type
   }
   const int32_t x_zp = x_signed ? static_cast<int32_t>(rng() % 256) - 128 : static_cast<int32_t>(rng() % 256);
-  const auto w = make_weights(kind, g.out_c, k, rng);
+  const auto w = make_weights(kind, g.out_c, k, rng, g.kernel_h * g.kernel_w);
   QconvWeights packed;
   auto owned = std::make_shared<const std::vector<uint8_t>>(w);
   const bool deferred = rng() % 2;  // on a VNNI CPU: the 8-bit tiles packed on first use
@@ -238,6 +251,9 @@ void run_random_case(uint32_t seed, int iter, ThreadPool& pool2, int& tested) {
                std::to_string(q_hi) + "]");
   const bool want_quads = u8s8_enabled() && (kind != Weights::kOnePairOver || k < 2);
   EXPECT_EQ(packed.narrow(0).quads, want_quads);  // (not fatal: the outputs are checked too)
+  // 7- and 4-bit pairs fit in any order: channels in fours take the quad image.
+  if (kind == Weights::k7Bit || kind == Weights::k4Bit)
+    EXPECT_EQ(packed.tap_major(), u8s8_enabled() && cg % 4 == 0 && g.kernel_h * g.kernel_w > 1);
 
   std::vector<int32_t> want(static_cast<size_t>(total));
   for (int64_t b = 0; b < g.batch; ++b)
@@ -309,11 +325,15 @@ TEST(QconvU8s8, PairsAtTheBoundWithExtremeActivations) {
     std::vector<uint8_t> w(static_cast<size_t>(g.out_c * k));
     for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<uint8_t>(i % 4 < 2 ? 64 : -64);  // quads (64 64 -64 -64)
     std::vector<uint8_t> x(static_cast<size_t>(g.batch * g.in_c * g.in_h * g.in_w));
-    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<uint8_t>((i / 400) % 2 ? 255 : 0) ^ (x_signed ? 0x80 : 0);
+    // Channels 255 or 0 two by two: both pairs of either packing order (two
+    // taps of a channel, two channels of a tap) see 255 twice.
+    for (size_t i = 0; i < x.size(); ++i)
+      x[i] = static_cast<uint8_t>((i / 400 / 2) % 2 ? 255 : 0) ^ (x_signed ? 0x80 : 0);
     const int32_t x_zp = x_signed ? 17 : 3;
     QconvWeights packed;
     qconv_pack_weights({w.data(), true, k, 1}, g.out_c, g.in_c, 3, 3, 1, {0}, packed);
     if (u8s8_enabled()) ASSERT_TRUE(packed.narrow(0).quads);
+    if (u8s8_enabled()) EXPECT_TRUE(packed.tap_major());  // 24 channels: the quad image
     const int64_t total = g.batch * g.out_c * g.out_h * g.out_w;
     QgemmOutput out;
     out.channel_is_row = true;

@@ -31,6 +31,7 @@ struct QconvWeights::Narrow {
   QgemmCodes source;
   std::vector<int32_t> zero_points;
   std::shared_ptr<const void> owner;
+  bool tap_major = false;  // QconvWeights::tap_major
 };
 
 namespace {
@@ -49,16 +50,37 @@ std::vector<int32_t> group_zero_points(const std::vector<int32_t>& zero_points, 
 
 }  // namespace
 
+// Column j = c * taps + tap of w (rows x in_c * taps) at tap * in_c + c.
+std::vector<uint8_t> tap_major_codes(const QgemmCodes& w, int64_t rows, int64_t in_c, int64_t taps) {
+  std::vector<uint8_t> out(static_cast<size_t>(rows * in_c * taps));
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t c = 0; c < in_c; ++c)
+      for (int64_t t = 0; t < taps; ++t)
+        out[static_cast<size_t>((i * taps + t) * in_c + c)] = static_cast<uint8_t>(w.at(i, c * taps + t));
+  return out;
+}
+
 const QgemmNarrowA& QconvWeights::narrow(int64_t gi) const {
   Narrow& p = *narrow_;
   std::call_once(p.once, [&] {
-    const int64_t oc_per_group = out_c / group;
+    const int64_t oc_per_group = out_c / group, taps = kernel_h * kernel_w;
     p.groups = std::vector<QgemmNarrowA>(static_cast<size_t>(group));
     // Weights whose k pairs fit vpmaddubsw: k quads for the u8 x s8 path.
-    const bool quads = detail::qconv_u8s8_wanted(p.source, out_c, k, p.zero_points);
+    // With channels in fours and several taps, first as quads of 4 channels
+    // of one tap (read from the quad image without a transpose per tap),
+    // if their pairs (channels 2j, 2j + 1 of a tap) fit.
+    std::vector<uint8_t> tap_major_copy;
+    QgemmCodes source = p.source;
+    if (in_c % 4 == 0 && taps > 1 && p.source.is_signed && qgemm_avx2_supported()) {
+      tap_major_copy = tap_major_codes(p.source, out_c, in_c, taps);
+      const QgemmCodes permuted{tap_major_copy.data(), true, k, 1};
+      p.tap_major = detail::qconv_u8s8_wanted(permuted, out_c, k, p.zero_points);
+      if (p.tap_major) source = permuted;
+    }
+    const bool quads = p.tap_major || detail::qconv_u8s8_wanted(p.source, out_c, k, p.zero_points);
     for (int64_t g = 0; g < group; ++g) {
       QgemmNarrowA& dst = p.groups[static_cast<size_t>(g)];
-      if (quads) detail::qconv_pack_u8s8_a(group_codes(p.source, oc_per_group, g), oc_per_group, k, dst);
+      if (quads) detail::qconv_pack_u8s8_a(group_codes(source, oc_per_group, g), oc_per_group, k, dst);
       else qgemm_pack_narrow_a(group_codes(p.source, oc_per_group, g), oc_per_group, k,
                                group_zero_points(p.zero_points, oc_per_group, g), dst);
     }
@@ -69,6 +91,11 @@ const QgemmNarrowA& QconvWeights::narrow(int64_t gi) const {
 }
 
 bool QconvWeights::narrow_packed() const { return narrow_ && narrow_->packed.load(std::memory_order_acquire); }
+
+bool QconvWeights::tap_major() const {
+  narrow(0);
+  return narrow_->tap_major;
+}
 
 void qconv_pack_weights(const QgemmCodes& w, int64_t out_c, int64_t in_c_per_group, int64_t kernel_h,
                         int64_t kernel_w, int64_t group, const std::vector<int32_t>& zero_points, QconvWeights& out,
@@ -115,6 +142,16 @@ void qconv_unpack_narrow_weights(const QconvWeights& w, void* codes) {
   const int64_t ocg = w.out_c / w.group;
   for (int64_t gi = 0; gi < w.group; ++gi)
     qgemm_unpack_narrow_a(w.narrow(gi), static_cast<uint8_t*>(codes) + gi * ocg * w.k);
+  if (!w.tap_major()) return;
+  // Back from (tap, c) to (c, tap) order, row by row.
+  const int64_t taps = w.kernel_h * w.kernel_w;
+  std::vector<uint8_t> row(static_cast<size_t>(w.k));
+  for (int64_t i = 0; i < w.out_c; ++i) {
+    uint8_t* r = static_cast<uint8_t*>(codes) + i * w.k;
+    std::copy(r, r + w.k, row.begin());
+    for (int64_t c = 0; c < w.in_c; ++c)
+      for (int64_t t = 0; t < taps; ++t) r[c * taps + t] = row[static_cast<size_t>(t * w.in_c + c)];
+  }
 }
 
 uint64_t qconv_narrow_bytes(const QconvWeights& w) {
@@ -200,6 +237,7 @@ Layout make_layout(const QconvGeometry& g) {
   l.plane = l.hph * l.wph;
   l.phases = g.stride_h * g.stride_w;
   l.bytes = kSlack + l.phases * cg * l.plane + kSlack;
+  l.first_plane = kSlack;
   l.read_phase.assign(static_cast<size_t>(l.phases), false);
   // Per tap once (divisions), then per channel a plane further: at batch 1
   // this runs once per conv per run.
@@ -209,10 +247,19 @@ Layout make_layout(const QconvGeometry& g) {
       const int64_t th = kh * g.dilation_h, tw = kw * g.dilation_w;
       const int64_t phase = (th % g.stride_h) * g.stride_w + tw % g.stride_w;
       l.read_phase[static_cast<size_t>(phase)] = true;
-      const int64_t at = kSlack + phase * cg * l.plane + (th / g.stride_h) * l.wph + tw / g.stride_w;
+      const int64_t pixel = (th / g.stride_h) * l.wph + tw / g.stride_w;
+      const int64_t at = kSlack + phase * cg * l.plane + pixel;
       int64_t* dst = l.tap_offset.data() + kh * g.kernel_w + kw;
       for (int64_t c = 0; c < cg; ++c) dst[c * taps] = at + c * l.plane;
+      if (cg % 4 == 0) {
+        const int64_t c4 = cg / 4, tap = kh * g.kernel_w + kw;
+        l.quad_offset.resize(static_cast<size_t>(taps * c4));
+        for (int64_t cq = 0; cq < c4; ++cq)
+          l.quad_offset[static_cast<size_t>(tap * c4 + cq)] = detail::kQconvQuadFront + ((phase * c4 + cq) * l.plane + pixel) * 4;
+      }
     }
+  // Past the last plane: a panel's junk lanes (up to 16 pixels) read on.
+  if (cg % 4 == 0) l.quad_bytes = detail::kQconvQuadFront + l.phases * cg * l.plane + 16 * 4 + 64;
   return l;
 }
 
@@ -409,7 +456,16 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
   out_bounded.small_acc = acc_bound < (int64_t{1} << 30);
   const detail::QconvPackPanel pack_panel =
       resolved == QgemmPath::kScalar ? detail::qconv_pack_panel_scalar : detail::qconv_pack_panel_avx2;
-  const Layout layout = make_layout(g);
+  Layout layout = make_layout(g);
+  // Weights in (tap, c) order (the u8 x s8 quads, here expanded): k rows too.
+  if (w.tap_major()) {
+    const int64_t cg = g.in_c / g.group, taps = g.kernel_h * g.kernel_w;
+    std::vector<int64_t> by_tap(layout.tap_offset.size());
+    for (int64_t c = 0; c < cg; ++c)
+      for (int64_t t = 0; t < taps; ++t)
+        by_tap[static_cast<size_t>(t * cg + c)] = layout.tap_offset[static_cast<size_t>(c * taps + t)];
+    layout.tap_offset = std::move(by_tap);
+  }
   const int64_t ocg = g.out_c / g.group, kpairs = qgemm_kpairs(w.k);
   const int64_t panel_bytes = kpairs * 4 * kQgemmNR;  // int16 pairs
   const int64_t block_panels = std::clamp<int64_t>(kPanelBlockBytes / std::max<int64_t>(panel_bytes, 1), 1, 64);

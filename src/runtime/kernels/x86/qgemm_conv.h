@@ -63,6 +63,9 @@ struct QconvWeights {
   const QgemmNarrowA& narrow(int64_t gi) const;
   // Whether narrow() is packed (it then needs no source).
   bool narrow_packed() const;
+  // Whether narrow()'s k runs (kh, kw, c), not (c, kh, kw): u8 x s8 quads
+  // of 4 channels of one tap, read from the quad image (QconvLayout).
+  bool tap_major() const;
   struct Narrow;  // qgemm_conv.cpp
   std::shared_ptr<Narrow> narrow_;
   std::vector<QgemmQuadA> quad_groups;  // the VNNI layout, when the CPU has it
@@ -155,9 +158,18 @@ struct QconvLayout {
   bool direct = false;  // 1x1, stride 1, no padding: read the input itself
   int64_t hph = 0, wph = 0, plane = 0, phases = 1;
   int64_t bytes = 0;                // per (image, group) copy, slack included
+  int64_t first_plane = 0;          // where the copy's first plane starts
   std::vector<int64_t> tap_offset;  // per k = (c, kh, kw)
   std::vector<bool> read_phase;     // phases some tap reads (a 1x1 stride-2 conv: one of four)
+  // Not direct, channels per group a multiple of 4: the same phase images
+  // with 4 channels interleaved per pixel (the u8 x s8 path's quad image,
+  // qgemm_conv_u8s8.h): byte kQconvQuadFront + ((phase * c4 + cq) * plane +
+  // pixel) * 4 + t holds channel 4cq + t. quad_offset[tap * c4 + cq] (tap =
+  // kh * KW + kw): where quad (tap, cq) of pixel 0 is; quad_bytes: the size.
+  std::vector<int64_t> quad_offset;
+  int64_t quad_bytes = 0;
 };
+inline constexpr int64_t kQconvQuadFront = 64;  // >= 15 pixels of 4 bytes read before a run
 QconvLayout qconv_make_layout(const QconvGeometry& g);
 // What the panels of image b, group gi read: the input itself (direct), or
 // its phase images (pads = `pad`, x: the whole NCHW input) made in buffer.

@@ -106,8 +106,10 @@ void qconv_u8s8(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
   out_folded.small_acc = acc_bound < (int64_t{1} << 30);
   const QgemmEpilogue epilogue = qgemm_epilogue(QgemmPath::kAvx2);
 
+  // Weights in (tap, c) order read the quad image: its panels are copies.
+  const bool quad_image = w.tap_major();
   auto work = [&](int64_t begin, int64_t end) {
-    thread_local AlignedBuffer<uint8_t> image_buffer;
+    thread_local AlignedBuffer<uint8_t> image_buffer, quad_buffer;
     thread_local AlignedBuffer<uint8_t> panel_buffer;
     thread_local AlignedBuffer<uint8_t> residual_buffer;
     alignas(64) int32_t acc[kQgemmMR * kQgemmNR];
@@ -124,11 +126,21 @@ void qconv_u8s8(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
       const int64_t b = bg / g.group, gi = bg % g.group;
       if (bg != current) {
         src.src = qconv_group_image(g, layout, xb, b, gi, pad, image_buffer);
+        if (quad_image) {
+          uint8_t* quads = quad_buffer.get(layout.quad_bytes);
+          qconv_interleave_quads_avx2(static_cast<const uint8_t*>(src.src) + layout.first_plane,
+                                      layout.phases * (g.in_c / g.group) / 4, layout.plane, flip, quads);
+          src.src = quads;
+        }
         current = bg;
       }
       for (int64_t p = p_first; p < p_end; ++p) {
         qconv_set_panel_lanes(g, layout, p, src);
-        qconv_pack_panel_u8_avx2(src, flip, panel_mem + (p - p_first) * panel_bytes);
+        uint8_t* panel = panel_mem + (p - p_first) * panel_bytes;
+        if (quad_image)
+          qconv_pack_panel_quads_avx2(static_cast<const uint8_t*>(src.src), layout.quad_offset.data(), kquads, src, panel);
+        else
+          qconv_pack_panel_u8_avx2(src, flip, panel);
       }
       QgemmOutput ob = out_folded;
       ob.out = static_cast<uint8_t*>(out.out) + static_cast<size_t>(b * g.out_c * pixels) * out_esize;

@@ -56,6 +56,19 @@ void qconv_u8s8(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
 // their columns unused). s.zero_point is not read.
 void qconv_pack_panel_u8_scalar(const QconvPanelSource& s, uint8_t flip, uint8_t* panel);
 void qconv_pack_panel_u8_avx2(const QconvPanelSource& s, uint8_t flip, uint8_t* panel);
+// The quad image (QconvLayout::quad_offset) of phase images `planes` (the
+// first plane's byte; groups4 * 4 planes of `plane` bytes, each readable 15
+// bytes past its end): planes 4g .. 4g + 3 interleaved per pixel into
+// dst + kQconvQuadFront + g * plane * 4, xor `flip`. Writes up to 60 bytes
+// past the last group (the layout's slack).
+void qconv_interleave_quads_avx2(const uint8_t* planes, int64_t groups4, int64_t plane, uint8_t flip, uint8_t* dst);
+// A 16-pixel panel from the quad image: quad q of lane j is the 4 bytes at
+// image + quad_offset[q] + 4 * s.lane_offset[j] (s: qconv_set_panel_lanes'
+// runs, pixel units; s.tap_offset and s.src are not read). No transpose:
+// the image already holds quads; one pair of 32-byte loads per run.
+void qconv_pack_panel_quads_avx2(const uint8_t* image, const int64_t* quad_offset, int64_t kquads,
+                                 const QconvPanelSource& s, uint8_t* panel);
+
 // acc[i * NR + j] = Σ_q Σ_b a[q·4MR + 4i + b] (s8) · panel[q·64 + 4j + b] (u8)
 // - corr[i], for i < rows <= MR (int32, wrapping; 5 rows run the 6-row kernel and
 // write all MR rows of acc: the tile's pad rows are 0). a: one quad tile, panel:
