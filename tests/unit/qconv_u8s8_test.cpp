@@ -351,5 +351,44 @@ TEST(QconvU8s8, PairsAtTheBoundWithExtremeActivations) {
   }
 }
 
+// The quad image made straight from the input (stride 1, channels in
+// fours): rows narrower and wider than 16 pixels, int8 and uint8 input,
+// dilations; against the scalar path (checked against the plain loop above).
+TEST(QconvU8s8, QuadImageFromTheInputMatchesScalar) {
+  if (!u8s8_enabled()) GTEST_SKIP() << "no AVX2 (or QTK_QGEMM_NO_U8S8): no quad image";
+  std::mt19937 rng(11);
+  for (const int64_t in_w : {3, 5, 15, 16, 17, 21})
+    for (const bool x_signed : {false, true})
+      for (const int64_t dilation : {1, 2}) {
+        SCOPED_TRACE("width " + std::to_string(in_w) + (x_signed ? " int8 x" : " uint8 x") + " dilation " +
+                     std::to_string(dilation));
+        QconvGeometry g;
+        g.batch = 2;
+        g.in_c = 8, g.out_c = 7, g.in_h = 6, g.in_w = in_w;
+        g.kernel_h = g.kernel_w = 3;
+        g.dilation_h = g.dilation_w = dilation;
+        g.pad_top = g.pad_left = dilation;
+        g.out_h = g.in_h, g.out_w = g.in_w;
+        const int64_t k = g.in_c * 9;
+        const auto w = make_weights(Weights::k7Bit, g.out_c, k, rng, 9);
+        QconvWeights packed;
+        qconv_pack_weights({w.data(), true, k, 1}, g.out_c, g.in_c, 3, 3, 1, {0}, packed);
+        ASSERT_TRUE(packed.tap_major());
+        std::vector<uint8_t> x(static_cast<size_t>(g.batch * g.in_c * g.in_h * g.in_w));
+        for (auto& v : x) v = static_cast<uint8_t>(rng());
+        const int32_t x_zp = static_cast<int32_t>(rng() % 256) - (x_signed ? 128 : 0);
+        QgemmOutput out;
+        out.channel_is_row = true;
+        out.ldo = g.out_h * g.out_w;
+        std::vector<int32_t> want(static_cast<size_t>(g.batch * g.out_c * out.ldo)), got(want.size());
+        out.out = want.data();
+        qconv(g, x.data(), x_signed, x_zp, packed, out, nullptr, QgemmPath::kScalar);
+        ASSERT_NE(std::count(want.begin(), want.end(), 0), static_cast<std::ptrdiff_t>(want.size()));
+        out.out = got.data();
+        qconv(g, x.data(), x_signed, x_zp, packed, out, nullptr, QgemmPath::kAvx2);
+        ASSERT_EQ(got, want);
+      }
+}
+
 }  // namespace
 }  // namespace qtk::rt::x86

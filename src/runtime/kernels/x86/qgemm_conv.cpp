@@ -394,6 +394,10 @@ int64_t qconv_acc_bound(const QgemmOutput& out, int64_t k_padded, int64_t rows) 
 void qconv_keep_residual(const QgemmResidualAdd& r, int64_t ldo, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                          uint8_t* kept) {
   const auto* residual = static_cast<const uint8_t*>(r.codes);
+  if (n0 == 0 && n1 == ldo) {  // whole rows: one block of memory
+    std::memcpy(kept, residual + m0 * ldo, static_cast<size_t>((m1 - m0) * ldo));
+    return;
+  }
   for (int64_t m = m0; m < m1; ++m) std::memcpy(kept + (m - m0) * (n1 - n0), residual + m * ldo + n0, n1 - n0);
 }
 
@@ -401,6 +405,10 @@ void qconv_join_residual(const QgemmOutput& out, const QgemmResidualAdd& r, int6
                          int64_t n1, const uint8_t* kept) {
   const qew::AddParams p = add_params(r, out.codes_signed);
   auto* y = static_cast<uint8_t*>(out.out);
+  if (n0 == 0 && n1 == out.ldo) {  // whole rows: one call, not one per (short) row
+    add_codes(y + m0 * out.ldo, kept, (m1 - m0) * out.ldo, p, y + m0 * out.ldo);
+    return;
+  }
   for (int64_t m = m0; m < m1; ++m) {
     uint8_t* row = y + m * out.ldo + n0;
     add_codes(row, kept + (m - m0) * (n1 - n0), n1 - n0, p, row);

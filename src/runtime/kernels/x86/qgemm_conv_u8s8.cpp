@@ -125,12 +125,19 @@ void qconv_u8s8(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
       const int64_t p_end = std::min({panels, p_first + block_panels, p_first + (end - u)});
       const int64_t b = bg / g.group, gi = bg % g.group;
       if (bg != current) {
-        src.src = qconv_group_image(g, layout, xb, b, gi, pad, image_buffer);
-        if (quad_image) {
+        const int64_t cg = g.in_c / g.group;
+        if (quad_image && g.stride_h == 1 && g.stride_w == 1) {  // straight from the input
           uint8_t* quads = quad_buffer.get(layout.quad_bytes);
-          qconv_interleave_quads_avx2(static_cast<const uint8_t*>(src.src) + layout.first_plane,
-                                      layout.phases * (g.in_c / g.group) / 4, layout.plane, flip, quads);
+          qconv_fill_quad_image_s1_avx2(g, layout, xb + (b * g.in_c + gi * cg) * g.in_h * g.in_w, flip,
+                                        static_cast<uint8_t>(pad ^ flip), quads);
           src.src = quads;
+        } else if (quad_image) {  // from the phase images
+          const auto* phases = qconv_group_image(g, layout, xb, b, gi, pad, image_buffer);
+          uint8_t* quads = quad_buffer.get(layout.quad_bytes);
+          qconv_interleave_quads_avx2(phases + layout.first_plane, layout.phases * cg / 4, layout.plane, flip, quads);
+          src.src = quads;
+        } else {
+          src.src = qconv_group_image(g, layout, xb, b, gi, pad, image_buffer);
         }
         current = bg;
       }

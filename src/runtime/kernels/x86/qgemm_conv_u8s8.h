@@ -62,6 +62,11 @@ void qconv_pack_panel_u8_avx2(const QconvPanelSource& s, uint8_t flip, uint8_t* 
 // dst + kQconvQuadFront + g * plane * 4, xor `flip`. Writes up to 60 bytes
 // past the last group (the layout's slack).
 void qconv_interleave_quads_avx2(const uint8_t* planes, int64_t groups4, int64_t plane, uint8_t flip, uint8_t* dst);
+// The same quad image made from the input itself for stride-1 convs (one
+// phase; no phase image first): x is the group's first channel plane, pads
+// hold pad_u8 (the zero point's u8 code), codes are xor `flip`.
+void qconv_fill_quad_image_s1_avx2(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x, uint8_t flip,
+                                   uint8_t pad_u8, uint8_t* dst);
 // A 16-pixel panel from the quad image: quad q of lane j is the 4 bytes at
 // image + quad_offset[q] + 4 * s.lane_offset[j] (s: qconv_set_panel_lanes'
 // runs, pixel units; s.tap_offset and s.src are not read). No transpose:

@@ -158,6 +158,39 @@ QTK_AVX2 void qconv_interleave_quads_avx2(const uint8_t* planes, int64_t groups4
   }
 }
 
+QTK_AVX2 void qconv_fill_quad_image_s1_avx2(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x,
+                                            uint8_t flip, uint8_t pad_u8, uint8_t* dst) {
+  const int64_t c4 = g.in_c / g.group / 4, in_hw = g.in_h * g.in_w, w = g.in_w;
+  std::memset(dst, pad_u8, static_cast<size_t>(l.quad_bytes));
+  const __m128i f = _mm_set1_epi8(static_cast<char>(flip));
+  for (int64_t cq = 0; cq < c4; ++cq)
+    for (int64_t r = 0; r < g.in_h; ++r) {
+      const uint8_t* src = x + 4 * cq * in_hw + r * w;
+      uint8_t* out = dst + kQconvQuadFront + ((cq * l.hph + r + g.pad_top) * l.wph + g.pad_left) * 4;
+      // 16 pixels of the 4 channels' rows; the last step overlaps the one before.
+      auto sixteen = [&](int64_t i) {
+        auto row = [&](int t) {
+          return _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + t * in_hw + i)), f);
+        };
+        const __m128i r0 = row(0), r1 = row(1), r2 = row(2), r3 = row(3);
+        const __m128i p01l = _mm_unpacklo_epi8(r0, r1), p01h = _mm_unpackhi_epi8(r0, r1);
+        const __m128i p23l = _mm_unpacklo_epi8(r2, r3), p23h = _mm_unpackhi_epi8(r2, r3);
+        uint8_t* o = out + 4 * i;
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm_unpacklo_epi16(p01l, p23l));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 16), _mm_unpackhi_epi16(p01l, p23l));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 32), _mm_unpacklo_epi16(p01h, p23h));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 48), _mm_unpackhi_epi16(p01h, p23h));
+      };
+      if (w >= 16) {
+        for (int64_t i = 0; i + 16 < w; i += 16) sixteen(i);
+        sixteen(w - 16);
+      } else {
+        for (int64_t i = 0; i < w; ++i)
+          for (int t = 0; t < 4; ++t) out[4 * i + t] = src[t * in_hw + i] ^ flip;
+      }
+    }
+}
+
 QTK_AVX2 void qconv_pack_panel_quads_avx2(const uint8_t* image, const int64_t* quad_offset, int64_t kquads,
                                           const QconvPanelSource& s, uint8_t* panel) {
   const int64_t first = 4 * s.lane_offset[0];
@@ -220,6 +253,8 @@ QTK_AVX2 void qconv_ukernel_u8s8_avx2(int rows, int64_t kquads, const uint8_t* a
 #else  // no x86: qconv never takes this path (qgemm_avx2_supported() is false), but it must link.
 
 void qconv_interleave_quads_avx2(const uint8_t*, int64_t, int64_t, uint8_t, uint8_t*) {}
+void qconv_fill_quad_image_s1_avx2(const QconvGeometry&, const QconvLayout&, const uint8_t*, uint8_t, uint8_t,
+                                   uint8_t*) {}
 void qconv_pack_panel_quads_avx2(const uint8_t*, const int64_t*, int64_t, const QconvPanelSource&, uint8_t*) {}
 
 void qconv_pack_panel_u8_avx2(const QconvPanelSource& s, uint8_t flip, uint8_t* panel) {
