@@ -76,6 +76,9 @@ Status check_config(const QuantConfig& c) {
   if (w.bits > 8) return invalid_argument(std::string("weights in ") + w.name + " are not supported (8 bits at most)");
   if (c.activations == ActivationMode::kDynamic && c.activation_format != quant::QFormat::kUInt8)
     return invalid_argument("dynamic activations are uint8 (as DynamicQuantizeLinear defines them)");
+  if (c.activations != ActivationMode::kWeightOnly && quant::weight_only_format(c.activation_format))
+    return invalid_argument(std::string("activations in ") + quant::traits(c.activation_format).name +
+                            ": a weight format, not one for activations");
   // Static activations below 8 bits: 4-bit ONNX types (opset 21), or codes
   // clamped to the narrow range in 8-bit tensors (qdq_writer.cpp).
   return quant::check_layer_precision(c);

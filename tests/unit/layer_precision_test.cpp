@@ -238,6 +238,16 @@ TEST(LayerPrecision, BadValuesAreRefused) {
   c.fp16_weights = true;
   c.layer_precision["a"] = {quant::QFormat::kInt4, std::nullopt, false};
   refused(c, "fp16");
+  // int7 is for weights only, per layer or for the whole model.
+  c = rtn_config();
+  c.layer_precision["a"] = {quant::QFormat::kInt7, quant::QFormat::kInt7, false};
+  refused(c, "layer_precision 'a': activations in int7: a weight format");
+  c = rtn_config();
+  c.activation_format = quant::QFormat::kInt7;
+  refused(c, "activations in int7: a weight format");
+  c = rtn_config();
+  c.layer_precision["a"] = {quant::QFormat::kInt7, std::nullopt, false};
+  EXPECT_TRUE(quantize(two_readers(), c, two_readers_calib()).ok());
 }
 
 TEST(LayerPrecision, FileFormatParsesAndRefusesMistakes) {

@@ -33,7 +33,7 @@ std::vector<std::string> weight_choices() {
 std::vector<std::string> activation_choices() {
   std::vector<std::string> names;
   for (const auto& t : quant::kQFormats)
-    if (t.format != quant::QFormat::kInt7) names.push_back(t.name);
+    if (!quant::weight_only_format(t.format)) names.push_back(t.name);
   names.push_back("dynamic");
   names.push_back("float");
   return names;

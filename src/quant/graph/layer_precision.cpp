@@ -108,6 +108,8 @@ Status check_layer_precision(const QuantConfig& c) {
         return invalid_argument(who + "activations in " + a.name + " but activations are float (weight-only)");
       if (c.activations == ActivationMode::kDynamic && *lp.activations != QFormat::kUInt8)
         return invalid_argument(who + "dynamic activations are uint8, not " + a.name);
+      if (weight_only_format(*lp.activations))
+        return invalid_argument(who + "activations in " + a.name + ": a weight format, not one for activations");
     }
   }
   return Status::Ok();

@@ -40,6 +40,9 @@ inline constexpr std::array<QFormatTraits, 9> kQFormats = {{
 }};
 
 constexpr const QFormatTraits& traits(QFormat f) { return kQFormats[static_cast<size_t>(f)]; }
+// Formats only for weights: int7 exists for what AVX2 multiplies exactly
+// (a weight's range); activations keep 8 bits or the narrower ONNX types.
+constexpr bool weight_only_format(QFormat f) { return f == QFormat::kInt7; }
 static_assert(kQFormats[static_cast<size_t>(QFormat::kInt2)].format == QFormat::kInt2, "table order = enum order");
 static_assert(kQFormats[static_cast<size_t>(QFormat::kUInt4)].qmax == 15);
 
