@@ -219,15 +219,20 @@ constexpr int64_t kExpandedChunkBytes = 96 * 1024;
 
 using Layout = detail::QconvLayout;
 
-Layout make_layout(const QconvGeometry& g) {
-  Layout l;
+// Fills l in place (its vectors keep their capacity: callers reuse one per
+// thread, as this runs once per conv per run).
+void fill_layout(const QconvGeometry& g, Layout& l) {
   const int64_t cg = g.in_c / g.group;
   l.direct = g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_top == 0 &&
              g.pad_left == 0 && g.out_h == g.in_h && g.out_w == g.in_w;
   l.tap_offset.resize(static_cast<size_t>(cg * g.kernel_h * g.kernel_w));
+  l.quad_offset.clear();
+  l.hph = l.wph = l.plane = l.bytes = l.first_plane = l.quad_bytes = 0;
+  l.phases = 1;
+  l.read_phase.clear();
   if (l.direct) {
     for (int64_t c = 0; c < cg; ++c) l.tap_offset[static_cast<size_t>(c)] = c * g.in_h * g.in_w;
-    return l;
+    return;
   }
   // Padded extent: every window of every output lies inside.
   const int64_t hp = std::max(g.pad_top + g.in_h, (g.out_h - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 1);
@@ -260,7 +265,6 @@ Layout make_layout(const QconvGeometry& g) {
     }
   // Past the last plane: a panel's junk lanes (up to 16 pixels) read on.
   if (cg % 4 == 0) l.quad_bytes = detail::kQconvQuadFront + l.phases * cg * l.plane + 16 * 4 + 64;
-  return l;
 }
 
 // memcpy for a row of n bytes, inline: rows are short (28 bytes in a small
@@ -329,7 +333,7 @@ void fill_phases(const QconvGeometry& g, const Layout& l, const uint8_t* x, int6
 
 namespace detail {
 
-QconvLayout qconv_make_layout(const QconvGeometry& g) { return make_layout(g); }
+void qconv_make_layout(const QconvGeometry& g, QconvLayout& l) { fill_layout(g, l); }
 
 const uint8_t* qconv_group_image(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x, int64_t b, int64_t gi,
                                  uint8_t pad, AlignedBuffer<uint8_t>& buffer) {
@@ -464,7 +468,9 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
   out_bounded.small_acc = acc_bound < (int64_t{1} << 30);
   const detail::QconvPackPanel pack_panel =
       resolved == QgemmPath::kScalar ? detail::qconv_pack_panel_scalar : detail::qconv_pack_panel_avx2;
-  Layout layout = make_layout(g);
+  thread_local Layout reused;  // (a reference below: the workers read this thread's)
+  fill_layout(g, reused);
+  Layout& layout = reused;
   // Weights in (tap, c) order (the u8 x s8 quads, here expanded): k rows too.
   if (w.tap_major()) {
     const int64_t cg = g.in_c / g.group, taps = g.kernel_h * g.kernel_w;

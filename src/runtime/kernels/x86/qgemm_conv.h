@@ -170,7 +170,8 @@ struct QconvLayout {
   int64_t quad_bytes = 0;
 };
 inline constexpr int64_t kQconvQuadFront = 64;  // >= 15 pixels of 4 bytes read before a run
-QconvLayout qconv_make_layout(const QconvGeometry& g);
+// Fills l in place (callers keep one per thread: no allocations per run).
+void qconv_make_layout(const QconvGeometry& g, QconvLayout& l);
 // What the panels of image b, group gi read: the input itself (direct), or
 // its phase images (pads = `pad`, x: the whole NCHW input) made in buffer.
 const uint8_t* qconv_group_image(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x, int64_t b, int64_t gi,

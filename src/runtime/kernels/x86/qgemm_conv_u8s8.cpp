@@ -74,7 +74,9 @@ void qconv_u8s8(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
   const int64_t pixels = g.out_h * g.out_w, panels = (pixels + kQgemmNR - 1) / kQgemmNR;
   const int64_t units = g.batch * g.group * panels;
   if (units == 0 || g.out_c == 0) return;
-  const QconvLayout layout = qconv_make_layout(g);
+  thread_local QconvLayout reused;  // (a reference below: the workers read this thread's)
+  qconv_make_layout(g, reused);
+  const QconvLayout& layout = reused;
   const int64_t ocg = g.out_c / g.group, kquads = qgemm_kquads(w.k);
   const int64_t panel_bytes = kquads * 4 * kQgemmNR;
   const int64_t block_panels = std::clamp<int64_t>(kPanelBlockBytes / std::max<int64_t>(panel_bytes, 1), 1, 64);
@@ -86,7 +88,9 @@ void qconv_u8s8(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
   // what the raw codes add over (x - zp). uint32: wrapping, as the int16 path.
   const uint32_t zp_u = static_cast<uint32_t>(x_zero_point + (x_signed ? 128 : 0));
   const int64_t tiles = (ocg + kQgemmMR - 1) / kQgemmMR;
-  std::vector<int32_t> corr(static_cast<size_t>(g.group * tiles * kQgemmMR));
+  thread_local std::vector<int32_t> corr_reused;
+  std::vector<int32_t>& corr = corr_reused;
+  corr.assign(static_cast<size_t>(g.group * tiles * kQgemmMR), 0);
   for (int64_t gi = 0; gi < g.group; ++gi) {
     const QgemmNarrowA& wg = w.narrow(gi);
     for (int64_t i = 0; i < tiles * kQgemmMR; ++i)
