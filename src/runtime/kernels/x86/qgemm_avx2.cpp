@@ -233,6 +233,17 @@ QTK_AVX2 inline __m128i pack_codes(__m256i c0, __m256i c1, bool is_signed) {
   return _mm256_castsi256_si128(ordered);
 }
 
+// The first nr of 16 codes to dst.
+QTK_AVX2 inline void store_codes(uint8_t* dst, __m128i bytes, int nr) {
+  if (nr == kQgemmNR) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), bytes);
+    return;
+  }
+  alignas(16) uint8_t t[kQgemmNR];
+  _mm_store_si128(reinterpret_cast<__m128i*>(t), bytes);
+  std::memcpy(dst, t, static_cast<size_t>(nr));
+}
+
 // pack_codes for unclamped int32 codes: the signed int16 pack first, so
 // that both packs saturate, together a clamp to the 8-bit type's range.
 QTK_AVX2 inline __m128i pack_codes_saturated(__m256i c0, __m256i c1, bool is_signed) {
@@ -430,13 +441,7 @@ QTK_AVX2 void epilogue_codes_by_row_below_one(const int32_t* acc, int mr, int nr
       const __m256i offset = _mm256_set1_epi32(k.round_offset);
       bytes = pack_codes(requant8_below_one(v0, p, p, offset, f), requant8_below_one(v1, p, p, offset, f), is_signed);
     }
-    if (nr == kQgemmNR) {
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), bytes);
-    } else {
-      alignas(16) uint8_t t[kQgemmNR];
-      _mm_store_si128(reinterpret_cast<__m128i*>(t), bytes);
-      std::memcpy(dst, t, static_cast<size_t>(nr));
-    }
+    store_codes(dst, bytes, nr);
   }
 }
 
@@ -522,14 +527,7 @@ QTK_AVX2 void qgemm_epilogue_avx2(const int32_t* acc, int mr, int nr, int64_t m0
           }
         }
         const __m128i bytes = pack_codes(c[0], c[1], out.codes_signed);
-        uint8_t* dst = static_cast<uint8_t*>(out.out) + o;  // int8 and uint8 share the byte layout
-        if (nr == kQgemmNR) {
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), bytes);
-        } else {
-          alignas(16) uint8_t t[kQgemmNR];
-          _mm_store_si128(reinterpret_cast<__m128i*>(t), bytes);
-          std::memcpy(dst, t, static_cast<size_t>(nr));
-        }
+        store_codes(static_cast<uint8_t*>(out.out) + o, bytes, nr);  // int8 and uint8 share the byte layout
         break;
       }
     }

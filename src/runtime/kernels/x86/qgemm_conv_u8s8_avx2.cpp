@@ -26,6 +26,16 @@ QTK_AVX2 inline __m128i load_row(const QconvPanelSource& s, int64_t k, const __m
   return kFlip ? _mm_xor_si128(bytes, flip) : bytes;
 }
 
+// 16 pixels of 4 k rows (r0..r3) as quads: pixel j's 4 bytes at out + 4j.
+QTK_AVX2 inline void store_quads(__m128i r0, __m128i r1, __m128i r2, __m128i r3, uint8_t* out) {
+  const __m128i p01l = _mm_unpacklo_epi8(r0, r1), p01h = _mm_unpackhi_epi8(r0, r1);
+  const __m128i p23l = _mm_unpacklo_epi8(r2, r3), p23h = _mm_unpackhi_epi8(r2, r3);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_unpacklo_epi16(p01l, p23l));       // pixels 0-3
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16), _mm_unpackhi_epi16(p01l, p23l));  // 4-7
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 32), _mm_unpacklo_epi16(p01h, p23h));  // 8-11
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 48), _mm_unpackhi_epi16(p01h, p23h));  // 12-15
+}
+
 // ROWS x 16 tile: 2 * ROWS accumulators, two panel vectors and one
 // broadcast weight quad per k quad; vpmaddubsw's pair sums are exact under
 // the pair bound, vpmaddwd by ones adds them into int32.
@@ -123,14 +133,7 @@ QTK_AVX2 void pack_panel(const QconvPanelSource& s, uint8_t flip, uint8_t* panel
     const __m128i r1 = k0 + 1 < s.k ? load_row<kFlip>(s, k0 + 1, masks, f) : _mm_setzero_si128();
     const __m128i r2 = k0 + 2 < s.k ? load_row<kFlip>(s, k0 + 2, masks, f) : _mm_setzero_si128();
     const __m128i r3 = k0 + 3 < s.k ? load_row<kFlip>(s, k0 + 3, masks, f) : _mm_setzero_si128();
-    // Byte pairs (k0, k0+1) and (k0+2, k0+3) per pixel, then the quads.
-    const __m128i p01l = _mm_unpacklo_epi8(r0, r1), p01h = _mm_unpackhi_epi8(r0, r1);
-    const __m128i p23l = _mm_unpacklo_epi8(r2, r3), p23h = _mm_unpackhi_epi8(r2, r3);
-    uint8_t* dst = panel + q * 4 * kQgemmNR;
-    _mm_store_si128(reinterpret_cast<__m128i*>(dst), _mm_unpacklo_epi16(p01l, p23l));       // pixels 0-3
-    _mm_store_si128(reinterpret_cast<__m128i*>(dst + 16), _mm_unpackhi_epi16(p01l, p23l));  // 4-7
-    _mm_store_si128(reinterpret_cast<__m128i*>(dst + 32), _mm_unpacklo_epi16(p01h, p23h));  // 8-11
-    _mm_store_si128(reinterpret_cast<__m128i*>(dst + 48), _mm_unpackhi_epi16(p01h, p23h));  // 12-15
+    store_quads(r0, r1, r2, r3, panel + q * 4 * kQgemmNR);
   }
 }
 
@@ -147,13 +150,7 @@ QTK_AVX2 void qconv_interleave_quads_avx2(const uint8_t* planes, int64_t groups4
       auto row = [&](int t) {
         return _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p0 + t * plane + i)), f);
       };
-      const __m128i r0 = row(0), r1 = row(1), r2 = row(2), r3 = row(3);
-      const __m128i p01l = _mm_unpacklo_epi8(r0, r1), p01h = _mm_unpackhi_epi8(r0, r1);
-      const __m128i p23l = _mm_unpacklo_epi8(r2, r3), p23h = _mm_unpackhi_epi8(r2, r3);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_unpacklo_epi16(p01l, p23l));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16), _mm_unpackhi_epi16(p01l, p23l));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 32), _mm_unpacklo_epi16(p01h, p23h));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 48), _mm_unpackhi_epi16(p01h, p23h));
+      store_quads(row(0), row(1), row(2), row(3), out);
     }
   }
 }
@@ -172,14 +169,7 @@ QTK_AVX2 void qconv_fill_quad_image_s1_avx2(const QconvGeometry& g, const QconvL
         auto row = [&](int t) {
           return _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + t * in_hw + i)), f);
         };
-        const __m128i r0 = row(0), r1 = row(1), r2 = row(2), r3 = row(3);
-        const __m128i p01l = _mm_unpacklo_epi8(r0, r1), p01h = _mm_unpackhi_epi8(r0, r1);
-        const __m128i p23l = _mm_unpacklo_epi8(r2, r3), p23h = _mm_unpackhi_epi8(r2, r3);
-        uint8_t* o = out + 4 * i;
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm_unpacklo_epi16(p01l, p23l));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 16), _mm_unpackhi_epi16(p01l, p23l));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 32), _mm_unpacklo_epi16(p01h, p23h));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 48), _mm_unpackhi_epi16(p01h, p23h));
+        store_quads(row(0), row(1), row(2), row(3), out + 4 * i);
       };
       if (w >= 16) {
         for (int64_t i = 0; i + 16 < w; i += 16) sixteen(i);
