@@ -123,7 +123,7 @@ TEST(QconvU8s8, LayoutFollowsTheWeights) {
     std::vector<int32_t> zp;
     bool quads;
     int64_t c = 5;
-    bool tap_major = false;  // channels in fours: quads of 4 channels of a tap
+    bool tap_major = false;  // channels in fours: quads of 4 channels of a tap, or int16 pair tiles in that order
   };
   const std::vector<Want> cases = {
       {Weights::k7Bit, true, {0}, true},
@@ -134,8 +134,10 @@ TEST(QconvU8s8, LayoutFollowsTheWeights) {
       {Weights::k7Bit, false, {0}, false},  // uint8 codes: the int16 path
       {Weights::k7Bit, true, {0}, true, 8, true},
       {Weights::k4Bit, true, {0}, true, 12, true},
-      {Weights::kOnePairOver, true, {0}, false, 8, false},
-      {Weights::k7Bit, true, {1}, false, 8, false},
+      {Weights::kOnePairOver, true, {0}, false, 8, true},  // pair tiles (tap, c)
+      {Weights::k7Bit, true, {1}, false, 8, true},
+      {Weights::k7Bit, false, {0}, false, 8, true},
+      {Weights::kPairsAtTheBound, true, {0}, true, 8, false},  // pairs fit as (c, tap) only
   };
   for (const Want& want : cases) {
     SCOPED_TRACE(std::string(name(want.kind)) + (want.is_signed ? " int8" : " uint8") + " zp " +
@@ -251,9 +253,10 @@ void run_random_case(uint32_t seed, int iter, ThreadPool& pool2, int& tested) {
                std::to_string(q_hi) + "]");
   const bool want_quads = u8s8_enabled() && (kind != Weights::kOnePairOver || k < 2);
   EXPECT_EQ(packed.narrow(0).quads, want_quads);  // (not fatal: the outputs are checked too)
-  // 7- and 4-bit pairs fit in any order: channels in fours take the quad image.
+  // 7- and 4-bit pairs fit in any order: channels in fours take the quad
+  // image (or, with QTK_QGEMM_NO_U8S8, the pair image).
   if (kind == Weights::k7Bit || kind == Weights::k4Bit)
-    EXPECT_EQ(packed.tap_major(), u8s8_enabled() && cg % 4 == 0 && g.kernel_h * g.kernel_w > 1);
+    EXPECT_EQ(packed.tap_major(), qgemm_avx2_supported() && cg % 4 == 0 && g.kernel_h * g.kernel_w > 1);
 
   std::vector<int32_t> want(static_cast<size_t>(total));
   for (int64_t b = 0; b < g.batch; ++b)

@@ -66,22 +66,29 @@ const QgemmNarrowA& QconvWeights::narrow(int64_t gi) const {
     const int64_t oc_per_group = out_c / group, taps = kernel_h * kernel_w;
     p.groups = std::vector<QgemmNarrowA>(static_cast<size_t>(group));
     // Weights whose k pairs fit vpmaddubsw: k quads for the u8 x s8 path.
-    // With channels in fours and several taps, first as quads of 4 channels
-    // of one tap (read from the quad image without a transpose per tap),
-    // if their pairs (channels 2j, 2j + 1 of a tap) fit.
+    // With channels in fours and several taps on AVX2, k runs (tap, c):
+    // quads of 4 channels of one tap if their pairs (channels 2j, 2j + 1 of
+    // a tap) fit, read from the quad image; else quads in (c, tap) order if
+    // those fit; else int16 pair tiles in (tap, c) order, read from the pair
+    // image. Either image is made once per image, so panels are copies.
     std::vector<uint8_t> tap_major_copy;
     QgemmCodes source = p.source;
-    if (in_c % 4 == 0 && taps > 1 && p.source.is_signed && qgemm_avx2_supported()) {
+    bool quads = false;
+    if (in_c % 4 == 0 && taps > 1 && qgemm_avx2_supported()) {
       tap_major_copy = tap_major_codes(p.source, out_c, in_c, taps);
-      const QgemmCodes permuted{tap_major_copy.data(), true, k, 1};
-      p.tap_major = detail::qconv_u8s8_wanted(permuted, out_c, k, p.zero_points);
+      const QgemmCodes permuted{tap_major_copy.data(), p.source.is_signed, k, 1};
+      const bool tap_quads = detail::qconv_u8s8_wanted(permuted, out_c, k, p.zero_points);
+      const bool channel_quads = !tap_quads && detail::qconv_u8s8_wanted(p.source, out_c, k, p.zero_points);
+      quads = tap_quads || channel_quads;
+      p.tap_major = !channel_quads;
       if (p.tap_major) source = permuted;
+    } else {
+      quads = detail::qconv_u8s8_wanted(p.source, out_c, k, p.zero_points);
     }
-    const bool quads = p.tap_major || detail::qconv_u8s8_wanted(p.source, out_c, k, p.zero_points);
     for (int64_t g = 0; g < group; ++g) {
       QgemmNarrowA& dst = p.groups[static_cast<size_t>(g)];
       if (quads) detail::qconv_pack_u8s8_a(group_codes(source, oc_per_group, g), oc_per_group, k, dst);
-      else qgemm_pack_narrow_a(group_codes(p.source, oc_per_group, g), oc_per_group, k,
+      else qgemm_pack_narrow_a(group_codes(source, oc_per_group, g), oc_per_group, k,
                                group_zero_points(p.zero_points, oc_per_group, g), dst);
     }
     p.owner.reset();  // packed: the codes are no longer needed here
@@ -227,7 +234,8 @@ void fill_layout(const QconvGeometry& g, Layout& l) {
              g.pad_left == 0 && g.out_h == g.in_h && g.out_w == g.in_w;
   l.tap_offset.resize(static_cast<size_t>(cg * g.kernel_h * g.kernel_w));
   l.quad_offset.clear();
-  l.hph = l.wph = l.plane = l.bytes = l.first_plane = l.quad_bytes = 0;
+  l.pair_offset.clear();
+  l.hph = l.wph = l.plane = l.bytes = l.first_plane = l.quad_bytes = l.pair_bytes = 0;
   l.phases = 1;
   l.read_phase.clear();
   if (l.direct) {
@@ -256,15 +264,20 @@ void fill_layout(const QconvGeometry& g, Layout& l) {
       const int64_t at = kSlack + phase * cg * l.plane + pixel;
       int64_t* dst = l.tap_offset.data() + kh * g.kernel_w + kw;
       for (int64_t c = 0; c < cg; ++c) dst[c * taps] = at + c * l.plane;
-      if (cg % 4 == 0) {
-        const int64_t c4 = cg / 4, tap = kh * g.kernel_w + kw;
-        l.quad_offset.resize(static_cast<size_t>(taps * c4));
-        for (int64_t cq = 0; cq < c4; ++cq)
-          l.quad_offset[static_cast<size_t>(tap * c4 + cq)] = detail::kQconvQuadFront + ((phase * c4 + cq) * l.plane + pixel) * 4;
+      if (cg % 4 == 0) {  // the quad and pair images: groups of n channels, 4 bytes a pixel
+        const int64_t tap = kh * g.kernel_w + kw;
+        for (auto [n, offsets] : {std::pair{cg / 4, &l.quad_offset}, std::pair{cg / 2, &l.pair_offset}}) {
+          offsets->resize(static_cast<size_t>(taps * n));
+          for (int64_t j = 0; j < n; ++j)
+            (*offsets)[static_cast<size_t>(tap * n + j)] = detail::kQconvQuadFront + ((phase * n + j) * l.plane + pixel) * 4;
+        }
       }
     }
   // Past the last plane: a panel's junk lanes (up to 16 pixels) read on.
-  if (cg % 4 == 0) l.quad_bytes = detail::kQconvQuadFront + l.phases * cg * l.plane + 16 * 4 + 64;
+  if (cg % 4 == 0) {
+    l.quad_bytes = detail::kQconvQuadFront + l.phases * cg * l.plane + 16 * 4 + 64;
+    l.pair_bytes = detail::kQconvQuadFront + l.phases * cg * 2 * l.plane + 16 * 4 + 64;
+  }
 }
 
 // memcpy for a row of n bytes, inline: rows are short (28 bytes in a small
@@ -493,8 +506,10 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
   const uint8_t* xb = static_cast<const uint8_t*>(x);
   const uint8_t pad = static_cast<uint8_t>(x_zero_point);  // the code's byte (int8 or uint8)
 
+  // Pair tiles in (tap, c) order on AVX2 read the pair image: panels are copies.
+  const bool pair_image = resolved == QgemmPath::kAvx2 && w.tap_major() && !w.narrow(0).quads;
   auto work = [&](int64_t begin, int64_t end) {
-    thread_local AlignedBuffer<uint8_t> image_buffer;
+    thread_local AlignedBuffer<uint8_t> image_buffer, pair_buffer;
     thread_local AlignedBuffer<uint8_t> panel_buffer;
     thread_local AlignedBuffer<int32_t> tile_buffer;
     thread_local AlignedBuffer<uint8_t> residual_buffer;
@@ -517,12 +532,31 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
       const int64_t p_end = std::min({panels, p_first + block_panels, p_first + (end - u)});
       const int64_t b = bg / g.group, gi = bg % g.group;
       if (bg != current) {
-        src.src = detail::qconv_group_image(g, layout, xb, b, gi, pad, image_buffer);
+        const int64_t cg = g.in_c / g.group;
+        if (pair_image && g.stride_h == 1 && g.stride_w == 1) {  // straight from the input
+          uint8_t* pairs = pair_buffer.get(layout.pair_bytes);
+          detail::qconv_fill_pair_image_s1_avx2(g, layout, xb + (b * g.in_c + gi * cg) * g.in_h * g.in_w, x_signed,
+                                                x_zero_point, pairs);
+          src.src = pairs;
+        } else if (pair_image) {  // from the phase images
+          const auto* phases = detail::qconv_group_image(g, layout, xb, b, gi, pad, image_buffer);
+          uint8_t* pairs = pair_buffer.get(layout.pair_bytes);
+          detail::qconv_fill_pair_image_avx2(phases + layout.first_plane, layout.phases * cg / 2, layout.plane, x_signed,
+                                             x_zero_point, pairs);
+          src.src = pairs;
+        } else {
+          src.src = detail::qconv_group_image(g, layout, xb, b, gi, pad, image_buffer);
+        }
         current = bg;
       }
       for (int64_t p = p_first; p < p_end; ++p) {
         detail::qconv_set_panel_lanes(g, layout, p, src);
-        pack_panel(src, reinterpret_cast<int16_t*>(panel_mem + (p - p_first) * panel_bytes));
+        uint8_t* panel = panel_mem + (p - p_first) * panel_bytes;
+        if (pair_image)
+          detail::qconv_pack_panel_copy_avx2(static_cast<const uint8_t*>(src.src), layout.pair_offset.data(), kpairs,
+                                             src, panel);
+        else
+          pack_panel(src, reinterpret_cast<int16_t*>(panel));
       }
       QgemmOutput ob = out_bounded;
       ob.out = static_cast<uint8_t*>(out.out) + static_cast<size_t>(b * g.out_c * pixels) * out_esize;

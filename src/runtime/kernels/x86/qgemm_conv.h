@@ -168,6 +168,12 @@ struct QconvLayout {
   // kh * KW + kw): where quad (tap, cq) of pixel 0 is; quad_bytes: the size.
   std::vector<int64_t> quad_offset;
   int64_t quad_bytes = 0;
+  // The int16 path's pair image, for the same weights in (tap, c) order as
+  // pair tiles: 2 channels per pixel as int16 (x - zero point), byte
+  // kQconvQuadFront + ((phase * c2 + cp) * plane + pixel) * 4; pads 0.
+  // pair_offset[tap * c2 + cp] like quad_offset.
+  std::vector<int64_t> pair_offset;
+  int64_t pair_bytes = 0;
 };
 inline constexpr int64_t kQconvQuadFront = 64;  // >= 15 pixels of 4 bytes read before a run
 // Fills l in place (callers keep one per thread: no allocations per run).
@@ -179,6 +185,23 @@ const uint8_t* qconv_group_image(const QconvGeometry& g, const QconvLayout& l, c
 // Panel p's lanes (16 output pixels) in src: where each reads in the layout,
 // the runs of consecutive reads, and whether they may be read 16 at a time.
 void qconv_set_panel_lanes(const QconvGeometry& g, const QconvLayout& l, int64_t p, QconvPanelSource& src);
+
+// A 16-pixel panel from a quad or pair image: entry q of lane j is the 4
+// bytes at image + offset[q] + 4 * s.lane_offset[j] (s: qconv_set_panel_lanes'
+// runs, in pixels; s.src and s.tap_offset are not read): one pair of 32-byte
+// loads per run, no transpose. panel: entries * 64 bytes.
+void qconv_pack_panel_copy_avx2(const uint8_t* image, const int64_t* offset, int64_t entries,
+                                const QconvPanelSource& s, uint8_t* panel);
+// The pair image (QconvLayout::pair_offset) of phase images `planes` (the
+// first plane's byte; 2 * pairs planes of `plane` bytes, codes of the given
+// signedness): channels 2P, 2P + 1 as int16 (code - zero_point) per pixel at
+// dst + kQconvQuadFront + P * plane * 4.
+void qconv_fill_pair_image_avx2(const uint8_t* planes, int64_t pairs, int64_t plane, bool is_signed,
+                                int32_t zero_point, uint8_t* dst);
+// The same straight from the input for stride-1 convs: x is the group's
+// first channel plane; pads 0.
+void qconv_fill_pair_image_s1_avx2(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x, bool is_signed,
+                                   int32_t zero_point, uint8_t* dst);
 
 // panel: kpairs * 2 * NR int16 (qgemm.h's B panel layout).
 using QconvPackPanel = void (*)(const QconvPanelSource& s, int16_t* panel);

@@ -149,7 +149,7 @@ void qconv_u8s8(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
         qconv_set_panel_lanes(g, layout, p, src);
         uint8_t* panel = panel_mem + (p - p_first) * panel_bytes;
         if (quad_image)
-          qconv_pack_panel_quads_avx2(static_cast<const uint8_t*>(src.src), layout.quad_offset.data(), kquads, src, panel);
+          qconv_pack_panel_copy_avx2(static_cast<const uint8_t*>(src.src), layout.quad_offset.data(), kquads, src, panel);
         else
           qconv_pack_panel_u8_avx2(src, flip, panel);
       }

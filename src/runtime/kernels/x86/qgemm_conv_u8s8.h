@@ -67,13 +67,6 @@ void qconv_interleave_quads_avx2(const uint8_t* planes, int64_t groups4, int64_t
 // hold pad_u8 (the zero point's u8 code), codes are xor `flip`.
 void qconv_fill_quad_image_s1_avx2(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x, uint8_t flip,
                                    uint8_t pad_u8, uint8_t* dst);
-// A 16-pixel panel from the quad image: quad q of lane j is the 4 bytes at
-// image + quad_offset[q] + 4 * s.lane_offset[j] (s: qconv_set_panel_lanes'
-// runs, pixel units; s.tap_offset and s.src are not read). No transpose:
-// the image already holds quads; one pair of 32-byte loads per run.
-void qconv_pack_panel_quads_avx2(const uint8_t* image, const int64_t* quad_offset, int64_t kquads,
-                                 const QconvPanelSource& s, uint8_t* panel);
-
 // acc[i * NR + j] = Σ_q Σ_b a[q·4MR + 4i + b] (s8) · panel[q·64 + 4j + b] (u8)
 // - corr[i], for i < rows <= MR (int32, wrapping; 5 rows run the 6-row kernel and
 // write all MR rows of acc: the tile's pad rows are 0). a: one quad tile, panel:

@@ -181,43 +181,6 @@ QTK_AVX2 void qconv_fill_quad_image_s1_avx2(const QconvGeometry& g, const QconvL
     }
 }
 
-QTK_AVX2 void qconv_pack_panel_quads_avx2(const uint8_t* image, const int64_t* quad_offset, int64_t kquads,
-                                          const QconvPanelSource& s, uint8_t* panel) {
-  const int64_t first = 4 * s.lane_offset[0];
-  if (s.runs == 1) {  // the common case: one run, two loads a quad
-    for (int64_t q = 0; q < kquads; ++q, panel += 64) {
-      const uint8_t* src = image + quad_offset[q] + first;
-      _mm256_store_si256(reinterpret_cast<__m256i*>(panel),
-                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src)));
-      _mm256_store_si256(reinterpret_cast<__m256i*>(panel + 32),
-                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 32)));
-    }
-    return;
-  }
-  // Run r's lanes from its own reads: dword masks of the lanes from run r on,
-  // and where run r's lane 0 would be.
-  const __m256i lane_lo = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), lane_hi = _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15);
-  __m256i mask_lo[kQgemmNR], mask_hi[kQgemmNR];
-  int64_t start[kQgemmNR];
-  for (int r = 1; r < s.runs; ++r) {
-    const __m256i from = _mm256_set1_epi32(s.run_start[r] - 1);
-    mask_lo[r] = _mm256_cmpgt_epi32(lane_lo, from);
-    mask_hi[r] = _mm256_cmpgt_epi32(lane_hi, from);
-    start[r] = 4 * (s.lane_offset[s.run_start[r]] - s.run_start[r]);
-  }
-  for (int64_t q = 0; q < kquads; ++q, panel += 64) {
-    const uint8_t* base = image + quad_offset[q];
-    __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + first));
-    __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + first + 32));
-    for (int r = 1; r < s.runs; ++r) {
-      lo = _mm256_blendv_epi8(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + start[r])), mask_lo[r]);
-      hi = _mm256_blendv_epi8(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + start[r] + 32)), mask_hi[r]);
-    }
-    _mm256_store_si256(reinterpret_cast<__m256i*>(panel), lo);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(panel + 32), hi);
-  }
-}
-
 QTK_AVX2 void qconv_pack_panel_u8_avx2(const QconvPanelSource& s, uint8_t flip, uint8_t* panel) {
   static_assert(kQgemmNR == 16, "a k row is 16 bytes");
   // Lane-by-lane reads (no slack to read into, or a partial panel): rare, scalar.
@@ -245,7 +208,6 @@ QTK_AVX2 void qconv_ukernel_u8s8_avx2(int rows, int64_t kquads, const uint8_t* a
 void qconv_interleave_quads_avx2(const uint8_t*, int64_t, int64_t, uint8_t, uint8_t*) {}
 void qconv_fill_quad_image_s1_avx2(const QconvGeometry&, const QconvLayout&, const uint8_t*, uint8_t, uint8_t,
                                    uint8_t*) {}
-void qconv_pack_panel_quads_avx2(const uint8_t*, const int64_t*, int64_t, const QconvPanelSource&, uint8_t*) {}
 
 void qconv_pack_panel_u8_avx2(const QconvPanelSource& s, uint8_t flip, uint8_t* panel) {
   qconv_pack_panel_u8_scalar(s, flip, panel);
