@@ -363,7 +363,7 @@ TEST(Qconv, BothPathsMatchPlainLoop) {
     const bool single_channel = iter >= 160;
     QconvGeometry g;
     g.group = pick({1, 1, 2, 3});
-    const int64_t cg_pick = pick({1, 2, 3, 7, 16}), ocg = pick({1, 4, 6, 7, 13});
+    const int64_t cg_pick = pick({1, 2, 3, 4, 7, 8, 16}), ocg = pick({1, 4, 6, 7, 13});  // 4, 8, 16: (tap, c) weights
     const int64_t cg = single_channel ? 1 : cg_pick;
     g.batch = pick({1, 2, 3, 5});  // 3, 5: a last group of images side by side left partly empty
     g.in_c = cg * g.group;
