@@ -411,6 +411,10 @@ void qgemm_run_blocks(const QgemmGrid& grid, ThreadPool* pool, const std::functi
 // Bytes of packed A a thread keeps per block (L2-resident, re-read per panel).
 inline constexpr int64_t kQgemmABlockBytes = 192 * 1024;
 QgemmEpilogue qgemm_epilogue(QgemmPath resolved);
+// The AVX2 output stage for `out`: a specialised one for the convs' common
+// case (codes by row, multipliers below 1, no or a plain per-row bias),
+// chosen once per call instead of per tile; else qgemm_epilogue_avx2.
+QgemmEpilogue qgemm_epilogue_avx2_for(const QgemmOutput& out);
 }  // namespace detail
 
 }  // namespace qtk::rt::x86

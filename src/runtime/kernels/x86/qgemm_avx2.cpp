@@ -404,45 +404,57 @@ QTK_AVX2 void qgemm_expand_a_avx2(const QgemmNarrowA& a, int64_t t0, int64_t t1,
 namespace {
 
 // The convs' common case (codes, one channel per row, every multiplier below
-// 1) with what it reads of `out` in locals: the byte stores may alias
-// anything, so the general loop reloads `out` and its tables every row.
-// Same arithmetic as the general loop.
-QTK_AVX2 void epilogue_codes_by_row_below_one(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0,
-                                              const QgemmOutput& out) {
+// 1, no bias or a plain per-row one), one instance per flag, with what it
+// reads of `out` in locals: the byte stores may alias anything, so the
+// general loop reloads `out` and its tables every row. Same arithmetic as
+// the general loop. kPacksClamp: a small accumulator over the type's whole
+// range, the packs clamp.
+template <bool kPacksClamp, bool kBias, bool kSigned>
+QTK_AVX2 void epilogue_codes_rows(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0, const QgemmOutput& out) {
   const QgemmRequant& r = *out.requant;
   const QgemmRequantRow* rows = r.rows.data() + m0;
   const Finish32 f{_mm256_set1_epi32(r.qmin - r.zero_point), _mm256_set1_epi32(r.qmax - r.zero_point),
                    _mm256_set1_epi32(r.zero_point)};
-  const int32_t* bias = out.bias ? out.bias + m0 * out.bias_rs + n0 * out.bias_cs : nullptr;
+  const int32_t* bias = kBias ? out.bias + m0 * out.bias_rs : nullptr;
   const int64_t bias_rs = out.bias_rs, ldo = out.ldo;
-  const bool bias_columns = out.bias_cs != 0, saturate = out.bias_saturates, is_signed = out.codes_signed;
-  // With a small accumulator and the type's whole range, the packs clamp.
-  const bool packs_clamp = out.small_acc && r.qmin == (is_signed ? -128 : 0) && r.qmax == (is_signed ? 127 : 255);
+  const uint32_t zero_point = static_cast<uint32_t>(r.zero_point);
   uint8_t* dst = static_cast<uint8_t*>(out.out) + m0 * ldo + n0;  // int8 and uint8 share the byte layout
   for (int i = 0; i < mr; ++i, dst += ldo) {
     __m256i v0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(acc + i * kQgemmNR));
     __m256i v1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(acc + i * kQgemmNR + 8));
-    if (bias) {
-      const int32_t* bp = bias + i * bias_rs;
-      const __m256i b0 = bias_columns ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp)) : _mm256_set1_epi32(bp[0]);
-      const __m256i b1 = bias_columns ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + 8)) : b0;
-      v0 = saturate ? add_saturate_epi32(v0, b0) : _mm256_add_epi32(v0, b0);
-      v1 = saturate ? add_saturate_epi32(v1, b1) : _mm256_add_epi32(v1, b1);
+    if constexpr (kBias) {
+      const __m256i b = _mm256_set1_epi32(bias[i * bias_rs]);
+      v0 = _mm256_add_epi32(v0, b);
+      v1 = _mm256_add_epi32(v1, b);
     }
     const QgemmRequantRow& k = rows[i];
     const Lanes4 p{_mm256_set1_epi64x(k.mult), _mm256_set1_epi64x(k.add), _mm256_set1_epi64x(k.shift), {}, {}, {}};
     __m128i bytes;
-    if (packs_clamp) {
-      const __m256i offset_zp = _mm256_set1_epi32(static_cast<int32_t>(static_cast<uint32_t>(k.round_offset) +
-                                                                       static_cast<uint32_t>(r.zero_point)));
+    if constexpr (kPacksClamp) {
+      const __m256i offset_zp = _mm256_set1_epi32(static_cast<int32_t>(static_cast<uint32_t>(k.round_offset) + zero_point));
       bytes = pack_codes_saturated(requant8_below_one_unclamped(v0, p, offset_zp),
-                                   requant8_below_one_unclamped(v1, p, offset_zp), is_signed);
+                                   requant8_below_one_unclamped(v1, p, offset_zp), kSigned);
     } else {
       const __m256i offset = _mm256_set1_epi32(k.round_offset);
-      bytes = pack_codes(requant8_below_one(v0, p, p, offset, f), requant8_below_one(v1, p, p, offset, f), is_signed);
+      bytes = pack_codes(requant8_below_one(v0, p, p, offset, f), requant8_below_one(v1, p, p, offset, f), kSigned);
     }
     store_codes(dst, bytes, nr);
   }
+}
+
+// The instance for `out`, or null where the general loop is needed.
+QgemmEpilogue conv_codes_epilogue(const QgemmOutput& out) {
+  if (!out.channel_is_row || out.kind != QgemmOutputKind::kCodes || !out.requant->below_one) return nullptr;
+  if (out.bias && (out.bias_cs != 0 || out.bias_saturates)) return nullptr;
+  const QgemmRequant& r = *out.requant;
+  const bool s = out.codes_signed;
+  const bool packs = out.small_acc && r.qmin == (s ? -128 : 0) && r.qmax == (s ? 127 : 255);
+  static constexpr QgemmEpilogue kTable[2][2][2] = {
+      {{epilogue_codes_rows<false, false, false>, epilogue_codes_rows<false, false, true>},
+       {epilogue_codes_rows<false, true, false>, epilogue_codes_rows<false, true, true>}},
+      {{epilogue_codes_rows<true, false, false>, epilogue_codes_rows<true, false, true>},
+       {epilogue_codes_rows<true, true, false>, epilogue_codes_rows<true, true, true>}}};
+  return kTable[packs][out.bias != nullptr][s];
 }
 
 }  // namespace
@@ -451,8 +463,7 @@ QTK_AVX2 void qgemm_epilogue_avx2(const int32_t* acc, int mr, int nr, int64_t m0
                                   const QgemmOutput& out) {
   static_assert(kQgemmNR == 16, "the output stage handles 16 columns as two vectors");
   const bool by_row = out.channel_is_row;
-  if (by_row && out.kind == QgemmOutputKind::kCodes && out.requant->below_one)
-    return epilogue_codes_by_row_below_one(acc, mr, nr, m0, n0, out);
+  if (const QgemmEpilogue conv = conv_codes_epilogue(out)) return conv(acc, mr, nr, m0, n0, out);
   for (int i = 0; i < mr; ++i) {
     const int64_t m = m0 + i;
     __m256i v[2] = {_mm256_load_si256(reinterpret_cast<const __m256i*>(acc + i * kQgemmNR)),
@@ -534,6 +545,11 @@ QTK_AVX2 void qgemm_epilogue_avx2(const int32_t* acc, int mr, int nr, int64_t m0
   }
 }
 
+QgemmEpilogue qgemm_epilogue_avx2_for(const QgemmOutput& out) {
+  const QgemmEpilogue conv = conv_codes_epilogue(out);
+  return conv ? conv : qgemm_epilogue_avx2;
+}
+
 #else  // no x86: the dispatcher never picks these, but they must link.
 
 void qgemm_pack_a_tile_avx2(const QgemmCodes& a, int64_t m0, int rows, int64_t k, const int32_t* zero_points,
@@ -547,6 +563,7 @@ void qgemm_ukernel_avx2(int rows, int64_t kpairs, const int32_t* a, const int16_
 void qgemm_epilogue_avx2(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0, const QgemmOutput& out) {
   qgemm_epilogue_scalar(acc, mr, nr, m0, n0, out);
 }
+QgemmEpilogue qgemm_epilogue_avx2_for(const QgemmOutput&) { return qgemm_epilogue_avx2; }
 void qgemm_ukernel_narrow_avx2(int rows, int64_t kpairs, const int32_t* a, const uint8_t* b, bool b_signed,
                                const int32_t* b_zp, const int32_t* a_sum, int32_t* acc) {
   // Never called without AVX2 (qgemm only reads the narrow copy on that path).

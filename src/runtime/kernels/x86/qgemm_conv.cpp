@@ -473,12 +473,13 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
   if (resolved == QgemmPath::kAvx2 && w.narrow(0).quads)
     return detail::qconv_u8s8(g, x, x_signed, x_zero_point, w, out, pool);
   const detail::QgemmUkernel ukernel = detail::qgemm_ukernel(resolved);
-  const detail::QgemmEpilogue epilogue = detail::qgemm_epilogue(resolved);
   // Where acc + bias cannot leave int32 its saturating add is a plain one.
   QgemmOutput out_bounded = out;
   const int64_t acc_bound = detail::qconv_acc_bound(out, qgemm_kpairs(w.k) * 2, g.out_c);
   if (acc_bound <= INT32_MAX) out_bounded.bias_saturates = false;
   out_bounded.small_acc = acc_bound < (int64_t{1} << 30);
+  const detail::QgemmEpilogue epilogue =
+      resolved == QgemmPath::kAvx2 ? detail::qgemm_epilogue_avx2_for(out_bounded) : detail::qgemm_epilogue(resolved);
   const detail::QconvPackPanel pack_panel =
       resolved == QgemmPath::kScalar ? detail::qconv_pack_panel_scalar : detail::qconv_pack_panel_avx2;
   thread_local Layout reused;  // (a reference below: the workers read this thread's)

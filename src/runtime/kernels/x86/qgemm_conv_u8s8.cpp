@@ -108,7 +108,7 @@ void qconv_u8s8(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
   QgemmOutput out_folded = out;
   if (fold) out_folded.bias = nullptr;
   out_folded.small_acc = acc_bound < (int64_t{1} << 30);
-  const QgemmEpilogue epilogue = qgemm_epilogue(QgemmPath::kAvx2);
+  const QgemmEpilogue epilogue = qgemm_epilogue_avx2_for(out_folded);
 
   // Weights in (tap, c) order read the quad image: its panels are copies.
   const bool quad_image = w.tap_major();
