@@ -20,6 +20,12 @@
 // The int32 accumulator tile is the int16 path's (wrapping the same way),
 // and the same output stage writes it.
 //
+// Convs with channels per group in fours and several taps take k in (tap,
+// channel) order where the pairs fit so (QconvWeights::tap_major): a quad is
+// then 4 channels of one tap, so the input is interleaved 4 channels per
+// pixel once per image (the quad image, QconvLayout::quad_offset) and each
+// panel is a copy of it, not a transpose of 4 k rows per tap.
+//
 // QTK_QGEMM_NO_U8S8=1 packs the pair tiles whatever the weights (the int16
 // path, for comparisons).
 #pragma once
