@@ -63,8 +63,10 @@ struct QconvWeights {
   const QgemmNarrowA& narrow(int64_t gi) const;
   // Whether narrow() is packed (it then needs no source).
   bool narrow_packed() const;
-  // Whether narrow()'s k runs (kh, kw, c), not (c, kh, kw): u8 x s8 quads
-  // of 4 channels of one tap, read from the quad image (QconvLayout).
+  // Whether narrow()'s k runs (kh, kw, c), not (c, kh, kw) (AVX2 CPUs,
+  // channels per group in fours, several taps): u8 x s8 quads of 4 channels
+  // of one tap read from the quad image, or int16 pair tiles read from the
+  // pair image (QconvLayout); the other tiers read k rows in that order too.
   bool tap_major() const;
   struct Narrow;  // qgemm_conv.cpp
   std::shared_ptr<Narrow> narrow_;
