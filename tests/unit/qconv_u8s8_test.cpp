@@ -71,7 +71,7 @@ std::vector<uint8_t> make_weights(Weights kind, int64_t rows, int64_t k, std::mt
         w[static_cast<size_t>(i * k + j)] = static_cast<uint8_t>(-128);
     }
   if (kind == Weights::kOnePairOver && k >= 2) {
-    // A -128 at tap 0 of an even channel c, beside a 1 in either packing
+    // A -128 at tap 0 of an even channel c, beside a ±1 in either packing
     // order's pair: (c, tap 1) in (c, tap) order, (c + 1, tap 0) in (tap, c).
     const int64_t channels = k / taps, i = uniform(0, static_cast<int>(rows - 1));
     // (c + 1 exists, or one channel of several taps: k >= 2 either way.)

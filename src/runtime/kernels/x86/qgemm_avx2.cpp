@@ -187,26 +187,23 @@ struct Finish32 {
   __m256i lo, hi, zp;
 };
 
-// requant8 when every multiplier is below 1: (u >>> n) - 2^(62-n) is the
-// rescaled value and fits int32, so it is computed mod 2^32 and clamped in
-// 32-bit lanes. `offset`: -2^(62-n) mod 2^32 per lane.
-QTK_AVX2 inline __m256i requant8_below_one(__m256i v, const Lanes4& even, const Lanes4& odd, __m256i offset,
-                                           const Finish32& f) {
+// When every multiplier is below 1: (u >>> n) - 2^(62-n) is the rescaled
+// value and fits int32, so it is computed mod 2^32 in 32-bit lanes, plus
+// `offset`: -2^(62-n) mod 2^32 per lane (with the zero point added in where
+// the caller leaves the clamp to pack_codes).
+QTK_AVX2 inline __m256i rescale8_below_one(__m256i v, const Lanes4& even, const Lanes4& odd, __m256i offset) {
   const __m256i e = _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epi32(v, even.mult), even.add), even.shift);
   const __m256i o =
       _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(v, 32), odd.mult), odd.add), odd.shift);
-  __m256i r = _mm256_add_epi32(_mm256_blend_epi32(e, _mm256_slli_epi64(o, 32), 0xAA), offset);
-  r = _mm256_min_epi32(_mm256_max_epi32(r, f.lo), f.hi);
-  return _mm256_add_epi32(r, f.zp);
+  return _mm256_add_epi32(_mm256_blend_epi32(e, _mm256_slli_epi64(o, 32), 0xAA), offset);
 }
 
-// requant8_below_one without its clamp, for pack_codes_saturated (which
-// clamps to the 8-bit range): the zero point rides in `offset_zp`.
-QTK_AVX2 inline __m256i requant8_below_one_unclamped(__m256i v, const Lanes4& p, __m256i offset_zp) {
-  const __m256i e = _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epi32(v, p.mult), p.add), p.shift);
-  const __m256i o =
-      _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(v, 32), p.mult), p.add), p.shift);
-  return _mm256_add_epi32(_mm256_blend_epi32(e, _mm256_slli_epi64(o, 32), 0xAA), offset_zp);
+// requant8 when every multiplier is below 1: rescaled, clamped in 32-bit
+// lanes relative to the zero point, then the zero point added.
+QTK_AVX2 inline __m256i requant8_below_one(__m256i v, const Lanes4& even, const Lanes4& odd, __m256i offset,
+                                           const Finish32& f) {
+  const __m256i r = rescale8_below_one(v, even, odd, offset);
+  return _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(r, f.lo), f.hi), f.zp);
 }
 
 // One channel's constants in every lane (a requant made for rows); the
@@ -224,10 +221,12 @@ QTK_AVX2 inline Lanes4 broadcast_lanes(const QgemmRequant& r, int64_t ch) {
 }
 
 // Two vectors of 8 codes (columns 0-7, 8-15) -> 16 bytes in column order.
+// Both packs saturate (signed to int16 first), so together they clamp any
+// int32 to the 8-bit type's range: codes already clamped pass unchanged.
 QTK_AVX2 inline __m128i pack_codes(__m256i c0, __m256i c1, bool is_signed) {
   // packs work per 128-bit lane: words [0-3, 8-11 | 4-7, 12-15], bytes
   // repeat that; the dword permute restores 0-3, 4-7, 8-11, 12-15.
-  const __m256i w = is_signed ? _mm256_packs_epi32(c0, c1) : _mm256_packus_epi32(c0, c1);
+  const __m256i w = _mm256_packs_epi32(c0, c1);
   const __m256i bytes = is_signed ? _mm256_packs_epi16(w, w) : _mm256_packus_epi16(w, w);
   const __m256i ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 0, 0, 0, 0));
   return _mm256_castsi256_si128(ordered);
@@ -242,15 +241,6 @@ QTK_AVX2 inline void store_codes(uint8_t* dst, __m128i bytes, int nr) {
   alignas(16) uint8_t t[kQgemmNR];
   _mm_store_si128(reinterpret_cast<__m128i*>(t), bytes);
   std::memcpy(dst, t, static_cast<size_t>(nr));
-}
-
-// pack_codes for unclamped int32 codes: the signed int16 pack first, so
-// that both packs saturate, together a clamp to the 8-bit type's range.
-QTK_AVX2 inline __m128i pack_codes_saturated(__m256i c0, __m256i c1, bool is_signed) {
-  const __m256i w = _mm256_packs_epi32(c0, c1);
-  const __m256i bytes = is_signed ? _mm256_packs_epi16(w, w) : _mm256_packus_epi16(w, w);
-  const __m256i ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 0, 0, 0, 0));
-  return _mm256_castsi256_si128(ordered);
 }
 
 template <bool kSigned>
@@ -432,8 +422,7 @@ QTK_AVX2 void epilogue_codes_rows(const int32_t* acc, int mr, int nr, int64_t m0
     __m128i bytes;
     if constexpr (kPacksClamp) {
       const __m256i offset_zp = _mm256_set1_epi32(static_cast<int32_t>(static_cast<uint32_t>(k.round_offset) + zero_point));
-      bytes = pack_codes_saturated(requant8_below_one_unclamped(v0, p, offset_zp),
-                                   requant8_below_one_unclamped(v1, p, offset_zp), kSigned);
+      bytes = pack_codes(rescale8_below_one(v0, p, p, offset_zp), rescale8_below_one(v1, p, p, offset_zp), kSigned);
     } else {
       const __m256i offset = _mm256_set1_epi32(k.round_offset);
       bytes = pack_codes(requant8_below_one(v0, p, p, offset, f), requant8_below_one(v1, p, p, offset, f), kSigned);

@@ -48,8 +48,6 @@ std::vector<int32_t> group_zero_points(const std::vector<int32_t>& zero_points, 
   return {zero_points.begin() + gi * oc_per_group, zero_points.begin() + (gi + 1) * oc_per_group};
 }
 
-}  // namespace
-
 // Column j = c * taps + tap of w (rows x in_c * taps) at tap * in_c + c.
 std::vector<uint8_t> tap_major_codes(const QgemmCodes& w, int64_t rows, int64_t in_c, int64_t taps) {
   std::vector<uint8_t> out(static_cast<size_t>(rows * in_c * taps));
@@ -59,6 +57,8 @@ std::vector<uint8_t> tap_major_codes(const QgemmCodes& w, int64_t rows, int64_t 
         out[static_cast<size_t>((i * taps + t) * in_c + c)] = static_cast<uint8_t>(w.at(i, c * taps + t));
   return out;
 }
+
+}  // namespace
 
 const QgemmNarrowA& QconvWeights::narrow(int64_t gi) const {
   Narrow& p = *narrow_;
@@ -348,14 +348,28 @@ namespace detail {
 
 void qconv_make_layout(const QconvGeometry& g, QconvLayout& l) { fill_layout(g, l); }
 
-const uint8_t* qconv_group_image(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x, int64_t b, int64_t gi,
-                                 uint8_t pad, AlignedBuffer<uint8_t>& buffer) {
+const uint8_t* qconv_image(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x, int64_t b, int64_t gi,
+                           bool x_signed, int32_t x_zero_point, QconvImage kind, AlignedBuffer<uint8_t>& phases,
+                           AlignedBuffer<uint8_t>& interleaved) {
   const int64_t cg = g.in_c / g.group;
   const uint8_t* image = x + (b * g.in_c + gi * cg) * g.in_h * g.in_w;
+  const auto pad = static_cast<uint8_t>(x_zero_point);  // the code's byte (int8 or uint8)
+  const uint8_t flip = x_signed ? 0x80 : 0;               // int8 codes -> the quads' u8 ones
+  const bool quads = kind == QconvImage::kQuads;
+  if (kind != QconvImage::kPhases && g.stride_h == 1 && g.stride_w == 1) {
+    uint8_t* out = interleaved.get(quads ? l.quad_bytes : l.pair_bytes);
+    if (quads) qconv_fill_quad_image_s1_avx2(g, l, image, flip, static_cast<uint8_t>(pad ^ flip), out);
+    else qconv_fill_pair_image_s1_avx2(g, l, image, x_signed, x_zero_point, out);
+    return out;
+  }
   if (l.direct) return image;
-  uint8_t* copy = buffer.get(l.bytes);
+  uint8_t* copy = phases.get(l.bytes);
   fill_phases(g, l, image, cg, pad, copy);
-  return copy;
+  if (kind == QconvImage::kPhases) return copy;
+  uint8_t* out = interleaved.get(quads ? l.quad_bytes : l.pair_bytes);
+  if (quads) qconv_interleave_quads_avx2(copy + l.first_plane, l.phases * cg / 4, l.plane, flip, out);
+  else qconv_fill_pair_image_avx2(copy + l.first_plane, l.phases * cg / 2, l.plane, x_signed, x_zero_point, out);
+  return out;
 }
 
 void qconv_set_panel_lanes(const QconvGeometry& g, const QconvLayout& l, int64_t p, QconvPanelSource& src) {
@@ -485,8 +499,11 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
   thread_local Layout reused;  // (a reference below: the workers read this thread's)
   fill_layout(g, reused);
   Layout& layout = reused;
-  // Weights in (tap, c) order (the u8 x s8 quads, here expanded): k rows too.
-  if (w.tap_major()) {
+  // Pair tiles in (tap, c) order on AVX2 read the pair image: panels are copies.
+  const bool pair_image = resolved == QgemmPath::kAvx2 && w.tap_major() && !w.narrow(0).quads;
+  // Weights in (tap, c) order that read k rows (the scalar tier, or expanded
+  // u8 x s8 quads): the rows in that order too.
+  if (w.tap_major() && !pair_image) {
     const int64_t cg = g.in_c / g.group, taps = g.kernel_h * g.kernel_w;
     std::vector<int64_t> by_tap(layout.tap_offset.size());
     for (int64_t c = 0; c < cg; ++c)
@@ -505,10 +522,7 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
           : std::clamp<int64_t>(kExpandedChunkBytes / std::max<int64_t>(tile_words * 4, 1), 1, tiles);
   const size_t out_esize = out.kind == QgemmOutputKind::kCodes ? 1 : 4;
   const uint8_t* xb = static_cast<const uint8_t*>(x);
-  const uint8_t pad = static_cast<uint8_t>(x_zero_point);  // the code's byte (int8 or uint8)
 
-  // Pair tiles in (tap, c) order on AVX2 read the pair image: panels are copies.
-  const bool pair_image = resolved == QgemmPath::kAvx2 && w.tap_major() && !w.narrow(0).quads;
   auto work = [&](int64_t begin, int64_t end) {
     thread_local AlignedBuffer<uint8_t> image_buffer, pair_buffer;
     thread_local AlignedBuffer<uint8_t> panel_buffer;
@@ -533,21 +547,9 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
       const int64_t p_end = std::min({panels, p_first + block_panels, p_first + (end - u)});
       const int64_t b = bg / g.group, gi = bg % g.group;
       if (bg != current) {
-        const int64_t cg = g.in_c / g.group;
-        if (pair_image && g.stride_h == 1 && g.stride_w == 1) {  // straight from the input
-          uint8_t* pairs = pair_buffer.get(layout.pair_bytes);
-          detail::qconv_fill_pair_image_s1_avx2(g, layout, xb + (b * g.in_c + gi * cg) * g.in_h * g.in_w, x_signed,
-                                                x_zero_point, pairs);
-          src.src = pairs;
-        } else if (pair_image) {  // from the phase images
-          const auto* phases = detail::qconv_group_image(g, layout, xb, b, gi, pad, image_buffer);
-          uint8_t* pairs = pair_buffer.get(layout.pair_bytes);
-          detail::qconv_fill_pair_image_avx2(phases + layout.first_plane, layout.phases * cg / 2, layout.plane, x_signed,
-                                             x_zero_point, pairs);
-          src.src = pairs;
-        } else {
-          src.src = detail::qconv_group_image(g, layout, xb, b, gi, pad, image_buffer);
-        }
+        src.src = detail::qconv_image(g, layout, xb, b, gi, x_signed, x_zero_point,
+                                      pair_image ? detail::QconvImage::kPairs : detail::QconvImage::kPhases,
+                                      image_buffer, pair_buffer);
         current = bg;
       }
       for (int64_t p = p_first; p < p_end; ++p) {

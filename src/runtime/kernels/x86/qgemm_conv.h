@@ -180,10 +180,15 @@ struct QconvLayout {
 inline constexpr int64_t kQconvQuadFront = 64;  // >= 15 pixels of 4 bytes read before a run
 // Fills l in place (callers keep one per thread: no allocations per run).
 void qconv_make_layout(const QconvGeometry& g, QconvLayout& l);
-// What the panels of image b, group gi read: the input itself (direct), or
-// its phase images (pads = `pad`, x: the whole NCHW input) made in buffer.
-const uint8_t* qconv_group_image(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x, int64_t b, int64_t gi,
-                                 uint8_t pad, AlignedBuffer<uint8_t>& buffer);
+// What the panels of image b, group gi read (x: the whole NCHW input):
+// kPhases, the input itself (direct) or its phase images (pads hold the zero
+// point's code), made in `phases`; kQuads / kPairs, the quad or pair image
+// (QconvLayout), made in `interleaved`, straight from the input for stride 1,
+// else from the phase images. Quads and pairs need an AVX2 CPU.
+enum class QconvImage { kPhases, kQuads, kPairs };
+const uint8_t* qconv_image(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x, int64_t b, int64_t gi,
+                           bool x_signed, int32_t x_zero_point, QconvImage kind, AlignedBuffer<uint8_t>& phases,
+                           AlignedBuffer<uint8_t>& interleaved);
 // Panel p's lanes (16 output pixels) in src: where each reads in the layout,
 // the runs of consecutive reads, and whether they may be read 16 at a time.
 void qconv_set_panel_lanes(const QconvGeometry& g, const QconvLayout& l, int64_t p, QconvPanelSource& src);

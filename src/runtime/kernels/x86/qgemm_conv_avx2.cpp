@@ -55,7 +55,6 @@ QTK_AVX2 void pack_contiguous(const QconvPanelSource& s, int16_t* panel) {
   }
 }
 
-
 // Pixels [0, n) of two channel rows as int16 pairs (code - zero point) at
 // out + 4 * pixel: 8 at a time, the last step overlapping the one before
 // (reads stay inside the rows).

@@ -82,7 +82,6 @@ void qconv_u8s8(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
   const int64_t block_panels = std::clamp<int64_t>(kPanelBlockBytes / std::max<int64_t>(panel_bytes, 1), 1, 64);
   const size_t out_esize = out.kind == QgemmOutputKind::kCodes ? 1 : 4;
   const uint8_t* xb = static_cast<const uint8_t*>(x);
-  const uint8_t pad = static_cast<uint8_t>(x_zero_point);  // the code's byte (int8 or uint8)
   const uint8_t flip = x_signed ? 0x80 : 0;
   // The zero point as a u8 code (an int8 one + 128), times each row's sum:
   // what the raw codes add over (x - zp). uint32: wrapping, as the int16 path.
@@ -129,20 +128,8 @@ void qconv_u8s8(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
       const int64_t p_end = std::min({panels, p_first + block_panels, p_first + (end - u)});
       const int64_t b = bg / g.group, gi = bg % g.group;
       if (bg != current) {
-        const int64_t cg = g.in_c / g.group;
-        if (quad_image && g.stride_h == 1 && g.stride_w == 1) {  // straight from the input
-          uint8_t* quads = quad_buffer.get(layout.quad_bytes);
-          qconv_fill_quad_image_s1_avx2(g, layout, xb + (b * g.in_c + gi * cg) * g.in_h * g.in_w, flip,
-                                        static_cast<uint8_t>(pad ^ flip), quads);
-          src.src = quads;
-        } else if (quad_image) {  // from the phase images
-          const auto* phases = qconv_group_image(g, layout, xb, b, gi, pad, image_buffer);
-          uint8_t* quads = quad_buffer.get(layout.quad_bytes);
-          qconv_interleave_quads_avx2(phases + layout.first_plane, layout.phases * cg / 4, layout.plane, flip, quads);
-          src.src = quads;
-        } else {
-          src.src = qconv_group_image(g, layout, xb, b, gi, pad, image_buffer);
-        }
+        src.src = qconv_image(g, layout, xb, b, gi, x_signed, x_zero_point,
+                              quad_image ? QconvImage::kQuads : QconvImage::kPhases, image_buffer, quad_buffer);
         current = bg;
       }
       for (int64_t p = p_first; p < p_end; ++p) {
