@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Latency of the shared models, qtk vs ONNX Runtime, float and int8. Each
-# model is quantized once to int8 QDQ (qtk quantize, default scheme: int8
-# per-channel weights, uint8 activations, calibrated on Fashion-MNIST
-# training images). Then for each model x batch x threads, back to back:
+# model is quantized once to int8 QDQ (qtk quantize: per-channel weights,
+# uint8 activations, calibrated on Fashion-MNIST training images; weights
+# `--weights auto` unless --weights says otherwise: 7-bit where qtk's int8
+# kernels here are AVX2 without VNNI, full-range int8 elsewhere). Then for each model x batch x threads, back to back:
 #   qtk float    qtk bench MODEL            (median of --runs single runs)
 #   ORT float    tests/ort/ort_run.mjs MODEL --bench (median of --iters runs)
 #   qtk int8     qtk bench MODEL.int8 --integer (integer session)
@@ -18,8 +19,9 @@
 #          [--warmup N] [--calib-samples N] [--rounds R] [--weights W] [--markdown]
 # --rounds R repeats the four measurements of each row R times, interleaved,
 # and prints the median of the R medians (the machine is shared and noisy).
-# --weights W quantizes with `qtk quantize --weights W` (e.g. int7, which
-# qtk's AVX2 kernels multiply with vpmaddubsw exactly). QTK_ISA=avx2 in the
+# --weights W quantizes with `qtk quantize --weights W` (default auto; int7
+# is what qtk's AVX2 kernels multiply with vpmaddubsw exactly, int8 forces
+# full range). The chosen format is printed first. QTK_ISA=avx2 in the
 # environment caps qtk's kernels at AVX2; ONNX Runtime has no such switch
 # and uses what the CPU has.
 set -euo pipefail
@@ -32,7 +34,7 @@ RUNS=50           # qtk: timed runs (median reported)
 ITERS=50          # ORT: timed runs (median reported)
 WARMUP=5          # both: untimed runs first
 CALIB_SAMPLES=128
-WEIGHTS=int8
+WEIGHTS=auto
 ROUNDS=1
 MARKDOWN=0
 while [ $# -gt 0 ]; do
@@ -75,9 +77,13 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 for m in $MODELS; do
   "$QTK" quantize "$ROOT/models/$m.onnx" -o "$TMP/$m.int8.onnx" --calib fashion-mnist:train \
-    --calib-samples "$CALIB_SAMPLES" --weights "$WEIGHTS" --force > "$TMP/quantize.log" 2>&1 \
+    --calib-samples "$CALIB_SAMPLES" --weights "$WEIGHTS" --force --json > "$TMP/quantize.json" 2> "$TMP/quantize.log" \
     || { echo "qtk quantize $m failed:" >&2; cat "$TMP/quantize.log" >&2; exit 1; }
+  CHOSEN=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).settings.weights)' \
+    "$TMP/quantize.json")
 done
+echo "int8 models: $CHOSEN weights (qtk quantize --weights $WEIGHTS), qtk kernels: $("$QTK" bench \
+  "$ROOT/models/mlp.onnx" --runs 1 --warmup 0 --json | node -e 'console.log(JSON.parse(require("fs").readFileSync(0, "utf8")).cpu_isa)')"
 
 if [ "$MARKDOWN" = 1 ]; then
   echo "| model | batch | threads | qtk float ms | ORT float ms | qtk/ORT float | qtk int8 ms | ORT int8 ms | qtk/ORT int8 | qtk float/int8 |"

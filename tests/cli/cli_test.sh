@@ -432,6 +432,13 @@ expect_error "quantize: int7 is no activation format" 2 "--activations.*uint8" q
 expect_ok "quantize --weights int7" quantize "$MLP" -o "$Q/int7.onnx" "${CAL[@]}" --weights int7 --json
 json_check "quantize --weights int7" "$TMP/out" 'j.settings.weights === "int7" && j.method === "rtn" &&
    j.tensors.filter(t => t.kind === "weight").length === 3'
+# --weights auto: int7 where the integer kernels are AVX2 without VNNI, int8 elsewhere.
+QTK_ISA=avx2 expect_ok "quantize --weights auto (avx2)" quantize "$MLP" -o "$Q/wauto.onnx" "${CAL[@]}" --weights auto --json
+if grep -q avx2 /proc/cpuinfo; then want=int7; else want=int8; fi
+json_check "quantize --weights auto (avx2)" "$TMP/out" "j.settings.weights === \"$want\""
+QTK_ISA=scalar expect_ok "quantize --weights auto (scalar)" quantize "$MLP" -o "$Q/wauto.onnx" "${CAL[@]}" --weights auto \
+  --json --force
+json_check "quantize --weights auto (scalar)" "$TMP/out" 'j.settings.weights === "int8"'
 expect_warning "quantize --method gptq (32 rows for 784 columns)" "rank-deficient" \
   quantize "$MLP" -o "$Q/gptq.onnx" "${CAL[@]}" --weights int4 --method gptq --json
 cp "$TMP/out" "$Q/gptq.json"

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <charconv>
 
+#include "core/cpu_features.h"
 #include "data/dataset.h"
 #include "data/model_inputs.h"
 #include "quant/layer_precision_file.h"
@@ -24,8 +25,16 @@ std::vector<std::string> weight_choices() {
   for (const auto& t : quant::kQFormats)
     if (t.is_signed && t.bits <= 8) names.push_back(t.name);
   names.push_back("fp16");
+  names.push_back("auto");
   return names;
 }
+
+// --weights auto: the int8 format qtk's integer session multiplies fastest on
+// this CPU (after QTK_ISA). Without AVX-512 VNNI the int8 GEMMs and convs run
+// their AVX2 kernels, exact at full speed only for 7-bit weights (vpmaddubsw
+// pairs stay below 2^15); full-range ones take the int16 path, about 20%
+// slower (README). The scalar kernels are exact and as fast either way.
+const char* auto_weight_format() { return cpu_has_avx2() && !cpu_has_avx512_vnni() ? "int7" : "int8"; }
 
 // Static activation formats (below 8 bits: ONNX's 4-bit types, or codes
 // clamped in 8-bit tensors), plus the two modes. int7 is a weight format
@@ -67,9 +76,10 @@ Outcome config_from_args(const ParsedArgs& args, QuantConfig& cfg, QuantizeSetti
     const auto choices = weight_choices();
     if (std::find(choices.begin(), choices.end(), *w) == choices.end())
       return bad_value("--weights", *w, known_list(choices));
-    st.weights = *w;
-    if (*w == "fp16") cfg.fp16_weights = true;
-    else cfg.weight_format = *quant::qformat_from_name(*w);
+    const std::string name = *w == "auto" ? auto_weight_format() : *w;
+    st.weights = name;  // the report names the format auto chose
+    if (name == "fp16") cfg.fp16_weights = true;
+    else cfg.weight_format = *quant::qformat_from_name(name);
   }
   if (const std::string* a = args.get("--activations")) {
     const auto choices = activation_choices();

@@ -15,7 +15,7 @@ namespace qtk::cli {
 
 // --weights ... --calibrate: formats, granularity, rounding method, ranges.
 #define QTK_QUANT_SCHEME_OPTIONS \
-    {"--weights", "int8|int7|int4|int3|int2|fp16", "weight format (default int8; int7: exact on AVX2 int8 kernels, see README)"}, \
+    {"--weights", "int8|int7|int4|int3|int2|fp16|auto", "weight format (default int8; int7: exact on AVX2 int8 kernels, see README; auto: int7 where qtk's integer kernels here are AVX2 without VNNI, else int8)"}, \
     {"--activations", "uint8|int8|int16|uint16|uint4|int4|int3|int2|dynamic|float", \
      "activation format; dynamic: uint8 scales computed at run time; float: weight-only (default uint8). " \
      "uint4/int4 use ONNX's 4-bit types (opset 21; --int8-containers: 8-bit tensors clamped to 16 levels); " \
