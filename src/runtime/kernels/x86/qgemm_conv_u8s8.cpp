@@ -66,7 +66,7 @@ void qconv_pack_panel_u8_scalar(const QconvPanelSource& s, uint8_t flip, uint8_t
 }
 
 namespace {
-constexpr int64_t kPanelBlockBytes = 80 * 1024;  // packed panels a thread keeps per block (qgemm_conv.cpp's)
+constexpr int64_t kPanelBlockBytes = 80 * 1024;  // panels per block, as qgemm_conv.cpp's (here: residual codes kept)
 }  // namespace
 
 void qconv_u8s8(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_point, const QconvWeights& w,
@@ -116,7 +116,7 @@ void qconv_u8s8(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
     thread_local AlignedBuffer<uint8_t> panel_buffer;
     thread_local AlignedBuffer<uint8_t> residual_buffer;
     alignas(64) int32_t acc[kQgemmMR * kQgemmNR];
-    uint8_t* panel_mem = panel_buffer.get(block_panels * panel_bytes);
+    uint8_t* panel = panel_buffer.get(panel_bytes);
     int64_t current = -1;
     QconvPanelSource src;
     src.is_signed = x_signed;
@@ -131,14 +131,6 @@ void qconv_u8s8(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
         src.src = qconv_image(g, layout, xb, b, gi, x_signed, x_zero_point,
                               quad_image ? QconvImage::kQuads : QconvImage::kPhases, image_buffer, quad_buffer);
         current = bg;
-      }
-      for (int64_t p = p_first; p < p_end; ++p) {
-        qconv_set_panel_lanes(g, layout, p, src);
-        uint8_t* panel = panel_mem + (p - p_first) * panel_bytes;
-        if (quad_image)
-          qconv_pack_panel_copy_avx2(static_cast<const uint8_t*>(src.src), layout.quad_offset.data(), kquads, src, panel);
-        else
-          qconv_pack_panel_u8_avx2(src, flip, panel);
       }
       QgemmOutput ob = out_folded;
       ob.out = static_cast<uint8_t*>(out.out) + static_cast<size_t>(b * g.out_c * pixels) * out_esize;
@@ -155,9 +147,15 @@ void qconv_u8s8(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
       }
       const QgemmNarrowA& wg = w.narrow(gi);
       const int32_t* gcorr = corr.data() + gi * tiles * kQgemmMR;
+      // One panel at a time, used by every tile while it is in L1 (the block
+      // only bounds the residual codes kept aside).
       for (int64_t p = p_first; p < p_end; ++p) {
         const int nr = static_cast<int>(std::min<int64_t>(kQgemmNR, pixels - p * kQgemmNR));
-        const uint8_t* panel = panel_mem + (p - p_first) * panel_bytes;
+        qconv_set_panel_lanes(g, layout, p, src);
+        if (quad_image)
+          qconv_pack_panel_copy_avx2(static_cast<const uint8_t*>(src.src), layout.quad_offset.data(), kquads, src, panel);
+        else
+          qconv_pack_panel_u8_avx2(src, flip, panel);
         for (int64_t t = 0; t < tiles; ++t) {
           const int rows = static_cast<int>(std::min<int64_t>(kQgemmMR, ocg - t * kQgemmMR));
           qconv_ukernel_u8s8_avx2(rows, kquads, wg.tile(t), panel, gcorr + t * kQgemmMR, acc);
