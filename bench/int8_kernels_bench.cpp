@@ -388,6 +388,8 @@ BENCHMARK(BM_gemm_w7)
     ->Args({64, 1024, 1024, 2})
     ->Args({256, 256, 256, 1})
     ->Args({256, 256, 256, 2})
+    ->Args({1024, 1024, 1024, 1})
+    ->Args({1024, 1024, 1024, 2})
     ->Args({1, 1024, 1024, 1})
     ->UseRealTime();
 BENCHMARK(BM_gemm_w7_int16)

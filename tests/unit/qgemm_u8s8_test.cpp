@@ -10,6 +10,7 @@
 
 #include "core/cpu_features.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -109,17 +110,32 @@ void run_case(uint32_t seed, int iter, ThreadPool& pool2) {
                " a_zp " + std::to_string(a_zp) + (extremes ? " extreme A" : "") + (int32_out ? " int32 out" : ""));
   EXPECT_EQ(packed.u8s8, u8s8_enabled() && fits);  // (not fatal: the outputs are checked too)
 
+  // Bias: none, small (saturating, folds into the column corrections),
+  // anywhere in int32 wrapping (QGemm's C: folds too), or anywhere in int32
+  // saturating (the int64 sum clamps: must not fold).
+  enum BiasMode { kNoBias, kSmall, kWrapping, kSaturating };
+  const auto bias_mode = static_cast<BiasMode>(rng() % 4);
   const int64_t padded_n = (n + kQgemmNR - 1) / kQgemmNR * kQgemmNR;
   std::vector<int32_t> bias(static_cast<size_t>(padded_n));
-  for (auto& x : bias) x = static_cast<int32_t>(rng() % 200001) - 100000;
+  // The large ones mostly near the ends of int32, where acc + bias leaves it.
+  for (auto& x : bias)
+    x = bias_mode == kSmall ? static_cast<int32_t>(rng() % 200001) - 100000
+        : rng() % 4 == 0    ? static_cast<int32_t>(rng())
+        : rng() % 2         ? INT32_MAX - static_cast<int32_t>(rng() % 2000000)
+                            : INT32_MIN + static_cast<int32_t>(rng() % 2000000);
   std::vector<quant::FixedPointMultiplier> mult(static_cast<size_t>(n));
   for (auto& f : mult) f = quant::quantize_multiplier(std::exp2(std::uniform_real_distribution<double>(-20, 1)(rng)));
-  const int32_t y_min = y_signed ? -128 : 0, y_max = y_signed ? 127 : 255;
   const int32_t y_zp = y_signed ? static_cast<int32_t>(rng() % 256) - 128 : static_cast<int32_t>(rng() % 256);
+  int32_t y_min = y_signed ? -128 : 0, y_max = y_signed ? 127 : 255;
+  const bool narrow_range = rng() % 3 == 0;  // a fused Relu / Clip: the output stage clamps itself
+  if (narrow_range) y_min = std::max(y_min, y_zp - static_cast<int32_t>(rng() % 40)), y_max = std::min(y_max, y_zp + 1 + static_cast<int32_t>(rng() % 60));
   const QgemmRequant requant = qgemm_make_requant(mult, n, y_zp, y_min, y_max, QgemmRequantFor::kColumns);
+  SCOPED_TRACE(std::string("bias ") + (bias_mode == kNoBias ? "none" : bias_mode == kSmall ? "small" : bias_mode == kWrapping ? "wrapping" : "saturating") +
+               " codes [" + std::to_string(y_min) + ", " + std::to_string(y_max) + "] zp " + std::to_string(y_zp));
   QgemmOutput out;
   out.kind = int32_out ? QgemmOutputKind::kInt32 : QgemmOutputKind::kCodes;
-  out.bias = bias.data();
+  out.bias = bias_mode == kNoBias ? nullptr : bias.data();
+  out.bias_saturates = bias_mode != kWrapping;
   out.bias_cs = 1;
   out.requant = &requant;
   out.codes_signed = y_signed;
@@ -134,7 +150,10 @@ void run_case(uint32_t seed, int iter, ThreadPool& pool2) {
         const int32_t av = a_signed ? static_cast<int8_t>(a[static_cast<size_t>(i * k + kk)]) : a[static_cast<size_t>(i * k + kk)];
         acc += static_cast<int64_t>(av - a_zp) * (values[static_cast<size_t>(kk * n + j)] + shift - zb);
       }
-      const int32_t v = static_cast<int32_t>(acc + bias[static_cast<size_t>(j)]);
+      const int64_t bj = bias_mode == kNoBias ? 0 : bias[static_cast<size_t>(j)];
+      const int32_t v = bias_mode == kWrapping
+                            ? static_cast<int32_t>(static_cast<uint32_t>(acc) + static_cast<uint32_t>(bj))
+                            : static_cast<int32_t>(std::clamp<int64_t>(acc + bj, INT32_MIN, INT32_MAX));
       want[static_cast<size_t>(i * n + j)] =
           int32_out ? v : quant::requantize_to_code(v, mult[static_cast<size_t>(j)], y_zp, y_min, y_max);
     }
@@ -161,6 +180,40 @@ TEST(QgemmU8s8, RandomShapesMatchPlainLoop) {
   for (int iter = 0; iter < 300; ++iter) {
     run_case(99, iter, pool2);
     if (HasFatalFailure()) return;
+  }
+}
+
+// A wrapping bias that puts acc + bias at the top of int32, a multiplier just
+// below 1 and a high zero point: the rescaled value plus the zero point leaves
+// int32, so the output stage must clamp before adding it (the packs alone
+// would see a wrapped, negative sum).
+TEST(QgemmU8s8, WrappingBiasAtTheTopOfInt32GivesTheTopCode) {
+  const int64_t m = 7, n = 17, k = 8;
+  std::vector<uint8_t> b(static_cast<size_t>(k * n));
+  for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<uint8_t>(static_cast<int8_t>(static_cast<int>(i % 64) - 32));
+  QgemmPackedB packed;
+  qgemm_pack_b({b.data(), true, n, 1}, k, n, {0}, packed);
+  if (u8s8_enabled()) ASSERT_TRUE(packed.u8s8);
+  const int32_t a_zp = 77;
+  std::vector<uint8_t> a(static_cast<size_t>(m * k), static_cast<uint8_t>(a_zp));  // acc = 0
+  std::vector<int32_t> bias(32, INT32_MAX - 3);
+  const std::vector<quant::FixedPointMultiplier> mult(static_cast<size_t>(n), quant::quantize_multiplier(0.99999999));
+  const int32_t y_zp = 250;
+  const QgemmRequant requant = qgemm_make_requant(mult, n, y_zp, 0, 255, QgemmRequantFor::kColumns);
+  const int32_t want = quant::requantize_to_code(INT32_MAX - 3, mult[0], y_zp, 0, 255);
+  ASSERT_EQ(want, 255);
+  QgemmOutput out;
+  out.kind = QgemmOutputKind::kCodes;
+  out.bias = bias.data();
+  out.bias_cs = 1;
+  out.bias_saturates = false;
+  out.requant = &requant;
+  out.ldo = n;
+  for (QgemmPath p : paths()) {
+    std::vector<uint8_t> y(static_cast<size_t>(m * n), 0);
+    out.out = y.data();
+    qgemm(m, {a.data(), false, k, 1}, a_zp, packed, out, nullptr, p);
+    for (size_t i = 0; i < y.size(); ++i) ASSERT_EQ(y[i], want) << "element " << i << " path " << qgemm_path_name(p);
   }
 }
 

@@ -412,8 +412,9 @@ void qgemm_run_blocks(const QgemmGrid& grid, ThreadPool* pool, const std::functi
 inline constexpr int64_t kQgemmABlockBytes = 192 * 1024;
 QgemmEpilogue qgemm_epilogue(QgemmPath resolved);
 // The AVX2 output stage for `out`: a specialised one for the convs' common
-// case (codes by row, multipliers below 1, no or a plain per-row bias),
-// chosen once per call instead of per tile; else qgemm_epilogue_avx2.
+// case (codes by row, multipliers below 1, no or a plain per-row bias) or
+// the matmuls' (codes by column, multipliers below 1, no bias), chosen once
+// per call instead of per tile; else qgemm_epilogue_avx2.
 QgemmEpilogue qgemm_epilogue_avx2_for(const QgemmOutput& out);
 }  // namespace detail
 

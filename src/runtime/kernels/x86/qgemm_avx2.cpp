@@ -431,6 +431,38 @@ QTK_AVX2 void epilogue_codes_rows(const int32_t* acc, int mr, int nr, int64_t m0
   }
 }
 
+// The matmuls' common case (codes, one channel per column, every multiplier
+// below 1, no bias: the u8 x s8 driver folds one into its column
+// corrections): the 16 columns' constants are loaded once per tile, not once
+// per row. Same arithmetic as the general loop.
+template <bool kPacksClamp, bool kSigned>
+QTK_AVX2 void epilogue_codes_columns(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0,
+                                     const QgemmOutput& out) {
+  const QgemmRequant& r = *out.requant;
+  const int64_t* g = &r.lanes[static_cast<size_t>((n0 / 8) * 48)];
+  const Lanes4 e0 = load_lanes(g), o0 = load_lanes(g + 4), e1 = load_lanes(g + 48), o1 = load_lanes(g + 52);
+  __m256i off0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&r.round_offset[static_cast<size_t>(n0)]));
+  __m256i off1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&r.round_offset[static_cast<size_t>(n0 + 8)]));
+  const Finish32 f{_mm256_set1_epi32(r.qmin - r.zero_point), _mm256_set1_epi32(r.qmax - r.zero_point),
+                   _mm256_set1_epi32(r.zero_point)};
+  if constexpr (kPacksClamp) {  // the zero point joins the rounding offset (mod 2^32, as in the row stage)
+    off0 = _mm256_add_epi32(off0, f.zp);
+    off1 = _mm256_add_epi32(off1, f.zp);
+  }
+  const int64_t ldo = out.ldo;
+  uint8_t* dst = static_cast<uint8_t*>(out.out) + m0 * ldo + n0;  // int8 and uint8 share the byte layout
+  for (int i = 0; i < mr; ++i, dst += ldo) {
+    const __m256i v0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(acc + i * kQgemmNR));
+    const __m256i v1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(acc + i * kQgemmNR + 8));
+    __m128i bytes;
+    if constexpr (kPacksClamp)
+      bytes = pack_codes(rescale8_below_one(v0, e0, o0, off0), rescale8_below_one(v1, e1, o1, off1), kSigned);
+    else
+      bytes = pack_codes(requant8_below_one(v0, e0, o0, off0, f), requant8_below_one(v1, e1, o1, off1, f), kSigned);
+    store_codes(dst, bytes, nr);
+  }
+}
+
 // The instance for `out`, or null where the general loop is needed.
 QgemmEpilogue conv_codes_epilogue(const QgemmOutput& out) {
   if (!out.channel_is_row || out.kind != QgemmOutputKind::kCodes || !out.requant->below_one) return nullptr;
@@ -535,8 +567,16 @@ QTK_AVX2 void qgemm_epilogue_avx2(const int32_t* acc, int mr, int nr, int64_t m0
 }
 
 QgemmEpilogue qgemm_epilogue_avx2_for(const QgemmOutput& out) {
-  const QgemmEpilogue conv = conv_codes_epilogue(out);
-  return conv ? conv : qgemm_epilogue_avx2;
+  if (const QgemmEpilogue conv = conv_codes_epilogue(out)) return conv;
+  if (out.channel_is_row || out.kind != QgemmOutputKind::kCodes || !out.requant->below_one || out.bias)
+    return qgemm_epilogue_avx2;
+  const QgemmRequant& r = *out.requant;
+  const bool s = out.codes_signed;
+  const bool packs = out.small_acc && r.qmin == (s ? -128 : 0) && r.qmax == (s ? 127 : 255);
+  static constexpr QgemmEpilogue kTable[2][2] = {
+      {epilogue_codes_columns<false, false>, epilogue_codes_columns<false, true>},
+      {epilogue_codes_columns<true, false>, epilogue_codes_columns<true, true>}};
+  return kTable[packs][s];
 }
 
 #else  // no x86: the dispatcher never picks these, but they must link.

@@ -77,7 +77,24 @@ void qgemm_u8s8(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const Qgem
   const uint32_t za = static_cast<uint32_t>(a_zero_point + (a.is_signed ? 128 : 0));
   std::vector<int32_t> corr(bq.colsum.size());
   for (size_t j = 0; j < corr.size(); ++j) corr[j] = static_cast<int32_t>(za * static_cast<uint32_t>(bq.colsum[j]));
-  const QgemmEpilogue epilogue = qgemm_epilogue(QgemmPath::kAvx2);
+  // A bias per column joins corr where the sum cannot saturate: always for a
+  // wrapping one (QGemm's C: int32 adds commute mod 2^32), else where
+  // |acc + bias| stays inside int32. Then the output stage has no bias to add.
+  QgemmOutput out_folded = out;
+  const int64_t acc_bound = kquads * 4 * 255 * 255;  // |a - za| <= 255, |b| <= 255: loose, as qconv_acc_bound
+  int64_t bias_bound = 0;
+  const bool column_bias = out.bias && out.bias_rs == 0 && out.bias_cs == 1;
+  for (int64_t j = 0; column_bias && j < b.n; ++j) bias_bound = std::max<int64_t>(bias_bound, std::abs(int64_t{out.bias[j]}));
+  if (column_bias && (!out.bias_saturates || acc_bound + bias_bound <= INT32_MAX)) {
+    for (int64_t j = 0; j < b.n; ++j)
+      corr[static_cast<size_t>(j)] =
+          static_cast<int32_t>(static_cast<uint32_t>(corr[static_cast<size_t>(j)]) - static_cast<uint32_t>(out.bias[j]));
+    out_folded.bias = nullptr;
+    out_folded.small_acc = acc_bound + bias_bound < (int64_t{1} << 30);
+  } else {
+    out_folded.small_acc = !out.bias && acc_bound < (int64_t{1} << 30);
+  }
+  const QgemmEpilogue epilogue = qgemm_epilogue_avx2_for(out_folded);
 
   const QgemmGrid grid = qgemm_grid_for(m, b, tiles, pool);
   const int64_t block_tiles = std::max<int64_t>(1, kQgemmABlockBytes / std::max<int64_t>(tile_len, 1));
@@ -97,7 +114,7 @@ void qgemm_u8s8(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const Qgem
         for (int64_t t = t0; t < t1; ++t) {
           const int rows = static_cast<int>(std::min<int64_t>(kQgemmMR, m - t * kQgemmMR));
           qgemm_ukernel_u8s8_avx2(rows, kquads, packed + (t - t0) * tile_len, panel, corr.data() + p * kQgemmNR, acc);
-          epilogue(acc, rows, nr, t * kQgemmMR, p * kQgemmNR, out);
+          epilogue(acc, rows, nr, t * kQgemmMR, p * kQgemmNR, out_folded);
         }
       }
     }
