@@ -40,28 +40,29 @@ bool qgemm_u8s8_wanted(const QgemmCodes& b, int64_t k, int64_t n, const std::vec
   return qgemm_u8s8_pairs_fit(b, k, n);
 }
 
-void qgemm_u8s8_pack_a_tile(const QgemmCodes& a, int64_t m0, int rows, int64_t k, uint8_t flip, uint8_t* tile) {
+void qgemm_u8s8_pack_a_tile(const QgemmCodes& a, int64_t m0, int rows, int64_t k, uint8_t flip, uint8_t* tile,
+                            int64_t first_quad) {
   const int64_t kquads = qgemm_kquads(k), full = k / 4;
   const uint32_t flip4 = flip * 0x01010101u;
   for (int i = 0; i < kQgemmMR; ++i) {
     uint8_t* dst = tile + 4 * i;
     if (i >= rows) {
-      for (int64_t q = 0; q < kquads; ++q) std::memset(dst + q * 4 * kQgemmMR, 0, 4);
+      for (int64_t q = first_quad; q < kquads; ++q) std::memset(dst + q * 4 * kQgemmMR, 0, 4);
       continue;
     }
     if (a.stride_j == 1) {  // 4 codes at a time
       const uint8_t* row = static_cast<const uint8_t*>(a.data) + (m0 + i) * a.stride_i;
-      for (int64_t q = 0; q < full; ++q) {
+      for (int64_t q = first_quad; q < full; ++q) {
         uint32_t w;
         std::memcpy(&w, row + 4 * q, 4);
         w ^= flip4;
         std::memcpy(dst + q * 4 * kQgemmMR, &w, 4);
       }
     } else {
-      for (int64_t kk = 0; kk < 4 * full; ++kk)
+      for (int64_t kk = 4 * first_quad; kk < 4 * full; ++kk)
         dst[(kk / 4) * 4 * kQgemmMR + kk % 4] = static_cast<uint8_t>(a.at(m0 + i, kk)) ^ flip;
     }
-    for (int64_t kk = 4 * full; kk < 4 * kquads; ++kk)  // the last quad: B is 0 past k
+    for (int64_t kk = 4 * std::max(full, first_quad); kk < 4 * kquads; ++kk)  // the last quad: B is 0 past k
       dst[full * 4 * kQgemmMR + kk % 4] = kk < k ? static_cast<uint8_t>(static_cast<uint8_t>(a.at(m0 + i, kk)) ^ flip) : 0;
   }
 }
@@ -106,7 +107,7 @@ void qgemm_u8s8(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const Qgem
       const int64_t t1 = std::min(t_end, t0 + block_tiles);
       uint8_t* packed = a_buffer.get((t1 - t0) * tile_len);
       for (int64_t t = t0; t < t1; ++t)
-        qgemm_u8s8_pack_a_tile(a, t * kQgemmMR, static_cast<int>(std::min<int64_t>(kQgemmMR, m - t * kQgemmMR)), b.k,
+        qgemm_u8s8_pack_a_tile_avx2(a, t * kQgemmMR, static_cast<int>(std::min<int64_t>(kQgemmMR, m - t * kQgemmMR)), b.k,
                                flip, packed + (t - t0) * tile_len);
       for (int64_t p = p_begin; p < p_end; ++p) {
         const int nr = static_cast<int>(std::min<int64_t>(kQgemmNR, b.n - p * kQgemmNR));

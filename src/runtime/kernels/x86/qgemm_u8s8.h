@@ -31,8 +31,11 @@ bool qgemm_u8s8_pairs_fit(const QgemmCodes& b, int64_t k, int64_t n);
 void qgemm_u8s8(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const QgemmPackedB& b, const QgemmOutput& out,
                 ThreadPool* pool);
 // Rows [m0, m0 + rows) of A as one tile of u8 quads: quad q, row i at bytes
-// 4(q·MR + i).., codes xor flip; rows past `rows` and k past k are 0.
-void qgemm_u8s8_pack_a_tile(const QgemmCodes& a, int64_t m0, int rows, int64_t k, uint8_t flip, uint8_t* tile);
+// 4(q·MR + i).., codes xor flip; rows past `rows` and k past k are 0. The
+// scalar form writes quads from first_quad on; the AVX2 one all of them.
+void qgemm_u8s8_pack_a_tile(const QgemmCodes& a, int64_t m0, int rows, int64_t k, uint8_t flip, uint8_t* tile,
+                            int64_t first_quad = 0);
+void qgemm_u8s8_pack_a_tile_avx2(const QgemmCodes& a, int64_t m0, int rows, int64_t k, uint8_t flip, uint8_t* tile);
 // acc[i * NR + j] = Σ_q Σ_b a[q·4MR + 4i + b] (u8) · panel[q·64 + 4j + b] (s8)
 // - corr[j], for i < rows <= MR (int32, wrapping; 5 rows run the 6-row kernel and
 // write all MR rows of acc: the tile's pad rows are 0). panel: 32-byte aligned.

@@ -102,6 +102,39 @@ QTK_AVX2 void ukernel6(int64_t kquads, const uint8_t* a, const int8_t* b, const 
 
 }  // namespace
 
+QTK_AVX2 void qgemm_u8s8_pack_a_tile_avx2(const QgemmCodes& a, int64_t m0, int rows, int64_t k, uint8_t flip,
+                                          uint8_t* tile) {
+  static_assert(kQgemmMR == 6, "four rows transposed, two interleaved");
+  if (a.stride_j != 1) return qgemm_u8s8_pack_a_tile(a, m0, rows, k, flip, tile);
+  // 4 quads of 6 rows a step: a 4 x 4 transpose of 32-bit quads for rows
+  // 0-3 (16 bytes a quad) and rows 4-5 interleaved (8 bytes a quad). Rows
+  // past `rows` are zeros; quads past the steps go the scalar way.
+  const int64_t steps = (k / 4) / 4;
+  const __m128i f = _mm_set1_epi8(static_cast<char>(flip));
+  const __m128i zero = _mm_setzero_si128();
+  const uint8_t* row[kQgemmMR];
+  for (int i = 0; i < kQgemmMR; ++i)
+    row[i] = i < rows ? static_cast<const uint8_t*>(a.data) + (m0 + i) * a.stride_i : nullptr;
+  auto load = [&](int i, int64_t s) {
+    return row[i] ? _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row[i] + 16 * s)), f) : zero;
+  };
+  for (int64_t s = 0; s < steps; ++s) {
+    const __m128i r0 = load(0, s), r1 = load(1, s), r2 = load(2, s), r3 = load(3, s), r4 = load(4, s), r5 = load(5, s);
+    const __m128i t01l = _mm_unpacklo_epi32(r0, r1), t01h = _mm_unpackhi_epi32(r0, r1);
+    const __m128i t23l = _mm_unpacklo_epi32(r2, r3), t23h = _mm_unpackhi_epi32(r2, r3);
+    const __m128i q[4] = {_mm_unpacklo_epi64(t01l, t23l), _mm_unpackhi_epi64(t01l, t23l),
+                          _mm_unpacklo_epi64(t01h, t23h), _mm_unpackhi_epi64(t01h, t23h)};
+    const __m128i t45l = _mm_unpacklo_epi32(r4, r5), t45h = _mm_unpackhi_epi32(r4, r5);
+    const __m128i p[4] = {t45l, _mm_unpackhi_epi64(t45l, t45l), t45h, _mm_unpackhi_epi64(t45h, t45h)};
+    uint8_t* dst = tile + s * 4 * 4 * kQgemmMR;
+    for (int j = 0; j < 4; ++j) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + j * 4 * kQgemmMR), q[j]);
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(dst + j * 4 * kQgemmMR + 16), p[j]);
+    }
+  }
+  qgemm_u8s8_pack_a_tile(a, m0, rows, k, flip, tile, 4 * steps);
+}
+
 QTK_AVX2 void qgemm_ukernel_u8s8_avx2(int rows, int64_t kquads, const uint8_t* a, const int8_t* panel,
                                       const int32_t* corr, int32_t* acc) {
   static_assert(kQgemmMR == 6, "one instance per row count");
@@ -117,6 +150,10 @@ QTK_AVX2 void qgemm_ukernel_u8s8_avx2(int rows, int64_t kquads, const uint8_t* a
 }
 
 #else  // no x86: qgemm never takes this path (qgemm_avx2_supported() is false), but it must link.
+
+void qgemm_u8s8_pack_a_tile_avx2(const QgemmCodes& a, int64_t m0, int rows, int64_t k, uint8_t flip, uint8_t* tile) {
+  qgemm_u8s8_pack_a_tile(a, m0, rows, k, flip, tile);
+}
 
 void qgemm_ukernel_u8s8_avx2(int rows, int64_t kquads, const uint8_t* a, const int8_t* panel, const int32_t* corr,
                              int32_t* acc) {
