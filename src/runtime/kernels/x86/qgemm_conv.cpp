@@ -346,7 +346,13 @@ void fill_phases(const QconvGeometry& g, const Layout& l, const uint8_t* x, int6
 
 namespace detail {
 
-void qconv_make_layout(const QconvGeometry& g, QconvLayout& l) { fill_layout(g, l); }
+void qconv_make_layout(const QconvGeometry& g, QconvLayout& l) {
+  if (l.made && l.made_for == g) return;
+  l.made = false;  // (fill_layout may throw on allocation)
+  fill_layout(g, l);
+  l.made_for = g;
+  l.made = true;
+}
 
 const uint8_t* qconv_image(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x, int64_t b, int64_t gi,
                            bool x_signed, int32_t x_zero_point, QconvImage kind, AlignedBuffer<uint8_t>& phases,
@@ -497,7 +503,7 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
   const detail::QconvPackPanel pack_panel =
       resolved == QgemmPath::kScalar ? detail::qconv_pack_panel_scalar : detail::qconv_pack_panel_avx2;
   thread_local Layout reused;  // (a reference below: the workers read this thread's)
-  fill_layout(g, reused);
+  detail::qconv_make_layout(g, reused);
   Layout& layout = reused;
   // Pair tiles in (tap, c) order on AVX2 read the pair image: panels are copies.
   const bool pair_image = resolved == QgemmPath::kAvx2 && w.tap_major() && !w.narrow(0).quads;
@@ -510,6 +516,7 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
       for (int64_t t = 0; t < taps; ++t)
         by_tap[static_cast<size_t>(t * cg + c)] = layout.tap_offset[static_cast<size_t>(c * taps + t)];
     layout.tap_offset = std::move(by_tap);
+    layout.made = false;  // no longer the layout of g: the next call refills it
   }
   const int64_t ocg = g.out_c / g.group, kpairs = qgemm_kpairs(w.k);
   const int64_t panel_bytes = kpairs * 4 * kQgemmNR;  // int16 pairs

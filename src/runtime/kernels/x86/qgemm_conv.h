@@ -35,6 +35,7 @@ struct QconvGeometry {
   int64_t kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1, dilation_h = 1, dilation_w = 1;
   int64_t pad_top = 0, pad_left = 0;  // the end pads follow from the output size
   int64_t group = 1;
+  bool operator==(const QconvGeometry&) const = default;
 };
 
 // Weights [OC, C/group, KH, KW] and their zero points (one, or one per
@@ -176,9 +177,14 @@ struct QconvLayout {
   // pair_offset[tap * c2 + cp] like quad_offset.
   std::vector<int64_t> pair_offset;
   int64_t pair_bytes = 0;
+  // What it was made for: a block's convs often share a geometry, and the
+  // thread's next conv then keeps the layout as it is.
+  QconvGeometry made_for;
+  bool made = false;
 };
 inline constexpr int64_t kQconvQuadFront = 64;  // >= 15 pixels of 4 bytes read before a run
-// Fills l in place (callers keep one per thread: no allocations per run).
+// Fills l in place (callers keep one per thread: no allocations per run),
+// unless it was last made for g.
 void qconv_make_layout(const QconvGeometry& g, QconvLayout& l);
 // What the panels of image b, group gi read (x: the whole NCHW input):
 // kPhases, the input itself (direct) or its phase images (pads hold the zero

@@ -171,9 +171,31 @@ QTK_AVX2 void qconv_fill_quad_image_s1_avx2(const QconvGeometry& g, const QconvL
         };
         store_quads(row(0), row(1), row(2), row(3), out + 4 * i);
       };
+      // Rows of 4-15 pixels (a small net's later stages): 8 or 4 pixels a
+      // step from 8- or 4-byte loads, the last step overlapping the one before.
+      auto few = [&](int64_t i, int n) {
+        auto row = [&](int t) {
+          const uint8_t* p = src + t * in_hw + i;
+          __m128i v;
+          if (n == 8) v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+          else {
+            int32_t word;
+            std::memcpy(&word, p, 4);
+            v = _mm_cvtsi32_si128(word);
+          }
+          return _mm_xor_si128(v, f);
+        };
+        const __m128i p01 = _mm_unpacklo_epi8(row(0), row(1)), p23 = _mm_unpacklo_epi8(row(2), row(3));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 4 * i), _mm_unpacklo_epi16(p01, p23));  // pixels 0-3
+        if (n == 8) _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 4 * i + 16), _mm_unpackhi_epi16(p01, p23));
+      };
       if (w >= 16) {
         for (int64_t i = 0; i + 16 < w; i += 16) sixteen(i);
         sixteen(w - 16);
+      } else if (w >= 4) {
+        const int n = w >= 8 ? 8 : 4;
+        for (int64_t i = 0; i + n < w; i += n) few(i, n);
+        few(w - n, n);
       } else {
         for (int64_t i = 0; i < w; ++i)
           for (int t = 0; t < 4; ++t) out[4 * i + t] = src[t * in_hw + i] ^ flip;
