@@ -115,7 +115,7 @@ void qconv_u8s8(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
     thread_local AlignedBuffer<uint8_t> image_buffer, quad_buffer;
     thread_local AlignedBuffer<uint8_t> panel_buffer;
     thread_local AlignedBuffer<uint8_t> residual_buffer;
-    alignas(64) int32_t acc[kQgemmMR * kQgemmNR];
+    alignas(64) int32_t acc[kQgemmMR * kQgemmNR] = {};  // (a few-pixel panel writes only its lanes)
     uint8_t* panel = panel_buffer.get(panel_bytes);
     int64_t current = -1;
     QconvPanelSource src;
@@ -158,7 +158,10 @@ void qconv_u8s8(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
           qconv_pack_panel_u8_avx2(src, flip, panel);
         for (int64_t t = 0; t < tiles; ++t) {
           const int rows = static_cast<int>(std::min<int64_t>(kQgemmMR, ocg - t * kQgemmMR));
-          qconv_ukernel_u8s8_avx2(rows, kquads, wg.tile(t), panel, gcorr + t * kQgemmMR, acc);
+          if (nr <= kQconvFewLanes)
+            qconv_ukernel_u8s8_few_avx2(rows, nr, kquads, wg.tile(t), panel, gcorr + t * kQgemmMR, acc);
+          else
+            qconv_ukernel_u8s8_avx2(rows, kquads, wg.tile(t), panel, gcorr + t * kQgemmMR, acc);
           epilogue(acc, rows, nr, gi * ocg + t * kQgemmMR, p * kQgemmNR, ob);
         }
       }

@@ -79,5 +79,11 @@ void qconv_fill_quad_image_s1_avx2(const QconvGeometry& g, const QconvLayout& l,
 // 32-byte aligned.
 void qconv_ukernel_u8s8_avx2(int rows, int64_t kquads, const uint8_t* a, const uint8_t* panel, const int32_t* corr,
                              int32_t* acc);
+// The same for a panel of nr <= kQconvFewLanes pixels (the last of an image
+// whose pixels are not a multiple of 16): acc[i * NR + j] for i < rows, j < nr
+// only. Reads 8 bytes past the tile (QgemmNarrowA's slack).
+inline constexpr int kQconvFewLanes = 8;
+void qconv_ukernel_u8s8_few_avx2(int rows, int nr, int64_t kquads, const uint8_t* a, const uint8_t* panel,
+                                 const int32_t* corr, int32_t* acc);
 
 }  // namespace qtk::rt::x86::detail

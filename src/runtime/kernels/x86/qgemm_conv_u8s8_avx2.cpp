@@ -211,6 +211,33 @@ QTK_AVX2 void qconv_pack_panel_u8_avx2(const QconvPanelSource& s, uint8_t flip, 
   else pack_panel<false>(s, flip, panel);
 }
 
+QTK_AVX2 void qconv_ukernel_u8s8_few_avx2(int rows, int nr, int64_t kquads, const uint8_t* a, const uint8_t* panel,
+                                          const int32_t* corr, int32_t* acc) {
+  static_assert(kQgemmMR == 6 && kQgemmNR == 16, "a k quad of the tile is 24 bytes, of the panel 64");
+  // The tile's 6 weight quads of a k quad as lanes 0-5 of one vector (lanes
+  // 6-7 read the next quad, or the tile's slack: ignored), against each
+  // pixel's activation quad broadcast: one vpmaddubsw per pixel per k quad,
+  // where the 16-lane kernel spends twelve on the whole panel.
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i c[kQconvFewLanes];
+  for (int j = 0; j < kQconvFewLanes; ++j) c[j] = _mm256_setzero_si256();
+  for (int64_t q = 0; q < kquads; ++q, a += 4 * kQgemmMR, panel += 4 * kQgemmNR) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a));
+#pragma GCC unroll 8
+    for (int j = 0; j < kQconvFewLanes; ++j) {
+      if (j >= nr) break;
+      int32_t word;
+      std::memcpy(&word, panel + 4 * j, sizeof(word));
+      c[j] = _mm256_add_epi32(c[j], _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi32(word), w), ones));
+    }
+  }
+  for (int j = 0; j < nr; ++j) {
+    alignas(32) int32_t lanes[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), c[j]);
+    for (int i = 0; i < rows; ++i) acc[i * kQgemmNR + j] = static_cast<int32_t>(static_cast<uint32_t>(lanes[i]) - static_cast<uint32_t>(corr[i]));
+  }
+}
+
 QTK_AVX2 void qconv_ukernel_u8s8_avx2(int rows, int64_t kquads, const uint8_t* a, const uint8_t* panel,
                                       const int32_t* corr, int32_t* acc) {
   static_assert(kQgemmMR == 6, "one instance per row count");
@@ -237,6 +264,10 @@ void qconv_pack_panel_u8_avx2(const QconvPanelSource& s, uint8_t flip, uint8_t* 
 void qconv_ukernel_u8s8_avx2(int rows, int64_t kquads, const uint8_t* a, const uint8_t* panel, const int32_t* corr,
                              int32_t* acc) {
   (void)rows, (void)kquads, (void)a, (void)panel, (void)corr, (void)acc;
+}
+void qconv_ukernel_u8s8_few_avx2(int rows, int nr, int64_t kquads, const uint8_t* a, const uint8_t* panel,
+                                 const int32_t* corr, int32_t* acc) {
+  (void)rows, (void)nr, (void)kquads, (void)a, (void)panel, (void)corr, (void)acc;
 }
 
 #endif
