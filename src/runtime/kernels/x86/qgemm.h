@@ -328,6 +328,10 @@ void check_requant_layout(const QgemmOutput& out);
 using QgemmUkernel = void (*)(int rows, int64_t kpairs, const int32_t* a, const int16_t* b, int32_t* acc);
 void qgemm_ukernel_scalar(int rows, int64_t kpairs, const int32_t* a, const int16_t* b, int32_t* acc);
 void qgemm_ukernel_avx2(int rows, int64_t kpairs, const int32_t* a, const int16_t* b, int32_t* acc);
+// The same for nr <= kQgemmFewLanes columns (a conv's last few pixels): acc
+// for i < rows, j < nr only. Reads 8 bytes past a's tile (kQgemmExpandSlack).
+inline constexpr int kQgemmFewLanes = 8;
+void qgemm_ukernel_few_avx2(int rows, int nr, int64_t kpairs, const int32_t* a, const int16_t* b, int32_t* acc);
 // The same product with B given as raw 8-bit codes (QgemmPackedB::narrow),
 // rows <= MR. With b_zp (NR values, the panel's column zero points) it
 // then subtracts b_zp[j] · a_sum[i] (int32, wrapping), a_sum[i] = Σ_k of

@@ -322,6 +322,30 @@ QTK_AVX2 void qgemm_pack_a_tile_avx2(const QgemmCodes& a, int64_t m0, int rows, 
     pack_a_tile_rows<false>(static_cast<const uint8_t*>(a.data), a.stride_i, m0, rows, k, zero_points, zp_per_row, tile);
 }
 
+QTK_AVX2 void qgemm_ukernel_few_avx2(int rows, int nr, int64_t kpairs, const int32_t* a, const int16_t* b,
+                                     int32_t* acc) {
+  static_assert(kQgemmMR == 6 && kQgemmNR == 16, "a k pair of the tile is 6 words, of the panel 32 int16");
+  // The tile's 6 weight pairs of a k pair as lanes 0-5 (lanes 6-7 read on:
+  // ignored), against each pixel's pair broadcast: one vpmaddwd per pixel.
+  __m256i c[kQgemmFewLanes];
+  for (int j = 0; j < kQgemmFewLanes; ++j) c[j] = _mm256_setzero_si256();
+  for (int64_t q = 0; q < kpairs; ++q, a += kQgemmMR, b += 2 * kQgemmNR) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a));
+#pragma GCC unroll 8
+    for (int j = 0; j < kQgemmFewLanes; ++j) {
+      if (j >= nr) break;
+      int32_t word;
+      std::memcpy(&word, b + 2 * j, sizeof(word));
+      c[j] = _mm256_add_epi32(c[j], _mm256_madd_epi16(w, _mm256_set1_epi32(word)));
+    }
+  }
+  for (int j = 0; j < nr; ++j) {
+    alignas(32) int32_t lanes[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), c[j]);
+    for (int i = 0; i < rows; ++i) acc[i * kQgemmNR + j] = lanes[i];
+  }
+}
+
 QTK_AVX2 void qgemm_ukernel_avx2(int rows, int64_t kpairs, const int32_t* a, const int16_t* b, int32_t* acc) {
   switch (rows) {
     case 1: ukernel_rows<1>(kpairs, a, b, acc); break;
@@ -587,6 +611,10 @@ void qgemm_pack_a_tile_avx2(const QgemmCodes& a, int64_t m0, int rows, int64_t k
 }
 
 void qgemm_ukernel_avx2(int rows, int64_t kpairs, const int32_t* a, const int16_t* b, int32_t* acc) {
+  qgemm_ukernel_scalar(rows, kpairs, a, b, acc);
+}
+void qgemm_ukernel_few_avx2(int rows, int nr, int64_t kpairs, const int32_t* a, const int16_t* b, int32_t* acc) {
+  (void)nr;
   qgemm_ukernel_scalar(rows, kpairs, a, b, acc);
 }
 void qgemm_epilogue_avx2(const int32_t* acc, int mr, int nr, int64_t m0, int64_t n0, const QgemmOutput& out) {

@@ -493,6 +493,7 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
   if (resolved == QgemmPath::kAvx2 && w.narrow(0).quads)
     return detail::qconv_u8s8(g, x, x_signed, x_zero_point, w, out, pool);
   const detail::QgemmUkernel ukernel = detail::qgemm_ukernel(resolved);
+  const bool few_lanes = resolved == QgemmPath::kAvx2;  // an image's last few pixels: qgemm_ukernel_few_avx2
   // Where acc + bias cannot leave int32 its saturating add is a plain one.
   QgemmOutput out_bounded = out;
   const int64_t acc_bound = detail::qconv_acc_bound(out, qgemm_kpairs(w.k) * 2, g.out_c);
@@ -535,7 +536,7 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
     thread_local AlignedBuffer<uint8_t> panel_buffer;
     thread_local AlignedBuffer<int32_t> tile_buffer;
     thread_local AlignedBuffer<uint8_t> residual_buffer;
-    alignas(64) int32_t acc[kQgemmMR * kQgemmNR];
+    alignas(64) int32_t acc[kQgemmMR * kQgemmNR] = {};  // (a few-pixel panel writes only its lanes)
     uint8_t* panel_mem = panel_buffer.get(block_panels * panel_bytes);
     // Which group's weights the buffer holds whole, expanded (id 0: none).
     thread_local uint64_t held_id = 0;
@@ -598,7 +599,11 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
           const uint8_t* panel = panel_mem + (p - p_first) * panel_bytes;
           for (int64_t t = c0; t < c1; ++t) {
             const int rows = static_cast<int>(std::min<int64_t>(kQgemmMR, ocg - t * kQgemmMR));
-            ukernel(rows, kpairs, expanded + (t - c0) * tile_words, reinterpret_cast<const int16_t*>(panel), acc);
+            if (few_lanes && nr <= detail::kQgemmFewLanes)
+              detail::qgemm_ukernel_few_avx2(rows, nr, kpairs, expanded + (t - c0) * tile_words,
+                                             reinterpret_cast<const int16_t*>(panel), acc);
+            else
+              ukernel(rows, kpairs, expanded + (t - c0) * tile_words, reinterpret_cast<const int16_t*>(panel), acc);
             epilogue(acc, rows, nr, gi * ocg + t * kQgemmMR, p * kQgemmNR, ob);
           }
         }
