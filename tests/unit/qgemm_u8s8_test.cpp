@@ -128,10 +128,14 @@ void run_case(uint32_t seed, int iter, ThreadPool& pool2) {
   const int32_t y_zp = y_signed ? static_cast<int32_t>(rng() % 256) - 128 : static_cast<int32_t>(rng() % 256);
   int32_t y_min = y_signed ? -128 : 0, y_max = y_signed ? 127 : 255;
   const bool narrow_range = rng() % 3 == 0;  // a fused Relu / Clip: the output stage clamps itself
-  if (narrow_range) y_min = std::max(y_min, y_zp - static_cast<int32_t>(rng() % 40)), y_max = std::min(y_max, y_zp + 1 + static_cast<int32_t>(rng() % 60));
+  if (narrow_range) {
+    y_min = std::max(y_min, y_zp - static_cast<int32_t>(rng() % 40));
+    y_max = std::min(y_max, y_zp + 1 + static_cast<int32_t>(rng() % 60));
+  }
   const QgemmRequant requant = qgemm_make_requant(mult, n, y_zp, y_min, y_max, QgemmRequantFor::kColumns);
-  SCOPED_TRACE(std::string("bias ") + (bias_mode == kNoBias ? "none" : bias_mode == kSmall ? "small" : bias_mode == kWrapping ? "wrapping" : "saturating") +
-               " codes [" + std::to_string(y_min) + ", " + std::to_string(y_max) + "] zp " + std::to_string(y_zp));
+  const char* bias_name[] = {"none", "small", "wrapping", "saturating"};
+  SCOPED_TRACE(std::string("bias ") + bias_name[bias_mode] + " codes [" + std::to_string(y_min) + ", " +
+               std::to_string(y_max) + "] zp " + std::to_string(y_zp));
   QgemmOutput out;
   out.kind = int32_out ? QgemmOutputKind::kInt32 : QgemmOutputKind::kCodes;
   out.bias = bias_mode == kNoBias ? nullptr : bias.data();

@@ -234,7 +234,8 @@ QTK_AVX2 void qconv_ukernel_u8s8_few_avx2(int rows, int nr, int64_t kquads, cons
   for (int j = 0; j < nr; ++j) {
     alignas(32) int32_t lanes[8];
     _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), c[j]);
-    for (int i = 0; i < rows; ++i) acc[i * kQgemmNR + j] = static_cast<int32_t>(static_cast<uint32_t>(lanes[i]) - static_cast<uint32_t>(corr[i]));
+    for (int i = 0; i < rows; ++i)
+      acc[i * kQgemmNR + j] = static_cast<int32_t>(static_cast<uint32_t>(lanes[i]) - static_cast<uint32_t>(corr[i]));
   }
 }
 

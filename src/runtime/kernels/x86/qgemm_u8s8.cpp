@@ -85,11 +85,13 @@ void qgemm_u8s8(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const Qgem
   const int64_t acc_bound = kquads * 4 * 255 * 255;  // |a - za| <= 255, |b| <= 255: loose, as qconv_acc_bound
   int64_t bias_bound = 0;
   const bool column_bias = out.bias && out.bias_rs == 0 && out.bias_cs == 1;
-  for (int64_t j = 0; column_bias && j < b.n; ++j) bias_bound = std::max<int64_t>(bias_bound, std::abs(int64_t{out.bias[j]}));
+  for (int64_t j = 0; column_bias && j < b.n; ++j)
+    bias_bound = std::max<int64_t>(bias_bound, std::abs(int64_t{out.bias[j]}));
   if (column_bias && (!out.bias_saturates || acc_bound + bias_bound <= INT32_MAX)) {
-    for (int64_t j = 0; j < b.n; ++j)
-      corr[static_cast<size_t>(j)] =
-          static_cast<int32_t>(static_cast<uint32_t>(corr[static_cast<size_t>(j)]) - static_cast<uint32_t>(out.bias[j]));
+    for (int64_t j = 0; j < b.n; ++j) {
+      const uint32_t c = static_cast<uint32_t>(corr[static_cast<size_t>(j)]);
+      corr[static_cast<size_t>(j)] = static_cast<int32_t>(c - static_cast<uint32_t>(out.bias[j]));
+    }
     out_folded.bias = nullptr;
     out_folded.small_acc = acc_bound + bias_bound < (int64_t{1} << 30);
   } else {
