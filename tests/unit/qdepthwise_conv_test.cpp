@@ -484,6 +484,68 @@ TEST(QDepthwiseConv, Avx2PaddedCopyMatchesReference) {
   }
 }
 
+// The AVX2 tier's 8-bit planes (stride 1, weights whose pairs fit
+// vpmaddubsw: 7-bit symmetric weights): row widths around the 32-byte
+// blocks and below 16, kernels 1x1 to 7x7 (quads with zero taps, two quads
+// per row), u8 / s8 input with random zero points, biases, and channels
+// whose one pair over the bound (|w0| + |w1| = 129) sends them to the int16
+// planes. Against the reference, 1 and 2 threads.
+TEST(QDepthwiseConv, Avx2U8PlanesWithSevenBitWeightsMatchReference) {
+  if (!rt::qdw::avx2_supported()) GTEST_SKIP() << "CPU without AVX2 (the path falls back to scalar)";
+  const uint32_t seed = 7717;
+  std::mt19937 rng(seed);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  const int widths[] = {1, 3, 7, 8, 14, 15, 16, 17, 28, 31, 32, 33, 56, 63, 64, 65};
+  const int kernels[][2] = {{3, 3}, {3, 3}, {5, 5}, {1, 1}, {2, 2}, {3, 5}, {7, 7}, {4, 4}, {1, 6}};
+  for (int n = 0; n < 120; ++n) {
+    Case c = random_case(rng, false);
+    const int64_t ch = pick(1, 5), images = pick(1, 2);
+    const auto& k = kernels[pick(0, static_cast<int>(std::size(kernels)) - 1)];
+    const int64_t kh = k[0], kw = k[1];
+    const int64_t w = widths[pick(0, static_cast<int>(std::size(widths)) - 1)], h = pick(1, 19);
+    const int64_t pt = pick(0, 3), pl = pick(0, 3);
+    const int64_t pb = std::max<int64_t>(kh - h - pt, pick(0, 3)), pr = std::max<int64_t>(kw - w - pl, pick(0, 3));
+    const bool x_signed = pick(0, 1), w_signed = pick(0, 1), over = pick(0, 3) == 0;
+    c.x_shape = {images, ch, h, w};
+    c.k_h = kh, c.k_w = kw;
+    c.attrs = {ir::attr_int("group", ch), ir::attr_ints("pads", {pt, pl, pb, pr})};
+    c.inputs[0] = codes_tensor(x_signed, c.x_shape, rng);
+    c.inputs[2] = zero_point(x_signed, {}, rng);
+    // 7-bit weights around the zero point (0 for int8, 128 for uint8).
+    Tensor wt(w_signed ? DType::kInt8 : DType::kUInt8, {ch, 1, kh, kw});
+    for (int64_t i = 0; i < wt.numel(); ++i) {
+      const int v = pick(-64, 63) + (w_signed ? 0 : 128);
+      if (w_signed) wt.data<int8_t>()[i] = static_cast<int8_t>(v);
+      else wt.data<uint8_t>()[i] = static_cast<uint8_t>(v);
+    }
+    if (over && kw >= 2) {  // channel 0's first pair: |w0| + |w1| = 129
+      const int a = pick(0, 1) ? 65 : -65, b = pick(0, 1) ? 64 : -64;
+      if (w_signed) wt.data<int8_t>()[0] = static_cast<int8_t>(a), wt.data<int8_t>()[1] = static_cast<int8_t>(b);
+      else wt.data<uint8_t>()[0] = static_cast<uint8_t>(a + 128), wt.data<uint8_t>()[1] = static_cast<uint8_t>(b + 128);
+    }
+    c.inputs[3] = wt;
+    Tensor ws(DType::kFloat32, {ch});
+    for (int64_t i = 0; i < ch; ++i) ws.data<float>()[i] = std::uniform_real_distribution<float>(0.002f, 0.02f)(rng);
+    c.inputs[4] = ws;
+    c.inputs[5] = w_signed ? Tensor::from_vector<int8_t>({ch}, std::vector<int8_t>(ch, 0))
+                           : Tensor::from_vector<uint8_t>({ch}, std::vector<uint8_t>(ch, 128));
+    Tensor b(DType::kInt32, {ch});
+    for (int64_t i = 0; i < ch; ++i) b.data<int32_t>()[i] = std::uniform_int_distribution<int32_t>(-20000, 20000)(rng);
+    c.inputs[8] = b;
+    const double typical = 128.0 * 32.0 * std::sqrt(static_cast<double>(kh * kw));
+    c.inputs[6] = Tensor::scalar(static_cast<float>(c.inputs[1].get_as_double(0) * 0.05 * typical / 100.0 *
+                                                    std::uniform_real_distribution<double>(0.3, 3.0)(rng)));
+    std::ostringstream os;
+    os << "seed " << seed << " case " << n << ": x " << shape_to_string(c.x_shape) << (x_signed ? " s8" : " u8")
+       << " x_zp " << c.inputs[2].get_as_int64(0) << " k " << kh << "x" << kw << " pads " << pt << "," << pl << ","
+       << pb << "," << pr << " w " << (w_signed ? "s8" : "u8") << (over ? " (a pair over the bound)" : "") << " y "
+       << (c.inputs[7].dtype() == DType::kInt8 ? "s8" : "u8") << " y_zp " << c.inputs[7].get_as_int64(0);
+    SCOPED_TRACE(os.str());
+    check_case(c, Path::kAvx2, 1 + n % 2, all_constant());
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+}
+
 TEST(QDepthwiseConv, DeclinesWhatItDoesNotHandle) {
   std::mt19937 rng(3);
   Case c = random_case(rng, false);

@@ -421,7 +421,186 @@ __attribute__((target("avx2"))) void run_kind(const Geometry& g, const Layout& l
 
 }  // namespace
 
+namespace {
+
+// Stride 1, dilation 1, and weights whose pairs fit vpmaddubsw (|w0| + |w1|
+// <= 128 for taps (2i, 2i + 1) of a kernel row: 7-bit weights): the 8-bit
+// plane of the AVX-512 vpdpbusd path instead of the int16 one. Codes as u8,
+// pads the zero point's code, rows of pitch q (the padded width); a block
+// is 32 flat outputs o.., accumulator s holding outputs o + 4j + s from the
+// 32 bytes at o + s (each 32-bit lane one weight quad's 4 taps):
+// vpmaddubsw (exact: 255 * 128 < 2^15) -> vpmaddwd by ones -> vpaddd, a
+// third fewer multiply instructions than the int16 pairs. The zero point's
+// share, zp * Σw, rides in the rounding constant with the bias.
+struct U8Plane {
+  int64_t q = 0, rows = 0, kwq = 0, blocks = 0, elems = 0;
+};
+
+U8Plane u8_plane_of(const Geometry& g) {
+  U8Plane l;
+  l.q = g.out_w + g.k_w - 1;
+  l.rows = g.out_h + g.k_h - 1;
+  l.kwq = (g.k_w + 3) / 4;
+  l.blocks = (g.out_h * l.q + 31) / 32;
+  // The last block's furthest load: 32 bytes at its start + 3 + the last row and quad.
+  l.elems = std::max(l.rows * l.q, l.blocks * 32 + 3 + (g.k_h - 1) * l.q + 4 * (l.kwq - 1) + 32);
+  return l;
+}
+
+bool u8_pairs_usable(const Geometry& g, const PlaneJob& job) {
+  if (job.w_quads == nullptr || g.stride_w != 1 || g.stride_h != 1 || g.dil_w != 1 || g.dil_h != 1) return false;
+  if (g.pad_top < 0 || g.pad_left < 0) return false;
+  const int32_t zp_u8 = job.x_zero_point + (job.x_signed ? 128 : 0);
+  if (zp_u8 < 0 || zp_u8 > 255) return false;
+  // Σ x w over u8 x, shifted by pre_shift, must not wrap int32.
+  const int64_t bound = 255 * job.w_abs_sum;
+  if (bound > INT32_MAX || (bound << job.params->pre_shift) > INT32_MAX) return false;
+  for (int64_t kh = 0; kh < g.k_h; ++kh)
+    for (int64_t kw = 0; kw < g.k_w; kw += 2) {
+      const int a = job.w[kh * g.k_w + kw], b = kw + 1 < g.k_w ? job.w[kh * g.k_w + kw + 1] : 0;
+      if (std::abs(a) + std::abs(b) > 128) return false;
+    }
+  return true;
+}
+
+template <class T>
+__attribute__((target("avx2"))) void build_u8_plane(const Geometry& g, const U8Plane& l, const T* x,
+                                                    uint8_t* __restrict buf) {
+  const __m256i flip = _mm256_set1_epi8(std::is_signed_v<T> ? static_cast<char>(0x80) : 0);
+  const int64_t n = std::min(g.in_w, l.q - g.pad_left), rows = std::min(g.in_h, l.rows - g.pad_top);
+  const auto* src = reinterpret_cast<const uint8_t*>(x);
+  // Whole vectors, the last one ending at the row's end (rewriting a few
+  // bytes with the same values). A memmove call per row (what GCC makes of
+  // a plain copy loop) took a fifth of the plane's time.
+  const auto move = [&](const uint8_t* from, uint8_t* to, auto width) __attribute__((target("avx2"))) {
+    if constexpr (decltype(width)::value == 32)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(to),
+                          _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(from)), flip));
+    else
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(to), _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(from)),
+                                                                      _mm256_castsi256_si128(flip)));
+  };
+  using W32 = std::integral_constant<int, 32>;
+  using W16 = std::integral_constant<int, 16>;
+  for (int64_t r = 0; r < rows; ++r, src += g.in_w) {
+    uint8_t* dst = buf + (r + g.pad_top) * l.q + g.pad_left;
+    if (n >= 32) {
+      for (int64_t c = 0; c + 32 < n; c += 32) {
+        move(src + c, dst + c, W32{});
+        __asm__ volatile("" ::: "memory");  // else GCC makes a uint8 plane's loop a memmove call
+      }
+      move(src + n - 32, dst + n - 32, W32{});
+    } else if (n >= 16) {
+      move(src, dst, W16{});
+      move(src + n - 16, dst + n - 16, W16{});
+    } else {
+      for (int64_t c = 0; c < n; ++c) {
+        dst[c] = static_cast<uint8_t>(src[c] ^ (std::is_signed_v<T> ? 0x80 : 0));
+        __asm__ volatile("" ::: "memory");
+      }
+    }
+  }
+}
+
+template <int KH_, int KWQ_, bool kSigned>
+__attribute__((target("avx2"))) void planes_u8_pairs(const Geometry& g, const U8Plane& l,
+                                                     const uint8_t* __restrict buf, const int32_t* __restrict quads,
+                                                     const Requant& q, uint8_t* __restrict codes) {
+  const int64_t kh_n = KH_ ? KH_ : g.k_h, kwq_n = KWQ_ ? KWQ_ : l.kwq, pitch = l.q;
+  const __m256i ones = _mm256_set1_epi16(1);
+  // After the packs each 128-bit lane holds r0[0..3] r1[0..3] r2[0..3]
+  // r3[0..3] (r_s: accumulator s's four outputs there); output 4j + s is
+  // r_s[j]: a 4 x 4 byte transpose puts the lane's 16 outputs in order.
+  const __m256i order = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,  //
+                                         0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const auto madd = [&](__m256i acc, const uint8_t* at, __m256i w) __attribute__((target("avx2"))) {
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(at));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), ones));
+  };
+  for (int64_t o = 0; o < l.blocks * 32; o += 32) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+#pragma GCC unroll 8
+    for (int64_t kh = 0; kh < kh_n; ++kh) {
+#pragma GCC unroll 4
+      for (int64_t t = 0; t < kwq_n; ++t) {
+        const __m256i w = _mm256_set1_epi32(quads[kh * kwq_n + t]);
+        const uint8_t* at = buf + o + kh * pitch + 4 * t;
+        a0 = madd(a0, at, w);
+        a1 = madd(a1, at + 1, w);
+        a2 = madd(a2, at + 2, w);
+        a3 = madd(a3, at + 3, w);
+      }
+    }
+    const __m256i v01 = _mm256_adds_epi16(_mm256_packs_epi32(requant8(a0, q), requant8(a1, q)), q.zp16);
+    const __m256i v23 = _mm256_adds_epi16(_mm256_packs_epi32(requant8(a2, q), requant8(a3, q)), q.zp16);
+    // Saturating narrowing: the reference's one clamp (see store16).
+    const __m256i b = kSigned ? _mm256_packs_epi16(v01, v23) : _mm256_packus_epi16(v01, v23);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + o), _mm256_shuffle_epi8(b, order));
+  }
+}
+
+__attribute__((target("avx2"))) void run_plane_u8_pairs(const Geometry& g, const PlaneJob& job, PlaneScratch& ps) {
+  const U8Plane l = u8_plane_of(g);
+  const int32_t zp = job.x_zero_point + (job.x_signed ? 128 : 0);  // the pads' u8 code
+  uint8_t* buf = ps.get_bytes({5, l.q, l.rows, g.k_h, g.k_w, g.pad_top, g.pad_left, g.in_h, g.in_w, zp},
+                              static_cast<size_t>(l.elems), static_cast<uint8_t>(zp));
+  if (job.x_signed) build_u8_plane(g, l, static_cast<const int8_t*>(job.x), buf);
+  else build_u8_plane(g, l, static_cast<const uint8_t*>(job.x), buf);
+  const ChannelParams& p = *job.params;
+  Requant q;
+  make_requant(p, job.y_zero_point, q);
+  // bias' = bias - zp * Σw in the rounding constant, wrapping in uint64 as
+  // the vector sum does: the final sum is the exact one, which fits.
+  const int64_t bias2 = static_cast<int64_t>(p.bias) - static_cast<int64_t>(zp) * job.w_sum;
+  const uint64_t round = (static_cast<uint64_t>(bias2) << p.pre_shift) *
+                             static_cast<uint64_t>(static_cast<int64_t>(p.mult.multiplier)) +
+                         (uint64_t{1} << (p.shift - 1));
+  q.round = _mm256_set1_epi64x(static_cast<int64_t>(round));
+  uint8_t* codes = ps.codes_buf(static_cast<size_t>(l.blocks * 32));
+  const auto run = [&](auto signed_tag) __attribute__((target("avx2"))) {
+    constexpr bool kS = decltype(signed_tag)::value;
+    if (g.k_h == 3 && g.k_w == 3) return planes_u8_pairs<3, 1, kS>(g, l, buf, job.w_quads, q, codes);
+    if (g.k_h == 5 && g.k_w == 5) return planes_u8_pairs<5, 2, kS>(g, l, buf, job.w_quads, q, codes);
+    return planes_u8_pairs<0, 0, kS>(g, l, buf, job.w_quads, q, codes);
+  };
+  if (job.y_signed) run(std::true_type{});
+  else run(std::false_type{});
+  // The rows to y at pitch out_w: inline 32- or 16-byte moves, the last
+  // one ending at the row's end (a memcpy call per 56-byte row cost a
+  // fifth of the plane).
+  auto* y = static_cast<uint8_t*>(job.y);
+  const int64_t w = g.out_w;
+  for (int64_t oh = 0; oh < g.out_h; ++oh) {
+    const uint8_t* src = codes + oh * l.q;
+    uint8_t* dst = y + oh * w;
+    if (w >= 32) {
+      for (int64_t c = 0; c + 32 < w; c += 32) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + c),
+                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + c)));
+        __asm__ volatile("" ::: "memory");  // (as in build_u8_plane: no memmove call)
+      }
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + w - 32),
+                          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + w - 32)));
+    } else if (w >= 16) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + w - 16),
+                       _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + w - 16)));
+    } else if (w >= 8) {
+      std::memcpy(dst, src, 8);  // fixed sizes: inline moves
+      std::memcpy(dst + w - 8, src + w - 8, 8);
+    } else {
+      for (int64_t c = 0; c < w; ++c) {
+        dst[c] = src[c];
+        __asm__ volatile("" ::: "memory");
+      }
+    }
+  }
+}
+
+}  // namespace
+
 __attribute__((target("avx2"))) void run_plane_avx2(const Geometry& g, const PlaneJob& job, PlaneScratch& ps) {
+  if (u8_pairs_usable(g, job)) return run_plane_u8_pairs(g, job, ps);
   const Layout l = layout_of(g);
   // The plane starts at the first 64-byte boundary of the buffer (the
   // buffer, and so the offset, stays the same while the layout key does).
