@@ -20,7 +20,8 @@
 // their weights in [-64, 63]: on the AVX2 tier GEMM and conv then run the
 // exact u8 x s8 path (qgemm_u8s8.h, qgemm_conv_u8s8.h; the label says so),
 // and the _w7_int16 ones pack the same weights as QTK_QGEMM_NO_U8S8=1 does,
-// on the int16 path. (Depthwise convs have their own kernel: no u8 x s8.)
+// on the int16 path. (Depthwise convs have their own kernel; with 7-bit
+// weights at stride 1 its AVX2 planes are 8-bit, vpmaddubsw.)
 //
 // Counters: GOP/s (2 ops per multiply-add) and pct_peak, the percentage of
 // the idiom probe's best GOP/s on the same number of threads. The label names
