@@ -393,5 +393,60 @@ TEST(QconvU8s8, QuadImageFromTheInputMatchesScalar) {
       }
 }
 
+// A thread keeps its conv layout while the next conv has the same geometry;
+// weights packed (tap, c) and (c, tap) need their k rows in different
+// orders, so two such convs of one geometry, alternating on one thread (the
+// scalar path reads k rows for both), each match a plain loop.
+TEST(QconvU8s8, KeptLayoutFollowsTheWeightOrder) {
+  if (!u8s8_enabled()) GTEST_SKIP() << "no AVX2 (or QTK_QGEMM_NO_U8S8): weights stay (c, tap)";
+  std::mt19937 rng(23);
+  QconvGeometry g;
+  g.batch = 1;
+  g.in_c = 8, g.out_c = 6, g.in_h = g.in_w = g.out_h = g.out_w = 7;
+  g.kernel_h = g.kernel_w = 3;
+  g.pad_top = g.pad_left = 1;
+  const int64_t k = g.in_c * 9, hw = g.out_h * g.out_w;
+  std::vector<uint8_t> x(static_cast<size_t>(g.in_c * hw));
+  for (auto& v : x) v = static_cast<uint8_t>(rng());
+  const int32_t x_zp = 9;
+  struct Conv {
+    std::vector<uint8_t> w;
+    QconvWeights packed;
+    std::vector<int32_t> want;
+  };
+  Conv convs[2];
+  convs[0].w = make_weights(Weights::k7Bit, g.out_c, k, rng, 9);             // fits as (tap, c)
+  convs[1].w = make_weights(Weights::kPairsAtTheBound, g.out_c, k, rng, 9);  // fits as (c, tap) only
+  for (Conv& c : convs) {
+    qconv_pack_weights({c.w.data(), true, k, 1}, g.out_c, g.in_c, 3, 3, 1, {0}, c.packed);
+    c.want.assign(static_cast<size_t>(g.out_c * hw), 0);
+    for (int64_t o = 0; o < g.out_c; ++o)
+      for (int64_t oy = 0; oy < g.out_h; ++oy)
+        for (int64_t ox = 0; ox < g.out_w; ++ox) {
+          int32_t acc = 0;
+          for (int64_t ci = 0; ci < g.in_c; ++ci)
+            for (int64_t t = 0; t < 9; ++t) {
+              const int64_t iy = oy + t / 3 - 1, ix = ox + t % 3 - 1;
+              if (iy < 0 || iy >= g.in_h || ix < 0 || ix >= g.in_w) continue;
+              acc += (x[static_cast<size_t>((ci * g.in_h + iy) * g.in_w + ix)] - x_zp) *
+                     static_cast<int8_t>(c.w[static_cast<size_t>(o * k + ci * 9 + t)]);
+            }
+          c.want[static_cast<size_t>(o * hw + oy * g.out_w + ox)] = acc;
+        }
+  }
+  ASSERT_TRUE(convs[0].packed.tap_major());
+  ASSERT_FALSE(convs[1].packed.tap_major());
+  QgemmOutput out;
+  out.channel_is_row = true;
+  out.ldo = hw;
+  for (int round = 0; round < 4; ++round) {
+    Conv& c = convs[round % 2];
+    std::vector<int32_t> got(c.want.size());
+    out.out = got.data();
+    qconv(g, x.data(), false, x_zp, c.packed, out, nullptr, QgemmPath::kScalar);
+    ASSERT_EQ(got, c.want) << "round " << round;
+  }
+}
+
 }  // namespace
 }  // namespace qtk::rt::x86

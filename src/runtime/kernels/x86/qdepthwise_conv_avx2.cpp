@@ -448,13 +448,9 @@ U8Plane u8_plane_of(const Geometry& g) {
 }
 
 bool u8_pairs_usable(const Geometry& g, const PlaneJob& job) {
-  if (job.w_quads == nullptr || g.stride_w != 1 || g.stride_h != 1 || g.dil_w != 1 || g.dil_h != 1) return false;
-  if (g.pad_top < 0 || g.pad_left < 0) return false;
-  const int32_t zp_u8 = job.x_zero_point + (job.x_signed ? 128 : 0);
-  if (zp_u8 < 0 || zp_u8 > 255) return false;
-  // Σ x w over u8 x, shifted by pre_shift, must not wrap int32.
-  const int64_t bound = 255 * job.w_abs_sum;
-  if (bound > INT32_MAX || (bound << job.params->pre_shift) > INT32_MAX) return false;
+  if (g.stride_w != 1 || g.stride_h != 1 || g.dil_w != 1 || g.dil_h != 1 || g.pad_top < 0 || g.pad_left < 0 ||
+      !u8_plane_fits(job))
+    return false;
   for (int64_t kh = 0; kh < g.k_h; ++kh)
     for (int64_t kw = 0; kw < g.k_w; kw += 2) {
       const int a = job.w[kh * g.k_w + kw], b = kw + 1 < g.k_w ? job.w[kh * g.k_w + kw + 1] : 0;
@@ -541,21 +537,14 @@ __attribute__((target("avx2"))) void planes_u8_pairs(const Geometry& g, const U8
 
 __attribute__((target("avx2"))) void run_plane_u8_pairs(const Geometry& g, const PlaneJob& job, PlaneScratch& ps) {
   const U8Plane l = u8_plane_of(g);
-  const int32_t zp = job.x_zero_point + (job.x_signed ? 128 : 0);  // the pads' u8 code
+  const int32_t zp = u8_zero_point(job);  // the pads' code
   uint8_t* buf = ps.get_bytes({5, l.q, l.rows, g.k_h, g.k_w, g.pad_top, g.pad_left, g.in_h, g.in_w, zp},
                               static_cast<size_t>(l.elems), static_cast<uint8_t>(zp));
   if (job.x_signed) build_u8_plane(g, l, static_cast<const int8_t*>(job.x), buf);
   else build_u8_plane(g, l, static_cast<const uint8_t*>(job.x), buf);
-  const ChannelParams& p = *job.params;
   Requant q;
-  make_requant(p, job.y_zero_point, q);
-  // bias' = bias - zp * Σw in the rounding constant, wrapping in uint64 as
-  // the vector sum does: the final sum is the exact one, which fits.
-  const int64_t bias2 = static_cast<int64_t>(p.bias) - static_cast<int64_t>(zp) * job.w_sum;
-  const uint64_t round = (static_cast<uint64_t>(bias2) << p.pre_shift) *
-                             static_cast<uint64_t>(static_cast<int64_t>(p.mult.multiplier)) +
-                         (uint64_t{1} << (p.shift - 1));
-  q.round = _mm256_set1_epi64x(static_cast<int64_t>(round));
+  make_requant(*job.params, job.y_zero_point, q);
+  q.round = _mm256_set1_epi64x(static_cast<int64_t>(u8_plane_round(job)));  // the bias and the zero point's share
   uint8_t* codes = ps.codes_buf(static_cast<size_t>(l.blocks * 32));
   const auto run = [&](auto signed_tag) __attribute__((target("avx2"))) {
     constexpr bool kS = decltype(signed_tag)::value;

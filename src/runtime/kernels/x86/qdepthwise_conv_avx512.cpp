@@ -326,16 +326,7 @@ U8Layout u8_layout_of(const Geometry& g) {
 }
 
 // Whether the vpdpbusd planes can take this plane (see above).
-bool u8_usable(const Geometry& g, const PlaneJob& job) {
-  if (job.w_quads == nullptr || g.stride_w > 2 || g.dil_w != 1) return false;
-  // Padding bytes hold the zero point as an unsigned code: it must be one.
-  const int32_t zp_u8 = job.x_zero_point + (job.x_signed ? 128 : 0);
-  if (zp_u8 < 0 || zp_u8 > 255) return false;
-  // sum x w over u8 x: |.| <= 255 * sum |w|, shifted by pre_shift, must not
-  // wrap int32.
-  const int64_t bound = 255 * job.w_abs_sum;
-  return bound <= INT32_MAX && (bound << job.params->pre_shift) <= INT32_MAX;
-}
+bool u8_usable(const Geometry& g, const PlaneJob& job) { return g.stride_w <= 2 && g.dil_w == 1 && u8_plane_fits(job); }
 
 // Rows are written in order (within a phase) with whole 64-byte stores
 // (masked ones cost more here); what a row's last store writes past the
@@ -454,22 +445,14 @@ QTK_QDW_AVX512 void planes_u8(const Geometry& g, const U8Layout& l, const uint8_
 
 QTK_QDW_AVX512 void run_plane_u8(const Geometry& g, const PlaneJob& job, PlaneScratch& ps) {
   const U8Layout l = u8_layout_of(g);
-  const int32_t xzp = job.x_zero_point + (job.x_signed ? 128 : 0);  // in the unsigned codes, [0, 255]
+  const int32_t xzp = u8_zero_point(job);  // in the unsigned codes, [0, 255]
   uint8_t* buf = ps.get_bytes({4, l.p, l.phase_size, l.s_h, l.last_row, g.pad_top, g.pad_left, g.in_h, g.in_w, xzp},
                               static_cast<size_t>(l.elems), static_cast<uint8_t>(xzp));
   if (job.x_signed) build_u8_plane(g, l, static_cast<const int8_t*>(job.x), static_cast<uint8_t>(xzp), buf);
   else build_u8_plane(g, l, static_cast<const uint8_t*>(job.x), static_cast<uint8_t>(xzp), buf);
-  const ChannelParams& p = *job.params;
   Requant q;
-  make_requant(p, job.y_zero_point, q);
-  // bias' = bias - xzp * sum w, in the rounding constant:
-  // (bias' << pre_shift) * m + 2^(shift - 1), wrapping in uint64 as the
-  // vector sum does; the final sum equals the exact one, which fits.
-  const int64_t bias2 = static_cast<int64_t>(p.bias) - static_cast<int64_t>(xzp) * job.w_sum;
-  const uint64_t round = (static_cast<uint64_t>(bias2) << p.pre_shift) *
-                             static_cast<uint64_t>(static_cast<int64_t>(p.mult.multiplier)) +
-                         (uint64_t{1} << (p.shift - 1));
-  q.round = _mm512_set1_epi64(static_cast<int64_t>(round));
+  make_requant(*job.params, job.y_zero_point, q);
+  q.round = _mm512_set1_epi64(static_cast<int64_t>(u8_plane_round(job)));  // the bias and the zero point's share
   int64_t small_off[16];
   std::vector<int64_t> large_off;
   int64_t* row_off = small_off;

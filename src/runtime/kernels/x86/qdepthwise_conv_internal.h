@@ -141,6 +141,26 @@ inline void row_weight_pairs(int64_t k_h, int64_t k_w, const int16_t* w, int32_t
     }
 }
 
+// The 8-bit planes (AVX-512 vpdpbusd, AVX2 vpmaddubsw) sum x·w over the u8
+// codes, pads holding the zero point's code. They need the weight quads,
+// that code in [0, 255], and |Σ x·w| <= 255·Σ|w|, shifted by pre_shift, inside int32.
+inline int32_t u8_zero_point(const PlaneJob& job) { return job.x_zero_point + (job.x_signed ? 128 : 0); }
+inline bool u8_plane_fits(const PlaneJob& job) {
+  if (job.w_quads == nullptr) return false;
+  const int32_t zp = u8_zero_point(job);
+  const int64_t bound = 255 * job.w_abs_sum;
+  return zp >= 0 && zp <= 255 && bound <= INT32_MAX && (bound << job.params->pre_shift) <= INT32_MAX;
+}
+// Their rounding constant, with the bias less the zero point's share
+// (bias - zp·Σw): ((bias' << pre_shift)·m + 2^(shift - 1)), wrapping in uint64
+// as the vector sums do; the final sum equals the exact one, which fits.
+inline uint64_t u8_plane_round(const PlaneJob& job) {
+  const ChannelParams& p = *job.params;
+  const int64_t bias = static_cast<int64_t>(p.bias) - static_cast<int64_t>(u8_zero_point(job)) * job.w_sum;
+  return (static_cast<uint64_t>(bias) << p.pre_shift) * static_cast<uint64_t>(static_cast<int64_t>(p.mult.multiplier)) +
+         (uint64_t{1} << (p.shift - 1));
+}
+
 // Per channel, for PlaneJob::w_quads: `fits` says whether the channel's
 // k_h x k_w centred weights `w` fit int8 (then `out` gets its quads).
 inline bool int8_weight_quads(int64_t k_h, int64_t k_w, const int16_t* w, int32_t* out) {

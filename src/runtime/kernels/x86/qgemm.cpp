@@ -215,8 +215,8 @@ QgemmUkernel qgemm_ukernel(QgemmPath resolved) {
   return resolved == QgemmPath::kScalar ? qgemm_ukernel_scalar : qgemm_ukernel_avx2;
 }
 
-QgemmEpilogue qgemm_epilogue(QgemmPath resolved) {
-  return resolved == QgemmPath::kScalar ? qgemm_epilogue_scalar : qgemm_epilogue_avx2;
+QgemmEpilogue qgemm_epilogue(QgemmPath resolved, const QgemmOutput& out) {
+  return resolved == QgemmPath::kScalar ? qgemm_epilogue_scalar : qgemm_epilogue_avx2_for(out);
 }
 
 }  // namespace detail
@@ -534,8 +534,7 @@ void qgemm(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const QgemmPack
   if (resolved == QgemmPath::kAvx512Vnni) return detail::qgemm_vnni(m, a, a_zero_point, b, out, pool);
   if (resolved == QgemmPath::kAvx2 && b.u8s8) return detail::qgemm_u8s8(m, a, a_zero_point, b, out, pool);
   const detail::QgemmUkernel ukernel = detail::qgemm_ukernel(resolved);
-  const detail::QgemmEpilogue epilogue =
-      resolved == QgemmPath::kAvx2 ? detail::qgemm_epilogue_avx2_for(out) : detail::qgemm_epilogue(resolved);
+  const detail::QgemmEpilogue epilogue = detail::qgemm_epilogue(resolved, out);
   const detail::QgemmPackATile pack_a =
       resolved == QgemmPath::kAvx2 ? detail::qgemm_pack_a_tile_avx2 : detail::qgemm_pack_a_tile;
   const int64_t tiles = (m + kQgemmMR - 1) / kQgemmMR, kpairs = b.kpairs, tile_len = kpairs * kQgemmMR;

@@ -414,7 +414,9 @@ inline QgemmBlock qgemm_grid_block(const QgemmGrid& grid, int64_t index, int64_t
 void qgemm_run_blocks(const QgemmGrid& grid, ThreadPool* pool, const std::function<void(int64_t)>& run_block);
 // Bytes of packed A a thread keeps per block (L2-resident, re-read per panel).
 inline constexpr int64_t kQgemmABlockBytes = 192 * 1024;
-QgemmEpilogue qgemm_epilogue(QgemmPath resolved);
+// The output stage of a resolved path for `out`, chosen once per call: on
+// AVX2, qgemm_epilogue_avx2_for.
+QgemmEpilogue qgemm_epilogue(QgemmPath resolved, const QgemmOutput& out);
 // The AVX2 output stage for `out`: a specialised one for the convs' common
 // case (codes by row, multipliers below 1, no or a plain per-row bias) or
 // the matmuls' (codes by column, multipliers below 1, no bias), chosen once

@@ -508,7 +508,6 @@ QTK_AVX2 void qgemm_epilogue_avx2(const int32_t* acc, int mr, int nr, int64_t m0
                                   const QgemmOutput& out) {
   static_assert(kQgemmNR == 16, "the output stage handles 16 columns as two vectors");
   const bool by_row = out.channel_is_row;
-  if (const QgemmEpilogue conv = conv_codes_epilogue(out)) return conv(acc, mr, nr, m0, n0, out);
   for (int i = 0; i < mr; ++i) {
     const int64_t m = m0 + i;
     __m256i v[2] = {_mm256_load_si256(reinterpret_cast<const __m256i*>(acc + i * kQgemmNR)),

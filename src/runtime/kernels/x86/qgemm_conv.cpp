@@ -228,7 +228,7 @@ using Layout = detail::QconvLayout;
 
 // Fills l in place (its vectors keep their capacity: callers reuse one per
 // thread, as this runs once per conv per run).
-void fill_layout(const QconvGeometry& g, Layout& l) {
+void fill_layout(const QconvGeometry& g, bool tap_major, Layout& l) {
   const int64_t cg = g.in_c / g.group;
   l.direct = g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_top == 0 &&
              g.pad_left == 0 && g.out_h == g.in_h && g.out_w == g.in_w;
@@ -262,10 +262,11 @@ void fill_layout(const QconvGeometry& g, Layout& l) {
       l.read_phase[static_cast<size_t>(phase)] = true;
       const int64_t pixel = (th / g.stride_h) * l.wph + tw / g.stride_w;
       const int64_t at = kSlack + phase * cg * l.plane + pixel;
-      int64_t* dst = l.tap_offset.data() + kh * g.kernel_w + kw;
-      for (int64_t c = 0; c < cg; ++c) dst[c * taps] = at + c * l.plane;
+      const int64_t tap = kh * g.kernel_w + kw;
+      int64_t* dst = l.tap_offset.data() + (tap_major ? tap * cg : tap);
+      const int64_t step = tap_major ? 1 : taps;
+      for (int64_t c = 0; c < cg; ++c) dst[c * step] = at + c * l.plane;
       if (cg % 4 == 0) {  // the quad and pair images: groups of n channels, 4 bytes a pixel
-        const int64_t tap = kh * g.kernel_w + kw;
         for (auto [n, offsets] : {std::pair{cg / 4, &l.quad_offset}, std::pair{cg / 2, &l.pair_offset}}) {
           offsets->resize(static_cast<size_t>(taps * n));
           for (int64_t j = 0; j < n; ++j)
@@ -346,11 +347,12 @@ void fill_phases(const QconvGeometry& g, const Layout& l, const uint8_t* x, int6
 
 namespace detail {
 
-void qconv_make_layout(const QconvGeometry& g, QconvLayout& l) {
-  if (l.made && l.made_for == g) return;
+void qconv_make_layout(const QconvGeometry& g, bool tap_major, QconvLayout& l) {
+  if (l.made && l.made_for == g && l.tap_major == tap_major) return;
   l.made = false;  // (fill_layout may throw on allocation)
-  fill_layout(g, l);
+  fill_layout(g, tap_major, l);
   l.made_for = g;
+  l.tap_major = tap_major;
   l.made = true;
 }
 
@@ -499,26 +501,16 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
   const int64_t acc_bound = detail::qconv_acc_bound(out, qgemm_kpairs(w.k) * 2, g.out_c);
   if (acc_bound <= INT32_MAX) out_bounded.bias_saturates = false;
   out_bounded.small_acc = acc_bound < (int64_t{1} << 30);
-  const detail::QgemmEpilogue epilogue =
-      resolved == QgemmPath::kAvx2 ? detail::qgemm_epilogue_avx2_for(out_bounded) : detail::qgemm_epilogue(resolved);
+  const detail::QgemmEpilogue epilogue = detail::qgemm_epilogue(resolved, out_bounded);
   const detail::QconvPackPanel pack_panel =
       resolved == QgemmPath::kScalar ? detail::qconv_pack_panel_scalar : detail::qconv_pack_panel_avx2;
-  thread_local Layout reused;  // (a reference below: the workers read this thread's)
-  detail::qconv_make_layout(g, reused);
-  Layout& layout = reused;
   // Pair tiles in (tap, c) order on AVX2 read the pair image: panels are copies.
   const bool pair_image = resolved == QgemmPath::kAvx2 && w.tap_major() && !w.narrow(0).quads;
   // Weights in (tap, c) order that read k rows (the scalar tier, or expanded
   // u8 x s8 quads): the rows in that order too.
-  if (w.tap_major() && !pair_image) {
-    const int64_t cg = g.in_c / g.group, taps = g.kernel_h * g.kernel_w;
-    std::vector<int64_t> by_tap(layout.tap_offset.size());
-    for (int64_t c = 0; c < cg; ++c)
-      for (int64_t t = 0; t < taps; ++t)
-        by_tap[static_cast<size_t>(t * cg + c)] = layout.tap_offset[static_cast<size_t>(c * taps + t)];
-    layout.tap_offset = std::move(by_tap);
-    layout.made = false;  // no longer the layout of g: the next call refills it
-  }
+  thread_local Layout reused;  // (a reference below: the workers read this thread's)
+  detail::qconv_make_layout(g, w.tap_major() && !pair_image, reused);
+  const Layout& layout = reused;
   const int64_t ocg = g.out_c / g.group, kpairs = qgemm_kpairs(w.k);
   const int64_t panel_bytes = kpairs * 4 * kQgemmNR;  // int16 pairs
   const int64_t block_panels = std::clamp<int64_t>(kPanelBlockBytes / std::max<int64_t>(panel_bytes, 1), 1, 64);

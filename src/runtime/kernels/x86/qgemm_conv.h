@@ -162,7 +162,7 @@ struct QconvLayout {
   int64_t hph = 0, wph = 0, plane = 0, phases = 1;
   int64_t bytes = 0;                // per (image, group) copy, slack included
   int64_t first_plane = 0;          // where the copy's first plane starts
-  std::vector<int64_t> tap_offset;  // per k = (c, kh, kw)
+  std::vector<int64_t> tap_offset;  // per k = (c, kh, kw), or (kh, kw, c) when tap_major
   std::vector<bool> read_phase;     // phases some tap reads (a 1x1 stride-2 conv: one of four)
   // Not direct, channels per group a multiple of 4: the same phase images
   // with 4 channels interleaved per pixel (the u8 x s8 path's quad image,
@@ -180,12 +180,14 @@ struct QconvLayout {
   // What it was made for: a block's convs often share a geometry, and the
   // thread's next conv then keeps the layout as it is.
   QconvGeometry made_for;
+  bool tap_major = false;
   bool made = false;
 };
 inline constexpr int64_t kQconvQuadFront = 64;  // >= 15 pixels of 4 bytes read before a run
 // Fills l in place (callers keep one per thread: no allocations per run),
-// unless it was last made for g.
-void qconv_make_layout(const QconvGeometry& g, QconvLayout& l);
+// unless it was last made for g and the same k order: tap_major, k rows
+// (tap_offset) in (kh, kw, c) order, for weights packed that way.
+void qconv_make_layout(const QconvGeometry& g, bool tap_major, QconvLayout& l);
 // What the panels of image b, group gi read (x: the whole NCHW input):
 // kPhases, the input itself (direct) or its phase images (pads hold the zero
 // point's code), made in `phases`; kQuads / kPairs, the quad or pair image

@@ -75,7 +75,7 @@ void qconv_u8s8(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
   const int64_t units = g.batch * g.group * panels;
   if (units == 0 || g.out_c == 0) return;
   thread_local QconvLayout reused;  // (a reference below: the workers read this thread's)
-  qconv_make_layout(g, reused);
+  qconv_make_layout(g, /*tap_major=*/false, reused);  // (tap, c) weights read the quad image, not k rows
   const QconvLayout& layout = reused;
   const int64_t ocg = g.out_c / g.group, kquads = qgemm_kquads(w.k);
   const int64_t panel_bytes = kquads * 4 * kQgemmNR;
