@@ -358,7 +358,7 @@ void qconv_make_layout(const QconvGeometry& g, bool tap_major, QconvLayout& l) {
 
 const uint8_t* qconv_image(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x, int64_t b, int64_t gi,
                            bool x_signed, int32_t x_zero_point, QconvImage kind, AlignedBuffer<uint8_t>& phases,
-                           AlignedBuffer<uint8_t>& interleaved) {
+                           AlignedBuffer<uint8_t>& interleaved, QconvImageRows rows) {
   const int64_t cg = g.in_c / g.group;
   const uint8_t* image = x + (b * g.in_c + gi * cg) * g.in_h * g.in_w;
   const auto pad = static_cast<uint8_t>(x_zero_point);  // the code's byte (int8 or uint8)
@@ -366,7 +366,7 @@ const uint8_t* qconv_image(const QconvGeometry& g, const QconvLayout& l, const u
   const bool quads = kind == QconvImage::kQuads;
   if (kind != QconvImage::kPhases && g.stride_h == 1 && g.stride_w == 1) {
     uint8_t* out = interleaved.get(quads ? l.quad_bytes : l.pair_bytes);
-    if (quads) qconv_fill_quad_image_s1_avx2(g, l, image, flip, static_cast<uint8_t>(pad ^ flip), out);
+    if (quads) qconv_fill_quad_image_s1_avx2(g, l, image, flip, static_cast<uint8_t>(pad ^ flip), out, rows);
     else qconv_fill_pair_image_s1_avx2(g, l, image, x_signed, x_zero_point, out);
     return out;
   }

@@ -193,10 +193,16 @@ void qconv_make_layout(const QconvGeometry& g, bool tap_major, QconvLayout& l);
 // point's code), made in `phases`; kQuads / kPairs, the quad or pair image
 // (QconvLayout), made in `interleaved`, straight from the input for stride 1,
 // else from the phase images. Quads and pairs need an AVX2 CPU.
+// `rows`: for a stride-1 quad image, only padded rows [begin, end) of each
+// plane are made (what a thread's share of the output pixels reads, from
+// qconv_image_rows_s1); the other images are always whole.
 enum class QconvImage { kPhases, kQuads, kPairs };
+struct QconvImageRows {
+  int64_t begin = 0, end = INT64_MAX;
+};
 const uint8_t* qconv_image(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x, int64_t b, int64_t gi,
                            bool x_signed, int32_t x_zero_point, QconvImage kind, AlignedBuffer<uint8_t>& phases,
-                           AlignedBuffer<uint8_t>& interleaved);
+                           AlignedBuffer<uint8_t>& interleaved, QconvImageRows rows = {});
 // Panel p's lanes (16 output pixels) in src: where each reads in the layout,
 // the runs of consecutive reads, and whether they may be read 16 at a time.
 void qconv_set_panel_lanes(const QconvGeometry& g, const QconvLayout& l, int64_t p, QconvPanelSource& src);

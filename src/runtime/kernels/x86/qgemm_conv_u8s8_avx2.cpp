@@ -2,6 +2,7 @@
 // pixel panels as u8 quads and the MR x 16 vpmaddubsw micro-kernel.
 #include "runtime/kernels/x86/qgemm_conv_u8s8.h"
 
+#include <algorithm>
 #include <cstring>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -156,12 +157,23 @@ QTK_AVX2 void qconv_interleave_quads_avx2(const uint8_t* planes, int64_t groups4
 }
 
 QTK_AVX2 void qconv_fill_quad_image_s1_avx2(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x,
-                                            uint8_t flip, uint8_t pad_u8, uint8_t* dst) {
+                                            uint8_t flip, uint8_t pad_u8, uint8_t* dst, QconvImageRows rows) {
   const int64_t c4 = g.in_c / g.group / 4, in_hw = g.in_h * g.in_w, w = g.in_w;
-  std::memset(dst, pad_u8, static_cast<size_t>(l.quad_bytes));
+  const int64_t row_begin = std::max<int64_t>(rows.begin, 0), row_end = std::min(rows.end, l.hph);
+  if (row_begin == 0 && row_end == l.hph) {
+    std::memset(dst, pad_u8, static_cast<size_t>(l.quad_bytes));
+  } else {
+    const int64_t row_bytes = l.wph * 4;
+    for (int64_t cq = 0; cq < c4 && row_end > row_begin; ++cq)
+      std::memset(dst + kQconvQuadFront + (cq * l.hph + row_begin) * row_bytes, pad_u8,
+                  static_cast<size_t>((row_end - row_begin) * row_bytes));
+  }
+  // Input rows whose padded row is in range.
+  const int64_t r_begin = std::max<int64_t>(row_begin - g.pad_top, 0);
+  const int64_t r_end = std::min<int64_t>(row_end - g.pad_top, g.in_h);
   const __m128i f = _mm_set1_epi8(static_cast<char>(flip));
   for (int64_t cq = 0; cq < c4; ++cq)
-    for (int64_t r = 0; r < g.in_h; ++r) {
+    for (int64_t r = r_begin; r < r_end; ++r) {
       const uint8_t* src = x + 4 * cq * in_hw + r * w;
       uint8_t* out = dst + kQconvQuadFront + ((cq * l.hph + r + g.pad_top) * l.wph + g.pad_left) * 4;
       // 16 pixels of the 4 channels' rows; the last step overlaps the one before.
@@ -257,7 +269,7 @@ QTK_AVX2 void qconv_ukernel_u8s8_avx2(int rows, int64_t kquads, const uint8_t* a
 
 void qconv_interleave_quads_avx2(const uint8_t*, int64_t, int64_t, uint8_t, uint8_t*) {}
 void qconv_fill_quad_image_s1_avx2(const QconvGeometry&, const QconvLayout&, const uint8_t*, uint8_t, uint8_t,
-                                   uint8_t*) {}
+                                   uint8_t*, QconvImageRows) {}
 
 void qconv_pack_panel_u8_avx2(const QconvPanelSource& s, uint8_t flip, uint8_t* panel) {
   qconv_pack_panel_u8_scalar(s, flip, panel);
