@@ -397,7 +397,9 @@ json_check "bench picks at least 10 runs" "$TMP/bench_auto.json" 'j.runs >= 10 &
 expect_ok "bench memory fields" bench "$MLP" --batch 64 --runs 3 --json
 json_check "bench memory fields" "$TMP/out" 'j.activation_pair_bytes > 0 && j.activation_pair_bytes <= j.activation_peak_bytes &&
    j.activation_arena_bytes > 0 && j.session_weight_bytes > 0 && (j.memory_ratio === null || j.memory_ratio > 0) &&
-   j.sampled_peak_rss_bytes >= j.rss_before_session_bytes && j.peak_rss_bytes >= j.sampled_peak_rss_bytes'
+   j.sampled_peak_rss_bytes >= j.rss_before_session_bytes && j.peak_rss_bytes >= j.sampled_peak_rss_bytes &&
+   (j.memory_ratio_running === null || (j.memory_ratio_running > 0 && j.memory_ratio !== null &&
+    j.memory_ratio_running <= j.memory_ratio && j.session_running_rss_bytes <= j.session_peak_rss_bytes))'
 expect_ok "bench --profile" bench "$MLP" --batch 8 --runs 3 --profile
 grep -Eq '^profile +[0-9.]+ ms per run' "$TMP/out" || fail "bench --profile has no profile line: $(cat "$TMP/out")"
 grep -Eq '^  Gemm +[0-9.]+ +[0-9.]+%' "$TMP/out" || fail "bench --profile has no Gemm row: $(cat "$TMP/out")"

@@ -393,48 +393,56 @@ TEST(QconvU8s8, QuadImageFromTheInputMatchesScalar) {
       }
 }
 
-// Threads that split one image each make only the quad-image rows their
+// Threads that split one image each make only the rows of the quad image
+// (u8 x s8 path) or pair image (int16 path, u8s8 off when packing) that their
 // pixels read: shares that start or end inside a row, images split between
 // threads (batch 3 over 2), tall kernels and dilation all match the scalar path.
-TEST(QconvU8s8, QuadImageRowsOfAThreadsShareMatchScalar) {
-  if (!u8s8_enabled()) GTEST_SKIP() << "no AVX2 (or QTK_QGEMM_NO_U8S8): no quad image";
+TEST(QconvU8s8, ImageRowsOfAThreadsShareMatchScalar) {
+  if (!qgemm_avx2_supported()) GTEST_SKIP() << "no AVX2: no quad or pair image";
   std::mt19937 rng(23);
   ThreadPool pool2(2), pool3(3), pool4(4);
-  for (const int64_t in_w : {21, 28, 33})
-    for (const int64_t kernel_h : {3, 5})
-      for (const int64_t dilation : {1, 2})
-        for (const int64_t batch : {1, 3}) {
-          QconvGeometry g;
-          g.batch = batch;
-          g.in_c = 16, g.out_c = 16, g.in_h = 29, g.in_w = in_w;
-          g.kernel_h = kernel_h, g.kernel_w = 3;
-          g.dilation_h = g.dilation_w = dilation;
-          g.pad_top = (kernel_h - 1) / 2 * dilation, g.pad_left = dilation;
-          g.out_h = g.in_h, g.out_w = g.in_w;
-          const int64_t k = g.in_c * g.kernel_h * g.kernel_w;
-          const auto w = make_weights(Weights::k7Bit, g.out_c, k, rng, g.kernel_h * g.kernel_w);
-          QconvWeights packed;
-          qconv_pack_weights({w.data(), true, k, 1}, g.out_c, g.in_c, g.kernel_h, g.kernel_w, 1, {0}, packed);
-          ASSERT_TRUE(packed.tap_major());
-          std::vector<uint8_t> x(static_cast<size_t>(g.batch * g.in_c * g.in_h * g.in_w));
-          for (auto& v : x) v = static_cast<uint8_t>(rng());
-          const int32_t x_zp = static_cast<int32_t>(rng() % 256);
-          QgemmOutput out;
-          out.channel_is_row = true;
-          out.ldo = g.out_h * g.out_w;
-          std::vector<int32_t> want(static_cast<size_t>(g.batch * g.out_c * out.ldo));
-          out.out = want.data();
-          qconv(g, x.data(), false, x_zp, packed, out, nullptr, QgemmPath::kScalar);
-          for (ThreadPool* pool : {&pool2, &pool3, &pool4}) {
-            SCOPED_TRACE("width " + std::to_string(in_w) + " kernel " + std::to_string(kernel_h) + "x3 dilation " +
-                         std::to_string(dilation) + " batch " + std::to_string(batch) + " threads " +
-                         std::to_string(pool->size()));
-            std::vector<int32_t> got(want.size(), 0x5A5A5A5A);
-            out.out = got.data();
-            qconv(g, x.data(), false, x_zp, packed, out, pool, QgemmPath::kAvx2);
-            ASSERT_EQ(got, want);
+  const char* saved = std::getenv("QTK_QGEMM_NO_U8S8");
+  const std::string saved_value = saved ? saved : "";
+  for (const bool pairs : {false, true})
+    for (const int64_t in_w : {21, 28, 33})
+      for (const int64_t kernel_h : {3, 5})
+        for (const int64_t dilation : {1, 2})
+          for (const int64_t batch : {1, 3}) {
+            QconvGeometry g;
+            g.batch = batch;
+            g.in_c = 16, g.out_c = 16, g.in_h = 29, g.in_w = in_w;
+            g.kernel_h = kernel_h, g.kernel_w = 3;
+            g.dilation_h = g.dilation_w = dilation;
+            g.pad_top = (kernel_h - 1) / 2 * dilation, g.pad_left = dilation;
+            g.out_h = g.in_h, g.out_w = g.in_w;
+            const int64_t k = g.in_c * g.kernel_h * g.kernel_w;
+            const auto w = make_weights(Weights::k7Bit, g.out_c, k, rng, g.kernel_h * g.kernel_w);
+            QconvWeights packed;
+            if (pairs) ::setenv("QTK_QGEMM_NO_U8S8", "1", 1);  // read when packing
+            qconv_pack_weights({w.data(), true, k, 1}, g.out_c, g.in_c, g.kernel_h, g.kernel_w, 1, {0}, packed);
+            if (saved) ::setenv("QTK_QGEMM_NO_U8S8", saved_value.c_str(), 1);
+            else ::unsetenv("QTK_QGEMM_NO_U8S8");
+            ASSERT_TRUE(packed.tap_major());
+            ASSERT_EQ(packed.narrow(0).quads, !pairs && u8s8_enabled());
+            std::vector<uint8_t> x(static_cast<size_t>(g.batch * g.in_c * g.in_h * g.in_w));
+            for (auto& v : x) v = static_cast<uint8_t>(rng());
+            const int32_t x_zp = static_cast<int32_t>(rng() % 256);
+            QgemmOutput out;
+            out.channel_is_row = true;
+            out.ldo = g.out_h * g.out_w;
+            std::vector<int32_t> want(static_cast<size_t>(g.batch * g.out_c * out.ldo));
+            out.out = want.data();
+            qconv(g, x.data(), false, x_zp, packed, out, nullptr, QgemmPath::kScalar);
+            for (ThreadPool* pool : {&pool2, &pool3, &pool4}) {
+              SCOPED_TRACE(std::string(pairs ? "pair" : "quad") + " image, width " + std::to_string(in_w) +
+                           " kernel " + std::to_string(kernel_h) + "x3 dilation " + std::to_string(dilation) +
+                           " batch " + std::to_string(batch) + " threads " + std::to_string(pool->size()));
+              std::vector<int32_t> got(want.size(), 0x5A5A5A5A);
+              out.out = got.data();
+              qconv(g, x.data(), false, x_zp, packed, out, pool, QgemmPath::kAvx2);
+              ASSERT_EQ(got, want);
+            }
           }
-        }
 }
 
 // A thread keeps its conv layout while the next conv has the same geometry;

@@ -133,6 +133,11 @@ struct Report {
   // After the runs: Session::peak_activation_bytes, largest_activation_pair_bytes, activation_arena_bytes.
   uint64_t activation_bytes = 0, activation_pair_bytes = 0, arena_bytes = 0;
   bool peak_is_session = false;  // VmHWM was reset before the session was built
+  // The RSS while the built session runs: VmHWM reset after the warm-up,
+  // read after the timed runs (0: unknown). What the session holds for its
+  // life, where peak_rss also holds the build's transient (the model copy
+  // it consumes, the rewrites).
+  uint64_t running_rss = 0;
   // --profile: per node of the timed runs, ms per run, in execution order.
   struct NodeMs {
     std::string node, op_type;
@@ -186,10 +191,10 @@ std::string mb(uint64_t bytes) {
 // against the session's (packed) weights and the largest pair of live
 // activations; a graph that keeps a third value alive (a residual branch)
 // cannot get below its peak live set, the second ratio's denominator.
-std::optional<double> memory_ratio(const Report& r, uint64_t activations) {
-  const uint64_t need = r.session_weight_bytes + activations;
-  if (!r.peak_is_session || r.peak_rss < r.rss_before || need == 0) return std::nullopt;
-  return static_cast<double>(r.peak_rss - r.rss_before) / static_cast<double>(need);
+std::optional<double> memory_ratio(const Report& r, uint64_t activations, bool running = false) {
+  const uint64_t need = r.session_weight_bytes + activations, rss = running ? r.running_rss : r.peak_rss;
+  if (!r.peak_is_session || rss < r.rss_before || need == 0) return std::nullopt;
+  return static_cast<double>(rss - r.rss_before) / static_cast<double>(need);
 }
 
 std::string render_text(const Report& r) {
@@ -215,6 +220,11 @@ std::string render_text(const Report& r) {
   if (by_pair && by_peak) {
     std::snprintf(buf, sizeof buf, "; session / (weights + largest pair) = %.2f, / (weights + peak live) = %.2f",
                   *by_pair, *by_peak);
+    out += buf;
+  }
+  if (const auto running = memory_ratio(r, r.activation_pair_bytes, true)) {
+    std::snprintf(buf, sizeof buf, "; while running: session +%s, / (weights + largest pair) = %.2f",
+                  mb(r.running_rss - r.rss_before).c_str(), *running);
     out += buf;
   }
   return out + "\n" + render_profile(r);
@@ -259,6 +269,12 @@ std::string render_json(const Report& r) {
   else w.null();
   w.key("memory_ratio_peak_live");
   if (const auto ratio = memory_ratio(r, r.activation_bytes)) w.value(*ratio);
+  else w.null();
+  w.key("session_running_rss_bytes");  // the session's growth while it runs, build transient excluded
+  if (r.peak_is_session && r.running_rss >= r.rss_before) w.value(r.running_rss - r.rss_before);
+  else w.null();
+  w.key("memory_ratio_running");  // the same over session weights + the largest live pair
+  if (const auto ratio = memory_ratio(r, r.activation_pair_bytes, true)) w.value(*ratio);
   else w.null();
   if (!r.profile.empty()) {
     w.key("profile").begin_array();  // per node, execution order, ms per timed run
@@ -345,6 +361,9 @@ Outcome run_bench(const ParsedArgs& args) {
   }
   r.runs = runs;
   r.sampled_peak_rss = sampler.stop();
+  // The build's and warm-up's peak as VmHWM saw it, then a fresh peak for the timed runs.
+  const uint64_t build_hwm = proc_status_bytes("VmHWM:");
+  const bool running_reset = r.peak_is_session && reset_peak_rss();
   session->reset_profile();
   std::vector<double> times;
   times.reserve(static_cast<size_t>(runs));
@@ -353,7 +372,9 @@ Outcome run_bench(const ParsedArgs& args) {
     times.push_back(ms);
   }
   r.latency = stats_of(std::move(times));
-  r.peak_rss = std::max(proc_status_bytes("VmHWM:"), r.sampled_peak_rss);
+  const uint64_t runs_hwm = std::max(proc_status_bytes("VmHWM:"), proc_status_bytes("VmRSS:"));
+  r.peak_rss = std::max({build_hwm, runs_hwm, r.sampled_peak_rss});
+  if (running_reset) r.running_rss = runs_hwm;
   r.activation_bytes = session->peak_activation_bytes();
   r.activation_pair_bytes = session->largest_activation_pair_bytes();
   r.arena_bytes = session->activation_arena_bytes();
@@ -380,7 +401,9 @@ const CommandSpec kBenchCommand = {
     "it, where the kernel lets the peak be reset; the program's code is mapped in before that\n"
     "reading, so the growth is what the session allocated), the weights the session holds (and\n"
     "the file's), and the activations' needs: the largest pair of values alive at once, the\n"
-    "peak of all alive at once, and the planned arena that holds them. The kernels' instruction\n"
+    "peak of all alive at once, and the planned arena that holds them; then the same growth while\n"
+    "the built session runs (the peak over the timed runs: what it holds for its life, without\n"
+    "the build's transient, which holds the model copy the session consumes). The kernels' instruction\n"
     "set is reported too; QTK_ISA=avx2 (or scalar) in the environment caps it, to measure a CPU\n"
     "without AVX-512 (or AVX2) on this one.",
     kOptions,

@@ -367,7 +367,7 @@ const uint8_t* qconv_image(const QconvGeometry& g, const QconvLayout& l, const u
   if (kind != QconvImage::kPhases && g.stride_h == 1 && g.stride_w == 1) {
     uint8_t* out = interleaved.get(quads ? l.quad_bytes : l.pair_bytes);
     if (quads) qconv_fill_quad_image_s1_avx2(g, l, image, flip, static_cast<uint8_t>(pad ^ flip), out, rows);
-    else qconv_fill_pair_image_s1_avx2(g, l, image, x_signed, x_zero_point, out);
+    else qconv_fill_pair_image_s1_avx2(g, l, image, x_signed, x_zero_point, out, rows);
     return out;
   }
   if (l.direct) return image;
@@ -378,6 +378,29 @@ const uint8_t* qconv_image(const QconvGeometry& g, const QconvLayout& l, const u
   if (quads) qconv_interleave_quads_avx2(copy + l.first_plane, l.phases * cg / 4, l.plane, flip, out);
   else qconv_fill_pair_image_avx2(copy + l.first_plane, l.phases * cg / 2, l.plane, x_signed, x_zero_point, out);
   return out;
+}
+
+void qconv_clear_image_rows(const QconvGeometry& g, const QconvLayout& l, int64_t planes, QconvImageRows rows,
+                            uint8_t pad, int64_t bytes, uint8_t* dst, int64_t& r_begin, int64_t& r_end) {
+  const int64_t row_begin = std::max<int64_t>(rows.begin, 0), row_end = std::min(rows.end, l.hph);
+  if (row_begin == 0 && row_end == l.hph) {
+    std::memset(dst, pad, static_cast<size_t>(bytes));
+  } else {
+    const int64_t row_bytes = l.wph * 4;
+    for (int64_t p = 0; p < planes && row_end > row_begin; ++p)
+      std::memset(dst + kQconvQuadFront + (p * l.hph + row_begin) * row_bytes, pad,
+                  static_cast<size_t>((row_end - row_begin) * row_bytes));
+  }
+  r_begin = std::max<int64_t>(row_begin - g.pad_top, 0);
+  r_end = std::max(r_begin, std::min<int64_t>(row_end - g.pad_top, g.in_h));
+}
+
+QconvImageRows qconv_share_rows(const QconvGeometry& g, const QconvLayout& l, int64_t p_begin, int64_t p_end) {
+  const int64_t pixels = g.out_h * g.out_w, panels = (pixels + kQgemmNR - 1) / kQgemmNR;
+  if (g.stride_h != 1 || g.stride_w != 1 || (p_begin <= 0 && p_end >= panels)) return {};
+  if (p_end <= p_begin) return {0, 0};
+  const int64_t oh0 = p_begin * kQgemmNR / g.out_w, oh1 = (std::min(p_end * kQgemmNR, pixels) - 1) / g.out_w;
+  return {oh0, std::min(l.hph, oh1 + (g.kernel_h - 1) * g.dilation_h + 1)};
 }
 
 void qconv_set_panel_lanes(const QconvGeometry& g, const QconvLayout& l, int64_t p, QconvPanelSource& src) {
@@ -549,7 +572,8 @@ void qconv(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_zero_
       if (bg != current) {
         src.src = detail::qconv_image(g, layout, xb, b, gi, x_signed, x_zero_point,
                                       pair_image ? detail::QconvImage::kPairs : detail::QconvImage::kPhases,
-                                      image_buffer, pair_buffer);
+                                      image_buffer, pair_buffer,
+                                      detail::qconv_share_rows(g, layout, p_first, std::min(panels, p_first + (end - u))));
         current = bg;
       }
       for (int64_t p = p_first; p < p_end; ++p) {

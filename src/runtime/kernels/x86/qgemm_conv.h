@@ -193,9 +193,9 @@ void qconv_make_layout(const QconvGeometry& g, bool tap_major, QconvLayout& l);
 // point's code), made in `phases`; kQuads / kPairs, the quad or pair image
 // (QconvLayout), made in `interleaved`, straight from the input for stride 1,
 // else from the phase images. Quads and pairs need an AVX2 CPU.
-// `rows`: for a stride-1 quad image, only padded rows [begin, end) of each
-// plane are made (what a thread's share of the output pixels reads, from
-// qconv_image_rows_s1); the other images are always whole.
+// `rows`: for a stride-1 quad or pair image, only padded rows [begin, end)
+// of each plane are made (what a thread's share of the image's panels reads:
+// qconv_share_rows); phase images are always whole.
 enum class QconvImage { kPhases, kQuads, kPairs };
 struct QconvImageRows {
   int64_t begin = 0, end = INT64_MAX;
@@ -203,6 +203,17 @@ struct QconvImageRows {
 const uint8_t* qconv_image(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x, int64_t b, int64_t gi,
                            bool x_signed, int32_t x_zero_point, QconvImage kind, AlignedBuffer<uint8_t>& phases,
                            AlignedBuffer<uint8_t>& interleaved, QconvImageRows rows = {});
+// Sets the pads of an interleaved stride-1 image of `planes` planes (4 bytes a
+// pixel) to `pad`: all `bytes` of it when `rows` is the whole image, else
+// rows [rows.begin, rows.end) of each plane; [r_begin, r_end): the input
+// rows whose padded rows those are, for the caller to copy.
+void qconv_clear_image_rows(const QconvGeometry& g, const QconvLayout& l, int64_t planes, QconvImageRows rows,
+                            uint8_t pad, int64_t bytes, uint8_t* dst, int64_t& r_begin, int64_t& r_end);
+// The padded rows panels [p_begin, p_end) of one image read, where a thread
+// takes only those of a stride-1 conv: half the copying on 2 threads, and of
+// the input mostly what this thread wrote as the previous conv's share. The
+// whole image otherwise.
+QconvImageRows qconv_share_rows(const QconvGeometry& g, const QconvLayout& l, int64_t p_begin, int64_t p_end);
 // Panel p's lanes (16 output pixels) in src: where each reads in the layout,
 // the runs of consecutive reads, and whether they may be read 16 at a time.
 void qconv_set_panel_lanes(const QconvGeometry& g, const QconvLayout& l, int64_t p, QconvPanelSource& src);
@@ -222,7 +233,7 @@ void qconv_fill_pair_image_avx2(const uint8_t* planes, int64_t pairs, int64_t pl
 // The same straight from the input for stride-1 convs: x is the group's
 // first channel plane; pads 0.
 void qconv_fill_pair_image_s1_avx2(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x, bool is_signed,
-                                   int32_t zero_point, uint8_t* dst);
+                                   int32_t zero_point, uint8_t* dst, QconvImageRows rows = {});
 
 // panel: kpairs * 2 * NR int16 (qgemm.h's B panel layout).
 using QconvPackPanel = void (*)(const QconvPanelSource& s, int16_t* panel);

@@ -96,11 +96,12 @@ QTK_AVX2 void qconv_fill_pair_image_avx2(const uint8_t* planes, int64_t pairs, i
 }
 
 QTK_AVX2 void qconv_fill_pair_image_s1_avx2(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x,
-                                            bool is_signed, int32_t zero_point, uint8_t* dst) {
+                                            bool is_signed, int32_t zero_point, uint8_t* dst, QconvImageRows rows) {
   const int64_t c2 = g.in_c / g.group / 2, in_hw = g.in_h * g.in_w;
-  std::memset(dst, 0, static_cast<size_t>(l.pair_bytes));
+  int64_t r_begin = 0, r_end = 0;  // input rows in range
+  qconv_clear_image_rows(g, l, c2, rows, 0, l.pair_bytes, dst, r_begin, r_end);
   for (int64_t p = 0; p < c2; ++p)
-    for (int64_t r = 0; r < g.in_h; ++r) {
+    for (int64_t r = r_begin; r < r_end; ++r) {
       const uint8_t* c0 = x + 2 * p * in_hw + r * g.in_w;
       uint8_t* out = dst + kQconvQuadFront + ((p * l.hph + r + g.pad_top) * l.wph + g.pad_left) * 4;
       if (is_signed) pair_row<true>(c0, c0 + in_hw, g.in_w, zero_point, out);
@@ -157,7 +158,8 @@ void qconv_pack_panel_avx2(const QconvPanelSource& s, int16_t* panel) {
 void qconv_pack_panel_avx2(const QconvPanelSource& s, int16_t* panel) { qconv_pack_panel_scalar(s, panel); }
 void qconv_pack_panel_copy_avx2(const uint8_t*, const int64_t*, int64_t, const QconvPanelSource&, uint8_t*) {}
 void qconv_fill_pair_image_avx2(const uint8_t*, int64_t, int64_t, bool, int32_t, uint8_t*) {}
-void qconv_fill_pair_image_s1_avx2(const QconvGeometry&, const QconvLayout&, const uint8_t*, bool, int32_t, uint8_t*) {}
+void qconv_fill_pair_image_s1_avx2(const QconvGeometry&, const QconvLayout&, const uint8_t*, bool, int32_t, uint8_t*,
+                                   QconvImageRows) {}
 
 #endif
 

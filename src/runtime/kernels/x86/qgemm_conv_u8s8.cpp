@@ -65,12 +65,6 @@ void qconv_pack_panel_u8_scalar(const QconvPanelSource& s, uint8_t flip, uint8_t
   }
 }
 
-QconvImageRows qconv_image_rows_s1(const QconvGeometry& g, const QconvLayout& l, int64_t n0, int64_t n1) {
-  if (n1 <= n0 || g.out_w <= 0) return {0, 0};
-  const int64_t oh0 = n0 / g.out_w, oh1 = (n1 - 1) / g.out_w;  // first and last output row
-  return {oh0, std::min(l.hph, oh1 + (g.kernel_h - 1) * g.dilation_h + 1)};
-}
-
 namespace {
 constexpr int64_t kPanelBlockBytes = 80 * 1024;  // panels per block, as qgemm_conv.cpp's (here: residual codes kept)
 }  // namespace
@@ -134,15 +128,9 @@ void qconv_u8s8(const QconvGeometry& g, const void* x, bool x_signed, int32_t x_
       const int64_t p_end = std::min({panels, p_first + block_panels, p_first + (end - u)});
       const int64_t b = bg / g.group, gi = bg % g.group;
       if (bg != current) {
-        // A share of the image's panels (threads split one image) makes only
-        // the rows they read: half the copying, and of the input mostly what
-        // this thread wrote as the previous conv's share.
-        QconvImageRows rows;
-        const int64_t p_last = std::min(panels, p_first + (end - u));
-        if (quad_image && g.stride_h == 1 && g.stride_w == 1 && (p_first > 0 || p_last < panels))
-          rows = qconv_image_rows_s1(g, layout, p_first * kQgemmNR, std::min(p_last * kQgemmNR, pixels));
         src.src = qconv_image(g, layout, xb, b, gi, x_signed, x_zero_point,
-                              quad_image ? QconvImage::kQuads : QconvImage::kPhases, image_buffer, quad_buffer, rows);
+                              quad_image ? QconvImage::kQuads : QconvImage::kPhases, image_buffer, quad_buffer,
+                              qconv_share_rows(g, layout, p_first, std::min(panels, p_first + (end - u))));
         current = bg;
       }
       QgemmOutput ob = out_folded;

@@ -74,8 +74,7 @@ void qconv_interleave_quads_avx2(const uint8_t* planes, int64_t groups4, int64_t
 // rows `rows` of each plane are written (qgemm_conv.h).
 void qconv_fill_quad_image_s1_avx2(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x, uint8_t flip,
                                    uint8_t pad_u8, uint8_t* dst, QconvImageRows rows = {});
-// The padded rows the output pixels [n0, n1) of a stride-1 conv read.
-QconvImageRows qconv_image_rows_s1(const QconvGeometry& g, const QconvLayout& l, int64_t n0, int64_t n1);
+
 // acc[i * NR + j] = Σ_q Σ_b a[q·4MR + 4i + b] (s8) · panel[q·64 + 4j + b] (u8)
 // - corr[i], for i < rows <= MR (int32, wrapping; 5 rows run the 6-row kernel and
 // write all MR rows of acc: the tile's pad rows are 0). a: one quad tile, panel:

@@ -159,18 +159,8 @@ QTK_AVX2 void qconv_interleave_quads_avx2(const uint8_t* planes, int64_t groups4
 QTK_AVX2 void qconv_fill_quad_image_s1_avx2(const QconvGeometry& g, const QconvLayout& l, const uint8_t* x,
                                             uint8_t flip, uint8_t pad_u8, uint8_t* dst, QconvImageRows rows) {
   const int64_t c4 = g.in_c / g.group / 4, in_hw = g.in_h * g.in_w, w = g.in_w;
-  const int64_t row_begin = std::max<int64_t>(rows.begin, 0), row_end = std::min(rows.end, l.hph);
-  if (row_begin == 0 && row_end == l.hph) {
-    std::memset(dst, pad_u8, static_cast<size_t>(l.quad_bytes));
-  } else {
-    const int64_t row_bytes = l.wph * 4;
-    for (int64_t cq = 0; cq < c4 && row_end > row_begin; ++cq)
-      std::memset(dst + kQconvQuadFront + (cq * l.hph + row_begin) * row_bytes, pad_u8,
-                  static_cast<size_t>((row_end - row_begin) * row_bytes));
-  }
-  // Input rows whose padded row is in range.
-  const int64_t r_begin = std::max<int64_t>(row_begin - g.pad_top, 0);
-  const int64_t r_end = std::min<int64_t>(row_end - g.pad_top, g.in_h);
+  int64_t r_begin = 0, r_end = 0;  // input rows in range
+  qconv_clear_image_rows(g, l, c4, rows, pad_u8, l.quad_bytes, dst, r_begin, r_end);
   const __m128i f = _mm_set1_epi8(static_cast<char>(flip));
   for (int64_t cq = 0; cq < c4; ++cq)
     for (int64_t r = r_begin; r < r_end; ++r) {
