@@ -2,7 +2,6 @@
 // pixel panels as u8 quads and the MR x 16 vpmaddubsw micro-kernel.
 #include "runtime/kernels/x86/qgemm_conv_u8s8.h"
 
-#include <algorithm>
 #include <cstring>
 
 #if defined(__x86_64__) || defined(__i386__)
