@@ -179,6 +179,47 @@ void run_case(uint32_t seed, int iter, ThreadPool& pool2) {
   EXPECT_EQ(back, b);
 }
 
+// Split by columns only (a tile or three of A against many panels), the
+// threads take each other's last panels once their own are done: every
+// panel exactly once, also over two A blocks (K of 16385) and on 2-4 threads.
+TEST(QgemmU8s8, ColumnSplitsWithTakenPanelsMatchTheScalarPath) {
+  if (!qgemm_avx2_supported()) GTEST_SKIP() << "no AVX2: no u8 x s8 path";
+  ThreadPool pool2(2), pool3(3), pool4(4);
+  struct Shape {
+    int64_t m, n, k;
+    std::vector<ThreadPool*> pools;
+  };
+  const Shape shapes[] = {{13, 160, 16385, {&pool2}}, {5, 400, 1100, {&pool2, &pool3, &pool4}}};
+  std::mt19937 rng(5);
+  for (const Shape& sh : shapes) {
+    std::vector<uint8_t> a(static_cast<size_t>(sh.m * sh.k)), b(static_cast<size_t>(sh.k * sh.n));
+    for (auto& v : a) v = static_cast<uint8_t>(rng());
+    for (auto& v : b) v = static_cast<uint8_t>(static_cast<int8_t>(rng()) >> 1);  // 7-bit: the u8 x s8 path
+    QgemmPackedB packed;
+    qgemm_pack_b({b.data(), true, sh.n, 1}, sh.k, sh.n, {0}, packed);
+    if (u8s8_enabled()) ASSERT_TRUE(packed.u8s8);
+    QgemmOutput out;
+    out.kind = QgemmOutputKind::kInt32;
+    out.ldo = sh.n;
+    std::vector<int32_t> want(static_cast<size_t>(sh.m * sh.n));
+    out.out = want.data();
+    qgemm(sh.m, {a.data(), false, sh.k, 1}, 3, packed, out, nullptr, QgemmPath::kScalar);
+    for (ThreadPool* pool : sh.pools) {
+      SCOPED_TRACE("M=" + std::to_string(sh.m) + " N=" + std::to_string(sh.n) + " K=" + std::to_string(sh.k) +
+                   " threads " + std::to_string(pool->size()));
+      const auto grid = detail::qgemm_choose_grid((sh.m + kQgemmMR - 1) / kQgemmMR, packed.panels, pool->size());
+      ASSERT_EQ(grid.tm, 1);  // columns only: the panels are shared out
+      ASSERT_EQ(grid.tn, pool->size());
+      for (int rep = 0; rep < 5; ++rep) {  // which thread takes which panel varies run to run
+        std::vector<int32_t> got(want.size(), 0x5A5A5A5A);
+        out.out = got.data();
+        qgemm(sh.m, {a.data(), false, sh.k, 1}, 3, packed, out, pool, QgemmPath::kAvx2);
+        ASSERT_EQ(got, want) << "repetition " << rep;
+      }
+    }
+  }
+}
+
 TEST(QgemmU8s8, RandomShapesMatchPlainLoop) {
   ThreadPool pool2(2);
   for (int iter = 0; iter < 300; ++iter) {

@@ -296,6 +296,8 @@ TEST(Qgemm, ThreadedProductsMatch) {
       {1, 8000, 301, true, true, QgemmOutputKind::kCodes, false, true, 1, true, true},
       {67, 300, 130, false, false, QgemmOutputKind::kFloat, false, true, 2, false, false},
       {200, 17, 700, true, false, QgemmOutputKind::kInt32, true, true, 1, true, false},
+      // Split by columns only, over two A blocks: threads take each other's last panels.
+      {13, 160, 8193, false, true, QgemmOutputKind::kCodes, false, true, 1, true, false},
   };
   uint32_t seed = 77;
   for (const Case& c : cases)

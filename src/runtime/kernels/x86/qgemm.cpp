@@ -85,6 +85,52 @@ QgemmGrid qgemm_grid_for(int64_t m, const QgemmPackedB& b, int64_t tiles, Thread
   return qgemm_choose_grid(tiles, b.panels, split ? pool->size() : 1);
 }
 
+namespace {
+// qgemm_run_grid's shared-out panels: `slots` threads, each over every A
+// block, taking units of `group` panels.
+void run_panels_shared(int64_t slots, int64_t ablocks, int64_t panels, int64_t group, ThreadPool& pool,
+                       const std::function<void(int64_t, const std::function<int64_t()>&)>& fn) {
+  const int64_t units = (panels + group - 1) / group;
+  // Per (A block, slot): the units left of the slot's share, (front << 32) | back.
+  auto range = [](int64_t front, int64_t back) { return (static_cast<uint64_t>(front) << 32) | static_cast<uint64_t>(back); };
+  std::unique_ptr<std::atomic<uint64_t>[]> left(new std::atomic<uint64_t>[static_cast<size_t>(ablocks * slots)]);
+  for (int64_t ab = 0; ab < ablocks; ++ab)
+    for (int64_t i = 0; i < slots; ++i)
+      left[static_cast<size_t>(ab * slots + i)].store(range(units * i / slots, units * (i + 1) / slots));
+  pool.parallel_for(slots, [&](int64_t begin, int64_t end) {
+    for (int64_t slot = begin; slot < end; ++slot)
+      for (int64_t ab = 0; ab < ablocks; ++ab) {
+        std::atomic<uint64_t>* shares = left.get() + ab * slots;
+        int64_t s = 0;                // shares[(slot + s) % slots] is being taken from
+        int64_t p = 0, p_end = 0;     // the unit in hand
+        auto take_unit = [&]() -> int64_t {
+          for (; s < slots; ++s) {
+            std::atomic<uint64_t>& share = shares[(slot + s) % slots];
+            uint64_t v = share.load(std::memory_order_relaxed);
+            for (;;) {
+              const int64_t front = static_cast<int64_t>(v >> 32), back = static_cast<int64_t>(v & 0xFFFFFFFFu);
+              if (front >= back) break;
+              const uint64_t taken = s == 0 ? range(front + 1, back) : range(front, back - 1);
+              if (share.compare_exchange_weak(v, taken, std::memory_order_relaxed)) return s == 0 ? front : back - 1;
+            }
+          }
+          return -1;
+        };
+        const std::function<int64_t()> next = [&]() -> int64_t {
+          if (p == p_end) {
+            const int64_t u = take_unit();
+            if (u < 0) return -1;
+            p = u * group;
+            p_end = std::min(panels, p + group);
+          }
+          return p++;
+        };
+        fn(ab, next);
+      }
+  });
+}
+
+// Runs run_block(i) for every block of the grid, over the pool when there are several.
 void qgemm_run_blocks(const QgemmGrid& grid, ThreadPool* pool, const std::function<void(int64_t)>& run_block) {
   const int64_t blocks = grid.tm * grid.tn;
   if (blocks == 1 || pool == nullptr) {
@@ -93,6 +139,25 @@ void qgemm_run_blocks(const QgemmGrid& grid, ThreadPool* pool, const std::functi
   }
   pool->parallel_for(blocks, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) run_block(i);
+  });
+}
+}  // namespace
+
+void qgemm_run_grid(const QgemmGrid& grid, ThreadPool* pool, int64_t tiles, int64_t panels, int64_t block_tiles,
+                    int64_t group, const QgemmRunTiles& run_tiles) {
+  if (grid.tm == 1 && grid.tn > 1 && pool != nullptr) {
+    run_panels_shared(grid.tn, (tiles + block_tiles - 1) / block_tiles, panels, std::max<int64_t>(group, 1), *pool,
+                      [&](int64_t ab, const std::function<int64_t()>& next) {
+                        run_tiles(ab * block_tiles, std::min(tiles, (ab + 1) * block_tiles), next);
+                      });
+    return;
+  }
+  qgemm_run_blocks(grid, pool, [&](int64_t index) {
+    const auto [t_begin, t_end, p_begin, p_end] = qgemm_grid_block(grid, index, tiles, panels);
+    for (int64_t t0 = t_begin; t0 < t_end; t0 += block_tiles) {
+      int64_t p = p_begin;
+      run_tiles(t0, std::min(t_end, t0 + block_tiles), [&]() -> int64_t { return p < p_end ? p++ : -1; });
+    }
   });
 }
 
@@ -546,51 +611,50 @@ void qgemm(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const QgemmPack
   const uint8_t* narrow = resolved == QgemmPath::kAvx2 ? b.narrow() : nullptr;
   const int16_t* pairs = narrow ? nullptr : b.pairs();
   const int64_t panel_len = kpairs * 2 * kQgemmNR;
-  auto run_block = [&](int64_t index) {
-    const auto [t_begin, t_end, p_begin, p_end] = detail::qgemm_grid_block(grid, index, tiles, b.panels);
+  // A tiles [t0, t1) against the panels next() hands out (-1: done); packs
+  // the tiles only if there is a panel.
+  auto run_tiles = [&](int64_t t0, int64_t t1, const std::function<int64_t()>& next) {
+    int64_t p = next();
+    if (p < 0) return;
     thread_local AlignedBuffer<int32_t> a_buffer;
     thread_local AlignedBuffer<int16_t> panel_buffer;
     alignas(64) int32_t acc[kQgemmMR * kQgemmNR];
-    for (int64_t t0 = t_begin; t0 < t_end; t0 += block_tiles) {
-      const int64_t t1 = std::min(t_end, t0 + block_tiles);
-      int32_t* packed = a_buffer.get((t1 - t0) * tile_len);
-      for (int64_t t = t0; t < t1; ++t)
-        pack_a(a, t * kQgemmMR, static_cast<int>(std::min<int64_t>(kQgemmMR, m - t * kQgemmMR)), b.k, &a_zero_point,
-               false, packed + (t - t0) * tile_len);
-      if (narrow && t1 - t0 == 1) {
-        // One tile (few rows: bound by reading B): the micro-kernel widens
-        // the codes in registers, the zero points come out as
-        // acc -= zp[n] · Σ_k (a - a_zp).
-        const int rows = static_cast<int>(std::min<int64_t>(kQgemmMR, m - t0 * kQgemmMR));
-        int32_t sums[kQgemmMR];
-        if (b.any_zero_point) detail::qgemm_tile_row_sums_avx2(kpairs, packed, sums);
-        for (int64_t p = p_begin; p < p_end; ++p) {
-          const int nr = static_cast<int>(std::min<int64_t>(kQgemmNR, b.n - p * kQgemmNR));
-          detail::qgemm_ukernel_narrow_avx2(rows, kpairs, packed, narrow + p * panel_len, b.is_signed,
-                                           b.any_zero_point ? b.zero_points.data() + p * kQgemmNR : nullptr, sums,
-                                           acc);
-          epilogue(acc, rows, nr, t0 * kQgemmMR, p * kQgemmNR, out);
-        }
-        continue;
-      }
-      // Several tiles: each panel widened once (minus its zero points) into
-      // an L1-resident int16 copy that every tile of the block reads.
-      int16_t* widened = narrow ? panel_buffer.get(panel_len) : nullptr;
-      for (int64_t p = p_begin; p < p_end; ++p) {
+    int32_t* packed = a_buffer.get((t1 - t0) * tile_len);
+    for (int64_t t = t0; t < t1; ++t)
+      pack_a(a, t * kQgemmMR, static_cast<int>(std::min<int64_t>(kQgemmMR, m - t * kQgemmMR)), b.k, &a_zero_point,
+             false, packed + (t - t0) * tile_len);
+    if (narrow && t1 - t0 == 1) {
+      // One tile (few rows: bound by reading B): the micro-kernel widens
+      // the codes in registers, the zero points come out as
+      // acc -= zp[n] · Σ_k (a - a_zp).
+      const int rows = static_cast<int>(std::min<int64_t>(kQgemmMR, m - t0 * kQgemmMR));
+      int32_t sums[kQgemmMR];
+      if (b.any_zero_point) detail::qgemm_tile_row_sums_avx2(kpairs, packed, sums);
+      for (; p >= 0; p = next()) {
         const int nr = static_cast<int>(std::min<int64_t>(kQgemmNR, b.n - p * kQgemmNR));
-        const int16_t* panel = pairs ? pairs + p * panel_len : widened;
-        if (narrow)
-          detail::qgemm_expand_b_panel_avx2(narrow + p * panel_len, kpairs, b.is_signed,
-                                            b.any_zero_point ? b.zero_points.data() + p * kQgemmNR : nullptr, widened);
-        for (int64_t t = t0; t < t1; ++t) {
-          const int rows = static_cast<int>(std::min<int64_t>(kQgemmMR, m - t * kQgemmMR));
-          ukernel(rows, kpairs, packed + (t - t0) * tile_len, panel, acc);
-          epilogue(acc, rows, nr, t * kQgemmMR, p * kQgemmNR, out);
-        }
+        detail::qgemm_ukernel_narrow_avx2(rows, kpairs, packed, narrow + p * panel_len, b.is_signed,
+                                         b.any_zero_point ? b.zero_points.data() + p * kQgemmNR : nullptr, sums, acc);
+        epilogue(acc, rows, nr, t0 * kQgemmMR, p * kQgemmNR, out);
+      }
+      return;
+    }
+    // Several tiles: each panel widened once (minus its zero points) into
+    // an L1-resident int16 copy that every tile of the block reads.
+    int16_t* widened = narrow ? panel_buffer.get(panel_len) : nullptr;
+    for (; p >= 0; p = next()) {
+      const int nr = static_cast<int>(std::min<int64_t>(kQgemmNR, b.n - p * kQgemmNR));
+      const int16_t* panel = pairs ? pairs + p * panel_len : widened;
+      if (narrow)
+        detail::qgemm_expand_b_panel_avx2(narrow + p * panel_len, kpairs, b.is_signed,
+                                          b.any_zero_point ? b.zero_points.data() + p * kQgemmNR : nullptr, widened);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int rows = static_cast<int>(std::min<int64_t>(kQgemmMR, m - t * kQgemmMR));
+        ukernel(rows, kpairs, packed + (t - t0) * tile_len, panel, acc);
+        epilogue(acc, rows, nr, t * kQgemmMR, p * kQgemmNR, out);
       }
     }
   };
-  detail::qgemm_run_blocks(grid, pool, run_block);
+  detail::qgemm_run_grid(grid, pool, tiles, b.panels, block_tiles, detail::qgemm_panel_group(out), run_tiles);
 }
 
 }  // namespace qtk::rt::x86

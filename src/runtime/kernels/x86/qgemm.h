@@ -410,8 +410,22 @@ inline QgemmBlock qgemm_grid_block(const QgemmGrid& grid, int64_t index, int64_t
   const int64_t bi = index / grid.tn, bj = index % grid.tn;
   return {tiles * bi / grid.tm, tiles * (bi + 1) / grid.tm, panels * bj / grid.tn, panels * (bj + 1) / grid.tn};
 }
-// Runs run_block(i) for every block of the grid, over the pool when there are several.
-void qgemm_run_blocks(const QgemmGrid& grid, ThreadPool* pool, const std::function<void(int64_t)>& run_block);
+// Runs a product's A tiles x B panels over `grid`: run_tiles(t0, t1, next)
+// for A blocks of at most block_tiles tiles, next() handing out the block's
+// panels (-1 once none is left; run_tiles packs the tiles only if it gave
+// one). Each block of a grid takes its own panels in order; a grid split by
+// columns only (every block packs all of A) shares them out instead: a
+// thread takes its own share from the front, then the other threads' from
+// their backs, so one that ends early helps a slower one. Shares are taken
+// `group` panels at a time, so that two threads never write the same output
+// cache line (qgemm_panel_group).
+using QgemmRunTiles = std::function<void(int64_t, int64_t, const std::function<int64_t()>&)>;
+void qgemm_run_grid(const QgemmGrid& grid, ThreadPool* pool, int64_t tiles, int64_t panels, int64_t block_tiles,
+                    int64_t group, const QgemmRunTiles& run_tiles);
+// Panels whose output columns fill one 64-byte line: 4 of u8 codes, 1 of int32 or float.
+inline int64_t qgemm_panel_group(const QgemmOutput& out) {
+  return out.kind == QgemmOutputKind::kCodes ? 64 / kQgemmNR : 1;
+}
 // Bytes of packed A a thread keeps per block (L2-resident, re-read per panel).
 inline constexpr int64_t kQgemmABlockBytes = 192 * 1024;
 // The output stage of a resolved path for `out`, chosen once per call: on

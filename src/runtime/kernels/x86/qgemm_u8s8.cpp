@@ -101,28 +101,28 @@ void qgemm_u8s8(int64_t m, const QgemmCodes& a, int32_t a_zero_point, const Qgem
 
   const QgemmGrid grid = qgemm_grid_for(m, b, tiles, pool);
   const int64_t block_tiles = std::max<int64_t>(1, kQgemmABlockBytes / std::max<int64_t>(tile_len, 1));
-  auto run_block = [&](int64_t index) {
-    const auto [t_begin, t_end, p_begin, p_end] = qgemm_grid_block(grid, index, tiles, b.panels);
+  // A tiles [t0, t1) against the panels next() hands out (-1: done); packs
+  // the tiles only if there is a panel.
+  auto run_tiles = [&](int64_t t0, int64_t t1, const std::function<int64_t()>& next) {
+    int64_t p = next();
+    if (p < 0) return;
     thread_local AlignedBuffer<uint8_t> a_buffer;
     alignas(64) int32_t acc[kQgemmMR * kQgemmNR];
-    for (int64_t t0 = t_begin; t0 < t_end; t0 += block_tiles) {
-      const int64_t t1 = std::min(t_end, t0 + block_tiles);
-      uint8_t* packed = a_buffer.get((t1 - t0) * tile_len);
-      for (int64_t t = t0; t < t1; ++t)
-        qgemm_u8s8_pack_a_tile_avx2(a, t * kQgemmMR, static_cast<int>(std::min<int64_t>(kQgemmMR, m - t * kQgemmMR)), b.k,
-                               flip, packed + (t - t0) * tile_len);
-      for (int64_t p = p_begin; p < p_end; ++p) {
-        const int nr = static_cast<int>(std::min<int64_t>(kQgemmNR, b.n - p * kQgemmNR));
-        const int8_t* panel = bq.codes.data() + p * panel_len;
-        for (int64_t t = t0; t < t1; ++t) {
-          const int rows = static_cast<int>(std::min<int64_t>(kQgemmMR, m - t * kQgemmMR));
-          qgemm_ukernel_u8s8_avx2(rows, kquads, packed + (t - t0) * tile_len, panel, corr.data() + p * kQgemmNR, acc);
-          epilogue(acc, rows, nr, t * kQgemmMR, p * kQgemmNR, out_folded);
-        }
+    uint8_t* packed = a_buffer.get((t1 - t0) * tile_len);
+    for (int64_t t = t0; t < t1; ++t)
+      qgemm_u8s8_pack_a_tile_avx2(a, t * kQgemmMR, static_cast<int>(std::min<int64_t>(kQgemmMR, m - t * kQgemmMR)), b.k,
+                                  flip, packed + (t - t0) * tile_len);
+    for (; p >= 0; p = next()) {
+      const int nr = static_cast<int>(std::min<int64_t>(kQgemmNR, b.n - p * kQgemmNR));
+      const int8_t* panel = bq.codes.data() + p * panel_len;
+      for (int64_t t = t0; t < t1; ++t) {
+        const int rows = static_cast<int>(std::min<int64_t>(kQgemmMR, m - t * kQgemmMR));
+        qgemm_ukernel_u8s8_avx2(rows, kquads, packed + (t - t0) * tile_len, panel, corr.data() + p * kQgemmNR, acc);
+        epilogue(acc, rows, nr, t * kQgemmMR, p * kQgemmNR, out_folded);
       }
     }
   };
-  qgemm_run_blocks(grid, pool, run_block);
+  qgemm_run_grid(grid, pool, tiles, b.panels, block_tiles, qgemm_panel_group(out), run_tiles);
 }
 
 }  // namespace qtk::rt::x86::detail
