@@ -23,10 +23,12 @@
 #include "runtime/kernels/x86/qlinear_x86_ops.h"
 #include "runtime/op_registry.h"
 #include "runtime/thread_pool.h"
+#include "test_models.h"
 
 namespace qtk::rt {
 namespace {
 
+using qtk::testing::first_difference;
 using TryMake = Expected<std::unique_ptr<Kernel>> (*)(const KernelInit&);
 
 struct NodeCase {
@@ -42,17 +44,6 @@ struct NodeCase {
     constant.push_back(is_constant);
   }
 };
-
-std::string first_difference(const Tensor& a, const Tensor& b) {
-  if (a.dtype() != b.dtype()) return "dtypes differ";
-  if (a.shape() != b.shape()) return "shapes " + shape_to_string(a.shape()) + " vs " + shape_to_string(b.shape());
-  const size_t es = dtype_size(a.dtype());
-  for (int64_t i = 0; i < a.numel(); ++i)
-    if (std::memcmp(static_cast<const char*>(a.raw()) + i * es, static_cast<const char*>(b.raw()) + i * es, es) != 0)
-      return "element " + std::to_string(i) + ": " + std::to_string(a.get_as_double(i)) + " vs " +
-             std::to_string(b.get_as_double(i));
-  return "";
-}
 
 // The optimized kernel must take the node and agree with the reference one
 // (outputs, or both failing).

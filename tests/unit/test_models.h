@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -51,6 +52,18 @@ inline double top1_accuracy(const ir::Model& m, const data::Dataset& d, bool int
     correct += best == d.labels[i];
   }
   return static_cast<double>(correct) / static_cast<double>(d.labels.size());
+}
+
+// Where two tensors' bytes first differ ("" when they are the same).
+inline std::string first_difference(const Tensor& a, const Tensor& b) {
+  if (a.dtype() != b.dtype()) return "dtypes differ";
+  if (a.shape() != b.shape()) return "shapes " + shape_to_string(a.shape()) + " vs " + shape_to_string(b.shape());
+  const size_t es = dtype_size(a.dtype());
+  for (int64_t i = 0; i < a.numel(); ++i)
+    if (std::memcmp(static_cast<const char*>(a.raw()) + i * es, static_cast<const char*>(b.raw()) + i * es, es) != 0)
+      return "element " + std::to_string(i) + ": " + std::to_string(a.get_as_double(i)) + " vs " +
+             std::to_string(b.get_as_double(i));
+  return "";
 }
 
 // Float32 tensor of `shape` with values uniform in [lo, hi), seeded.

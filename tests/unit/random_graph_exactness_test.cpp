@@ -1,0 +1,248 @@
+// Random conv nets, quantized by qtk, run by the integer session with the
+// optimized kernels and with the reference ones: the outputs agree bit for
+// bit. The shared models cover a few shapes; these cover the odd ones a
+// model qtk has not seen brings (1 or 3 channels, depthwise and grouped
+// convs, strides, dilations, even kernels' pads, residual joins, concats,
+// pools, tiny and non-square images), with the session's fusions (residual
+// joins, clamps, code tables) and thread splits in play. A failure prints
+// the seed and the net.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <sstream>
+#include <string>
+
+#include "ir/graph.h"
+#include "qtk/quantize.h"
+#include "qtk/session.h"
+#include "test_models.h"
+
+namespace qtk {
+namespace {
+
+using testing::first_difference;
+using testing::float_info;
+using testing::op_node;
+using testing::uniform_tensor;
+
+struct Feature {
+  std::string name;
+  int64_t c, h, w;
+};
+
+// Builds a random net on input x [N, c, h, w]; `log` describes it.
+class NetBuilder {
+ public:
+  NetBuilder(uint32_t seed, std::ostringstream& log) : rng_(seed), log_(log) {
+    m_.opsets = {{"", 17}};
+    m_.graph.inputs.push_back(float_info("x"));
+  }
+
+  ir::Model build(Feature x) {
+    const int blocks = pick(2, 5);
+    for (int b = 0; b < blocks; ++b) {
+      switch (pick(0, 5)) {
+        case 0: x = conv(x, pick(1, 24), pick(0, 3) == 0 ? 1 : 3, pick(0, 2) == 0 ? 2 : 1, false); break;
+        case 1: x = conv(x, x.c, 3, pick(1, 2), /*depthwise=*/true); break;
+        case 2: x = residual(x); break;
+        case 3: x = concat(x); break;
+        case 4: x = pool(x); break;
+        default: x = conv(x, pick(1, 40), pick(1, 5), 1, false); break;
+      }
+    }
+    if (pick(0, 1) == 0) {  // a classifier head, else the feature map is the output
+      x = unary("GlobalAveragePool", x, {"", x.c, 1, 1});
+      x = unary("Flatten", x, {"", x.c, 1, 1});
+      const std::string w = name("fc_w"), bias = name("fc_b"), y = name("fc");
+      m_.graph.initializers[w] = uniform_tensor({10, x.c}, next_seed(), -0.5f, 0.5f);
+      m_.graph.initializers[bias] = uniform_tensor({10}, next_seed(), -0.1f, 0.1f);
+      ir::Node n = op_node("Gemm", {x.name, w, bias}, y);
+      n.attrs = {ir::attr_int("transB", 1)};
+      m_.graph.nodes.push_back(n);
+      log_ << " Gemm(10)";
+      x = {y, 10, 1, 1};
+    }
+    m_.graph.outputs.push_back(float_info(x.name));
+    return m_;
+  }
+
+ private:
+  int pick(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng_); }
+  uint32_t next_seed() { return static_cast<uint32_t>(rng_()); }
+  std::string name(const std::string& stem) { return stem + std::to_string(counter_++); }
+
+  Feature unary(const std::string& op, const Feature& x, Feature out) {
+    out.name = name(op);
+    m_.graph.nodes.push_back(op_node(op, {x.name}, out.name));
+    return out;
+  }
+
+  // kernel k (even ones padded more at the end), stride s, padded to keep
+  // the size (always with `same`); Relu, Relu6 or nothing after.
+  Feature conv(const Feature& x, int64_t out_c, int64_t k, int64_t s, bool depthwise, bool same = false) {
+    int64_t group = depthwise ? x.c : 1;
+    if (!depthwise && x.c % 2 == 0 && out_c % 2 == 0 && pick(0, 3) == 0) group = 2;
+    if (depthwise) out_c = x.c;
+    const int64_t dilation = k == 3 && pick(0, 5) == 0 ? 2 : 1, reach = dilation * (k - 1);
+    const int64_t pad_begin = reach / 2, pad_end = reach - pad_begin;
+    const bool padded = same || pick(0, 4) != 0 || x.h <= reach || x.w <= reach;
+    const int64_t pb = padded ? pad_begin : 0, pe = padded ? pad_end : 0;
+    const Feature y{name("conv"), out_c, (x.h + pb + pe - reach - 1) / s + 1, (x.w + pb + pe - reach - 1) / s + 1};
+    const std::string w = y.name + "_w", b = y.name + "_b";
+    const float bound = 1.5f / std::sqrt(static_cast<float>(x.c / group * k * k));
+    m_.graph.initializers[w] = uniform_tensor({out_c, x.c / group, k, k}, next_seed(), -bound, bound);
+    std::vector<std::string> inputs = {x.name, w};
+    if (pick(0, 3) != 0) {
+      m_.graph.initializers[b] = uniform_tensor({out_c}, next_seed(), -0.2f, 0.2f);
+      inputs.push_back(b);
+    }
+    ir::Node n = op_node("Conv", inputs, y.name);
+    n.attrs = {ir::attr_ints("kernel_shape", {k, k}), ir::attr_ints("strides", {s, s}),
+               ir::attr_ints("pads", {pb, pb, pe, pe}), ir::attr_ints("dilations", {dilation, dilation}),
+               ir::attr_int("group", group)};
+    m_.graph.nodes.push_back(n);
+    log_ << " Conv(" << x.c << "->" << out_c << " k" << k << " s" << s << " d" << dilation << " g" << group
+         << " p" << pb << pe << " " << x.h << "x" << x.w << ")";
+    return activation(y);
+  }
+
+  // Relu, Relu6 (fused into the conv's requantization), a table-lookup one
+  // (LeakyRelu, Sigmoid, HardSwish: code tables), or none.
+  Feature activation(const Feature& y) {
+    switch (pick(0, 5)) {
+      case 0: log_ << " Relu"; return unary("Relu", y, y);
+      case 1: {
+        const std::string lo = name("lo"), hi = name("hi"), out = name("relu6");
+        m_.graph.initializers[lo] = Tensor::scalar<float>(0.f);
+        m_.graph.initializers[hi] = Tensor::scalar<float>(6.f);
+        m_.graph.nodes.push_back(op_node("Clip", {y.name, lo, hi}, out));
+        log_ << " Relu6";
+        return {out, y.c, y.h, y.w};
+      }
+      case 2: {
+        Feature out = unary("LeakyRelu", y, y);
+        m_.graph.nodes.back().attrs = {ir::attr_float("alpha", 0.1f)};
+        log_ << " LeakyRelu";
+        return out;
+      }
+      case 3: log_ << " Sigmoid"; return unary("Sigmoid", y, y);
+      case 4: log_ << " HardSwish"; return unary("HardSwish", y, y);
+      default: return y;
+    }
+  }
+
+  // x + conv(relu(conv(x))), both 3x3 with pads 1 (the join fuses into the second conv).
+  Feature residual(const Feature& x) {
+    log_ << " [residual";
+    const Feature inner = conv(x, x.c, 3, 1, false, true), branch = conv(inner, x.c, 3, 1, false, true);
+    const Feature y{name("add"), x.c, x.h, x.w};
+    m_.graph.nodes.push_back(op_node("Add", {branch.name, x.name}, y.name));
+    log_ << " Add]";
+    return pick(0, 1) == 0 ? unary("Relu", y, y) : y;
+  }
+
+  // Two 1x1 / 3x3 branches joined along channels.
+  Feature concat(const Feature& x) {
+    log_ << " [concat";
+    const Feature a = conv(x, pick(1, 12), 1, 1, false, true), b = conv(x, pick(1, 12), 3, 1, false, true);
+    const Feature y{name("cat"), a.c + b.c, x.h, x.w};
+    ir::Node n = op_node("Concat", {a.name, b.name}, y.name);
+    n.attrs = {ir::attr_int("axis", 1)};
+    m_.graph.nodes.push_back(n);
+    log_ << "]";
+    return y;
+  }
+
+  Feature pool(const Feature& x) {
+    if (x.h < 2 || x.w < 2) return x;
+    const bool max = pick(0, 1) == 0, overlapping = pick(0, 1) == 0 && x.h >= 3 && x.w >= 3;
+    const int64_t k = overlapping ? 3 : 2, s = overlapping ? 1 : 2, p = overlapping ? 1 : 0;
+    const Feature y{name(max ? "maxpool" : "avgpool"), x.c, (x.h + 2 * p - k) / s + 1, (x.w + 2 * p - k) / s + 1};
+    ir::Node n = op_node(max ? "MaxPool" : "AveragePool", {x.name}, y.name);
+    n.attrs = {ir::attr_ints("kernel_shape", {k, k}), ir::attr_ints("strides", {s, s}),
+               ir::attr_ints("pads", {p, p, p, p})};
+    m_.graph.nodes.push_back(n);
+    log_ << " " << n.op_type << "(k" << k << " s" << s << ")";
+    return y;
+  }
+
+  std::mt19937 rng_;
+  std::ostringstream& log_;
+  ir::Model m_;
+  int counter_ = 0;
+};
+
+constexpr int kVariants = 6;
+
+QuantConfig variant_config(int variant) {
+  QuantConfig cfg;
+  switch (variant % kVariants) {
+    case 1:  // per-tensor weights, symmetric int8 activations
+      cfg.granularity = Granularity::kPerTensor;
+      cfg.activation_format = quant::QFormat::kInt8;
+      cfg.activation_symmetric = true;
+      break;
+    case 2:  // 7-bit weights: the AVX2 tier's u8 x s8 kernels
+      cfg.weight_format = quant::QFormat::kInt7;
+      break;
+    case 3:  // 4-bit weights and activations in 8-bit containers: clamps fused into the convs
+      cfg.weight_format = quant::QFormat::kInt4;
+      cfg.activation_format = quant::QFormat::kUInt4;
+      cfg.int4_types = false;
+      cfg.method = WeightMethod::kRtn;
+      break;
+    case 4:  // asymmetric uint8 weights: zero points on both sides of the products
+      cfg.weight_format = quant::QFormat::kUInt8;
+      cfg.weight_symmetric = false;
+      break;
+    case 5:  // asymmetric int8 weights per tensor
+      cfg.weight_symmetric = false;
+      cfg.granularity = Granularity::kPerTensor;
+      break;
+    default: break;
+  }
+  return cfg;
+}
+
+TEST(RandomGraphExactness, OptimizedKernelsMatchReferenceKernels) {
+  constexpr int kNets = 150;
+  for (int net = 0; net < kNets; ++net) {
+    const uint32_t seed = 1000 + static_cast<uint32_t>(net);
+    std::mt19937 shape_rng(seed);
+    auto dim = [&](int lo, int hi) { return static_cast<int64_t>(std::uniform_int_distribution<int>(lo, hi)(shape_rng)); };
+    const int64_t channels = std::vector<int64_t>{1, 3, 4, 8}[static_cast<size_t>(dim(0, 3))];
+    const int64_t h = dim(3, 20), w = dim(3, 20);
+    std::ostringstream log;
+    log << "seed " << seed << ": x [N," << channels << "," << h << "," << w << "]";
+    ir::Model model = NetBuilder(seed, log).build({"x", channels, h, w});
+    const QuantConfig cfg = variant_config(net);
+    log << "; variant " << net % kVariants;
+    SCOPED_TRACE(log.str());
+    const Tensor calib = uniform_tensor({8, channels, h, w}, seed + 1, 0.f, 1.f);
+    auto q = quantize(model, cfg, CalibrationData{{calib}});
+    ASSERT_TRUE(q.ok()) << q.status().message();
+    const int64_t batch = dim(1, 3);
+    const Tensor x = uniform_tensor({batch, channels, h, w}, seed + 2, -0.2f, 1.2f);  // past the calibrated range too
+    std::vector<Tensor> outputs;
+    for (int run = 0; run < 3; ++run) {  // reference; optimized on 1 thread; optimized on 3
+      SessionOptions o;
+      o.integer = true;
+      o.reference_kernels = run == 0;
+      o.threads = run == 2 ? 3 : 1;
+      auto s = Session::create(q->model, o);
+      ASSERT_TRUE(s.ok()) << s.status().message();
+      auto y = (*s)->run(std::vector<Tensor>{x});
+      ASSERT_TRUE(y.ok()) << y.status().message();
+      outputs.push_back((*y)[0]);
+    }
+    for (int run = 1; run < 3; ++run) {
+      const std::string diff = first_difference(outputs[0], outputs[static_cast<size_t>(run)]);
+      EXPECT_TRUE(diff.empty()) << (run == 1 ? "1 thread: " : "3 threads: ") << diff;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace qtk
