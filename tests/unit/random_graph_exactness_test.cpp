@@ -17,12 +17,12 @@
 #include "ir/graph.h"
 #include "qtk/quantize.h"
 #include "qtk/session.h"
+#include "random_nets.h"
 #include "test_models.h"
 
 namespace qtk {
 namespace {
 
-using testing::first_difference;
 using testing::float_info;
 using testing::op_node;
 using testing::uniform_tensor;
@@ -33,12 +33,9 @@ struct Feature {
 };
 
 // Builds a random net on input x [N, c, h, w]; `log` describes it.
-class NetBuilder {
+class NetBuilder : testing::RandomNetBuilder {
  public:
-  NetBuilder(uint32_t seed, std::ostringstream& log) : rng_(seed), log_(log) {
-    m_.opsets = {{"", 17}};
-    m_.graph.inputs.push_back(float_info("x"));
-  }
+  NetBuilder(uint32_t seed, std::ostringstream& log) : RandomNetBuilder(seed, log) {}
 
   ir::Model build(Feature x) {
     const int blocks = pick(2, 5);
@@ -69,9 +66,6 @@ class NetBuilder {
   }
 
  private:
-  int pick(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng_); }
-  uint32_t next_seed() { return static_cast<uint32_t>(rng_()); }
-  std::string name(const std::string& stem) { return stem + std::to_string(counter_++); }
 
   Feature unary(const std::string& op, const Feature& x, Feature out) {
     out.name = name(op);
@@ -167,80 +161,22 @@ class NetBuilder {
     log_ << " " << n.op_type << "(k" << k << " s" << s << ")";
     return y;
   }
-
-  std::mt19937 rng_;
-  std::ostringstream& log_;
-  ir::Model m_;
-  int counter_ = 0;
 };
-
-constexpr int kVariants = 6;
-
-QuantConfig variant_config(int variant) {
-  QuantConfig cfg;
-  switch (variant % kVariants) {
-    case 1:  // per-tensor weights, symmetric int8 activations
-      cfg.granularity = Granularity::kPerTensor;
-      cfg.activation_format = quant::QFormat::kInt8;
-      cfg.activation_symmetric = true;
-      break;
-    case 2:  // 7-bit weights: the AVX2 tier's u8 x s8 kernels
-      cfg.weight_format = quant::QFormat::kInt7;
-      break;
-    case 3:  // 4-bit weights and activations in 8-bit containers: clamps fused into the convs
-      cfg.weight_format = quant::QFormat::kInt4;
-      cfg.activation_format = quant::QFormat::kUInt4;
-      cfg.int4_types = false;
-      cfg.method = WeightMethod::kRtn;
-      break;
-    case 4:  // asymmetric uint8 weights: zero points on both sides of the products
-      cfg.weight_format = quant::QFormat::kUInt8;
-      cfg.weight_symmetric = false;
-      break;
-    case 5:  // asymmetric int8 weights per tensor
-      cfg.weight_symmetric = false;
-      cfg.granularity = Granularity::kPerTensor;
-      break;
-    default: break;
-  }
-  return cfg;
-}
 
 TEST(RandomGraphExactness, OptimizedKernelsMatchReferenceKernels) {
   constexpr int kNets = 150;
   for (int net = 0; net < kNets; ++net) {
     const uint32_t seed = 1000 + static_cast<uint32_t>(net);
-    std::mt19937 shape_rng(seed);
-    auto dim = [&](int lo, int hi) { return static_cast<int64_t>(std::uniform_int_distribution<int>(lo, hi)(shape_rng)); };
+    testing::RandomDims dim(seed);
     const int64_t channels = std::vector<int64_t>{1, 3, 4, 8}[static_cast<size_t>(dim(0, 3))];
     const int64_t h = dim(3, 20), w = dim(3, 20);
     std::ostringstream log;
     log << "seed " << seed << ": x [N," << channels << "," << h << "," << w << "]";
     ir::Model model = NetBuilder(seed, log).build({"x", channels, h, w});
-    const QuantConfig cfg = variant_config(net);
-    log << "; variant " << net % kVariants;
-    SCOPED_TRACE(log.str());
     const Tensor calib = uniform_tensor({8, channels, h, w}, seed + 1, 0.f, 1.f);
-    auto q = quantize(model, cfg, CalibrationData{{calib}});
-    ASSERT_TRUE(q.ok()) << q.status().message();
-    const int64_t batch = dim(1, 3);
-    const Tensor x = uniform_tensor({batch, channels, h, w}, seed + 2, -0.2f, 1.2f);  // past the calibrated range too
-    std::vector<Tensor> outputs;
-    for (int run = 0; run < 3; ++run) {  // reference; optimized on 1 thread; optimized on 3
-      SessionOptions o;
-      o.integer = true;
-      o.reference_kernels = run == 0;
-      o.threads = run == 2 ? 3 : 1;
-      auto s = Session::create(q->model, o);
-      ASSERT_TRUE(s.ok()) << s.status().message();
-      auto y = (*s)->run(std::vector<Tensor>{x});
-      ASSERT_TRUE(y.ok()) << y.status().message();
-      outputs.push_back((*y)[0]);
-    }
-    for (int run = 1; run < 3; ++run) {
-      const std::string diff = first_difference(outputs[0], outputs[static_cast<size_t>(run)]);
-      EXPECT_TRUE(diff.empty()) << (run == 1 ? "1 thread: " : "3 threads: ") << diff;
-    }
+    // Past the calibrated range too.
+    const Tensor x = uniform_tensor({dim(1, 3), channels, h, w}, seed + 2, -0.2f, 1.2f);
+    testing::expect_random_net_exact(model, net, log, calib, x);
   }
 }
 
