@@ -44,7 +44,7 @@ class RandomDims {
   std::mt19937 rng_;
 };
 
-inline constexpr int kRandomNetVariants = 6;
+inline constexpr int kRandomNetVariants = 7;
 
 inline QuantConfig random_net_variant(int variant) {
   QuantConfig cfg;
@@ -71,8 +71,13 @@ inline QuantConfig random_net_variant(int variant) {
       cfg.weight_symmetric = false;
       cfg.granularity = Granularity::kPerTensor;
       break;
+    case 6:  // dynamic activations: ConvInteger / MatMulInteger on codes found at run time
+      cfg.activations = ActivationMode::kDynamic;
+      break;
     default: break;
   }
+  // Every other round of the variants as QOperator nodes, which the session runs as written.
+  if ((variant / kRandomNetVariants) % 2 == 1) cfg.format = ExportFormat::kQOperator;
   return cfg;
 }
 
@@ -102,7 +107,7 @@ inline void expect_optimized_matches_reference(const ir::Model& quantized, const
 // and checks the integer session's kernels on x; `log` describes the net.
 inline void expect_random_net_exact(const ir::Model& model, int net, std::ostringstream& log, const Tensor& calib,
                                     const Tensor& x) {
-  log << "; variant " << net % kRandomNetVariants;
+  log << "; variant " << net % kRandomNetVariants << ((net / kRandomNetVariants) % 2 ? " QOperator" : " QDQ");
   SCOPED_TRACE(log.str());
   auto q = quantize(model, random_net_variant(net), CalibrationData{{calib}});
   ASSERT_TRUE(q.ok()) << q.status().message();
