@@ -134,8 +134,33 @@ Expected<std::string> serialize_tensor(const Tensor& t, const std::string& name)
   return out;
 }
 
+namespace {
+// A node whose attributes libonnx 1.12's inference divides by (strides,
+// dilations, kernel sizes, block sizes) at zero or below: it then dies of
+// SIGFPE instead of throwing. "" when there is none.
+std::string inference_hazard(const ir::Graph& g) {
+  for (const auto& n : g.nodes)
+    for (const auto& a : n.attrs) {
+      if (a.name == "strides" || a.name == "dilations" || a.name == "kernel_shape")
+        for (int64_t v : a.ints)
+          if (v <= 0) return n.describe() + " has " + a.name + " " + std::to_string(v);
+      if (a.name == "blocksize" && a.type == ir::AttrType::kInt && a.i <= 0)
+        return n.describe() + " has blocksize " + std::to_string(a.i);
+      for (const auto& sub : a.graphs)
+        if (std::string h = inference_hazard(*sub); !h.empty()) return h;
+      if (a.g)
+        if (std::string h = inference_hazard(*a.g); !h.empty()) return h;
+    }
+  return "";
+}
+}  // namespace
+
 std::vector<std::string> infer_shapes(ir::Model& model) {
   std::vector<std::string> problems;
+  if (std::string hazard = inference_hazard(model.graph); !hazard.empty()) {
+    problems.push_back("shape inference skipped: " + hazard);
+    return problems;
+  }
   // libonnx 1.12's inference dereferences the type of every graph input and
   // crashes (not throws) on an untyped one, so such graphs are not inferred.
   for (const auto* list : {&model.graph.inputs, &model.graph.outputs, &model.graph.value_infos})

@@ -7,6 +7,7 @@
 #include "onnx/model_io.h"
 #include "onnx/tensor_proto.h"
 #include "qtk/model.h"
+#include "qtk/session.h"
 
 namespace qtk {
 namespace {
@@ -132,6 +133,41 @@ TEST(OnnxIo, FourBitTensorsPackTwoPerByte) {
   back = onnx_io::tensor_from_proto(q, "");
   ASSERT_FALSE(back.ok());
   EXPECT_NE(back.status().message().find("two values per byte"), std::string::npos);
+}
+
+// libonnx 1.12's shape inference divides by a conv's strides: a model with
+// a zero stride killed the process (SIGFPE) in every session build. Such a
+// graph is not inferred, and the session refuses it, naming the node.
+TEST(OnnxIo, ZeroStridesSkipShapeInference) {
+  ir::Model m;
+  m.opsets = {{"", 17}};
+  ir::ValueInfo x;
+  x.name = "x";
+  x.dtype = DType::kFloat32;
+  x.has_shape = true;
+  for (int64_t d : {1, 1, 5, 5}) x.shape.push_back(ir::Dim{d, {}});
+  m.graph.inputs.push_back(x);
+  ir::ValueInfo y;
+  y.name = "y";
+  y.dtype = DType::kFloat32;
+  m.graph.outputs.push_back(y);
+  m.graph.initializers["w"] = Tensor(DType::kFloat32, {1, 1, 3, 3});
+  ir::Node conv;
+  conv.name = "conv";
+  conv.op_type = "Conv";
+  conv.inputs = {"x", "w"};
+  conv.outputs = {"y"};
+  conv.attrs = {ir::attr_ints("strides", {0, 1})};
+  m.graph.nodes.push_back(conv);
+  const auto problems = onnx_io::infer_shapes(m);
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_NE(problems[0].find("node 'conv' (Conv) has strides 0"), std::string::npos) << problems[0];
+  auto s = Session::create(m);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  auto out = (*s)->run(std::vector<Tensor>{Tensor(DType::kFloat32, {1, 1, 5, 5})});
+  ASSERT_FALSE(out.ok());
+  EXPECT_NE(out.status().message().find("node 'conv'"), std::string::npos) << out.status().message();
+  EXPECT_NE(out.status().message().find("stride"), std::string::npos) << out.status().message();
 }
 
 }  // namespace
