@@ -14,6 +14,7 @@
 #include "quant/graph/layer_precision.h"
 #include "quant/graph/qdq_writer.h"
 #include "quant/graph/qoperator_writer.h"
+#include "qtk/session.h"
 #include "runtime/optimize.h"
 
 namespace qtk {
@@ -121,6 +122,10 @@ Expected<QuantResult> quantize(const Model& float_model, const QuantConfig& conf
   result.model = float_model;
   Model& m = result.model;
   QTK_RETURN_IF_ERROR(rt::optimize_model(m));
+  // The float model must build as a session (each node's ops, inputs and
+  // attributes checked by its kernel): the passes below index nodes'
+  // inputs as their ops define them, and calibration runs the model.
+  if (auto built = Session::create(m); !built.ok()) return built.status().with_context("the float model");
   std::vector<std::string> equalize_warnings;
   if (config.equalize) {
     auto eq = quant::algos::equalize_cross_layer(m.graph);

@@ -168,6 +168,28 @@ TEST(HostileQuantizedModel, MutantsAreRefusedOrRunNeverCrash) {
     }
 }
 
+// The same changes to the float models, handed to the quantizer (which
+// calibrates by running them): an error that says something, or a model.
+TEST(HostileQuantizedModel, MutatedFloatModelsQuantizeOrFailCleanly) {
+  auto calib = data::load_dataset("fashion-mnist:train", 8);
+  ASSERT_TRUE(calib.ok()) << calib.status().message();
+  uint32_t seed = 177;
+  for (const char* name : {"cnn", "resnet20", "mlp"}) {
+    SCOPED_TRACE(name);
+    auto model = load_model(std::string(QTK_MODELS_DIR) + "/" + name + ".onnx");
+    ASSERT_TRUE(model.ok()) << model.status().message();
+    Mutator mutator(seed++);
+    for (int k = 0; k < 40; ++k) {
+      ir::Model m = *model;
+      for (auto& [n, t] : m.graph.initializers) t = t.clone();
+      const std::string change = mutator.mutate(m);
+      SCOPED_TRACE("mutant " + std::to_string(k) + ": " + change);
+      auto q = quantize(m, QuantConfig{}, CalibrationData{{calib->images}});
+      if (!q.ok()) EXPECT_FALSE(q.status().message().empty());
+    }
+  }
+}
+
 // Inputs of the wrong shape or type: refused by the session, naming the input.
 TEST(HostileQuantizedModel, WrongInputsAreRefused) {
   auto calib = data::load_dataset("fashion-mnist:train", 16);

@@ -181,11 +181,17 @@ class Annotator {
 
   void annotate_node(size_t i, const ir::Node& n) {
     const std::string& op = n.op_type;
+    // A node without its first input or output (a malformed graph) is left
+    // as it is: the session that calibrates it reports it.
+    if (n.inputs.empty() || n.inputs[0].empty() || n.outputs.empty() || n.outputs[0].empty()) {
+      plan_.float_nodes.push_back(n.name + " (" + op + "): no first input or output");
+      return;
+    }
     const bool weights_only = c_.activations == ActivationMode::kWeightOnly;
     if (op == "Conv" || op == "ConvTranspose" || op == "Gemm" || op == "MatMul") {
       const std::string& w = n.inputs.size() > 1 ? n.inputs[1] : std::string();
       if (!is_weight(w)) {
-        if (op == "MatMul" && static_mode()) {  // activation x activation (attention)
+        if (op == "MatMul" && static_mode() && !w.empty()) {  // activation x activation (attention)
           activation(n.inputs[0]);
           activation(w);
           output(n);
