@@ -122,10 +122,12 @@ Expected<QuantResult> quantize(const Model& float_model, const QuantConfig& conf
   result.model = float_model;
   Model& m = result.model;
   QTK_RETURN_IF_ERROR(rt::optimize_model(m));
-  // The float model must build as a session (each node's ops, inputs and
-  // attributes checked by its kernel): the passes below index nodes'
-  // inputs as their ops define them, and calibration runs the model.
-  if (auto built = Session::create(m); !built.ok()) return built.status().with_context("the float model");
+  // Static quantization calibrates by running the model: it must build as a
+  // session (each node's op, inputs and attributes checked by its kernel),
+  // checked before any pass reads the nodes. Weight-only and dynamic
+  // exports need not run it here (another runtime may have its ops).
+  if (config.activations == ActivationMode::kStatic)
+    if (auto built = Session::create(m); !built.ok()) return built.status().with_context("the float model");
   std::vector<std::string> equalize_warnings;
   if (config.equalize) {
     auto eq = quant::algos::equalize_cross_layer(m.graph);
