@@ -5,127 +5,24 @@
 // what stays float between them). A failure prints the seed and the net.
 #include <gtest/gtest.h>
 
-#include <cmath>
-#include <random>
 #include <sstream>
-#include <string>
 
-#include "ir/graph.h"
-#include "qtk/quantize.h"
 #include "random_nets.h"
-#include "test_models.h"
+#include "random_seq_net.h"
 
 namespace qtk {
 namespace {
-
-using testing::float_info;
-using testing::op_node;
-using testing::uniform_tensor;
-
-struct Seq {
-  std::string name;
-  int64_t t, d;  // [N, t, d]
-};
-
-class SeqNetBuilder : testing::RandomNetBuilder {
- public:
-  SeqNetBuilder(uint32_t seed, std::ostringstream& log) : RandomNetBuilder(seed, log) {}
-
-  ir::Model build(Seq x) {
-    const int blocks = pick(1, 4);
-    for (int b = 0; b < blocks; ++b) {
-      switch (pick(0, 3)) {
-        case 0: x = linear(x, pick(1, 24)); break;
-        case 1: x = attention(x); break;
-        case 2: x = gated(x); break;
-        default: x = linear(linear(x, pick(1, 24)), x.d); break;
-      }
-    }
-    if (pick(0, 1) == 0) {  // flattened into a Gemm head, else the sequence is the output
-      const std::string flat = name("flat"), w = name("head_w"), b = name("head_b"), y = name("head");
-      ir::Node f = op_node("Flatten", {x.name}, flat);
-      f.attrs = {ir::attr_int("axis", 1)};
-      m_.graph.nodes.push_back(f);
-      m_.graph.initializers[w] = uniform_tensor({10, x.t * x.d}, next_seed(), -0.3f, 0.3f);
-      m_.graph.initializers[b] = uniform_tensor({10}, next_seed(), -0.1f, 0.1f);
-      ir::Node g = op_node("Gemm", {flat, w, b}, y);
-      g.attrs = {ir::attr_int("transB", 1)};
-      m_.graph.nodes.push_back(g);
-      log_ << " Flatten Gemm(10)";
-      x = {y, 1, 10};
-    }
-    m_.graph.outputs.push_back(float_info(x.name));
-    return m_;
-  }
-
- private:
-
-  std::string node(const std::string& op, std::vector<std::string> in) {
-    const std::string out = name(op);
-    m_.graph.nodes.push_back(op_node(op, std::move(in), out));
-    return out;
-  }
-
-  // x · W [d, out] (+ bias), then Relu, Sigmoid or nothing.
-  Seq linear(const Seq& x, int64_t out) {
-    const std::string w = name("w");
-    const float bound = 1.5f / std::sqrt(static_cast<float>(x.d));
-    m_.graph.initializers[w] = uniform_tensor({x.d, out}, next_seed(), -bound, bound);
-    std::string y = node("MatMul", {x.name, w});
-    log_ << " Linear(" << x.d << "->" << out << ")";
-    if (pick(0, 2) != 0) {
-      const std::string b = name("b");
-      m_.graph.initializers[b] = uniform_tensor({out}, next_seed(), -0.2f, 0.2f);
-      y = node("Add", {y, b});
-    }
-    switch (pick(0, 2)) {
-      case 0: log_ << " Relu"; y = node("Relu", {y}); break;
-      case 1: log_ << " Sigmoid"; y = node("Sigmoid", {y}); break;
-      default: break;
-    }
-    return {y, x.t, out};
-  }
-
-  // One head: softmax(q kᵀ) v, projected back to d and added to x.
-  Seq attention(const Seq& x) {
-    log_ << " [attention";
-    const int64_t dh = pick(1, 16);
-    const Seq q = linear(x, dh), k = linear(x, dh), v = linear(x, dh);
-    const std::string kt = name("kt");
-    ir::Node t = op_node("Transpose", {k.name}, kt);
-    t.attrs = {ir::attr_ints("perm", {0, 2, 1})};
-    m_.graph.nodes.push_back(t);
-    const std::string scores = node("MatMul", {q.name, kt});
-    ir::Node sm = op_node("Softmax", {scores}, name("softmax"));
-    sm.attrs = {ir::attr_int("axis", -1)};
-    m_.graph.nodes.push_back(sm);
-    const std::string mixed = node("MatMul", {sm.outputs[0], v.name});
-    const Seq projected = linear({mixed, x.t, dh}, x.d);
-    log_ << " Add]";
-    return {node("Add", {projected.name, x.name}), x.t, x.d};
-  }
-
-  // x ⊙ f(x · W), f as in linear(): a product of two activations.
-  Seq gated(const Seq& x) {
-    log_ << " [gate";
-    const Seq a = linear(x, x.d);
-    log_ << " Mul]";
-    return {node("Mul", {x.name, a.name}), x.t, x.d};
-  }
-};
 
 TEST(RandomMatMulExactness, OptimizedKernelsMatchReferenceKernels) {
   constexpr int kNets = 150;
   for (int net = 0; net < kNets; ++net) {
     const uint32_t seed = 5000 + static_cast<uint32_t>(net);
-    testing::RandomDims dim(seed);
-    const int64_t t = dim(1, 12), d = dim(1, 24);
     std::ostringstream log;
-    log << "seed " << seed << ": x [N," << t << "," << d << "]";
-    ir::Model model = SeqNetBuilder(seed, log).build({"x", t, d});
-    const Tensor calib = uniform_tensor({8, t, d}, seed + 1, -1.f, 1.f);
-    const Tensor x = uniform_tensor({dim(1, 3), t, d}, seed + 2, -1.2f, 1.2f);  // past the calibrated range too
-    testing::expect_random_net_exact(model, net, log, calib, x);
+    const testing::RandomSeqNet n = testing::random_seq_net(seed, log);
+    const Tensor calib = testing::uniform_tensor({8, n.t, n.d}, seed + 1, -1.f, 1.f);
+    const int64_t batch = testing::RandomDims(seed + 3)(1, 3);
+    const Tensor x = testing::uniform_tensor({batch, n.t, n.d}, seed + 2, -1.2f, 1.2f);  // past the calibrated range too
+    testing::expect_random_net_exact(n.model, net, log, calib, x);
   }
 }
 
