@@ -27,6 +27,7 @@
 
 #include "data/dataset.h"
 #include "data/npy.h"
+#include "shell_quote.h"
 #include "qtk/model.h"
 #include "qtk/session.h"
 
@@ -48,11 +49,7 @@ struct InputSet {
   std::vector<Tensor> tensors;  // in the order of Session::inputs()
 };
 
-std::string quote(const std::string& s) {
-  std::string r = "'";
-  for (char c : s) r += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return r + "'";
-}
+using ort_driver::quote;
 
 // Uniform floats in [lo, hi) from a fixed-seed mt19937 (its sequence is fixed
 // by the standard; the float conversion is ours, so inputs repeat everywhere).

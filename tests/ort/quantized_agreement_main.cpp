@@ -25,6 +25,7 @@
 
 #include "data/dataset.h"
 #include "data/npy.h"
+#include "shell_quote.h"
 #include "qtk/model.h"
 #include "qtk/quantize.h"
 #include "qtk/session.h"
@@ -43,11 +44,7 @@ struct Options {
   double min_agreement = 0.995;
 };
 
-std::string quote(const std::string& s) {
-  std::string r = "'";
-  for (char c : s) r += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return r + "'";
-}
+using ort_driver::quote;
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "data/npy.h"
+#include "shell_quote.h"
 #include "qtk/model.h"
 #include "qtk/quantize.h"
 #include "qtk/session.h"
@@ -41,11 +42,7 @@ struct Options {
   int nets = 24;  // of each kind
 };
 
-std::string quote(const std::string& s) {
-  std::string r = "'";
-  for (char c : s) r += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return r + "'";
-}
+using ort_driver::quote;
 
 // ORT's first output for x, through tests/ort/ort_run.mjs.
 Expected<Tensor> run_ort(const Options& opt, const ir::Model& m, const Tensor& x, const std::string& tag,
