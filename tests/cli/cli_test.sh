@@ -289,6 +289,26 @@ expect_ok "quantize --force" quantize "$MLP" -o "$Q/npy.onnx" "${CAL[@]}" --forc
 expect_ok "quantize again" quantize "$MLP" -o "$Q/npy2.onnx" "${CAL[@]}" --report "$Q/report.json"
 same_bytes "two identical quantize runs" "$Q/npy.onnx" "$Q/npy2.onnx"
 json_check "quantize --report" "$Q/report.json" 'j.input.endsWith("mlp.onnx") && j.size_after < j.size_before'
+# The quantized model through the integer kernels and through the float
+# simulation of its Q/DQ nodes: the same shape, values within a few codes.
+expect_ok "run --integer" run "$Q/npy.onnx" --input "$TMP/x.npy" --integer --output "$Q/int.npz" --json
+expect_ok "run (float simulation)" run "$Q/npy.onnx" --input "$TMP/x.npy" --output "$Q/sim.npz" --json
+node -e '
+  const fs = require("fs");
+  // The first member of a stored .npz: its float32 values.
+  const values = (f) => {
+    const b = fs.readFileSync(f), name = b.readUInt16LE(26), extra = b.readUInt16LE(28);
+    const npy = b.subarray(30 + name + extra), hl = npy.readUInt16LE(8);
+    const data = npy.subarray(10 + hl, 10 + hl + b.readUInt32LE(18) - 10 - hl);
+    return new Float32Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.length));
+  };
+  const a = values(process.argv[1]), b = values(process.argv[2]);
+  if (a.length !== b.length || a.length === 0) throw new Error("lengths " + a.length + " vs " + b.length);
+  let d = 0, r = 0;
+  for (let i = 0; i < a.length; i++) { d += (a[i] - b[i]) ** 2; r += b[i] ** 2; }
+  if (!(Math.sqrt(d / r) < 0.05)) throw new Error("integer vs simulated relative error " + Math.sqrt(d / r));
+' "$Q/int.npz" "$Q/sim.npz" || fail "run --integer disagrees with the float simulation"
+checks=$((checks + 1))
 
 expect_ok "quantize --json" quantize "$MLP" -o "$Q/json.onnx" "${CAL[@]}" --json --weights int4 --granularity group:32
 cp "$TMP/out" "$Q/quantize.json"

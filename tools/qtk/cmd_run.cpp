@@ -18,6 +18,7 @@ constexpr OptionSpec kOptions[] = {
     {"--input", "[NAME=]FILE.npy", "feed FILE.npy to input NAME (NAME= optional for one-input models)", true},
     {"--output", "FILE.npz", "also write every output to FILE.npz (never over the model or an input)"},
     {"--threads", "N", "threads for the kernels (default: physical cores)"},
+    {"--integer", "", "run a QDQ model with integer kernels (QLinearConv, QLinearMatMul, ...) as an int8 runtime does"},
     {"--show", "N", "how many leading values of each output to print (default 8)"},
     {"--json", "", "print one JSON object instead of text"},
 };
@@ -90,6 +91,7 @@ Outcome run_run(const ParsedArgs& args) {
   }
   SessionOptions options;
   options.threads = static_cast<int>(threads);
+  options.integer = args.has("--integer");
   QTK_CLI_ASSIGN_OR_FAIL(std::unique_ptr<Session> session, Session::create(model, options));
   const auto start = std::chrono::steady_clock::now();
   QTK_CLI_ASSIGN_OR_FAIL(std::vector<Tensor> outputs, session->run(feeds));
