@@ -217,6 +217,33 @@ TEST(HostileQuantizedModel, MutatedFloatModelsQuantizeOrFailCleanly) {
   }
 }
 
+// An all-zero tensor quantized at run time (DynamicQuantizeLinear) has scale
+// 0; the DequantizeLinear after it gives zeros. The float session refused
+// that scale ("scale must be non-zero") and failed on an all-zero image.
+TEST(HostileQuantizedModel, AllZeroInputsRunThroughDynamicQuantization) {
+  auto calib = data::load_dataset("fashion-mnist:train", 8);
+  ASSERT_TRUE(calib.ok()) << calib.status().message();
+  auto model = load_model(std::string(QTK_MODELS_DIR) + "/cnn.onnx");
+  ASSERT_TRUE(model.ok()) << model.status().message();
+  QuantConfig cfg;
+  cfg.activations = ActivationMode::kDynamic;
+  auto q = quantize(*model, cfg, CalibrationData{{calib->images}});
+  ASSERT_TRUE(q.ok()) << q.status().message();
+  const Tensor zeros(DType::kFloat32, {2, 1, 28, 28});
+  std::vector<Tensor> outputs;
+  for (bool integer : {false, true}) {
+    SessionOptions o;
+    o.integer = integer;
+    auto s = Session::create(q->model, o);
+    ASSERT_TRUE(s.ok()) << s.status().message();
+    auto y = (*s)->run(std::vector<Tensor>{zeros});
+    ASSERT_TRUE(y.ok()) << (integer ? "integer: " : "float: ") << y.status().message();
+    outputs.push_back((*y)[0]);
+  }
+  for (int64_t i = 0; i < outputs[0].numel(); ++i)
+    EXPECT_NEAR(outputs[0].data<float>()[i], outputs[1].data<float>()[i], 1e-3) << "logit " << i;
+}
+
 // Inputs of the wrong shape or type: refused by the session, naming the input.
 TEST(HostileQuantizedModel, WrongInputsAreRefused) {
   auto calib = data::load_dataset("fashion-mnist:train", 16);

@@ -28,8 +28,9 @@ class ConvNetBuilder : RandomNetBuilder {
   ir::Model build(Feature x) {
     const int blocks = pick(2, 5);
     for (int b = 0; b < blocks; ++b) {
-      switch (pick(0, 5)) {
+      switch (pick(0, 6)) {
         case 0: x = conv(x, pick(1, 24), pick(0, 3) == 0 ? 1 : 3, pick(0, 2) == 0 ? 2 : 1, false); break;
+        case 6: x = upsample(x); break;
         case 1: x = conv(x, x.c, 3, pick(1, 2), /*depthwise=*/true); break;
         case 2: x = residual(x); break;
         case 3: x = concat(x); break;
@@ -134,6 +135,30 @@ class ConvNetBuilder : RandomNetBuilder {
     n.attrs = {ir::attr_int("axis", 1)};
     m_.graph.nodes.push_back(n);
     log_ << "]";
+    return y;
+  }
+
+  // Twice the size: a ConvTranspose (kernel 2, stride 2) or a nearest Resize.
+  Feature upsample(const Feature& x) {
+    if (x.h > 12 || x.w > 12) return x;
+    if (pick(0, 1) == 0) {
+      const int64_t out_c = pick(1, 16);
+      const Feature y{name("deconv"), out_c, 2 * x.h, 2 * x.w};
+      const std::string w = y.name + "_w";
+      m_.graph.set_initializer(w, uniform_tensor({x.c, out_c, 2, 2}, next_seed(), -0.5f, 0.5f));
+      ir::Node n = op_node("ConvTranspose", {x.name, w}, y.name);
+      n.attrs = {ir::attr_ints("kernel_shape", {2, 2}), ir::attr_ints("strides", {2, 2})};
+      m_.graph.nodes.push_back(n);
+      log_ << " ConvTranspose(" << x.c << "->" << out_c << " k2 s2)";
+      return activation(y);
+    }
+    const Feature y{name("resize"), x.c, 2 * x.h, 2 * x.w};
+    const std::string scales = y.name + "_scales";
+    m_.graph.set_initializer(scales, Tensor::from_vector<float>({4}, {1.f, 1.f, 2.f, 2.f}));
+    ir::Node n = op_node("Resize", {x.name, "", scales}, y.name);
+    n.attrs = {ir::attr_string("mode", "nearest")};
+    m_.graph.nodes.push_back(n);
+    log_ << " Resize(x2)";
     return y;
   }
 

@@ -74,7 +74,7 @@ Expected<std::unique_ptr<Kernel>> make_dequantize(const KernelInit& init) {
     QTK_RETURN_IF_ERROR(ref::expect_inputs(ctx, 2));
     const Tensor& x = ctx.input(0);
     QTK_ASSIGN_OR_RETURN(auto sz, ref::read_scale_zp(x.shape(), ctx.input(1), ctx.has_input(2) ? ctx.inputs[2] : nullptr,
-                                                     axis, block));
+                                                     axis, block, /*zero_ok=*/true));
     Tensor y(DType::kFloat32, x.shape());
     switch (x.dtype()) {
       case DType::kUInt8: case DType::kUInt4: dequantize_from<uint8_t>(x, sz, y); break;

@@ -5,7 +5,7 @@
 namespace qtk::rt::ref {
 
 Expected<ScaleZp> read_scale_zp(const Shape& data_shape, const Tensor& scale, const Tensor* zero_point, int64_t axis,
-                                int64_t block) {
+                                int64_t block, bool zero_ok) {
   if (scale.dtype() != DType::kFloat32) return unsupported(std::string("scale of dtype ") + dtype_name(scale.dtype()));
   ScaleZp sz;
   sz.scale = scale.to_float_vector();
@@ -18,7 +18,7 @@ Expected<ScaleZp> read_scale_zp(const Shape& data_shape, const Tensor& scale, co
     sz.zero_point.assign(sz.scale.size(), 0);
   }
   for (float s : sz.scale)
-    if (!(s > 0.f) && !(s < 0.f)) return invalid_argument("scale must be non-zero");
+    if (!(s > 0.f) && !(s < 0.f) && !(zero_ok && s == 0.f)) return invalid_argument("scale must be non-zero");
   if (scale.numel() == 1 && block <= 0) return sz;
   const int rank = static_cast<int>(data_shape.size());
   if (rank == 0) return invalid_argument("per-axis scale for a scalar input");

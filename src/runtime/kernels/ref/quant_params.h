@@ -21,8 +21,10 @@ struct ScaleZp {
 
 // scale: scalar / [1] for per tensor, [shape[axis]] per axis, or the data
 // shape with shape[axis] replaced by ceil(shape[axis]/block) when block > 0.
+// A scale of 0 is refused unless zero_ok (DequantizeLinear: y = 0, as a
+// DynamicQuantizeLinear of an all-zero tensor gives; QuantizeLinear divides by it).
 Expected<ScaleZp> read_scale_zp(const Shape& data_shape, const Tensor& scale, const Tensor* zero_point, int64_t axis,
-                                int64_t block);
+                                int64_t block, bool zero_ok = false);
 
 // Input i of a com.microsoft quantized op as a per-tensor scale: float32,
 // one value, positive and finite; `what` names it in errors.
