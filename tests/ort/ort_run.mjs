@@ -16,6 +16,7 @@
 // on stderr otherwise.
 import { createRequire } from 'node:module';
 import { readNpz, writeNpz, dtypeFromOrt } from './npz.mjs';
+import { rng, sessionOptions } from './ort_common.mjs';
 
 const require = createRequire(import.meta.url);
 
@@ -52,18 +53,6 @@ function parseArgs(argv) {
   return { ...opts, model, input, output };
 }
 
-// Small deterministic generator (mulberry32) so random inputs repeat exactly.
-function rng(seed) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function randomInputs(session, batch) {
   const next = rng(12345);
   const feeds = new Map();
@@ -94,14 +83,7 @@ async function main() {
   } catch (e) {
     throw new Error(`cannot load onnxruntime-node (run: ONNXRUNTIME_NODE_INSTALL=skip npm install --prefix tests/ort): ${e.message}`);
   }
-  const session = await ort.InferenceSession.create(opts.model, {
-    executionProviders: ['cpu'],
-    intraOpNumThreads: opts.threads,
-    interOpNumThreads: 1,
-    executionMode: 'sequential',
-    graphOptimizationLevel: opts.optimization,
-    logSeverityLevel: 3,
-  });
+  const session = await ort.InferenceSession.create(opts.model, sessionOptions(opts.threads, opts.optimization));
 
   let arrays;
   const m = opts.input.match(/^random:(\d+)$/);

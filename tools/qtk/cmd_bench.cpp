@@ -102,6 +102,9 @@ struct Stats {
 
 // Nearest-rank percentiles of the sorted times; the median averages the two
 // middle values of an even count.
+// The most timed runs bench picks by itself (about 2 s of them).
+constexpr int64_t kMaxDefaultRuns = 100'000;
+
 Stats stats_of(std::vector<double> t) {
   std::sort(t.begin(), t.end());
   Stats s;
@@ -308,6 +311,10 @@ Outcome run_bench(const ParsedArgs& args) {
   options.plan_memory = !args.has("--no-memory-plan");
   options.code_tables = !args.has("--no-code-tables");
   options.profile = args.has("--profile");
+  // The timings' buffer, written before the "before" reading: else its
+  // pages (8 bytes a run, up to 800 kB by default) would count as the
+  // session's growth while it runs.
+  std::vector<double> times(static_cast<size_t>(runs > 0 ? runs : kMaxDefaultRuns), 0.0);
   prefault_file_mappings();
   // Samples the RSS through the build and the warm-up runs (peaks VmHWM
   // does not see); stopped before the timed runs, which it would slow.
@@ -357,7 +364,7 @@ Outcome run_bench(const ParsedArgs& args) {
     if (r.warmup == 0) {
       QTK_CLI_ASSIGN_OR_FAIL(warm_ms, run_once());
     }
-    runs = std::clamp<int64_t>(static_cast<int64_t>(2000.0 / std::max(warm_ms, 1e-3)), 10, 100'000);
+    runs = std::clamp<int64_t>(static_cast<int64_t>(2000.0 / std::max(warm_ms, 1e-3)), 10, kMaxDefaultRuns);
   }
   r.runs = runs;
   r.sampled_peak_rss = sampler.stop();
@@ -365,16 +372,15 @@ Outcome run_bench(const ParsedArgs& args) {
   const uint64_t build_hwm = proc_status_bytes("VmHWM:");
   const bool running_reset = r.peak_is_session && reset_peak_rss();
   session->reset_profile();
-  std::vector<double> times;
-  times.reserve(static_cast<size_t>(runs));
   for (int64_t i = 0; i < runs; ++i) {
     QTK_CLI_ASSIGN_OR_FAIL(double ms, run_once());
-    times.push_back(ms);
+    times[static_cast<size_t>(i)] = ms;
   }
-  r.latency = stats_of(std::move(times));
+  times.resize(static_cast<size_t>(runs));
   const uint64_t runs_hwm = std::max(proc_status_bytes("VmHWM:"), proc_status_bytes("VmRSS:"));
   r.peak_rss = std::max({build_hwm, runs_hwm, r.sampled_peak_rss});
   if (running_reset) r.running_rss = runs_hwm;
+  r.latency = stats_of(std::move(times));
   r.activation_bytes = session->peak_activation_bytes();
   r.activation_pair_bytes = session->largest_activation_pair_bytes();
   r.arena_bytes = session->activation_arena_bytes();
