@@ -254,3 +254,70 @@ TEST(QuantizeUnseenOpsetRaise, IfBodiesAreRewrittenOnCopies) {
 
 }  // namespace
 }  // namespace qtk
+
+namespace qtk {
+namespace {
+
+// A MatMul whose constant weight has batch dimensions ([G, K, N], broadcast
+// over the input's leading axes) gets per-tensor parameters even when the
+// config asks per channel: a 1-D scale over N (the only per-axis form
+// DequantizeLinear has) is refused by ONNX Runtime's QLinearMatMul and
+// MatMulInteger at run time. A 2-D weight beside it stays per channel, and
+// the report says why the other does not.
+TEST(QuantizeUnseenBatchedWeight, RankThreeMatMulWeightIsPerTensor) {
+  ir::Model m;
+  m.opsets = {{"", 17}};
+  ir::Graph& g = m.graph;
+  g.inputs.push_back(float_value("x"));
+  g.outputs.push_back(float_value("y"));
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-0.5f, 0.5f);
+  for (const auto& [name, shape] : std::vector<std::pair<std::string, Shape>>{{"w3", {4, 8, 6}}, {"w2", {6, 5}}}) {
+    Tensor t(DType::kFloat32, shape);
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
+    g.initializers[name] = t;
+    g.initializer_order.push_back(name);
+  }
+  g.nodes.push_back(make_node("MatMul", {"x", "w3"}, {"h"}, {}));
+  g.nodes.push_back(make_node("Relu", {"h"}, {"r"}, {}));
+  g.nodes.push_back(make_node("MatMul", {"r", "w2"}, {"y"}, {}));
+
+  const Tensor calib_x = random_input({64, 4, 2, 8}, 1, false), x = random_input({3, 4, 2, 8}, 2, false);
+  auto float_session = Session::create(m);
+  ASSERT_TRUE(float_session.ok()) << float_session.status().message();
+  auto want = (*float_session)->run(std::vector<Tensor>{x});
+  ASSERT_TRUE(want.ok()) << want.status().message();
+
+  for (auto activations : {ActivationMode::kStatic, ActivationMode::kDynamic}) {
+    QuantConfig c;  // int8, per channel
+    c.activations = activations;
+    auto q = quantize(m, c, CalibrationData{{calib_x}});
+    ASSERT_TRUE(q.ok()) << q.status().message();
+    int checked = 0;
+    for (const auto& n : q->model.graph.nodes) {
+      if (n.op_type != "DequantizeLinear") continue;
+      const Tensor* codes = q->model.graph.find_initializer(n.inputs[0]);
+      const Tensor* scale = q->model.graph.find_initializer(n.inputs[1]);
+      if (!codes || !scale) continue;
+      if (codes->rank() == 3) {
+        EXPECT_EQ(scale->numel(), 1) << "rank-3 weight " << n.inputs[0];
+        ++checked;
+      } else if (codes->rank() == 2) {
+        EXPECT_EQ(scale->numel(), 5) << "2-D weight " << n.inputs[0];
+        ++checked;
+      }
+    }
+    EXPECT_EQ(checked, 2);
+    bool noted = false;
+    for (const auto& note : q->report.notes) noted = noted || note.find("quantized per tensor") != std::string::npos;
+    EXPECT_TRUE(noted);
+    for (bool integer : {false, true}) {
+      auto got = first_output(q->model, x, integer);
+      ASSERT_TRUE(got.ok()) << got.status().message();
+      EXPECT_GT(sqnr_db((*want)[0], *got), 25.0) << (integer ? "integer" : "float-simulated");
+    }
+  }
+}
+
+}  // namespace
+}  // namespace qtk

@@ -63,7 +63,7 @@ class Annotator {
     for (const auto& e : c_.exclude)
       if (!matched_excludes.count(e)) plan_.warnings.push_back("--exclude '" + e + "' matches no node name or op type");
     plan_.warnings.insert(plan_.warnings.end(), precision_.warnings.begin(), precision_.warnings.end());
-    plan_.notes = precision_.notes;
+    plan_.notes.insert(plan_.notes.begin(), precision_.notes.begin(), precision_.notes.end());
     if (static_mode()) assign_activation_formats();
     return std::move(plan_);
   }
@@ -216,6 +216,11 @@ class Annotator {
           return;
         }
         weight(i, 1, rank - 1, rank - 2);
+        if (rank > 2 && c_.granularity == Granularity::kPerChannel) {
+          plan_.weights.back().per_tensor = true;
+          plan_.notes.push_back(n.name + " (MatMul): weight of rank " + std::to_string(rank) +
+                                " quantized per tensor (ONNX Runtime takes per-column parameters for 2-D weights only)");
+        }
       }
       if (weights_only) return;
       activation(n.inputs[0]);

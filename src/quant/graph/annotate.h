@@ -18,6 +18,12 @@ struct WeightUse {
   int channel_axis;  // output-channel axis of the weight
   int reduction_axis;
   QFormat format = QFormat::kInt8;  // the node's weight format (config's, or its layer_precision)
+  // Per tensor even when the config asks per channel: a MatMul weight of
+  // rank > 2, whose per-column parameters (1-D over the last axis, the only
+  // per-axis form DequantizeLinear has) ONNX Runtime's QLinearMatMul and
+  // MatMulInteger refuse at run time ("weight zero point must be a scalar,
+  // 1D tensor of size 1, or last to second dimension is 1").
+  bool per_tensor = false;
 };
 
 struct BiasUse {

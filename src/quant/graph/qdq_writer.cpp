@@ -131,6 +131,7 @@ class QdqWriter {
           auto imp = importance.find(node.inputs[0]);
           QuantConfig layer = c_;  // this node's weight format (layer_precision)
           layer.weight_format = use.format;
+          if (use.per_tensor) layer.granularity = Granularity::kPerTensor;
           q = quantize_weight(wt, use.channel_axis, use.reduction_axis, layer,
                               imp == importance.end() ? nullptr : &imp->second);
           if (!q.ok()) return q.status().with_context(node.describe() + " weight '" + w + "'");
