@@ -104,9 +104,11 @@ struct QuantConfig {
   // int8 kernels, within A's int8 rounding of the float result).
   int64_t nbits_accuracy_level = 0;
   std::vector<std::string> exclude;  // node names or op types left in float
-  // Leave the first and the last weighted layer (Conv/ConvTranspose/Gemm/
-  // MatMul with constant weights, in graph order) in float: the layers most
-  // sensitive to quantization in small classifiers.
+  // Leave the first and the last weighted layers (Conv/ConvTranspose/Gemm/
+  // MatMul with constant weights) in float: the layers most sensitive to
+  // quantization in small classifiers. First: no weighted layer before it on
+  // a path from an input; last: none after it on a path to an output (a
+  // model with two inputs or two heads has two of each).
   bool float_first_last = false;
   // Per-layer overrides by node name (mixed precision; see LayerPrecision).
   std::map<std::string, LayerPrecision> layer_precision;

@@ -2,20 +2,26 @@
 """Exports a zoo of small, diverse, seeded-random PyTorch models to ONNX for
 qtk's unseen-model robustness sweep. Writes /tmp/zoo/models/NAME.onnx plus
 NAME.in.npz (inputs, batch 2) and NAME.calib.npy/.npz (64 calibration samples).
-usage: /usr/bin/python3 make_zoo.py [OUTDIR]"""
+usage: /usr/bin/python3 make_zoo.py [OUTDIR] [--set 1|2|all] [names...]
+--set 1 (default): the first 18 models; --set 2: the second batch (ZOO2);
+--set all: both."""
 import os, sys, json
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-OUT = sys.argv[1] if len(sys.argv) > 1 else "/tmp/zoo/models"
+ARGV = sys.argv[1:]
+SET = "1"
+if "--set" in ARGV:
+    k = ARGV.index("--set"); SET = ARGV[k + 1]; del ARGV[k:k + 2]
+OUT = ARGV[0] if ARGV else "/tmp/zoo/models"
 os.makedirs(OUT, exist_ok=True)
 
 
 def randomize_bn(m, g):
     for mod in m.modules():
-        if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
             c = mod.num_features
             mod.running_mean.copy_(torch.randn(c, generator=g) * 0.3)
             mod.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.3)
@@ -286,6 +292,301 @@ class Conv1dGrouped(nn.Module):   # Conv1d depthwise + Transpose + LN on time ax
         return s.fc(y.max(1).values)
 
 
+# ---- second batch (--set 2) ------------------------------------------------
+
+class SqExc(nn.Module):   # squeeze-excitation with SiLU and sigmoid gating (EfficientNet)
+    def __init__(s, c, r):
+        super().__init__()
+        s.r = nn.Conv2d(c, r, 1); s.e = nn.Conv2d(r, c, 1)
+    def forward(s, x):
+        return x * torch.sigmoid(s.e(F.silu(s.r(F.adaptive_avg_pool2d(x, 1)))))
+
+
+class MBConv(nn.Module):
+    def __init__(s, i, o, stride, expand=4):
+        super().__init__()
+        h = i * expand
+        s.res = stride == 1 and i == o
+        s.ex = nn.Sequential(nn.Conv2d(i, h, 1, bias=False), nn.BatchNorm2d(h), nn.SiLU())
+        s.dw = nn.Sequential(nn.Conv2d(h, h, 3, stride, 1, groups=h, bias=False), nn.BatchNorm2d(h), nn.SiLU())
+        s.se = SqExc(h, max(1, i // 4))
+        s.pr = nn.Sequential(nn.Conv2d(h, o, 1, bias=False), nn.BatchNorm2d(o))
+    def forward(s, x):
+        y = s.pr(s.se(s.dw(s.ex(x))))
+        return x + y if s.res else y
+
+
+class EffNet(nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.stem = nn.Sequential(nn.Conv2d(1, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.SiLU())  # 14
+        s.b1 = MBConv(16, 16, 1); s.b2 = MBConv(16, 24, 2); s.b3 = MBConv(24, 24, 1)          # 7
+        s.head = nn.Sequential(nn.Conv2d(24, 64, 1, bias=False), nn.BatchNorm2d(64), nn.SiLU())
+        s.drop = nn.Dropout(0.2); s.fc = nn.Linear(64, 10)
+    def forward(s, x):
+        x = s.head(s.b3(s.b2(s.b1(s.stem(x)))))
+        return s.fc(s.drop(F.adaptive_avg_pool2d(x, 1).flatten(1)))
+
+
+def channel_shuffle(x, g):
+    n, c, h, w = x.shape
+    return x.reshape(n, g, c // g, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class ShuffleV2Unit(nn.Module):
+    def __init__(s, i, o, stride):
+        super().__init__()
+        s.stride = stride
+        b = o // 2
+        bi = i if stride == 2 else i // 2
+        if stride == 2:
+            s.br1 = nn.Sequential(nn.Conv2d(i, i, 3, 2, 1, groups=i, bias=False), nn.BatchNorm2d(i),
+                                  nn.Conv2d(i, b, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU())
+        s.br2 = nn.Sequential(nn.Conv2d(bi, b, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(),
+                              nn.Conv2d(b, b, 3, stride, 1, groups=b, bias=False), nn.BatchNorm2d(b),
+                              nn.Conv2d(b, b, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU())
+    def forward(s, x):
+        if s.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            y = torch.cat((x1, s.br2(x2)), 1)
+        else:
+            y = torch.cat((s.br1(x), s.br2(x)), 1)
+        return channel_shuffle(y, 2)
+
+
+class ShuffleV2(nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.stem = cbr(1, 16)
+        s.u1 = ShuffleV2Unit(16, 32, 2); s.u2 = ShuffleV2Unit(32, 32, 1); s.u3 = ShuffleV2Unit(32, 32, 1)
+        s.conv = nn.Sequential(nn.Conv2d(32, 64, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
+        s.fc = nn.Linear(64, 10)
+    def forward(s, x):
+        x = F.max_pool2d(s.stem(x), 3, 2, 1)                     # 14
+        x = s.conv(s.u3(s.u2(s.u1(x))))                          # 7
+        return s.fc(x.mean((2, 3)))
+
+
+class Fire(nn.Module):
+    def __init__(s, i, sq, e1, e3):
+        super().__init__()
+        s.sq = nn.Conv2d(i, sq, 1); s.e1 = nn.Conv2d(sq, e1, 1); s.e3 = nn.Conv2d(sq, e3, 3, padding=1)
+    def forward(s, x):
+        x = F.relu(s.sq(x))
+        return torch.cat([F.relu(s.e1(x)), F.relu(s.e3(x))], 1)
+
+
+class SqueezeNet(nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.c1 = nn.Conv2d(1, 32, 3, 2)                            # 13
+        s.f1 = Fire(32, 8, 16, 16); s.f2 = Fire(32, 8, 16, 16); s.f3 = Fire(32, 16, 32, 32)
+        s.drop = nn.Dropout(0.5); s.cls = nn.Conv2d(64, 10, 1)
+    def forward(s, x):
+        x = F.max_pool2d(F.relu(s.c1(x)), 3, 2, ceil_mode=True)  # 6
+        x = s.f2(s.f1(x))
+        x = F.max_pool2d(x, 3, 2, ceil_mode=True)                 # 3
+        x = s.f3(x)
+        x = F.relu(s.cls(s.drop(x)))
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+
+class LayerNormCF(nn.Module):  # ConvNeXt's channels-first LayerNorm, written out
+    def __init__(s, c, eps=1e-6):
+        super().__init__()
+        s.w = nn.Parameter(torch.rand(c) + 0.5); s.b = nn.Parameter(torch.randn(c) * 0.2); s.eps = eps
+    def forward(s, x):
+        u = x.mean(1, keepdim=True)
+        v = (x - u).pow(2).mean(1, keepdim=True)
+        x = (x - u) / torch.sqrt(v + s.eps)
+        return s.w[:, None, None] * x + s.b[:, None, None]
+
+
+class ConvNeXtBlock(nn.Module):
+    def __init__(s, c):
+        super().__init__()
+        s.dw = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        s.ln = nn.LayerNorm(c, eps=1e-6)
+        s.f1 = nn.Linear(c, 4 * c); s.f2 = nn.Linear(4 * c, c)
+        s.gamma = nn.Parameter(torch.rand(c) * 0.5 + 0.1)       # layer scale (1e-6 at init in the paper)
+    def forward(s, x):
+        y = s.dw(x).permute(0, 2, 3, 1)
+        y = s.f2(F.gelu(s.f1(s.ln(y))))
+        return x + (s.gamma * y).permute(0, 3, 1, 2)
+
+
+class ConvNeXt(nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.stem = nn.Conv2d(1, 32, 4, 4); s.sn = LayerNormCF(32)   # 7
+        s.b1 = ConvNeXtBlock(32); s.b2 = ConvNeXtBlock(32)
+        s.norm = nn.LayerNorm(32); s.fc = nn.Linear(32, 10)
+    def forward(s, x):
+        x = s.b2(s.b1(s.sn(s.stem(x))))
+        return s.fc(s.norm(x.mean((-2, -1))))
+
+
+class TCN(nn.Module):   # dilated causal Conv1d, residual, global average
+    def __init__(s):
+        super().__init__()
+        s.inp = nn.Conv1d(4, 16, 1)
+        s.convs = nn.ModuleList()
+        for d in (1, 2, 4):
+            s.convs.append(nn.ModuleList([nn.Conv1d(16, 16, 3, dilation=d), nn.Conv1d(16, 16, 3, dilation=d, padding=2 * d)]))
+        s.fc = nn.Linear(16, 3)
+    def forward(s, x):                      # [N, 4, 64]
+        x = s.inp(x)
+        for i, (ca, cb) in enumerate(s.convs):
+            d = 2 ** i
+            y = F.relu(ca(F.pad(x, (2 * d, 0))))       # causal: left padding
+            y = F.relu(cb(y)[:, :, :-2 * d])           # causal: pad both sides, drop the tail
+            x = F.relu(x + y)
+        return s.fc(x.mean(-1))
+
+
+class BiLSTM(nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.emb = nn.Embedding(100, 16, padding_idx=0)
+        s.lstm = nn.LSTM(16, 24, num_layers=2, bidirectional=True, batch_first=True)
+        s.fc = nn.Linear(48, 4)
+    def forward(s, ids):
+        h, _ = s.lstm(s.emb(ids))
+        return s.fc(h[:, -1, :])
+
+
+class ViTBlock(nn.Module):
+    def __init__(s, d, heads):
+        super().__init__()
+        s.n1 = nn.LayerNorm(d); s.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        s.n2 = nn.LayerNorm(d); s.f1 = nn.Linear(d, 2 * d); s.f2 = nn.Linear(2 * d, d)
+    def forward(s, x):
+        h = s.n1(x)
+        x = x + s.attn(h, h, h, need_weights=False)[0]
+        return x + s.f2(F.gelu(s.f1(s.n2(x))))
+
+
+class ViT(nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.patch = nn.Conv2d(1, 32, 7, 7)                       # 16 patches
+        s.cls = nn.Parameter(torch.randn(1, 1, 32) * 0.5)
+        s.pos = nn.Parameter(torch.randn(1, 17, 32) * 0.2)
+        s.blocks = nn.Sequential(ViTBlock(32, 4), ViTBlock(32, 4))
+        s.norm = nn.LayerNorm(32); s.head = nn.Linear(32, 10)
+    def forward(s, x):
+        x = s.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([s.cls.expand(x.shape[0], -1, -1), x], 1) + s.pos
+        x = s.norm(s.blocks(x))
+        return s.head(x[:, 0])
+
+
+class SuperRes(nn.Module):   # ESPCN: convs, PixelShuffle (DepthToSpace), bicubic skip
+    def __init__(s):
+        super().__init__()
+        s.c1 = nn.Conv2d(1, 32, 5, padding=2); s.c2 = nn.Conv2d(32, 16, 3, padding=1)
+        s.c3 = nn.Conv2d(16, 4, 3, padding=1); s.ps = nn.PixelShuffle(2)
+    def forward(s, x):                      # [N, 1, 14, 14] -> [N, 1, 28, 28]
+        y = s.ps(s.c3(torch.tanh(s.c2(torch.tanh(s.c1(x))))))
+        return y + F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+
+
+class AutoEnc(nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.e1 = nn.Conv2d(1, 16, 3, 2, 1); s.e2 = nn.Conv2d(16, 32, 3, 2, 1); s.z = nn.Conv2d(32, 8, 1)
+        s.d1 = nn.Conv2d(8, 16, 3, 1, 1); s.d2 = nn.Conv2d(16, 1, 3, 1, 1)
+        s.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+    def forward(s, x):
+        z = s.z(F.relu(s.e2(F.relu(s.e1(x)))))             # 7
+        y = F.relu(s.d1(s.up(z)))                          # 14
+        return torch.sigmoid(s.d2(s.up(y)))                # 28
+
+
+class Siamese(nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.c1 = nn.Conv2d(1, 8, 3, 1, 1); s.c2 = nn.Conv2d(8, 16, 3, 1, 1)
+        s.emb = nn.Linear(16 * 7 * 7, 32); s.head = nn.Linear(32, 1)
+    def embed(s, x):
+        x = F.max_pool2d(F.relu(s.c1(x)), 2)
+        x = F.max_pool2d(F.relu(s.c2(x)), 2)
+        return s.emb(x.flatten(1))
+    def forward(s, a, b):
+        ea, eb = s.embed(a), s.embed(b)
+        return torch.cat([s.head(torch.abs(ea - eb)), F.cosine_similarity(ea, eb).unsqueeze(1)], 1)
+
+
+class ActMLP(nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.f1 = nn.Linear(784, 128); s.b1 = nn.BatchNorm1d(128); s.p1 = nn.PReLU(128)
+        s.f2 = nn.Linear(128, 64); s.b2 = nn.BatchNorm1d(64)
+        s.f3 = nn.Linear(64, 64); s.f4 = nn.Linear(64, 32); s.f5 = nn.Linear(32, 10)
+    def forward(s, x):
+        x = s.p1(s.b1(s.f1(x.flatten(1))))
+        x = s.b2(s.f2(x))
+        x = x * F.hardsigmoid(x) + F.softplus(x)
+        x = F.mish(s.f3(x))
+        x = F.elu(s.f4(x)) + F.softsign(x[:, :32])
+        return s.f5(F.hardtanh(x, -1.5, 1.5))
+
+
+class RMSOps(nn.Module):   # hand-written RMSNorm, SwiGLU, clamps, broadcast batched MatMul
+    def __init__(s):
+        super().__init__()
+        s.w = nn.Parameter(torch.rand(16) + 0.5)
+        s.up = nn.Linear(16, 64)
+        s.wh = nn.Parameter(torch.randn(4, 8, 8) * 0.3)         # per-head weight, broadcast over batch
+        s.out = nn.Linear(16, 5)
+    def forward(s, x):                                        # [N, 8, 16]
+        ms = x.pow(2).mean(-1, keepdim=True)
+        h = x / torch.sqrt(ms + 1e-5) * s.w
+        a, b = s.up(h).chunk(2, dim=-1)
+        g = a * F.silu(b)                                     # [N, 8, 32]
+        g = torch.clamp(g, -3.0, 3.0)
+        g = torch.minimum(g, torch.maximum(x.repeat(1, 1, 2), -g))
+        q = g.reshape(g.shape[0], 8, 4, 8).transpose(1, 2)     # [N, 4, 8, 8]
+        y = torch.matmul(q, s.wh)                              # [N,4,8,8] @ [4,8,8]
+        att = torch.matmul(y, q.transpose(-1, -2)) / (8 ** 0.5)
+        y = torch.matmul(torch.softmax(att, -1), q)            # [N,4,8,8]
+        y1, y2 = torch.split(y.transpose(1, 2).reshape(y.shape[0], 8, 32), [16, 16], dim=-1)
+        y = y1 / (y2.abs() + 1.0) + x.max(-1, keepdim=True).values
+        return s.out(y.abs().pow(1.5).mean(1))
+
+
+class Video3d(nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.c1 = nn.Conv3d(3, 8, 3, padding=1, bias=False); s.b1 = nn.BatchNorm3d(8)
+        s.c2 = nn.Conv3d(8, 16, 3, stride=(1, 2, 2), padding=1, bias=False); s.b2 = nn.BatchNorm3d(16)
+        s.fc = nn.Linear(16, 5)
+    def forward(s, x):                                        # [N, 3, 8, 16, 16]
+        x = F.max_pool3d(F.relu(s.b1(s.c1(x))), 2)             # [N, 8, 4, 8, 8]
+        x = F.relu(s.b2(s.c2(x)))                              # [N, 16, 4, 4, 4]
+        return s.fc(F.adaptive_avg_pool3d(x, 1).flatten(1))
+
+
+class ResNeXtBlock(nn.Module):
+    def __init__(s, i, o, stride, groups=8):
+        super().__init__()
+        s.a = cbr(i, o, 1, 1, 0); s.b = cbr(o, o, 3, stride, 1, g=groups)
+        s.c = nn.Sequential(nn.Conv2d(o, o, 1, bias=False), nn.BatchNorm2d(o))
+        s.sc = nn.Sequential(nn.Conv2d(i, o, 1, stride, bias=False), nn.BatchNorm2d(o))
+    def forward(s, x):
+        return F.relu(s.c(s.b(s.a(x))) + s.sc(x))
+
+
+class ResNeXt(nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.stem = cbr(1, 32, 3, 2, 1)                             # 14
+        s.b1 = ResNeXtBlock(32, 64, 1); s.b2 = ResNeXtBlock(64, 64, 2)   # 7
+        s.fc = nn.Linear(64, 10)
+    def forward(s, x):
+        return s.fc(F.adaptive_avg_pool2d(s.b2(s.b1(s.stem(x))), 1).flatten(1))
+
+
 # name, module, input specs [(name, shape, dtype)], opset, dynamic batch, fashion-shaped
 ZOO = [
     ("unet", UNet, [("x", (1, 28, 28), "f")], 13, True),
@@ -308,6 +609,24 @@ ZOO = [
     ("conv1dglu", Conv1dGrouped, [("x", (8, 50), "f")], 17, True),
 ]
 
+# Second batch (--set 2): seeds offset by 100 from the first batch's.
+ZOO2 = [
+    ("effnet", EffNet, [("x", (1, 28, 28), "f")], 13, True),
+    ("shufflev2", ShuffleV2, [("x", (1, 28, 28), "f")], 11, True),
+    ("squeezenet", SqueezeNet, [("x", (1, 28, 28), "f")], 12, False),
+    ("convnext", ConvNeXt, [("x", (1, 28, 28), "f")], 17, True),
+    ("tcn", TCN, [("x", (4, 64), "f")], 13, True),
+    ("bilstm", BiLSTM, [("ids", (12,), "i")], 13, True),
+    ("vit", ViT, [("x", (1, 28, 28), "f")], 17, True),
+    ("superres", SuperRes, [("x", (1, 14, 14), "f")], 13, True),
+    ("autoenc", AutoEnc, [("x", (1, 28, 28), "f")], 13, True),
+    ("siamese", Siamese, [("a", (1, 28, 28), "f"), ("b", (1, 28, 28), "f")], 13, True),
+    ("actmlp", ActMLP, [("x", (1, 28, 28), "f")], 13, True),
+    ("rmsops", RMSOps, [("x", (8, 16), "f")], 13, True),
+    ("video3d", Video3d, [("x", (3, 8, 16, 16), "f")], 13, True),
+    ("resnext", ResNeXt, [("x", (1, 28, 28), "f")], 17, False),
+]
+
 
 def make_inputs(specs, n, rs):
     out = {}
@@ -328,9 +647,11 @@ def make_inputs(specs, n, rs):
 
 
 def main():
-    only = sys.argv[2:] if len(sys.argv) > 2 else None
+    only = ARGV[1:] or None
+    sets = {"1": [(ZOO, 0)], "2": [(ZOO2, 100)], "all": [(ZOO, 0), (ZOO2, 100)]}[SET]
+    todo = [(i + off, entry) for zoo, off in sets for i, entry in enumerate(zoo)]
     manifest = {}
-    for i, (name, cls, specs, opset, dyn) in enumerate(ZOO):
+    for i, (name, cls, specs, opset, dyn) in todo:
         if only and name not in only:
             continue
         torch.manual_seed(1000 + i)

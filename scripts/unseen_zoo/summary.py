@@ -1,6 +1,6 @@
-import json, sys, glob
+import json, sys, glob, os
 res = {}
-for f in sorted(glob.glob('/tmp/zoo/work/results_*.json')):
+for f in sorted(glob.glob(os.environ.get('ZOO', '/tmp/zoo') + '/work/results_*.json')):
     res.update(json.load(open(f)))
 if len(sys.argv) > 1:  # parse a log instead
     res = {}
@@ -14,10 +14,14 @@ def cell(v, e):
     if e is None: return "-"
     if isinstance(e, str): return "ERR"
     errs = [k for k in e if k.endswith("_err")]
-    if errs: return "FAIL:" + ",".join(k[:-4] for k in errs)
+    if errs:
+        ib = e.get("int_vs_ortb")
+        return "FAIL:" + ",".join(k[:-4] for k in errs) + (" basic:%.3f" % ib["rel"] if ib else "")
     flags = []
     io = e.get("int_vs_ort"); qf = e.get("qf_vs_ort"); of = e.get("ort_vs_float"); iF = e.get("int_vs_float")
     if io and (io["rel"] > 0.05 or io["nan"]): flags.append("int!=ort(%.3f)" % io["rel"])
+    ib = e.get("int_vs_ortb")  # ORT_BASIC=1 sweeps: ORT without its QDQ fusions
+    if ib and (flags or "ort_err" in e or ib["rel"] > 0.05): flags.append("basic:%.3f" % ib["rel"])
     if qf and qf["nan"]: flags.append("qf-nan")
     thr = 0.9 if v in ("w4a4", "w4ctr") else 0.99
     if of and not (of["corr"] >= thr): flags.append("collapse(%.3f)" % of["corr"])

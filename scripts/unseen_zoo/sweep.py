@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Sweep: every zoo model through qtk inspect / float run vs ORT / quantize variants
-(ORT vs qtk float-QDQ vs qtk integer) / bench. usage: sweep.py [QTK] [names...]"""
+(ORT vs qtk float-QDQ vs qtk integer) / bench. usage: sweep.py [names...]
+Environment: ZOO (folder holding models/ and work/, default /tmp/zoo), QTK, IRUN, ORT_RUN,
+BENCH=0 (skip qtk bench), ORT_BASIC=1 (also ORT without its QDQ fusions), QTK_EXTRA (options appended to every qtk quantize)."""
 import json, os, subprocess, sys, time
 import numpy as np
 Z = os.environ.get("ZOO", "/tmp/zoo"); M = Z + "/models"; W = Z + "/work"
@@ -19,6 +21,18 @@ VARIANTS = [
     ("w4ctr", ["--weights", "int4", "--activations", "uint4", "--int8-containers"]),
 ]
 BENCH = os.environ.get("BENCH", "1") == "1"
+ORT_BASIC = os.environ.get("ORT_BASIC", "0") == "1"  # also run each quantized file in ORT at --optimization basic
+QEXTRA = os.environ.get("QTK_EXTRA", "").split()  # appended to every `qtk quantize` (e.g. "--granularity tensor")
+
+def ensure_fm64():
+    """ZOO/fm64.npy (the first 64 Fashion-MNIST test images, [64,1,28,28] in [0,1]) for
+    the int8fm variant; written from the dataset when missing."""
+    p = Z + "/fm64.npy"
+    if os.path.exists(p): return
+    import gzip
+    d = os.environ.get("QTK_FASHION_MNIST_DIR") or "/usr/share/datasets/fashion-mnist"
+    raw = gzip.open(d + "/t10k-images-idx3-ubyte.gz").read()
+    np.save(p, (np.frombuffer(raw, np.uint8, 64 * 784, 16).reshape(64, 1, 28, 28) / 255.0).astype(np.float32))
 
 def sh(cmd, timeout=300):
     t = time.time()
@@ -39,8 +53,9 @@ def run_chunks(kind, model, inp, out, static, integer=False):
     for s in range(0, n, step):
         ci = f"{out}.in{s}.npz"; co = f"{out}.out{s}.npz"
         np.savez(ci, **{k: v[s:s + step] for k, v in d.items()})
-        if kind == "ort":
-            rc, txt, _ = sh(["node", os.environ.get("ORT_RUN", "tests/ort/ort_run.mjs"), model, ci, co])
+        if kind in ("ort", "ortb"):
+            rc, txt, _ = sh(["node", os.environ.get("ORT_RUN", "tests/ort/ort_run.mjs"), model, ci, co]
+                            + (["--optimization", "basic"] if kind == "ortb" else []))
         else:
             rc, txt, _ = sh([IRUN, model, ci, co, "1" if integer else "0", "1"])
         if rc != 0:
@@ -73,9 +88,10 @@ for name in names:
     variants = list(VARIANTS)
     if info["fashion"]:
         variants.append(("int8fm", ["--calib", "fashion-mnist:train", "--calib-samples", "256"]))
+        ensure_fm64()
     for vn, extra in variants:
         qp = f"{W}/{name}.{vn}.onnx"
-        args = [QTK, "quantize", mp, "-o", qp, "--force", "--threads", "1"] + (extra if vn == "int8fm" else calib + extra)
+        args = [QTK, "quantize", mp, "-o", qp, "--force", "--threads", "1"] + (extra if vn == "int8fm" else calib + extra) + QEXTRA
         rc, txt, dt = sh(args)
         if rc != 0:
             r[vn] = "QERR rc=%d %s" % (rc, txt.splitlines()[-1][:300] if txt else ""); continue
@@ -97,6 +113,12 @@ for name in names:
         if ref is not None:
             if not isinstance(qo, str): e["ort_vs_float"] = cmp(qo["y"], ref)
             if not isinstance(qi, str): e["int_vs_float"] = cmp(qi["y"], ref)
+        if ORT_BASIC and not isinstance(qi, str):
+            # ONNX Runtime without its QDQ fusions (the ONNX spec's QDQ semantics), to tell
+            # a fused-kernel difference or refusal from a disagreement about the file.
+            qb = run_chunks("ortb", qp, inp, f"{W}/{name}.{vn}.ortb", static)
+            if isinstance(qb, str): e["ortb_err"] = qb
+            else: e["int_vs_ortb"] = cmp(qi["y"], qb["y"])
         r[vn] = e
     if BENCH and not isinstance(r.get("int8"), str):
         b = {}

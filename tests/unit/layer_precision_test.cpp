@@ -198,6 +198,63 @@ TEST(LayerPrecision, BelowEightBitsOnlyWeightedInputsAreNarrow) {
   EXPECT_TRUE(r->report.notes.empty()) << r->report.notes[0];
 }
 
+// Two inputs through one shared first layer (siamese towers), a middle
+// layer, two heads: every layer with no weighted layer before it on a path
+// from an input is a first layer (a1 and a2), every one with none after it
+// a last layer (h1 and h2). Before, only a1 and h2 were: a2 read a 4-bit
+// input through 8-bit weights, a mix ONNX Runtime's QDQ fusion turns into a
+// QLinearConv it then refuses as invalid (uint4 x).
+TEST(LayerPrecision, FirstAndLastLayersOnEveryPath) {
+  Model m;
+  m.opsets = {{"", 17}};
+  m.ir_version = 8;
+  auto& g = m.graph;
+  g.inputs = {value("x1", DType::kFloat32), value("x2", DType::kFloat32)};
+  g.outputs = {value("o1", DType::kFloat32), value("o2", DType::kFloat32)};
+  g.set_initializer("wa", random_tensor({8, 8}, 1));
+  g.set_initializer("wm", random_tensor({8, 8}, 2));
+  g.set_initializer("w1", random_tensor({8, 4}, 3));
+  g.set_initializer("w2", random_tensor({8, 3}, 4));
+  add_node(g, "a1", "Gemm", {"x1", "wa"}, "y1");
+  add_node(g, "a2", "Gemm", {"x2", "wa"}, "y2");
+  add_node(g, "add", "Add", {"y1", "y2"}, "s");
+  add_node(g, "relu", "Relu", {"s"}, "r");
+  add_node(g, "mid", "Gemm", {"r", "wm"}, "t");
+  add_node(g, "h1", "Gemm", {"t", "w1"}, "o1");
+  add_node(g, "h2", "Gemm", {"t", "w2"}, "o2");
+  const CalibrationData calib{{random_tensor({64, 8}, 7, 4.f), random_tensor({64, 8}, 8, 4.f)}};
+
+  QuantConfig c = rtn_config();
+  c.weight_format = quant::QFormat::kInt4;
+  c.activation_format = quant::QFormat::kUInt4;
+  auto r = quantize(m, c, calib);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const auto note = std::find_if(r->report.notes.begin(), r->report.notes.end(), [](const std::string& n) {
+    return n.find("first and last weighted layers") != std::string::npos;
+  });
+  ASSERT_NE(note, r->report.notes.end());
+  EXPECT_NE(note->find(": a1, a2, h1, h2 use"), std::string::npos) << *note;
+  auto scheme = [&](const std::string& t) {
+    const auto* rep = find_report(r->report, t);
+    return rep ? first_word(rep->scheme) : "(not quantized)";
+  };
+  for (const char* t : {"x1", "x2", "t"}) EXPECT_EQ(scheme(t), "uint8") << t;  // inputs of first / last layers
+  EXPECT_EQ(scheme("r"), "uint4");                                               // the middle layer's input
+  for (const char* w : {"wa", "w1", "w2"}) EXPECT_EQ(scheme(w), "int8") << w;
+  EXPECT_EQ(scheme("wm"), "int4");
+
+  // float_first_last leaves the same four float.
+  c.float_first_last = true;
+  r = quantize(m, c, calib);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  for (const char* n : {"a1", "a2", "h1", "h2"}) {
+    const bool kept = std::any_of(r->report.float_nodes.begin(), r->report.float_nodes.end(),
+                                  [&](const std::string& f) { return f.rfind(std::string(n) + " (", 0) == 0; });
+    EXPECT_TRUE(kept) << n;
+  }
+  EXPECT_EQ(scheme("wm"), "int4");
+}
+
 TEST(LayerPrecision, KeepFloatAndUnknownNames) {
   QuantConfig c = rtn_config();
   c.layer_precision["a"].keep_float = true;

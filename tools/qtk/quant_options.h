@@ -28,7 +28,7 @@ namespace qtk::cli {
     {"--weight-clip-search", "", "search each weight group's clipping range (output-error weighted) instead of plain min/max; always on below 4 bits"}, \
     {"--no-bias-correction", "", "leave biases as they are (no correction of the mean shift weight rounding causes)"}, \
     {"--int8-containers", "", "store 4-bit weights in int8/uint8 tensors (any opset) instead of ONNX's packed INT4/UINT4 (opset 21)"}, \
-    {"--float-first-last", "", "leave the first and the last Conv/Gemm/MatMul layer in float"}, \
+    {"--float-first-last", "", "leave the first and the last Conv/Gemm/MatMul layers in float (one per input / output path: the layers with no weighted layer before / after them)"}, \
     {"--first-last-8bit", "", \
      "int8 weights and 8-bit activations for the first and the last Conv/Gemm/MatMul layer (on by default when " \
      "activations are below 8 bits)"}, \

@@ -26,15 +26,8 @@ class Annotator {
     for (size_t i = 0; i < g.nodes.size(); ++i)
       for (const auto& in : g.nodes[i].inputs)
         if (!in.empty()) consumers_[in].push_back(i);
-    if (c.float_first_last) {
-      std::vector<std::string> weighted;
-      for (const auto& n : g.nodes)
-        if (kWeighted.count(n.op_type) && n.inputs.size() > 1 && is_weight(n.inputs[1])) weighted.push_back(n.name);
-      if (!weighted.empty()) {
-        kept_float_.insert(weighted.front());
-        kept_float_.insert(weighted.back());
-      }
-    }
+    if (c.float_first_last)
+      for (const auto& name : first_last_weighted(g)) kept_float_.insert(name);
   }
 
   QuantPlan run() {

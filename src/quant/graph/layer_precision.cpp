@@ -15,12 +15,29 @@ bool weighted_node(const ir::Graph& g, const ir::Node& n) {
 }  // namespace
 
 std::vector<std::string> first_last_weighted(const ir::Graph& g) {
-  std::vector<std::string> weighted;
-  for (const auto& n : g.nodes)
-    if (weighted_node(g, n)) weighted.push_back(n.name);
-  if (weighted.empty()) return {};
-  if (weighted.size() == 1) return {weighted.front()};
-  return {weighted.front(), weighted.back()};
+  // after[t]: t is computed from a weighted layer's output; before[t]: t
+  // reaches a weighted layer's input. Nodes are in topological order.
+  std::set<std::string> after, before;
+  std::vector<char> first(g.nodes.size(), 0), last(g.nodes.size(), 0);
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const ir::Node& n = g.nodes[i];
+    const bool fed = std::any_of(n.inputs.begin(), n.inputs.end(), [&](const std::string& t) { return after.count(t); });
+    const bool weighted = weighted_node(g, n);
+    first[i] = weighted && !fed;
+    if (weighted || fed) after.insert(n.outputs.begin(), n.outputs.end());
+  }
+  for (size_t i = g.nodes.size(); i-- > 0;) {
+    const ir::Node& n = g.nodes[i];
+    const bool feeds =
+        std::any_of(n.outputs.begin(), n.outputs.end(), [&](const std::string& t) { return before.count(t); });
+    const bool weighted = weighted_node(g, n);
+    last[i] = weighted && !feeds;
+    if (weighted || feeds) before.insert(n.inputs.begin(), n.inputs.end());
+  }
+  std::vector<std::string> out;
+  for (size_t i = 0; i < g.nodes.size(); ++i)
+    if (first[i] || last[i]) out.push_back(g.nodes[i].name);
+  return out;
 }
 
 bool first_last_8bit_on(const QuantConfig& c) {

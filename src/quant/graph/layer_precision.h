@@ -14,7 +14,11 @@
 namespace qtk::quant {
 
 // The first and last weighted layers (Conv/ConvTranspose/Gemm/MatMul with a
-// constant weight, in graph order); empty when the graph has none.
+// constant weight), in graph order: every one with no weighted layer before
+// it on any path from the inputs, and every one with none after it on any
+// path to the outputs. So a two-input model (siamese towers, both applying
+// the same first conv) has a first layer per input, and a model with
+// several heads a last layer per head. Empty when the graph has none.
 std::vector<std::string> first_last_weighted(const ir::Graph& g);
 
 // Whether QuantConfig::first_last_8bit is in effect: as set, or (unset) when
