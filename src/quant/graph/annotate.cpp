@@ -20,6 +20,17 @@ const std::set<std::string> kOwnRange = {"Add", "Mul", "Concat", "AveragePool", 
 const std::set<std::string> kFusableActivation = {"Relu", "Clip"};
 const std::set<std::string> kWeighted = {"Conv", "ConvTranspose", "Gemm", "MatMul"};
 
+// Whether a Resize's outputs stay inside its input's range, so that they can
+// share its quantization (nearest picks inputs, linear averages them); cubic
+// weights go negative and overshoot (bicubic upsampling of [0, 1] images
+// spans about [-0.17, 1.2]), and tf_crop_and_resize writes its
+// extrapolation value outside the image.
+bool resize_keeps_range(const ir::Node& n) {
+  const std::string mode = n.attr_string("mode", "nearest");
+  return (mode == "nearest" || mode == "linear") &&
+         n.attr_string("coordinate_transformation_mode", "half_pixel") != "tf_crop_and_resize";
+}
+
 class Annotator {
  public:
   Annotator(const ir::Graph& g, const QuantConfig& c) : g_(g), c_(c), precision_(resolve_layer_precision(g, c)) {
@@ -232,6 +243,11 @@ class Annotator {
     }
     if (kOwnRange.count(op)) {
       for (const auto& in : n.inputs) activation(in);
+      output(n);
+      return;
+    }
+    if (op == "Resize" && !resize_keeps_range(n)) {  // cubic overshoots; extrapolation adds a value
+      activation(n.inputs[0]);
       output(n);
       return;
     }
