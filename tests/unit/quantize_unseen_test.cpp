@@ -12,9 +12,12 @@
 #include "qtk/model.h"
 #include "qtk/quantize.h"
 #include "qtk/session.h"
+#include "test_models.h"
 
 namespace qtk {
 namespace {
+
+using testing::attr_node;
 
 const std::string kTestModels = std::string(QTK_SOURCE_DIR) + "/tests/models";
 
@@ -102,22 +105,13 @@ INSTANTIATE_TEST_SUITE_P(Models, QuantizeUnseen,
 namespace qtk {
 namespace {
 
+using testing::attr_node;
+
 ir::ValueInfo float_value(const std::string& name) {
   ir::ValueInfo v;
   v.name = name;
   v.dtype = DType::kFloat32;
   return v;
-}
-
-ir::Node make_node(const std::string& op, std::vector<std::string> in, std::vector<std::string> out,
-                   std::vector<ir::Attribute> attrs = {}) {
-  ir::Node n;
-  n.name = op + "_" + out[0];
-  n.op_type = op;
-  n.inputs = std::move(in);
-  n.outputs = std::move(out);
-  n.attrs = std::move(attrs);
-  return n;
 }
 
 // Checks `nodes` hold Split and ReduceMean in their opset-18+ forms, counting them.
@@ -160,7 +154,7 @@ TEST(QuantizeUnseenOpsetRaise, SplitAndReduceAreRewrittenForOpset21) {
   weight("w2", {16, 8});
   auto node = [&](const std::string& op, std::vector<std::string> in, std::vector<std::string> out,
                   std::vector<ir::Attribute> attrs = {}) {
-    g.nodes.push_back(make_node(op, std::move(in), std::move(out), std::move(attrs)));
+    g.nodes.push_back(attr_node(op, std::move(in), std::move(out), std::move(attrs)));
   };
   node("MatMul", {"x", "w1"}, {"h"});
   node("Split", {"h"}, {"a", "b"}, {ir::attr_int("axis", 1)});  // no split input: two equal parts
@@ -201,7 +195,7 @@ TEST(QuantizeUnseenOpsetRaise, IfBodiesAreRewrittenOnCopies) {
   const auto value = float_value;
   const auto node = [](const std::string& op, std::vector<std::string> in, std::vector<std::string> out,
                        std::vector<ir::Attribute> attrs = {}) {
-    return make_node(op, std::move(in), std::move(out), std::move(attrs));
+    return attr_node(op, std::move(in), std::move(out), std::move(attrs));
   };
   g.inputs.push_back(value("x"));
   g.outputs.push_back(value("y"));
@@ -258,6 +252,8 @@ TEST(QuantizeUnseenOpsetRaise, IfBodiesAreRewrittenOnCopies) {
 namespace qtk {
 namespace {
 
+using testing::attr_node;
+
 // A MatMul whose constant weight has batch dimensions ([G, K, N], broadcast
 // over the input's leading axes) gets per-tensor parameters even when the
 // config asks per channel: a 1-D scale over N (the only per-axis form
@@ -278,9 +274,9 @@ TEST(QuantizeUnseenBatchedWeight, RankThreeMatMulWeightIsPerTensor) {
     g.initializers[name] = t;
     g.initializer_order.push_back(name);
   }
-  g.nodes.push_back(make_node("MatMul", {"x", "w3"}, {"h"}, {}));
-  g.nodes.push_back(make_node("Relu", {"h"}, {"r"}, {}));
-  g.nodes.push_back(make_node("MatMul", {"r", "w2"}, {"y"}, {}));
+  g.nodes.push_back(attr_node("MatMul", {"x", "w3"}, {"h"}, {}));
+  g.nodes.push_back(attr_node("Relu", {"h"}, {"r"}, {}));
+  g.nodes.push_back(attr_node("MatMul", {"r", "w2"}, {"y"}, {}));
 
   const Tensor calib_x = random_input({64, 4, 2, 8}, 1, false), x = random_input({3, 4, 2, 8}, 2, false);
   auto float_session = Session::create(m);
@@ -335,8 +331,8 @@ TEST(QuantizeUnseenResize, CubicResizeGetsItsOwnRange) {
     g.initializers["scales"] = Tensor::from_vector<float>({4}, {1.f, 1.f, 2.f, 2.f});
     g.initializers["w"] = Tensor::from_vector<float>({1, 1, 1, 1}, {1.f});
     g.initializer_order = {"scales", "w"};
-    g.nodes.push_back(make_node("Resize", {"x", "", "scales"}, {"up"}, {ir::attr_string("mode", mode)}));
-    g.nodes.push_back(make_node("Conv", {"up", "w"}, {"y"}, {}));
+    g.nodes.push_back(attr_node("Resize", {"x", "", "scales"}, {"up"}, {ir::attr_string("mode", mode)}));
+    g.nodes.push_back(attr_node("Conv", {"up", "w"}, {"y"}, {}));
     // Black-and-white blocks: the edges make cubic interpolation overshoot [0, 1].
     auto blocks = [](int64_t n, uint32_t seed) {
       Tensor t(DType::kFloat32, {n, 1, 8, 8});

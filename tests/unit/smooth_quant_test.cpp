@@ -75,14 +75,7 @@ Tensor inputs(Shape s, uint32_t seed) {
   return randn(std::move(s), rng, 2.f);
 }
 
-std::vector<Tensor> run(const ir::Model& m, const Tensor& x) {
-  auto s = Session::create(m);
-  EXPECT_TRUE(s.ok()) << s.status().message();
-  if (!s.ok()) return {};
-  auto out = (*s)->run(std::vector<Tensor>{x});
-  EXPECT_TRUE(out.ok()) << out.status().message();
-  return out.ok() ? *out : std::vector<Tensor>{};
-}
+std::vector<Tensor> run(const ir::Model& m, const Tensor& x) { return testing::run_model(m, x); }
 
 // max |a - b| over max |a|.
 double rel_diff(const Tensor& a, const Tensor& b) {

@@ -32,6 +32,30 @@ inline ir::Node op_node(const std::string& op, std::vector<std::string> in, std:
   return n;
 }
 
+// A node with any number of outputs and attributes, named after its op and
+// first output.
+inline ir::Node attr_node(const std::string& op, std::vector<std::string> in, std::vector<std::string> out,
+                          std::vector<ir::Attribute> attrs = {}) {
+  ir::Node n;
+  n.name = op + "_" + out[0];
+  n.op_type = op;
+  n.inputs = std::move(in);
+  n.outputs = std::move(out);
+  n.attrs = std::move(attrs);
+  return n;
+}
+
+// The outputs of `m` (a float session) on the one input x; empty, with the
+// test failed, when it does not build or run.
+inline std::vector<Tensor> run_model(const ir::Model& m, const Tensor& x) {
+  auto s = Session::create(m);
+  EXPECT_TRUE(s.ok()) << s.status().message();
+  if (!s.ok()) return {};
+  auto out = (*s)->run(std::vector<Tensor>{x});
+  EXPECT_TRUE(out.ok()) << out.status().message();
+  return out.ok() ? *out : std::vector<Tensor>{};
+}
+
 // Top-1 accuracy of `m` on `d` (10 classes, first output); -1 when the model
 // does not run (and the test fails).
 inline double top1_accuracy(const ir::Model& m, const data::Dataset& d, bool integer = false) {

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <unordered_map>
 
+#include "quant/graph/opset_upgrade.h"
 #include "quant/graph/weight_quantizer.h"
 #include "quant/schemes/linear.h"
 
@@ -250,10 +251,14 @@ class QdqWriter {
       }
       const std::string qn = unique(bn + "_quantized"), sn = unique(bn + "_scale"), zn = unique(bn + "_zero_point");
       add_initializer(qn, q);
-      add_initializer(sn, scale);
-      add_initializer(zn, zp);
+      // One weight scale: one bias scale, a scalar (DequantizeLinear before
+      // opset 13 has no axis and takes only scalars).
+      const bool per_tensor = ws->second.size() == 1;
+      add_initializer(sn, per_tensor ? Tensor::scalar<float>(scale.data<float>()[0]) : scale);
+      add_initializer(zn, per_tensor ? Tensor::scalar<int32_t>(0) : zp);
       const std::string out = unique(bn + "_dequantized");
-      add_node("DequantizeLinear", {qn, sn, zn}, {out}, bn + "_DequantizeLinear").set_attr(ir::attr_int("axis", 0));
+      ir::Node& dq = add_node("DequantizeLinear", {qn, sn, zn}, {out}, bn + "_DequantizeLinear");
+      if (!per_tensor) dq.set_attr(ir::attr_int("axis", 0));
       node.inputs[b.input] = out;
       TensorQuantReport rep;
       rep.tensor = bn;
@@ -338,10 +343,12 @@ class QdqWriter {
   Status finish() {
     for (auto& n : new_nodes_) g_.nodes.push_back(std::move(n));
     new_nodes_.clear();
-    if (needs_opset21_) QTK_RETURN_IF_ERROR(raise_opset(21));
+    // 4-bit types and blocked DequantizeLinear need opset 21, per-axis
+    // DequantizeLinear 13; per-tensor 8-bit QDQ is valid from opset 10.
+    const auto name = [this](const std::string& base) { return unique(base); };
+    if (needs_opset21_) QTK_RETURN_IF_ERROR(upgrade_opset(m_, 21, name));
     else if (m_.opset() < 13 && c_.granularity != Granularity::kPerTensor)
-      return unsupported("per-channel quantization needs opset >= 13, the model has opset " +
-                         std::to_string(m_.opset()));
+      QTK_RETURN_IF_ERROR(upgrade_opset(m_, 13, name).with_context("per-channel quantization needs opset 13"));
     return ir::topological_sort(g_);
   }
 
@@ -356,61 +363,6 @@ class QdqWriter {
       }
     }
     return names_.count(n) > 0;
-  }
-
-  // Blocked DequantizeLinear needs opset 21. Ops whose form changed between
-  // the model's opset and 21 are rewritten; others are refused.
-  Status raise_opset(int64_t target) {
-    const int64_t from = m_.opset();
-    if (from >= target) return Status::Ok();
-    if (from < 13)
-      return unsupported("4-bit types and per-group export need opset 21; models below opset 13 are not upgraded "
-                         "(--int8-containers avoids 4-bit types)");
-    QTK_RETURN_IF_ERROR(upgrade_nodes(g_.nodes, from));
-    for (auto& o : m_.opsets)
-      if (ir::is_default_domain(o.domain)) o.version = target;
-    if (m_.ir_version < 10) m_.ir_version = 10;
-    return Status::Ok();
-  }
-
-  // The rewrites of raise_opset for `nodes` and, the opset being the
-  // model's, every If/Loop/Scan body inside them (copied first: bodies are
-  // shared with the caller's model). A body's Reduce axes become an outer
-  // initializer, which the body sees by name.
-  Status upgrade_nodes(std::vector<ir::Node>& nodes, int64_t from) {
-    for (auto& n : nodes) {
-      for (auto& a : n.attrs) {
-        if (a.g) {
-          a.g = std::make_shared<ir::Graph>(*a.g);
-          QTK_RETURN_IF_ERROR(upgrade_nodes(a.g->nodes, from));
-        }
-        for (auto& body : a.graphs) {
-          body = std::make_shared<ir::Graph>(*body);
-          QTK_RETURN_IF_ERROR(upgrade_nodes(body->nodes, from));
-        }
-      }
-      if (!ir::is_default_domain(n.domain)) continue;
-      const bool reduce = n.op_type.rfind("Reduce", 0) == 0 && n.op_type != "ReduceSum";
-      if (reduce && from < 18 && n.has_attr("axes")) {
-        Tensor axes = Tensor::from_vector<int64_t>({static_cast<int64_t>(n.attr_ints("axes").size())},
-                                                   n.attr_ints("axes"));
-        const std::string an = unique(n.name + "_axes");
-        add_initializer(an, axes);
-        n.remove_attr("axes");
-        n.inputs.resize(1);
-        n.inputs.push_back(an);
-      } else if (n.op_type == "Split" && from < 18 && (n.inputs.size() < 2 || n.inputs[1].empty()) &&
-                 !n.has_attr("num_outputs")) {
-        // Split-18 needs the split input or num_outputs (ONNX Runtime refuses
-        // the node without either); before 18 no split meant equal parts,
-        // which num_outputs = the output count gives (equal when divisible).
-        n.inputs.resize(1);
-        n.attrs.push_back(ir::attr_int("num_outputs", static_cast<int64_t>(n.outputs.size())));
-      } else if (n.op_type == "GroupNormalization") {
-        return unsupported(n.describe() + " changed meaning at opset 21; cannot upgrade for per-group export");
-      }
-    }
-    return Status::Ok();
   }
 
   ir::Model& m_;
