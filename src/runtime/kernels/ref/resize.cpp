@@ -163,7 +163,30 @@ std::vector<double> apply_axis(const std::vector<double>& src, const Shape& shap
   for (size_t k = static_cast<size_t>(d) + 1; k < shape.size(); ++k) inner *= shape[k];
   const int64_t in = shape[static_cast<size_t>(d)];
   std::vector<double> dst(static_cast<size_t>(outer * out * inner));
+  auto o_of = [out](int64_t row) { return row % out; };
+  // The last axis (inner 1): one value per output position, its taps summed
+  // in the same order from the same zero as below, so the same bits.
+  auto last_axis = [&](int64_t begin, int64_t end) {
+    const int64_t taps = plan.taps;
+    for (int64_t row = begin; row < end;) {
+      const int64_t ob = row / out, o_end = std::min(out, o_of(row) + (end - row));
+      const double* xrow = src.data() + ob * in;
+      for (int64_t o = o_of(row); o < o_end; ++o, ++row) {
+        if (plan.outside[static_cast<size_t>(o)]) {
+          dst[static_cast<size_t>(row)] = extrapolation;
+          continue;
+        }
+        const double* w = plan.weight.data() + o * taps;
+        const int64_t* idx = plan.index.data() + o * taps;
+        double y = 0.0;
+        for (int64_t k = 0; k < taps; ++k)
+          if (w[k] != 0) y += w[k] * xrow[idx[k]];
+        dst[static_cast<size_t>(row)] = y;
+      }
+    }
+  };
   auto body = [&](int64_t begin, int64_t end) {
+    if (inner == 1) return last_axis(begin, end);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t ob = row / out, o = row % out;
       double* y = dst.data() + row * inner;
@@ -254,7 +277,10 @@ Expected<Tensor> resize_impl(const Tensor& x, const ResizeParams& p, ThreadPool*
 
   if (x.dtype() == DType::kBool) return unsupported("linear/cubic resize of bool is not supported");
   std::vector<double> buf(static_cast<size_t>(x.numel()));
-  for (int64_t i = 0; i < x.numel(); ++i) buf[static_cast<size_t>(i)] = x.get_as_double(i);
+  if (x.dtype() == DType::kFloat32)
+    std::copy(x.data<float>(), x.data<float>() + x.numel(), buf.begin());
+  else
+    for (int64_t i = 0; i < x.numel(); ++i) buf[static_cast<size_t>(i)] = x.get_as_double(i);
   Shape shape = x.shape();
   for (int d = 0; d < rank; ++d) {
     const AxisPlan& plan = plans[static_cast<size_t>(d)];
