@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 #include <random>
 
 #include "ir/graph.h"
@@ -363,6 +364,58 @@ TEST(QuantizeUnseenResize, CubicResizeGetsItsOwnRange) {
       ASSERT_TRUE(got.ok()) << got.status().message();
       EXPECT_GT(sqnr_db((*want)[0], *got), 35.0) << mode << (integer ? " integer" : " float-simulated");
     }
+  }
+}
+
+
+// DepthToSpace and SpaceToDepth move values without changing them: their
+// outputs share their inputs' quantization, and the QOperator form (and the
+// integer session) runs them on the codes between QLinearConvs. Found
+// float (a DQ/Q pair around each) by the unseen-model sweep (ESPCN).
+TEST(QuantizeUnseenSpaceDepth, DepthToSpaceMovesCodes) {
+  ir::Model m;
+  m.opsets = {{"", 17}};
+  ir::Graph& g = m.graph;
+  g.inputs.push_back(float_value("x"));
+  g.outputs.push_back(float_value("y"));
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-0.5f, 0.5f);
+  for (const auto& [name, shape] : std::vector<std::pair<std::string, Shape>>{{"w1", {8, 4, 1, 1}}, {"w2", {8, 8, 3, 3}}}) {
+    Tensor t(DType::kFloat32, shape);
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
+    g.initializers[name] = t;
+    g.initializer_order.push_back(name);
+  }
+  g.nodes.push_back(attr_node("Conv", {"x", "w1"}, {"c"}, {}));
+  g.nodes.push_back(attr_node("DepthToSpace", {"c"}, {"d"}, {ir::attr_int("blocksize", 2), ir::attr_string("mode", "CRD")}));
+  g.nodes.push_back(attr_node("SpaceToDepth", {"d"}, {"e"}, {ir::attr_int("blocksize", 2)}));
+  g.nodes.push_back(attr_node("Conv", {"e", "w2"}, {"y"}, {ir::attr_ints("pads", {1, 1, 1, 1})}));
+  const Tensor calib_x = random_input({32, 4, 5, 5}, 1, false), x = random_input({2, 4, 5, 5}, 2, false);
+  auto float_session = Session::create(m);
+  ASSERT_TRUE(float_session.ok()) << float_session.status().message();
+  auto want = (*float_session)->run(std::vector<Tensor>{x});
+  ASSERT_TRUE(want.ok()) << want.status().message();
+
+  QuantConfig c;
+  c.format = ExportFormat::kQOperator;
+  auto q = quantize(m, c, CalibrationData{{calib_x}});
+  ASSERT_TRUE(q.ok()) << q.status().message();
+  std::map<std::string, std::string> producer;
+  for (const auto& n : q->model.graph.nodes)
+    for (const auto& o : n.outputs) producer[o] = n.op_type;
+  int moved = 0;
+  for (const auto& n : q->model.graph.nodes)
+    if (n.op_type == "DepthToSpace" || n.op_type == "SpaceToDepth") {
+      EXPECT_NE(producer[n.inputs[0]], "DequantizeLinear") << n.describe() << " runs on float";
+      ++moved;
+    }
+  EXPECT_EQ(moved, 2);
+  for (const char* t : {"c", "d", "e"})
+    for (const auto& r : q->report.float_nodes) EXPECT_EQ(r.find(t + std::string(" (")), std::string::npos) << r;
+  for (bool integer : {false, true}) {
+    auto got = first_output(q->model, x, integer);
+    ASSERT_TRUE(got.ok()) << got.status().message();
+    EXPECT_GT(sqnr_db((*want)[0], *got), 30.0) << (integer ? "integer" : "float-simulated");
   }
 }
 

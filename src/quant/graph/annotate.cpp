@@ -14,8 +14,9 @@ bool in_list(const std::vector<std::string>& list, const std::string& s) {
   return std::find(list.begin(), list.end(), s) != list.end();
 }
 
-const std::set<std::string> kDataMovement = {"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze",
-                                             "Unsqueeze", "Resize", "Slice", "Gather", "Split"};
+const std::set<std::string> kDataMovement = {"MaxPool",   "Reshape", "Flatten", "Transpose",    "Squeeze",
+                                             "Unsqueeze", "Resize",  "Slice",   "Gather",       "Split",
+                                             "DepthToSpace", "SpaceToDepth"};
 const std::set<std::string> kOwnRange = {"Add", "Mul", "Concat", "AveragePool", "GlobalAveragePool"};
 const std::set<std::string> kFusableActivation = {"Relu", "Clip"};
 const std::set<std::string> kWeighted = {"Conv", "ConvTranspose", "Gemm", "MatMul"};

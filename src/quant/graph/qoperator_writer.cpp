@@ -19,6 +19,11 @@ namespace qtk::quant {
 
 namespace {
 
+// Ops that move codes without computing on them: between a DQ and a Q with
+// the same parameters they run on the quantized tensor itself.
+const std::set<std::string> kMovesCodes = {"MaxPool", "Reshape",   "Flatten",      "Transpose",
+                                           "Squeeze", "Unsqueeze", "DepthToSpace", "SpaceToDepth"};
+
 constexpr const char* kMsDomain = "com.microsoft";
 
 int32_t qmin_of(DType t) { return t == DType::kUInt8 ? 0 : -128; }
@@ -478,8 +483,7 @@ class Rewriter {
     else if (op == "Add" || op == "Mul") rewrite_binary(i);
     else if (op == "GlobalAveragePool") rewrite_global_average_pool(i);
     else if (op == "Concat") rewrite_concat(i);
-    else if (op == "MaxPool" || op == "Reshape" || op == "Flatten" || op == "Transpose" || op == "Squeeze" ||
-             op == "Unsqueeze")
+    else if (kMovesCodes.count(op))
       rewrite_data_movement(i);
   }
 
@@ -755,12 +759,11 @@ void widen_4bit_initializers(ir::Graph& g) {
 // `x` is data movement of a DQ with this scale and 4-bit zero point: its
 // values are already on the grid, within the limits.
 bool moves_same_grid(const ir::Graph& g, const std::string& x, float s, const Tensor& zp) {
-  static const std::set<std::string> kMoves = {"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze"};
   const ir::Node* mover = nullptr;
   for (const auto& n : g.nodes)
     for (const auto& o : n.outputs)
       if (o == x) mover = &n;
-  if (!mover || !kMoves.count(mover->op_type) || mover->inputs.empty()) return false;
+  if (!mover || !kMovesCodes.count(mover->op_type) || mover->inputs.empty()) return false;
   for (const auto& d : g.nodes) {
     if (d.outputs.empty() || d.outputs[0] != mover->inputs[0]) continue;
     if (d.op_type != "DequantizeLinear" || !d.has_input(2)) return false;
