@@ -112,10 +112,11 @@ struct QuantConfig {
   bool float_first_last = false;
   // Per-layer overrides by node name (mixed precision; see LayerPrecision).
   std::map<std::string, LayerPrecision> layer_precision;
-  // First and last weighted layer at int8 weights and 8-bit activations
-  // (through layer_precision; an explicit entry for them wins). Unset: on
-  // when static activations are narrower than 8 bits, where those two layers
-  // cost the most accuracy (README, W4A4 rows).
+  // First and last weighted layers (as for float_first_last: one per input
+  // and output path) at int8 weights and 8-bit activations (through
+  // layer_precision; an explicit entry for them wins). Unset: on when static
+  // activations are narrower than 8 bits, where those layers cost the most
+  // accuracy (README, W4A4 rows).
   std::optional<bool> first_last_8bit;
   int threads = 1;                   // for calibration runs
 

@@ -55,7 +55,7 @@ function statusBytes(key) {
   return Number(m[1]) * 1024;
 }
 
-// Inputs as ort_run.mjs makes them: seeded floats in [0, 1), zeros otherwise.
+// Seeded floats in [0, 1), as ort_run.mjs makes them; float32 inputs only.
 function randomFeeds(ort, session, batch) {
   const next = rng(12345);
   const feeds = {};

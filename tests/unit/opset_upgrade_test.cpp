@@ -89,7 +89,7 @@ TEST(OpsetUpgrade, LegacyFormsKeepTheirMeaningAtThirteen) {
     }
     int flattens = 0;
     for (const auto& n : up.graph.nodes) flattens += n.op_type == "Flatten";
-    EXPECT_EQ(flattens, 2) << "the rank-3 Softmax at axis 1 is spelled out with a Flatten";
+    EXPECT_EQ(flattens, 2) << "the rank-4 Softmax at axis 1 is spelled out with a Flatten";
 
     const Tensor x = random_tensor({2, 4, 6, 6}, 9);
     const auto want = run_model(legacy, x), got = run_model(up, x);
@@ -143,6 +143,39 @@ TEST(OpsetUpgrade, PerChannelQuantizationOfOpset11Models) {
       EXPECT_FALSE(n.has_attr("axis")) << n.describe();
       if (const Tensor* s = q->model.graph.find_initializer(n.inputs[1])) EXPECT_EQ(s->numel(), 1) << n.describe();
     }
+}
+
+// Axis -1 is the last axis whatever the rank: no rewrite even where the
+// input's rank is unknown; an axis past the input's rank is refused.
+TEST(OpsetUpgrade, SoftmaxAxisEdgeCases) {
+  auto model = [](int64_t axis, bool declared_rank) {
+    ir::Model m;
+    m.opsets = {{"", 12}};
+    ir::Graph& g = m.graph;
+    g.inputs.push_back(float_value("x", declared_rank ? std::vector<int64_t>{-1, 3, 5} : std::vector<int64_t>{}));
+    g.outputs = {float_value("y")};
+    g.nodes.push_back(attr_node("Softmax", {"x"}, {"y"}, {ir::attr_int("axis", axis)}));
+    return m;
+  };
+  auto unique = [](const std::string& b) { return b + "_new"; };
+  ir::Model last = model(-1, false);
+  ASSERT_TRUE(quant::upgrade_opset(last, 13, unique).ok());
+  ASSERT_EQ(last.graph.nodes.size(), 1u);
+  EXPECT_EQ(last.graph.nodes[0].attr_int("axis", 0), -1);
+
+  ir::Model middle = model(-2, true);  // axis 1 of 3: the legacy meaning needs the Flatten
+  ASSERT_TRUE(quant::upgrade_opset(middle, 13, unique).ok());
+  EXPECT_EQ(middle.graph.nodes.size(), 4u);
+  const Tensor x = random_tensor({2, 3, 5}, 4);
+  const auto want = run_model(model(-2, true), x), got = run_model(middle, x);
+  ASSERT_EQ(want.size(), 1u);
+  ASSERT_EQ(got.size(), 1u);
+  for (int64_t i = 0; i < x.numel(); ++i) EXPECT_FLOAT_EQ(want[0].data<float>()[i], got[0].data<float>()[i]);
+
+  ir::Model past = model(3, true);
+  const Status s = quant::upgrade_opset(past, 13, unique);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("out of range"), std::string::npos) << s.message();
 }
 
 TEST(OpsetUpgrade, BelowElevenIsRefusedWithTheReason) {

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "runtime/kernels/ref/resize.h"
+#include "runtime/thread_pool.h"
 
 namespace qtk {
 namespace {
@@ -61,6 +62,26 @@ TEST(ResizeLastAxis, SameBitsAsTheGeneralPass) {
           }
         }
   EXPECT_EQ(cases, 2 * 6 * 3 * 4 * 2);
+}
+
+// Split over threads, the last-axis pass starts and ends its ranges in the
+// middle of rows: the same bytes as on one thread.
+TEST(ResizeLastAxis, ThreadedRangesGiveTheSameBytes) {
+  std::mt19937 rng(12);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  Tensor x(DType::kFloat32, {4, 16, 9, 11});
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = normal(rng);
+  for (ResizeMode mode : {ResizeMode::kLinear, ResizeMode::kCubic}) {
+    ResizeParams p;
+    p.mode = mode;
+    p.scales = {1.0, 1.0, 23.0 / 9.0, 37.0 / 11.0};
+    p.out_shape = {4, 16, 23, 37};  // 54,464 outputs in the last pass, ranges of >= 4096: most start mid-row
+    rt::ThreadPool pool(3);
+    auto one = rt::ref::resize_ref(x, p, nullptr);
+    auto three = rt::ref::resize_ref(x, p, &pool);
+    ASSERT_TRUE(one.ok() && three.ok());
+    ASSERT_EQ(std::memcmp(one->raw(), three->raw(), one->nbytes()), 0) << "mode " << static_cast<int>(mode);
+  }
 }
 
 }  // namespace

@@ -100,11 +100,11 @@ struct Stats {
   double median = 0, p10 = 0, p90 = 0, min = 0, max = 0, mean = 0;
 };
 
-// Nearest-rank percentiles of the sorted times; the median averages the two
-// middle values of an even count.
 // The most timed runs bench picks by itself (about 2 s of them).
 constexpr int64_t kMaxDefaultRuns = 100'000;
 
+// Nearest-rank percentiles of the sorted times; the median averages the two
+// middle values of an even count.
 Stats stats_of(std::vector<double> t) {
   std::sort(t.begin(), t.end());
   Stats s;

@@ -30,7 +30,7 @@ namespace qtk::cli {
     {"--int8-containers", "", "store 4-bit weights in int8/uint8 tensors (any opset) instead of ONNX's packed INT4/UINT4 (opset 21)"}, \
     {"--float-first-last", "", "leave the first and the last Conv/Gemm/MatMul layers in float (one per input / output path: the layers with no weighted layer before / after them)"}, \
     {"--first-last-8bit", "", \
-     "int8 weights and 8-bit activations for the first and the last Conv/Gemm/MatMul layer (on by default when " \
+     "int8 weights and 8-bit activations for the first and the last Conv/Gemm/MatMul layers (on by default when " \
      "activations are below 8 bits)"}, \
     {"--no-first-last-8bit", "", \
      "uniform formats below 8 bits: the first and last layer, and activations read by no Conv/Gemm/MatMul weight " \

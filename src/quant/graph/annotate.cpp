@@ -221,7 +221,7 @@ class Annotator {
           return;
         }
         weight(i, 1, rank - 1, rank - 2);
-        if (rank > 2 && c_.granularity == Granularity::kPerChannel) {
+        if (rank > 2 && c_.granularity == Granularity::kPerChannel && !weights_only) {  // DQ -> float MatMul takes it
           plan_.weights.back().per_tensor = true;
           plan_.notes.push_back(n.name + " (MatMul): weight of rank " + std::to_string(rank) +
                                 " quantized per tensor (ONNX Runtime takes per-column parameters for 2-D weights only)");

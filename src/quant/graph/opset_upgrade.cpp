@@ -72,6 +72,17 @@ class Upgrader {
         n.attrs.push_back(ir::attr_int("num_outputs", static_cast<int64_t>(n.outputs.size())));
       }
     }
+    if (from_ < 14 && op == "BatchNormalization" && n.outputs.size() > 1)
+      return unsupported(n.describe() + ": the training-mode outputs changed at opset 14; cannot upgrade the model "
+                         "from opset " + std::to_string(from_));
+    if (from_ < 16 && target_ >= 16 && op == "RoiAlign" && !n.has_attr("coordinate_transformation_mode"))
+      n.attrs.push_back(ir::attr_string("coordinate_transformation_mode", "output_half_pixel"));  // the old default
+    if (from_ < 20 && target_ >= 20 && op == "GridSample") {
+      const std::string mode = n.attr_string("mode", "bilinear");
+      n.set_attr(ir::attr_string("mode", mode == "bilinear" ? "linear" : mode == "bicubic" ? "cubic" : mode));
+    }
+    if (from_ < 20 && target_ >= 20 && op == "DFT")
+      return unsupported(n.describe() + ": its axis became an input at opset 20; cannot upgrade the model");
     if (from_ < 21 && target_ >= 21 && op == "GroupNormalization")
       return unsupported(n.describe() + " changed meaning at opset 21; cannot upgrade for per-group export");
     out.push_back(std::move(n));
@@ -89,9 +100,13 @@ class Upgrader {
     if (!n.inputs.empty())
       if (const ir::ValueInfo* v = g.find_value_info(n.inputs[0]); v && v->has_shape)
         rank = static_cast<int64_t>(v->shape.size());
+    if (rank >= 0 && (axis < -rank || axis >= rank))
+      return invalid_argument(n.describe() + ": axis " + std::to_string(axis) + " is out of range for a rank-" +
+                              std::to_string(rank) + " input");
     if (rank >= 0 && axis < 0) axis += rank;
-    if (n.inputs.empty() || n.outputs.empty() || (rank >= 0 && axis == rank - 1)) {
-      n.set_attr(ir::attr_int("axis", rank >= 0 ? axis : -1));
+    // axis -1 is the last axis whatever the rank (the usual attention Softmax).
+    if (n.inputs.empty() || n.outputs.empty() || axis == -1 || (rank >= 0 && axis == rank - 1)) {
+      n.set_attr(ir::attr_int("axis", axis));
       out.push_back(std::move(n));
       return Status::Ok();
     }

@@ -1,7 +1,8 @@
 // Raises a model's default-domain opset for a quantized export: per-axis
 // DequantizeLinear (per-channel weights) needs opset 13, 4-bit types and
 // blocked quantization opset 21. Ops whose form or meaning changed on the way
-// are rewritten; the rest are the same ops under the new version.
+// are rewritten or refused (below); the others are the same ops under the new
+// version.
 #pragma once
 
 #include <cstdint>
@@ -22,9 +23,13 @@ namespace qtk::quant {
 //     an explicit axis where it is the last one, else Flatten -> op -> Reshape
 //     to the input's shape;
 //   from < 18 (target >= 18): the other Reduce ops' `axes` become an input,
-//     and a Split without sizes gets num_outputs.
-// Refused: opsets below 11, Resize's tf_half_pixel_for_nn (gone at 13), and
-// GroupNormalization across 21 (its meaning changed). `unique` returns an
+//     and a Split without sizes gets num_outputs;
+//   RoiAlign across 16 keeps its old default coordinate mode; GridSample
+//     across 20 gets the new names of its modes.
+// Refused: opsets below 11, Resize's tf_half_pixel_for_nn (gone at 13),
+// BatchNormalization's training outputs across 14, DFT across 20 (its axis
+// became an input), GroupNormalization across 21 (its meaning changed), and
+// a Softmax-family axis out of range. `unique` returns an
 // unused name built from its argument (for added nodes, values and
 // initializers).
 Status upgrade_opset(ir::Model& m, int64_t target, const std::function<std::string(const std::string&)>& unique);

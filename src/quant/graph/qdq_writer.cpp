@@ -238,6 +238,7 @@ class QdqWriter {
       if (!g_.find_initializer(bn)) continue;
       const Tensor& bias = *g_.find_initializer(bn);
       const int64_t n = bias.numel();
+      if (n == 0) continue;
       if (ws->second.size() != 1 && static_cast<int64_t>(ws->second.size()) != n) continue;
       const float s_in = activation_params(b.activation, ranges).scale;
       Tensor q(DType::kInt32, {n}), scale(DType::kFloat32, {n}), zp(DType::kInt32, {n});
@@ -348,21 +349,31 @@ class QdqWriter {
     const auto name = [this](const std::string& base) { return unique(base); };
     if (needs_opset21_) QTK_RETURN_IF_ERROR(upgrade_opset(m_, 21, name));
     else if (m_.opset() < 13 && c_.granularity != Granularity::kPerTensor)
-      QTK_RETURN_IF_ERROR(upgrade_opset(m_, 13, name).with_context("per-channel quantization needs opset 13"));
+      QTK_RETURN_IF_ERROR(upgrade_opset(m_, 13, name).with_context(
+          "per-channel quantization needs opset 13 (--granularity tensor keeps the model's opset)"));
     return ir::topological_sort(g_);
   }
 
  private:
   bool taken(const std::string& n) {
-    if (names_.empty()) {
-      for (const auto& [k, v] : g_.initializers) names_.insert(k);
-      for (const auto& v : g_.inputs) names_.insert(v.name);
-      for (const auto& nd : g_.nodes) {
-        names_.insert(nd.name);
-        for (const auto& o : nd.outputs) names_.insert(o);
+    if (names_.empty()) collect_names(g_);
+    return names_.count(n) > 0;
+  }
+
+  // Every name in g and in the If/Loop/Scan bodies inside it: a name added at
+  // the top (or in a body, by the opset upgrade) must not shadow one there.
+  void collect_names(const ir::Graph& g) {
+    for (const auto& [k, v] : g.initializers) names_.insert(k);
+    for (const auto& v : g.inputs) names_.insert(v.name);
+    for (const auto& v : g.outputs) names_.insert(v.name);
+    for (const auto& nd : g.nodes) {
+      names_.insert(nd.name);
+      for (const auto& o : nd.outputs) names_.insert(o);
+      for (const auto& a : nd.attrs) {
+        if (a.g) collect_names(*a.g);
+        for (const auto& body : a.graphs) collect_names(*body);
       }
     }
-    return names_.count(n) > 0;
   }
 
   ir::Model& m_;

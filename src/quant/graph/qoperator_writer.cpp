@@ -19,8 +19,9 @@ namespace qtk::quant {
 
 namespace {
 
-// Ops that move codes without computing on them: between a DQ and a Q with
-// the same parameters they run on the quantized tensor itself.
+// Ops that move values without computing on them: between a DQ and a Q with
+// the same parameters they run on the quantized tensor itself (where ONNX
+// Runtime has a kernel for it: rewrite_data_movement).
 const std::set<std::string> kMovesCodes = {"MaxPool", "Reshape",   "Flatten",      "Transpose",
                                            "Squeeze", "Unsqueeze", "DepthToSpace", "SpaceToDepth"};
 
@@ -677,8 +678,12 @@ class Rewriter {
     const ir::Node& n = g_.nodes[i];
     if (n.inputs.empty()) return;
     if (n.op_type == "MaxPool" && m_.opset() < 12) return;  // 8-bit MaxPool since opset 12
+    // ONNX Runtime's CPU kernels: SpaceToDepth float/double only, DepthToSpace
+    // uint8 but not int8. Elsewhere they stay float between their DQ and Q.
+    if (n.op_type == "SpaceToDepth") return;
     auto x = dq_activation(n.inputs[0]);
     if (!x || !x->const_params()) return;
+    if (n.op_type == "DepthToSpace" && x->dtype != DType::kUInt8) return;
     auto out = quantized_output(i);
     if (!out || out->folded || !same_params(*x, out->y)) return;
     removed_[i] = true;
