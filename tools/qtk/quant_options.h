@@ -21,7 +21,8 @@ namespace qtk::cli {
      "uint4/int4 use ONNX's 4-bit types (opset 21; --int8-containers: 8-bit tensors clamped to 16 levels); " \
      "int3/int2 always use 8-bit tensors clamped to their levels"}, \
     {"--granularity", "tensor|channel|group:N", \
-     "one weight scale per tensor, per output channel, or per N values along the reduction axis (default channel)"}, \
+     "one weight scale per tensor, per output channel, or per N values along the reduction axis (default channel; " \
+     "channel raises an opset-11/12 model to 13, group to 21; a MatMul weight with batch dimensions stays per tensor)"}, \
     {"--symmetric", "", "symmetric weights, zero point 0 (the default)"}, \
     {"--asymmetric", "", "asymmetric weights, with a zero point per scale"}, \
     {"--mapping", "linear|log2", "weight levels evenly spaced or powers of two (default linear)"}, \
