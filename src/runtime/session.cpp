@@ -80,6 +80,7 @@ Expected<std::unique_ptr<Session>> Session::create(ir::Model&& model, const Sess
     QTK_RETURN_IF_ERROR(ir::constants_to_initializers(m).status());
     quant::QOperatorOptions qo;
     qo.fuse_output_clamp = true;  // 4-bit / Relu clamps inside QLinearConv's requantization
+    qo.max_conv_weight_rank = 4;  // 3-D convs run in float between their DQ and Q (reference kernels too: same bits)
     QTK_RETURN_IF_ERROR(quant::qdq_to_qoperator(m, qo));
     // Residual joins inside the conv before them (quant/graph/residual_add_fusion.h).
     QTK_RETURN_IF_ERROR(quant::fuse_residual_adds(m.graph).status());

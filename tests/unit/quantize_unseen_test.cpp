@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <random>
 
@@ -420,6 +421,59 @@ TEST(QuantizeUnseenSpaceDepth, DepthToSpaceMovesCodes) {
     ASSERT_TRUE(got.ok()) << got.status().message();
     EXPECT_GT(sqnr_db((*want)[0], *got), 30.0) << (integer ? "integer" : "float-simulated");
   }
+}
+
+// A 3-D Conv (rank-5 weight) has no optimized integer kernel: the integer
+// session leaves it DQ -> float Conv -> Q instead of running the reference
+// QLinearConv (35-73x slower than float on the sweep's video net), with the
+// reference kernels too, so both sessions still give the same bits.
+TEST(QuantizeUnseenConv3d, IntegerSessionRunsConv3dInFloat) {
+  ir::Model m;
+  m.opsets = {{"", 17}};
+  ir::Graph& g = m.graph;
+  g.inputs.push_back(float_value("x"));
+  g.outputs.push_back(float_value("y"));
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> u(-0.3f, 0.3f);
+  for (const auto& [name, shape] :
+       std::vector<std::pair<std::string, Shape>>{{"w1", {4, 2, 3, 3, 3}}, {"w2", {3, 4, 3, 3, 3}}}) {
+    Tensor t(DType::kFloat32, shape);
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
+    g.initializers[name] = t;
+    g.initializer_order.push_back(name);
+  }
+  const std::vector<int64_t> pads = {1, 1, 1, 1, 1, 1};
+  g.nodes.push_back(attr_node("Conv", {"x", "w1"}, {"c"}, {ir::attr_ints("pads", pads)}));
+  g.nodes.push_back(attr_node("Relu", {"c"}, {"r"}, {}));
+  g.nodes.push_back(attr_node("Conv", {"r", "w2"}, {"y"}, {ir::attr_ints("pads", pads)}));
+  const Tensor calib_x = random_input({16, 2, 4, 6, 6}, 1, true), x = random_input({2, 2, 4, 6, 6}, 2, true);
+  auto float_session = Session::create(m);
+  ASSERT_TRUE(float_session.ok()) << float_session.status().message();
+  auto want = (*float_session)->run(std::vector<Tensor>{x});
+  ASSERT_TRUE(want.ok()) << want.status().message();
+  auto q = quantize(m, QuantConfig{}, CalibrationData{{calib_x}});
+  ASSERT_TRUE(q.ok()) << q.status().message();
+  std::vector<Tensor> outs;
+  for (bool reference : {false, true}) {
+    SessionOptions so;
+    so.integer = true;
+    so.profile = true;
+    so.reference_kernels = reference;
+    auto s = Session::create(q->model, so);
+    ASSERT_TRUE(s.ok()) << s.status().message();
+    auto got = (*s)->run(std::vector<Tensor>{x});
+    ASSERT_TRUE(got.ok()) << got.status().message();
+    int float_convs = 0;
+    for (const auto& t : (*s)->profile()) {
+      EXPECT_NE(t.op_type, "QLinearConv") << t.node;
+      float_convs += t.op_type == "Conv";
+    }
+    EXPECT_EQ(float_convs, 2);
+    EXPECT_GT(sqnr_db((*want)[0], (*got)[0]), 30.0);
+    outs.push_back((*got)[0]);
+  }
+  ASSERT_EQ(outs[0].nbytes(), outs[1].nbytes());
+  EXPECT_EQ(std::memcmp(outs[0].raw(), outs[1].raw(), outs[0].nbytes()), 0) << "optimized vs reference kernels";
 }
 
 }  // namespace

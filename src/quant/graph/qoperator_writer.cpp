@@ -495,7 +495,7 @@ class Rewriter {
     auto w = dq_weight(n.inputs[1], 0);
     if (!x || !w) return;
     const Tensor& wq = *g_.find_initializer(w->q);
-    if (wq.rank() < 3) return;
+    if (wq.rank() < 3 || (opt_.max_conv_weight_rank > 0 && wq.rank() > opt_.max_conv_weight_rank)) return;
     const int64_t m = wq.dim(0);
     const std::vector<ir::Attribute> attrs = n.attrs;  // auto_pad, dilations, group, kernel_shape, pads, strides
     if (auto out = quantized_output(i)) {

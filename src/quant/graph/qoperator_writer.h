@@ -78,6 +78,11 @@ struct QOperatorOptions {
   // kOutputMinAttr/kOutputMaxAttr, applied in its requantization, instead of
   // a separate integer Clip. Not standard ONNX: never set for exported files.
   bool fuse_output_clamp = false;
+  // Session-internal: Convs whose weight has more than this rank (0: any)
+  // stay DQ -> float Conv -> Q. The session's optimized QLinearConv takes 1-D
+  // and 2-D convs only; a 3-D one would fall back to the reference kernel,
+  // 35-73x slower than the float Conv on a small video net.
+  int max_conv_weight_rank = 0;
 };
 inline constexpr const char* kOutputMinAttr = "qtk_output_min";
 inline constexpr const char* kOutputMaxAttr = "qtk_output_max";
