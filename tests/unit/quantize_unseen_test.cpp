@@ -116,6 +116,19 @@ ir::ValueInfo float_value(const std::string& name) {
   return v;
 }
 
+// Named initializers of the given shapes, uniform in [-bound, bound).
+void add_uniform_weights(ir::Graph& g, const std::vector<std::pair<std::string, Shape>>& weights, uint32_t seed,
+                         float bound) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-bound, bound);
+  for (const auto& [name, shape] : weights) {
+    Tensor t(DType::kFloat32, shape);
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
+    g.initializers[name] = t;
+    g.initializer_order.push_back(name);
+  }
+}
+
 // Checks `nodes` hold Split and ReduceMean in their opset-18+ forms, counting them.
 void expect_opset21_forms(const std::vector<ir::Node>& nodes, int& splits, int& reduces) {
   for (const auto& n : nodes) {
@@ -268,14 +281,7 @@ TEST(QuantizeUnseenBatchedWeight, RankThreeMatMulWeightIsPerTensor) {
   ir::Graph& g = m.graph;
   g.inputs.push_back(float_value("x"));
   g.outputs.push_back(float_value("y"));
-  std::mt19937 rng(5);
-  std::uniform_real_distribution<float> u(-0.5f, 0.5f);
-  for (const auto& [name, shape] : std::vector<std::pair<std::string, Shape>>{{"w3", {4, 8, 6}}, {"w2", {6, 5}}}) {
-    Tensor t(DType::kFloat32, shape);
-    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
-    g.initializers[name] = t;
-    g.initializer_order.push_back(name);
-  }
+  add_uniform_weights(g, {{"w3", {4, 8, 6}}, {"w2", {6, 5}}}, 5, 0.5f);
   g.nodes.push_back(attr_node("MatMul", {"x", "w3"}, {"h"}, {}));
   g.nodes.push_back(attr_node("Relu", {"h"}, {"r"}, {}));
   g.nodes.push_back(attr_node("MatMul", {"r", "w2"}, {"y"}, {}));
@@ -382,14 +388,7 @@ TEST(QuantizeUnseenSpaceDepth, DepthToSpaceMovesCodes) {
   ir::Graph& g = m.graph;
   g.inputs.push_back(float_value("x"));
   g.outputs.push_back(float_value("y"));
-  std::mt19937 rng(7);
-  std::uniform_real_distribution<float> u(-0.5f, 0.5f);
-  for (const auto& [name, shape] : std::vector<std::pair<std::string, Shape>>{{"w1", {8, 4, 1, 1}}, {"w2", {8, 8, 3, 3}}}) {
-    Tensor t(DType::kFloat32, shape);
-    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
-    g.initializers[name] = t;
-    g.initializer_order.push_back(name);
-  }
+  add_uniform_weights(g, {{"w1", {8, 4, 1, 1}}, {"w2", {8, 8, 3, 3}}}, 7, 0.5f);
   g.nodes.push_back(attr_node("Conv", {"x", "w1"}, {"c"}, {}));
   g.nodes.push_back(attr_node("DepthToSpace", {"c"}, {"d"}, {ir::attr_int("blocksize", 2), ir::attr_string("mode", "CRD")}));
   g.nodes.push_back(attr_node("SpaceToDepth", {"d"}, {"e"}, {ir::attr_int("blocksize", 2)}));
@@ -433,15 +432,7 @@ TEST(QuantizeUnseenConv3d, IntegerSessionRunsConv3dInFloat) {
   ir::Graph& g = m.graph;
   g.inputs.push_back(float_value("x"));
   g.outputs.push_back(float_value("y"));
-  std::mt19937 rng(9);
-  std::uniform_real_distribution<float> u(-0.3f, 0.3f);
-  for (const auto& [name, shape] :
-       std::vector<std::pair<std::string, Shape>>{{"w1", {4, 2, 3, 3, 3}}, {"w2", {3, 4, 3, 3, 3}}}) {
-    Tensor t(DType::kFloat32, shape);
-    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
-    g.initializers[name] = t;
-    g.initializer_order.push_back(name);
-  }
+  add_uniform_weights(g, {{"w1", {4, 2, 3, 3, 3}}, {"w2", {3, 4, 3, 3, 3}}}, 9, 0.3f);
   const std::vector<int64_t> pads = {1, 1, 1, 1, 1, 1};
   g.nodes.push_back(attr_node("Conv", {"x", "w1"}, {"c"}, {ir::attr_ints("pads", pads)}));
   g.nodes.push_back(attr_node("Relu", {"c"}, {"r"}, {}));
