@@ -198,13 +198,9 @@ TEST(LayerPrecision, BelowEightBitsOnlyWeightedInputsAreNarrow) {
   EXPECT_TRUE(r->report.notes.empty()) << r->report.notes[0];
 }
 
-// Two inputs through one shared first layer (siamese towers), a middle
-// layer, two heads: every layer with no weighted layer before it on a path
-// from an input is a first layer (a1 and a2), every one with none after it
-// a last layer (h1 and h2). Before, only a1 and h2 were: a2 read a 4-bit
-// input through 8-bit weights, a mix ONNX Runtime's QDQ fusion turns into a
-// QLinearConv it then refuses as invalid (uint4 x).
-TEST(LayerPrecision, FirstAndLastLayersOnEveryPath) {
+// Two inputs through one shared first layer (a1, a2), a middle layer, two
+// heads (h1, h2).
+Model siamese_heads() {
   Model m;
   m.opsets = {{"", 17}};
   m.ir_version = 8;
@@ -222,7 +218,20 @@ TEST(LayerPrecision, FirstAndLastLayersOnEveryPath) {
   add_node(g, "mid", "Gemm", {"r", "wm"}, "t");
   add_node(g, "h1", "Gemm", {"t", "w1"}, "o1");
   add_node(g, "h2", "Gemm", {"t", "w2"}, "o2");
-  const CalibrationData calib{{random_tensor({64, 8}, 7, 4.f), random_tensor({64, 8}, 8, 4.f)}};
+  return m;
+}
+
+CalibrationData siamese_heads_calib() { return {{random_tensor({64, 8}, 7, 4.f), random_tensor({64, 8}, 8, 4.f)}}; }
+
+// Two inputs through one shared first layer (siamese towers), a middle
+// layer, two heads: every layer with no weighted layer before it on a path
+// from an input is a first layer (a1 and a2), every one with none after it
+// a last layer (h1 and h2). Before, only a1 and h2 were: a2 read a 4-bit
+// input through 8-bit weights, a mix ONNX Runtime's QDQ fusion turns into a
+// QLinearConv it then refuses as invalid (uint4 x).
+TEST(LayerPrecision, FirstAndLastLayersOnEveryPath) {
+  const Model m = siamese_heads();
+  const CalibrationData calib = siamese_heads_calib();
 
   QuantConfig c = rtn_config();
   c.weight_format = quant::QFormat::kInt4;
@@ -253,6 +262,30 @@ TEST(LayerPrecision, FirstAndLastLayersOnEveryPath) {
     EXPECT_TRUE(kept) << n;
   }
   EXPECT_EQ(scheme("wm"), "int4");
+}
+
+// Below 8-bit activations, a layer that layer_precision gives 8-bit weights
+// (and no activation format) reads 8-bit inputs: ONNX Runtime's QDQ fusion
+// turns an 8-bit weight on a 4-bit input into a QLinearConv it then refuses
+// as an invalid model (found with resnet20, W4A4, one layer at int8).
+TEST(LayerPrecision, EightBitWeightsReadEightBitInputs) {
+  QuantConfig c = rtn_config();
+  c.weight_format = quant::QFormat::kInt4;
+  c.activation_format = quant::QFormat::kUInt4;
+  c.layer_precision["mid"] = {quant::QFormat::kInt8, std::nullopt, false};
+  auto r = quantize(siamese_heads(), c, siamese_heads_calib());
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const auto* rep = find_report(r->report, "r");
+  ASSERT_NE(rep, nullptr);
+  EXPECT_EQ(first_word(rep->scheme), "uint8");
+  const auto* w = find_report(r->report, "wm");
+  ASSERT_NE(w, nullptr);
+  EXPECT_EQ(first_word(w->scheme), "int8");
+  // An explicit activation format still wins.
+  c.layer_precision["mid"] = {quant::QFormat::kInt8, quant::QFormat::kUInt4, false};
+  r = quantize(siamese_heads(), c, siamese_heads_calib());
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(first_word(find_report(r->report, "r")->scheme), "uint4");
 }
 
 TEST(LayerPrecision, KeepFloatAndUnknownNames) {

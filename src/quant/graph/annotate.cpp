@@ -147,6 +147,13 @@ class Annotator {
           if (moves) continue;
           auto lp = precision_.layers.find(reader.name);
           if (lp != precision_.layers.end() && lp->second.activations) ask(a.binding, *lp->second.activations);
+          // A layer given 8-bit weights reads 8-bit inputs: ONNX Runtime's QDQ
+          // fusion turns an 8-bit weight on a 4-bit input into a QLinearConv
+          // it then refuses as an invalid model (mixed precision under 4-bit
+          // activations).
+          else if (lp != precision_.layers.end() && lp->second.weights && traits(*lp->second.weights).bits >= 8 &&
+                   traits(c_.activation_format).bits < 8 && is_weighted_input(reader, t))
+            ask(a.binding, eight);
           else if (!gemm_only) ask(a.other, c_.activation_format);
           else if (is_weighted_input(reader, t)) ask(a.binding, c_.activation_format);
           else ask(a.other, eight);
