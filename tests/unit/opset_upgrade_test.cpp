@@ -178,6 +178,32 @@ TEST(OpsetUpgrade, SoftmaxAxisEdgeCases) {
   EXPECT_NE(s.message().find("out of range"), std::string::npos) << s.message();
 }
 
+// 16-bit activations need QuantizeLinear-21 (int16/uint16 came with 21):
+// an opset-17 model is raised, else ONNX Runtime refuses the file.
+TEST(OpsetUpgrade, SixteenBitActivationsRaiseToTwentyOne) {
+  ir::Model m;
+  m.opsets = {{"", 17}};
+  ir::Graph& g = m.graph;
+  g.inputs.push_back(float_value("x", {-1, 4, 6, 6}));
+  g.outputs = {float_value("y")};
+  g.set_initializer("w", random_tensor({3, 4, 3, 3}, 1));
+  g.nodes.push_back(attr_node("Conv", {"x", "w"}, {"c"}, {ir::attr_ints("pads", {1, 1, 1, 1})}));
+  g.nodes.push_back(attr_node("Relu", {"c"}, {"y"}));
+  const Tensor calib = random_tensor({16, 4, 6, 6}, 5), x = random_tensor({2, 4, 6, 6}, 9);
+  for (auto f : {quant::QFormat::kInt16, quant::QFormat::kUInt16}) {
+    QuantConfig c;
+    c.activation_format = f;
+    auto q = quantize(m, c, CalibrationData{{calib}});
+    ASSERT_TRUE(q.ok()) << q.status().message();
+    EXPECT_EQ(q->model.opset(), 21);
+    EXPECT_EQ(run_model(q->model, x).size(), 1u);
+  }
+  QuantConfig c8;  // 8-bit: the opset stays
+  auto q = quantize(m, c8, CalibrationData{{calib}});
+  ASSERT_TRUE(q.ok()) << q.status().message();
+  EXPECT_EQ(q->model.opset(), 17);
+}
+
 TEST(OpsetUpgrade, BelowElevenIsRefusedWithTheReason) {
   ir::Model m = legacy_model(11);
   m.opsets = {{"", 10}};

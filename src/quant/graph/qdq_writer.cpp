@@ -304,7 +304,10 @@ class QdqWriter {
           case DType::kInt16: zp.data<int16_t>()[0] = static_cast<int16_t>(p.zero_point); break;
           default: break;
         }
-        if (storage == DType::kInt4 || storage == DType::kUInt4) needs_opset21_ = true;
+        // QuantizeLinear / DequantizeLinear take 4- and 16-bit types from opset 21.
+        if (storage == DType::kInt4 || storage == DType::kUInt4 || storage == DType::kInt16 ||
+            storage == DType::kUInt16)
+          needs_opset21_ = true;
         const bool in_container = storage == t.container && t.bits < 8;
         add_initializer(zn, zp);
         const std::string q_in = in_container && !on_grid(name, ranges) ? clamp_to_format(name, p, f) : name;
