@@ -52,6 +52,19 @@ double sqnr_db(const Tensor& a, const Tensor& b) {
   return 10 * std::log10(signal / std::max(noise, 1e-30));
 }
 
+// The quantized model's first output on x, float-simulated and on integer
+// kernels, each within min_db SQNR of the float model's.
+void expect_near_float(const ir::Model& float_model, const ir::Model& quantized, const Tensor& x, double min_db,
+                       const std::string& what = "") {
+  const std::vector<Tensor> want = testing::run_model(float_model, x);
+  ASSERT_EQ(want.size(), 1u);
+  for (bool integer : {false, true}) {
+    auto got = first_output(quantized, x, integer);
+    ASSERT_TRUE(got.ok()) << got.status().message();
+    EXPECT_GT(sqnr_db(want[0], *got), min_db) << what << (integer ? " integer" : " float-simulated");
+  }
+}
+
 struct Unseen {
   const char* file;
   Shape sample_shape;  // one sample, without the batch dimension
@@ -180,10 +193,6 @@ TEST(QuantizeUnseenOpsetRaise, SplitAndReduceAreRewrittenForOpset21) {
   node("Sub", {"z", "mean"}, {"y"});
 
   const Tensor calib_x = random_input({64, 16}, 1, false), x = random_input({8, 16}, 2, false);
-  auto float_session = Session::create(m);
-  ASSERT_TRUE(float_session.ok()) << float_session.status().message();
-  auto want = (*float_session)->run(std::vector<Tensor>{x});
-  ASSERT_TRUE(want.ok()) << want.status().message();
 
   QuantConfig c;
   c.weight_format = quant::QFormat::kInt4;
@@ -195,11 +204,7 @@ TEST(QuantizeUnseenOpsetRaise, SplitAndReduceAreRewrittenForOpset21) {
   expect_opset21_forms(q->model.graph.nodes, splits, reduces);
   EXPECT_EQ(splits, 1);
   EXPECT_EQ(reduces, 1);
-  for (bool integer : {false, true}) {
-    auto got = first_output(q->model, x, integer);
-    ASSERT_TRUE(got.ok()) << got.status().message();
-    EXPECT_GT(sqnr_db((*want)[0], *got), 10.0) << (integer ? "integer" : "float-simulated");
-  }
+  expect_near_float(m, q->model, x, 10.0);
 }
 
 // The same rewrites reach If bodies, on copies: the caller's model keeps its own.
@@ -287,10 +292,6 @@ TEST(QuantizeUnseenBatchedWeight, RankThreeMatMulWeightIsPerTensor) {
   g.nodes.push_back(attr_node("MatMul", {"r", "w2"}, {"y"}, {}));
 
   const Tensor calib_x = random_input({64, 4, 2, 8}, 1, false), x = random_input({3, 4, 2, 8}, 2, false);
-  auto float_session = Session::create(m);
-  ASSERT_TRUE(float_session.ok()) << float_session.status().message();
-  auto want = (*float_session)->run(std::vector<Tensor>{x});
-  ASSERT_TRUE(want.ok()) << want.status().message();
 
   for (auto activations : {ActivationMode::kStatic, ActivationMode::kDynamic}) {
     QuantConfig c;  // int8, per channel
@@ -315,11 +316,7 @@ TEST(QuantizeUnseenBatchedWeight, RankThreeMatMulWeightIsPerTensor) {
     bool noted = false;
     for (const auto& note : q->report.notes) noted = noted || note.find("quantized per tensor") != std::string::npos;
     EXPECT_TRUE(noted);
-    for (bool integer : {false, true}) {
-      auto got = first_output(q->model, x, integer);
-      ASSERT_TRUE(got.ok()) << got.status().message();
-      EXPECT_GT(sqnr_db((*want)[0], *got), 25.0) << (integer ? "integer" : "float-simulated");
-    }
+    expect_near_float(m, q->model, x, 25.0);
   }
 }
 
@@ -349,10 +346,6 @@ TEST(QuantizeUnseenResize, CubicResizeGetsItsOwnRange) {
       return t;
     };
     const Tensor calib_x = blocks(32, 1), x = blocks(4, 2);
-    auto float_session = Session::create(m);
-    ASSERT_TRUE(float_session.ok()) << float_session.status().message();
-    auto want = (*float_session)->run(std::vector<Tensor>{x});
-    ASSERT_TRUE(want.ok()) << want.status().message();
     QuantConfig c;
     auto q = quantize(m, c, CalibrationData{{calib_x}});
     ASSERT_TRUE(q.ok()) << q.status().message();
@@ -368,11 +361,7 @@ TEST(QuantizeUnseenResize, CubicResizeGetsItsOwnRange) {
       EXPECT_GE(up_min, 0.f);
       EXPECT_LE(up_max, 1.f);
     }
-    for (bool integer : {false, true}) {
-      auto got = first_output(q->model, x, integer);
-      ASSERT_TRUE(got.ok()) << got.status().message();
-      EXPECT_GT(sqnr_db((*want)[0], *got), 35.0) << mode << (integer ? " integer" : " float-simulated");
-    }
+    expect_near_float(m, q->model, x, 35.0, mode);
   }
 }
 
@@ -394,10 +383,6 @@ TEST(QuantizeUnseenSpaceDepth, DepthToSpaceMovesCodes) {
   g.nodes.push_back(attr_node("SpaceToDepth", {"d"}, {"e"}, {ir::attr_int("blocksize", 2)}));
   g.nodes.push_back(attr_node("Conv", {"e", "w2"}, {"y"}, {ir::attr_ints("pads", {1, 1, 1, 1})}));
   const Tensor calib_x = random_input({32, 4, 5, 5}, 1, false), x = random_input({2, 4, 5, 5}, 2, false);
-  auto float_session = Session::create(m);
-  ASSERT_TRUE(float_session.ok()) << float_session.status().message();
-  auto want = (*float_session)->run(std::vector<Tensor>{x});
-  ASSERT_TRUE(want.ok()) << want.status().message();
 
   QuantConfig c;
   c.format = ExportFormat::kQOperator;
@@ -415,11 +400,7 @@ TEST(QuantizeUnseenSpaceDepth, DepthToSpaceMovesCodes) {
   EXPECT_EQ(seen, 2);
   for (const char* t : {"c", "d", "e"})
     for (const auto& r : q->report.float_nodes) EXPECT_EQ(r.find(t + std::string(" (")), std::string::npos) << r;
-  for (bool integer : {false, true}) {
-    auto got = first_output(q->model, x, integer);
-    ASSERT_TRUE(got.ok()) << got.status().message();
-    EXPECT_GT(sqnr_db((*want)[0], *got), 30.0) << (integer ? "integer" : "float-simulated");
-  }
+  expect_near_float(m, q->model, x, 30.0);
 }
 
 // A 3-D Conv (rank-5 weight) has no optimized integer kernel: the integer
@@ -438,10 +419,8 @@ TEST(QuantizeUnseenConv3d, IntegerSessionRunsConv3dInFloat) {
   g.nodes.push_back(attr_node("Relu", {"c"}, {"r"}, {}));
   g.nodes.push_back(attr_node("Conv", {"r", "w2"}, {"y"}, {ir::attr_ints("pads", pads)}));
   const Tensor calib_x = random_input({16, 2, 4, 6, 6}, 1, true), x = random_input({2, 2, 4, 6, 6}, 2, true);
-  auto float_session = Session::create(m);
-  ASSERT_TRUE(float_session.ok()) << float_session.status().message();
-  auto want = (*float_session)->run(std::vector<Tensor>{x});
-  ASSERT_TRUE(want.ok()) << want.status().message();
+  const std::vector<Tensor> want = testing::run_model(m, x);
+  ASSERT_EQ(want.size(), 1u);
   auto q = quantize(m, QuantConfig{}, CalibrationData{{calib_x}});
   ASSERT_TRUE(q.ok()) << q.status().message();
   std::vector<Tensor> outs;
@@ -460,7 +439,7 @@ TEST(QuantizeUnseenConv3d, IntegerSessionRunsConv3dInFloat) {
       float_convs += t.op_type == "Conv";
     }
     EXPECT_EQ(float_convs, 2);
-    EXPECT_GT(sqnr_db((*want)[0], (*got)[0]), 30.0);
+    EXPECT_GT(sqnr_db(want[0], (*got)[0]), 30.0);
     outs.push_back((*got)[0]);
   }
   ASSERT_EQ(outs[0].nbytes(), outs[1].nbytes());
