@@ -264,10 +264,10 @@ TEST(LayerPrecision, FirstAndLastLayersOnEveryPath) {
   EXPECT_EQ(scheme("wm"), "int4");
 }
 
-// Below 8-bit activations, a layer that layer_precision gives 8-bit weights
-// (and no activation format) reads 8-bit inputs: ONNX Runtime's QDQ fusion
-// turns an 8-bit weight on a 4-bit input into a QLinearConv it then refuses
-// as an invalid model (found with resnet20, W4A4, one layer at int8).
+// Under 4-bit activations, a layer whose layer_precision weights are stored
+// in 8-bit tensors (and that names no activation format) reads 8-bit inputs:
+// ONNX Runtime's QDQ fusion turns an 8-bit weight on a 4-bit input into a
+// QLinearConv it then refuses (resnet20, W4A4, one layer at int8, int7 or int3).
 TEST(LayerPrecision, EightBitWeightsReadEightBitInputs) {
   QuantConfig c = rtn_config();
   c.weight_format = quant::QFormat::kInt4;
@@ -281,6 +281,11 @@ TEST(LayerPrecision, EightBitWeightsReadEightBitInputs) {
   const auto* w = find_report(r->report, "wm");
   ASSERT_NE(w, nullptr);
   EXPECT_EQ(first_word(w->scheme), "int8");
+  // Weights stored in 8-bit tensors below 8 bits (int3) count the same.
+  c.layer_precision["mid"] = {quant::QFormat::kInt3, std::nullopt, false};
+  r = quantize(siamese_heads(), c, siamese_heads_calib());
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(first_word(find_report(r->report, "r")->scheme), "uint8");
   // An explicit activation format still wins.
   c.layer_precision["mid"] = {quant::QFormat::kInt8, quant::QFormat::kUInt4, false};
   r = quantize(siamese_heads(), c, siamese_heads_calib());

@@ -115,6 +115,13 @@ class Annotator {
   // entry) ask for a below-8-bit format: a tensor they read takes the widest
   // of those; any other tensor (residual Adds, Softmax, attention MatMuls)
   // takes the 8-bit version.
+  // Whether codes of format f are written as ONNX's INT4/UINT4 (not in an
+  // 8-bit container).
+  bool onnx_4bit(QFormat f) const {
+    const DType t = traits(f).onnx_type;
+    return c_.int4_types && (t == DType::kInt4 || t == DType::kUInt4);
+  }
+
   void assign_activation_formats() {
     const bool gemm_only = low_bit_gemm_inputs_only(c_);
     if (precision_.layers.empty() && !gemm_only) return;  // every tensor in the config's format
@@ -147,12 +154,13 @@ class Annotator {
           if (moves) continue;
           auto lp = precision_.layers.find(reader.name);
           if (lp != precision_.layers.end() && lp->second.activations) ask(a.binding, *lp->second.activations);
-          // A layer given 8-bit weights reads 8-bit inputs: ONNX Runtime's QDQ
-          // fusion turns an 8-bit weight on a 4-bit input into a QLinearConv
-          // it then refuses as an invalid model (mixed precision under 4-bit
-          // activations).
-          else if (lp != precision_.layers.end() && lp->second.weights && traits(*lp->second.weights).bits >= 8 &&
-                   traits(c_.activation_format).bits < 8 && is_weighted_input(reader, t))
+          // A layer whose weights layer_precision stores in an 8-bit tensor
+          // (int8, int7, or int3/int2 clamped) reads 8-bit inputs where the
+          // activations would be ONNX 4-bit types: ONNX Runtime's QDQ fusion
+          // turns that pair into a QLinearConv it then refuses as invalid
+          // (mixed precision under 4-bit activations).
+          else if (lp != precision_.layers.end() && lp->second.weights && !onnx_4bit(*lp->second.weights) &&
+                   onnx_4bit(c_.activation_format) && is_weighted_input(reader, t))
             ask(a.binding, eight);
           else if (!gemm_only) ask(a.other, c_.activation_format);
           else if (is_weighted_input(reader, t)) ask(a.binding, c_.activation_format);
